@@ -1,0 +1,16 @@
+//! Cryptographic building blocks of quorate.
+//!
+//! Everything here is a pure function or a value type: no I/O, no clock, no async.
+//! Section numbers (`§N`) refer to `spec/SPEC.md`.
+#![forbid(unsafe_code)]
+#![deny(missing_docs)]
+#![cfg_attr(not(test), deny(clippy::unwrap_used))]
+
+pub mod batch;
+pub mod identity;
+pub mod merkle;
+pub mod random;
+pub mod secagg;
+pub mod tensor_digest;
+
+pub use identity::{IdentityError, KeyId, PublicKey, SecretKey, Signature};

@@ -1,0 +1,131 @@
+//! RFC 9162 §2.1 Merkle tree hashing with SHA-256, and inclusion proofs (§5).
+
+use sha2::{Digest, Sha256};
+
+use crate::tensor_digest::Digest32;
+
+/// Largest tree a batch may cover; bounds proof length (log2 = 20 hashes) and memory.
+pub const MAX_LEAVES: u64 = 1 << 20;
+
+/// `SHA-256(0x00 || data)`: RFC 9162 leaf hash.
+pub fn leaf_hash(data: &[u8]) -> Digest32 {
+    Sha256::new().chain_update([0u8]).chain_update(data).finalize().into()
+}
+
+/// `SHA-256(0x01 || left || right)`: RFC 9162 interior node hash.
+pub fn node_hash(left: &Digest32, right: &Digest32) -> Digest32 {
+    Sha256::new()
+        .chain_update([1u8])
+        .chain_update(left)
+        .chain_update(right)
+        .finalize()
+        .into()
+}
+
+/// Largest power of two strictly smaller than `n` (n >= 2).
+fn split(n: usize) -> usize {
+    let mut k = 1;
+    while k << 1 < n {
+        k <<= 1;
+    }
+    k
+}
+
+/// MTH over already-hashed leaves. The empty tree hashes to SHA-256 of the empty string.
+pub fn root(leaves: &[Digest32]) -> Digest32 {
+    match leaves.len() {
+        0 => Sha256::digest([]).into(),
+        1 => leaves[0],
+        n => {
+            let k = split(n);
+            node_hash(&root(&leaves[..k]), &root(&leaves[k..]))
+        }
+    }
+}
+
+/// RFC 9162 §2.1.3.1 PATH(m, D[n]): the inclusion proof of leaf `index`.
+pub fn inclusion_proof(leaves: &[Digest32], index: usize) -> Option<Vec<Digest32>> {
+    if index >= leaves.len() {
+        return None;
+    }
+    let mut path = Vec::new();
+    path_into(leaves, index, &mut path);
+    Some(path)
+}
+
+fn path_into(leaves: &[Digest32], m: usize, out: &mut Vec<Digest32>) {
+    let n = leaves.len();
+    if n <= 1 {
+        return;
+    }
+    let k = split(n);
+    if m < k {
+        path_into(&leaves[..k], m, out);
+        out.push(root(&leaves[k..]));
+    } else {
+        path_into(&leaves[k..], m - k, out);
+        out.push(root(&leaves[..k]));
+    }
+}
+
+/// RFC 9162 §2.1.3.2: recomputes the root from a leaf hash and its inclusion proof.
+/// Returns `None` when the proof has the wrong length for `(index, size)`.
+pub fn root_from_inclusion(leaf: &Digest32, index: u64, size: u64, proof: &[Digest32]) -> Option<Digest32> {
+    if index >= size || size > MAX_LEAVES {
+        return None;
+    }
+    let (mut fn_, mut sn) = (index, size - 1);
+    let mut r = *leaf;
+    for p in proof {
+        if sn == 0 {
+            return None;
+        }
+        if fn_ & 1 == 1 || fn_ == sn {
+            r = node_hash(p, &r);
+            if fn_ & 1 == 0 {
+                while fn_ & 1 == 0 && fn_ != 0 {
+                    fn_ >>= 1;
+                    sn >>= 1;
+                }
+            }
+        } else {
+            r = node_hash(&r, p);
+        }
+        fn_ >>= 1;
+        sn >>= 1;
+    }
+    (sn == 0).then_some(r)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_leaf_of_every_small_tree_proves() {
+        for n in 1..=33usize {
+            let leaves: Vec<Digest32> = (0..n).map(|i| leaf_hash(&[i as u8])).collect();
+            let r = root(&leaves);
+            for i in 0..n {
+                let proof = inclusion_proof(&leaves, i).unwrap();
+                assert_eq!(root_from_inclusion(&leaves[i], i as u64, n as u64, &proof), Some(r));
+                // Wrong index, wrong size, wrong leaf and truncated proofs never give the root.
+                if n > 1 {
+                    let j = (i + 1) % n;
+                    assert_ne!(root_from_inclusion(&leaves[i], j as u64, n as u64, &proof), Some(r));
+                    assert_ne!(root_from_inclusion(&leaves[j], i as u64, n as u64, &proof), Some(r));
+                    assert_ne!(root_from_inclusion(&leaves[i], i as u64, n as u64, &proof[1..]), Some(r));
+                }
+                assert_eq!(root_from_inclusion(&leaves[i], n as u64, n as u64, &proof), None);
+            }
+        }
+    }
+
+    #[test]
+    fn rfc9162_shape() {
+        // Three leaves: root = H(1 || H(1 || l0 || l1) || l2).
+        let l: Vec<Digest32> = (0..3u8).map(|i| leaf_hash(&[i])).collect();
+        assert_eq!(root(&l), node_hash(&node_hash(&l[0], &l[1]), &l[2]));
+        assert_eq!(hex::encode(root(&[])), "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855");
+    }
+}

@@ -1,0 +1,1 @@
+//! Secure-aggregation primitives (§9).

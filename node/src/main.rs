@@ -1,0 +1,47 @@
+//! The `quorate` command: attested inference, verification, and the mesh.
+#![forbid(unsafe_code)]
+#![deny(missing_docs)]
+#![cfg_attr(not(test), deny(clippy::unwrap_used))]
+
+use clap::{Parser, Subcommand};
+
+mod bench_secagg;
+
+/// quorate: attested, cross-verified, privacy-preserving inference.
+///
+/// Every result quorate returns carries a signed receipt (COSE_Sign1, Ed25519) that commits
+/// to the model, the inputs and the outputs, so an auditor can check it offline from the
+/// receipt and the node's public key alone.
+#[derive(Parser)]
+#[command(name = "quorate", version, propagate_version = true, arg_required_else_help = true)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Measure performance against raw-primitive baselines.
+    #[command(subcommand)]
+    Bench(BenchCommand),
+}
+
+#[derive(Subcommand)]
+enum BenchCommand {
+    /// Secure aggregation: client and server time against the AES-CTR + X25519 bound.
+    Secagg(bench_secagg::BenchSecaggArgs),
+}
+
+fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Bench(BenchCommand::Secagg(args)) => bench_secagg::run(&args),
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            std::process::ExitCode::from(2)
+        }
+    }
+}

@@ -1,0 +1,10 @@
+//! quorate's protocol layer: tensors and their file formats, deterministic CBOR, receipts
+//! (COSE_Sign1), batch receipts, and the sans-IO state machines of later jobs.
+//!
+//! Nothing here performs I/O or reads a clock: callers pass bytes and `now` in.
+//! Section numbers (`§N`) refer to `spec/SPEC.md`.
+#![forbid(unsafe_code)]
+#![deny(missing_docs)]
+#![cfg_attr(not(test), deny(clippy::unwrap_used))]
+
+pub mod secagg;

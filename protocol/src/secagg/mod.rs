@@ -1,0 +1,1 @@
+//! Secure-aggregation messages and state machines (§9).
