@@ -6,6 +6,8 @@
 use clap::{Parser, Subcommand};
 
 mod bench_secagg;
+#[allow(dead_code)]
+mod transport;
 
 /// quorate: attested, cross-verified, privacy-preserving inference.
 ///

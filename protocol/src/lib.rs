@@ -8,3 +8,4 @@
 #![cfg_attr(not(test), deny(clippy::unwrap_used))]
 
 pub mod secagg;
+pub mod wire;

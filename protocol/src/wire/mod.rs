@@ -1,0 +1,1 @@
+//! Wire framing and messages of the mesh protocol (§8).
