@@ -53,6 +53,34 @@ pub fn inclusion_proof(leaves: &[Digest32], index: usize) -> Option<Vec<Digest32
     Some(path)
 }
 
+/// Inclusion proofs of every leaf, computed bottom-up in O(n log n) hashing.
+pub fn inclusion_proofs(leaves: &[Digest32]) -> Vec<Vec<Digest32>> {
+    let mut proofs = vec![Vec::new(); leaves.len()];
+    fill_proofs(leaves, 0, &mut proofs);
+    proofs
+}
+
+/// Appends to `proofs[offset..offset + leaves.len()]` the path siblings of this subtree and
+/// returns its root, so each subtree root is hashed once.
+fn fill_proofs(leaves: &[Digest32], offset: usize, proofs: &mut [Vec<Digest32>]) -> Digest32 {
+    match leaves.len() {
+        0 => root(leaves),
+        1 => leaves[0],
+        n => {
+            let k = split(n);
+            let left = fill_proofs(&leaves[..k], offset, proofs);
+            let right = fill_proofs(&leaves[k..], offset + k, proofs);
+            for p in &mut proofs[offset..offset + k] {
+                p.push(right);
+            }
+            for p in &mut proofs[offset + k..offset + n] {
+                p.push(left);
+            }
+            node_hash(&left, &right)
+        }
+    }
+}
+
 fn path_into(leaves: &[Digest32], m: usize, out: &mut Vec<Digest32>) {
     let n = leaves.len();
     if n <= 1 {
@@ -108,6 +136,7 @@ mod tests {
             let r = root(&leaves);
             for i in 0..n {
                 let proof = inclusion_proof(&leaves, i).unwrap();
+                assert_eq!(inclusion_proofs(&leaves)[i], proof);
                 assert_eq!(root_from_inclusion(&leaves[i], i as u64, n as u64, &proof), Some(r));
                 // Wrong index, wrong size, wrong leaf and truncated proofs never give the root.
                 if n > 1 {

@@ -38,6 +38,11 @@ pub fn tensor_digest(dtype: u8, shape: &[u64], data: &[u8], salt: Option<&[u8; S
     h.finalize().into()
 }
 
+/// Plain SHA-256, for model files (so `sha256sum` agrees) and stored receipts (§3.4, §4.5).
+pub fn sha256(data: &[u8]) -> Digest32 {
+    Sha256::digest(data).into()
+}
+
 /// SHA-256 of `tag || data`, for digests of models, policies and receipts (§3.4).
 pub fn tagged_digest(tag: &[u8], data: &[u8]) -> Digest32 {
     Sha256::new().chain_update(tag).chain_update(data).finalize().into()

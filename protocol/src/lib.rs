@@ -7,5 +7,11 @@
 #![deny(missing_docs)]
 #![cfg_attr(not(test), deny(clippy::unwrap_used))]
 
+pub mod batch_receipt;
+pub mod cbor;
+pub mod cose;
+pub mod receipt;
 pub mod secagg;
+pub mod tensor;
+pub mod tensor_file;
 pub mod wire;

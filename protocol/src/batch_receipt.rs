@@ -1,0 +1,165 @@
+//! Batch receipts (§5): one signature over an RFC 9162 Merkle root covering many receipt
+//! payloads; each result carries its payload, its inclusion proof and the signed root.
+
+use ciborium::value::Value;
+use quorate_crypto::merkle::{self, MAX_LEAVES};
+use quorate_crypto::tensor_digest::Digest32;
+use quorate_crypto::{KeyId, SecretKey};
+
+use crate::cbor::{self, read};
+use crate::cose::{self, UncheckedSign1};
+use crate::receipt::{MAX_RECEIPT_LEN, ReceiptError, ReceiptPayload, UncheckedReceipt};
+
+/// Content type of a signed batch root (§5.2).
+pub const BATCH_ROOT_CONTENT_TYPE: &str = "application/vnd.quorate.batch-root+cbor";
+/// Format version of batch receipts and roots.
+pub const BATCH_VERSION: u64 = 1;
+/// Longest inclusion proof: log2 of [`MAX_LEAVES`].
+pub const MAX_PROOF_LEN: usize = 20;
+
+/// The signed root of a batch (§5.2).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BatchRoot {
+    /// RFC 9162 Merkle tree head over the leaf payloads.
+    pub root: Digest32,
+    /// Number of leaves.
+    pub size: u64,
+    /// Unix time in seconds when the node signed.
+    pub issued_at: u64,
+}
+
+impl BatchRoot {
+    fn to_cbor(&self) -> Result<Vec<u8>, ReceiptError> {
+        Ok(cbor::encode(&Value::Map(vec![
+            (read::int(1), read::int(BATCH_VERSION)),
+            (read::int(2), Value::Bytes(self.root.to_vec())),
+            (read::int(3), read::int(self.size)),
+            (read::int(4), read::int(self.issued_at)),
+        ]))?)
+    }
+
+    fn from_cbor(bytes: &[u8]) -> Result<Self, ReceiptError> {
+        let v = cbor::decode_deterministic(bytes, MAX_RECEIPT_LEN)?;
+        let m = read::int_map(&v, "batch root", &[1, 2, 3, 4])?;
+        if m.len() != 4 {
+            return Err(ReceiptError::Payload("batch root needs fields 1, 2, 3 and 4".into()));
+        }
+        let version = read::uint(m[0].1, "version")?;
+        if version != BATCH_VERSION {
+            return Err(ReceiptError::Version(version));
+        }
+        let size = read::uint(m[2].1, "size")?;
+        if size == 0 || size > MAX_LEAVES {
+            return Err(ReceiptError::Payload(format!("batch size {size} outside 1..={MAX_LEAVES}")));
+        }
+        Ok(Self { root: read::bytes_n(m[1].1, "root")?, size, issued_at: read::uint(m[3].1, "time")? })
+    }
+}
+
+/// Signs many payloads at once: returns one batch receipt per payload, in order (§5.1).
+pub fn sign_batch(payloads: &[ReceiptPayload], key: &SecretKey, issued_at: u64) -> Result<Vec<Vec<u8>>, ReceiptError> {
+    if payloads.is_empty() || payloads.len() as u64 > MAX_LEAVES {
+        return Err(ReceiptError::Payload(format!("a batch holds 1 to {MAX_LEAVES} receipts")));
+    }
+    let leaves: Vec<Vec<u8>> = payloads.iter().map(ReceiptPayload::to_cbor).collect::<Result<_, _>>()?;
+    let hashes: Vec<Digest32> = leaves.iter().map(|l| merkle::leaf_hash(l)).collect();
+    let root = BatchRoot { root: merkle::root(&hashes), size: leaves.len() as u64, issued_at };
+    let signed_root = cose::sign(root.to_cbor()?, BATCH_ROOT_CONTENT_TYPE, key)?;
+    let proofs = merkle::inclusion_proofs(&hashes);
+    leaves
+        .into_iter()
+        .zip(proofs)
+        .enumerate()
+        .map(|(i, (leaf, path))| {
+            Ok(cbor::encode(&Value::Array(vec![
+                read::int(BATCH_VERSION),
+                Value::Bytes(leaf),
+                read::int(i as u64),
+                Value::Array(path.into_iter().map(|h| Value::Bytes(h.to_vec())).collect()),
+                Value::Bytes(signed_root.clone()),
+            ]))?)
+        })
+        .collect()
+}
+
+/// A batch receipt whose inclusion proof checks out and whose root signature is unchecked.
+#[derive(Debug, Clone)]
+pub struct UncheckedBatchReceipt {
+    /// The leaf payload, a full receipt payload.
+    pub payload: ReceiptPayload,
+    /// The signed root (signature still to be checked).
+    pub root_sign1: UncheckedSign1,
+    /// The decoded root.
+    pub root: BatchRoot,
+    /// The leaf's index in the batch.
+    pub index: u64,
+}
+
+/// Parses a batch receipt and checks its inclusion proof (§5.3 steps 1–5).
+pub fn parse(bytes: &[u8]) -> Result<UncheckedBatchReceipt, ReceiptError> {
+    let v = cbor::decode_deterministic(bytes, MAX_RECEIPT_LEN)?;
+    let parts = read::array(&v, "batch receipt", 5)?;
+    let [version, leaf, index, path, signed_root] = parts else {
+        return Err(ReceiptError::Payload("batch receipt is [version, leaf, index, path, root]".into()));
+    };
+    let version = read::uint(version, "version")?;
+    if version != BATCH_VERSION {
+        return Err(ReceiptError::Version(version));
+    }
+    let leaf = read::bytes_range(leaf, "leaf", 1, MAX_RECEIPT_LEN)?;
+    let index = read::uint(index, "index")?;
+    let path: Vec<Digest32> = read::array(path, "path", MAX_PROOF_LEN)?
+        .iter()
+        .map(|h| read::bytes_n::<32>(h, "path"))
+        .collect::<Result<_, _>>()?;
+    let signed_root = read::bytes_range(signed_root, "root", 1, MAX_RECEIPT_LEN)?;
+    let root_sign1 = cose::parse(signed_root, BATCH_ROOT_CONTENT_TYPE, MAX_RECEIPT_LEN)?;
+    let root = BatchRoot::from_cbor(&root_sign1.payload)?;
+    let payload = ReceiptPayload::from_cbor(leaf)?;
+    let computed = merkle::root_from_inclusion(&merkle::leaf_hash(leaf), index, root.size, &path);
+    if computed != Some(root.root) {
+        return Err(ReceiptError::Payload(format!(
+            "inclusion proof for leaf {index} of {} does not lead to the signed root",
+            root.size
+        )));
+    }
+    Ok(UncheckedBatchReceipt { payload, root_sign1, root, index })
+}
+
+/// A single or batch receipt, told apart by its first byte (§5.4).
+#[derive(Debug, Clone)]
+pub enum AnyReceipt {
+    /// A COSE_Sign1 receipt (§4).
+    Single(UncheckedReceipt),
+    /// A batch receipt (§5).
+    Batch(UncheckedBatchReceipt),
+}
+
+impl AnyReceipt {
+    /// The attested payload.
+    pub fn payload(&self) -> &ReceiptPayload {
+        match self {
+            AnyReceipt::Single(r) => &r.payload,
+            AnyReceipt::Batch(b) => &b.payload,
+        }
+    }
+    /// The COSE_Sign1 whose signature vouches for the payload.
+    pub fn sign1(&self) -> &UncheckedSign1 {
+        match self {
+            AnyReceipt::Single(r) => &r.sign1,
+            AnyReceipt::Batch(b) => &b.root_sign1,
+        }
+    }
+    /// The signer's key id.
+    pub fn kid(&self) -> KeyId {
+        self.sign1().kid
+    }
+}
+
+/// Parses either form: tag 18 (0xd2) starts a COSE_Sign1, a 5-array (0x85) a batch receipt.
+pub fn parse_any(bytes: &[u8]) -> Result<AnyReceipt, ReceiptError> {
+    match bytes.first() {
+        Some(0x85) => parse(bytes).map(AnyReceipt::Batch),
+        _ => crate::receipt::parse(bytes).map(AnyReceipt::Single),
+    }
+}

@@ -1,0 +1,140 @@
+//! COSE_Sign1 (RFC 9052 §4.2) profile shared by receipts and rosters (§4.1).
+//!
+//! Profile: tagged COSE_Sign1 (tag 18); protected header exactly {1: alg, 3: content type,
+//! 4: kid}, alg EdDSA (-8) when signing, EdDSA or Ed25519 (-19, RFC 9864) accepted; empty
+//! unprotected header; embedded payload; no `crit`; the whole structure deterministic CBOR.
+
+use coset::{CoseSign1, CoseSign1Builder, HeaderBuilder, TaggedCborSerializable, iana};
+use quorate_crypto::{KeyId, PublicKey, SecretKey, identity::KEY_ID_LEN};
+
+use crate::cbor::{self, CborError};
+
+/// `alg` value written by quorate: EdDSA (RFC 9053).
+pub const ALG_EDDSA: i64 = -8;
+/// `alg` value also accepted: Ed25519 (RFC 9864).
+pub const ALG_ED25519: i64 = -19;
+
+/// Errors checking a COSE_Sign1 document.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum CoseError {
+    /// The bytes are not canonical CBOR (see [`CborError`]).
+    #[error(transparent)]
+    Cbor(#[from] CborError),
+    /// Not a tagged COSE_Sign1 structure.
+    #[error("not a tagged COSE_Sign1 (RFC 9052 §4.2): {0}")]
+    Structure(String),
+    /// A header violates the §4.1 profile.
+    #[error("header: {0}")]
+    Header(String),
+    /// The content type is not the one this document must have.
+    #[error("content type is {found:?}, expected {expected:?}")]
+    ContentType {
+        /// What the document says.
+        found: String,
+        /// What was expected.
+        expected: &'static str,
+    },
+    /// No payload, or a detached one.
+    #[error("payload missing")]
+    NoPayload,
+}
+
+/// A structurally valid COSE_Sign1 whose signature has not been checked yet.
+#[derive(Debug, Clone)]
+pub struct UncheckedSign1 {
+    /// The signer's key id.
+    pub kid: KeyId,
+    /// The `alg` header value.
+    pub alg: i64,
+    /// The payload bytes.
+    pub payload: Vec<u8>,
+    /// The Sig_structure bytes the signature covers.
+    pub to_be_signed: Vec<u8>,
+    /// The signature bytes.
+    pub signature: Vec<u8>,
+}
+
+impl UncheckedSign1 {
+    /// Verifies the signature with `key`, which must have this document's key id.
+    pub fn verify(&self, key: &PublicKey) -> Result<(), quorate_crypto::IdentityError> {
+        if key.key_id() != self.kid {
+            return Err(quorate_crypto::IdentityError::BadSignature);
+        }
+        key.verify(&self.to_be_signed, &self.signature)
+    }
+}
+
+/// Signs `payload` as a tagged COSE_Sign1 with the §4.1 profile.
+pub fn sign(payload: Vec<u8>, content_type: &str, key: &SecretKey) -> Result<Vec<u8>, CoseError> {
+    let kid = key.public_key().key_id();
+    let protected = HeaderBuilder::new()
+        .algorithm(iana::Algorithm::EdDSA)
+        .content_type(content_type.to_string())
+        .key_id(kid.0.to_vec())
+        .build();
+    let sign1 = CoseSign1Builder::new()
+        .protected(protected)
+        .payload(payload)
+        .create_signature(&[], |tbs| key.sign(tbs).0.to_vec())
+        .build();
+    let bytes = sign1.to_tagged_vec().map_err(|e| CoseError::Structure(e.to_string()))?;
+    // Re-encode the outer structure deterministically; the signed byte strings inside are
+    // carried unchanged, so the signature stays valid.
+    let value: ciborium::value::Value =
+        ciborium::de::from_reader(bytes.as_slice()).map_err(|e| CborError::Malformed(e.to_string()))?;
+    Ok(cbor::encode(&value)?)
+}
+
+/// Parses a COSE_Sign1 under the §4.1 profile, checking the content type.
+pub fn parse(bytes: &[u8], content_type: &'static str, limit: usize) -> Result<UncheckedSign1, CoseError> {
+    cbor::decode_deterministic(bytes, limit)?;
+    let sign1 = CoseSign1::from_tagged_slice(bytes).map_err(|e| CoseError::Structure(e.to_string()))?;
+    let p = &sign1.protected.header;
+    let header = |m: &str| CoseError::Header(m.to_string());
+    if !p.crit.is_empty() {
+        return Err(header("crit is present: no critical extensions are understood"));
+    }
+    if !p.rest.is_empty() || p.iv.len() + p.partial_iv.len() > 0 || !p.counter_signatures.is_empty() {
+        return Err(header("protected header has parameters outside {alg, content type, kid}"));
+    }
+    match &sign1.protected.original_data {
+        Some(d) if !d.is_empty() => {
+            cbor::decode_deterministic(d, limit)?;
+        }
+        _ => return Err(header("protected header is empty")),
+    }
+    if !sign1.unprotected.is_empty() {
+        return Err(header("unprotected header must be empty"));
+    }
+    let alg = match &p.alg {
+        Some(coset::Algorithm::Assigned(a)) => *a as i64,
+        _ => return Err(header("alg missing or not an integer")),
+    };
+    if alg != ALG_EDDSA && alg != ALG_ED25519 {
+        return Err(CoseError::Header(format!("alg {alg} is not EdDSA (-8) or Ed25519 (-19)")));
+    }
+    match &p.content_type {
+        Some(coset::ContentType::Text(t)) if t == content_type => {}
+        Some(coset::ContentType::Text(t)) => {
+            return Err(CoseError::ContentType { found: t.clone(), expected: content_type });
+        }
+        _ => return Err(CoseError::ContentType { found: "(none)".into(), expected: content_type }),
+    }
+    let kid = KeyId::from_slice(&p.key_id)
+        .ok_or_else(|| CoseError::Header(format!("kid must be {KEY_ID_LEN} bytes, found {}", p.key_id.len())))?;
+    let payload = sign1.payload.clone().ok_or(CoseError::NoPayload)?;
+    Ok(UncheckedSign1 {
+        kid,
+        alg,
+        to_be_signed: sign1.tbs_data(&[]),
+        signature: sign1.signature.clone(),
+        payload,
+    })
+}
+
+/// Checks that `bytes` is CBOR at all (to tell "malformed" from "wrong profile" in messages).
+pub fn is_cbor(bytes: &[u8]) -> bool {
+    let mut rest = bytes;
+    ciborium::de::from_reader::<ciborium::value::Value, _>(&mut rest).is_ok()
+}
