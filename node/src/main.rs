@@ -4,10 +4,7 @@
 #![cfg_attr(not(test), deny(clippy::unwrap_used))]
 
 use clap::{Parser, Subcommand};
-
-mod bench_secagg;
-#[allow(dead_code)]
-mod transport;
+use quorate_node::{bench_secagg, commands};
 
 /// quorate: attested, cross-verified, privacy-preserving inference.
 ///
@@ -23,6 +20,12 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Create an Ed25519 identity key pair.
+    Keygen(commands::keygen::KeygenArgs),
+    /// Run a model locally and sign a receipt for the result.
+    Run(commands::run::RunArgs),
+    /// Verify receipts offline against trusted public keys.
+    Verify(commands::verify::VerifyArgs),
     /// Measure performance against raw-primitive baselines.
     #[command(subcommand)]
     Bench(BenchCommand),
@@ -37,6 +40,9 @@ enum BenchCommand {
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
+        Command::Keygen(args) => commands::keygen::run(&args),
+        Command::Run(args) => commands::run::run(&args),
+        Command::Verify(args) => commands::verify::run(&args),
         Command::Bench(BenchCommand::Secagg(args)) => bench_secagg::run(&args),
     };
     match result {

@@ -1,0 +1,5 @@
+//! The subcommands of `quorate`, one module each.
+
+pub mod keygen;
+pub mod run;
+pub mod verify;

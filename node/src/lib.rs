@@ -1,0 +1,14 @@
+//! quorate node internals: ONNX Runtime execution, attestation, verification, transport.
+//! The `quorate` binary (src/main.rs) is a thin CLI over this library.
+#![forbid(unsafe_code)]
+#![deny(missing_docs)]
+#![cfg_attr(not(test), deny(clippy::unwrap_used))]
+
+pub mod attest;
+pub mod bench_secagg;
+pub mod commands;
+pub mod files;
+pub mod runtime;
+#[allow(dead_code)]
+pub mod transport;
+pub mod verify;

@@ -1,0 +1,328 @@
+//! ONNX Runtime: finding the library, one environment per process, sessions, and
+//! converting between quorate tensors and ORT values.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Mutex, OnceLock};
+
+use anyhow::{Context, anyhow, bail};
+use ort::environment::Environment;
+use ort::session::{Session, SessionInputValue};
+use ort::value::{DynValue, Tensor as OrtTensor, TensorElementType, ValueType};
+use quorate_protocol::tensor::{DType, Tensor};
+
+/// The ONNX Runtime release the project is built and tested against.
+pub const ORT_VERSION: &str = "1.31.1";
+
+/// What to run when the library cannot be found.
+pub const FETCH_HINT: &str = "run ./scripts/fetch-onnxruntime.sh from the quorate checkout, \
+or set ORT_DYLIB_PATH to a libonnxruntime.so (version 1.31 or newer)";
+
+/// Where the library was looked for, in order (§ README "ONNX Runtime").
+fn candidates() -> Vec<PathBuf> {
+    let lib = format!("libonnxruntime.so.{ORT_VERSION}");
+    let mut out = Vec::new();
+    if let Some(p) = std::env::var_os("ORT_DYLIB_PATH") {
+        out.push(PathBuf::from(p));
+    }
+    // The checkout the binary was built from, then next to the binary (target/<profile>/).
+    out.push(Path::new(env!("CARGO_MANIFEST_DIR")).join("../third_party/onnxruntime").join(&lib));
+    if let Ok(exe) = std::env::current_exe() {
+        for up in exe.ancestors().skip(1).take(4) {
+            out.push(up.join("third_party/onnxruntime").join(&lib));
+        }
+    }
+    out.push(PathBuf::from("third_party/onnxruntime").join(&lib));
+    // An installed `onnxruntime` Python package carries the same library.
+    if let Some(dir) = python_onnxruntime_capi() {
+        if let Ok(entries) = std::fs::read_dir(&dir) {
+            let mut libs: Vec<PathBuf> = entries
+                .filter_map(Result::ok)
+                .map(|e| e.path())
+                .filter(|p| {
+                    p.file_name()
+                        .and_then(|n| n.to_str())
+                        .is_some_and(|n| n.starts_with("libonnxruntime.so.1."))
+                })
+                .collect();
+            libs.sort();
+            out.extend(libs);
+        }
+    }
+    out
+}
+
+fn python_onnxruntime_capi() -> Option<PathBuf> {
+    let out = std::process::Command::new("python3")
+        .args(["-c", "import onnxruntime, os; print(os.path.join(os.path.dirname(onnxruntime.__file__), 'capi'))"])
+        .stderr(std::process::Stdio::null())
+        .output()
+        .ok()?;
+    out.status
+        .success()
+        .then(|| PathBuf::from(String::from_utf8_lossy(&out.stdout).trim()))
+}
+
+/// The process-wide ORT environment (ort allows exactly one per process).
+pub fn environment() -> anyhow::Result<&'static Environment> {
+    static ENV: OnceLock<Result<Environment, String>> = OnceLock::new();
+    ENV.get_or_init(|| {
+        let tried = candidates();
+        let path = tried.iter().find(|p| p.is_file()).ok_or_else(|| {
+            let list: Vec<String> = tried.iter().map(|p| format!("  {}", p.display())).collect();
+            format!("ONNX Runtime library not found; looked in:\n{}\nTo fix: {FETCH_HINT}", list.join("\n"))
+        })?;
+        let builder = ort::init_from(path)
+            .map_err(|e| format!("cannot load ONNX Runtime from {}: {e}\nTo fix: {FETCH_HINT}", path.display()))?;
+        builder
+            .with_name("quorate")
+            .build()
+            .map_err(|e| format!("cannot start ONNX Runtime: {e}"))
+    })
+    .as_ref()
+    .map_err(|e| anyhow!("{e}"))
+}
+
+/// `onnxruntime X.Y.Z`, read from the loaded library's build info.
+pub fn runtime_version() -> String {
+    let info = ort::info();
+    let version = info
+        .split(|c: char| c == ',' || c.is_whitespace())
+        .find_map(|part| part.strip_prefix("git-branch=rel-"))
+        .unwrap_or(ORT_VERSION);
+    format!("onnxruntime {version}")
+}
+
+/// A declared input or output of a model.
+#[derive(Clone, Debug)]
+pub struct IoSpec {
+    /// Tensor name.
+    pub name: String,
+    /// Element type, if quorate supports it.
+    pub dtype: Option<DType>,
+    /// Dimensions; `None` for a symbolic or unknown one.
+    pub shape: Vec<Option<u64>>,
+}
+
+impl std::fmt::Display for IoSpec {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let dims: Vec<String> = self
+            .shape
+            .iter()
+            .map(|d| d.map_or_else(|| "?".to_string(), |d| d.to_string()))
+            .collect();
+        let dtype = self.dtype.map_or("unsupported", DType::name);
+        write!(f, "{} {dtype}[{}]", self.name, dims.join(", "))
+    }
+}
+
+fn to_dtype(t: TensorElementType) -> Option<DType> {
+    Some(match t {
+        TensorElementType::Float32 => DType::F32,
+        TensorElementType::Float64 => DType::F64,
+        TensorElementType::Int8 => DType::I8,
+        TensorElementType::Int16 => DType::I16,
+        TensorElementType::Int32 => DType::I32,
+        TensorElementType::Int64 => DType::I64,
+        TensorElementType::Uint8 => DType::U8,
+        TensorElementType::Bool => DType::Bool,
+        _ => return None,
+    })
+}
+
+fn io_spec(name: &str, ty: &ValueType) -> IoSpec {
+    match ty {
+        ValueType::Tensor { ty, shape, .. } => IoSpec {
+            name: name.to_string(),
+            dtype: to_dtype(*ty),
+            shape: shape.iter().map(|&d| u64::try_from(d).ok()).collect(),
+        },
+        _ => IoSpec { name: name.to_string(), dtype: None, shape: Vec::new() },
+    }
+}
+
+/// A model loaded into an ORT session, with its declared interface and digest.
+pub struct LoadedModel {
+    session: Mutex<Session>,
+    /// SHA-256 of the model file (§3.4).
+    pub digest: [u8; 32],
+    /// Declared inputs, in order.
+    pub inputs: Vec<IoSpec>,
+    /// Declared outputs, in order.
+    pub outputs: Vec<IoSpec>,
+    /// The execution provider sessions of this model run on.
+    pub provider: String,
+}
+
+impl LoadedModel {
+    /// Loads a model from its bytes on the CPU provider.
+    pub fn from_bytes(bytes: &[u8], intra_threads: usize) -> anyhow::Result<Self> {
+        let env = environment()?;
+        let session = Session::builder(env)
+            .and_then(|b| b.with_intra_threads(intra_threads).map_err(Into::into))
+            .and_then(|mut b| b.commit_from_memory(bytes))
+            .map_err(|e| anyhow!("ONNX Runtime refused the model: {e}"))?;
+        let inputs = session.inputs().iter().map(|o| io_spec(o.name(), o.dtype())).collect();
+        let outputs = session.outputs().iter().map(|o| io_spec(o.name(), o.dtype())).collect();
+        Ok(Self {
+            session: Mutex::new(session),
+            digest: quorate_crypto::tensor_digest::sha256(bytes),
+            inputs,
+            outputs,
+            provider: "CPUExecutionProvider".to_string(),
+        })
+    }
+
+    /// Loads a model file.
+    pub fn from_file(path: &Path, intra_threads: usize) -> anyhow::Result<Self> {
+        let bytes = std::fs::read(path).with_context(|| format!("cannot read model {}", path.display()))?;
+        Self::from_bytes(&bytes, intra_threads).with_context(|| format!("model {}", path.display()))
+    }
+
+    /// Checks `tensors` against the declared inputs: the same names, types and shapes.
+    /// Returns them in declaration order.
+    pub fn check_inputs(&self, mut tensors: Vec<Tensor>) -> Result<Vec<Tensor>, InputError> {
+        let mut ordered = Vec::with_capacity(self.inputs.len());
+        for spec in &self.inputs {
+            let pos = tensors
+                .iter()
+                .position(|t| t.name() == spec.name)
+                .ok_or_else(|| InputError::Missing { name: spec.name.clone(), expected: self.describe_inputs() })?;
+            let t = tensors.swap_remove(pos);
+            let dtype = spec.dtype.ok_or_else(|| InputError::UnsupportedType(spec.to_string()))?;
+            if t.dtype() != dtype {
+                return Err(InputError::Type { name: spec.name.clone(), expected: dtype, found: t.dtype() });
+            }
+            let fits = t.shape().len() == spec.shape.len()
+                && t.shape().iter().zip(&spec.shape).all(|(&d, s)| s.is_none_or(|s| s == d));
+            if !fits {
+                return Err(InputError::Shape { expected: spec.to_string(), found: t.shape().to_vec() });
+            }
+            ordered.push(t);
+        }
+        if let Some(extra) = tensors.first() {
+            return Err(InputError::Unexpected { name: extra.name().to_string(), expected: self.describe_inputs() });
+        }
+        Ok(ordered)
+    }
+
+    /// `features float32[?, 30]` style summary of the inputs.
+    pub fn describe_inputs(&self) -> String {
+        self.inputs.iter().map(ToString::to_string).collect::<Vec<_>>().join(", ")
+    }
+
+    /// Runs the model on inputs already checked by [`Self::check_inputs`].
+    pub fn run(&self, inputs: &[Tensor]) -> anyhow::Result<Vec<Tensor>> {
+        let values: Vec<(String, SessionInputValue<'_>)> = inputs
+            .iter()
+            .map(|t| Ok((t.name().to_string(), SessionInputValue::from(to_ort(t)?))))
+            .collect::<anyhow::Result<_>>()?;
+        let mut session = self.session.lock().map_err(|_| anyhow!("model session poisoned by a panic"))?;
+        let outputs = session.run(values).map_err(|e| anyhow!("inference failed: {e}"))?;
+        self.outputs
+            .iter()
+            .map(|spec| {
+                let v = outputs
+                    .get(&spec.name)
+                    .ok_or_else(|| anyhow!("runtime returned no output {:?}", spec.name))?;
+                from_ort(&spec.name, v)
+            })
+            .collect()
+    }
+}
+
+/// Input validation failures, each telling the user what the model expects.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum InputError {
+    /// A declared input was not supplied.
+    #[error("missing input {name:?}; the model takes: {expected}")]
+    Missing {
+        /// The missing name.
+        name: String,
+        /// All declared inputs.
+        expected: String,
+    },
+    /// A supplied tensor matches no declared input.
+    #[error("unexpected input {name:?}; the model takes: {expected}")]
+    Unexpected {
+        /// The extra name.
+        name: String,
+        /// All declared inputs.
+        expected: String,
+    },
+    /// Wrong element type.
+    #[error("input {name:?} must be {expected}, found {found}")]
+    Type {
+        /// Input name.
+        name: String,
+        /// Declared type.
+        expected: DType,
+        /// Supplied type.
+        found: DType,
+    },
+    /// Wrong rank or a fixed dimension differs.
+    #[error("input shape {found:?} does not fit {expected}")]
+    Shape {
+        /// Declared input.
+        expected: String,
+        /// Supplied shape.
+        found: Vec<u64>,
+    },
+    /// The model declares an input type quorate does not handle.
+    #[error("model input {0} has a type quorate does not support")]
+    UnsupportedType(String),
+}
+
+macro_rules! le_vec {
+    ($t:ty, $data:expr) => {
+        $data
+            .chunks_exact(std::mem::size_of::<$t>())
+            .map(|c| <$t>::from_le_bytes(c.try_into().unwrap_or_default()))
+            .collect::<Vec<$t>>()
+    };
+}
+
+fn to_ort(t: &Tensor) -> anyhow::Result<DynValue> {
+    let shape: Vec<i64> = t.shape().iter().map(|&d| d as i64).collect();
+    let d = t.data();
+    let value = match t.dtype() {
+        DType::F32 => OrtTensor::from_array((shape, le_vec!(f32, d)))?.into_dyn(),
+        DType::F64 => OrtTensor::from_array((shape, le_vec!(f64, d)))?.into_dyn(),
+        DType::I8 => OrtTensor::from_array((shape, d.iter().map(|&b| b as i8).collect::<Vec<i8>>()))?.into_dyn(),
+        DType::I16 => OrtTensor::from_array((shape, le_vec!(i16, d)))?.into_dyn(),
+        DType::I32 => OrtTensor::from_array((shape, le_vec!(i32, d)))?.into_dyn(),
+        DType::I64 => OrtTensor::from_array((shape, le_vec!(i64, d)))?.into_dyn(),
+        DType::U8 => OrtTensor::from_array((shape, d.to_vec()))?.into_dyn(),
+        DType::Bool => OrtTensor::from_array((shape, d.iter().map(|&b| b != 0).collect::<Vec<bool>>()))?.into_dyn(),
+        other => bail!("unsupported input type {other}"),
+    };
+    Ok(value)
+}
+
+fn from_ort(name: &str, v: &DynValue) -> anyhow::Result<Tensor> {
+    let ValueType::Tensor { ty, .. } = v.dtype() else {
+        bail!("output {name:?} is not a tensor");
+    };
+    let dtype = to_dtype(*ty).ok_or_else(|| anyhow!("output {name:?} has unsupported type {ty:?}"))?;
+    macro_rules! bytes_of {
+        ($t:ty) => {{
+            let (shape, data) = v.try_extract_tensor::<$t>()?;
+            (shape.iter().map(|&d| d as u64).collect::<Vec<u64>>(), data.iter().flat_map(|x| x.to_le_bytes()).collect::<Vec<u8>>())
+        }};
+    }
+    let (shape, data) = match dtype {
+        DType::F32 => bytes_of!(f32),
+        DType::F64 => bytes_of!(f64),
+        DType::I8 => bytes_of!(i8),
+        DType::I16 => bytes_of!(i16),
+        DType::I32 => bytes_of!(i32),
+        DType::I64 => bytes_of!(i64),
+        DType::U8 => bytes_of!(u8),
+        DType::Bool => {
+            let (shape, data) = v.try_extract_tensor::<bool>()?;
+            (shape.iter().map(|&d| d as u64).collect(), data.iter().map(|&b| b as u8).collect())
+        }
+        other => bail!("unsupported output type {other}"),
+    };
+    Ok(Tensor::new(name, dtype, shape, data)?)
+}
