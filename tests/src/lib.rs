@@ -1,2 +1,63 @@
-//! End-to-end and conformance tests of quorate live in `tests/tests/`.
+//! Shared helpers of quorate's end-to-end and conformance tests (in `tests/tests/`).
 #![forbid(unsafe_code)]
+#![deny(missing_docs)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+/// The repository root.
+pub fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+/// The `quorate` binary built by the same `cargo test` run (target/<profile>/quorate).
+pub fn quorate_bin() -> PathBuf {
+    let exe = std::env::current_exe().unwrap_or_default();
+    let bin = exe
+        .ancestors()
+        .skip(1)
+        .take(3)
+        .map(|d| d.join("quorate"))
+        .find(|p| p.is_file());
+    match bin {
+        Some(b) => b,
+        None => panic!("the quorate binary is not built next to {}; run the tests with `cargo test --workspace`", exe.display()),
+    }
+}
+
+/// Runs `quorate` with `args` and returns its output.
+pub fn quorate<I, S>(args: I) -> Output
+where
+    I: IntoIterator<Item = S>,
+    S: AsRef<std::ffi::OsStr>,
+{
+    match Command::new(quorate_bin()).args(args).output() {
+        Ok(o) => o,
+        Err(e) => panic!("cannot start quorate: {e}"),
+    }
+}
+
+/// stdout and stderr as one string, for assertions and failure messages.
+pub fn text(o: &Output) -> String {
+    format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr))
+}
+
+/// A file under `spec/vectors/`.
+pub fn vector_path(rel: &str) -> PathBuf {
+    repo_root().join("spec/vectors").join(rel)
+}
+
+/// Every JSON file under `spec/vectors/<dir>`, sorted.
+pub fn vector_files(dir: &str) -> Vec<PathBuf> {
+    let mut out: Vec<PathBuf> = std::fs::read_dir(vector_path(dir))
+        .map(|rd| rd.filter_map(Result::ok).map(|e| e.path()).filter(|p| p.extension().is_some_and(|e| e == "json")).collect())
+        .unwrap_or_default();
+    out.sort();
+    out
+}
+
+/// Reads and parses a JSON file.
+pub fn read_json(path: &Path) -> serde_json::Value {
+    let bytes = std::fs::read(path).unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()));
+    serde_json::from_slice(&bytes).unwrap_or_else(|e| panic!("{} is not JSON: {e}", path.display()))
+}
