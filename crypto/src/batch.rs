@@ -42,8 +42,8 @@ pub fn verify_all(items: &[Item<'_>]) -> Vec<Result<(), IdentityError>> {
             None => results[i] = Some(item.key.verify(item.message, item.signature)),
         }
     }
-    let batch_ok = !batch_idx.is_empty()
-        && ed25519_dalek::verify_batch(&messages, &signatures, &keys).is_ok();
+    let batch_ok =
+        !batch_idx.is_empty() && ed25519_dalek::verify_batch(&messages, &signatures, &keys).is_ok();
     for &i in &batch_idx {
         results[i] = Some(if batch_ok {
             Ok(())
@@ -83,7 +83,9 @@ mod tests {
 
     #[test]
     fn agrees_with_single_verification() {
-        let keys: Vec<SecretKey> = (0..5u8).map(|i| SecretKey::from_seed(&[i + 1; 32])).collect();
+        let keys: Vec<SecretKey> = (0..5u8)
+            .map(|i| SecretKey::from_seed(&[i + 1; 32]))
+            .collect();
         let pubs: Vec<PublicKey> = keys.iter().map(|k| k.public_key()).collect();
         let msgs: Vec<Vec<u8>> = (0..5u8).map(|i| vec![i; 10]).collect();
         let mut sigs: Vec<Vec<u8>> = keys
@@ -93,7 +95,11 @@ mod tests {
             .collect();
         let items = |sigs: &Vec<Vec<u8>>| -> Vec<Result<(), IdentityError>> {
             let items: Vec<Item<'_>> = (0..5)
-                .map(|i| Item { message: &msgs[i], signature: &sigs[i], key: &pubs[i] })
+                .map(|i| Item {
+                    message: &msgs[i],
+                    signature: &sigs[i],
+                    key: &pubs[i],
+                })
                 .collect();
             verify_all(&items)
         };

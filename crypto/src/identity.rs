@@ -72,8 +72,8 @@ impl SecretKey {
 
     /// Parses a PKCS#8 PEM Ed25519 private key; rejects a key whose public half is weak.
     pub fn from_pem(pem: &str) -> Result<Self, IdentityError> {
-        let key =
-            SigningKey::from_pkcs8_pem(pem).map_err(|e| IdentityError::MalformedPem(e.to_string()))?;
+        let key = SigningKey::from_pkcs8_pem(pem)
+            .map_err(|e| IdentityError::MalformedPem(e.to_string()))?;
         PublicKey::from_bytes(key.verifying_key().as_bytes())?;
         Ok(Self(key))
     }
@@ -172,8 +172,14 @@ impl std::fmt::Debug for Signature {
 }
 
 /// A key id (§2.2). Compared in constant time.
-#[derive(Clone, Copy, Hash, Eq)]
+#[derive(Clone, Copy, Eq)]
 pub struct KeyId(pub [u8; KEY_ID_LEN]);
+
+impl std::hash::Hash for KeyId {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.0.hash(state);
+    }
+}
 
 impl PartialEq for KeyId {
     fn eq(&self, other: &Self) -> bool {
@@ -210,11 +216,17 @@ mod tests {
         let pk = sk.public_key();
         let sig = sk.sign(b"hello");
         assert_eq!(pk.verify(b"hello", &sig.0), Ok(()));
-        assert_eq!(pk.verify(b"hellp", &sig.0), Err(IdentityError::BadSignature));
+        assert_eq!(
+            pk.verify(b"hellp", &sig.0),
+            Err(IdentityError::BadSignature)
+        );
         let mut bad = sig.0;
         bad[3] ^= 1;
         assert_eq!(pk.verify(b"hello", &bad), Err(IdentityError::BadSignature));
-        assert_eq!(pk.verify(b"hello", &bad[..63]), Err(IdentityError::SignatureLength(63)));
+        assert_eq!(
+            pk.verify(b"hello", &bad[..63]),
+            Err(IdentityError::SignatureLength(63))
+        );
     }
 
     #[test]
@@ -225,11 +237,18 @@ mod tests {
             b[0] = 1;
             b
         };
-        assert_eq!(PublicKey::from_bytes(&identity), Err(IdentityError::WeakKey));
+        assert_eq!(
+            PublicKey::from_bytes(&identity),
+            Err(IdentityError::WeakKey)
+        );
         let order8 =
-            hex::decode("c7176a703d4dd84fba3c0b760d10670f2a2053fa2c39ccc64ec7fd7792ac037a").unwrap();
+            hex::decode("c7176a703d4dd84fba3c0b760d10670f2a2053fa2c39ccc64ec7fd7792ac037a")
+                .unwrap();
         assert_eq!(PublicKey::from_bytes(&order8), Err(IdentityError::WeakKey));
-        assert_eq!(PublicKey::from_bytes(&[1u8; 31]), Err(IdentityError::MalformedKey));
+        assert_eq!(
+            PublicKey::from_bytes(&[1u8; 31]),
+            Err(IdentityError::MalformedKey)
+        );
     }
 
     #[test]
@@ -240,7 +259,10 @@ mod tests {
         assert_eq!(back.public_key(), sk.public_key());
         let pub_pem = sk.public_key().to_pem().unwrap();
         assert_eq!(PublicKey::from_pem(&pub_pem).unwrap(), sk.public_key());
-        assert!(PublicKey::from_pem("-----BEGIN PUBLIC KEY-----\nAAAA\n-----END PUBLIC KEY-----\n").is_err());
+        assert!(
+            PublicKey::from_pem("-----BEGIN PUBLIC KEY-----\nAAAA\n-----END PUBLIC KEY-----\n")
+                .is_err()
+        );
         assert_eq!(format!("{sk:?}"), "SecretKey(<redacted>)");
     }
 

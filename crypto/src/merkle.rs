@@ -9,7 +9,11 @@ pub const MAX_LEAVES: u64 = 1 << 20;
 
 /// `SHA-256(0x00 || data)`: RFC 9162 leaf hash.
 pub fn leaf_hash(data: &[u8]) -> Digest32 {
-    Sha256::new().chain_update([0u8]).chain_update(data).finalize().into()
+    Sha256::new()
+        .chain_update([0u8])
+        .chain_update(data)
+        .finalize()
+        .into()
 }
 
 /// `SHA-256(0x01 || left || right)`: RFC 9162 interior node hash.
@@ -98,7 +102,12 @@ fn path_into(leaves: &[Digest32], m: usize, out: &mut Vec<Digest32>) {
 
 /// RFC 9162 §2.1.3.2: recomputes the root from a leaf hash and its inclusion proof.
 /// Returns `None` when the proof has the wrong length for `(index, size)`.
-pub fn root_from_inclusion(leaf: &Digest32, index: u64, size: u64, proof: &[Digest32]) -> Option<Digest32> {
+pub fn root_from_inclusion(
+    leaf: &Digest32,
+    index: u64,
+    size: u64,
+    proof: &[Digest32],
+) -> Option<Digest32> {
     if index >= size || size > MAX_LEAVES {
         return None;
     }
@@ -137,15 +146,30 @@ mod tests {
             for i in 0..n {
                 let proof = inclusion_proof(&leaves, i).unwrap();
                 assert_eq!(inclusion_proofs(&leaves)[i], proof);
-                assert_eq!(root_from_inclusion(&leaves[i], i as u64, n as u64, &proof), Some(r));
+                assert_eq!(
+                    root_from_inclusion(&leaves[i], i as u64, n as u64, &proof),
+                    Some(r)
+                );
                 // Wrong index, wrong size, wrong leaf and truncated proofs never give the root.
                 if n > 1 {
                     let j = (i + 1) % n;
-                    assert_ne!(root_from_inclusion(&leaves[i], j as u64, n as u64, &proof), Some(r));
-                    assert_ne!(root_from_inclusion(&leaves[j], i as u64, n as u64, &proof), Some(r));
-                    assert_ne!(root_from_inclusion(&leaves[i], i as u64, n as u64, &proof[1..]), Some(r));
+                    assert_ne!(
+                        root_from_inclusion(&leaves[i], j as u64, n as u64, &proof),
+                        Some(r)
+                    );
+                    assert_ne!(
+                        root_from_inclusion(&leaves[j], i as u64, n as u64, &proof),
+                        Some(r)
+                    );
+                    assert_ne!(
+                        root_from_inclusion(&leaves[i], i as u64, n as u64, &proof[1..]),
+                        Some(r)
+                    );
                 }
-                assert_eq!(root_from_inclusion(&leaves[i], n as u64, n as u64, &proof), None);
+                assert_eq!(
+                    root_from_inclusion(&leaves[i], n as u64, n as u64, &proof),
+                    None
+                );
             }
         }
     }
@@ -155,6 +179,9 @@ mod tests {
         // Three leaves: root = H(1 || H(1 || l0 || l1) || l2).
         let l: Vec<Digest32> = (0..3u8).map(|i| leaf_hash(&[i])).collect();
         assert_eq!(root(&l), node_hash(&node_hash(&l[0], &l[1]), &l[2]));
-        assert_eq!(hex::encode(root(&[])), "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855");
+        assert_eq!(
+            hex::encode(root(&[])),
+            "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
+        );
     }
 }

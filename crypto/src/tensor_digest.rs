@@ -21,7 +21,12 @@ pub type Digest32 = [u8; 32];
 ///
 /// The caller guarantees `data.len() == product(shape) * element size` and `shape.len() <= 255`
 /// (the protocol's `Tensor` type enforces both).
-pub fn tensor_digest(dtype: u8, shape: &[u64], data: &[u8], salt: Option<&[u8; SALT_LEN]>) -> Digest32 {
+pub fn tensor_digest(
+    dtype: u8,
+    shape: &[u64],
+    data: &[u8],
+    salt: Option<&[u8; SALT_LEN]>,
+) -> Digest32 {
     let mut h = Sha256::new();
     match salt {
         Some(salt) => {
@@ -45,7 +50,11 @@ pub fn sha256(data: &[u8]) -> Digest32 {
 
 /// SHA-256 of `tag || data`, for digests of models, policies and receipts (§3.4).
 pub fn tagged_digest(tag: &[u8], data: &[u8]) -> Digest32 {
-    Sha256::new().chain_update(tag).chain_update(data).finalize().into()
+    Sha256::new()
+        .chain_update(tag)
+        .chain_update(data)
+        .finalize()
+        .into()
 }
 
 #[cfg(test)]

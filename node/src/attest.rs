@@ -2,7 +2,7 @@
 
 use quorate_crypto::SecretKey;
 use quorate_crypto::tensor_digest::SALT_LEN;
-use quorate_protocol::receipt::{Commitment, JobKind, JOB_ID_LEN, ReceiptPayload};
+use quorate_protocol::receipt::{Commitment, JOB_ID_LEN, JobKind, ReceiptPayload};
 use quorate_protocol::tensor::Tensor;
 
 use crate::runtime::{LoadedModel, runtime_version};
@@ -59,14 +59,23 @@ fn commit_all(tensors: Vec<Tensor>, salted: bool) -> anyhow::Result<Vec<Committe
     tensors
         .into_iter()
         .map(|tensor| {
-            let salt = if salted { Some(quorate_crypto::random::bytes::<SALT_LEN>()?) } else { None };
+            let salt = if salted {
+                Some(quorate_crypto::random::bytes::<SALT_LEN>()?)
+            } else {
+                None
+            };
             Ok(Committed { tensor, salt })
         })
         .collect()
 }
 
 /// Runs `model` on checked `inputs` and builds the payload to sign.
-pub fn run_and_commit(model: &LoadedModel, inputs: Vec<Tensor>, job: &JobParams, now: u64) -> anyhow::Result<Attested> {
+pub fn run_and_commit(
+    model: &LoadedModel,
+    inputs: Vec<Tensor>,
+    job: &JobParams,
+    now: u64,
+) -> anyhow::Result<Attested> {
     let outputs = model.run(&inputs)?;
     let inputs = commit_all(inputs, job.salted)?;
     let outputs = commit_all(outputs, job.salted)?;
@@ -75,15 +84,25 @@ pub fn run_and_commit(model: &LoadedModel, inputs: Vec<Tensor>, job: &JobParams,
         nonce: job.nonce.clone(),
         kind: job.kind,
         model_digest: model.digest,
-        inputs: inputs.iter().map(|c| Commitment::to(&c.tensor, c.salt.as_ref())).collect(),
-        outputs: outputs.iter().map(|c| Commitment::to(&c.tensor, c.salt.as_ref())).collect(),
+        inputs: inputs
+            .iter()
+            .map(|c| Commitment::to(&c.tensor, c.salt.as_ref()))
+            .collect(),
+        outputs: outputs
+            .iter()
+            .map(|c| Commitment::to(&c.tensor, c.salt.as_ref()))
+            .collect(),
         provider: model.provider.clone(),
         runtime: runtime_version(),
         issued_at: now,
         previous: job.previous,
         policy: job.policy,
     };
-    Ok(Attested { inputs, outputs, payload })
+    Ok(Attested {
+        inputs,
+        outputs,
+        payload,
+    })
 }
 
 /// Runs, commits and signs: returns the results and the receipt bytes.

@@ -11,11 +11,25 @@ use quorate_crypto::{PublicKey, SecretKey};
 /// Writes `bytes` to `path` atomically: a temporary file in the same directory, fsync, rename,
 /// fsync of the directory. A crash leaves either the old file or the new one, never a torn one.
 pub fn write_atomic(path: &Path, bytes: &[u8], mode: u32) -> anyhow::Result<()> {
-    let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
-    let name = path.file_name().with_context(|| format!("{} has no file name", path.display()))?;
-    let tmp = dir.join(format!(".{}.tmp-{}", name.to_string_lossy(), std::process::id()));
+    let dir = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let name = path
+        .file_name()
+        .with_context(|| format!("{} has no file name", path.display()))?;
+    let tmp = dir.join(format!(
+        ".{}.tmp-{}",
+        name.to_string_lossy(),
+        std::process::id()
+    ));
     let result = (|| {
-        let mut f = OpenOptions::new().write(true).create(true).truncate(true).mode(mode).open(&tmp)?;
+        let mut f = OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(mode)
+            .open(&tmp)?;
         f.write_all(bytes)?;
         f.sync_all()?;
         std::fs::rename(&tmp, path)?;
@@ -29,9 +43,14 @@ pub fn write_atomic(path: &Path, bytes: &[u8], mode: u32) -> anyhow::Result<()> 
 
 /// Reads a file with a size limit, so a wrong path cannot make us read gigabytes.
 pub fn read_limited(path: &Path, limit: u64) -> anyhow::Result<Vec<u8>> {
-    let meta = std::fs::metadata(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let meta =
+        std::fs::metadata(path).with_context(|| format!("cannot read {}", path.display()))?;
     if meta.len() > limit {
-        bail!("{} is {} bytes; the limit for this kind of file is {limit}", path.display(), meta.len());
+        bail!(
+            "{} is {} bytes; the limit for this kind of file is {limit}",
+            path.display(),
+            meta.len()
+        );
     }
     std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))
 }
@@ -49,7 +68,10 @@ pub fn write_keypair(path: &Path, key: &SecretKey, force: bool) -> anyhow::Resul
     if !force {
         for p in [path, public.as_path()] {
             if p.exists() {
-                bail!("{} already exists; pass --force to overwrite it", p.display());
+                bail!(
+                    "{} already exists; pass --force to overwrite it",
+                    p.display()
+                );
             }
         }
     }
@@ -60,7 +82,8 @@ pub fn write_keypair(path: &Path, key: &SecretKey, force: bool) -> anyhow::Resul
 
 /// Loads a secret key, refusing a file that others can read (as ssh does).
 pub fn load_secret_key(path: &Path) -> anyhow::Result<SecretKey> {
-    let meta = std::fs::metadata(path).with_context(|| format!("cannot read key {}", path.display()))?;
+    let meta =
+        std::fs::metadata(path).with_context(|| format!("cannot read key {}", path.display()))?;
     if meta.permissions().mode() & 0o077 != 0 {
         bail!(
             "key {} is readable by other users (mode {:o}); run: chmod 600 {}",
@@ -70,13 +93,15 @@ pub fn load_secret_key(path: &Path) -> anyhow::Result<SecretKey> {
         );
     }
     let pem = zeroize::Zeroizing::new(
-        String::from_utf8(read_limited(path, 16 << 10)?).with_context(|| format!("{} is not text", path.display()))?,
+        String::from_utf8(read_limited(path, 16 << 10)?)
+            .with_context(|| format!("{} is not text", path.display()))?,
     );
     SecretKey::from_pem(&pem).with_context(|| format!("key {}", path.display()))
 }
 
 /// Loads a public key (`.pub`, SPKI PEM); weak keys are refused.
 pub fn load_public_key(path: &Path) -> anyhow::Result<PublicKey> {
-    let pem = String::from_utf8(read_limited(path, 16 << 10)?).with_context(|| format!("{} is not text", path.display()))?;
+    let pem = String::from_utf8(read_limited(path, 16 << 10)?)
+        .with_context(|| format!("{} is not text", path.display()))?;
     PublicKey::from_pem(&pem).with_context(|| format!("public key {}", path.display()))
 }

@@ -12,7 +12,12 @@ use quorate_node::{bench_secagg, commands};
 /// to the model, the inputs and the outputs, so an auditor can check it offline from the
 /// receipt and the node's public key alone.
 #[derive(Parser)]
-#[command(name = "quorate", version, propagate_version = true, arg_required_else_help = true)]
+#[command(
+    name = "quorate",
+    version,
+    propagate_version = true,
+    arg_required_else_help = true
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,

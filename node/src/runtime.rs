@@ -17,7 +17,7 @@ pub const ORT_VERSION: &str = "1.31.1";
 pub const FETCH_HINT: &str = "run ./scripts/fetch-onnxruntime.sh from the quorate checkout, \
 or set ORT_DYLIB_PATH to a libonnxruntime.so (version 1.31 or newer)";
 
-/// Where the library was looked for, in order (§ README "ONNX Runtime").
+/// Where the library is looked for, in order (README, "ONNX Runtime").
 fn candidates() -> Vec<PathBuf> {
     let lib = format!("libonnxruntime.so.{ORT_VERSION}");
     let mut out = Vec::new();
@@ -25,30 +25,40 @@ fn candidates() -> Vec<PathBuf> {
         out.push(PathBuf::from(p));
     }
     // The checkout the binary was built from, then next to the binary (target/<profile>/).
-    out.push(Path::new(env!("CARGO_MANIFEST_DIR")).join("../third_party/onnxruntime").join(&lib));
+    out.push(
+        Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../third_party/onnxruntime")
+            .join(&lib),
+    );
     if let Ok(exe) = std::env::current_exe() {
         for up in exe.ancestors().skip(1).take(4) {
             out.push(up.join("third_party/onnxruntime").join(&lib));
         }
     }
     out.push(PathBuf::from("third_party/onnxruntime").join(&lib));
-    // An installed `onnxruntime` Python package carries the same library.
-    if let Some(dir) = python_onnxruntime_capi() {
-        if let Ok(entries) = std::fs::read_dir(&dir) {
-            let mut libs: Vec<PathBuf> = entries
-                .filter_map(Result::ok)
-                .map(|e| e.path())
-                .filter(|p| {
-                    p.file_name()
-                        .and_then(|n| n.to_str())
-                        .is_some_and(|n| n.starts_with("libonnxruntime.so.1."))
-                })
-                .collect();
-            libs.sort();
-            out.extend(libs);
-        }
-    }
     out
+}
+
+/// The library inside an installed `onnxruntime` Python package, asked of python3 only
+/// when nothing else was found.
+fn python_candidates() -> Vec<PathBuf> {
+    let Some(dir) = python_onnxruntime_capi() else {
+        return Vec::new();
+    };
+    let Ok(entries) = std::fs::read_dir(&dir) else {
+        return Vec::new();
+    };
+    let mut libs: Vec<PathBuf> = entries
+        .filter_map(Result::ok)
+        .map(|e| e.path())
+        .filter(|p| {
+            p.file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.starts_with("libonnxruntime.so.1."))
+        })
+        .collect();
+    libs.sort();
+    libs
 }
 
 fn python_onnxruntime_capi() -> Option<PathBuf> {
@@ -66,13 +76,23 @@ fn python_onnxruntime_capi() -> Option<PathBuf> {
 pub fn environment() -> anyhow::Result<&'static Environment> {
     static ENV: OnceLock<Result<Environment, String>> = OnceLock::new();
     ENV.get_or_init(|| {
-        let tried = candidates();
+        let mut tried = candidates();
+        if !tried.iter().any(|p| p.is_file()) {
+            tried.extend(python_candidates());
+        }
         let path = tried.iter().find(|p| p.is_file()).ok_or_else(|| {
             let list: Vec<String> = tried.iter().map(|p| format!("  {}", p.display())).collect();
-            format!("ONNX Runtime library not found; looked in:\n{}\nTo fix: {FETCH_HINT}", list.join("\n"))
+            format!(
+                "ONNX Runtime library not found; looked in:\n{}\nTo fix: {FETCH_HINT}",
+                list.join("\n")
+            )
         })?;
-        let builder = ort::init_from(path)
-            .map_err(|e| format!("cannot load ONNX Runtime from {}: {e}\nTo fix: {FETCH_HINT}", path.display()))?;
+        let builder = ort::init_from(path).map_err(|e| {
+            format!(
+                "cannot load ONNX Runtime from {}: {e}\nTo fix: {FETCH_HINT}",
+                path.display()
+            )
+        })?;
         builder
             .with_name("quorate")
             .build()
@@ -136,7 +156,11 @@ fn io_spec(name: &str, ty: &ValueType) -> IoSpec {
             dtype: to_dtype(*ty),
             shape: shape.iter().map(|&d| u64::try_from(d).ok()).collect(),
         },
-        _ => IoSpec { name: name.to_string(), dtype: None, shape: Vec::new() },
+        _ => IoSpec {
+            name: name.to_string(),
+            dtype: None,
+            shape: Vec::new(),
+        },
     }
 }
 
@@ -161,8 +185,16 @@ impl LoadedModel {
             .and_then(|b| b.with_intra_threads(intra_threads).map_err(Into::into))
             .and_then(|mut b| b.commit_from_memory(bytes))
             .map_err(|e| anyhow!("ONNX Runtime refused the model: {e}"))?;
-        let inputs = session.inputs().iter().map(|o| io_spec(o.name(), o.dtype())).collect();
-        let outputs = session.outputs().iter().map(|o| io_spec(o.name(), o.dtype())).collect();
+        let inputs = session
+            .inputs()
+            .iter()
+            .map(|o| io_spec(o.name(), o.dtype()))
+            .collect();
+        let outputs = session
+            .outputs()
+            .iter()
+            .map(|o| io_spec(o.name(), o.dtype()))
+            .collect();
         Ok(Self {
             session: Mutex::new(session),
             digest: quorate_crypto::tensor_digest::sha256(bytes),
@@ -174,7 +206,8 @@ impl LoadedModel {
 
     /// Loads a model file.
     pub fn from_file(path: &Path, intra_threads: usize) -> anyhow::Result<Self> {
-        let bytes = std::fs::read(path).with_context(|| format!("cannot read model {}", path.display()))?;
+        let bytes =
+            std::fs::read(path).with_context(|| format!("cannot read model {}", path.display()))?;
         Self::from_bytes(&bytes, intra_threads).with_context(|| format!("model {}", path.display()))
     }
 
@@ -186,28 +219,50 @@ impl LoadedModel {
             let pos = tensors
                 .iter()
                 .position(|t| t.name() == spec.name)
-                .ok_or_else(|| InputError::Missing { name: spec.name.clone(), expected: self.describe_inputs() })?;
+                .ok_or_else(|| InputError::Missing {
+                    name: spec.name.clone(),
+                    expected: self.describe_inputs(),
+                })?;
             let t = tensors.swap_remove(pos);
-            let dtype = spec.dtype.ok_or_else(|| InputError::UnsupportedType(spec.to_string()))?;
+            let dtype = spec
+                .dtype
+                .ok_or_else(|| InputError::UnsupportedType(spec.to_string()))?;
             if t.dtype() != dtype {
-                return Err(InputError::Type { name: spec.name.clone(), expected: dtype, found: t.dtype() });
+                return Err(InputError::Type {
+                    name: spec.name.clone(),
+                    expected: dtype,
+                    found: t.dtype(),
+                });
             }
             let fits = t.shape().len() == spec.shape.len()
-                && t.shape().iter().zip(&spec.shape).all(|(&d, s)| s.is_none_or(|s| s == d));
+                && t.shape()
+                    .iter()
+                    .zip(&spec.shape)
+                    .all(|(&d, s)| s.is_none_or(|s| s == d));
             if !fits {
-                return Err(InputError::Shape { expected: spec.to_string(), found: t.shape().to_vec() });
+                return Err(InputError::Shape {
+                    expected: spec.to_string(),
+                    found: t.shape().to_vec(),
+                });
             }
             ordered.push(t);
         }
         if let Some(extra) = tensors.first() {
-            return Err(InputError::Unexpected { name: extra.name().to_string(), expected: self.describe_inputs() });
+            return Err(InputError::Unexpected {
+                name: extra.name().to_string(),
+                expected: self.describe_inputs(),
+            });
         }
         Ok(ordered)
     }
 
     /// `features float32[?, 30]` style summary of the inputs.
     pub fn describe_inputs(&self) -> String {
-        self.inputs.iter().map(ToString::to_string).collect::<Vec<_>>().join(", ")
+        self.inputs
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join(", ")
     }
 
     /// Runs the model on inputs already checked by [`Self::check_inputs`].
@@ -216,8 +271,13 @@ impl LoadedModel {
             .iter()
             .map(|t| Ok((t.name().to_string(), SessionInputValue::from(to_ort(t)?))))
             .collect::<anyhow::Result<_>>()?;
-        let mut session = self.session.lock().map_err(|_| anyhow!("model session poisoned by a panic"))?;
-        let outputs = session.run(values).map_err(|e| anyhow!("inference failed: {e}"))?;
+        let mut session = self
+            .session
+            .lock()
+            .map_err(|_| anyhow!("model session poisoned by a panic"))?;
+        let outputs = session
+            .run(values)
+            .map_err(|e| anyhow!("inference failed: {e}"))?;
         self.outputs
             .iter()
             .map(|spec| {
@@ -288,12 +348,18 @@ fn to_ort(t: &Tensor) -> anyhow::Result<DynValue> {
     let value = match t.dtype() {
         DType::F32 => OrtTensor::from_array((shape, le_vec!(f32, d)))?.into_dyn(),
         DType::F64 => OrtTensor::from_array((shape, le_vec!(f64, d)))?.into_dyn(),
-        DType::I8 => OrtTensor::from_array((shape, d.iter().map(|&b| b as i8).collect::<Vec<i8>>()))?.into_dyn(),
+        DType::I8 => {
+            OrtTensor::from_array((shape, d.iter().map(|&b| b as i8).collect::<Vec<i8>>()))?
+                .into_dyn()
+        }
         DType::I16 => OrtTensor::from_array((shape, le_vec!(i16, d)))?.into_dyn(),
         DType::I32 => OrtTensor::from_array((shape, le_vec!(i32, d)))?.into_dyn(),
         DType::I64 => OrtTensor::from_array((shape, le_vec!(i64, d)))?.into_dyn(),
         DType::U8 => OrtTensor::from_array((shape, d.to_vec()))?.into_dyn(),
-        DType::Bool => OrtTensor::from_array((shape, d.iter().map(|&b| b != 0).collect::<Vec<bool>>()))?.into_dyn(),
+        DType::Bool => {
+            OrtTensor::from_array((shape, d.iter().map(|&b| b != 0).collect::<Vec<bool>>()))?
+                .into_dyn()
+        }
         other => bail!("unsupported input type {other}"),
     };
     Ok(value)
@@ -303,11 +369,17 @@ fn from_ort(name: &str, v: &DynValue) -> anyhow::Result<Tensor> {
     let ValueType::Tensor { ty, .. } = v.dtype() else {
         bail!("output {name:?} is not a tensor");
     };
-    let dtype = to_dtype(*ty).ok_or_else(|| anyhow!("output {name:?} has unsupported type {ty:?}"))?;
+    let dtype =
+        to_dtype(*ty).ok_or_else(|| anyhow!("output {name:?} has unsupported type {ty:?}"))?;
     macro_rules! bytes_of {
         ($t:ty) => {{
             let (shape, data) = v.try_extract_tensor::<$t>()?;
-            (shape.iter().map(|&d| d as u64).collect::<Vec<u64>>(), data.iter().flat_map(|x| x.to_le_bytes()).collect::<Vec<u8>>())
+            (
+                shape.iter().map(|&d| d as u64).collect::<Vec<u64>>(),
+                data.iter()
+                    .flat_map(|x| x.to_le_bytes())
+                    .collect::<Vec<u8>>(),
+            )
         }};
     }
     let (shape, data) = match dtype {
@@ -320,7 +392,10 @@ fn from_ort(name: &str, v: &DynValue) -> anyhow::Result<Tensor> {
         DType::U8 => bytes_of!(u8),
         DType::Bool => {
             let (shape, data) = v.try_extract_tensor::<bool>()?;
-            (shape.iter().map(|&d| d as u64).collect(), data.iter().map(|&b| b as u8).collect())
+            (
+                shape.iter().map(|&d| d as u64).collect(),
+                data.iter().map(|&b| b as u8).collect(),
+            )
         }
         other => bail!("unsupported output type {other}"),
     };

@@ -103,7 +103,11 @@ fn walk(dir: &Path, out: &mut Vec<PathBuf>) -> std::io::Result<()> {
 }
 
 /// Verifies every file; the signatures of all parsed receipts are checked in one batch.
-pub fn verify_files(files: &[PathBuf], trust: &TrustStore, reveals: &[RevealedTensor]) -> Vec<FileReport> {
+pub fn verify_files(
+    files: &[PathBuf],
+    trust: &TrustStore,
+    reveals: &[RevealedTensor],
+) -> Vec<FileReport> {
     let mut reports: Vec<FileReport> = files
         .iter()
         .map(|path| {
@@ -112,7 +116,13 @@ pub fn verify_files(files: &[PathBuf], trust: &TrustStore, reveals: &[RevealedTe
                 Ok(r) => (Some(r), None),
                 Err(f) => (None, Some(f)),
             };
-            FileReport { path: path.clone(), receipt, signer: None, failure, tensors_checked: Vec::new() }
+            FileReport {
+                path: path.clone(),
+                receipt,
+                signer: None,
+                failure,
+                tensors_checked: Vec::new(),
+            }
         })
         .collect();
 
@@ -132,7 +142,11 @@ pub fn verify_files(files: &[PathBuf], trust: &TrustStore, reveals: &[RevealedTe
         .iter()
         .filter_map(|(i, key)| {
             let s = reports[*i].receipt.as_ref()?.sign1();
-            Some(Item { message: &s.to_be_signed, signature: &s.signature, key })
+            Some(Item {
+                message: &s.to_be_signed,
+                signature: &s.signature,
+                key,
+            })
         })
         .collect();
     let results = verify_all(&items);
@@ -171,7 +185,10 @@ pub fn verify_files(files: &[PathBuf], trust: &TrustStore, reveals: &[RevealedTe
 fn read_receipt(path: &Path) -> Result<AnyReceipt, Failure> {
     let meta = std::fs::metadata(path).map_err(|e| Failure::Io(e.to_string()))?;
     if meta.len() > MAX_RECEIPT_LEN as u64 {
-        return Err(Failure::Malformed(format!("{} bytes, larger than any receipt", meta.len())));
+        return Err(Failure::Malformed(format!(
+            "{} bytes, larger than any receipt",
+            meta.len()
+        )));
     }
     let bytes = std::fs::read(path).map_err(|e| Failure::Io(e.to_string()))?;
     batch_receipt::parse_any(&bytes).map_err(|e| Failure::Malformed(e.to_string()))
@@ -184,7 +201,11 @@ pub fn human_line(r: &FileReport) -> String {
         (Some(f), _) => format!("FAIL {path}: {f}"),
         (None, Some(receipt)) => {
             let p = receipt.payload();
-            let form = if matches!(receipt, AnyReceipt::Batch(_)) { " (batch)" } else { "" };
+            let form = if matches!(receipt, AnyReceipt::Batch(_)) {
+                " (batch)"
+            } else {
+                ""
+            };
             let outputs: Vec<&str> = p.outputs.iter().map(|c| c.name.as_str()).collect();
             let mut line = format!(
                 "OK   {path}: {} job {} by {} [{}]{form}, model sha256:{}…, outputs [{}], {} on {}",
@@ -198,7 +219,10 @@ pub fn human_line(r: &FileReport) -> String {
                 p.provider,
             );
             if !r.tensors_checked.is_empty() {
-                line.push_str(&format!("; revealed tensors match: {}", r.tensors_checked.join(", ")));
+                line.push_str(&format!(
+                    "; revealed tensors match: {}",
+                    r.tensors_checked.join(", ")
+                ));
             }
             line
         }

@@ -42,7 +42,9 @@ impl BatchRoot {
         let v = cbor::decode_deterministic(bytes, MAX_RECEIPT_LEN)?;
         let m = read::int_map(&v, "batch root", &[1, 2, 3, 4])?;
         if m.len() != 4 {
-            return Err(ReceiptError::Payload("batch root needs fields 1, 2, 3 and 4".into()));
+            return Err(ReceiptError::Payload(
+                "batch root needs fields 1, 2, 3 and 4".into(),
+            ));
         }
         let version = read::uint(m[0].1, "version")?;
         if version != BATCH_VERSION {
@@ -50,20 +52,39 @@ impl BatchRoot {
         }
         let size = read::uint(m[2].1, "size")?;
         if size == 0 || size > MAX_LEAVES {
-            return Err(ReceiptError::Payload(format!("batch size {size} outside 1..={MAX_LEAVES}")));
+            return Err(ReceiptError::Payload(format!(
+                "batch size {size} outside 1..={MAX_LEAVES}"
+            )));
         }
-        Ok(Self { root: read::bytes_n(m[1].1, "root")?, size, issued_at: read::uint(m[3].1, "time")? })
+        Ok(Self {
+            root: read::bytes_n(m[1].1, "root")?,
+            size,
+            issued_at: read::uint(m[3].1, "time")?,
+        })
     }
 }
 
 /// Signs many payloads at once: returns one batch receipt per payload, in order (§5.1).
-pub fn sign_batch(payloads: &[ReceiptPayload], key: &SecretKey, issued_at: u64) -> Result<Vec<Vec<u8>>, ReceiptError> {
+pub fn sign_batch(
+    payloads: &[ReceiptPayload],
+    key: &SecretKey,
+    issued_at: u64,
+) -> Result<Vec<Vec<u8>>, ReceiptError> {
     if payloads.is_empty() || payloads.len() as u64 > MAX_LEAVES {
-        return Err(ReceiptError::Payload(format!("a batch holds 1 to {MAX_LEAVES} receipts")));
+        return Err(ReceiptError::Payload(format!(
+            "a batch holds 1 to {MAX_LEAVES} receipts"
+        )));
     }
-    let leaves: Vec<Vec<u8>> = payloads.iter().map(ReceiptPayload::to_cbor).collect::<Result<_, _>>()?;
+    let leaves: Vec<Vec<u8>> = payloads
+        .iter()
+        .map(ReceiptPayload::to_cbor)
+        .collect::<Result<_, _>>()?;
     let hashes: Vec<Digest32> = leaves.iter().map(|l| merkle::leaf_hash(l)).collect();
-    let root = BatchRoot { root: merkle::root(&hashes), size: leaves.len() as u64, issued_at };
+    let root = BatchRoot {
+        root: merkle::root(&hashes),
+        size: leaves.len() as u64,
+        issued_at,
+    };
     let signed_root = cose::sign(root.to_cbor()?, BATCH_ROOT_CONTENT_TYPE, key)?;
     let proofs = merkle::inclusion_proofs(&hashes);
     leaves
@@ -100,7 +121,9 @@ pub fn parse(bytes: &[u8]) -> Result<UncheckedBatchReceipt, ReceiptError> {
     let v = cbor::decode_deterministic(bytes, MAX_RECEIPT_LEN)?;
     let parts = read::array(&v, "batch receipt", 5)?;
     let [version, leaf, index, path, signed_root] = parts else {
-        return Err(ReceiptError::Payload("batch receipt is [version, leaf, index, path, root]".into()));
+        return Err(ReceiptError::Payload(
+            "batch receipt is [version, leaf, index, path, root]".into(),
+        ));
     };
     let version = read::uint(version, "version")?;
     if version != BATCH_VERSION {
@@ -123,7 +146,12 @@ pub fn parse(bytes: &[u8]) -> Result<UncheckedBatchReceipt, ReceiptError> {
             root.size
         )));
     }
-    Ok(UncheckedBatchReceipt { payload, root_sign1, root, index })
+    Ok(UncheckedBatchReceipt {
+        payload,
+        root_sign1,
+        root,
+        index,
+    })
 }
 
 /// A single or batch receipt, told apart by its first byte (§5.4).

@@ -40,7 +40,10 @@ pub enum CborError {
 /// Decodes exactly one deterministically encoded item from `bytes`.
 pub fn decode_deterministic(bytes: &[u8], limit: usize) -> Result<Value, CborError> {
     if bytes.len() > limit {
-        return Err(CborError::TooLarge { len: bytes.len(), limit });
+        return Err(CborError::TooLarge {
+            len: bytes.len(),
+            limit,
+        });
     }
     let mut rest = bytes;
     let value: Value = ciborium::de::from_reader_with_recursion_limit(&mut rest, MAX_DEPTH)
@@ -58,20 +61,24 @@ pub fn decode_deterministic(bytes: &[u8], limit: usize) -> Result<Value, CborErr
 pub fn encode(value: &Value) -> Result<Vec<u8>, CborError> {
     let canonical = canonicalize(value)?;
     let mut out = Vec::new();
-    ciborium::ser::into_writer(&canonical, &mut out).map_err(|e| CborError::Malformed(e.to_string()))?;
+    ciborium::ser::into_writer(&canonical, &mut out)
+        .map_err(|e| CborError::Malformed(e.to_string()))?;
     Ok(out)
 }
 
 fn canonicalize(value: &Value) -> Result<Value, CborError> {
     Ok(match value {
-        Value::Array(items) => Value::Array(items.iter().map(canonicalize).collect::<Result<_, _>>()?),
+        Value::Array(items) => {
+            Value::Array(items.iter().map(canonicalize).collect::<Result<_, _>>()?)
+        }
         Value::Tag(tag, inner) => Value::Tag(*tag, Box::new(canonicalize(inner)?)),
         Value::Map(entries) => {
             let mut keyed = Vec::with_capacity(entries.len());
             for (k, v) in entries {
                 let k = canonicalize(k)?;
                 let mut kb = Vec::new();
-                ciborium::ser::into_writer(&k, &mut kb).map_err(|e| CborError::Malformed(e.to_string()))?;
+                ciborium::ser::into_writer(&k, &mut kb)
+                    .map_err(|e| CborError::Malformed(e.to_string()))?;
                 keyed.push((kb, k, canonicalize(v)?));
             }
             keyed.sort_by(|a, b| a.0.cmp(&b.0));
@@ -99,13 +106,18 @@ pub mod read {
     }
 
     fn err(field: &'static str, problem: impl Into<String>) -> FieldError {
-        FieldError { field, problem: problem.into() }
+        FieldError {
+            field,
+            problem: problem.into(),
+        }
     }
 
     /// An unsigned integer.
     pub fn uint(v: &Value, field: &'static str) -> Result<u64, FieldError> {
         match v {
-            Value::Integer(i) => u64::try_from(*i).map_err(|_| err(field, "must be an unsigned integer")),
+            Value::Integer(i) => {
+                u64::try_from(*i).map_err(|_| err(field, "must be an unsigned integer"))
+            }
             _ => Err(err(field, "must be an unsigned integer")),
         }
     }
@@ -122,10 +134,18 @@ pub mod read {
     }
 
     /// A byte string with a length in `min..=max`.
-    pub fn bytes_range<'a>(v: &'a Value, field: &'static str, min: usize, max: usize) -> Result<&'a [u8], FieldError> {
+    pub fn bytes_range<'a>(
+        v: &'a Value,
+        field: &'static str,
+        min: usize,
+        max: usize,
+    ) -> Result<&'a [u8], FieldError> {
         match v {
             Value::Bytes(b) if (min..=max).contains(&b.len()) => Ok(b),
-            Value::Bytes(b) => Err(err(field, format!("must be {min} to {max} bytes, found {}", b.len()))),
+            Value::Bytes(b) => Err(err(
+                field,
+                format!("must be {min} to {max} bytes, found {}", b.len()),
+            )),
             _ => Err(err(field, "must be a byte string")),
         }
     }
@@ -148,10 +168,17 @@ pub mod read {
     }
 
     /// An array of at most `max` items.
-    pub fn array<'a>(v: &'a Value, field: &'static str, max: usize) -> Result<&'a [Value], FieldError> {
+    pub fn array<'a>(
+        v: &'a Value,
+        field: &'static str,
+        max: usize,
+    ) -> Result<&'a [Value], FieldError> {
         match v {
             Value::Array(a) if a.len() <= max => Ok(a),
-            Value::Array(a) => Err(err(field, format!("has {} items, at most {max} allowed", a.len()))),
+            Value::Array(a) => Err(err(
+                field,
+                format!("has {} items, at most {max} allowed", a.len()),
+            )),
             _ => Err(err(field, "must be an array")),
         }
     }
@@ -197,18 +224,39 @@ mod tests {
         // {1: 2} canonical.
         assert!(decode_deterministic(&[0xa1, 0x01, 0x02], 100).is_ok());
         // Non-shortest integer: 0x18 0x01 for 1.
-        assert_eq!(decode_deterministic(&[0xa1, 0x18, 0x01, 0x02], 100), Err(CborError::NotDeterministic));
+        assert_eq!(
+            decode_deterministic(&[0xa1, 0x18, 0x01, 0x02], 100),
+            Err(CborError::NotDeterministic)
+        );
         // Unsorted keys {2: 0, 1: 0}.
-        assert_eq!(decode_deterministic(&[0xa2, 0x02, 0x00, 0x01, 0x00], 100), Err(CborError::NotDeterministic));
+        assert_eq!(
+            decode_deterministic(&[0xa2, 0x02, 0x00, 0x01, 0x00], 100),
+            Err(CborError::NotDeterministic)
+        );
         // Duplicate keys.
-        assert_eq!(decode_deterministic(&[0xa2, 0x01, 0x00, 0x01, 0x00], 100), Err(CborError::DuplicateKey));
+        assert_eq!(
+            decode_deterministic(&[0xa2, 0x01, 0x00, 0x01, 0x00], 100),
+            Err(CborError::DuplicateKey)
+        );
         // Indefinite-length array.
-        assert_eq!(decode_deterministic(&[0x9f, 0x01, 0xff], 100), Err(CborError::NotDeterministic));
+        assert_eq!(
+            decode_deterministic(&[0x9f, 0x01, 0xff], 100),
+            Err(CborError::NotDeterministic)
+        );
         // Trailing bytes.
-        assert_eq!(decode_deterministic(&[0x01, 0x01], 100), Err(CborError::TrailingBytes(1)));
+        assert_eq!(
+            decode_deterministic(&[0x01, 0x01], 100),
+            Err(CborError::TrailingBytes(1))
+        );
         // Truncated.
-        assert!(matches!(decode_deterministic(&[0x82, 0x01], 100), Err(CborError::Malformed(_))));
-        assert!(matches!(decode_deterministic(&[0x01; 10], 5), Err(CborError::TooLarge { .. })));
+        assert!(matches!(
+            decode_deterministic(&[0x82, 0x01], 100),
+            Err(CborError::Malformed(_))
+        ));
+        assert!(matches!(
+            decode_deterministic(&[0x01; 10], 5),
+            Err(CborError::TooLarge { .. })
+        ));
     }
 
     #[test]

@@ -78,25 +78,37 @@ pub fn sign(payload: Vec<u8>, content_type: &str, key: &SecretKey) -> Result<Vec
         .payload(payload)
         .create_signature(&[], |tbs| key.sign(tbs).0.to_vec())
         .build();
-    let bytes = sign1.to_tagged_vec().map_err(|e| CoseError::Structure(e.to_string()))?;
+    let bytes = sign1
+        .to_tagged_vec()
+        .map_err(|e| CoseError::Structure(e.to_string()))?;
     // Re-encode the outer structure deterministically; the signed byte strings inside are
     // carried unchanged, so the signature stays valid.
-    let value: ciborium::value::Value =
-        ciborium::de::from_reader(bytes.as_slice()).map_err(|e| CborError::Malformed(e.to_string()))?;
+    let value: ciborium::value::Value = ciborium::de::from_reader(bytes.as_slice())
+        .map_err(|e| CborError::Malformed(e.to_string()))?;
     Ok(cbor::encode(&value)?)
 }
 
 /// Parses a COSE_Sign1 under the §4.1 profile, checking the content type.
-pub fn parse(bytes: &[u8], content_type: &'static str, limit: usize) -> Result<UncheckedSign1, CoseError> {
+pub fn parse(
+    bytes: &[u8],
+    content_type: &'static str,
+    limit: usize,
+) -> Result<UncheckedSign1, CoseError> {
     cbor::decode_deterministic(bytes, limit)?;
-    let sign1 = CoseSign1::from_tagged_slice(bytes).map_err(|e| CoseError::Structure(e.to_string()))?;
+    let sign1 =
+        CoseSign1::from_tagged_slice(bytes).map_err(|e| CoseError::Structure(e.to_string()))?;
     let p = &sign1.protected.header;
     let header = |m: &str| CoseError::Header(m.to_string());
     if !p.crit.is_empty() {
-        return Err(header("crit is present: no critical extensions are understood"));
+        return Err(header(
+            "crit is present: no critical extensions are understood",
+        ));
     }
-    if !p.rest.is_empty() || p.iv.len() + p.partial_iv.len() > 0 || !p.counter_signatures.is_empty() {
-        return Err(header("protected header has parameters outside {alg, content type, kid}"));
+    if !p.rest.is_empty() || p.iv.len() + p.partial_iv.len() > 0 || !p.counter_signatures.is_empty()
+    {
+        return Err(header(
+            "protected header has parameters outside {alg, content type, kid}",
+        ));
     }
     match &sign1.protected.original_data {
         Some(d) if !d.is_empty() => {
@@ -112,17 +124,31 @@ pub fn parse(bytes: &[u8], content_type: &'static str, limit: usize) -> Result<U
         _ => return Err(header("alg missing or not an integer")),
     };
     if alg != ALG_EDDSA && alg != ALG_ED25519 {
-        return Err(CoseError::Header(format!("alg {alg} is not EdDSA (-8) or Ed25519 (-19)")));
+        return Err(CoseError::Header(format!(
+            "alg {alg} is not EdDSA (-8) or Ed25519 (-19)"
+        )));
     }
     match &p.content_type {
         Some(coset::ContentType::Text(t)) if t == content_type => {}
         Some(coset::ContentType::Text(t)) => {
-            return Err(CoseError::ContentType { found: t.clone(), expected: content_type });
+            return Err(CoseError::ContentType {
+                found: t.clone(),
+                expected: content_type,
+            });
         }
-        _ => return Err(CoseError::ContentType { found: "(none)".into(), expected: content_type }),
+        _ => {
+            return Err(CoseError::ContentType {
+                found: "(none)".into(),
+                expected: content_type,
+            });
+        }
     }
-    let kid = KeyId::from_slice(&p.key_id)
-        .ok_or_else(|| CoseError::Header(format!("kid must be {KEY_ID_LEN} bytes, found {}", p.key_id.len())))?;
+    let kid = KeyId::from_slice(&p.key_id).ok_or_else(|| {
+        CoseError::Header(format!(
+            "kid must be {KEY_ID_LEN} bytes, found {}",
+            p.key_id.len()
+        ))
+    })?;
     let payload = sign1.payload.clone().ok_or(CoseError::NoPayload)?;
     Ok(UncheckedSign1 {
         kid,

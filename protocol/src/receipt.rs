@@ -2,9 +2,9 @@
 //! job, the model, the inputs and the outputs.
 
 use ciborium::value::Value;
+use quorate_crypto::tensor_digest::sha256;
 use quorate_crypto::tensor_digest::{Digest32, SALT_LEN};
 use quorate_crypto::{KeyId, SecretKey};
-use quorate_crypto::tensor_digest::sha256;
 
 use crate::cbor::{self, read, read::FieldError};
 use crate::cose::{self, CoseError, UncheckedSign1};
@@ -70,9 +70,15 @@ impl JobKind {
     }
     /// The kind of a §4.3 code.
     pub fn from_code(c: u64) -> Option<Self> {
-        [JobKind::Local, JobKind::Infer, JobKind::Stage, JobKind::EnsembleMember, JobKind::FheMember]
-            .into_iter()
-            .find(|k| k.code() == c)
+        [
+            JobKind::Local,
+            JobKind::Infer,
+            JobKind::Stage,
+            JobKind::EnsembleMember,
+            JobKind::FheMember,
+        ]
+        .into_iter()
+        .find(|k| k.code() == c)
     }
     /// A short human name.
     pub fn name(self) -> &'static str {
@@ -100,7 +106,11 @@ pub struct Commitment {
 impl Commitment {
     /// Commits to `tensor`, salted when `salt` is given.
     pub fn to(tensor: &Tensor, salt: Option<&[u8; SALT_LEN]>) -> Self {
-        Self { name: tensor.name().to_string(), digest: tensor.digest(salt), salted: salt.is_some() }
+        Self {
+            name: tensor.name().to_string(),
+            digest: tensor.digest(salt),
+            salted: salt.is_some(),
+        }
     }
 
     /// Whether a revealed tensor (and salt) matches this commitment.
@@ -183,11 +193,17 @@ fn commitments_from(v: &Value, field: &'static str) -> Result<Vec<Commitment>, F
     for item in items {
         let parts = read::array(item, field, 3)?;
         let [name, digest, salted] = parts else {
-            return Err(FieldError { field, problem: "each commitment is [name, digest, salted]".into() });
+            return Err(FieldError {
+                field,
+                problem: "each commitment is [name, digest, salted]".into(),
+            });
         };
         let name = read::text(name, field, MAX_NAME_LEN)?;
         if name.is_empty() || out.iter().any(|c| c.name == name) {
-            return Err(FieldError { field, problem: format!("empty or repeated tensor name {name:?}") });
+            return Err(FieldError {
+                field,
+                problem: format!("empty or repeated tensor name {name:?}"),
+            });
         }
         out.push(Commitment {
             name: name.to_string(),
@@ -206,7 +222,10 @@ impl ReceiptPayload {
             (read::int(key::JOB_ID), Value::Bytes(self.job_id.to_vec())),
             (read::int(key::NONCE), Value::Bytes(self.nonce.clone())),
             (read::int(key::KIND), read::int(self.kind.code())),
-            (read::int(key::MODEL), Value::Bytes(self.model_digest.to_vec())),
+            (
+                read::int(key::MODEL),
+                Value::Bytes(self.model_digest.to_vec()),
+            ),
             (read::int(key::INPUTS), commitments_value(&self.inputs)),
             (read::int(key::OUTPUTS), commitments_value(&self.outputs)),
             (read::int(key::PROVIDER), Value::Text(self.provider.clone())),
@@ -235,27 +254,42 @@ impl ReceiptPayload {
             return Err(ReceiptError::Version(version));
         }
         let kind_code = read::uint(need(key::KIND, "kind")?, "kind")?;
-        let kind = JobKind::from_code(kind_code)
-            .ok_or_else(|| ReceiptError::Payload(format!("field kind: unknown job kind {kind_code}")))?;
+        let kind = JobKind::from_code(kind_code).ok_or_else(|| {
+            ReceiptError::Payload(format!("field kind: unknown job kind {kind_code}"))
+        })?;
         Ok(Self {
             job_id: read::bytes_n(need(key::JOB_ID, "job id")?, "job id")?,
-            nonce: read::bytes_range(need(key::NONCE, "nonce")?, "nonce", *NONCE_LEN.start(), *NONCE_LEN.end())?
-                .to_vec(),
+            nonce: read::bytes_range(
+                need(key::NONCE, "nonce")?,
+                "nonce",
+                *NONCE_LEN.start(),
+                *NONCE_LEN.end(),
+            )?
+            .to_vec(),
             kind,
             model_digest: read::bytes_n(need(key::MODEL, "model")?, "model")?,
             inputs: commitments_from(need(key::INPUTS, "inputs")?, "inputs")?,
             outputs: commitments_from(need(key::OUTPUTS, "outputs")?, "outputs")?,
-            provider: read::text(need(key::PROVIDER, "provider")?, "provider", MAX_LABEL_LEN)?.to_string(),
-            runtime: read::text(need(key::RUNTIME, "runtime")?, "runtime", MAX_LABEL_LEN)?.to_string(),
+            provider: read::text(need(key::PROVIDER, "provider")?, "provider", MAX_LABEL_LEN)?
+                .to_string(),
+            runtime: read::text(need(key::RUNTIME, "runtime")?, "runtime", MAX_LABEL_LEN)?
+                .to_string(),
             issued_at: read::uint(need(key::TIME, "time")?, "time")?,
-            previous: get(key::PREVIOUS).map(|v| read::bytes_n(v, "previous")).transpose()?,
-            policy: get(key::POLICY).map(|v| read::bytes_n(v, "policy")).transpose()?,
+            previous: get(key::PREVIOUS)
+                .map(|v| read::bytes_n(v, "previous"))
+                .transpose()?,
+            policy: get(key::POLICY)
+                .map(|v| read::bytes_n(v, "policy"))
+                .transpose()?,
         })
     }
 
     /// Looks a commitment up by tensor name among inputs and outputs.
     pub fn commitment(&self, name: &str) -> Option<&Commitment> {
-        self.inputs.iter().chain(&self.outputs).find(|c| c.name == name)
+        self.inputs
+            .iter()
+            .chain(&self.outputs)
+            .find(|c| c.name == name)
     }
 
     /// Signs the payload into a receipt (§4.1).

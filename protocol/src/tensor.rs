@@ -33,8 +33,16 @@ pub enum DType {
 
 impl DType {
     /// Every type, for table-driven code.
-    pub const ALL: [DType; 8] =
-        [DType::F32, DType::F64, DType::I8, DType::I16, DType::I32, DType::I64, DType::U8, DType::Bool];
+    pub const ALL: [DType; 8] = [
+        DType::F32,
+        DType::F64,
+        DType::I8,
+        DType::I16,
+        DType::I32,
+        DType::I64,
+        DType::U8,
+        DType::Bool,
+    ];
 
     /// The §3.1 code.
     pub fn code(self) -> u8 {
@@ -146,7 +154,11 @@ pub struct Tensor {
 impl std::fmt::Debug for Tensor {
     // Tensors may hold patient data: Debug shows the shape, never the values.
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "Tensor({:?}, {}, {:?})", self.name, self.dtype, self.shape)
+        write!(
+            f,
+            "Tensor({:?}, {}, {:?})",
+            self.name, self.dtype, self.shape
+        )
     }
 }
 
@@ -160,29 +172,52 @@ pub fn element_count(shape: &[u64]) -> Option<u64> {
 
 impl Tensor {
     /// Builds a tensor, checking rank, size, data length and boolean values.
-    pub fn new(name: impl Into<String>, dtype: DType, shape: Vec<u64>, data: Vec<u8>) -> Result<Self, TensorError> {
+    pub fn new(
+        name: impl Into<String>,
+        dtype: DType,
+        shape: Vec<u64>,
+        data: Vec<u8>,
+    ) -> Result<Self, TensorError> {
         let name = name.into();
         if name.is_empty() || name.len() > MAX_NAME_LEN {
             return Err(TensorError::Name);
         }
         if shape.len() > MAX_RANK {
-            return Err(TensorError::Rank { name, rank: shape.len() });
+            return Err(TensorError::Rank {
+                name,
+                rank: shape.len(),
+            });
         }
         let Some(count) = element_count(&shape) else {
             return Err(TensorError::TooLarge { name });
         };
         let expected = count * dtype.size() as u64;
         if expected != data.len() as u64 {
-            return Err(TensorError::DataLength { name, dtype, shape, expected, found: data.len() });
+            return Err(TensorError::DataLength {
+                name,
+                dtype,
+                shape,
+                expected,
+                found: data.len(),
+            });
         }
         if dtype == DType::Bool && data.iter().any(|&b| b > 1) {
             return Err(TensorError::BoolValue { name });
         }
-        Ok(Self { name, dtype, shape, data })
+        Ok(Self {
+            name,
+            dtype,
+            shape,
+            data,
+        })
     }
 
     /// Builds an f32 tensor from values.
-    pub fn from_f32(name: impl Into<String>, shape: Vec<u64>, values: &[f32]) -> Result<Self, TensorError> {
+    pub fn from_f32(
+        name: impl Into<String>,
+        shape: Vec<u64>,
+        values: &[f32],
+    ) -> Result<Self, TensorError> {
         let data = values.iter().flat_map(|v| v.to_le_bytes()).collect();
         Self::new(name, DType::F32, shape, data)
     }
@@ -234,7 +269,9 @@ impl Tensor {
                 DType::I8 => c[0] as i8 as f64,
                 DType::I16 => i16::from_le_bytes([c[0], c[1]]) as f64,
                 DType::I32 => i32::from_le_bytes([c[0], c[1], c[2], c[3]]) as f64,
-                DType::I64 => i64::from_le_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]) as f64,
+                DType::I64 => {
+                    i64::from_le_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]) as f64
+                }
                 DType::U8 | DType::Bool => c[0] as f64,
             })
             .collect()
@@ -253,11 +290,26 @@ mod tests {
     #[test]
     fn validates_shape_and_length() {
         assert!(Tensor::new("x", DType::F32, vec![1, 2], vec![0; 8]).is_ok());
-        assert!(matches!(Tensor::new("x", DType::F32, vec![1, 2], vec![0; 7]), Err(TensorError::DataLength { .. })));
-        assert!(matches!(Tensor::new("x", DType::F32, vec![u64::MAX, 2], vec![]), Err(TensorError::TooLarge { .. })));
-        assert!(matches!(Tensor::new("x", DType::U8, vec![1; 9], vec![0]), Err(TensorError::Rank { .. })));
-        assert!(matches!(Tensor::new("", DType::U8, vec![1], vec![0]), Err(TensorError::Name)));
-        assert!(matches!(Tensor::new("b", DType::Bool, vec![1], vec![2]), Err(TensorError::BoolValue { .. })));
+        assert!(matches!(
+            Tensor::new("x", DType::F32, vec![1, 2], vec![0; 7]),
+            Err(TensorError::DataLength { .. })
+        ));
+        assert!(matches!(
+            Tensor::new("x", DType::F32, vec![u64::MAX, 2], vec![]),
+            Err(TensorError::TooLarge { .. })
+        ));
+        assert!(matches!(
+            Tensor::new("x", DType::U8, vec![1; 9], vec![0]),
+            Err(TensorError::Rank { .. })
+        ));
+        assert!(matches!(
+            Tensor::new("", DType::U8, vec![1], vec![0]),
+            Err(TensorError::Name)
+        ));
+        assert!(matches!(
+            Tensor::new("b", DType::Bool, vec![1], vec![2]),
+            Err(TensorError::BoolValue { .. })
+        ));
         for d in DType::ALL {
             assert_eq!(DType::from_code(d.code()), Some(d));
             assert_eq!(DType::from_name(d.name()), Some(d));

@@ -58,7 +58,10 @@ pub struct RevealedTensor {
 /// Sniffs the format: `.npy` by its magic, otherwise JSON.
 pub fn parse_any(bytes: &[u8], npy_name: &str) -> Result<Vec<RevealedTensor>, TensorFileError> {
     if bytes.starts_with(NPY_MAGIC) {
-        Ok(vec![RevealedTensor { tensor: parse_npy(bytes, npy_name)?, salt: None }])
+        Ok(vec![RevealedTensor {
+            tensor: parse_npy(bytes, npy_name)?,
+            salt: None,
+        }])
     } else {
         parse_json(bytes)
     }
@@ -78,10 +81,16 @@ pub fn parse_npy(bytes: &[u8], name: &str) -> Result<Tensor, TensorFileError> {
     let (header_len, header_start) = match bytes[6] {
         1 => (u16::from_le_bytes([bytes[8], bytes[9]]) as usize, 10),
         2 | 3 => {
-            let b = bytes.get(8..12).ok_or_else(|| npy("truncated header length"))?;
+            let b = bytes
+                .get(8..12)
+                .ok_or_else(|| npy("truncated header length"))?;
             (u32::from_le_bytes([b[0], b[1], b[2], b[3]]) as usize, 12)
         }
-        v => return Err(TensorFileError::NpyUnsupported(format!("format version {v}"))),
+        v => {
+            return Err(TensorFileError::NpyUnsupported(format!(
+                "format version {v}"
+            )));
+        }
     };
     if header_len > MAX_NPY_HEADER {
         return Err(npy("header longer than 64 KiB"));
@@ -116,11 +125,16 @@ pub fn parse_npy(bytes: &[u8], name: &str) -> Result<Tensor, TensorFileError> {
         d => return Err(TensorFileError::NpyUnsupported(format!("dtype {d}"))),
     };
     let shape = parse_shape(shape_text)?;
-    let count = element_count(&shape).ok_or(TensorError::TooLarge { name: name.to_string() })?;
+    let count = element_count(&shape).ok_or(TensorError::TooLarge {
+        name: name.to_string(),
+    })?;
     let data = &bytes[header_start + header_len..];
     let expected = count as usize * dtype.size();
     if data.len() != expected {
-        return Err(npy(&format!("data is {} bytes, shape {shape:?} of {dtype} needs {expected}", data.len())));
+        return Err(npy(&format!(
+            "data is {} bytes, shape {shape:?} of {dtype} needs {expected}",
+            data.len()
+        )));
     }
     Ok(Tensor::new(name, dtype, shape, data.to_vec())?)
 }
@@ -146,7 +160,9 @@ fn dict_value<'a>(header: &'a str, key: &str) -> Result<&'a str, TensorFileError
             _ => {}
         }
     }
-    Err(TensorFileError::Npy(format!("value of {quoted} is not terminated")))
+    Err(TensorFileError::Npy(format!(
+        "value of {quoted} is not terminated"
+    )))
 }
 
 fn parse_shape(text: &str) -> Result<Vec<u64>, TensorFileError> {
@@ -158,10 +174,16 @@ fn parse_shape(text: &str) -> Result<Vec<u64>, TensorFileError> {
         .split(',')
         .map(str::trim)
         .filter(|s| !s.is_empty())
-        .map(|s| s.parse::<u64>().map_err(|_| TensorFileError::Npy(format!("bad dimension {s:?}"))))
+        .map(|s| {
+            s.parse::<u64>()
+                .map_err(|_| TensorFileError::Npy(format!("bad dimension {s:?}")))
+        })
         .collect::<Result<_, _>>()?;
     if shape.len() > MAX_RANK {
-        return Err(TensorFileError::Npy(format!("{} dimensions; at most {MAX_RANK}", shape.len())));
+        return Err(TensorFileError::Npy(format!(
+            "{} dimensions; at most {MAX_RANK}",
+            shape.len()
+        )));
     }
     Ok(shape)
 }
@@ -210,12 +232,20 @@ pub fn parse_json(bytes: &[u8]) -> Result<Vec<RevealedTensor>, TensorFileError> 
         .and_then(Value::as_array)
         .ok_or_else(|| json("expected an object with a \"tensors\" array".into()))?;
     if list.len() > MAX_TENSORS {
-        return Err(json(format!("{} tensors; at most {MAX_TENSORS}", list.len())));
+        return Err(json(format!(
+            "{} tensors; at most {MAX_TENSORS}",
+            list.len()
+        )));
     }
     let mut out: Vec<RevealedTensor> = Vec::with_capacity(list.len());
     for (i, item) in list.iter().enumerate() {
-        let field = |k: &str| item.get(k).ok_or_else(|| json(format!("tensor #{i} has no \"{k}\"")));
-        let name = field("name")?.as_str().ok_or_else(|| json(format!("tensor #{i}: name must be a string")))?;
+        let field = |k: &str| {
+            item.get(k)
+                .ok_or_else(|| json(format!("tensor #{i} has no \"{k}\"")))
+        };
+        let name = field("name")?
+            .as_str()
+            .ok_or_else(|| json(format!("tensor #{i}: name must be a string")))?;
         if out.iter().any(|t| t.tensor.name() == name) {
             return Err(json(format!("tensor name {name:?} appears twice")));
         }
@@ -227,10 +257,14 @@ pub fn parse_json(bytes: &[u8]) -> Result<Vec<RevealedTensor>, TensorFileError> 
             .filter(|s| s.len() <= MAX_RANK)
             .and_then(|s| s.iter().map(Value::as_u64).collect::<Option<Vec<u64>>>())
             .ok_or_else(|| json(format!("tensor {name:?}: shape must be an array of at most {MAX_RANK} unsigned integers")))?;
-        let count = element_count(&shape).ok_or(TensorError::TooLarge { name: name.to_string() })?;
-        let values = field("data")?
-            .as_array()
-            .ok_or_else(|| json(format!("tensor {name:?}: data must be a flat array of numbers")))?;
+        let count = element_count(&shape).ok_or(TensorError::TooLarge {
+            name: name.to_string(),
+        })?;
+        let values = field("data")?.as_array().ok_or_else(|| {
+            json(format!(
+                "tensor {name:?}: data must be a flat array of numbers"
+            ))
+        })?;
         if values.len() as u64 != count {
             return Err(json(format!(
                 "tensor {name:?}: shape {shape:?} needs {count} values, data has {}",
@@ -247,9 +281,15 @@ pub fn parse_json(bytes: &[u8]) -> Result<Vec<RevealedTensor>, TensorFileError> 
         }
         let salt = match item.get("salt") {
             None | Some(Value::Null) => None,
-            Some(s) => Some(parse_salt(s).ok_or_else(|| json(format!("tensor {name:?}: salt must be 64 hex digits")))?),
+            Some(s) => Some(
+                parse_salt(s)
+                    .ok_or_else(|| json(format!("tensor {name:?}: salt must be 64 hex digits")))?,
+            ),
         };
-        out.push(RevealedTensor { tensor: Tensor::new(name, dtype, shape, data)?, salt });
+        out.push(RevealedTensor {
+            tensor: Tensor::new(name, dtype, shape, data)?,
+            salt,
+        });
     }
     Ok(out)
 }
@@ -267,25 +307,41 @@ fn encode_element(dtype: DType, v: &Value, out: &mut Vec<u8>) -> Result<(), Stri
         _ => return Err("must be a number".into()),
     };
     let int = |lo: i128, hi: i128| -> Result<i128, String> {
-        let i: i128 = text.parse().map_err(|_| format!("{text} is not an integer"))?;
-        if (lo..=hi).contains(&i) { Ok(i) } else { Err(format!("{text} is out of range for {dtype}")) }
+        let i: i128 = text
+            .parse()
+            .map_err(|_| format!("{text} is not an integer"))?;
+        if (lo..=hi).contains(&i) {
+            Ok(i)
+        } else {
+            Err(format!("{text} is out of range for {dtype}"))
+        }
     };
     match dtype {
         DType::F32 => {
-            let f: f32 = text.parse().map_err(|_| format!("{text} is not a number"))?;
+            let f: f32 = text
+                .parse()
+                .map_err(|_| format!("{text} is not a number"))?;
             if !f.is_finite() {
                 return Err(format!("{text} overflows float32"));
             }
             out.extend_from_slice(&f.to_le_bytes());
         }
         DType::F64 => {
-            let f: f64 = text.parse().map_err(|_| format!("{text} is not a number"))?;
+            let f: f64 = text
+                .parse()
+                .map_err(|_| format!("{text} is not a number"))?;
             out.extend_from_slice(&f.to_le_bytes());
         }
         DType::I8 => out.push(int(i8::MIN as i128, i8::MAX as i128)? as i8 as u8),
-        DType::I16 => out.extend_from_slice(&(int(i16::MIN as i128, i16::MAX as i128)? as i16).to_le_bytes()),
-        DType::I32 => out.extend_from_slice(&(int(i32::MIN as i128, i32::MAX as i128)? as i32).to_le_bytes()),
-        DType::I64 => out.extend_from_slice(&(int(i64::MIN as i128, i64::MAX as i128)? as i64).to_le_bytes()),
+        DType::I16 => {
+            out.extend_from_slice(&(int(i16::MIN as i128, i16::MAX as i128)? as i16).to_le_bytes())
+        }
+        DType::I32 => {
+            out.extend_from_slice(&(int(i32::MIN as i128, i32::MAX as i128)? as i32).to_le_bytes())
+        }
+        DType::I64 => {
+            out.extend_from_slice(&(int(i64::MIN as i128, i64::MAX as i128)? as i64).to_le_bytes())
+        }
         DType::U8 => out.push(int(0, 255)? as u8),
         DType::Bool => out.push(int(0, 1)? as u8),
     }
@@ -300,11 +356,15 @@ pub fn tensor_json(tensor: &Tensor, salt: Option<&[u8; SALT_LEN]>) -> Value {
         .chunks_exact(s)
         .map(|c| match tensor.dtype() {
             DType::F32 => json!(f32::from_le_bytes([c[0], c[1], c[2], c[3]])),
-            DType::F64 => json!(f64::from_le_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]])),
+            DType::F64 => json!(f64::from_le_bytes([
+                c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]
+            ])),
             DType::I8 => json!(c[0] as i8),
             DType::I16 => json!(i16::from_le_bytes([c[0], c[1]])),
             DType::I32 => json!(i32::from_le_bytes([c[0], c[1], c[2], c[3]])),
-            DType::I64 => json!(i64::from_le_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]])),
+            DType::I64 => json!(i64::from_le_bytes([
+                c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]
+            ])),
             DType::U8 | DType::Bool => json!(c[0]),
         })
         .collect();
@@ -321,7 +381,9 @@ pub fn tensor_json(tensor: &Tensor, salt: Option<&[u8; SALT_LEN]>) -> Value {
 }
 
 /// A whole tensor-list document.
-pub fn tensors_json<'a>(tensors: impl IntoIterator<Item = (&'a Tensor, Option<&'a [u8; SALT_LEN]>)>) -> Value {
+pub fn tensors_json<'a>(
+    tensors: impl IntoIterator<Item = (&'a Tensor, Option<&'a [u8; SALT_LEN]>)>,
+) -> Value {
     json!({ "tensors": tensors.into_iter().map(|(t, s)| tensor_json(t, s)).collect::<Vec<_>>() })
 }
 
@@ -353,9 +415,15 @@ mod tests {
             b
         };
         let fortran = replace(b"False", b"True ");
-        assert!(matches!(parse_npy(&fortran, "x"), Err(TensorFileError::NpyUnsupported(_))));
+        assert!(matches!(
+            parse_npy(&fortran, "x"),
+            Err(TensorFileError::NpyUnsupported(_))
+        ));
         let big = replace(b"<f4", b">f4");
-        assert!(matches!(parse_npy(&big, "x"), Err(TensorFileError::NpyUnsupported(_))));
+        assert!(matches!(
+            parse_npy(&big, "x"),
+            Err(TensorFileError::NpyUnsupported(_))
+        ));
     }
 
     #[test]
@@ -365,7 +433,13 @@ mod tests {
         let salt = [9u8; 32];
         let doc = tensors_json([(&t, Some(&salt))]);
         let back = parse_json(doc.to_string().as_bytes()).unwrap();
-        assert_eq!(back, vec![RevealedTensor { tensor: t, salt: Some(salt) }]);
+        assert_eq!(
+            back,
+            vec![RevealedTensor {
+                tensor: t,
+                salt: Some(salt)
+            }]
+        );
     }
 
     #[test]

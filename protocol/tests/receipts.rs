@@ -1,5 +1,7 @@
 //! Receipts and batch receipts: round trips, and every tampering is caught (§4, §5).
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 use quorate_crypto::SecretKey;
 use quorate_protocol::batch_receipt::{self, AnyReceipt};
 use quorate_protocol::receipt::{self, Commitment, JobKind, ReceiptPayload};
@@ -39,7 +41,10 @@ fn single_receipt_roundtrip_and_every_byte_flip_fails() {
         for bit in [0x01u8, 0x80] {
             let mut t = bytes.clone();
             t[i] ^= bit;
-            assert!(!verifies(&t, &key.public_key()), "flip of byte {i} bit {bit:#x} accepted");
+            assert!(
+                !verifies(&t, &key.public_key()),
+                "flip of byte {i} bit {bit:#x} accepted"
+            );
         }
     }
     let other = SecretKey::from_seed(&[2; 32]).public_key();
@@ -66,13 +71,18 @@ fn batch_receipts_verify_like_single_ones() {
     for i in 0..r.len() {
         let mut t = r.clone();
         t[i] ^= 0x01;
-        assert!(!verifies(&t, &key.public_key()), "flip of byte {i} accepted");
+        assert!(
+            !verifies(&t, &key.public_key()),
+            "flip of byte {i} accepted"
+        );
     }
 }
 
 #[test]
 fn a_roster_signature_is_not_a_receipt() {
     let key = SecretKey::from_seed(&[1; 32]);
-    let other_type = quorate_protocol::cose::sign(payload(1).to_cbor().unwrap(), "application/other", &key).unwrap();
+    let other_type =
+        quorate_protocol::cose::sign(payload(1).to_cbor().unwrap(), "application/other", &key)
+            .unwrap();
     assert!(receipt::parse(&other_type).is_err());
 }

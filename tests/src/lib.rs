@@ -1,6 +1,8 @@
 //! Shared helpers of quorate's end-to-end and conformance tests (in `tests/tests/`).
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
+// Test helpers: failing loudly is their job.
+#![allow(clippy::panic, clippy::unwrap_used, clippy::expect_used)]
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -21,7 +23,10 @@ pub fn quorate_bin() -> PathBuf {
         .find(|p| p.is_file());
     match bin {
         Some(b) => b,
-        None => panic!("the quorate binary is not built next to {}; run the tests with `cargo test --workspace`", exe.display()),
+        None => panic!(
+            "the quorate binary is not built next to {}; run the tests with `cargo test --workspace`",
+            exe.display()
+        ),
     }
 }
 
@@ -39,7 +44,11 @@ where
 
 /// stdout and stderr as one string, for assertions and failure messages.
 pub fn text(o: &Output) -> String {
-    format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr))
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
 }
 
 /// A file under `spec/vectors/`.
@@ -50,7 +59,12 @@ pub fn vector_path(rel: &str) -> PathBuf {
 /// Every JSON file under `spec/vectors/<dir>`, sorted.
 pub fn vector_files(dir: &str) -> Vec<PathBuf> {
     let mut out: Vec<PathBuf> = std::fs::read_dir(vector_path(dir))
-        .map(|rd| rd.filter_map(Result::ok).map(|e| e.path()).filter(|p| p.extension().is_some_and(|e| e == "json")).collect())
+        .map(|rd| {
+            rd.filter_map(Result::ok)
+                .map(|e| e.path())
+                .filter(|p| p.extension().is_some_and(|e| e == "json"))
+                .collect()
+        })
         .unwrap_or_default();
     out.sort();
     out
@@ -58,6 +72,7 @@ pub fn vector_files(dir: &str) -> Vec<PathBuf> {
 
 /// Reads and parses a JSON file.
 pub fn read_json(path: &Path) -> serde_json::Value {
-    let bytes = std::fs::read(path).unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()));
+    let bytes =
+        std::fs::read(path).unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()));
     serde_json::from_slice(&bytes).unwrap_or_else(|e| panic!("{} is not JSON: {e}", path.display()))
 }

@@ -1,6 +1,8 @@
 //! `quorate keygen`, `run` and `verify` as a user runs them, on the bundled models with the
 //! real ONNX Runtime.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 
@@ -43,7 +45,11 @@ fn keygen_writes_private_key_0600_and_refuses_to_overwrite() {
     let again = quorate(["keygen", "--out", key.to_str().unwrap()]);
     assert!(!again.status.success());
     assert!(text(&again).contains("--force"), "{}", text(&again));
-    assert_eq!(std::fs::read(&key).unwrap(), before, "refused keygen must not touch the key");
+    assert_eq!(
+        std::fs::read(&key).unwrap(),
+        before,
+        "refused keygen must not touch the key"
+    );
     let forced = quorate(["keygen", "--out", key.to_str().unwrap(), "--force"]);
     assert!(forced.status.success());
     assert_ne!(std::fs::read(&key).unwrap(), before);
@@ -54,14 +60,31 @@ fn run_matches_reference_outputs_and_verifies() {
     let dir = tempfile::tempdir().unwrap();
     let key = keygen(dir.path(), "node.key");
     let expected = read_json(&repo_root().join("models/samples/expected.json"));
-    for (model, input) in [("mlp.onnx", "features.npy"), ("logistic.onnx", "features.json"), ("hospital-3.onnx", "features.npy")] {
+    for (model, input) in [
+        ("mlp.onnx", "features.npy"),
+        ("logistic.onnx", "features.json"),
+        ("hospital-3.onnx", "features.npy"),
+    ] {
         let out = dir.path().join(model);
         let o = run_model(model, input, &key, &out);
         assert!(o.status.success(), "{model}: {}", text(&o));
         let outputs = read_json(&out.join("outputs.json"));
-        let got: Vec<f32> = outputs["tensors"][0]["data"].as_array().unwrap().iter().map(|v| v.as_f64().unwrap() as f32).collect();
-        let want: Vec<f32> = expected[model][0].as_array().unwrap().iter().map(|v| v.as_f64().unwrap() as f32).collect();
-        assert_eq!(got, want, "{model}: Rust ORT output differs from the Python reference");
+        let got: Vec<f32> = outputs["tensors"][0]["data"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_f64().unwrap() as f32)
+            .collect();
+        let want: Vec<f32> = expected[model][0]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_f64().unwrap() as f32)
+            .collect();
+        assert_eq!(
+            got, want,
+            "{model}: Rust ORT output differs from the Python reference"
+        );
 
         let receipt = out.join("receipt.cose");
         let v = quorate([
@@ -75,7 +98,11 @@ fn run_matches_reference_outputs_and_verifies() {
             &format!("features={}", out.join("inputs.json").display()),
         ]);
         assert!(v.status.success(), "{}", text(&v));
-        assert!(text(&v).contains("revealed tensors match: probabilities, features"), "{}", text(&v));
+        assert!(
+            text(&v).contains("revealed tensors match: probabilities, features"),
+            "{}",
+            text(&v)
+        );
     }
 }
 
@@ -85,15 +112,26 @@ fn verify_names_the_reason_for_each_failure() {
     let key = keygen(dir.path(), "node.key");
     let other = keygen(dir.path(), "other.key");
     let out = dir.path().join("out");
-    assert!(run_model("mlp.onnx", "features.npy", &key, &out).status.success());
+    assert!(
+        run_model("mlp.onnx", "features.npy", &key, &out)
+            .status
+            .success()
+    );
     let receipt = out.join("receipt.cose");
     let bytes = std::fs::read(&receipt).unwrap();
 
     let verify_json = |path: &Path, trust: &Path, extra: &[String]| {
-        let mut args = vec!["verify".to_string(), path.display().to_string(), "--trust".into(), pub_of(trust), "--json".into()];
+        let mut args = vec![
+            "verify".to_string(),
+            path.display().to_string(),
+            "--trust".into(),
+            pub_of(trust),
+            "--json".into(),
+        ];
         args.extend_from_slice(extra);
         let o = quorate(&args);
-        let report: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap_or_else(|_| panic!("{}", text(&o)));
+        let report: serde_json::Value =
+            serde_json::from_slice(&o.stdout).unwrap_or_else(|_| panic!("{}", text(&o)));
         (o.status.code(), report)
     };
 
@@ -110,7 +148,10 @@ fn verify_names_the_reason_for_each_failure() {
         let (code, report) = verify_json(&flipped, &key, &[]);
         assert_eq!(code, Some(1), "flip at byte {i} verified");
         let err = report["receipts"][0]["error"].as_str().unwrap().to_string();
-        assert!(["malformed", "bad_signature", "unknown_key"].contains(&err.as_str()), "byte {i}: {err}");
+        assert!(
+            ["malformed", "bad_signature", "unknown_key"].contains(&err.as_str()),
+            "byte {i}: {err}"
+        );
     }
 
     // A revealed tensor that differs from the committed one.
@@ -119,16 +160,32 @@ fn verify_names_the_reason_for_each_failure() {
     outputs["tensors"][0]["data"][0] = serde_json::json!(0.5);
     let forged = dir.path().join("forged.json");
     std::fs::write(&forged, outputs.to_string()).unwrap();
-    let (code, report) = verify_json(&receipt, &key, &["--tensor".into(), format!("probabilities={}", forged.display())]);
+    let (code, report) = verify_json(
+        &receipt,
+        &key,
+        &[
+            "--tensor".into(),
+            format!("probabilities={}", forged.display()),
+        ],
+    );
     assert_eq!(code, Some(1));
     assert_eq!(report["receipts"][0]["error"], "tensor_mismatch");
 
     // Good and bad together: exit 1, the good one still reported OK.
     std::fs::write(&flipped, [&bytes[..], &[0u8]].concat()).unwrap();
-    let o = quorate(["verify", receipt.to_str().unwrap(), flipped.to_str().unwrap(), "--trust", &pub_of(&key)]);
+    let o = quorate([
+        "verify",
+        receipt.to_str().unwrap(),
+        flipped.to_str().unwrap(),
+        "--trust",
+        &pub_of(&key),
+    ]);
     assert_eq!(o.status.code(), Some(1));
     let t = text(&o);
-    assert!(t.contains("OK   ") && t.contains("FAIL ") && t.contains("trailing bytes"), "{t}");
+    assert!(
+        t.contains("OK   ") && t.contains("FAIL ") && t.contains("trailing bytes"),
+        "{t}"
+    );
 }
 
 #[test]
@@ -137,7 +194,11 @@ fn bad_inputs_and_keys_get_clear_errors() {
     let key = keygen(dir.path(), "node.key");
     let root = repo_root();
     let bad_shape = dir.path().join("bad.json");
-    std::fs::write(&bad_shape, r#"{"tensors":[{"name":"features","dtype":"float32","shape":[1,3],"data":[1,2,3]}]}"#).unwrap();
+    std::fs::write(
+        &bad_shape,
+        r#"{"tensors":[{"name":"features","dtype":"float32","shape":[1,3],"data":[1,2,3]}]}"#,
+    )
+    .unwrap();
     let wrong_name = dir.path().join("name.json");
     std::fs::write(&wrong_name, r#"{"tensors":[{"name":"x","dtype":"float32","shape":[1,30],"data":[1,2,3,4,5,6,7,8,9,10,11,12,13,14,15,16,17,18,19,20,21,22,23,24,25,26,27,28,29,30]}]}"#).unwrap();
     let garbage = dir.path().join("garbage.npy");
@@ -149,12 +210,26 @@ fn bad_inputs_and_keys_get_clear_errors() {
     ];
     for (input, message) in cases {
         let o = quorate([
-            "run", "--model", root.join("models/mlp.onnx").to_str().unwrap(), "--input", input.to_str().unwrap(),
-            "--key", key.to_str().unwrap(), "--out", dir.path().join("o").to_str().unwrap(),
+            "run",
+            "--model",
+            root.join("models/mlp.onnx").to_str().unwrap(),
+            "--input",
+            input.to_str().unwrap(),
+            "--key",
+            key.to_str().unwrap(),
+            "--out",
+            dir.path().join("o").to_str().unwrap(),
         ]);
         assert_eq!(o.status.code(), Some(2), "{}", text(&o));
-        assert!(text(&o).contains(message), "expected {message:?} in {}", text(&o));
-        assert!(!dir.path().join("o/receipt.cose").exists(), "no receipt for a refused input");
+        assert!(
+            text(&o).contains(message),
+            "expected {message:?} in {}",
+            text(&o)
+        );
+        assert!(
+            !dir.path().join("o/receipt.cose").exists(),
+            "no receipt for a refused input"
+        );
     }
     std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o644)).unwrap();
     let o = run_model("mlp.onnx", "features.npy", &key, &dir.path().join("o"));

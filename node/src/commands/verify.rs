@@ -11,10 +11,12 @@ use crate::verify::{TrustStore, collect_files, human_line, json_report, verify_f
 
 /// Arguments of `quorate verify`.
 #[derive(clap::Args)]
-#[command(after_help = "Each receipt is parsed strictly (deterministic CBOR, COSE_Sign1 profile of §4.1), its\n\
+#[command(
+    after_help = "Each receipt is parsed strictly (deterministic CBOR, COSE_Sign1 profile of §4.1), its\n\
 signer looked up by key id among the trusted keys, and all signatures checked in one batch\n\
 (results identical to one-by-one verify_strict). Exit status 0 only if every receipt verifies.\n\n\
-Examples:\n  quorate verify out/receipt.cose --trust keys/node1.key.pub\n  quorate verify receipts/ --trust a.pub --trust b.pub --json\n  quorate verify out/receipt.cose --trust keys/node1.key.pub --tensor probabilities=out/outputs.json")]
+Examples:\n  quorate verify out/receipt.cose --trust keys/node1.key.pub\n  quorate verify receipts/ --trust a.pub --trust b.pub --json\n  quorate verify out/receipt.cose --trust keys/node1.key.pub --tensor probabilities=out/outputs.json"
+)]
 pub struct VerifyArgs {
     /// Receipt files, or directories searched for *.cose files.
     #[arg(required = true, value_name = "PATH")]
@@ -33,7 +35,8 @@ pub struct VerifyArgs {
 fn load_reveal(spec: &str) -> anyhow::Result<RevealedTensor> {
     let (name, file) = spec.split_once('=').context("--tensor takes NAME=FILE")?;
     let bytes = read_limited(std::path::Path::new(file), MAX_FILE_LEN as u64)?;
-    let all = tensor_file::parse_any(&bytes, name).with_context(|| format!("tensor file {file}"))?;
+    let all =
+        tensor_file::parse_any(&bytes, name).with_context(|| format!("tensor file {file}"))?;
     all.into_iter()
         .find(|r| r.tensor.name() == name)
         .with_context(|| format!("{file} holds no tensor named {name:?}"))
@@ -44,9 +47,19 @@ pub fn run(args: &VerifyArgs) -> anyhow::Result<ExitCode> {
     let mut trust = TrustStore::default();
     for p in &args.trust {
         let key = load_public_key(p)?;
-        trust.add(key, p.file_name().map_or_else(|| p.display().to_string(), |n| n.to_string_lossy().into_owned()));
+        trust.add(
+            key,
+            p.file_name().map_or_else(
+                || p.display().to_string(),
+                |n| n.to_string_lossy().into_owned(),
+            ),
+        );
     }
-    let reveals = args.tensor.iter().map(|s| load_reveal(s)).collect::<anyhow::Result<Vec<_>>>()?;
+    let reveals = args
+        .tensor
+        .iter()
+        .map(|s| load_reveal(s))
+        .collect::<anyhow::Result<Vec<_>>>()?;
     let files = collect_files(&args.paths).context("cannot list receipts")?;
     if files.is_empty() {
         bail!("no receipt files found (directories are searched for *.cose)");
@@ -59,7 +72,15 @@ pub fn run(args: &VerifyArgs) -> anyhow::Result<ExitCode> {
         for r in &reports {
             println!("{}", human_line(r));
         }
-        println!("{} of {} receipts verified", reports.len() - failed, reports.len());
+        println!(
+            "{} of {} receipts verified",
+            reports.len() - failed,
+            reports.len()
+        );
     }
-    Ok(if failed == 0 { ExitCode::SUCCESS } else { ExitCode::from(1) })
+    Ok(if failed == 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
 }
