@@ -1,12 +1,18 @@
 //! Batch verification that agrees exactly with one-by-one `verify_strict` (§6.4).
 //!
 //! A random-linear-combination batch check cannot see a torsion component in `R` or `A`
-//! (the combination cancels it with probability up to 1/2), while `verify_strict` rejects
-//! such signatures. So before the batch equation runs, every item must pass the checks that
-//! make the two agree: a 64-byte signature with canonical `s`, `R` a canonical encoding of a
-//! point in the prime-order subgroup, `A` in the prime-order subgroup. Items that fail a
-//! pre-check, and every item of a batch whose equation fails, are settled one by one with
-//! `verify_strict`, so each result is exactly what single verification says.
+//! (the combination cancels it with probability up to 1/2, and ed25519-dalek derives its
+//! coefficients from the inputs, so a signer can grind for that), while `verify_strict`
+//! rejects such signatures. So before the batch equation runs, every item must pass the checks
+//! that make the two agree: a 64-byte signature with canonical `s`, and `R` a canonical
+//! encoding of a point in the prime-order subgroup. `A` needs no check here: a [`PublicKey`]
+//! is torsion-free by construction (§2.3). Items that fail a pre-check, and every item of a
+//! batch whose equation fails, are settled one by one with `verify_strict`, so each result is
+//! exactly what single verification says.
+//!
+//! The subgroup check of `R` costs about as much as one single verification, so batching
+//! buys no speed by itself; the work is split across threads instead (measured in
+//! `node/benches/attestation.rs`).
 
 use curve25519_dalek::edwards::CompressedEdwardsY;
 use ed25519_dalek::VerifyingKey;
@@ -24,8 +30,34 @@ pub struct Item<'a> {
     pub key: &'a PublicKey,
 }
 
-/// Verifies every item; `result[i]` is exactly `items[i].key.verify(..)`.
+/// Items per thread below which splitting the work is not worth a thread.
+const MIN_PER_THREAD: usize = 16;
+
+/// Verifies every item; `result[i]` is exactly `items[i].key.verify(..)`. Large inputs are
+/// split across the available cores, each chunk batch-verified.
 pub fn verify_all(items: &[Item<'_>]) -> Vec<Result<(), IdentityError>> {
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let chunk = items.len().div_ceil(threads).max(MIN_PER_THREAD);
+    if items.len() <= chunk {
+        return verify_chunk(items);
+    }
+    std::thread::scope(|s| {
+        let handles: Vec<_> = items
+            .chunks(chunk)
+            .map(|c| s.spawn(move || verify_chunk(c)))
+            .collect();
+        handles
+            .into_iter()
+            .flat_map(|h| {
+                h.join()
+                    .unwrap_or_else(|_| vec![Err(IdentityError::BadSignature); chunk])
+            })
+            .take(items.len())
+            .collect()
+    })
+}
+
+fn verify_chunk(items: &[Item<'_>]) -> Vec<Result<(), IdentityError>> {
     let mut results: Vec<Option<Result<(), IdentityError>>> = vec![None; items.len()];
     let mut batch_idx = Vec::with_capacity(items.len());
     let mut messages = Vec::with_capacity(items.len());
@@ -63,17 +95,26 @@ fn batchable(item: &Item<'_>) -> Option<ed25519_dalek::Signature> {
     let r_bytes = sig.r_bytes();
     let r = CompressedEdwardsY(*r_bytes).decompress()?;
     // Canonical encoding of R: re-compressing must give the same bytes.
-    if r.compress().as_bytes() != r_bytes || !r.is_torsion_free() {
-        return None;
-    }
-    let a = CompressedEdwardsY(item.key.to_bytes()).decompress()?;
-    if !a.is_torsion_free() {
+    if r.compress().as_bytes() != r_bytes || !in_prime_order_subgroup(&r) {
         return None;
     }
     // Canonical s (s < l); verify_batch would reject a non-canonical one anyway.
     let s: Option<curve25519_dalek::Scalar> =
         curve25519_dalek::Scalar::from_canonical_bytes(*sig.s_bytes()).into();
     s.map(|_| sig)
+}
+
+/// `[l]P = 0`, computed in variable time as `[l - 1]P = -P` (l itself is not a `Scalar`).
+/// `R` is public, so variable time is fine, and it is several times faster than the
+/// constant-time `is_torsion_free`.
+fn in_prime_order_subgroup(p: &curve25519_dalek::EdwardsPoint) -> bool {
+    let l_minus_one = -curve25519_dalek::Scalar::ONE;
+    let lp = curve25519_dalek::EdwardsPoint::vartime_double_scalar_mul_basepoint(
+        &l_minus_one,
+        p,
+        &curve25519_dalek::Scalar::ZERO,
+    );
+    lp == -p
 }
 
 #[cfg(test)]
@@ -110,5 +151,133 @@ mod tests {
         let want: Vec<_> = (0..5).map(|i| pubs[i].verify(&msgs[i], &sigs[i])).collect();
         assert_eq!(got, want);
         assert!(got[2].is_err() && got[4].is_err() && got[0].is_ok());
+    }
+
+    #[test]
+    fn subgroup_check_agrees_with_dalek() {
+        use curve25519_dalek::constants::ED25519_BASEPOINT_POINT as B;
+        let torsion = CompressedEdwardsY(
+            hex::decode("c7176a703d4dd84fba3c0b760d10670f2a2053fa2c39ccc64ec7fd7792ac037a")
+                .unwrap()
+                .try_into()
+                .unwrap(),
+        )
+        .decompress()
+        .unwrap();
+        for k in 1u64..20 {
+            let p = B * curve25519_dalek::Scalar::from(k);
+            for q in [
+                p,
+                p + torsion,
+                p + torsion + torsion,
+                p + torsion * curve25519_dalek::Scalar::from(4u8),
+            ] {
+                assert_eq!(in_prime_order_subgroup(&q), q.is_torsion_free());
+            }
+        }
+    }
+
+    /// Signatures that single verification rejects but a naive batch could accept: R with a
+    /// torsion component, non-canonical S, small-order R. Batch and single must agree on each.
+    #[test]
+    fn edge_cases_agree_with_single_verification() {
+        use curve25519_dalek::Scalar;
+        use sha2::Digest;
+        let key = SecretKey::from_seed(&[4; 32]);
+        let pk = key.public_key();
+        let msg = b"edge".to_vec();
+        let good = key.sign(&msg).0;
+        let torsion = CompressedEdwardsY(
+            hex::decode("c7176a703d4dd84fba3c0b760d10670f2a2053fa2c39ccc64ec7fd7792ac037a")
+                .unwrap()
+                .try_into()
+                .unwrap(),
+        )
+        .decompress()
+        .unwrap();
+        // A signer who knows its key makes R' = rB + T and s = r + H(R' || A || M)·a: the
+        // cofactorless equation fails by T, a batch equation only by z·T.
+        let a = ed25519_dalek::SigningKey::from_bytes(&[4; 32]).to_scalar();
+        let r = Scalar::from(123_456_789u64);
+        let r_prime =
+            (curve25519_dalek::constants::ED25519_BASEPOINT_POINT * r + torsion).compress();
+        let mut h = sha2::Sha512::new();
+        h.update(r_prime.as_bytes());
+        h.update(pk.to_bytes());
+        h.update(&msg);
+        let k = Scalar::from_bytes_mod_order_wide(&h.finalize().into());
+        let mut mixed_r = [0u8; 64];
+        mixed_r[..32].copy_from_slice(r_prime.as_bytes());
+        mixed_r[32..].copy_from_slice((r + k * a).as_bytes());
+        let mut small_r = good;
+        small_r[..32].copy_from_slice(torsion.compress().as_bytes());
+        // s + l: same value mod l, non-canonical encoding.
+        let mut big_s = good;
+        let s = Scalar::from_canonical_bytes(good[32..].try_into().unwrap()).unwrap();
+        let l_bytes: [u8; 32] =
+            hex::decode("edd3f55c1a631258d69cf7a2def9de1400000000000000000000000000000010")
+                .unwrap()
+                .try_into()
+                .unwrap();
+        let mut carry = 0u16;
+        for i in 0..32 {
+            let v = u16::from(s.as_bytes()[i]) + u16::from(l_bytes[i]) + carry;
+            big_s[32 + i] = v as u8;
+            carry = v >> 8;
+        }
+        let sigs = [good, mixed_r, small_r, big_s];
+        let items: Vec<Item<'_>> = sigs
+            .iter()
+            .map(|s| Item {
+                message: &msg,
+                signature: s,
+                key: &pk,
+            })
+            .collect();
+        let want: Vec<_> = sigs.iter().map(|s| pk.verify(&msg, s)).collect();
+        assert_eq!(verify_all(&items), want);
+        assert_eq!(want.iter().filter(|r| r.is_ok()).count(), 1);
+        // The same mixed-order signature passes ed25519-dalek's raw batch check in some
+        // batches: that is the disagreement the pre-check exists to prevent.
+        let raw_key = ed25519_dalek::VerifyingKey::from_bytes(&pk.to_bytes()).unwrap();
+        let raw_sig = ed25519_dalek::Signature::from_bytes(&mixed_r);
+        let accepted_by_raw_batch = (0u32..64).any(|i| {
+            let m = i.to_le_bytes();
+            let filler = key.sign(&m);
+            let f = ed25519_dalek::Signature::from_bytes(&filler.0);
+            ed25519_dalek::verify_batch(&[&msg, &m], &[raw_sig, f], &[raw_key, raw_key]).is_ok()
+        });
+        assert!(
+            accepted_by_raw_batch,
+            "expected the raw batch to accept a torsioned R sometimes"
+        );
+    }
+
+    #[test]
+    fn large_inputs_split_across_threads_keep_order() {
+        let keys: Vec<SecretKey> = (0..3u8)
+            .map(|i| SecretKey::from_seed(&[i + 1; 32]))
+            .collect();
+        let pubs: Vec<PublicKey> = keys.iter().map(|k| k.public_key()).collect();
+        let msgs: Vec<Vec<u8>> = (0..100u32).map(|i| i.to_le_bytes().to_vec()).collect();
+        let mut sigs: Vec<Vec<u8>> = (0..100)
+            .map(|i| keys[i % 3].sign(&msgs[i]).0.to_vec())
+            .collect();
+        for bad in [3usize, 50, 99] {
+            sigs[bad][0] ^= 1;
+        }
+        let items: Vec<Item<'_>> = (0..100)
+            .map(|i| Item {
+                message: &msgs[i],
+                signature: &sigs[i],
+                key: &pubs[i % 3],
+            })
+            .collect();
+        let got = verify_all(&items);
+        let want: Vec<_> = (0..100)
+            .map(|i| pubs[i % 3].verify(&msgs[i], &sigs[i]))
+            .collect();
+        assert_eq!(got, want);
+        assert_eq!(got.iter().filter(|r| r.is_err()).count(), 3);
     }
 }

@@ -10,6 +10,7 @@
 pub mod batch_receipt;
 pub mod cbor;
 pub mod cose;
+pub mod fuzzing;
 pub mod receipt;
 pub mod secagg;
 pub mod tensor;
