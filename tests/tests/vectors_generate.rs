@@ -452,10 +452,10 @@ fn generate() -> BTreeMap<String, Value> {
         ),
     );
     let mut bad_path = decoded(&batch[1]);
-    if let Cbor::Array(parts) = &mut bad_path {
-        if let Cbor::Array(path) = &mut parts[3] {
-            path.pop();
-        }
+    if let Cbor::Array(parts) = &mut bad_path
+        && let Cbor::Array(path) = &mut parts[3]
+    {
+        path.pop();
     }
     out.insert(
         "batch_bad_short_proof.json".into(),
