@@ -25,6 +25,8 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Run the main job end to end with the bundled models, and verify every receipt.
+    Demo(commands::demo::DemoArgs),
     /// Create an Ed25519 identity key pair.
     Keygen(commands::keygen::KeygenArgs),
     /// Run a model locally and sign a receipt for the result.
@@ -45,6 +47,7 @@ enum BenchCommand {
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
+        Command::Demo(args) => commands::demo::run(&args),
         Command::Keygen(args) => commands::keygen::run(&args),
         Command::Run(args) => commands::run::run(&args),
         Command::Verify(args) => commands::verify::run(&args),

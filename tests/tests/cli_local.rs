@@ -236,3 +236,24 @@ fn bad_inputs_and_keys_get_clear_errors() {
     assert_eq!(o.status.code(), Some(2));
     assert!(text(&o).contains("readable by other users"), "{}", text(&o));
 }
+
+#[test]
+fn demo_runs_and_its_kept_receipts_verify() {
+    let dir = tempfile::tempdir().unwrap();
+    let keep = dir.path().join("demo");
+    let o = quorate(["demo", "--keep", keep.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(text(&o).contains("tampering detected"), "{}", text(&o));
+    let v = quorate([
+        "verify",
+        keep.join("receipts").to_str().unwrap(),
+        "--trust",
+        keep.join("keys/node-1.key.pub").to_str().unwrap(),
+    ]);
+    assert!(v.status.success(), "{}", text(&v));
+    assert!(
+        text(&v).contains("21 of 21 receipts verified"),
+        "{}",
+        text(&v)
+    );
+}

@@ -1,5 +1,6 @@
 //! The subcommands of `quorate`, one module each.
 
+pub mod demo;
 pub mod keygen;
 pub mod run;
 pub mod verify;
