@@ -1,0 +1,600 @@
+//! Mesh request and response messages (§11) and the client's check of a response.
+//!
+//! One request per bidirectional stream, in one frame (§8); the response is one frame. All
+//! messages are deterministic CBOR maps with a type in field 1.
+
+use ciborium::value::Value;
+use quorate_crypto::PublicKey;
+use quorate_crypto::tensor_digest::{Digest32, SALT_LEN};
+
+use crate::cbor::{self, read, read::FieldError};
+use crate::receipt::{self, JOB_ID_LEN, JobKind, NONCE_LEN, ReceiptPayload};
+use crate::tensor::{DType, MAX_NAME_LEN, MAX_RANK, Tensor};
+
+/// Largest message accepted (the frame limit of §8).
+pub const MAX_MESSAGE_LEN: usize = 16 << 20;
+/// Most tensors in one message.
+pub const MAX_TENSORS: usize = 64;
+
+mod ty {
+    pub const HEALTH: u64 = 1;
+    pub const INFER: u64 = 2;
+    pub const HEALTH_OK: u64 = 101;
+    pub const INFER_OK: u64 = 102;
+    pub const ERROR: u64 = 255;
+}
+
+/// A request from a client to a node.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Request {
+    /// What the node serves and how busy it is (§11.2).
+    Health,
+    /// Run a model and sign a receipt (§11.3).
+    Infer(InferRequest),
+}
+
+/// An inference request (§11.3).
+#[derive(Clone, Debug, PartialEq)]
+pub struct InferRequest {
+    /// Job id chosen by the client.
+    pub job_id: [u8; JOB_ID_LEN],
+    /// Fresh client nonce.
+    pub nonce: Vec<u8>,
+    /// Kind the receipt must carry (infer or stage).
+    pub kind: JobKind,
+    /// SHA-256 of the model to run.
+    pub model: Digest32,
+    /// Input tensors.
+    pub inputs: Vec<Tensor>,
+    /// Salts for the input commitments (one per input), or `None` for plain commitments.
+    pub input_salts: Option<Vec<[u8; SALT_LEN]>>,
+    /// Policy digest to bind into the receipt.
+    pub policy: Option<Digest32>,
+    /// Previous stage's receipt digest to bind into the receipt.
+    pub previous: Option<Digest32>,
+}
+
+/// A node's answer.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Response {
+    /// Answer to [`Request::Health`].
+    Health(HealthInfo),
+    /// Answer to [`Request::Infer`].
+    Infer(InferResponse),
+    /// A typed error (§11.5).
+    Error(ErrorFrame),
+}
+
+/// Health of a node (§11.2).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HealthInfo {
+    /// `quorate X.Y.Z`.
+    pub version: String,
+    /// Model digests served.
+    pub models: Vec<Digest32>,
+    /// Execution provider each served model runs on, in the same order as `models`.
+    pub providers: Vec<String>,
+    /// Requests being processed.
+    pub in_flight: u64,
+    /// Concurrent request limit.
+    pub capacity: u64,
+}
+
+/// The result of an inference (§11.3).
+#[derive(Clone, Debug, PartialEq)]
+pub struct InferResponse {
+    /// Output tensors.
+    pub outputs: Vec<Tensor>,
+    /// Salts of the output commitments, or `None` when unsalted.
+    pub output_salts: Option<Vec<[u8; SALT_LEN]>>,
+    /// The signed receipt.
+    pub receipt: Vec<u8>,
+}
+
+/// Error codes (§11.5). Codes never change meaning.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ErrorCode {
+    /// The request could not be decoded.
+    BadRequest,
+    /// The node does not serve that model.
+    UnknownModel,
+    /// Inputs do not fit the model (names, types, shapes).
+    InvalidInput,
+    /// A size limit was exceeded.
+    TooLarge,
+    /// The node is at its concurrency limit; retry elsewhere or later.
+    Busy,
+    /// The node failed; the message says what it may.
+    Internal,
+    /// The node is shutting down.
+    ShuttingDown,
+}
+
+impl ErrorCode {
+    const ALL: [ErrorCode; 7] = [
+        ErrorCode::BadRequest,
+        ErrorCode::UnknownModel,
+        ErrorCode::InvalidInput,
+        ErrorCode::TooLarge,
+        ErrorCode::Busy,
+        ErrorCode::Internal,
+        ErrorCode::ShuttingDown,
+    ];
+    /// The §11.5 code.
+    pub fn code(self) -> u64 {
+        match self {
+            ErrorCode::BadRequest => 1,
+            ErrorCode::UnknownModel => 2,
+            ErrorCode::InvalidInput => 3,
+            ErrorCode::TooLarge => 4,
+            ErrorCode::Busy => 5,
+            ErrorCode::Internal => 6,
+            ErrorCode::ShuttingDown => 7,
+        }
+    }
+    fn from_code(c: u64) -> Option<Self> {
+        Self::ALL.into_iter().find(|e| e.code() == c)
+    }
+}
+
+/// A typed error sent to the peer (§11.5).
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{code:?}: {message}")]
+pub struct ErrorFrame {
+    /// What kind of failure.
+    pub code: ErrorCode,
+    /// Human-readable detail (never secrets).
+    pub message: String,
+}
+
+impl ErrorFrame {
+    /// Builds an error frame.
+    pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
+        let mut message: String = message.into();
+        message.truncate(1024);
+        Self { code, message }
+    }
+}
+
+/// Errors decoding a message.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("malformed message: {0}")]
+pub struct MessageError(pub String);
+
+impl From<FieldError> for MessageError {
+    fn from(e: FieldError) -> Self {
+        MessageError(e.to_string())
+    }
+}
+impl From<cbor::CborError> for MessageError {
+    fn from(e: cbor::CborError) -> Self {
+        MessageError(e.to_string())
+    }
+}
+impl From<crate::tensor::TensorError> for MessageError {
+    fn from(e: crate::tensor::TensorError) -> Self {
+        MessageError(e.to_string())
+    }
+}
+
+fn tensor_value(t: &Tensor) -> Value {
+    Value::Array(vec![
+        Value::Text(t.name().to_string()),
+        read::int(u64::from(t.dtype().code())),
+        Value::Array(t.shape().iter().map(|&d| read::int(d)).collect()),
+        Value::Bytes(t.data().to_vec()),
+    ])
+}
+
+fn tensor_from(v: &Value) -> Result<Tensor, MessageError> {
+    let [name, dtype, shape, data] = read::array(v, "tensor", 4)? else {
+        return Err(MessageError(
+            "a tensor is [name, dtype, shape, data]".into(),
+        ));
+    };
+    let code = read::uint(dtype, "dtype")?;
+    let dtype = u8::try_from(code)
+        .ok()
+        .and_then(DType::from_code)
+        .ok_or_else(|| MessageError(format!("unknown dtype code {code}")))?;
+    let shape = read::array(shape, "shape", MAX_RANK)?
+        .iter()
+        .map(|d| read::uint(d, "shape"))
+        .collect::<Result<_, _>>()?;
+    let Value::Bytes(data) = data else {
+        return Err(MessageError("tensor data must be a byte string".into()));
+    };
+    Ok(Tensor::new(
+        read::text(name, "tensor name", MAX_NAME_LEN)?,
+        dtype,
+        shape,
+        data.clone(),
+    )?)
+}
+
+fn tensors_value(list: &[Tensor]) -> Value {
+    Value::Array(list.iter().map(tensor_value).collect())
+}
+
+fn tensors_from(v: &Value) -> Result<Vec<Tensor>, MessageError> {
+    read::array(v, "tensors", MAX_TENSORS)?
+        .iter()
+        .map(tensor_from)
+        .collect()
+}
+
+fn salts_value(s: &Option<Vec<[u8; SALT_LEN]>>) -> Value {
+    match s {
+        None => Value::Null,
+        Some(list) => Value::Array(list.iter().map(|s| Value::Bytes(s.to_vec())).collect()),
+    }
+}
+
+fn salts_from(v: &Value) -> Result<Option<Vec<[u8; SALT_LEN]>>, MessageError> {
+    match v {
+        Value::Null => Ok(None),
+        v => Ok(Some(
+            read::array(v, "salts", MAX_TENSORS)?
+                .iter()
+                .map(|s| read::bytes_n(s, "salt"))
+                .collect::<Result<_, _>>()?,
+        )),
+    }
+}
+
+fn opt_digest(d: &Option<Digest32>) -> Value {
+    d.map_or(Value::Null, |d| Value::Bytes(d.to_vec()))
+}
+
+fn digest_from(v: &Value, field: &'static str) -> Result<Option<Digest32>, MessageError> {
+    match v {
+        Value::Null => Ok(None),
+        v => Ok(Some(read::bytes_n(v, field)?)),
+    }
+}
+
+fn map(entries: Vec<(u64, Value)>) -> Result<Vec<u8>, MessageError> {
+    Ok(cbor::encode(&Value::Map(
+        entries
+            .into_iter()
+            .map(|(k, v)| (read::int(k), v))
+            .collect(),
+    ))?)
+}
+
+/// Decodes a map and returns its fields 1..=n in order, all required.
+fn fields(bytes: &[u8], n: u64) -> Result<(u64, Vec<Value>), MessageError> {
+    let v = cbor::decode_deterministic(bytes, MAX_MESSAGE_LEN)?;
+    let Value::Map(entries) = v else {
+        return Err(MessageError("a message is a map".into()));
+    };
+    let allowed: Vec<u64> = (1..=n).collect();
+    let check = Value::Map(entries.clone());
+    let keyed = read::int_map(&check, "message", &allowed)?;
+    // Fields are numbered 1..=count with none missing, so position i holds field i + 1.
+    if keyed
+        .iter()
+        .enumerate()
+        .any(|(i, (k, _))| *k != i as u64 + 1)
+    {
+        return Err(MessageError(
+            "message fields must be 1, 2, 3, … with none missing".into(),
+        ));
+    }
+    let kind = keyed
+        .first()
+        .filter(|(k, _)| *k == 1)
+        .map(|(_, v)| read::uint(v, "type"))
+        .transpose()?;
+    let kind = kind.ok_or_else(|| MessageError("field 1 (type) missing".into()))?;
+    Ok((kind, entries.into_iter().map(|(_, v)| v).collect()))
+}
+
+impl Request {
+    /// Deterministic CBOR encoding (§11.1).
+    pub fn encode(&self) -> Result<Vec<u8>, MessageError> {
+        match self {
+            Request::Health => map(vec![(1, read::int(ty::HEALTH))]),
+            Request::Infer(r) => map(vec![
+                (1, read::int(ty::INFER)),
+                (2, Value::Bytes(r.job_id.to_vec())),
+                (3, Value::Bytes(r.nonce.clone())),
+                (4, read::int(r.kind.code())),
+                (5, Value::Bytes(r.model.to_vec())),
+                (6, tensors_value(&r.inputs)),
+                (7, salts_value(&r.input_salts)),
+                (8, opt_digest(&r.policy)),
+                (9, opt_digest(&r.previous)),
+            ]),
+        }
+    }
+
+    /// Strict decoding.
+    pub fn decode(bytes: &[u8]) -> Result<Self, MessageError> {
+        let (kind, f) = fields(bytes, 9)?;
+        match (kind, f.len()) {
+            (ty::HEALTH, 1) => Ok(Request::Health),
+            (ty::INFER, 9) => {
+                let kind_code = read::uint(&f[3], "kind")?;
+                let kind = JobKind::from_code(kind_code)
+                    .filter(|k| matches!(k, JobKind::Infer | JobKind::Stage))
+                    .ok_or_else(|| {
+                        MessageError(format!("job kind {kind_code} cannot be requested"))
+                    })?;
+                let r = InferRequest {
+                    job_id: read::bytes_n(&f[1], "job id")?,
+                    nonce: read::bytes_range(&f[2], "nonce", *NONCE_LEN.start(), *NONCE_LEN.end())?
+                        .to_vec(),
+                    kind,
+                    model: read::bytes_n(&f[4], "model")?,
+                    inputs: tensors_from(&f[5])?,
+                    input_salts: salts_from(&f[6])?,
+                    policy: digest_from(&f[7], "policy")?,
+                    previous: digest_from(&f[8], "previous")?,
+                };
+                if r.input_salts
+                    .as_ref()
+                    .is_some_and(|s| s.len() != r.inputs.len())
+                {
+                    return Err(MessageError("one salt per input is required".into()));
+                }
+                Ok(Request::Infer(r))
+            }
+            (k, n) => Err(MessageError(format!(
+                "request type {k} with {n} fields is not defined"
+            ))),
+        }
+    }
+}
+
+impl Response {
+    /// Deterministic CBOR encoding (§11.1).
+    pub fn encode(&self) -> Result<Vec<u8>, MessageError> {
+        match self {
+            Response::Health(h) => map(vec![
+                (1, read::int(ty::HEALTH_OK)),
+                (2, Value::Text(h.version.clone())),
+                (
+                    3,
+                    Value::Array(h.models.iter().map(|m| Value::Bytes(m.to_vec())).collect()),
+                ),
+                (
+                    4,
+                    Value::Array(h.providers.iter().map(|p| Value::Text(p.clone())).collect()),
+                ),
+                (5, read::int(h.in_flight)),
+                (6, read::int(h.capacity)),
+            ]),
+            Response::Infer(r) => map(vec![
+                (1, read::int(ty::INFER_OK)),
+                (2, tensors_value(&r.outputs)),
+                (3, salts_value(&r.output_salts)),
+                (4, Value::Bytes(r.receipt.clone())),
+            ]),
+            Response::Error(e) => map(vec![
+                (1, read::int(ty::ERROR)),
+                (2, read::int(e.code.code())),
+                (3, Value::Text(e.message.clone())),
+            ]),
+        }
+    }
+
+    /// Strict decoding.
+    pub fn decode(bytes: &[u8]) -> Result<Self, MessageError> {
+        let (kind, f) = fields(bytes, 6)?;
+        match (kind, f.len()) {
+            (ty::HEALTH_OK, 6) => Ok(Response::Health(HealthInfo {
+                version: read::text(&f[1], "version", 64)?.to_string(),
+                models: read::array(&f[2], "models", MAX_TENSORS)?
+                    .iter()
+                    .map(|m| read::bytes_n(m, "model"))
+                    .collect::<Result<_, _>>()?,
+                providers: read::array(&f[3], "providers", MAX_TENSORS)?
+                    .iter()
+                    .map(|p| read::text(p, "provider", 128).map(str::to_string))
+                    .collect::<Result<_, _>>()?,
+                in_flight: read::uint(&f[4], "in_flight")?,
+                capacity: read::uint(&f[5], "capacity")?,
+            })),
+            (ty::INFER_OK, 4) => {
+                let r = InferResponse {
+                    outputs: tensors_from(&f[1])?,
+                    output_salts: salts_from(&f[2])?,
+                    receipt: read::bytes_range(&f[3], "receipt", 1, receipt::MAX_RECEIPT_LEN)?
+                        .to_vec(),
+                };
+                if r.output_salts
+                    .as_ref()
+                    .is_some_and(|s| s.len() != r.outputs.len())
+                {
+                    return Err(MessageError("one salt per output is required".into()));
+                }
+                Ok(Response::Infer(r))
+            }
+            (ty::ERROR, 3) => {
+                let code = read::uint(&f[1], "code")?;
+                Ok(Response::Error(ErrorFrame {
+                    code: ErrorCode::from_code(code).unwrap_or(ErrorCode::Internal),
+                    message: read::text(&f[2], "message", 1024)?.to_string(),
+                }))
+            }
+            (k, n) => Err(MessageError(format!(
+                "response type {k} with {n} fields is not defined"
+            ))),
+        }
+    }
+}
+
+/// Why a client refuses a node's answer (§11.4).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ResponseRejected {
+    /// The response could not be decoded.
+    #[error(transparent)]
+    Malformed(#[from] MessageError),
+    /// The node answered with an error.
+    #[error("node error {0}")]
+    NodeError(ErrorFrame),
+    /// The receipt is malformed or its signature does not verify under the node's pinned key.
+    #[error("receipt rejected: {0}")]
+    Receipt(String),
+    /// The receipt does not match the request or the returned tensors.
+    #[error("receipt does not match: {0}")]
+    Mismatch(&'static str),
+    /// An answer of another type.
+    #[error("unexpected response type")]
+    Unexpected,
+}
+
+/// Checks an inference response against the request and the node's pinned key (§11.4):
+/// signature, job id, nonce, kind, model, policy, previous, and every commitment against the
+/// tensors and salts actually sent and received. Returns the verified payload.
+pub fn check_infer_response(
+    request: &InferRequest,
+    response: &InferResponse,
+    node_key: &PublicKey,
+) -> Result<ReceiptPayload, ResponseRejected> {
+    let r =
+        receipt::parse(&response.receipt).map_err(|e| ResponseRejected::Receipt(e.to_string()))?;
+    r.sign1
+        .verify(node_key)
+        .map_err(|e| ResponseRejected::Receipt(e.to_string()))?;
+    let p = r.payload;
+    let mismatch = ResponseRejected::Mismatch;
+    if p.job_id != request.job_id {
+        return Err(mismatch("job id"));
+    }
+    if p.nonce != request.nonce {
+        return Err(mismatch("nonce"));
+    }
+    if p.kind != request.kind {
+        return Err(mismatch("job kind"));
+    }
+    if p.model_digest != request.model {
+        return Err(mismatch("model digest"));
+    }
+    if p.policy != request.policy || p.previous != request.previous {
+        return Err(mismatch("policy or previous receipt"));
+    }
+    let salt_of =
+        |s: &Option<Vec<[u8; SALT_LEN]>>, i: usize| s.as_ref().and_then(|s| s.get(i).copied());
+    if p.inputs.len() != request.inputs.len()
+        || p.inputs
+            .iter()
+            .zip(&request.inputs)
+            .enumerate()
+            .any(|(i, (c, t))| {
+                c.name != t.name() || !c.matches(t, salt_of(&request.input_salts, i).as_ref())
+            })
+    {
+        return Err(mismatch("input commitments"));
+    }
+    if p.outputs.len() != response.outputs.len()
+        || p.outputs
+            .iter()
+            .zip(&response.outputs)
+            .enumerate()
+            .any(|(i, (c, t))| {
+                c.name != t.name() || !c.matches(t, salt_of(&response.output_salts, i).as_ref())
+            })
+    {
+        return Err(mismatch("output commitments"));
+    }
+    Ok(p)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn request() -> InferRequest {
+        InferRequest {
+            job_id: [1; 16],
+            nonce: vec![2; 16],
+            kind: JobKind::Infer,
+            model: [3; 32],
+            inputs: vec![Tensor::from_f32("features", vec![1, 2], &[1.0, 2.0]).unwrap()],
+            input_salts: Some(vec![[4; 32]]),
+            policy: None,
+            previous: None,
+        }
+    }
+
+    #[test]
+    fn messages_roundtrip() {
+        let r = Request::Infer(request());
+        assert_eq!(Request::decode(&r.encode().unwrap()).unwrap(), r);
+        assert_eq!(
+            Request::decode(&Request::Health.encode().unwrap()).unwrap(),
+            Request::Health
+        );
+        let e = Response::Error(ErrorFrame::new(ErrorCode::Busy, "busy"));
+        assert_eq!(Response::decode(&e.encode().unwrap()).unwrap(), e);
+        let h = Response::Health(HealthInfo {
+            version: "quorate 0.1.0".into(),
+            models: vec![[1; 32]],
+            providers: vec!["CPUExecutionProvider".into()],
+            in_flight: 0,
+            capacity: 4,
+        });
+        assert_eq!(Response::decode(&h.encode().unwrap()).unwrap(), h);
+    }
+
+    #[test]
+    fn garbage_is_a_typed_error() {
+        for bytes in [
+            &b""[..],
+            b"\xa1\x01\x03",
+            b"\xa1\x01\x02",
+            b"\x00",
+            b"\xff\xff",
+        ] {
+            assert!(Request::decode(bytes).is_err());
+            assert!(Response::decode(bytes).is_err());
+        }
+    }
+
+    #[test]
+    fn client_check_catches_every_mismatch() {
+        let key = quorate_crypto::SecretKey::from_seed(&[9; 32]);
+        let req = request();
+        let out = Tensor::from_f32("probabilities", vec![1, 2], &[0.1, 0.9]).unwrap();
+        let payload = ReceiptPayload {
+            job_id: req.job_id,
+            nonce: req.nonce.clone(),
+            kind: JobKind::Infer,
+            model_digest: req.model,
+            inputs: vec![receipt::Commitment::to(&req.inputs[0], Some(&[4; 32]))],
+            outputs: vec![receipt::Commitment::to(&out, Some(&[5; 32]))],
+            provider: "CPUExecutionProvider".into(),
+            runtime: "onnxruntime 1.31.1".into(),
+            issued_at: 1,
+            previous: None,
+            policy: None,
+        };
+        let resp = InferResponse {
+            outputs: vec![out.clone()],
+            output_salts: Some(vec![[5; 32]]),
+            receipt: payload.sign(&key).unwrap(),
+        };
+        assert!(check_infer_response(&req, &resp, &key.public_key()).is_ok());
+        let other = quorate_crypto::SecretKey::from_seed(&[8; 32]).public_key();
+        assert!(matches!(
+            check_infer_response(&req, &resp, &other),
+            Err(ResponseRejected::Receipt(_))
+        ));
+        let mut tampered = resp.clone();
+        tampered.outputs[0] = Tensor::from_f32("probabilities", vec![1, 2], &[0.9, 0.1]).unwrap();
+        assert_eq!(
+            check_infer_response(&req, &tampered, &key.public_key()),
+            Err(ResponseRejected::Mismatch("output commitments"))
+        );
+        let mut other_job = req.clone();
+        other_job.nonce = vec![7; 16];
+        assert_eq!(
+            check_infer_response(&other_job, &resp, &key.public_key()),
+            Err(ResponseRejected::Mismatch("nonce"))
+        );
+    }
+}
