@@ -5,9 +5,11 @@
 #![cfg_attr(not(test), deny(clippy::unwrap_used))]
 
 pub mod attest;
+pub mod audit;
 pub mod bench_secagg;
 pub mod commands;
 pub mod files;
+pub mod providers;
 pub mod runtime;
 #[allow(dead_code)]
 pub mod transport;

@@ -10,6 +10,8 @@ use ort::session::{Session, SessionInputValue};
 use ort::value::{DynValue, Tensor as OrtTensor, TensorElementType, ValueType};
 use quorate_protocol::tensor::{DType, Tensor};
 
+use crate::providers::Provider;
+
 /// The ONNX Runtime release the project is built and tested against.
 pub const ORT_VERSION: &str = "1.31.1";
 
@@ -180,28 +182,64 @@ pub struct LoadedModel {
 impl LoadedModel {
     /// Loads a model from its bytes on the CPU provider.
     pub fn from_bytes(bytes: &[u8], intra_threads: usize) -> anyhow::Result<Self> {
+        Ok(Self::with_providers(bytes, intra_threads, &[Provider::Cpu])?.0)
+    }
+
+    /// Loads a model on the first provider of `preferences` that works (§12.2), falling back
+    /// to the CPU. Returns the model and one line per provider that was passed over, saying why.
+    pub fn with_providers(
+        bytes: &[u8],
+        intra_threads: usize,
+        preferences: &[Provider],
+    ) -> anyhow::Result<(Self, Vec<String>)> {
         let env = environment()?;
-        let session = Session::builder(env)
-            .and_then(|b| b.with_intra_threads(intra_threads).map_err(Into::into))
-            .and_then(|mut b| b.commit_from_memory(bytes))
-            .map_err(|e| anyhow!("ONNX Runtime refused the model: {e}"))?;
-        let inputs = session
-            .inputs()
+        let mut passed_over = Vec::new();
+        let mut chain: Vec<Provider> = preferences
             .iter()
-            .map(|o| io_spec(o.name(), o.dtype()))
+            .filter(|p| **p != Provider::Cpu)
+            .cloned()
             .collect();
-        let outputs = session
-            .outputs()
-            .iter()
-            .map(|o| io_spec(o.name(), o.dtype()))
-            .collect();
-        Ok(Self {
-            session: Mutex::new(session),
-            digest: quorate_crypto::tensor_digest::sha256(bytes),
-            inputs,
-            outputs,
-            provider: "CPUExecutionProvider".to_string(),
-        })
+        chain.push(Provider::Cpu);
+        for provider in chain {
+            if let Err(why) = provider.availability() {
+                passed_over.push(format!("{}: {why}", provider.label()));
+                continue;
+            }
+            let session = Session::builder(env)
+                .and_then(|b| b.with_intra_threads(intra_threads).map_err(Into::into))
+                .and_then(|b| {
+                    b.with_execution_providers([provider.dispatch()])
+                        .map_err(Into::into)
+                })
+                .and_then(|mut b| b.commit_from_memory(bytes));
+            let session = match session {
+                Ok(s) => s,
+                Err(e) if provider != Provider::Cpu => {
+                    passed_over.push(format!("{}: {e}", provider.label()));
+                    continue;
+                }
+                Err(e) => bail!("ONNX Runtime refused the model: {e}"),
+            };
+            let inputs = session
+                .inputs()
+                .iter()
+                .map(|o| io_spec(o.name(), o.dtype()))
+                .collect();
+            let outputs = session
+                .outputs()
+                .iter()
+                .map(|o| io_spec(o.name(), o.dtype()))
+                .collect();
+            let model = Self {
+                session: Mutex::new(session),
+                digest: quorate_crypto::tensor_digest::sha256(bytes),
+                inputs,
+                outputs,
+                provider: provider.ort_name().to_string(),
+            };
+            return Ok((model, passed_over));
+        }
+        bail!("no execution provider could load the model")
     }
 
     /// Loads a model file.

@@ -11,6 +11,8 @@ use quorate_protocol::receipt::MAX_RECEIPT_LEN;
 use quorate_protocol::tensor_file::RevealedTensor;
 use serde_json::json;
 
+use crate::audit;
+
 /// Why one receipt file failed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
@@ -74,7 +76,7 @@ impl TrustStore {
     }
 }
 
-/// Expands directories into the receipt files below them (`*.cose`, sorted).
+/// Expands directories into the receipt files (`*.cose`) and audit logs (`*.qlog`) below them, sorted.
 pub fn collect_files(paths: &[PathBuf]) -> std::io::Result<Vec<PathBuf>> {
     let mut out = Vec::new();
     for p in paths {
@@ -95,7 +97,7 @@ fn walk(dir: &Path, out: &mut Vec<PathBuf>) -> std::io::Result<()> {
         let path = entry?.path();
         if path.is_dir() {
             walk(&path, out)?;
-        } else if path.extension().is_some_and(|e| e == "cose") {
+        } else if path.extension().is_some_and(|e| e == "cose" || e == "qlog") {
             out.push(path);
         }
     }
@@ -103,6 +105,7 @@ fn walk(dir: &Path, out: &mut Vec<PathBuf>) -> std::io::Result<()> {
 }
 
 /// Verifies every file; the signatures of all parsed receipts are checked in one batch.
+/// Audit logs (§12.4) count as one receipt per record, labelled `FILE#N`.
 pub fn verify_files(
     files: &[PathBuf],
     trust: &TrustStore,
@@ -110,14 +113,17 @@ pub fn verify_files(
 ) -> Vec<FileReport> {
     let mut reports: Vec<FileReport> = files
         .iter()
-        .map(|path| {
-            let parsed = read_receipt(path);
+        .flat_map(read_sources)
+        .map(|(path, bytes)| {
+            let parsed = bytes.and_then(|b| {
+                batch_receipt::parse_any(&b).map_err(|e| Failure::Malformed(e.to_string()))
+            });
             let (receipt, failure) = match parsed {
                 Ok(r) => (Some(r), None),
                 Err(f) => (None, Some(f)),
             };
             FileReport {
-                path: path.clone(),
+                path,
                 receipt,
                 signer: None,
                 failure,
@@ -182,17 +188,59 @@ pub fn verify_files(
     reports
 }
 
-fn read_receipt(path: &Path) -> Result<AnyReceipt, Failure> {
-    let meta = std::fs::metadata(path).map_err(|e| Failure::Io(e.to_string()))?;
-    if meta.len() > MAX_RECEIPT_LEN as u64 {
-        return Err(Failure::Malformed(format!(
-            "{} bytes, larger than any receipt",
-            meta.len()
-        )));
+/// The receipts a file holds: itself, or every record of an audit log.
+fn read_sources(path: &PathBuf) -> Vec<(PathBuf, Result<Vec<u8>, Failure>)> {
+    let meta = match std::fs::metadata(path) {
+        Ok(m) => m,
+        Err(e) => return vec![(path.clone(), Err(Failure::Io(e.to_string())))],
+    };
+    let limit = if path.extension().is_some_and(|e| e == "qlog") {
+        MAX_AUDIT_LOG_LEN
+    } else {
+        MAX_RECEIPT_LEN as u64
+    };
+    if meta.len() > limit {
+        return vec![(
+            path.clone(),
+            Err(Failure::Malformed(format!(
+                "{} bytes, larger than the limit of {limit}",
+                meta.len()
+            ))),
+        )];
     }
-    let bytes = std::fs::read(path).map_err(|e| Failure::Io(e.to_string()))?;
-    batch_receipt::parse_any(&bytes).map_err(|e| Failure::Malformed(e.to_string()))
+    let bytes = match std::fs::read(path) {
+        Ok(b) => b,
+        Err(e) => return vec![(path.clone(), Err(Failure::Io(e.to_string())))],
+    };
+    if !audit::is_audit_log(&bytes) {
+        return vec![(path.clone(), Ok(bytes))];
+    }
+    let label = |i: &dyn std::fmt::Display| PathBuf::from(format!("{}#{i}", path.display()));
+    match audit::scan(&bytes) {
+        Err(e) => vec![(path.clone(), Err(Failure::Malformed(e.to_string())))],
+        Ok(scan) => {
+            let mut out: Vec<_> = scan
+                .records
+                .into_iter()
+                .enumerate()
+                .map(|(i, r)| (label(&i), Ok(r)))
+                .collect();
+            if scan.torn_bytes > 0 {
+                out.push((
+                    label(&"tail"),
+                    Err(Failure::Malformed(format!(
+                        "torn tail of {} bytes",
+                        scan.torn_bytes
+                    ))),
+                ));
+            }
+            out
+        }
+    }
 }
+
+/// Largest audit log `quorate verify` reads.
+pub const MAX_AUDIT_LOG_LEN: u64 = 1 << 30;
 
 /// One human-readable line per report.
 pub fn human_line(r: &FileReport) -> String {
