@@ -55,7 +55,8 @@ impl JobParams {
     }
 }
 
-fn commit_all(tensors: Vec<Tensor>, salted: bool) -> anyhow::Result<Vec<Committed>> {
+/// Pairs tensors with fresh salts (when `salted`) for their commitments.
+pub fn commit_all(tensors: Vec<Tensor>, salted: bool) -> anyhow::Result<Vec<Committed>> {
     tensors
         .into_iter()
         .map(|tensor| {
@@ -76,9 +77,20 @@ pub fn run_and_commit(
     job: &JobParams,
     now: u64,
 ) -> anyhow::Result<Attested> {
-    let outputs = model.run(&inputs)?;
     let inputs = commit_all(inputs, job.salted)?;
-    let outputs = commit_all(outputs, job.salted)?;
+    run_committed(model, inputs, job, now)
+}
+
+/// Runs `model` on inputs whose commitment salts were chosen already (by the client, in a
+/// mesh job); outputs are salted freshly when `job.salted`.
+pub fn run_committed(
+    model: &LoadedModel,
+    inputs: Vec<Committed>,
+    job: &JobParams,
+    now: u64,
+) -> anyhow::Result<Attested> {
+    let tensors: Vec<Tensor> = inputs.iter().map(|c| c.tensor.clone()).collect();
+    let outputs = commit_all(model.run(&tensors)?, job.salted)?;
     let payload = ReceiptPayload {
         job_id: job.job_id,
         nonce: job.nonce.clone(),

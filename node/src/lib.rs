@@ -9,6 +9,7 @@ pub mod audit;
 pub mod bench_secagg;
 pub mod commands;
 pub mod files;
+pub mod mesh;
 pub mod providers;
 pub mod runtime;
 #[allow(dead_code)]

@@ -31,6 +31,10 @@ enum Command {
     Keygen(commands::keygen::KeygenArgs),
     /// Run a model locally and sign a receipt for the result.
     Run(commands::run::RunArgs),
+    /// Serve models to the mesh over QUIC.
+    Node(commands::node::NodeArgs),
+    /// Run one attested inference on a mesh node and check its receipt.
+    Infer(commands::infer::InferArgs),
     /// Verify receipts offline against trusted public keys.
     Verify(commands::verify::VerifyArgs),
     /// Measure performance against raw-primitive baselines.
@@ -50,6 +54,8 @@ fn main() -> std::process::ExitCode {
         Command::Demo(args) => commands::demo::run(&args),
         Command::Keygen(args) => commands::keygen::run(&args),
         Command::Run(args) => commands::run::run(&args),
+        Command::Node(args) => commands::node::run(&args),
+        Command::Infer(args) => commands::infer::run(&args),
         Command::Verify(args) => commands::verify::run(&args),
         Command::Bench(BenchCommand::Secagg(args)) => bench_secagg::run(&args),
     };

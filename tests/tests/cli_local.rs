@@ -238,22 +238,22 @@ fn bad_inputs_and_keys_get_clear_errors() {
 }
 
 #[test]
-fn demo_runs_and_its_kept_receipts_verify() {
+fn demo_runs_a_mesh_and_its_kept_receipts_verify() {
     let dir = tempfile::tempdir().unwrap();
     let keep = dir.path().join("demo");
-    let o = quorate(["demo", "--keep", keep.to_str().unwrap()]);
+    let o = quorate(["demo", "--nodes", "3", "--keep", keep.to_str().unwrap()]);
     assert!(o.status.success(), "{}", text(&o));
-    assert!(text(&o).contains("tampering detected"), "{}", text(&o));
+    let t = text(&o);
+    assert!(t.contains("refused:"), "{t}");
+    assert!(t.contains("3 receipts and 3 audit-log records, 0 failures"), "{t}");
     let v = quorate([
         "verify",
         keep.join("receipts").to_str().unwrap(),
-        "--trust",
-        keep.join("keys/node-1.key.pub").to_str().unwrap(),
+        "--roster",
+        keep.join("roster.cose").to_str().unwrap(),
+        "--admin",
+        keep.join("admin.pub").to_str().unwrap(),
     ]);
     assert!(v.status.success(), "{}", text(&v));
-    assert!(
-        text(&v).contains("21 of 21 receipts verified"),
-        "{}",
-        text(&v)
-    );
+    assert!(text(&v).contains("3 of 3 receipts verified"), "{}", text(&v));
 }

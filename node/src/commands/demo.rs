@@ -1,29 +1,37 @@
-//! `quorate demo`: the main job, end to end, with the bundled models.
+//! `quorate demo`: the main job, end to end: a local mesh of node processes on loopback.
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::time::Duration;
 
 use anyhow::{Context, bail};
 use quorate_crypto::SecretKey;
-use quorate_protocol::batch_receipt::sign_batch;
-use quorate_protocol::tensor::Tensor;
+use quorate_crypto::tensor_digest::{SALT_LEN, sha256};
+use quorate_protocol::messages::InferRequest;
+use quorate_protocol::receipt::JobKind;
+use quorate_protocol::roster::Role;
 use quorate_protocol::tensor_file::{parse_npy, tensors_json};
 
-use crate::attest::{JobParams, attested_run, run_and_commit, unix_now};
-use crate::files::{write_atomic, write_keypair};
-use crate::runtime::LoadedModel;
+use crate::files::write_atomic;
+use crate::mesh::client::MeshClient;
+use crate::mesh::local::LocalMesh;
 use crate::verify::{TrustStore, collect_files, human_line, verify_files};
 
 /// Arguments of `quorate demo`.
 #[derive(clap::Args)]
 #[command(
-    after_help = "Runs the bundled breast-cancer models (models/README.md) with the real ONNX Runtime, signs\n\
-a receipt for every result, attests a batch of results under one signature, and verifies\n\
-everything offline as an auditor would.\n\n\
-Example:\n  quorate demo --keep demo-out\n  quorate verify demo-out/receipts --trust demo-out/keys/node-1.key.pub"
+    after_help = "Starts N `quorate node` processes on 127.0.0.1 with fresh Ed25519 keys and a fresh roster\n\
+signed by a fresh roster authority, each serving bundled breast-cancer models (models/README.md)\n\
+with the real ONNX Runtime. A client runs jobs over QUIC (mutual TLS 1.3, keys pinned from the\n\
+roster), checks every receipt, shows that a stranger is refused, stops the nodes gracefully and\n\
+verifies every receipt and every node's audit log offline, as an auditor would.\n\n\
+Example:\n  quorate demo --nodes 3 --keep demo-out\n  quorate verify demo-out/receipts --roster demo-out/roster.cose --admin demo-out/admin.pub"
 )]
 pub struct DemoArgs {
-    /// Keep keys, receipts and outputs in DIR (otherwise a temporary directory is removed).
+    /// Number of node processes.
+    #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u16).range(1..=32))]
+    pub nodes: u16,
+    /// Keep the roster, keys, receipts and logs in DIR (otherwise a temporary directory).
     #[arg(long, value_name = "DIR")]
     pub keep: Option<PathBuf>,
     /// The folder holding the bundled models.
@@ -31,150 +39,196 @@ pub struct DemoArgs {
     pub models: PathBuf,
 }
 
-fn rows(batch: &Tensor) -> anyhow::Result<Vec<Tensor>> {
-    let [n, width] = batch.shape() else {
-        bail!("expected a [batch, features] tensor")
-    };
-    let row_bytes = (*width as usize) * batch.dtype().size();
-    (0..*n as usize)
-        .map(|i| {
-            let data = batch.data()[i * row_bytes..(i + 1) * row_bytes].to_vec();
-            Ok(Tensor::new(
-                batch.name(),
-                batch.dtype(),
-                vec![1, *width],
-                data,
-            )?)
-        })
-        .collect()
-}
-
 /// Runs `quorate demo`.
 pub fn run(args: &DemoArgs) -> anyhow::Result<ExitCode> {
     let temp;
     let dir: &Path = match &args.keep {
-        Some(d) => d,
+        Some(d) => {
+            std::fs::create_dir_all(d).with_context(|| format!("cannot create {}", d.display()))?;
+            d
+        }
         None => {
             temp = tempfile::tempdir().context("cannot create a temporary directory")?;
             temp.path()
         }
     };
-    let receipts = dir.join("receipts");
-    let keys = dir.join("keys");
-    std::fs::create_dir_all(&receipts)?;
-    std::fs::create_dir_all(&keys)?;
-    println!("quorate demo: attested inference on the bundled models, verified offline\n");
-
-    let key = SecretKey::generate()?;
-    let key_path = keys.join("node-1.key");
-    write_keypair(&key_path, &key, true)?;
+    let exe = std::env::current_exe().context("cannot find the quorate binary")?;
     println!(
-        "1. node-1 has a fresh Ed25519 identity, key id {}",
-        key.public_key().key_id()
+        "quorate demo: a mesh of {} node processes on loopback\n",
+        args.nodes
     );
-
-    let sample = parse_npy(
-        &std::fs::read(args.models.join("samples/features.npy"))?,
-        "features",
-    )?;
-    let model = LoadedModel::from_file(&args.models.join("mlp.onnx"), 1)?;
-    let job = JobParams::fresh_local(true)?;
-    let (attested, receipt) = attested_run(&model, vec![sample], &job, &key, unix_now())?;
-    write_atomic(&receipts.join("mlp-single.cose"), &receipt, 0o644)?;
-    let out = dir.join("outputs");
-    std::fs::create_dir_all(&out)?;
-    let doc = tensors_json(
-        attested
-            .outputs
-            .iter()
-            .map(|c| (&c.tensor, c.salt.as_ref())),
-    );
-    write_atomic(
-        &out.join("mlp-single.json"),
-        serde_json::to_vec_pretty(&doc)?.as_slice(),
-        0o644,
-    )?;
-    let p = attested.outputs[0].tensor.to_f64_vec();
+    let mut mesh = LocalMesh::start(dir, usize::from(args.nodes), &args.models, &exe)?;
     println!(
-        "2. mlp.onnx (sha256:{}…) on one patient's 30 features: P(malignant)={:.4}, P(benign)={:.4}",
-        &hex::encode(model.digest)[..16],
-        p[0],
-        p[1]
+        "1. roster signed by a fresh roster authority ({}), listing:",
+        dir.join("admin.pub").display()
     );
-    println!(
-        "   receipt: {} bytes, COSE_Sign1 / EdDSA, commits salted digests of input and output",
-        receipt.len()
-    );
-
-    let batch = parse_npy(
-        &std::fs::read(args.models.join("samples/features-batch4.npy"))?,
-        "features",
-    )?;
-    let mut payloads = Vec::new();
-    for (i, name) in [
-        "hospital-1",
-        "hospital-2",
-        "hospital-3",
-        "hospital-4",
-        "hospital-5",
-    ]
-    .iter()
-    .enumerate()
-    {
-        let m = LoadedModel::from_file(&args.models.join(format!("{name}.onnx")), 1)?;
-        for row in rows(&batch)? {
-            payloads.push(
-                run_and_commit(&m, vec![row], &JobParams::fresh_local(true)?, unix_now())?.payload,
-            );
-        }
-        if i == 0 {
-            println!(
-                "3. five hospital models x four patients = 20 results, attested with ONE signature:"
-            );
-        }
-    }
-    let batch_receipts = sign_batch(&payloads, &key, unix_now())?;
-    for (i, r) in batch_receipts.iter().enumerate() {
-        write_atomic(&receipts.join(format!("batch-{i:02}.cose")), r, 0o644)?;
-    }
-    println!("   an RFC 9162 Merkle root is signed; each result carries its inclusion proof");
-
-    let mut trust = TrustStore::default();
-    trust.add(key.public_key(), "node-1");
-    let files = collect_files(std::slice::from_ref(&receipts))?;
-    let reports = verify_files(&files, &trust, &[]);
-    let ok = reports.iter().filter(|r| r.failure.is_none()).count();
-    println!(
-        "4. an auditor with only node-1's public key verifies {ok} of {} receipts:",
-        reports.len()
-    );
-    for r in reports.iter().take(2) {
-        println!("   {}", human_line(r));
-    }
-    println!("   …");
-
-    let mut tampered = receipt.clone();
-    let n = tampered.len();
-    tampered[n / 2] ^= 0x01;
-    let bad = dir.join("tampered.cose");
-    write_atomic(&bad, &tampered, 0o644)?;
-    let report = verify_files(&[bad], &trust, &[]).remove(0);
-    println!(
-        "5. the same receipt with one bit flipped is refused:\n   {}",
-        human_line(&report)
-    );
-
-    if let Some(d) = &args.keep {
+    for e in &mesh.roster.entries {
+        let addr = e
+            .addresses
+            .first()
+            .map_or(String::new(), |a| format!(" at {a}"));
         println!(
-            "\nkept in {}: verify again with\n  quorate verify {} --trust {}.pub",
-            d.display(),
-            receipts.display(),
-            key_path.display()
+            "   {:<8} {:<6} key {}{addr}, {} models",
+            e.name,
+            e.role.name(),
+            e.key.key_id(),
+            e.models.len()
         );
     }
-    if ok != reports.len() || report.failure.is_none() {
-        bail!("verification did not behave as expected");
+
+    let receipts = dir.join("receipts");
+    std::fs::create_dir_all(&receipts)?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    let outcome = rt.block_on(run_jobs(&mesh, &args.models, &receipts));
+    if let Err(e) = outcome {
+        for (name, _) in &mesh.nodes {
+            eprintln!("  (log of {name}: {})", mesh.log_of(name).display());
+        }
+        return Err(e);
     }
-    println!("\nall {ok} receipts verified; tampering detected");
+
+    mesh.stop_all()?;
+    println!("5. every node stopped on SIGTERM after finishing its in-flight requests");
+
+    let mut trust = TrustStore::default();
+    for e in mesh.roster.entries.iter().filter(|e| e.role == Role::Node) {
+        trust.add(e.key, e.name.clone());
+    }
+    let mut files = collect_files(std::slice::from_ref(&receipts))?;
+    let n_receipts = files.len();
+    files.extend(mesh.nodes.iter().map(|(name, _)| mesh.audit_of(name)));
+    let reports = verify_files(&files, &trust, &[]);
+    let failed: Vec<_> = reports.iter().filter(|r| r.failure.is_some()).collect();
+    println!(
+        "6. an auditor holding only the roster verifies offline: {} receipts and {} audit-log records, {} failures",
+        n_receipts,
+        reports.len() - n_receipts,
+        failed.len()
+    );
+    if let Some(r) = reports.first() {
+        println!("   {}", human_line(r));
+    }
+    for r in &failed {
+        println!("   {}", human_line(r));
+    }
+    if !failed.is_empty() {
+        bail!("{} receipts failed verification", failed.len());
+    }
+    println!("\nWhy this can be trusted:");
+    println!(
+        "  - only roster members could connect: TLS 1.3 with Ed25519 keys pinned from the signed roster, both ways;"
+    );
+    println!(
+        "  - every result came with a receipt signed by the node that computed it, committing (salted) to the"
+    );
+    println!("    exact model, input and output; the client checked it before accepting anything;");
+    println!(
+        "  - each node appended every receipt to its audit log and fsynced it before replying."
+    );
+    if let Some(d) = &args.keep {
+        println!(
+            "\nKept in {}. Check again with:\n  quorate verify {} --roster {} --admin {}",
+            d.display(),
+            receipts.display(),
+            d.join("roster.cose").display(),
+            d.join("admin.pub").display()
+        );
+    }
     Ok(ExitCode::SUCCESS)
+}
+
+async fn run_jobs(mesh: &LocalMesh, models: &Path, receipts: &Path) -> anyhow::Result<()> {
+    let client = MeshClient::new(
+        &mesh.client_key,
+        mesh.roster.clone(),
+        Duration::from_secs(30),
+    )?;
+    println!("2. health of every node (over QUIC):");
+    for e in mesh.roster.entries.iter().filter(|e| e.role == Role::Node) {
+        let h = client.health(e).await?;
+        let providers: std::collections::BTreeSet<&str> =
+            h.providers.iter().map(String::as_str).collect();
+        println!(
+            "   {:<8} {} models on {:?}, {}/{} busy",
+            e.name,
+            h.models.len(),
+            providers,
+            h.in_flight,
+            h.capacity
+        );
+    }
+
+    let sample = parse_npy(
+        &std::fs::read(models.join("samples/features.npy"))?,
+        "features",
+    )?;
+    let mlp = sha256(&std::fs::read(models.join("mlp.onnx"))?);
+    println!(
+        "3. one patient's features through mlp.onnx on every node, each result checked on arrival:"
+    );
+    for e in mesh.roster.entries.iter().filter(|e| e.role == Role::Node) {
+        let req = InferRequest {
+            job_id: quorate_crypto::random::bytes()?,
+            nonce: quorate_crypto::random::bytes::<32>()?.to_vec(),
+            kind: JobKind::Infer,
+            model: mlp,
+            inputs: vec![sample.clone()],
+            input_salts: Some(vec![quorate_crypto::random::bytes::<SALT_LEN>()?]),
+            policy: None,
+            previous: None,
+        };
+        let (resp, payload) = client.infer(e, &req).await?;
+        write_atomic(
+            &receipts.join(format!("mlp-{}.cose", e.name)),
+            &resp.receipt,
+            0o644,
+        )?;
+        let salts = resp.output_salts.clone().unwrap_or_default();
+        let doc = tensors_json(
+            resp.outputs
+                .iter()
+                .enumerate()
+                .map(|(i, t)| (t, salts.get(i))),
+        );
+        write_atomic(
+            &receipts.join(format!("mlp-{}.outputs.json", e.name)),
+            serde_json::to_vec_pretty(&doc)?.as_slice(),
+            0o644,
+        )?;
+        let p = resp.outputs[0].to_f64_vec();
+        println!(
+            "   {:<8} P(malignant)={:.6} P(benign)={:.6}  receipt ok ({} on {})",
+            e.name, p[0], p[1], payload.runtime, payload.provider
+        );
+    }
+    client.close();
+
+    println!("4. a stranger with a key not on the roster tries to connect:");
+    let stranger_key = SecretKey::generate()?;
+    let mut roster_with_stranger = mesh.roster.clone();
+    roster_with_stranger
+        .entries
+        .push(quorate_protocol::roster::Entry {
+            name: "stranger".into(),
+            key: stranger_key.public_key(),
+            role: Role::Client,
+            addresses: vec![],
+            models: vec![],
+            providers: vec![],
+        });
+    let stranger = MeshClient::new(&stranger_key, roster_with_stranger, Duration::from_secs(10))?;
+    let node = mesh
+        .roster
+        .entries
+        .iter()
+        .find(|e| e.role == Role::Node)
+        .context("no node")?;
+    match stranger.health(node).await {
+        Ok(_) => bail!("a key outside the roster was served"),
+        Err(e) => println!("   refused: {e:#}"),
+    }
+    stranger.close();
+    Ok(())
 }

@@ -1,6 +1,8 @@
 //! The subcommands of `quorate`, one module each.
 
 pub mod demo;
+pub mod infer;
 pub mod keygen;
+pub mod node;
 pub mod run;
 pub mod verify;

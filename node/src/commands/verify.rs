@@ -22,8 +22,14 @@ pub struct VerifyArgs {
     #[arg(required = true, value_name = "PATH")]
     pub paths: Vec<PathBuf>,
     /// A trusted public key (.pub file from `quorate keygen`); repeat for several.
-    #[arg(long, value_name = "PUBKEY", required = true)]
+    #[arg(long, value_name = "PUBKEY", required_unless_present = "roster")]
     pub trust: Vec<PathBuf>,
+    /// Trust the nodes of this signed roster (needs --admin).
+    #[arg(long, value_name = "FILE", requires = "admin")]
+    pub roster: Option<PathBuf>,
+    /// The roster authority's public key, to check --roster.
+    #[arg(long, value_name = "PUBKEY", requires = "roster")]
+    pub admin: Option<PathBuf>,
     /// Check a revealed tensor against its commitment: NAME=FILE (JSON tensor list or .npy).
     #[arg(long, value_name = "NAME=FILE")]
     pub tensor: Vec<String>,
@@ -54,6 +60,34 @@ pub fn run(args: &VerifyArgs) -> anyhow::Result<ExitCode> {
                 |n| n.to_string_lossy().into_owned(),
             ),
         );
+    }
+    if let (Some(roster), Some(admin)) = (&args.roster, &args.admin) {
+        let admin = load_public_key(admin)?;
+        let bytes = read_limited(roster, quorate_protocol::roster::MAX_ROSTER_LEN as u64)?;
+        // An auditor checks old receipts: the roster's signature must hold, its expiry is
+        // reported but does not void receipts signed while it was valid.
+        let now = match quorate_protocol::roster::Roster::verify(
+            &bytes,
+            &admin,
+            crate::attest::unix_now(),
+        ) {
+            Err(quorate_protocol::roster::RosterError::Expired { expires_at, .. }) => {
+                eprintln!(
+                    "note: the roster expired at {expires_at}; checking receipts against it as signed"
+                );
+                expires_at.saturating_sub(1)
+            }
+            _ => crate::attest::unix_now(),
+        };
+        let r = quorate_protocol::roster::Roster::verify(&bytes, &admin, now)
+            .with_context(|| format!("roster {}", roster.display()))?;
+        for e in r
+            .entries
+            .iter()
+            .filter(|e| e.role == quorate_protocol::roster::Role::Node)
+        {
+            trust.add(e.key, e.name.clone());
+        }
     }
     let reveals = args
         .tensor

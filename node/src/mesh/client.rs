@@ -1,0 +1,150 @@
+//! The mesh client (§11.4): connects to roster members with pinned keys, sends requests and
+//! accepts an answer only after checking its receipt.
+
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, anyhow, bail};
+use quorate_crypto::SecretKey;
+use quorate_protocol::messages::{
+    HealthInfo, InferRequest, InferResponse, Request, Response, check_infer_response,
+};
+use quorate_protocol::receipt::ReceiptPayload;
+use quorate_protocol::roster::{Entry, Role, Roster};
+
+use crate::transport::{MeshEndpoint, TlsIdentity, TransportSettings, bind_client};
+
+/// A client of the mesh.
+pub struct MeshClient {
+    endpoint: MeshEndpoint,
+    /// The verified roster.
+    pub roster: Roster,
+    /// Time allowed for one request, connection included.
+    pub timeout: Duration,
+}
+
+/// The address of a node entry.
+pub fn address_of(entry: &Entry) -> anyhow::Result<SocketAddr> {
+    let text = entry
+        .addresses
+        .first()
+        .with_context(|| format!("roster entry {:?} has no address", entry.name))?;
+    text.to_socket_addrs()
+        .with_context(|| format!("cannot resolve {text} of {:?}", entry.name))?
+        .next()
+        .with_context(|| format!("{text} of {:?} resolves to nothing", entry.name))
+}
+
+impl MeshClient {
+    /// Binds a client endpoint with `key`, which must be in the roster.
+    pub fn new(key: &SecretKey, roster: Roster, timeout: Duration) -> anyhow::Result<Self> {
+        if roster.by_key(&key.public_key()).is_none() {
+            bail!(
+                "key {} is not in the roster: the nodes would refuse it; ask the roster authority to add it",
+                key.public_key().key_id()
+            );
+        }
+        let identity = Arc::new(TlsIdentity::from_secret_key(key)?);
+        let bind: SocketAddr = "127.0.0.1:0".parse()?;
+        let endpoint = bind_client(bind, identity, TransportSettings::default())?;
+        Ok(Self {
+            endpoint,
+            roster,
+            timeout,
+        })
+    }
+
+    /// Sends one request to a node and decodes the response.
+    pub async fn request(&self, node: &Entry, request: &Request) -> anyhow::Result<Response> {
+        if node.role != Role::Node {
+            bail!("{:?} is a client, not a node", node.name);
+        }
+        let addr = address_of(node)?;
+        let bytes = request.encode()?;
+        let exchange = async {
+            let conn = self.endpoint.connect(addr, &node.key).await?;
+            let answer = conn.request(&bytes, self.timeout).await;
+            conn.close();
+            answer
+        };
+        let answer = tokio::time::timeout(self.timeout, exchange)
+            .await
+            .map_err(|_| {
+                anyhow!(
+                    "node {:?} at {addr} did not answer within {:?}",
+                    node.name,
+                    self.timeout
+                )
+            })?
+            .with_context(|| format!("node {:?} at {addr}", node.name))?;
+        Response::decode(&answer)
+            .with_context(|| format!("node {:?} sent a malformed response", node.name))
+    }
+
+    /// Asks a node for its health.
+    pub async fn health(&self, node: &Entry) -> anyhow::Result<HealthInfo> {
+        match self.request(node, &Request::Health).await? {
+            Response::Health(h) => Ok(h),
+            Response::Error(e) => bail!("node {:?}: {e}", node.name),
+            _ => bail!(
+                "node {:?} answered a health request with something else",
+                node.name
+            ),
+        }
+    }
+
+    /// Runs an inference on a node and checks the receipt before returning anything.
+    pub async fn infer(
+        &self,
+        node: &Entry,
+        req: &InferRequest,
+    ) -> anyhow::Result<(InferResponse, ReceiptPayload)> {
+        match self.request(node, &Request::Infer(req.clone())).await? {
+            Response::Infer(r) => {
+                let payload = check_infer_response(req, &r, &node.key).with_context(|| {
+                    format!(
+                        "node {:?} returned a result that fails verification",
+                        node.name
+                    )
+                })?;
+                Ok((r, payload))
+            }
+            Response::Error(e) => Err(anyhow!("node {:?} refused the job: {e}", node.name)),
+            Response::Health(_) => bail!(
+                "node {:?} answered an inference with a health report",
+                node.name
+            ),
+        }
+    }
+
+    /// The nodes serving `model`, least loaded first (by a health request to each; nodes that
+    /// do not answer are left out, with the reasons returned).
+    pub async fn candidates(&self, model: &[u8; 32]) -> (Vec<Entry>, Vec<String>) {
+        let serving: Vec<Entry> = self.roster.serving(model).cloned().collect();
+        let checks = serving
+            .iter()
+            .map(|e| async move { (e.clone(), self.health(e).await) });
+        let mut ok = Vec::new();
+        let mut failed = Vec::new();
+        for (entry, health) in futures_util::future::join_all(checks).await {
+            match health {
+                Ok(h) if h.models.contains(model) => {
+                    ok.push((h.in_flight as f64 / h.capacity.max(1) as f64, entry))
+                }
+                Ok(_) => failed.push(format!(
+                    "{}: does not serve the model although the roster says so",
+                    entry.name
+                )),
+                Err(e) => failed.push(format!("{}: {e:#}", entry.name)),
+            }
+        }
+        ok.sort_by(|a, b| a.0.total_cmp(&b.0));
+        (ok.into_iter().map(|(_, e)| e).collect(), failed)
+    }
+
+    /// Closes the endpoint.
+    pub fn close(&self) {
+        self.endpoint.close();
+    }
+}

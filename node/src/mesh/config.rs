@@ -1,0 +1,103 @@
+//! `node.toml` (§12.1): what a node loads at start.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use anyhow::Context;
+use serde::Deserialize;
+
+use crate::providers::Provider;
+
+/// A node's configuration file. Relative paths are relative to the file's directory.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NodeConfig {
+    /// This node's name in the roster.
+    pub name: String,
+    /// Its secret key (PKCS#8 PEM, mode 0600).
+    pub key: PathBuf,
+    /// The signed roster.
+    pub roster: PathBuf,
+    /// The roster authority's public key.
+    pub admin: PathBuf,
+    /// UDP address to listen on.
+    pub listen: SocketAddr,
+    /// Folder of `*.onnx` models to serve, addressed by SHA-256.
+    pub models: PathBuf,
+    /// Execution-provider preference list, first choice first; the CPU is always the fallback.
+    #[serde(default = "default_providers")]
+    pub providers: Vec<String>,
+    /// Append-only log of every receipt signed (§12.4).
+    pub audit_log: PathBuf,
+    /// Requests processed at once; more get a `Busy` error.
+    #[serde(default = "default_concurrency")]
+    pub max_concurrent: u64,
+    /// ONNX Runtime intra-op threads per session.
+    #[serde(default = "default_threads")]
+    pub intra_threads: usize,
+    /// Most elements in one input tensor.
+    #[serde(default = "default_max_elements")]
+    pub max_input_elements: u64,
+    /// Largest request frame, in bytes.
+    #[serde(default = "default_max_request")]
+    pub max_request_bytes: u32,
+    /// Seconds a client has to send its request.
+    #[serde(default = "default_timeout")]
+    pub request_timeout_secs: u64,
+    /// Test harness only: milliseconds to wait before answering an inference, so tests can
+    /// stop a node in the middle of a request. Never set in production.
+    #[serde(default)]
+    pub test_delay_ms: u64,
+}
+
+fn default_providers() -> Vec<String> {
+    vec!["cpu".into()]
+}
+fn default_concurrency() -> u64 {
+    8
+}
+fn default_threads() -> usize {
+    1
+}
+fn default_max_elements() -> u64 {
+    1 << 20
+}
+fn default_max_request() -> u32 {
+    4 << 20
+}
+fn default_timeout() -> u64 {
+    30
+}
+
+impl NodeConfig {
+    /// Reads and validates a configuration file, resolving relative paths.
+    pub fn load(path: &Path) -> anyhow::Result<Self> {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read config {}", path.display()))?;
+        let mut cfg: NodeConfig =
+            toml::from_str(&text).with_context(|| format!("config {}", path.display()))?;
+        let base = path.parent().unwrap_or(Path::new("."));
+        for p in [
+            &mut cfg.key,
+            &mut cfg.roster,
+            &mut cfg.admin,
+            &mut cfg.models,
+            &mut cfg.audit_log,
+        ] {
+            if p.is_relative() {
+                *p = base.join(&*p);
+            }
+        }
+        cfg.provider_list()?;
+        anyhow::ensure!(cfg.max_concurrent >= 1, "max_concurrent must be at least 1");
+        Ok(cfg)
+    }
+
+    /// The parsed provider preference list.
+    pub fn provider_list(&self) -> anyhow::Result<Vec<Provider>> {
+        self.providers
+            .iter()
+            .map(|p| Provider::parse(p).map_err(anyhow::Error::msg))
+            .collect()
+    }
+}

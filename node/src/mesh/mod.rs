@@ -1,0 +1,6 @@
+//! The mesh: node server, client, configuration (§10–§12).
+
+pub mod client;
+pub mod config;
+pub mod local;
+pub mod server;

@@ -1,0 +1,321 @@
+//! `quorate node` (§12): serves models over QUIC to the members of a signed roster.
+//!
+//! Every request is decoded strictly, validated against the model before anything runs, and
+//! answered with a typed error if it is bad; nothing a peer sends can take the node down.
+//! Every receipt is appended to the audit log and fsynced before the reply leaves.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::Duration;
+
+use anyhow::Context;
+use quorate_crypto::tensor_digest::Digest32;
+use quorate_crypto::{PublicKey, SecretKey};
+use quorate_protocol::messages::{
+    ErrorCode, ErrorFrame, HealthInfo, InferRequest, InferResponse, Request, Response,
+};
+use quorate_protocol::roster::Roster;
+
+use crate::attest::{Committed, JobParams, run_committed, unix_now};
+use crate::audit::AuditLog;
+use crate::files::{load_public_key, load_secret_key};
+use crate::mesh::config::NodeConfig;
+use crate::runtime::LoadedModel;
+use crate::transport::{PinnedKeys, TlsIdentity, TransportSettings, bind_server};
+
+/// Everything a running node holds.
+pub struct NodeState {
+    /// Its roster name.
+    pub name: String,
+    key: SecretKey,
+    /// Models by SHA-256.
+    pub models: HashMap<Digest32, Arc<LoadedModel>>,
+    audit: AuditLog,
+    in_flight: AtomicU64,
+    capacity: u64,
+    max_input_elements: u64,
+    shutting_down: AtomicBool,
+    test_delay: Duration,
+}
+
+/// Decrements the in-flight counter however the request ends.
+struct InFlight<'a>(&'a AtomicU64);
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+impl NodeState {
+    /// Loads key, roster, models and audit log as the configuration says.
+    pub fn load(cfg: &NodeConfig) -> anyhow::Result<(Self, Roster)> {
+        let key = load_secret_key(&cfg.key)?;
+        let admin = load_public_key(&cfg.admin)?;
+        let roster_bytes = std::fs::read(&cfg.roster)
+            .with_context(|| format!("cannot read roster {}", cfg.roster.display()))?;
+        let roster = Roster::verify(&roster_bytes, &admin, unix_now())
+            .with_context(|| format!("roster {}", cfg.roster.display()))?;
+        let me = roster
+            .by_name(&cfg.name)
+            .with_context(|| format!("node {:?} is not in the roster", cfg.name))?;
+        anyhow::ensure!(
+            me.key == key.public_key(),
+            "the roster lists a different key for {:?} than {} holds",
+            cfg.name,
+            cfg.key.display()
+        );
+        let providers = cfg.provider_list()?;
+        let mut models = HashMap::new();
+        let mut entries: Vec<_> = std::fs::read_dir(&cfg.models)
+            .with_context(|| format!("cannot read models folder {}", cfg.models.display()))?
+            .filter_map(Result::ok)
+            .map(|e| e.path())
+            .filter(|p| p.extension().is_some_and(|e| e == "onnx"))
+            .collect();
+        entries.sort();
+        for path in entries {
+            let bytes =
+                std::fs::read(&path).with_context(|| format!("cannot read {}", path.display()))?;
+            let (model, passed_over) =
+                LoadedModel::with_providers(&bytes, cfg.intra_threads, &providers)
+                    .with_context(|| format!("model {}", path.display()))?;
+            for why in passed_over {
+                eprintln!(
+                    "quorate node {}: {}: provider passed over: {why}",
+                    cfg.name,
+                    path.display()
+                );
+            }
+            eprintln!(
+                "quorate node {}: serving {} sha256:{} on {}",
+                cfg.name,
+                path.file_name()
+                    .map(|n| n.to_string_lossy())
+                    .unwrap_or_default(),
+                hex::encode(model.digest),
+                model.provider
+            );
+            models.insert(model.digest, Arc::new(model));
+        }
+        let (audit, n) = AuditLog::open(&cfg.audit_log)?;
+        eprintln!(
+            "quorate node {}: audit log {} holds {n} receipts",
+            cfg.name,
+            cfg.audit_log.display()
+        );
+        Ok((
+            Self {
+                name: cfg.name.clone(),
+                key,
+                models,
+                audit,
+                in_flight: AtomicU64::new(0),
+                capacity: cfg.max_concurrent,
+                max_input_elements: cfg.max_input_elements,
+                shutting_down: AtomicBool::new(false),
+                test_delay: Duration::from_millis(cfg.test_delay_ms),
+            },
+            roster,
+        ))
+    }
+
+    /// Answers one request frame; never fails, every problem is a typed error response.
+    pub async fn handle(self: Arc<Self>, _peer: PublicKey, bytes: Vec<u8>) -> Vec<u8> {
+        let response = match Request::decode(&bytes) {
+            Err(e) => Response::Error(ErrorFrame::new(ErrorCode::BadRequest, e.to_string())),
+            Ok(Request::Health) => Response::Health(self.health()),
+            Ok(Request::Infer(req)) => match self.clone().infer(req).await {
+                Ok(r) => Response::Infer(r),
+                Err(e) => Response::Error(e),
+            },
+        };
+        response.encode().unwrap_or_else(|e| {
+            Response::Error(ErrorFrame::new(ErrorCode::Internal, e.to_string()))
+                .encode()
+                .unwrap_or_default()
+        })
+    }
+
+    fn health(&self) -> HealthInfo {
+        let mut models: Vec<(&Digest32, &Arc<LoadedModel>)> = self.models.iter().collect();
+        models.sort_by_key(|(d, _)| **d);
+        HealthInfo {
+            version: format!("quorate {}", env!("CARGO_PKG_VERSION")),
+            models: models.iter().map(|(d, _)| **d).collect(),
+            providers: models.iter().map(|(_, m)| m.provider.clone()).collect(),
+            in_flight: self.in_flight.load(Ordering::SeqCst),
+            capacity: self.capacity,
+        }
+    }
+
+    async fn infer(self: Arc<Self>, req: InferRequest) -> Result<InferResponse, ErrorFrame> {
+        if self.shutting_down.load(Ordering::SeqCst) {
+            return Err(ErrorFrame::new(
+                ErrorCode::ShuttingDown,
+                "node is shutting down",
+            ));
+        }
+        if self.in_flight.fetch_add(1, Ordering::SeqCst) >= self.capacity {
+            self.in_flight.fetch_sub(1, Ordering::SeqCst);
+            return Err(ErrorFrame::new(
+                ErrorCode::Busy,
+                format!("all {} slots busy", self.capacity),
+            ));
+        }
+        let model = self.models.get(&req.model).cloned().ok_or_else(|| {
+            ErrorFrame::new(
+                ErrorCode::UnknownModel,
+                format!("no model sha256:{}", hex::encode(req.model)),
+            )
+        });
+        let model = match model {
+            Ok(m) => m,
+            Err(e) => {
+                self.in_flight.fetch_sub(1, Ordering::SeqCst);
+                return Err(e);
+            }
+        };
+        let state = self.clone();
+        tokio::task::spawn_blocking(move || {
+            let _slot = InFlight(&state.in_flight);
+            std::thread::sleep(state.test_delay);
+            state.infer_blocking(&model, req)
+        })
+        .await
+        .unwrap_or_else(|_| {
+            Err(ErrorFrame::new(
+                ErrorCode::Internal,
+                "inference task failed",
+            ))
+        })
+    }
+
+    fn infer_blocking(
+        &self,
+        model: &LoadedModel,
+        req: InferRequest,
+    ) -> Result<InferResponse, ErrorFrame> {
+        if let Some(t) = req
+            .inputs
+            .iter()
+            .find(|t| t.len() as u64 > self.max_input_elements)
+        {
+            return Err(ErrorFrame::new(
+                ErrorCode::TooLarge,
+                format!(
+                    "input {:?} has {} elements; this node accepts at most {}",
+                    t.name(),
+                    t.len(),
+                    self.max_input_elements
+                ),
+            ));
+        }
+        let salts = req.input_salts.clone();
+        let ordered_names: Vec<String> = req.inputs.iter().map(|t| t.name().to_string()).collect();
+        let checked = model
+            .check_inputs(req.inputs.clone())
+            .map_err(|e| ErrorFrame::new(ErrorCode::InvalidInput, e.to_string()))?;
+        // Keep each input's salt with it through the reordering to declaration order.
+        let inputs: Vec<Committed> = checked
+            .into_iter()
+            .map(|t| {
+                let i = ordered_names
+                    .iter()
+                    .position(|n| n == t.name())
+                    .unwrap_or(0);
+                Committed {
+                    salt: salts.as_ref().and_then(|s| s.get(i).copied()),
+                    tensor: t,
+                }
+            })
+            .collect();
+        let job = JobParams {
+            job_id: req.job_id,
+            nonce: req.nonce.clone(),
+            kind: req.kind,
+            salted: salts.is_some(),
+            previous: req.previous,
+            policy: req.policy,
+        };
+        let internal = |e: anyhow::Error| ErrorFrame::new(ErrorCode::Internal, format!("{e:#}"));
+        let attested = run_committed(model, inputs, &job, unix_now()).map_err(internal)?;
+        let receipt = attested
+            .payload
+            .sign(&self.key)
+            .map_err(|e| internal(e.into()))?;
+        // §12.4: durable before the reply leaves.
+        self.audit.append(&receipt).map_err(internal)?;
+        Ok(InferResponse {
+            output_salts: job
+                .salted
+                .then(|| attested.outputs.iter().filter_map(|c| c.salt).collect()),
+            outputs: attested.outputs.into_iter().map(|c| c.tensor).collect(),
+            receipt,
+        })
+    }
+}
+
+/// Runs a node until SIGINT or SIGTERM, then drains in-flight requests and exits.
+pub async fn serve(cfg: NodeConfig) -> anyhow::Result<()> {
+    let (state, roster) = NodeState::load(&cfg)?;
+    let state = Arc::new(state);
+    let identity = Arc::new(TlsIdentity::from_secret_key(&state.key)?);
+    let pinned = PinnedKeys::from_keys(roster.entries.iter().map(|e| e.key));
+    let settings = TransportSettings {
+        request_timeout: Duration::from_secs(cfg.request_timeout_secs),
+        max_request_len: cfg.max_request_bytes,
+        ..TransportSettings::default()
+    };
+    let endpoint = bind_server(cfg.listen, identity, pinned, settings)?;
+    let addr = endpoint.local_addr()?;
+    println!(
+        "quorate node {} listening on {addr} with {} models",
+        state.name,
+        state.models.len()
+    );
+    let serving = {
+        let endpoint = endpoint.clone();
+        let state = state.clone();
+        tokio::spawn(async move {
+            endpoint
+                .serve(move |peer, bytes| state.clone().handle(peer, bytes))
+                .await
+        })
+    };
+    shutdown_signal().await;
+    eprintln!(
+        "quorate node {}: shutting down, finishing in-flight requests",
+        state.name
+    );
+    state.shutting_down.store(true, Ordering::SeqCst);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while state.in_flight.load(Ordering::SeqCst) > 0 && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // Give replies already computed a moment to leave before closing connections.
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    endpoint.close();
+    let _ = tokio::time::timeout(Duration::from_secs(2), endpoint.wait_idle()).await;
+    serving.abort();
+    eprintln!("quorate node {}: stopped", state.name);
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    match (
+        signal(SignalKind::interrupt()),
+        signal(SignalKind::terminate()),
+    ) {
+        (Ok(mut int), Ok(mut term)) => {
+            tokio::select! {
+                _ = int.recv() => {}
+                _ = term.recv() => {}
+            }
+        }
+        _ => {
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
+}
