@@ -245,7 +245,10 @@ fn demo_runs_a_mesh_and_its_kept_receipts_verify() {
     assert!(o.status.success(), "{}", text(&o));
     let t = text(&o);
     assert!(t.contains("refused:"), "{t}");
-    assert!(t.contains("3 receipts and 3 audit-log records, 0 failures"), "{t}");
+    assert!(
+        t.contains("3 receipts and 3 audit-log records, 0 failures"),
+        "{t}"
+    );
     let v = quorate([
         "verify",
         keep.join("receipts").to_str().unwrap(),
@@ -255,5 +258,9 @@ fn demo_runs_a_mesh_and_its_kept_receipts_verify() {
         keep.join("admin.pub").to_str().unwrap(),
     ]);
     assert!(v.status.success(), "{}", text(&v));
-    assert!(text(&v).contains("3 of 3 receipts verified"), "{}", text(&v));
+    assert!(
+        text(&v).contains("3 of 3 receipts verified"),
+        "{}",
+        text(&v)
+    );
 }

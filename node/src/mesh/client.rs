@@ -47,7 +47,14 @@ impl MeshClient {
         }
         let identity = Arc::new(TlsIdentity::from_secret_key(key)?);
         let bind: SocketAddr = "127.0.0.1:0".parse()?;
-        let endpoint = bind_client(bind, identity, TransportSettings::default())?;
+        // A short idle timeout with frequent keep-alives notices a crashed node within seconds,
+        // while a node that is busy computing still acknowledges the pings and stays connected.
+        let settings = TransportSettings {
+            idle_timeout: Duration::from_secs(5),
+            keep_alive: Some(Duration::from_secs(1)),
+            ..TransportSettings::default()
+        };
+        let endpoint = bind_client(bind, identity, settings)?;
         Ok(Self {
             endpoint,
             roster,

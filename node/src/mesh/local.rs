@@ -48,6 +48,17 @@ fn models_for(i: usize, models: &Path) -> Vec<PathBuf> {
 impl LocalMesh {
     /// Creates keys, roster and configs for `n` nodes under `dir`, and starts them.
     pub fn start(dir: &Path, n: usize, models: &Path, exe: &Path) -> anyhow::Result<Self> {
+        Self::start_with(dir, n, models, exe, "")
+    }
+
+    /// Like [`Self::start`], appending `extra_config` to every node.toml.
+    pub fn start_with(
+        dir: &Path,
+        n: usize,
+        models: &Path,
+        exe: &Path,
+        extra_config: &str,
+    ) -> anyhow::Result<Self> {
         anyhow::ensure!((1..=32).contains(&n), "a local mesh has 1 to 32 nodes");
         let keys = dir.join("keys");
         std::fs::create_dir_all(&keys)?;
@@ -103,7 +114,7 @@ impl LocalMesh {
                 dir.join("roster.cose").display(),
                 dir.join("admin.pub").display()
             );
-            std::fs::write(&cfg, text)?;
+            std::fs::write(&cfg, text + extra_config)?;
             configs.push((name, cfg));
         }
         let now = unix_now();

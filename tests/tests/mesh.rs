@@ -1,0 +1,429 @@
+//! The mesh over real QUIC on loopback, with every node a separate `quorate node` process.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use quorate_crypto::SecretKey;
+use quorate_crypto::tensor_digest::sha256;
+use quorate_node::files::load_secret_key;
+use quorate_node::mesh::client::{MeshClient, address_of};
+use quorate_node::mesh::local::LocalMesh;
+use quorate_node::transport::{
+    PinnedKeys, TlsIdentity, TransportSettings, bind_client, bind_server,
+};
+use quorate_protocol::messages::{ErrorCode, InferRequest, Request, Response};
+use quorate_protocol::receipt::JobKind;
+use quorate_protocol::roster::{Entry, Role, Roster};
+use quorate_protocol::tensor::Tensor;
+use quorate_protocol::tensor_file::parse_npy;
+use quorate_tests::{quorate, quorate_bin, repo_root, text};
+
+fn models() -> std::path::PathBuf {
+    repo_root().join("models")
+}
+
+fn sample() -> Tensor {
+    parse_npy(
+        &std::fs::read(models().join("samples/features.npy")).unwrap(),
+        "features",
+    )
+    .unwrap()
+}
+
+fn mlp() -> [u8; 32] {
+    sha256(&std::fs::read(models().join("mlp.onnx")).unwrap())
+}
+
+fn request(model: [u8; 32], input: Tensor) -> InferRequest {
+    InferRequest {
+        job_id: quorate_crypto::random::bytes().unwrap(),
+        nonce: vec![9; 32],
+        kind: JobKind::Infer,
+        model,
+        inputs: vec![input],
+        input_salts: Some(vec![[3; 32]]),
+        policy: None,
+        previous: None,
+    }
+}
+
+fn rt() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+fn node<'a>(mesh: &'a LocalMesh, name: &str) -> &'a Entry {
+    mesh.roster.by_name(name).unwrap()
+}
+
+#[test]
+fn infer_cli_job_succeeds_and_audit_log_verifies_after_graceful_stop() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut mesh = LocalMesh::start(dir.path(), 2, &models(), &quorate_bin()).unwrap();
+    let out = dir.path().join("out");
+    let o = quorate([
+        "infer",
+        "--roster",
+        dir.path().join("roster.cose").to_str().unwrap(),
+        "--admin",
+        dir.path().join("admin.pub").to_str().unwrap(),
+        "--key",
+        mesh.client_key_path.to_str().unwrap(),
+        "--model",
+        "mlp",
+        "--input",
+        models().join("samples/features.json").to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(out.join("receipt.cose").is_file());
+    let o = quorate([
+        "infer",
+        "--roster",
+        dir.path().join("roster.cose").to_str().unwrap(),
+        "--admin",
+        dir.path().join("admin.pub").to_str().unwrap(),
+        "--key",
+        mesh.client_key_path.to_str().unwrap(),
+        "--model",
+        "hospital-2",
+        "--node",
+        "node-2",
+        "--input",
+        models().join("samples/features.npy").to_str().unwrap(),
+        "--out",
+        dir.path().join("out2").to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", text(&o));
+
+    // SIGTERM: the node exits cleanly; its audit log holds every receipt it signed.
+    mesh.stop_all().unwrap();
+    for (_, child) in &mut mesh.nodes {
+        assert!(child.wait().unwrap().success());
+    }
+    let v = quorate([
+        "verify",
+        mesh.audit_of("node-1").to_str().unwrap(),
+        mesh.audit_of("node-2").to_str().unwrap(),
+        out.join("receipt.cose").to_str().unwrap(),
+        "--roster",
+        dir.path().join("roster.cose").to_str().unwrap(),
+        "--admin",
+        dir.path().join("admin.pub").to_str().unwrap(),
+    ]);
+    assert!(v.status.success(), "{}", text(&v));
+    assert!(
+        text(&v).contains("3 of 3 receipts verified"),
+        "{}",
+        text(&v)
+    );
+}
+
+#[test]
+fn strangers_and_impostors_are_refused_in_both_directions() {
+    let dir = tempfile::tempdir().unwrap();
+    let mesh = LocalMesh::start(dir.path(), 2, &models(), &quorate_bin()).unwrap();
+    rt().block_on(async {
+        // A client whose key is not in the nodes' roster.
+        let stranger = SecretKey::generate().unwrap();
+        let mut roster = mesh.roster.clone();
+        roster.entries.push(Entry {
+            name: "x".into(),
+            key: stranger.public_key(),
+            role: Role::Client,
+            addresses: vec![],
+            models: vec![],
+            providers: vec![],
+        });
+        let c = MeshClient::new(&stranger, roster, Duration::from_secs(10)).unwrap();
+        let err = c.health(node(&mesh, "node-1")).await.unwrap_err();
+        assert!(format!("{err:#}").contains("refused"), "{err:#}");
+
+        // A "node-2" that answers at node-1's address proves node-1's key: the client refuses.
+        let mut roster = mesh.roster.clone();
+        let n1_addr = node(&mesh, "node-1").addresses.clone();
+        roster
+            .entries
+            .iter_mut()
+            .find(|e| e.name == "node-2")
+            .unwrap()
+            .addresses = n1_addr;
+        let c = MeshClient::new(&mesh.client_key, roster, Duration::from_secs(10)).unwrap();
+        let impostor = c.roster.by_name("node-2").unwrap().clone();
+        let err = c.health(&impostor).await.unwrap_err();
+        assert!(format!("{err:#}").contains("expected"), "{err:#}");
+        // The genuine node still answers.
+        let c = MeshClient::new(
+            &mesh.client_key,
+            mesh.roster.clone(),
+            Duration::from_secs(10),
+        )
+        .unwrap();
+        assert!(c.health(node(&mesh, "node-1")).await.is_ok());
+    });
+}
+
+#[test]
+fn expired_and_foreign_rosters_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let mesh = LocalMesh::start(dir.path(), 1, &models(), &quorate_bin()).unwrap();
+    let admin = load_secret_key(&dir.path().join("keys/admin.key")).unwrap();
+    let mut expired: Roster = mesh.roster.clone();
+    expired.issued_at = 1_000;
+    expired.expires_at = 2_000;
+    let expired_path = dir.path().join("expired.cose");
+    std::fs::write(&expired_path, expired.sign(&admin).unwrap()).unwrap();
+    let foreign = mesh.roster.sign(&SecretKey::generate().unwrap()).unwrap();
+    let foreign_path = dir.path().join("foreign.cose");
+    std::fs::write(&foreign_path, foreign).unwrap();
+    for (path, reason) in [
+        (&expired_path, "expired"),
+        (&foreign_path, "not signed by the trusted roster authority"),
+    ] {
+        // The client refuses it.
+        let o = quorate([
+            "infer",
+            "--roster",
+            path.to_str().unwrap(),
+            "--admin",
+            dir.path().join("admin.pub").to_str().unwrap(),
+            "--key",
+            mesh.client_key_path.to_str().unwrap(),
+            "--model",
+            "mlp",
+            "--input",
+            models().join("samples/features.npy").to_str().unwrap(),
+            "--out",
+            dir.path().join("o").to_str().unwrap(),
+        ]);
+        assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+        assert!(text(&o).contains(reason), "{}", text(&o));
+        // A node refuses to start with it.
+        let cfg = dir.path().join("nodes/node-1/node.toml");
+        let text_cfg = std::fs::read_to_string(&cfg).unwrap();
+        let roster_line = text_cfg
+            .lines()
+            .find(|l| l.starts_with("roster ="))
+            .unwrap();
+        let bad_cfg = dir.path().join("bad.toml");
+        let bad: Vec<String> = text_cfg
+            .lines()
+            .map(|l| match l {
+                l if l == roster_line => format!("roster = \"{}\"", path.display()),
+                l if l.starts_with("listen =") => "listen = \"127.0.0.1:0\"".to_string(),
+                l if l.starts_with("models =") => format!(
+                    "models = \"{}\"",
+                    dir.path().join("nodes/node-1/models").display()
+                ),
+                l if l.starts_with("audit_log =") => {
+                    format!("audit_log = \"{}\"", dir.path().join("bad.qlog").display())
+                }
+                l => l.to_string(),
+            })
+            .collect();
+        std::fs::write(&bad_cfg, bad.join("\n")).unwrap();
+        let o = quorate(["node", "--config", bad_cfg.to_str().unwrap()]);
+        assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+        assert!(text(&o).contains(reason), "{}", text(&o));
+    }
+}
+
+#[test]
+fn a_tampered_response_is_caught_by_the_client() {
+    let dir = tempfile::tempdir().unwrap();
+    let mesh = LocalMesh::start(dir.path(), 1, &models(), &quorate_bin()).unwrap();
+    let n1 = node(&mesh, "node-1").clone();
+    let n1_key = load_secret_key(&dir.path().join("keys/node-1.key")).unwrap();
+    rt().block_on(async {
+        // A man in the middle holding node-1's key (the worst case: a compromised node) forwards
+        // the job to the real node-1 and changes the output on the way back.
+        let upstream = bind_client(
+            "127.0.0.1:0".parse().unwrap(),
+            Arc::new(TlsIdentity::from_secret_key(&mesh.client_key).unwrap()),
+            TransportSettings::default(),
+        )
+        .unwrap();
+        let pinned = PinnedKeys::from_keys(mesh.roster.entries.iter().map(|e| e.key));
+        let proxy = bind_server(
+            "127.0.0.1:0".parse().unwrap(),
+            Arc::new(TlsIdentity::from_secret_key(&n1_key).unwrap()),
+            pinned,
+            TransportSettings::default(),
+        )
+        .unwrap();
+        let proxy_addr = proxy.local_addr().unwrap();
+        let real = address_of(&n1).unwrap();
+        let n1_pub = n1.key;
+        let serving = {
+            let proxy = proxy.clone();
+            tokio::spawn(async move {
+                proxy
+                    .serve(move |_, bytes| {
+                        let upstream = upstream.clone();
+                        async move {
+                            let conn = upstream.connect(real, &n1_pub).await.unwrap();
+                            let answer =
+                                conn.request(&bytes, Duration::from_secs(10)).await.unwrap();
+                            match Response::decode(&answer).unwrap() {
+                                Response::Infer(mut r) => {
+                                    let flipped = Tensor::from_f32(
+                                        "probabilities",
+                                        vec![1, 2],
+                                        &[0.01, 0.99],
+                                    )
+                                    .unwrap();
+                                    r.outputs[0] = flipped;
+                                    Response::Infer(r).encode().unwrap()
+                                }
+                                other => other.encode().unwrap(),
+                            }
+                        }
+                    })
+                    .await
+            })
+        };
+        let mut roster = mesh.roster.clone();
+        roster
+            .entries
+            .iter_mut()
+            .find(|e| e.name == "node-1")
+            .unwrap()
+            .addresses = vec![proxy_addr.to_string()];
+        let c = MeshClient::new(&mesh.client_key, roster.clone(), Duration::from_secs(10)).unwrap();
+        let err = c
+            .infer(roster.by_name("node-1").unwrap(), &request(mlp(), sample()))
+            .await
+            .unwrap_err();
+        assert!(format!("{err:#}").contains("output commitments"), "{err:#}");
+        // Without tampering the same path verifies (the proxy itself is not the problem).
+        let direct = MeshClient::new(
+            &mesh.client_key,
+            mesh.roster.clone(),
+            Duration::from_secs(10),
+        )
+        .unwrap();
+        assert!(direct.infer(&n1, &request(mlp(), sample())).await.is_ok());
+        serving.abort();
+    });
+}
+
+#[test]
+fn a_node_killed_mid_request_gives_a_clear_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut mesh = LocalMesh::start_with(
+        dir.path(),
+        1,
+        &models(),
+        &quorate_bin(),
+        "test_delay_ms = 3000\n",
+    )
+    .unwrap();
+    let n1 = node(&mesh, "node-1").clone();
+    let runtime = rt();
+    let _entered = runtime.enter();
+    let client = MeshClient::new(
+        &mesh.client_key,
+        mesh.roster.clone(),
+        Duration::from_secs(20),
+    )
+    .unwrap();
+    let pending = runtime.spawn(async move {
+        client
+            .infer(&n1, &request(mlp(), sample()))
+            .await
+            .map(|_| ())
+    });
+    // The node has the request (it waits 3 s before answering); now it crashes.
+    std::thread::sleep(Duration::from_millis(800));
+    mesh.kill("node-1").unwrap();
+    let err = runtime.block_on(pending).unwrap().unwrap_err();
+    let msg = format!("{err:#}");
+    assert!(msg.contains("node-1"), "{msg}");
+    assert!(
+        !msg.contains("did not answer within"),
+        "the loss should be noticed, not waited out: {msg}"
+    );
+}
+
+#[test]
+fn bad_requests_never_take_a_node_down() {
+    let dir = tempfile::tempdir().unwrap();
+    let mesh = LocalMesh::start(dir.path(), 1, &models(), &quorate_bin()).unwrap();
+    let n1 = node(&mesh, "node-1").clone();
+    rt().block_on(async {
+        let ep = bind_client(
+            "127.0.0.1:0".parse().unwrap(),
+            Arc::new(TlsIdentity::from_secret_key(&mesh.client_key).unwrap()),
+            TransportSettings::default(),
+        )
+        .unwrap();
+        let conn = ep.connect(address_of(&n1).unwrap(), &n1.key).await.unwrap();
+        let valid = Request::Infer(request(mlp(), sample())).encode().unwrap();
+        let wrong_shape = Request::Infer(request(
+            mlp(),
+            Tensor::from_f32("features", vec![1, 3], &[1.0, 2.0, 3.0]).unwrap(),
+        ))
+        .encode()
+        .unwrap();
+        let wrong_type = Request::Infer(request(
+            mlp(),
+            Tensor::new(
+                "features",
+                quorate_protocol::tensor::DType::I64,
+                vec![1, 30],
+                vec![0; 240],
+            )
+            .unwrap(),
+        ))
+        .encode()
+        .unwrap();
+        let wrong_model = Request::Infer(request([7; 32], sample())).encode().unwrap();
+        let huge = Request::Infer(request(
+            mlp(),
+            Tensor::new(
+                "features",
+                quorate_protocol::tensor::DType::U8,
+                vec![1, 1_100_000],
+                vec![0; 1_100_000],
+            )
+            .unwrap(),
+        ))
+        .encode()
+        .unwrap();
+        let bad: Vec<(Vec<u8>, Option<ErrorCode>)> = vec![
+            (b"garbage".to_vec(), Some(ErrorCode::BadRequest)),
+            (
+                valid[..valid.len() / 2].to_vec(),
+                Some(ErrorCode::BadRequest),
+            ),
+            (vec![], Some(ErrorCode::BadRequest)),
+            (wrong_shape, Some(ErrorCode::InvalidInput)),
+            (wrong_type, Some(ErrorCode::InvalidInput)),
+            (wrong_model, Some(ErrorCode::UnknownModel)),
+            (huge, Some(ErrorCode::TooLarge)),
+            (vec![0u8; 5 << 20], None), // over the node's frame limit: the stream is refused
+        ];
+        for (i, (bytes, code)) in bad.into_iter().enumerate() {
+            let answer = conn.request(&bytes, Duration::from_secs(10)).await;
+            match (code, answer) {
+                (Some(code), Ok(a)) => match Response::decode(&a).unwrap() {
+                    Response::Error(e) => assert_eq!(e.code, code, "case {i}: {e}"),
+                    other => panic!("case {i}: {other:?}"),
+                },
+                (None, Err(_)) => {}
+                (c, a) => panic!("case {i}: expected {c:?}, got {a:?}"),
+            }
+            // Every valid request in between is answered.
+            let answer = conn.request(&valid, Duration::from_secs(10)).await.unwrap();
+            assert!(
+                matches!(Response::decode(&answer).unwrap(), Response::Infer(_)),
+                "valid request after case {i}"
+            );
+        }
+    });
+}
