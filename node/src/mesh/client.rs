@@ -1,6 +1,7 @@
 //! The mesh client (§11.4): connects to roster members with pinned keys, sends requests and
 //! accepts an answer only after checking its receipt.
 
+use std::collections::HashMap;
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::sync::Arc;
 use std::time::Duration;
@@ -13,11 +14,15 @@ use quorate_protocol::messages::{
 use quorate_protocol::receipt::ReceiptPayload;
 use quorate_protocol::roster::{Entry, Role, Roster};
 
-use crate::transport::{MeshEndpoint, TlsIdentity, TransportSettings, bind_client};
+use crate::transport::{
+    MeshEndpoint, PeerConnection, TlsIdentity, TransportError, TransportSettings, bind_client,
+};
 
 /// A client of the mesh.
 pub struct MeshClient {
     endpoint: MeshEndpoint,
+    /// Open connections by node name, reused across requests (one stream per request).
+    connections: tokio::sync::Mutex<HashMap<String, PeerConnection>>,
     /// The verified roster.
     pub roster: Roster,
     /// Time allowed for one request, connection included.
@@ -57,6 +62,7 @@ impl MeshClient {
         let endpoint = bind_client(bind, identity, settings)?;
         Ok(Self {
             endpoint,
+            connections: tokio::sync::Mutex::default(),
             roster,
             timeout,
         })
@@ -70,9 +76,27 @@ impl MeshClient {
         let addr = address_of(node)?;
         let bytes = request.encode()?;
         let exchange = async {
+            let cached = self.connections.lock().await.get(&node.name).cloned();
+            if let Some(conn) = cached {
+                match conn.request(&bytes, self.timeout).await {
+                    Ok(answer) => return Ok(answer),
+                    // A connection that went stale is replaced once; a refusal is final.
+                    Err(TransportError::Closed(_)) => {
+                        self.connections.lock().await.remove(&node.name);
+                    }
+                    Err(e) => return Err(e),
+                }
+            }
             let conn = self.endpoint.connect(addr, &node.key).await?;
             let answer = conn.request(&bytes, self.timeout).await;
-            conn.close();
+            if answer.is_ok() {
+                self.connections
+                    .lock()
+                    .await
+                    .insert(node.name.clone(), conn);
+            } else {
+                conn.close();
+            }
             answer
         };
         let answer = tokio::time::timeout(self.timeout, exchange)
@@ -150,8 +174,13 @@ impl MeshClient {
         (ok.into_iter().map(|(_, e)| e).collect(), failed)
     }
 
-    /// Closes the endpoint.
+    /// Closes every connection and the endpoint.
     pub fn close(&self) {
+        if let Ok(conns) = self.connections.try_lock() {
+            for c in conns.values() {
+                c.close();
+            }
+        }
         self.endpoint.close();
     }
 }
