@@ -7,7 +7,10 @@
 
 #![allow(missing_docs, clippy::unwrap_used, clippy::expect_used)]
 
-use std::path::PathBuf;
+mod support;
+
+use support::{median_ns, out_dir, root};
+
 use std::time::Duration;
 
 use criterion::{BatchSize, Criterion, Throughput};
@@ -22,16 +25,6 @@ use quorate_protocol::batch_receipt::sign_batch;
 use quorate_protocol::receipt::{self, Commitment, JobKind, ReceiptPayload};
 use quorate_protocol::tensor::Tensor;
 use quorate_protocol::tensor_file::parse_npy;
-
-fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
-}
-
-fn out_dir() -> PathBuf {
-    std::env::var_os("CARGO_TARGET_DIR")
-        .map_or_else(|| root().join("target"), PathBuf::from)
-        .join("criterion")
-}
 
 fn payload(i: u32) -> ReceiptPayload {
     let x = Tensor::from_f32("features", vec![1, 30], &[i as f32; 30]).unwrap();
@@ -207,12 +200,6 @@ fn inference(c: &mut Criterion) {
         })
     });
     g.finish();
-}
-
-fn median_ns(group: &str, id: &str) -> Option<f64> {
-    let path = out_dir().join(group).join(id).join("new/estimates.json");
-    let v: serde_json::Value = serde_json::from_slice(&std::fs::read(path).ok()?).ok()?;
-    v["median"]["point_estimate"].as_f64()
 }
 
 fn print_ratios() {

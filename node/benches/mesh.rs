@@ -5,8 +5,11 @@
 
 #![allow(missing_docs, clippy::unwrap_used, clippy::expect_used)]
 
+mod support;
+
+use support::{median_ns, out_dir, root};
+
 use std::io::Write;
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -21,22 +24,6 @@ use quorate_node::transport::{
 use quorate_protocol::messages::{InferRequest, Request};
 use quorate_protocol::receipt::JobKind;
 use quorate_protocol::tensor_file::parse_npy;
-
-fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
-}
-
-fn out_dir() -> PathBuf {
-    std::env::var_os("CARGO_TARGET_DIR")
-        .map_or_else(|| root().join("target"), PathBuf::from)
-        .join("criterion")
-}
-
-fn median_ns(group: &str, id: &str) -> Option<f64> {
-    let path = out_dir().join(group).join(id).join("new/estimates.json");
-    let v: serde_json::Value = serde_json::from_slice(&std::fs::read(path).ok()?).ok()?;
-    v["median"]["point_estimate"].as_f64()
-}
 
 fn main() {
     let mut c = Criterion::default()
