@@ -33,6 +33,9 @@ enum Command {
     Run(commands::run::RunArgs),
     /// Verify receipts offline against trusted public keys.
     Verify(commands::verify::VerifyArgs),
+    /// Build, sign and inspect the signed roster (the mesh's allowlist).
+    #[command(subcommand)]
+    Roster(commands::roster::RosterCommand),
     /// Measure performance against raw-primitive baselines.
     #[command(subcommand)]
     Bench(BenchCommand),
@@ -51,6 +54,7 @@ fn main() -> std::process::ExitCode {
         Command::Keygen(args) => commands::keygen::run(&args),
         Command::Run(args) => commands::run::run(&args),
         Command::Verify(args) => commands::verify::run(&args),
+        Command::Roster(cmd) => commands::roster::run(&cmd),
         Command::Bench(BenchCommand::Secagg(args)) => bench_secagg::run(&args),
     };
     match result {

@@ -2,5 +2,6 @@
 
 pub mod demo;
 pub mod keygen;
+pub mod roster;
 pub mod run;
 pub mod verify;
