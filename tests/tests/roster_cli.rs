@@ -4,7 +4,6 @@
 
 use std::path::{Path, PathBuf};
 
-use quorate_crypto::SecretKey;
 use quorate_protocol::roster::{Roster, RosterError};
 use quorate_tests::{quorate, repo_root, text};
 use serde_json::Value;
