@@ -37,6 +37,9 @@ enum Command {
     Infer(commands::infer::InferArgs),
     /// Verify receipts offline against trusted public keys.
     Verify(commands::verify::VerifyArgs),
+    /// Build, sign and inspect the signed roster (the mesh's allowlist).
+    #[command(subcommand)]
+    Roster(commands::roster::RosterCommand),
     /// Measure performance against raw-primitive baselines.
     #[command(subcommand)]
     Bench(BenchCommand),
@@ -57,6 +60,7 @@ fn main() -> std::process::ExitCode {
         Command::Node(args) => commands::node::run(&args),
         Command::Infer(args) => commands::infer::run(&args),
         Command::Verify(args) => commands::verify::run(&args),
+        Command::Roster(cmd) => commands::roster::run(&cmd),
         Command::Bench(BenchCommand::Secagg(args)) => bench_secagg::run(&args),
     };
     match result {

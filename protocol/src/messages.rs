@@ -152,7 +152,12 @@ impl ErrorFrame {
     /// Builds an error frame.
     pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
         let mut message: String = message.into();
-        message.truncate(1024);
+        // Cut at a character boundary: `String::truncate` panics inside a character.
+        let mut cut = message.len().min(1024);
+        while !message.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        message.truncate(cut);
         Self { code, message }
     }
 }
@@ -539,6 +544,14 @@ mod tests {
             capacity: 4,
         });
         assert_eq!(Response::decode(&h.encode().unwrap()).unwrap(), h);
+    }
+
+    #[test]
+    fn long_error_messages_are_cut_at_a_character_boundary() {
+        let e = ErrorFrame::new(ErrorCode::Internal, "€".repeat(400));
+        assert_eq!(e.message.len(), 1023);
+        let r = Response::Error(e);
+        assert_eq!(Response::decode(&r.encode().unwrap()).unwrap(), r);
     }
 
     #[test]

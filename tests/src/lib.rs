@@ -24,7 +24,7 @@ pub fn quorate_bin() -> PathBuf {
     match bin {
         Some(b) => b,
         None => panic!(
-            "the quorate binary is not built next to {}; run the tests with `cargo test --workspace`",
+            "the quorate binary is not built next to {}; build it first: `cargo build --workspace --bins` (./scripts/test does)",
             exe.display()
         ),
     }

@@ -43,3 +43,13 @@ fn tensor_npy_corpus() {
 fn tensor_json_corpus() {
     replay("tensor_json", fuzzing::tensor_json);
 }
+
+#[test]
+fn roster_corpus() {
+    replay("roster", fuzzing::roster);
+}
+
+#[test]
+fn messages_corpus() {
+    replay("messages", fuzzing::messages);
+}

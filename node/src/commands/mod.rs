@@ -4,5 +4,6 @@ pub mod demo;
 pub mod infer;
 pub mod keygen;
 pub mod node;
+pub mod roster;
 pub mod run;
 pub mod verify;
