@@ -37,6 +37,8 @@ enum Command {
     Infer(commands::infer::InferArgs),
     /// Verify receipts offline against trusted public keys.
     Verify(commands::verify::VerifyArgs),
+    /// Cut an ONNX model into pipeline stages at named tensors.
+    Split(commands::split::SplitArgs),
     /// Measure performance against raw-primitive baselines.
     #[command(subcommand)]
     Bench(BenchCommand),
@@ -57,6 +59,7 @@ fn main() -> std::process::ExitCode {
         Command::Node(args) => commands::node::run(&args),
         Command::Infer(args) => commands::infer::run(&args),
         Command::Verify(args) => commands::verify::run(&args),
+        Command::Split(args) => commands::split::run(&args),
         Command::Bench(BenchCommand::Secagg(args)) => bench_secagg::run(&args),
     };
     match result {

@@ -5,4 +5,5 @@ pub mod infer;
 pub mod keygen;
 pub mod node;
 pub mod run;
+pub mod split;
 pub mod verify;

@@ -1,0 +1,1 @@
+//! Unit tests of the graph partitioning on small hand-built graphs.
