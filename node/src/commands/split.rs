@@ -42,7 +42,7 @@ Writes DIR/stage-1.onnx … stage-N.onnx and DIR/stages.json (each stage's file,
 inputs and outputs with dtypes and shapes). Stage models keep the IR version, opset imports\n\
 and shape information of the source model.\n\n\
 Examples:\n  quorate split models/mlp.onnx --list\n  quorate split models/mlp.onnx --at h1,h2,h3 --out stages/\n  \
-quorate run --model stages/stage-1.onnx --input models/samples/features.npy --key node.key --out s1/")]
+quorate run --model stages/stage-1.onnx --input models/samples/features.npy \\\n      --key node.key --out s1/")]
 pub struct SplitArgs {
     /// The ONNX model to cut (self-contained, at most 1 GiB).
     #[arg(value_name = "MODEL")]
@@ -102,8 +102,7 @@ pub fn run(args: &SplitArgs) -> anyhow::Result<ExitCode> {
     for stage in &split.stages {
         write_atomic(&out.join(stage_file(stage.index)), &stage.bytes, 0o644)?;
     }
-    let doc = stages_json(&args.model, &cuts, &split);
-    let mut text = serde_json::to_vec_pretty(&doc)?;
+    let mut text = stages_json_text(&args.model, &cuts, &split)?;
     text.push(b'\n');
     write_atomic(&out.join("stages.json"), &text, 0o644)?;
 
@@ -140,6 +139,7 @@ fn prepare_dir(dir: &Path, force: bool) -> anyhow::Result<()> {
     if old.is_empty() {
         return Ok(());
     }
+    old.sort();
     if !force {
         bail!(
             "{} already holds a split ({}); pass --force to replace it",
@@ -171,52 +171,126 @@ fn dims_json(info: &TensorInfo) -> Value {
     }
 }
 
-/// The `stages.json` document (§13.x).
-pub fn stages_json(model: &Path, cuts: &[Vec<String>], split: &Split) -> Value {
-    let stages: Vec<Value> = split
+// The manifest's structs, so that its keys keep this reading order in the file.
+#[derive(serde::Serialize)]
+struct Manifest<'a> {
+    format: &'static str,
+    source: SourceJson,
+    cuts: &'a [Vec<String>],
+    stages: Vec<StageJson>,
+    carried: Vec<CarriedJson<'a>>,
+}
+
+#[derive(serde::Serialize)]
+struct SourceJson {
+    file: String,
+    sha256: String,
+}
+
+#[derive(serde::Serialize)]
+struct StageJson {
+    index: usize,
+    file: String,
+    sha256: String,
+    nodes: usize,
+    initializers: usize,
+    inputs: Vec<IoJson>,
+    outputs: Vec<IoJson>,
+}
+
+#[derive(serde::Serialize)]
+struct IoJson {
+    name: String,
+    dtype: String,
+    shape: Value,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    from: Option<Value>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    role: Option<&'static str>,
+}
+
+#[derive(serde::Serialize)]
+struct CarriedJson<'a> {
+    name: &'a str,
+    from: usize,
+    to: &'a [usize],
+}
+
+fn io_json(info: &TensorInfo, from: Option<Value>, role: Option<&'static str>) -> IoJson {
+    IoJson {
+        name: info.name.clone(),
+        dtype: info.dtype.clone(),
+        shape: dims_json(info),
+        from,
+        role,
+    }
+}
+
+/// The text of `stages.json` (§13.x), keys in reading order.
+pub fn stages_json_text(
+    model: &Path,
+    cuts: &[Vec<String>],
+    split: &Split,
+) -> anyhow::Result<Vec<u8>> {
+    Ok(serde_json::to_vec_pretty(&manifest(model, cuts, split))?)
+}
+
+fn manifest<'a>(model: &Path, cuts: &'a [Vec<String>], split: &'a Split) -> Manifest<'a> {
+    let stages = split
         .stages
         .iter()
-        .map(|s| {
-            json!({
-                "index": s.index,
-                "file": stage_file(s.index),
-                "sha256": hex::encode(s.digest),
-                "nodes": s.nodes,
-                "initializers": s.initializers,
-                "inputs": s.inputs.iter().map(|(i, src)| json!({
-                    "name": i.name,
-                    "dtype": i.dtype,
-                    "shape": dims_json(i),
-                    "from": match src {
+        .map(|s| StageJson {
+            index: s.index,
+            file: stage_file(s.index),
+            sha256: hex::encode(s.digest),
+            nodes: s.nodes,
+            initializers: s.initializers,
+            inputs: s
+                .inputs
+                .iter()
+                .map(|(i, src)| {
+                    let from = match src {
                         Source::GraphInput => json!("input"),
                         Source::Stage(k) => json!(k),
-                    },
-                })).collect::<Vec<_>>(),
-                "outputs": s.outputs.iter().map(|(i, role)| json!({
-                    "name": i.name,
-                    "dtype": i.dtype,
-                    "shape": dims_json(i),
-                    "role": match role {
+                    };
+                    io_json(i, Some(from), None)
+                })
+                .collect(),
+            outputs: s
+                .outputs
+                .iter()
+                .map(|(i, role)| {
+                    let role = match role {
                         Role::Cut => "cut",
                         Role::GraphOutput => "output",
                         Role::Carried => "carried",
-                    },
-                })).collect::<Vec<_>>(),
-            })
+                    };
+                    io_json(i, None, Some(role))
+                })
+                .collect(),
         })
         .collect();
-    json!({
-        "format": STAGES_FORMAT,
-        "source": {
-            "file": model.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default(),
-            "sha256": hex::encode(split.source_digest),
+    Manifest {
+        format: STAGES_FORMAT,
+        source: SourceJson {
+            file: model
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default(),
+            sha256: hex::encode(split.source_digest),
         },
-        "cuts": cuts,
-        "stages": stages,
-        "carried": split.carried.iter().map(|c| json!({
-            "name": c.name, "from": c.from, "to": c.to,
-        })).collect::<Vec<_>>(),
-    })
+        cuts,
+        stages,
+        carried: split
+            .carried
+            .iter()
+            .map(|c| CarriedJson {
+                name: &c.name,
+                from: c.from,
+                to: &c.to,
+            })
+            .collect(),
+    }
 }
 
 fn print_summary(model: &Path, out: &Path, split: &Split) {
