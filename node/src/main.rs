@@ -40,6 +40,8 @@ enum Command {
     /// Build, sign and inspect the signed roster (the mesh's allowlist).
     #[command(subcommand)]
     Roster(commands::roster::RosterCommand),
+    /// Cut an ONNX model into pipeline stages at named tensors.
+    Split(commands::split::SplitArgs),
     /// Measure performance against raw-primitive baselines.
     #[command(subcommand)]
     Bench(BenchCommand),
@@ -61,6 +63,7 @@ fn main() -> std::process::ExitCode {
         Command::Infer(args) => commands::infer::run(&args),
         Command::Verify(args) => commands::verify::run(&args),
         Command::Roster(cmd) => commands::roster::run(&cmd),
+        Command::Split(args) => commands::split::run(&args),
         Command::Bench(BenchCommand::Secagg(args)) => bench_secagg::run(&args),
     };
     match result {

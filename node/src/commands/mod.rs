@@ -6,4 +6,5 @@ pub mod keygen;
 pub mod node;
 pub mod roster;
 pub mod run;
+pub mod split;
 pub mod verify;
