@@ -76,3 +76,34 @@ pub fn read_json(path: &Path) -> serde_json::Value {
         std::fs::read(path).unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()));
     serde_json::from_slice(&bytes).unwrap_or_else(|e| panic!("{} is not JSON: {e}", path.display()))
 }
+
+/// Writes the generated vectors into `spec/vectors/<dir>` when `QUORATE_REGENERATE_VECTORS`
+/// is set; in every case asserts that the folder holds exactly what the generator produces.
+pub fn check_or_regenerate(
+    dir: &str,
+    generated: &std::collections::BTreeMap<String, serde_json::Value>,
+) {
+    let path = vector_path(dir);
+    if std::env::var_os("QUORATE_REGENERATE_VECTORS").is_some() {
+        std::fs::create_dir_all(&path).unwrap();
+        for (name, v) in generated {
+            std::fs::write(
+                path.join(name),
+                serde_json::to_string_pretty(v).unwrap() + "\n",
+            )
+            .unwrap();
+        }
+    }
+    for (name, v) in generated {
+        let on_disk = read_json(&path.join(name));
+        assert_eq!(
+            &on_disk, v,
+            "spec/vectors/{dir}/{name} differs from the generator; regenerate and review the diff"
+        );
+    }
+    assert_eq!(
+        vector_files(dir).len(),
+        generated.len(),
+        "spec/vectors/{dir} holds files the generator does not write"
+    );
+}

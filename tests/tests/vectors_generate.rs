@@ -486,23 +486,5 @@ fn generate() -> BTreeMap<String, Value> {
 
 #[test]
 fn vectors_on_disk_match_the_generator() {
-    let dir = quorate_tests::vector_path("v1");
-    let generated = generate();
-    if std::env::var_os("QUORATE_REGENERATE_VECTORS").is_some() {
-        std::fs::create_dir_all(&dir).unwrap();
-        for (name, v) in &generated {
-            std::fs::write(
-                dir.join(name),
-                serde_json::to_string_pretty(v).unwrap() + "\n",
-            )
-            .unwrap();
-        }
-    }
-    for (name, v) in &generated {
-        let on_disk = quorate_tests::read_json(&dir.join(name));
-        assert_eq!(
-            &on_disk, v,
-            "spec/vectors/v1/{name} differs from the generator; regenerate and review the diff"
-        );
-    }
+    quorate_tests::check_or_regenerate("v1", &generate());
 }
