@@ -158,9 +158,3 @@ pub fn parse(
         payload,
     })
 }
-
-/// Checks that `bytes` is CBOR at all (to tell "malformed" from "wrong profile" in messages).
-pub fn is_cbor(bytes: &[u8]) -> bool {
-    let mut rest = bytes;
-    ciborium::de::from_reader::<ciborium::value::Value, _>(&mut rest).is_ok()
-}

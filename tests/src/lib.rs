@@ -107,3 +107,17 @@ pub fn check_or_regenerate(
         "spec/vectors/{dir} holds files the generator does not write"
     );
 }
+
+/// Checks what every vector file must say: how it was generated, and an expectation that
+/// agrees with its name (`_bad_` files are invalid, the others valid).
+pub fn check_vector_header(name: &str, v: &serde_json::Value) {
+    assert!(
+        v["generated_by"].is_string(),
+        "{name} does not say how it was generated"
+    );
+    assert_eq!(
+        name.contains("_bad_"),
+        v["expect"] == "invalid",
+        "{name}: file name and expectation disagree"
+    );
+}

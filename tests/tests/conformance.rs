@@ -63,15 +63,7 @@ fn every_vector_file_conforms() {
     for path in files {
         let name = path.file_name().unwrap().to_string_lossy().into_owned();
         let v = read_json(&path);
-        assert!(
-            v["generated_by"].is_string(),
-            "{name} does not say how it was generated"
-        );
-        assert_eq!(
-            name.contains("_bad_"),
-            v["expect"] == "invalid",
-            "{name}: file name and expectation disagree"
-        );
+        quorate_tests::check_vector_header(&name, &v);
         match v["type"].as_str().unwrap() {
             "keys" => {
                 for k in v["keys"].as_array().unwrap() {

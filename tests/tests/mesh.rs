@@ -2,6 +2,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -60,45 +61,57 @@ fn node<'a>(mesh: &'a LocalMesh, name: &str) -> &'a Entry {
     mesh.roster.by_name(name).unwrap()
 }
 
+/// Runs `quorate infer` with the mesh's admin key and client key.
+fn infer_cli(
+    mesh: &LocalMesh,
+    roster: &Path,
+    model: &str,
+    input: &str,
+    out: &Path,
+    extra: &[&str],
+) -> std::process::Output {
+    let mut args: Vec<String> = [
+        "infer",
+        "--roster",
+        path_str(roster),
+        "--admin",
+        path_str(&mesh.dir.join("admin.pub")),
+        "--key",
+        path_str(&mesh.client_key_path),
+        "--model",
+        model,
+        "--input",
+        path_str(&models().join("samples").join(input)),
+        "--out",
+        path_str(out),
+    ]
+    .map(String::from)
+    .to_vec();
+    args.extend(extra.iter().map(|a| a.to_string()));
+    quorate(args)
+}
+
+fn path_str(p: &Path) -> &str {
+    p.to_str().unwrap()
+}
+
 #[test]
 fn infer_cli_job_succeeds_and_audit_log_verifies_after_graceful_stop() {
     let dir = tempfile::tempdir().unwrap();
     let mut mesh = LocalMesh::start(dir.path(), 2, &models(), &quorate_bin()).unwrap();
     let out = dir.path().join("out");
-    let o = quorate([
-        "infer",
-        "--roster",
-        dir.path().join("roster.cose").to_str().unwrap(),
-        "--admin",
-        dir.path().join("admin.pub").to_str().unwrap(),
-        "--key",
-        mesh.client_key_path.to_str().unwrap(),
-        "--model",
-        "mlp",
-        "--input",
-        models().join("samples/features.json").to_str().unwrap(),
-        "--out",
-        out.to_str().unwrap(),
-    ]);
+    let roster = dir.path().join("roster.cose");
+    let o = infer_cli(&mesh, &roster, "mlp", "features.json", &out, &[]);
     assert!(o.status.success(), "{}", text(&o));
     assert!(out.join("receipt.cose").is_file());
-    let o = quorate([
-        "infer",
-        "--roster",
-        dir.path().join("roster.cose").to_str().unwrap(),
-        "--admin",
-        dir.path().join("admin.pub").to_str().unwrap(),
-        "--key",
-        mesh.client_key_path.to_str().unwrap(),
-        "--model",
+    let o = infer_cli(
+        &mesh,
+        &roster,
         "hospital-2",
-        "--node",
-        "node-2",
-        "--input",
-        models().join("samples/features.npy").to_str().unwrap(),
-        "--out",
-        dir.path().join("out2").to_str().unwrap(),
-    ]);
+        "features.npy",
+        &dir.path().join("out2"),
+        &["--node", "node-2"],
+    );
     assert!(o.status.success(), "{}", text(&o));
 
     // SIGTERM: the node exits cleanly; its audit log holds every receipt it signed.
@@ -186,21 +199,14 @@ fn expired_and_foreign_rosters_are_refused() {
         (&foreign_path, "not signed by the trusted roster authority"),
     ] {
         // The client refuses it.
-        let o = quorate([
-            "infer",
-            "--roster",
-            path.to_str().unwrap(),
-            "--admin",
-            dir.path().join("admin.pub").to_str().unwrap(),
-            "--key",
-            mesh.client_key_path.to_str().unwrap(),
-            "--model",
+        let o = infer_cli(
+            &mesh,
+            path,
             "mlp",
-            "--input",
-            models().join("samples/features.npy").to_str().unwrap(),
-            "--out",
-            dir.path().join("o").to_str().unwrap(),
-        ]);
+            "features.npy",
+            &dir.path().join("o"),
+            &[],
+        );
         assert_eq!(o.status.code(), Some(2), "{}", text(&o));
         assert!(text(&o).contains(reason), "{}", text(&o));
         // A node refuses to start with it.

@@ -39,11 +39,11 @@ pub struct NodeState {
     test_delay: Duration,
 }
 
-/// Decrements the in-flight counter however the request ends.
-struct InFlight<'a>(&'a AtomicU64);
-impl Drop for InFlight<'_> {
+/// One taken request slot; released however the request ends.
+struct InFlight(Arc<NodeState>);
+impl Drop for InFlight {
     fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::SeqCst);
+        self.0.in_flight.fetch_sub(1, Ordering::SeqCst);
     }
 }
 
@@ -156,8 +156,9 @@ impl NodeState {
                 "node is shutting down",
             ));
         }
-        if self.in_flight.fetch_add(1, Ordering::SeqCst) >= self.capacity {
-            self.in_flight.fetch_sub(1, Ordering::SeqCst);
+        let busy = self.in_flight.fetch_add(1, Ordering::SeqCst) >= self.capacity;
+        let slot = InFlight(self.clone());
+        if busy {
             return Err(ErrorFrame::new(
                 ErrorCode::Busy,
                 format!("all {} slots busy", self.capacity),
@@ -168,17 +169,9 @@ impl NodeState {
                 ErrorCode::UnknownModel,
                 format!("no model sha256:{}", hex::encode(req.model)),
             )
-        });
-        let model = match model {
-            Ok(m) => m,
-            Err(e) => {
-                self.in_flight.fetch_sub(1, Ordering::SeqCst);
-                return Err(e);
-            }
-        };
-        let state = self.clone();
+        })?;
         tokio::task::spawn_blocking(move || {
-            let _slot = InFlight(&state.in_flight);
+            let state = &slot.0;
             std::thread::sleep(state.test_delay);
             state.infer_blocking(&model, req)
         })
