@@ -59,6 +59,18 @@ impl LocalMesh {
         exe: &Path,
         extra_config: &str,
     ) -> anyhow::Result<Self> {
+        Self::start_with_each(dir, n, models, exe, &|_| extra_config.to_string())
+    }
+
+    /// Like [`Self::start`], appending `extra_config(i)` to the node.toml of node `i`
+    /// (0-based; node `i` is named `node-{i+1}`), so one node can differ from the rest.
+    pub fn start_with_each(
+        dir: &Path,
+        n: usize,
+        models: &Path,
+        exe: &Path,
+        extra_config: &dyn Fn(usize) -> String,
+    ) -> anyhow::Result<Self> {
         anyhow::ensure!((1..=32).contains(&n), "a local mesh has 1 to 32 nodes");
         let keys = dir.join("keys");
         std::fs::create_dir_all(&keys)?;
@@ -114,7 +126,7 @@ impl LocalMesh {
                 dir.join("roster.cose").display(),
                 dir.join("admin.pub").display()
             );
-            std::fs::write(&cfg, text + extra_config)?;
+            std::fs::write(&cfg, text + &extra_config(i))?;
             configs.push((name, cfg));
         }
         let now = unix_now();
