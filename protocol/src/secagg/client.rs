@@ -509,6 +509,15 @@ impl Client {
         }
     }
 
+    /// Checks a whole round's relayed envelopes with one batch equation (§9.8.3); only if
+    /// it fails are they checked one by one, to name the peer whose signature is bad.
+    fn verify_relayed_all(&self, msgs: &[&messages::ClientMessage<'_>]) -> Result<(), ClientError> {
+        if messages::verify_client_messages(msgs, &self.cfg.roster) {
+            return Ok(());
+        }
+        msgs.iter().try_for_each(|m| self.verify_relayed(m))
+    }
+
     /// ShareKeys (§9.5.2).
     #[allow(clippy::too_many_arguments)]
     fn share_keys(
@@ -542,9 +551,7 @@ impl Client {
             });
         }
         let decoded = self.decode_relayed(envelopes, Round::AdvertiseKeys)?;
-        for m in &decoded {
-            self.verify_relayed(m)?;
-        }
+        self.verify_relayed_all(&decoded.iter().collect::<Vec<_>>())?;
         if decoded.len() != neighbours.len()
             || decoded.iter().zip(&neighbours).any(|(m, v)| m.sender != *v)
         {
@@ -788,9 +795,9 @@ impl Client {
         let decoded = self.decode_relayed(envelopes, Round::ConsistencyCheck)?;
         let t = self.cfg.threshold;
         // Every envelope is checked for a foreign digest (a validly signed one proves
-        // equivocation); signatures over my digest are verified until t − 1 of them, with
-        // my own, show that t holders saw the same U3.
-        let mut confirmed = 0usize;
+        // equivocation); signatures over my digest are verified, as one batch, until t − 1
+        // of them, with my own, show that t holders saw the same U3.
+        let mut confirming = Vec::with_capacity(t.saturating_sub(1));
         for m in &decoded {
             let ClientBody::ConsistencyCheck { survivors_digest } = &m.body else {
                 return Err(ClientError::BadPeerMessage {
@@ -812,11 +819,12 @@ impl Client {
                     "a peer signed a different survivor set (server equivocation)",
                 ));
             }
-            if confirmed + 1 < t {
-                self.verify_relayed(m)?;
-                confirmed += 1;
+            if confirming.len() + 1 < t {
+                confirming.push(m);
             }
         }
+        self.verify_relayed_all(&confirming)?;
+        let confirmed = confirming.len();
         if confirmed + 1 < t {
             return Err(ClientError::TooFew {
                 round: Round::ConsistencyCheck,

@@ -410,6 +410,25 @@ pub fn decode_client_message<'a>(
     })
 }
 
+/// Checks the signatures of many envelopes at once (§9.8.3): `true` when every sender is in
+/// the roster and one batch equation holds for all of them. On `false`, the caller finds
+/// the culprit with [`verify_client_message`].
+pub fn verify_client_messages(msgs: &[&ClientMessage<'_>], roster: &[PublicKey]) -> bool {
+    let inputs: Vec<Vec<u8>> = msgs.iter().map(|m| signature_input(m.signed)).collect();
+    let mut items = Vec::with_capacity(msgs.len());
+    for (m, input) in msgs.iter().zip(&inputs) {
+        let Some(key) = roster.get(m.sender as usize) else {
+            return false;
+        };
+        items.push(quorate_crypto::batch::Item {
+            message: input,
+            signature: &m.signature[..],
+            key,
+        });
+    }
+    quorate_crypto::batch::all_authentic(&items)
+}
+
 /// Checks the envelope's signature against the sender's roster key (`verify_strict`).
 pub fn verify_client_message(msg: &ClientMessage<'_>, roster: &[PublicKey]) -> bool {
     roster.get(msg.sender as usize).is_some_and(|k| {
