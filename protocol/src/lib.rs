@@ -9,6 +9,7 @@
 
 pub mod batch_receipt;
 pub mod cbor;
+pub mod chain;
 pub mod cose;
 pub mod fuzzing;
 pub mod messages;

@@ -53,3 +53,8 @@ fn roster_corpus() {
 fn messages_corpus() {
     replay("messages", fuzzing::messages);
 }
+
+#[test]
+fn chain_corpus() {
+    replay("chain", fuzzing::chain);
+}
