@@ -42,6 +42,8 @@ enum Command {
     Roster(commands::roster::RosterCommand),
     /// Cut an ONNX model into pipeline stages at named tensors.
     Split(commands::split::SplitArgs),
+    /// Run a split model stage by stage across mesh nodes, with a verified receipt chain.
+    Pipeline(commands::pipeline::PipelineArgs),
     /// Measure performance against raw-primitive baselines.
     #[command(subcommand)]
     Bench(BenchCommand),
@@ -64,6 +66,7 @@ fn main() -> std::process::ExitCode {
         Command::Verify(args) => commands::verify::run(&args),
         Command::Roster(cmd) => commands::roster::run(&cmd),
         Command::Split(args) => commands::split::run(&args),
+        Command::Pipeline(args) => commands::pipeline::run(&args),
         Command::Bench(BenchCommand::Secagg(args)) => bench_secagg::run(&args),
     };
     match result {

@@ -167,7 +167,9 @@ impl ReceiptChain {
             }
             let receipts = items
                 .iter()
-                .map(|r| read::bytes_range(r, "stage receipts", 1, MAX_RECEIPT_LEN).map(<[u8]>::to_vec))
+                .map(|r| {
+                    read::bytes_range(r, "stage receipts", 1, MAX_RECEIPT_LEN).map(<[u8]>::to_vec)
+                })
                 .collect::<Result<Vec<_>, _>>()?;
             stages.push(ChainStage { model, receipts });
         }

@@ -4,6 +4,7 @@ pub mod demo;
 pub mod infer;
 pub mod keygen;
 pub mod node;
+pub mod pipeline;
 pub mod roster;
 pub mod run;
 pub mod split;

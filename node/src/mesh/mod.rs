@@ -3,4 +3,5 @@
 pub mod client;
 pub mod config;
 pub mod local;
+pub mod pipeline;
 pub mod server;

@@ -167,7 +167,10 @@ fn signatures_keys_and_replicas_are_checked() {
     // A cross-check by the same node as the linked receipt.
     let mut chain = f.chain();
     let mut p = ReceiptPayload::from_cbor(
-        &receipt::parse(&chain.stages[1].receipts[0]).unwrap().sign1.payload,
+        &receipt::parse(&chain.stages[1].receipts[0])
+            .unwrap()
+            .sign1
+            .payload,
     )
     .unwrap();
     p.nonce = vec![2; 16];
