@@ -127,6 +127,7 @@ pub fn break_code(k: &BreakKind) -> &'static str {
         BreakKind::Unlinked => "unlinked",
         BreakKind::RepeatedSigner(_) => "repeated_signer",
         BreakKind::ReplicaInputs => "replica_inputs",
+        BreakKind::PolicyMismatch => "policy_mismatch",
         _ => "other",
     }
 }

@@ -272,6 +272,9 @@ pub enum BreakKind {
     /// A stage after the first reads nothing an earlier stage produced.
     #[error("no input comes from an earlier stage")]
     Unlinked,
+    /// The receipt binds another comparison policy (field 12) than the chain's first receipt.
+    #[error("policy digest differs from the first stage's")]
+    PolicyMismatch,
     /// A cross-check receipt ran on other inputs than the stage's linked receipt.
     #[error("a cross-check on other inputs than the stage's linked receipt")]
     ReplicaInputs,
@@ -375,6 +378,11 @@ pub fn check_chain(
                 kind,
             };
             let r = check_one(chain, &checked, si, stage, bytes, trusted).map_err(at)?;
+            if let Some(first) = checked.first().and_then(|s| s.first()).or(this.first())
+                && first.payload.policy != r.payload.policy
+            {
+                return Err(at(BreakKind::PolicyMismatch));
+            }
             if this.iter().any(|o| o.kid == r.kid) {
                 return Err(at(BreakKind::RepeatedSigner(r.kid)));
             }

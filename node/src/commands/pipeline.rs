@@ -28,7 +28,8 @@ input commitment equals stage k's output commitment, and each stage receipt name
 of the previous stage's receipt. Cross-verification: --replicas R runs every stage on R\n\
 distinct nodes; --audit P re-runs each stage on a second node with probability P. Answers that\n\
 differ on the same input digest are localised to their stage; a further node breaks the tie\n\
-and the node outvoted is named.\n\n\
+and the node outvoted is named, with an evidence bundle (DIR/evidence/stage-N.bundle) that\n\
+`quorate verify` re-checks offline.\n\n\
 Writes DIR/outputs.json, inputs.json, activations/stage-N.json, receipts/stage-N-NODE.cose,\n\
 chain.qchain (check it offline with `quorate verify DIR/chain.qchain --roster … --admin …`)\n\
 and pipeline.json (summary, with any node caught).\n\n\
@@ -62,6 +63,10 @@ pub struct PipelineArgs {
     /// Re-run each stage on a second node with probability P (0 to 1) and compare.
     #[arg(long, value_name = "P")]
     pub audit: Option<f64>,
+    /// How replicas' stage outputs are compared: exact, default, or tolerance:atol=A,rtol=B
+    /// (§14.2); its digest is bound into every stage receipt.
+    #[arg(long, value_name = "POLICY", default_value = "exact")]
+    pub policy: String,
     /// Input tensors: a .npy file (the model's only input) or a JSON tensor list.
     #[arg(long, value_name = "FILE")]
     pub input: PathBuf,
@@ -109,6 +114,7 @@ pub fn run(args: &PipelineArgs) -> anyhow::Result<ExitCode> {
         None if args.replicas >= 1 => CrossCheck::Replicas(args.replicas),
         None => bail!("--replicas must be at least 1"),
     };
+    let policy = quorate_protocol::policy::Policy::parse(&args.policy)?;
     let key = load_secret_key(&args.key)?;
     let admin = load_public_key(&args.admin)?;
     let roster_bytes = read_limited(
@@ -129,8 +135,10 @@ pub fn run(args: &PipelineArgs) -> anyhow::Result<ExitCode> {
         .build()?;
     let run = rt.block_on(async {
         let client = MeshClient::new(&key, roster, Duration::from_secs(args.timeout))?;
-        let r =
-            crate::mesh::pipeline::run(&client, &plan, &inputs, check, &|l| eprintln!("{l}")).await;
+        let r = crate::mesh::pipeline::run(&client, &plan, &inputs, check, policy, &|l| {
+            eprintln!("{l}")
+        })
+        .await;
         client.close();
         r
     })?;
@@ -225,6 +233,13 @@ pub fn write_run(dir: &Path, run: &PipelineRun) -> anyhow::Result<()> {
     }
     let mut caught = Vec::new();
     for d in &run.dissents {
+        let bundle_file = format!("stage-{}.bundle", d.stage);
+        std::fs::create_dir_all(dir.join("evidence"))?;
+        write_atomic(
+            &dir.join("evidence").join(&bundle_file),
+            &d.bundle.encode()?,
+            0o600,
+        )?;
         let file = format!("stage-{}-{}.dissent.cose", d.stage, d.answer.node);
         std::fs::create_dir_all(dir.join("caught"))?;
         write_atomic(
@@ -252,6 +267,7 @@ pub fn write_run(dir: &Path, run: &PipelineRun) -> anyhow::Result<()> {
             "node": d.answer.node,
             "majority": d.majority,
             "receipt": format!("caught/{file}"),
+            "evidence": format!("evidence/{bundle_file}"),
         }));
     }
     let chain = run.chain.to_cbor()?;

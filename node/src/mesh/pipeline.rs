@@ -12,7 +12,9 @@ use std::collections::HashMap;
 use anyhow::{Context, bail};
 use quorate_crypto::tensor_digest::{Digest32, SALT_LEN};
 use quorate_protocol::chain::{ChainStage, ReceiptChain};
+use quorate_protocol::evidence::{Bundle, BundleEntry};
 use quorate_protocol::messages::{InferRequest, InferResponse};
+use quorate_protocol::policy::Policy;
 use quorate_protocol::receipt::{JobKind, ReceiptPayload, receipt_digest};
 use quorate_protocol::roster::Entry;
 use quorate_protocol::tensor::Tensor;
@@ -197,6 +199,9 @@ pub struct Dissent {
     pub answer: Answer,
     /// The nodes of the majority it differs from.
     pub majority: Vec<String>,
+    /// The evidence bundle (§14.6) of the stage: every answer, revealed, accusing the
+    /// dissenters; `quorate verify` re-checks it offline.
+    pub bundle: Bundle,
 }
 
 /// The outcome of one stage.
@@ -264,6 +269,7 @@ pub async fn run(
     plan: &Plan,
     inputs: &[Tensor],
     check: CrossCheck,
+    policy: Policy,
     progress: &dyn Fn(&str),
 ) -> anyhow::Result<PipelineRun> {
     let job_id: [u8; 16] = quorate_crypto::random::bytes()?;
@@ -305,6 +311,7 @@ pub async fn run(
             previous,
             stage_inputs,
             check,
+            policy,
             plan.stages.len(),
             progress,
         )
@@ -349,25 +356,8 @@ pub async fn run(
 }
 
 /// Asks `node` to run the stage.
-async fn ask(
-    client: &MeshClient,
-    node: &Entry,
-    sp: &StagePlan,
-    job_id: [u8; 16],
-    previous: Option<Digest32>,
-    inputs: &[(Tensor, Salt)],
-) -> anyhow::Result<Answer> {
-    let req = InferRequest {
-        job_id,
-        nonce: quorate_crypto::random::bytes::<32>()?.to_vec(),
-        kind: JobKind::Stage,
-        model: sp.digest,
-        inputs: inputs.iter().map(|(t, _)| t.clone()).collect(),
-        input_salts: Some(inputs.iter().map(|(_, s)| *s).collect()),
-        policy: None,
-        previous,
-    };
-    let (response, payload) = client.infer(node, &req).await?;
+async fn ask(client: &MeshClient, node: &Entry, req: &InferRequest) -> anyhow::Result<Answer> {
+    let (response, payload) = client.infer(node, req).await?;
     anyhow::ensure!(
         response.output_salts.is_some(),
         "node {:?} did not salt its outputs",
@@ -391,9 +381,23 @@ async fn run_stage(
     previous: Option<Digest32>,
     inputs: Vec<(Tensor, Salt)>,
     check: CrossCheck,
+    policy: Policy,
     n_stages: usize,
     progress: &dyn Fn(&str),
 ) -> anyhow::Result<(StageRun, Vec<Dissent>)> {
+    // One request for every node of the stage: same job, nonce, inputs, salts, policy and
+    // previous receipt, so that their receipts differ only in outputs and signer (§13.4) and
+    // disagreeing ones form an evidence bundle (§14.6).
+    let req = InferRequest {
+        job_id,
+        nonce: quorate_crypto::random::bytes::<32>()?.to_vec(),
+        kind: JobKind::Stage,
+        model: sp.digest,
+        inputs: inputs.iter().map(|(t, _)| t.clone()).collect(),
+        input_salts: Some(inputs.iter().map(|(_, s)| *s).collect()),
+        policy: Some(policy.digest()?),
+        previous,
+    };
     let (mut nodes, unreachable) = client.candidates(&sp.digest).await;
     for u in &unreachable {
         progress(&format!("stage {}: skipping {u}", sp.index));
@@ -432,9 +436,7 @@ async fn run_stage(
             if batch.is_empty() {
                 break;
             }
-            let asks = batch
-                .iter()
-                .map(|n| ask(client, n, sp, job_id, previous, &inputs));
+            let asks = batch.iter().map(|n| ask(client, n, &req));
             for (n, r) in batch.iter().zip(futures_util::future::join_all(asks).await) {
                 match r {
                     Ok(a) => {
@@ -462,13 +464,13 @@ async fn run_stage(
                 failed.join(", ")
             );
         }
-        // Group answers by identical outputs (names, types, shapes and bits).
+        // Group answers that agree under the policy with the group's first answer.
         let mut groups: Vec<Vec<usize>> = Vec::new();
         for (i, a) in answers.iter().enumerate() {
-            match groups
-                .iter_mut()
-                .find(|g| answers[g[0]].response.outputs == a.response.outputs)
-            {
+            match groups.iter_mut().find(|g| {
+                g.iter()
+                    .all(|&j| policy.agree_all(&answers[j].response.outputs, &a.response.outputs))
+            }) {
                 Some(g) => g.push(i),
                 None => groups.push(vec![i]),
             }
@@ -478,13 +480,34 @@ async fn run_stage(
         let n = answers.len();
         if groups.len() == 1 || (best.len() * 2 > n && best.len() >= 2) {
             let majority: Vec<String> = best.iter().map(|&i| answers[i].node.clone()).collect();
-            let dissents = groups[1..]
+            let outvoted: Vec<usize> = groups[1..].iter().flatten().copied().collect();
+            let bundle = Bundle {
+                policy,
+                quorum: best.len() as u64,
+                entries: answers
+                    .iter()
+                    .map(|a| BundleEntry {
+                        receipt: a.response.receipt.clone(),
+                        outputs: a.response.outputs.clone(),
+                        salts: a.response.output_salts.clone(),
+                    })
+                    .collect(),
+                accused: outvoted
+                    .iter()
+                    .filter_map(|&i| {
+                        quorate_protocol::receipt::parse(&answers[i].response.receipt)
+                            .ok()
+                            .map(|r| r.kid())
+                    })
+                    .collect(),
+            };
+            let dissents = outvoted
                 .iter()
-                .flatten()
                 .map(|&i| Dissent {
                     stage: sp.index,
                     answer: answers[i].clone(),
                     majority: majority.clone(),
+                    bundle: bundle.clone(),
                 })
                 .collect::<Vec<_>>();
             for d in &dissents {
