@@ -2,7 +2,7 @@
 
 use std::path::{Path, PathBuf};
 
-use quorate_protocol::chain::{BreakKind, ChainBreak, Pipeline, ReceiptChain, check_chain};
+use quorate_protocol::chain::{ChainBreak, Pipeline, ReceiptChain, check_chain};
 use quorate_protocol::tensor_file::RevealedTensor;
 use serde_json::json;
 
@@ -108,30 +108,6 @@ pub fn verify_chain_file(
     report
 }
 
-/// Stable name of a break kind for the JSON report.
-pub fn break_code(k: &BreakKind) -> &'static str {
-    match k {
-        BreakKind::StageCount { .. } => "stage_count",
-        BreakKind::DeclarationMismatch { .. } => "declaration_mismatch",
-        BreakKind::Malformed(_) => "malformed",
-        BreakKind::UnknownKey(_) => "unknown_key",
-        BreakKind::BadSignature(_) => "bad_signature",
-        BreakKind::WrongKind(_) => "wrong_kind",
-        BreakKind::WrongJob { .. } => "wrong_job",
-        BreakKind::WrongStageModel { .. } => "wrong_stage_model",
-        BreakKind::UnexpectedPrevious => "unexpected_previous",
-        BreakKind::MissingPrevious => "missing_previous",
-        BreakKind::BrokenPrevious { .. } => "broken_previous",
-        BreakKind::BrokenActivation { .. } => "broken_activation",
-        BreakKind::InconsistentInput { .. } => "inconsistent_input",
-        BreakKind::Unlinked => "unlinked",
-        BreakKind::RepeatedSigner(_) => "repeated_signer",
-        BreakKind::ReplicaInputs => "replica_inputs",
-        BreakKind::PolicyMismatch => "policy_mismatch",
-        _ => "other",
-    }
-}
-
 /// One human-readable line.
 pub fn human_line(r: &ChainReport) -> String {
     match &r.failure {
@@ -174,7 +150,7 @@ pub fn json_entry(r: &ChainReport) -> serde_json::Value {
         o["reason"] = json!(f);
     }
     if let Some(b) = &r.broken {
-        o["broken"] = json!({"stage": b.stage, "receipt": b.receipt, "error": break_code(&b.kind)});
+        o["broken"] = json!({"stage": b.stage, "receipt": b.receipt, "error": b.kind.code()});
     }
     o
 }

@@ -283,6 +283,31 @@ pub enum BreakKind {
     RepeatedSigner(KeyId),
 }
 
+impl BreakKind {
+    /// Stable machine-readable name (§13.3 table), used in reports and vectors.
+    pub fn code(&self) -> &'static str {
+        match self {
+            BreakKind::StageCount { .. } => "stage_count",
+            BreakKind::DeclarationMismatch { .. } => "declaration_mismatch",
+            BreakKind::Malformed(_) => "malformed",
+            BreakKind::UnknownKey(_) => "unknown_key",
+            BreakKind::BadSignature(_) => "bad_signature",
+            BreakKind::WrongKind(_) => "wrong_kind",
+            BreakKind::WrongJob { .. } => "wrong_job",
+            BreakKind::WrongStageModel { .. } => "wrong_stage_model",
+            BreakKind::UnexpectedPrevious => "unexpected_previous",
+            BreakKind::MissingPrevious => "missing_previous",
+            BreakKind::BrokenPrevious { .. } => "broken_previous",
+            BreakKind::BrokenActivation { .. } => "broken_activation",
+            BreakKind::InconsistentInput { .. } => "inconsistent_input",
+            BreakKind::Unlinked => "unlinked",
+            BreakKind::PolicyMismatch => "policy_mismatch",
+            BreakKind::RepeatedSigner(_) => "repeated_signer",
+            BreakKind::ReplicaInputs => "replica_inputs",
+        }
+    }
+}
+
 /// The first broken link of a chain: where, and what.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("stage {stage}, receipt {receipt}: {kind}")]
