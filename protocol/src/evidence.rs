@@ -152,7 +152,9 @@ impl Bundle {
                     Value::Array(e.outputs.iter().map(tensor_value).collect()),
                     match &e.salts {
                         None => Value::Null,
-                        Some(s) => Value::Array(s.iter().map(|s| Value::Bytes(s.to_vec())).collect()),
+                        Some(s) => {
+                            Value::Array(s.iter().map(|s| Value::Bytes(s.to_vec())).collect())
+                        }
                     },
                 ])
             })
@@ -321,7 +323,11 @@ pub fn check_bundle(
         .first()
         .ok_or_else(|| BundleError::Malformed("a bundle holds at least one entry".into()))?;
     let quorum = usize::try_from(bundle.quorum).unwrap_or(usize::MAX).max(2);
-    let outputs: Vec<&[Tensor]> = bundle.entries.iter().map(|e| e.outputs.as_slice()).collect();
+    let outputs: Vec<&[Tensor]> = bundle
+        .entries
+        .iter()
+        .map(|e| e.outputs.as_slice())
+        .collect();
     let convicted: Vec<KeyId> = proven_wrong(&bundle.policy, &outputs, quorum)
         .into_iter()
         .map(|i| signers[i])

@@ -2,9 +2,11 @@
 
 pub mod demo;
 pub mod infer;
+pub mod infer_verified;
 pub mod keygen;
 pub mod node;
 pub mod roster;
 pub mod run;
 pub mod split;
 pub mod verify;
+pub mod verify_bundles;

@@ -15,6 +15,8 @@ use crate::verify::{TrustStore, collect_files, human_line, json_report, verify_f
     after_help = "Each receipt is parsed strictly (deterministic CBOR, COSE_Sign1 profile of §4.1), its\n\
 signer looked up by key id among the trusted keys, and all signatures checked in one batch\n\
 (results identical to one-by-one verify_strict). Exit status 0 only if every receipt verifies.\n\n\
+Evidence bundles (*.bundle, §14.7) are recognised and re-checked: signatures, commitments,\n\
+and which nodes their own signed outputs prove wrong (--json lists them under \"convicted\").\n\n\
 Examples:\n  quorate verify out/receipt.cose --trust keys/node1.key.pub\n  quorate verify receipts/ --trust a.pub --trust b.pub --json\n  quorate verify out/receipt.cose --trust keys/node1.key.pub --tensor probabilities=out/outputs.json"
 )]
 pub struct VerifyArgs {
@@ -94,14 +96,27 @@ pub fn run(args: &VerifyArgs) -> anyhow::Result<ExitCode> {
         .iter()
         .map(|s| load_reveal(s))
         .collect::<anyhow::Result<Vec<_>>>()?;
-    let files = collect_files(&args.paths).context("cannot list receipts")?;
+    // §14.7: evidence bundles are recognised by content type and checked on their own.
+    let (bundles, rest) = crate::verify_bundle::split_paths(&args.paths)?;
+    let files = collect_files(&rest).context("cannot list receipts")?;
+    if !bundles.is_empty() && files.is_empty() {
+        return crate::commands::verify_bundles::run(&bundles, &trust, args.json);
+    }
+    let bundle_reports = crate::verify_bundle::verify_bundles(&bundles, &trust);
+    let bundles_ok = bundle_reports.iter().all(|r| r.ok());
     if files.is_empty() {
-        bail!("no receipt files found (directories are searched for *.cose)");
+        bail!("no receipt files found (directories are searched for *.cose, *.qlog and *.bundle)");
     }
     let reports = verify_files(&files, &trust, &reveals);
     let failed = reports.iter().filter(|r| r.failure.is_some()).count();
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&json_report(&reports))?);
+        let mut doc = json_report(&reports);
+        if !bundle_reports.is_empty() {
+            doc["bundles"] =
+                crate::verify_bundle::json_report(&bundle_reports, &trust)["bundles"].take();
+            doc["ok"] = serde_json::json!(doc["ok"] == true && bundles_ok);
+        }
+        println!("{}", serde_json::to_string_pretty(&doc)?);
     } else {
         for r in &reports {
             println!("{}", human_line(r));
@@ -111,8 +126,13 @@ pub fn run(args: &VerifyArgs) -> anyhow::Result<ExitCode> {
             reports.len() - failed,
             reports.len()
         );
+        for r in &bundle_reports {
+            for line in crate::verify_bundle::human_lines(r, &trust) {
+                println!("{line}");
+            }
+        }
     }
-    Ok(if failed == 0 {
+    Ok(if failed == 0 && bundles_ok {
         ExitCode::SUCCESS
     } else {
         ExitCode::from(1)

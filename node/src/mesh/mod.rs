@@ -3,4 +3,6 @@
 pub mod client;
 pub mod config;
 pub mod local;
+pub mod misbehave;
 pub mod server;
+pub mod verified;

@@ -21,6 +21,7 @@ use crate::attest::{Committed, JobParams, run_committed, unix_now};
 use crate::audit::AuditLog;
 use crate::files::{load_public_key, load_secret_key};
 use crate::mesh::config::NodeConfig;
+use crate::mesh::misbehave::{Misbehaviour, Mode};
 use crate::runtime::LoadedModel;
 use crate::transport::{PinnedKeys, TlsIdentity, TransportSettings, bind_server};
 
@@ -37,6 +38,7 @@ pub struct NodeState {
     max_input_elements: u64,
     shutting_down: AtomicBool,
     test_delay: Duration,
+    misbehave: Option<Misbehaviour>,
 }
 
 /// One taken request slot; released however the request ends.
@@ -115,6 +117,12 @@ impl NodeState {
                 max_input_elements: cfg.max_input_elements,
                 shutting_down: AtomicBool::new(false),
                 test_delay: Duration::from_millis(cfg.test_delay_ms),
+                misbehave: cfg
+                    .test_misbehave
+                    .as_deref()
+                    .map(Mode::parse)
+                    .transpose()?
+                    .map(Misbehaviour::new),
             },
             roster,
         ))
@@ -122,7 +130,16 @@ impl NodeState {
 
     /// Answers one request frame; never fails, every problem is a typed error response.
     pub async fn handle(self: Arc<Self>, _peer: PublicKey, bytes: Vec<u8>) -> Vec<u8> {
-        let response = match Request::decode(&bytes) {
+        let request = Request::decode(&bytes);
+        // Test-only (§14 harness): a misbehaving node may answer with other bytes entirely.
+        let lie = match (&self.misbehave, &request) {
+            (Some(m), Ok(Request::Infer(_))) => m.replace_response(),
+            _ => None,
+        };
+        if let Some(lie) = lie {
+            return lie;
+        }
+        let response = match request {
             Err(e) => Response::Error(ErrorFrame::new(ErrorCode::BadRequest, e.to_string())),
             Ok(Request::Health) => Response::Health(self.health()),
             Ok(Request::Infer(req)) => match self.clone().infer(req).await {
@@ -130,11 +147,15 @@ impl NodeState {
                 Err(e) => Response::Error(e),
             },
         };
-        response.encode().unwrap_or_else(|e| {
+        let encoded = response.encode().unwrap_or_else(|e| {
             Response::Error(ErrorFrame::new(ErrorCode::Internal, e.to_string()))
                 .encode()
                 .unwrap_or_default()
-        })
+        });
+        if let (Some(m), Response::Infer(_)) = (&self.misbehave, &response) {
+            m.remember_response(&encoded);
+        }
+        encoded
     }
 
     fn health(&self) -> HealthInfo {
@@ -232,7 +253,10 @@ impl NodeState {
             policy: req.policy,
         };
         let internal = |e: anyhow::Error| ErrorFrame::new(ErrorCode::Internal, format!("{e:#}"));
-        let attested = run_committed(model, inputs, &job, unix_now()).map_err(internal)?;
+        let mut attested = run_committed(model, inputs, &job, unix_now()).map_err(internal)?;
+        if let Some(m) = &self.misbehave {
+            m.tamper(&mut attested);
+        }
         let receipt = attested
             .payload
             .sign(&self.key)
