@@ -45,7 +45,7 @@ pub fn run(
         client.close();
         outcome.context("verified job not accepted")
     })?;
-    let paths = write_outcome(&outcome, &args.out)?;
+    let paths = write_outcome(&outcome, &args.out, &args.out.join("evidence"))?;
     print_summary(&outcome, &paths);
     Ok(ExitCode::SUCCESS)
 }
@@ -58,8 +58,9 @@ pub struct Written {
     pub bundle: Option<std::path::PathBuf>,
 }
 
-/// Writes the accepted outputs, every receipt, the verdict and (on disagreement) the bundle.
-pub fn write_outcome(o: &Outcome, out: &Path) -> anyhow::Result<Written> {
+/// Writes the accepted outputs, every receipt, the verdict and (on disagreement) the bundle,
+/// the bundle into `evidence` as `JOB.bundle`.
+pub fn write_outcome(o: &Outcome, out: &Path, evidence: &Path) -> anyhow::Result<Written> {
     let Some(accepted) = o.accepted() else {
         bail!("the verdict has no agreeing replica");
     };
@@ -107,8 +108,8 @@ pub fn write_outcome(o: &Outcome, out: &Path) -> anyhow::Result<Written> {
     let bundle = match o.bundle() {
         None => None,
         Some(b) => {
-            let dir = out.join("evidence");
-            std::fs::create_dir_all(&dir)
+            let dir = evidence;
+            std::fs::create_dir_all(dir)
                 .with_context(|| format!("cannot create {}", dir.display()))?;
             let path = dir.join(format!("{job}.bundle"));
             write_atomic(&path, &b.encode()?, 0o644)?;

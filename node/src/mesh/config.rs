@@ -52,6 +52,9 @@ pub struct NodeConfig {
     /// `sign_other`, `garbage`; see `mesh::misbehave`). Never set in production.
     #[serde(default)]
     pub test_misbehave: Option<String>,
+    /// Test harness only: restrict `test_misbehave` to the model with this file name.
+    #[serde(default)]
+    pub test_misbehave_model: Option<String>,
 }
 
 fn default_providers() -> Vec<String> {

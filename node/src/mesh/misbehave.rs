@@ -50,6 +50,8 @@ impl Mode {
 pub struct Misbehaviour {
     /// The mode.
     pub mode: Mode,
+    /// Only this model is affected (all when `None`).
+    only: Option<[u8; 32]>,
     last_outputs: Mutex<Option<Vec<Tensor>>>,
     last_response: Mutex<Option<Vec<u8>>>,
 }
@@ -87,12 +89,18 @@ fn noised(t: &Tensor, magnitude: f64) -> Tensor {
 
 impl Misbehaviour {
     /// A misbehaviour in `mode`.
-    pub fn new(mode: Mode) -> Self {
+    pub fn new(mode: Mode, only: Option<[u8; 32]>) -> Self {
         Self {
             mode,
+            only,
             last_outputs: Mutex::new(None),
             last_response: Mutex::new(None),
         }
+    }
+
+    /// Whether requests for `model` are affected.
+    pub fn applies_to(&self, model: &[u8; 32]) -> bool {
+        self.only.is_none_or(|m| &m == model)
     }
 
     /// Whole-response modes: the bytes to send instead of the honest answer, if any.

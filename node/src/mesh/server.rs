@@ -69,6 +69,7 @@ impl NodeState {
         );
         let providers = cfg.provider_list()?;
         let mut models = HashMap::new();
+        let mut misbehave_only = None;
         let mut entries: Vec<_> = std::fs::read_dir(&cfg.models)
             .with_context(|| format!("cannot read models folder {}", cfg.models.display()))?
             .filter_map(Result::ok)
@@ -98,6 +99,9 @@ impl NodeState {
                 hex::encode(model.digest),
                 model.provider
             );
+            if cfg.test_misbehave_model.as_deref() == path.file_name().and_then(|n| n.to_str()) {
+                misbehave_only = Some(model.digest);
+            }
             models.insert(model.digest, Arc::new(model));
         }
         let (audit, n) = AuditLog::open(&cfg.audit_log)?;
@@ -122,7 +126,7 @@ impl NodeState {
                     .as_deref()
                     .map(Mode::parse)
                     .transpose()?
-                    .map(Misbehaviour::new),
+                    .map(|m| Misbehaviour::new(m, misbehave_only)),
             },
             roster,
         ))
@@ -133,7 +137,7 @@ impl NodeState {
         let request = Request::decode(&bytes);
         // Test-only (§14 harness): a misbehaving node may answer with other bytes entirely.
         let lie = match (&self.misbehave, &request) {
-            (Some(m), Ok(Request::Infer(_))) => m.replace_response(),
+            (Some(m), Ok(Request::Infer(r))) if m.applies_to(&r.model) => m.replace_response(),
             _ => None,
         };
         if let Some(lie) = lie {
@@ -254,7 +258,11 @@ impl NodeState {
         };
         let internal = |e: anyhow::Error| ErrorFrame::new(ErrorCode::Internal, format!("{e:#}"));
         let mut attested = run_committed(model, inputs, &job, unix_now()).map_err(internal)?;
-        if let Some(m) = &self.misbehave {
+        if let Some(m) = self
+            .misbehave
+            .as_ref()
+            .filter(|m| m.applies_to(&model.digest))
+        {
             m.tamper(&mut attested);
         }
         let receipt = attested
