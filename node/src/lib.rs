@@ -15,4 +15,5 @@ pub mod runtime;
 #[allow(dead_code)]
 pub mod transport;
 pub mod verify;
+pub mod verify_bundle;
 pub mod verify_chain;

@@ -246,3 +246,85 @@ fn audit_with_probability_one_cross_checks_every_stage_and_model_cuts_split_in_p
     assert!(!o.status.success());
     assert!(text(&o).contains("needs 3 distinct nodes"), "{}", text(&o));
 }
+
+#[test]
+fn a_node_poisoning_its_stage_activation_is_localised_named_and_proven_wrong() {
+    let dir = tempfile::tempdir().unwrap();
+    let stages = dir.path().join("stages");
+    let files = write_split(&models().join("mlp.onnx"), "h1,h2", &stages).unwrap();
+    // node-2 adds noise of 1e-3 to whatever stage 2 computes (h2), and only there.
+    let mesh = LocalMesh::start_with_models(
+        &dir.path().join("mesh"),
+        3,
+        &models(),
+        &quorate_bin(),
+        &|i| {
+            if i == 1 {
+                "test_misbehave = \"noise:1e-3\"\ntest_misbehave_model = \"stage-2.onnx\"\n".into()
+            } else {
+                String::new()
+            }
+        },
+        &|_| files.clone(),
+    )
+    .unwrap();
+    for (mode, extra) in [
+        ("replicas", ["--replicas", "2"]),
+        ("audit", ["--audit", "1"]),
+    ] {
+        let out = dir.path().join(mode);
+        let mut args = vec!["--stages", s(&stages)];
+        args.extend(extra);
+        let o = pipeline(&mesh, &out, &args);
+        assert!(o.status.success(), "{mode}: {}", text(&o));
+        assert!(
+            text(&o).contains("caught    stage 2: node node-2"),
+            "{mode}: {}",
+            text(&o)
+        );
+
+        // The majority's result goes on: still bit-identical to the whole model.
+        assert_eq!(
+            tensors(&out.join("outputs.json")),
+            whole_model_outputs(&dir.path().join(mode))
+        );
+        let summary = read_json(&out.join("pipeline.json"));
+        let caught = summary["caught"].as_array().unwrap();
+        assert_eq!(caught.len(), 1, "{summary}");
+        assert_eq!(
+            (caught[0]["stage"].as_u64(), caught[0]["node"].as_str()),
+            (Some(2), Some("node-2"))
+        );
+
+        // The evidence bundle convicts node-2, and only node-2, offline.
+        let (ok, v) = verify_chain(
+            &mesh,
+            &out.join(caught[0]["evidence"].as_str().unwrap()),
+            &[],
+        );
+        assert!(ok, "{v}");
+        let convicted: Vec<&str> = v["bundles"][0]["convicted"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| c["signer"].as_str().unwrap())
+            .collect();
+        assert_eq!(convicted, ["node-2"], "{v}");
+
+        // The chain holds only the agreeing receipts and verifies.
+        let (ok, v) = verify_chain(
+            &mesh,
+            &out.join("chain.qchain"),
+            &["--pipeline", s(&stages.join("stages.json"))],
+        );
+        assert!(ok, "{v}");
+        let stage2: Vec<&str> = v["chains"][0]["stages"][1]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|n| n.as_str().unwrap())
+            .collect();
+        assert!(!stage2.contains(&"node-2"), "{v}");
+        assert_eq!(stage2.len(), 2);
+    }
+}

@@ -1,7 +1,9 @@
 //! The subcommands of `quorate`, one module each.
 
 pub mod demo;
+pub mod demo_verified;
 pub mod infer;
+pub mod infer_verified;
 pub mod keygen;
 pub mod node;
 pub mod pipeline;
@@ -9,3 +11,4 @@ pub mod roster;
 pub mod run;
 pub mod split;
 pub mod verify;
+pub mod verify_bundles;

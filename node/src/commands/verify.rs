@@ -15,6 +15,8 @@ use crate::verify::{TrustStore, collect_files, human_line, json_report, verify_f
     after_help = "Each receipt is parsed strictly (deterministic CBOR, COSE_Sign1 profile of §4.1), its\n\
 signer looked up by key id among the trusted keys, and all signatures checked in one batch\n\
 (results identical to one-by-one verify_strict). Exit status 0 only if every receipt verifies.\n\n\
+Evidence bundles (*.bundle, §14.7) are recognised and re-checked: signatures, commitments,\n\
+and which nodes their own signed outputs prove wrong (--json lists them under \"convicted\").\n\n\
 Examples:\n  quorate verify out/receipt.cose --trust keys/node1.key.pub\n  quorate verify receipts/ --trust a.pub --trust b.pub --json\n  quorate verify out/receipt.cose --trust keys/node1.key.pub --tensor probabilities=out/outputs.json"
 )]
 pub struct VerifyArgs {
@@ -97,12 +99,21 @@ pub fn run(args: &VerifyArgs) -> anyhow::Result<ExitCode> {
         .iter()
         .map(|s| load_reveal(s))
         .collect::<anyhow::Result<Vec<_>>>()?;
-    let (chains, files): (Vec<PathBuf>, Vec<PathBuf>) = collect_files(&args.paths)
+    // §14.7: evidence bundles are recognised by content type and checked on their own.
+    let (bundles, rest) = crate::verify_bundle::split_paths(&args.paths)?;
+    let (chains, files): (Vec<PathBuf>, Vec<PathBuf>) = collect_files(&rest)
         .context("cannot list receipts")?
         .into_iter()
         .partition(|p| crate::verify_chain::is_chain_file(p));
+    if !bundles.is_empty() && files.is_empty() && chains.is_empty() {
+        return crate::commands::verify_bundles::run(&bundles, &trust, args.json);
+    }
+    let bundle_reports = crate::verify_bundle::verify_bundles(&bundles, &trust);
+    let bundles_ok = bundle_reports.iter().all(|r| r.ok());
     if files.is_empty() && chains.is_empty() {
-        bail!("no receipt files found (directories are searched for *.cose, *.qlog, *.qchain)");
+        bail!(
+            "no receipt files found (directories are searched for *.cose, *.qlog, *.qchain and *.bundle)"
+        );
     }
     let pipeline = args
         .pipeline
@@ -129,6 +140,11 @@ pub fn run(args: &VerifyArgs) -> anyhow::Result<ExitCode> {
                 .collect();
             doc["ok"] = (failed == 0).into();
         }
+        if !bundle_reports.is_empty() {
+            doc["bundles"] =
+                crate::verify_bundle::json_report(&bundle_reports, &trust)["bundles"].take();
+            doc["ok"] = serde_json::json!(doc["ok"] == true && bundles_ok);
+        }
         println!("{}", serde_json::to_string_pretty(&doc)?);
     } else {
         for r in &chain_reports {
@@ -149,8 +165,13 @@ pub fn run(args: &VerifyArgs) -> anyhow::Result<ExitCode> {
                 chain_reports.len()
             );
         }
+        for r in &bundle_reports {
+            for line in crate::verify_bundle::human_lines(r, &trust) {
+                println!("{line}");
+            }
+        }
     }
-    Ok(if failed == 0 {
+    Ok(if failed == 0 && bundles_ok {
         ExitCode::SUCCESS
     } else {
         ExitCode::from(1)
