@@ -1,6 +1,7 @@
 //! The subcommands of `quorate`, one module each.
 
 pub mod demo;
+pub mod demo_pipeline;
 pub mod demo_verified;
 pub mod infer;
 pub mod infer_verified;
