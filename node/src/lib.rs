@@ -6,6 +6,7 @@
 
 pub mod attest;
 pub mod audit;
+pub mod bench_poisoning;
 pub mod bench_secagg;
 pub mod commands;
 pub mod files;

@@ -4,7 +4,7 @@
 #![cfg_attr(not(test), deny(clippy::unwrap_used))]
 
 use clap::{Parser, Subcommand};
-use quorate_node::{bench_secagg, commands};
+use quorate_node::{bench_poisoning, bench_secagg, commands};
 
 /// quorate: attested, cross-verified, privacy-preserving inference.
 ///
@@ -53,6 +53,8 @@ enum Command {
 enum BenchCommand {
     /// Secure aggregation: client and server time against the AES-CTR + X25519 bound.
     Secagg(bench_secagg::BenchSecaggArgs),
+    /// Verified jobs (§14.8): detection rate per misbehaviour and false positives.
+    Poisoning(bench_poisoning::BenchPoisoningArgs),
 }
 
 fn main() -> std::process::ExitCode {
@@ -68,6 +70,7 @@ fn main() -> std::process::ExitCode {
         Command::Split(args) => commands::split::run(&args),
         Command::Pipeline(args) => commands::pipeline::run(&args),
         Command::Bench(BenchCommand::Secagg(args)) => bench_secagg::run(&args),
+        Command::Bench(BenchCommand::Poisoning(args)) => bench_poisoning::run(&args),
     };
     match result {
         Ok(code) => code,

@@ -111,6 +111,19 @@ impl From<crate::messages::MessageError> for BundleError {
     }
 }
 
+impl BundleError {
+    /// Stable machine-readable code (§14.7).
+    pub fn code(&self) -> &'static str {
+        match self {
+            BundleError::Malformed(_) => "malformed",
+            BundleError::UnknownKey { .. } => "unknown_key",
+            BundleError::BadSignature { .. } => "bad_signature",
+            BundleError::TensorMismatch { .. } => "tensor_mismatch",
+            BundleError::NotSameJob { .. } => "not_same_job",
+        }
+    }
+}
+
 /// What a valid bundle proves (§14.7).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BundleReport {

@@ -281,3 +281,20 @@ mod tests {
         assert!(Policy::Default.agree(&t(&[0.0]), &t(&[-0.0])));
     }
 }
+
+#[cfg(test)]
+mod encoding_tests {
+    use super::*;
+
+    #[test]
+    fn floats_use_their_shortest_exact_encoding() {
+        let p = Policy::Tolerance {
+            atol: 0.5,
+            rtol: 0.0,
+        };
+        assert_eq!(
+            hex::encode(p.to_cbor().unwrap()),
+            "a40101020203f9380004f90000"
+        );
+    }
+}

@@ -58,3 +58,13 @@ fn messages_corpus() {
 fn chain_corpus() {
     replay("chain", fuzzing::chain);
 }
+
+#[test]
+fn evidence_bundle_corpus() {
+    replay("evidence_bundle", fuzzing::evidence_bundle);
+}
+
+#[test]
+fn verified_job_corpus() {
+    replay("verified_job", fuzzing::verified_job);
+}
