@@ -57,7 +57,7 @@ pub struct PipelineArgs {
     /// Folder to look model names up in.
     #[arg(long, value_name = "DIR", default_value = concat!(env!("CARGO_MANIFEST_DIR"), "/../models"))]
     pub models: PathBuf,
-    /// Run every stage on this many distinct nodes and compare their outputs bit for bit.
+    /// Run every stage on this many distinct nodes and compare their outputs under --policy.
     #[arg(long, value_name = "R", default_value_t = 1, conflicts_with = "audit")]
     pub replicas: usize,
     /// Re-run each stage on a second node with probability P (0 to 1) and compare.
