@@ -245,6 +245,27 @@ fn audit_with_probability_one_cross_checks_every_stage_and_model_cuts_split_in_p
     );
     assert!(!o.status.success());
     assert!(text(&o).contains("needs 3 distinct nodes"), "{}", text(&o));
+    // A split the nodes do not serve: refused before anything runs, naming the stage.
+    let o = pipeline(
+        &mesh,
+        &dir.path().join("h1"),
+        &["--model", "mlp", "--at", "h1"],
+    );
+    assert!(!o.status.success());
+    assert!(
+        text(&o).contains("no reachable node serves stage 1"),
+        "{}",
+        text(&o)
+    );
+    assert!(!dir.path().join("h1/chain.qchain").exists());
+    // A stages directory that is not one.
+    let o = pipeline(&mesh, &dir.path().join("x"), &["--stages", s(dir.path())]);
+    assert!(!o.status.success());
+    assert!(
+        text(&o).contains("is not a `quorate split` directory"),
+        "{}",
+        text(&o)
+    );
 }
 
 #[test]

@@ -546,3 +546,59 @@ async fn run_stage(
         target = n + 1;
     }
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    fn mlp_split() -> (Split, Vec<u8>) {
+        let model = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../models/mlp.onnx");
+        let bytes = std::fs::read(&model).unwrap();
+        let cuts = crate::commands::split::parse_cuts("h1,h2").unwrap();
+        let split =
+            crate::commands::split::split_model(&bytes, &cuts, &Default::default()).unwrap();
+        let json = crate::commands::split::stages_json_text(&model, &cuts, &split).unwrap();
+        (split, json)
+    }
+
+    #[test]
+    fn stages_json_gives_the_same_plan_as_the_split() {
+        let (split, json) = mlp_split();
+        let a = Plan::from_split(&split);
+        let b = Plan::from_stages_json(&json).unwrap();
+        assert_eq!(a.source, b.source);
+        assert_eq!(a.stages.len(), 3);
+        for (x, y) in a.stages.iter().zip(&b.stages) {
+            assert_eq!(
+                (x.index, x.digest, &x.inputs),
+                (y.index, y.digest, &y.inputs)
+            );
+        }
+        assert_eq!(b.stages[1].inputs, [("h1".to_string(), From::Stage(1))]);
+    }
+
+    #[test]
+    fn malformed_stages_json_is_refused_with_a_reason() {
+        let (_, json) = mlp_split();
+        let v: serde_json::Value = serde_json::from_slice(&json).unwrap();
+        let refuse = |f: &dyn Fn(&mut serde_json::Value), why: &str| {
+            let mut w = v.clone();
+            f(&mut w);
+            let e = Plan::from_stages_json(w.to_string().as_bytes()).unwrap_err();
+            assert!(format!("{e:#}").contains(why), "{e:#}");
+        };
+        refuse(&|w| w["format"] = "other/1".into(), "format");
+        refuse(
+            &|w| w["stages"][1]["inputs"][0]["from"] = 3.into(),
+            "not an earlier one",
+        );
+        refuse(
+            &|w| w["stages"][0]["sha256"] = "zz".into(),
+            "not a hex SHA-256",
+        );
+        refuse(&|w| w["stages"][2]["index"] = 7.into(), "position 3");
+        refuse(&|w| w["stages"] = serde_json::json!([]), "1 to 16 stages");
+        assert!(Plan::from_stages_json(b"{").is_err());
+    }
+}
