@@ -55,7 +55,8 @@ pub fn default_tolerance(dtype: DType) -> Option<(f64, f64)> {
 }
 
 fn valid_tol(x: f64) -> bool {
-    x.is_finite() && x >= 0.0 && x <= 1e6
+    // -0.0 is refused so that every tolerance has exactly one encoding.
+    x.is_finite() && x.is_sign_positive() && (0.0..=1e6).contains(&x)
 }
 
 impl Policy {
@@ -250,6 +251,7 @@ mod tests {
             "tolerance:atol=nan,rtol=0",
             "tolerance:atol=inf,rtol=0",
             "tolerance:atol=1,rtol=1,atol=2",
+            "tolerance:atol=-0,rtol=0",
             "fuzzy",
         ] {
             assert!(Policy::parse(bad).is_err(), "{bad}");
