@@ -162,7 +162,11 @@ pub fn verified_job(data: &[u8]) {
                 _ => None,
             })
             .collect();
-        assert_eq!(outs.len(), v.agreeing.len(), "agreeing replica without an answer");
+        assert_eq!(
+            outs.len(),
+            v.agreeing.len(),
+            "agreeing replica without an answer"
+        );
         for a in &outs {
             for b in &outs {
                 assert!(
