@@ -444,3 +444,30 @@ fn failover_replaces_a_node_killed_mid_job_and_quorum_failures_are_clear() {
         text(&o)
     );
 }
+
+#[test]
+fn poisoning_harness_small_run_detects_everything_without_false_positives() {
+    let o = quorate([
+        "bench",
+        "poisoning",
+        "--noise",
+        "1e-7,1e-2",
+        "--trials",
+        "3",
+        "--honest-runs",
+        "20",
+        "--json",
+    ]);
+    assert!(o.status.success(), "{}", text(&o));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let rows = v["rows"].as_array().unwrap();
+    assert_eq!(rows.len(), 7);
+    for r in rows {
+        assert_eq!(r["detected_above"], r["above_tolerance"], "{r}");
+        assert_eq!(r["honest_accused"], 0, "{r}");
+    }
+    // Noise far below the tolerance is accepted as honest variation; far above it is caught.
+    assert_eq!(rows[0]["above_tolerance"], 0);
+    assert_eq!(rows[1]["above_tolerance"], 3);
+    assert_eq!(v["honest_false_positives"], 0);
+}
