@@ -349,3 +349,32 @@ fn a_node_poisoning_its_stage_activation_is_localised_named_and_proven_wrong() {
         assert_eq!(stage2.len(), 2);
     }
 }
+
+#[test]
+fn demo_pipeline_part_verifies_its_chain_and_convicts_the_poisoned_stage() {
+    let dir = tempfile::tempdir().unwrap();
+    let keep = dir.path().join("demo");
+    let o = quorate(["demo", "--nodes", "3", "--keep", s(&keep)]);
+    assert!(o.status.success(), "{}", text(&o));
+    let t = text(&o);
+    assert!(t.contains("== a split pipeline across nodes"), "{t}");
+    assert!(t.contains("receipt chain of job"), "{t}");
+    assert!(t.contains("stage 2 localised: node-3"), "{t}");
+    // An auditor re-checks the kept files with the pipeline mesh's roster.
+    let p = keep.join("pipeline");
+    let o = quorate([
+        "verify",
+        s(&p.join("run")),
+        "--roster",
+        s(&p.join("mesh/roster.cose")),
+        "--admin",
+        s(&p.join("mesh/admin.pub")),
+        "--pipeline",
+        s(&p.join("stages/stages.json")),
+        "--json",
+    ]);
+    assert!(o.status.success(), "{}", text(&o));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["chains"][0]["ok"], true, "{v}");
+    assert_eq!(v["bundles"][0]["convicted"][0]["signer"], "node-3", "{v}");
+}
