@@ -6,6 +6,7 @@
 
 pub mod attest;
 pub mod audit;
+pub mod bench_poisoning;
 pub mod bench_secagg;
 pub mod commands;
 pub mod files;
@@ -15,3 +16,5 @@ pub mod runtime;
 #[allow(dead_code)]
 pub mod transport;
 pub mod verify;
+pub mod verify_bundle;
+pub mod verify_chain;

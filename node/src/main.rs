@@ -4,7 +4,7 @@
 #![cfg_attr(not(test), deny(clippy::unwrap_used))]
 
 use clap::{Parser, Subcommand};
-use quorate_node::{bench_secagg, commands};
+use quorate_node::{bench_poisoning, bench_secagg, commands};
 
 /// quorate: attested, cross-verified, privacy-preserving inference.
 ///
@@ -42,6 +42,8 @@ enum Command {
     Roster(commands::roster::RosterCommand),
     /// Cut an ONNX model into pipeline stages at named tensors.
     Split(commands::split::SplitArgs),
+    /// Run a split model stage by stage across mesh nodes, with a verified receipt chain.
+    Pipeline(commands::pipeline::PipelineArgs),
     /// Measure performance against raw-primitive baselines.
     #[command(subcommand)]
     Bench(BenchCommand),
@@ -51,6 +53,8 @@ enum Command {
 enum BenchCommand {
     /// Secure aggregation: client and server time against the AES-CTR + X25519 bound.
     Secagg(bench_secagg::BenchSecaggArgs),
+    /// Verified jobs (§14.8): detection rate per misbehaviour and false positives.
+    Poisoning(bench_poisoning::BenchPoisoningArgs),
 }
 
 fn main() -> std::process::ExitCode {
@@ -64,7 +68,9 @@ fn main() -> std::process::ExitCode {
         Command::Verify(args) => commands::verify::run(&args),
         Command::Roster(cmd) => commands::roster::run(&cmd),
         Command::Split(args) => commands::split::run(&args),
+        Command::Pipeline(args) => commands::pipeline::run(&args),
         Command::Bench(BenchCommand::Secagg(args)) => bench_secagg::run(&args),
+        Command::Bench(BenchCommand::Poisoning(args)) => bench_poisoning::run(&args),
     };
     match result {
         Ok(code) => code,

@@ -97,7 +97,10 @@ fn walk(dir: &Path, out: &mut Vec<PathBuf>) -> std::io::Result<()> {
         let path = entry?.path();
         if path.is_dir() {
             walk(&path, out)?;
-        } else if path.extension().is_some_and(|e| e == "cose" || e == "qlog") {
+        } else if path
+            .extension()
+            .is_some_and(|e| e == "cose" || e == "qlog" || e == "qchain")
+        {
             out.push(path);
         }
     }

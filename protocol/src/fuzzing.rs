@@ -77,3 +77,115 @@ pub fn messages(data: &[u8]) {
         assert_eq!(again.as_ref(), Some(&r), "response does not round-trip");
     }
 }
+
+/// Receipt-chain decoding (§13.2): anything that decodes re-encodes to exactly the same bytes,
+/// and checking it (with one fixed trusted key) never panics.
+pub fn chain(data: &[u8]) {
+    use crate::chain::{ReceiptChain, check_chain};
+    if let Ok(c) = ReceiptChain::from_cbor(data) {
+        let again = c.to_cbor().ok();
+        assert_eq!(again.as_deref(), Some(data), "chain does not re-encode");
+        let key = quorate_crypto::SecretKey::from_seed(&[1; 32]).public_key();
+        let _ = check_chain(&c, Some(&c.declared()), &|_| Some(key));
+    }
+}
+
+/// Evidence bundles (§14.6, §14.7): anything that decodes re-encodes to the same bytes, and
+/// checking it against fixed trusted keys never panics and convicts only its own signers.
+pub fn evidence_bundle(data: &[u8]) {
+    use crate::evidence::{Bundle, check_bundle};
+    let Ok(b) = Bundle::decode(data) else { return };
+    assert_eq!(
+        b.encode().ok().as_deref(),
+        Some(data),
+        "bundle does not re-encode"
+    );
+    // The keys of the spec vectors (seeds 0x61..=0x64), so corpus seeds reach the checks.
+    let keys: Vec<quorate_crypto::PublicKey> = (0x61..=0x64u8)
+        .map(|s| quorate_crypto::SecretKey::from_seed(&[s; 32]).public_key())
+        .collect();
+    if let Ok(r) = check_bundle(&b, &|kid| keys.iter().find(|k| k.key_id() == *kid).copied()) {
+        assert!(r.convicted.iter().all(|k| r.signers.contains(k)));
+        // A conviction needs at least `quorum` other signers.
+        assert!(r.convicted.is_empty() || r.signers.len() > r.quorum);
+    }
+}
+
+/// The verified-job state machine (§14.4, §14.5) driven by a script: byte 0 picks the
+/// replicas, byte 1 the quorum, byte 2 the candidates; then each byte answers one pending
+/// replica (low bits: which, high bits: an output value or a failure). Checks that only idle
+/// candidates are dispatched, and that a verdict always has a pairwise-agreeing group of at
+/// least the quorum.
+pub fn verified_job(data: &[u8]) {
+    use crate::policy::Policy;
+    use crate::tensor::Tensor;
+    use crate::verified_job::{Slot, Step, VerifiedJob};
+    let [r, q, c, script @ ..] = data else { return };
+    let replicas = usize::from(r % 6);
+    let quorum = usize::from(q % 7);
+    let candidates = usize::from(c % 10);
+    let policy = Policy::Tolerance {
+        atol: 0.5,
+        rtol: 0.0,
+    };
+    let Ok((mut job, mut step)) = VerifiedJob::new(policy, replicas, quorum, candidates) else {
+        return;
+    };
+    let mut dispatched = vec![false; candidates];
+    for &b in script {
+        if let Step::Dispatch(list) = &step {
+            for &i in list {
+                assert!(
+                    i < candidates && !dispatched[i],
+                    "candidate dispatched twice"
+                );
+                dispatched[i] = true;
+            }
+        }
+        if matches!(step, Step::Decided | Step::Failed(_)) {
+            break;
+        }
+        let pending: Vec<usize> = (0..candidates)
+            .filter(|&i| job.slots()[i] == Slot::Pending)
+            .collect();
+        let Some(&i) = pending.get(usize::from(b & 0x0f) % pending.len().max(1)) else {
+            break;
+        };
+        step = match b >> 4 {
+            15 => job.on_failure(i, "failed"),
+            v => {
+                // Values 0.0, 0.4, 0.8, …: neighbours agree, the relation is not transitive.
+                let y = f32::from(v) * 0.4;
+                let out = Tensor::from_f32("y", vec![1], &[y])
+                    .ok()
+                    .into_iter()
+                    .collect();
+                job.on_result(i, out)
+            }
+        };
+    }
+    if let Some(v) = job.verdict() {
+        assert!(v.agreeing.len() >= quorum, "accepted below quorum");
+        let outs: Vec<&[Tensor]> = v
+            .agreeing
+            .iter()
+            .filter_map(|&i| match &job.slots()[i] {
+                Slot::Answered(o) => Some(o.as_slice()),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(
+            outs.len(),
+            v.agreeing.len(),
+            "agreeing replica without an answer"
+        );
+        for a in &outs {
+            for b in &outs {
+                assert!(
+                    policy.agree_all(a, b),
+                    "agreeing group not pairwise agreeing"
+                );
+            }
+        }
+    }
+}

@@ -9,12 +9,16 @@
 
 pub mod batch_receipt;
 pub mod cbor;
+pub mod chain;
 pub mod cose;
+pub mod evidence;
 pub mod fuzzing;
 pub mod messages;
+pub mod policy;
 pub mod receipt;
 pub mod roster;
 pub mod secagg;
 pub mod tensor;
 pub mod tensor_file;
+pub mod verified_job;
 pub mod wire;

@@ -183,7 +183,8 @@ impl From<crate::tensor::TensorError> for MessageError {
     }
 }
 
-fn tensor_value(t: &Tensor) -> Value {
+/// One tensor as `[name, dtype, shape, data]` (§11.1); shared with evidence bundles (§14.6).
+pub(crate) fn tensor_value(t: &Tensor) -> Value {
     Value::Array(vec![
         Value::Text(t.name().to_string()),
         read::int(u64::from(t.dtype().code())),
@@ -192,7 +193,8 @@ fn tensor_value(t: &Tensor) -> Value {
     ])
 }
 
-fn tensor_from(v: &Value) -> Result<Tensor, MessageError> {
+/// Decodes a tensor written by [`tensor_value`].
+pub(crate) fn tensor_from(v: &Value) -> Result<Tensor, MessageError> {
     let [name, dtype, shape, data] = read::array(v, "tensor", 4)? else {
         return Err(MessageError(
             "a tensor is [name, dtype, shape, data]".into(),

@@ -53,3 +53,18 @@ fn roster_corpus() {
 fn messages_corpus() {
     replay("messages", fuzzing::messages);
 }
+
+#[test]
+fn chain_corpus() {
+    replay("chain", fuzzing::chain);
+}
+
+#[test]
+fn evidence_bundle_corpus() {
+    replay("evidence_bundle", fuzzing::evidence_bundle);
+}
+
+#[test]
+fn verified_job_corpus() {
+    replay("verified_job", fuzzing::verified_job);
+}

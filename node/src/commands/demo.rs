@@ -57,7 +57,10 @@ pub fn run(args: &DemoArgs) -> anyhow::Result<ExitCode> {
         "quorate demo: a mesh of {} node processes on loopback\n",
         args.nodes
     );
-    let mut mesh = LocalMesh::start(dir, usize::from(args.nodes), &args.models, &exe)?;
+    let n = usize::from(args.nodes);
+    let mut mesh = LocalMesh::start_with_each(dir, n, &args.models, &exe, &|i| {
+        super::demo_verified::node_config(i, n)
+    })?;
     println!(
         "1. roster signed by a fresh roster authority ({}), listing:",
         dir.join("admin.pub").display()
@@ -204,6 +207,9 @@ async fn run_jobs(mesh: &LocalMesh, models: &Path, receipts: &Path) -> anyhow::R
         );
     }
     client.close();
+
+    super::demo_verified::run(mesh, models, receipts.parent().unwrap_or(receipts)).await?;
+    super::demo_pipeline::run(models, receipts.parent().unwrap_or(receipts)).await?;
 
     println!("4. a stranger with a key not on the roster tries to connect:");
     let stranger_key = SecretKey::generate()?;

@@ -21,7 +21,11 @@ use crate::mesh::client::MeshClient;
     after_help = "The client picks a fresh job id and nonce and salts its input commitments. Before\n\
 anything is written it checks the receipt: signed by the node's key pinned from the roster,\n\
 same job id, nonce and model, and commitments matching exactly the tensors sent and received.\n\n\
-Example:\n  quorate infer --roster roster.cose --admin admin.pub --key client.key \\\n      --model mlp --input models/samples/features.json --out out/"
+With --replicas R the same job runs on R distinct nodes and is accepted only when a quorum\n\
+agrees under --policy; a replica that fails is replaced; a disagreeing one is named and an\n\
+evidence bundle written to OUT/evidence/ (check it with `quorate verify`).\n\n\
+Example:\n  quorate infer --roster roster.cose --admin admin.pub --key client.key \\\n      --model mlp --input models/samples/features.json --out out/\n  \
+quorate infer ... --replicas 3 --policy tolerance:atol=1e-5,rtol=1e-4 --out out/"
 )]
 pub struct InferArgs {
     /// The signed roster.
@@ -54,6 +58,20 @@ pub struct InferArgs {
     /// Seconds to wait for the node.
     #[arg(long, default_value_t = 30)]
     pub timeout: u64,
+    /// Verified job (§14): run on this many distinct nodes and compare their outputs.
+    #[arg(long, value_name = "R", conflicts_with = "node")]
+    pub replicas: Option<usize>,
+    /// Comparison policy of a verified job: exact, default, or tolerance:atol=A,rtol=B.
+    #[arg(
+        long,
+        value_name = "POLICY",
+        default_value = "default",
+        requires = "replicas"
+    )]
+    pub policy: String,
+    /// Agreeing replicas required to accept (default: a strict majority of R).
+    #[arg(long, value_name = "Q", requires = "replicas")]
+    pub quorum: Option<usize>,
 }
 
 /// Resolves `--model` to a digest.
@@ -112,6 +130,9 @@ pub fn run(args: &InferArgs) -> anyhow::Result<ExitCode> {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
+    if let Some(replicas) = args.replicas {
+        return super::infer_verified::run(args, replicas, &key, roster, req, &rt);
+    }
     let (node_name, response, payload) = rt.block_on(async {
         let client = MeshClient::new(&key, roster, Duration::from_secs(args.timeout))?;
         let nodes = match &args.node {

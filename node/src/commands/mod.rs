@@ -1,10 +1,15 @@
 //! The subcommands of `quorate`, one module each.
 
 pub mod demo;
+pub mod demo_pipeline;
+pub mod demo_verified;
 pub mod infer;
+pub mod infer_verified;
 pub mod keygen;
 pub mod node;
+pub mod pipeline;
 pub mod roster;
 pub mod run;
 pub mod split;
 pub mod verify;
+pub mod verify_bundles;

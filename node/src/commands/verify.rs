@@ -15,10 +15,12 @@ use crate::verify::{TrustStore, collect_files, human_line, json_report, verify_f
     after_help = "Each receipt is parsed strictly (deterministic CBOR, COSE_Sign1 profile of §4.1), its\n\
 signer looked up by key id among the trusted keys, and all signatures checked in one batch\n\
 (results identical to one-by-one verify_strict). Exit status 0 only if every receipt verifies.\n\n\
+Evidence bundles (*.bundle, §14.7) are recognised and re-checked: signatures, commitments,\n\
+and which nodes their own signed outputs prove wrong (--json lists them under \"convicted\").\n\n\
 Examples:\n  quorate verify out/receipt.cose --trust keys/node1.key.pub\n  quorate verify receipts/ --trust a.pub --trust b.pub --json\n  quorate verify out/receipt.cose --trust keys/node1.key.pub --tensor probabilities=out/outputs.json"
 )]
 pub struct VerifyArgs {
-    /// Receipt files, or directories searched for *.cose files.
+    /// Receipt files, receipt chains (*.qchain, §13.2), audit logs, or directories searched for them.
     #[arg(required = true, value_name = "PATH")]
     pub paths: Vec<PathBuf>,
     /// A trusted public key (.pub file from `quorate keygen`); repeat for several.
@@ -33,6 +35,9 @@ pub struct VerifyArgs {
     /// Check a revealed tensor against its commitment: NAME=FILE (JSON tensor list or .npy).
     #[arg(long, value_name = "NAME=FILE")]
     pub tensor: Vec<String>,
+    /// Check receipt chains (*.qchain) against this `stages.json` from `quorate split` (§13.3).
+    #[arg(long, value_name = "STAGES_JSON")]
+    pub pipeline: Option<PathBuf>,
     /// Print a JSON report instead of lines.
     #[arg(long)]
     pub json: bool,
@@ -94,25 +99,79 @@ pub fn run(args: &VerifyArgs) -> anyhow::Result<ExitCode> {
         .iter()
         .map(|s| load_reveal(s))
         .collect::<anyhow::Result<Vec<_>>>()?;
-    let files = collect_files(&args.paths).context("cannot list receipts")?;
-    if files.is_empty() {
-        bail!("no receipt files found (directories are searched for *.cose)");
+    // §14.7: evidence bundles are recognised by content type and checked on their own.
+    let (bundles, rest) = crate::verify_bundle::split_paths(&args.paths)?;
+    let (chains, files): (Vec<PathBuf>, Vec<PathBuf>) = collect_files(&rest)
+        .context("cannot list receipts")?
+        .into_iter()
+        .partition(|p| crate::verify_chain::is_chain_file(p));
+    if !bundles.is_empty() && files.is_empty() && chains.is_empty() {
+        return crate::commands::verify_bundles::run(&bundles, &trust, args.json);
     }
-    let reports = verify_files(&files, &trust, &reveals);
-    let failed = reports.iter().filter(|r| r.failure.is_some()).count();
+    let bundle_reports = crate::verify_bundle::verify_bundles(&bundles, &trust);
+    let bundles_ok = bundle_reports.iter().all(|r| r.ok());
+    if files.is_empty() && chains.is_empty() {
+        bail!(
+            "no receipt files found (directories are searched for *.cose, *.qlog, *.qchain and *.bundle)"
+        );
+    }
+    let pipeline = args
+        .pipeline
+        .as_ref()
+        .map(|p| crate::commands::pipeline::declared_pipeline(p))
+        .transpose()?;
+    let chain_reports: Vec<_> = chains
+        .iter()
+        .map(|c| crate::verify_chain::verify_chain_file(c, &trust, pipeline.as_ref(), &reveals))
+        .collect();
+    let chains_failed = chain_reports.iter().filter(|r| r.failure.is_some()).count();
+    let reports = verify_files(
+        &files,
+        &trust,
+        if chains.is_empty() { &reveals } else { &[] },
+    );
+    let failed = reports.iter().filter(|r| r.failure.is_some()).count() + chains_failed;
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&json_report(&reports))?);
+        let mut doc = json_report(&reports);
+        if !chain_reports.is_empty() {
+            doc["chains"] = chain_reports
+                .iter()
+                .map(crate::verify_chain::json_entry)
+                .collect();
+            doc["ok"] = (failed == 0).into();
+        }
+        if !bundle_reports.is_empty() {
+            doc["bundles"] =
+                crate::verify_bundle::json_report(&bundle_reports, &trust)["bundles"].take();
+            doc["ok"] = serde_json::json!(doc["ok"] == true && bundles_ok);
+        }
+        println!("{}", serde_json::to_string_pretty(&doc)?);
     } else {
+        for r in &chain_reports {
+            println!("{}", crate::verify_chain::human_line(r));
+        }
         for r in &reports {
             println!("{}", human_line(r));
         }
         println!(
             "{} of {} receipts verified",
-            reports.len() - failed,
+            reports.len() + chains_failed - failed,
             reports.len()
         );
+        if !chain_reports.is_empty() {
+            println!(
+                "{} of {} receipt chains verified",
+                chain_reports.len() - chains_failed,
+                chain_reports.len()
+            );
+        }
+        for r in &bundle_reports {
+            for line in crate::verify_bundle::human_lines(r, &trust) {
+                println!("{line}");
+            }
+        }
     }
-    Ok(if failed == 0 {
+    Ok(if failed == 0 && bundles_ok {
         ExitCode::SUCCESS
     } else {
         ExitCode::from(1)

@@ -48,6 +48,13 @@ pub struct NodeConfig {
     /// stop a node in the middle of a request. Never set in production.
     #[serde(default)]
     pub test_delay_ms: u64,
+    /// Test harness only: make this node lie (`noise:1e-3`, `sign_flip`, `stale`, `replay`,
+    /// `sign_other`, `garbage`; see `mesh::misbehave`). Never set in production.
+    #[serde(default)]
+    pub test_misbehave: Option<String>,
+    /// Test harness only: restrict `test_misbehave` to the model with this file name.
+    #[serde(default)]
+    pub test_misbehave_model: Option<String>,
 }
 
 fn default_providers() -> Vec<String> {

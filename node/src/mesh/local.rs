@@ -71,6 +71,20 @@ impl LocalMesh {
         exe: &Path,
         extra_config: &dyn Fn(usize) -> String,
     ) -> anyhow::Result<Self> {
+        Self::start_with_models(dir, n, models, exe, extra_config, &|_| Vec::new())
+    }
+
+    /// Like [`Self::start_with_each`], node `i` also serving the model files `extra_models(i)`
+    /// (e.g. pipeline stage models from `quorate split`, §13); the roster lists them too.
+    /// File names must not collide with the bundled models'.
+    pub fn start_with_models(
+        dir: &Path,
+        n: usize,
+        models: &Path,
+        exe: &Path,
+        extra_config: &dyn Fn(usize) -> String,
+        extra_models: &dyn Fn(usize) -> Vec<PathBuf>,
+    ) -> anyhow::Result<Self> {
         anyhow::ensure!((1..=32).contains(&n), "a local mesh has 1 to 32 nodes");
         let keys = dir.join("keys");
         std::fs::create_dir_all(&keys)?;
@@ -102,7 +116,7 @@ impl LocalMesh {
             let model_dir = node_dir.join("models");
             std::fs::create_dir_all(&model_dir)?;
             let mut digests = Vec::new();
-            for m in models_for(i, models) {
+            for m in models_for(i, models).into_iter().chain(extra_models(i)) {
                 let bytes = std::fs::read(&m)
                     .with_context(|| format!("cannot read bundled model {}", m.display()))?;
                 digests.push(sha256(&bytes));

@@ -3,4 +3,7 @@
 pub mod client;
 pub mod config;
 pub mod local;
+pub mod misbehave;
+pub mod pipeline;
 pub mod server;
+pub mod verified;

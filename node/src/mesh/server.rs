@@ -21,6 +21,7 @@ use crate::attest::{Committed, JobParams, run_committed, unix_now};
 use crate::audit::AuditLog;
 use crate::files::{load_public_key, load_secret_key};
 use crate::mesh::config::NodeConfig;
+use crate::mesh::misbehave::{Misbehaviour, Mode};
 use crate::runtime::LoadedModel;
 use crate::transport::{PinnedKeys, TlsIdentity, TransportSettings, bind_server};
 
@@ -37,6 +38,7 @@ pub struct NodeState {
     max_input_elements: u64,
     shutting_down: AtomicBool,
     test_delay: Duration,
+    misbehave: Option<Misbehaviour>,
 }
 
 /// One taken request slot; released however the request ends.
@@ -67,6 +69,7 @@ impl NodeState {
         );
         let providers = cfg.provider_list()?;
         let mut models = HashMap::new();
+        let mut misbehave_only = None;
         let mut entries: Vec<_> = std::fs::read_dir(&cfg.models)
             .with_context(|| format!("cannot read models folder {}", cfg.models.display()))?
             .filter_map(Result::ok)
@@ -96,6 +99,9 @@ impl NodeState {
                 hex::encode(model.digest),
                 model.provider
             );
+            if cfg.test_misbehave_model.as_deref() == path.file_name().and_then(|n| n.to_str()) {
+                misbehave_only = Some(model.digest);
+            }
             models.insert(model.digest, Arc::new(model));
         }
         let (audit, n) = AuditLog::open(&cfg.audit_log)?;
@@ -115,6 +121,12 @@ impl NodeState {
                 max_input_elements: cfg.max_input_elements,
                 shutting_down: AtomicBool::new(false),
                 test_delay: Duration::from_millis(cfg.test_delay_ms),
+                misbehave: cfg
+                    .test_misbehave
+                    .as_deref()
+                    .map(Mode::parse)
+                    .transpose()?
+                    .map(|m| Misbehaviour::new(m, misbehave_only)),
             },
             roster,
         ))
@@ -122,7 +134,16 @@ impl NodeState {
 
     /// Answers one request frame; never fails, every problem is a typed error response.
     pub async fn handle(self: Arc<Self>, _peer: PublicKey, bytes: Vec<u8>) -> Vec<u8> {
-        let response = match Request::decode(&bytes) {
+        let request = Request::decode(&bytes);
+        // Test-only (§14 harness): a misbehaving node may answer with other bytes entirely.
+        let lie = match (&self.misbehave, &request) {
+            (Some(m), Ok(Request::Infer(r))) if m.applies_to(&r.model) => m.replace_response(),
+            _ => None,
+        };
+        if let Some(lie) = lie {
+            return lie;
+        }
+        let response = match request {
             Err(e) => Response::Error(ErrorFrame::new(ErrorCode::BadRequest, e.to_string())),
             Ok(Request::Health) => Response::Health(self.health()),
             Ok(Request::Infer(req)) => match self.clone().infer(req).await {
@@ -130,11 +151,15 @@ impl NodeState {
                 Err(e) => Response::Error(e),
             },
         };
-        response.encode().unwrap_or_else(|e| {
+        let encoded = response.encode().unwrap_or_else(|e| {
             Response::Error(ErrorFrame::new(ErrorCode::Internal, e.to_string()))
                 .encode()
                 .unwrap_or_default()
-        })
+        });
+        if let (Some(m), Response::Infer(_)) = (&self.misbehave, &response) {
+            m.remember_response(&encoded);
+        }
+        encoded
     }
 
     fn health(&self) -> HealthInfo {
@@ -232,7 +257,14 @@ impl NodeState {
             policy: req.policy,
         };
         let internal = |e: anyhow::Error| ErrorFrame::new(ErrorCode::Internal, format!("{e:#}"));
-        let attested = run_committed(model, inputs, &job, unix_now()).map_err(internal)?;
+        let mut attested = run_committed(model, inputs, &job, unix_now()).map_err(internal)?;
+        if let Some(m) = self
+            .misbehave
+            .as_ref()
+            .filter(|m| m.applies_to(&model.digest))
+        {
+            m.tamper(&mut attested);
+        }
         let receipt = attested
             .payload
             .sign(&self.key)

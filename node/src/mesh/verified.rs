@@ -1,0 +1,184 @@
+//! Verified jobs over the mesh (§14): the same request to R distinct nodes, every answer's
+//! receipt checked, outputs compared under the policy, failover for replicas that fail, and
+//! an evidence bundle when a replica's signed outputs disagree with the quorum. The decisions
+//! are made by the sans-IO [`VerifiedJob`]; this file only does the networking.
+
+use futures_util::StreamExt;
+use futures_util::stream::FuturesUnordered;
+use quorate_protocol::evidence::{Bundle, BundleEntry};
+use quorate_protocol::messages::{InferRequest, InferResponse};
+use quorate_protocol::policy::Policy;
+use quorate_protocol::receipt::ReceiptPayload;
+use quorate_protocol::roster::Entry;
+use quorate_protocol::verified_job::{JobError, Step, Verdict, VerifiedJob};
+
+use crate::mesh::client::MeshClient;
+
+/// One candidate's answer, kept for the output files and the bundle.
+pub struct Answer {
+    /// The node's response (outputs, salts, receipt).
+    pub response: InferResponse,
+    /// Its verified receipt payload.
+    pub payload: ReceiptPayload,
+}
+
+/// A decided verified job.
+pub struct Outcome {
+    /// The request every replica received (policy digest bound in).
+    pub request: InferRequest,
+    /// The policy.
+    pub policy: Policy,
+    /// The quorum.
+    pub quorum: usize,
+    /// Candidates in the order they were considered.
+    pub candidates: Vec<Entry>,
+    /// Answers by candidate index.
+    pub answers: Vec<Option<Answer>>,
+    /// The decision.
+    pub verdict: Verdict,
+}
+
+/// A verified job that could not be accepted.
+#[derive(Debug, thiserror::Error)]
+#[error("{error}{}", failures_text(.failures))]
+pub struct Failed {
+    /// Why.
+    pub error: JobError,
+    /// Failed replicas: node name and reason.
+    pub failures: Vec<(String, String)>,
+}
+
+fn failures_text(f: &[(String, String)]) -> String {
+    f.iter()
+        .map(|(n, r)| format!("\n  {n}: {r}"))
+        .collect::<String>()
+}
+
+impl Outcome {
+    /// The accepted answer: the first member of the agreeing group.
+    pub fn accepted(&self) -> Option<&Answer> {
+        self.verdict
+            .agreeing
+            .first()
+            .and_then(|&i| self.answers.get(i)?.as_ref())
+    }
+
+    /// Node name of candidate `i`.
+    pub fn name(&self, i: usize) -> &str {
+        self.candidates.get(i).map_or("?", |e| e.name.as_str())
+    }
+
+    /// The evidence bundle (§14.6), when some answer disagrees with the accepted group.
+    pub fn bundle(&self) -> Option<Bundle> {
+        if self.verdict.disagreeing.is_empty() {
+            return None;
+        }
+        let mut entries = Vec::new();
+        let mut accused = Vec::new();
+        for (i, a) in self.answers.iter().enumerate() {
+            let Some(a) = a else { continue };
+            if self.verdict.proven_wrong.contains(&i) {
+                accused.push(self.candidates[i].key.key_id());
+            }
+            entries.push(BundleEntry {
+                receipt: a.response.receipt.clone(),
+                outputs: a.response.outputs.clone(),
+                salts: a.response.output_salts.clone(),
+            });
+        }
+        Some(Bundle {
+            policy: self.policy,
+            quorum: self.quorum as u64,
+            entries,
+            accused,
+        })
+    }
+}
+
+/// Runs `request` (whose `policy` must be the policy's digest) on `replicas` of `candidates`
+/// (preferred first), replacing failed replicas, until the job is decided or fails.
+pub async fn run(
+    client: &MeshClient,
+    request: InferRequest,
+    policy: Policy,
+    replicas: usize,
+    quorum: usize,
+    candidates: Vec<Entry>,
+    progress: &(dyn Fn(&str) + Sync),
+) -> Result<Outcome, Failed> {
+    let fail = |error| Failed {
+        error,
+        failures: Vec::new(),
+    };
+    let (mut job, first) =
+        VerifiedJob::new(policy, replicas, quorum, candidates.len()).map_err(fail)?;
+    let mut answers: Vec<Option<Answer>> = candidates.iter().map(|_| None).collect();
+    let mut failures: Vec<(String, String)> = Vec::new();
+    let mut running = FuturesUnordered::new();
+    let dispatch = |i: usize| {
+        let node = candidates[i].clone();
+        let req = &request;
+        async move { (i, client.infer(&node, req).await) }
+    };
+    let mut step = first;
+    loop {
+        match step {
+            Step::Dispatch(list) => {
+                for i in list {
+                    progress(&format!("dispatch  {}", candidates[i].name));
+                    running.push(dispatch(i));
+                }
+            }
+            Step::Decided => break,
+            Step::Failed(error) => return Err(Failed { error, failures }),
+            Step::Wait => {}
+        }
+        let Some((i, result)) = running.next().await else {
+            // Unreachable by construction: Wait is only returned while replicas are pending.
+            return Err(Failed {
+                error: JobError::NoQuorum {
+                    agreeing: 0,
+                    quorum,
+                    answered: 0,
+                    failed: failures.len(),
+                },
+                failures,
+            });
+        };
+        step = match result {
+            Ok((response, payload)) => {
+                progress(&format!("answered  {}", candidates[i].name));
+                let outputs = response.outputs.clone();
+                answers[i] = Some(Answer { response, payload });
+                job.on_result(i, outputs)
+            }
+            Err(e) => {
+                let reason = format!("{e:#}");
+                progress(&format!(
+                    "failed    {}: {reason}; replacing it",
+                    candidates[i].name
+                ));
+                failures.push((candidates[i].name.clone(), reason.clone()));
+                job.on_failure(i, reason)
+            }
+        };
+    }
+    drop(running);
+    let verdict = job.verdict().cloned().ok_or_else(|| Failed {
+        error: JobError::NoQuorum {
+            agreeing: 0,
+            quorum,
+            answered: 0,
+            failed: 0,
+        },
+        failures: Vec::new(),
+    })?;
+    Ok(Outcome {
+        request,
+        policy,
+        quorum,
+        candidates,
+        answers,
+        verdict,
+    })
+}
