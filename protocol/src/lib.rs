@@ -10,6 +10,9 @@
 pub mod batch_receipt;
 pub mod cbor;
 pub mod cose;
+pub mod ensemble;
+pub mod ensemble_audit;
+pub mod ensemble_dp;
 pub mod fuzzing;
 pub mod messages;
 pub mod receipt;
