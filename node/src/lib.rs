@@ -15,3 +15,4 @@ pub mod runtime;
 #[allow(dead_code)]
 pub mod transport;
 pub mod verify;
+pub mod verify_ensemble;

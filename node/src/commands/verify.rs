@@ -51,8 +51,11 @@ fn load_reveal(spec: &str) -> anyhow::Result<RevealedTensor> {
 /// Runs `quorate verify`.
 pub fn run(args: &VerifyArgs) -> anyhow::Result<ExitCode> {
     let mut trust = TrustStore::default();
+    // Aggregate receipts (§15.5) are signed by clients: trust every roster entry for them.
+    let mut aggregators = TrustStore::default();
     for p in &args.trust {
         let key = load_public_key(p)?;
+        aggregators.add(key, p.display().to_string());
         trust.add(
             key,
             p.file_name().map_or_else(
@@ -81,6 +84,9 @@ pub fn run(args: &VerifyArgs) -> anyhow::Result<ExitCode> {
         };
         let r = quorate_protocol::roster::Roster::verify(&bytes, &admin, now)
             .with_context(|| format!("roster {}", roster.display()))?;
+        for e in &r.entries {
+            aggregators.add(e.key, e.name.clone());
+        }
         for e in r
             .entries
             .iter()
@@ -98,19 +104,37 @@ pub fn run(args: &VerifyArgs) -> anyhow::Result<ExitCode> {
     if files.is_empty() {
         bail!("no receipt files found (directories are searched for *.cose)");
     }
+    let (ensembles, files) = crate::verify_ensemble::split_aggregates(files);
+    let lookup = |k: &quorate_crypto::KeyId| aggregators.get(k).cloned();
+    let ensemble_results: Vec<_> = ensembles
+        .iter()
+        .map(|p| (p, crate::verify_ensemble::verify_aggregate(p, &lookup)))
+        .collect();
     let reports = verify_files(&files, &trust, &reveals);
-    let failed = reports.iter().filter(|r| r.failure.is_some()).count();
+    let failed = reports.iter().filter(|r| r.failure.is_some()).count()
+        + ensemble_results.iter().filter(|(_, r)| r.is_err()).count();
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&json_report(&reports))?);
+        let mut report = json_report(&reports);
+        if !ensemble_results.is_empty() {
+            report["aggregates"] = serde_json::json!(ensemble_results.iter().map(|(p, r)| serde_json::json!({
+                "path": p.display().to_string(), "ok": r.is_ok(),
+                "detail": match r { Ok(s) | Err(s) => s },
+            })).collect::<Vec<_>>());
+            report["ok"] = serde_json::json!(failed == 0);
+        }
+        println!("{}", serde_json::to_string_pretty(&report)?);
     } else {
         for r in &reports {
             println!("{}", human_line(r));
         }
-        println!(
-            "{} of {} receipts verified",
-            reports.len() - failed,
-            reports.len()
-        );
+        for (p, r) in &ensemble_results {
+            match r {
+                Ok(line) => println!("OK   {}: {line}", p.display()),
+                Err(e) => println!("FAIL {}: {e}", p.display()),
+            }
+        }
+        let total = reports.len() + ensemble_results.len();
+        println!("{} of {total} receipts verified", total - failed);
     }
     Ok(if failed == 0 {
         ExitCode::SUCCESS

@@ -48,6 +48,12 @@ pub struct NodeConfig {
     /// stop a node in the middle of a request. Never set in production.
     #[serde(default)]
     pub test_delay_ms: u64,
+    /// Test harness only: exit the process on receiving this ensemble round (0..=4).
+    #[serde(default)]
+    pub test_exit_at_round: Option<u8>,
+    /// Test harness only: send a bad masked input (`malformed`, `oversized`, `short`).
+    #[serde(default)]
+    pub test_tamper_masked: Option<String>,
 }
 
 fn default_providers() -> Vec<String> {

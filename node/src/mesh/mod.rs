@@ -2,5 +2,7 @@
 
 pub mod client;
 pub mod config;
+pub mod ensemble;
+pub mod ensemble_client;
 pub mod local;
 pub mod server;

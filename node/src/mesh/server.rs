@@ -37,6 +37,10 @@ pub struct NodeState {
     max_input_elements: u64,
     shutting_down: AtomicBool,
     test_delay: Duration,
+    /// Per-job SecAgg state of private ensembles (§15.3).
+    pub(crate) ensembles: crate::mesh::ensemble::MemberJobs,
+    /// Test-only ensemble behaviour.
+    pub(crate) ensemble_hooks: crate::mesh::ensemble::TestHooks,
 }
 
 /// One taken request slot; released however the request ends.
@@ -115,6 +119,11 @@ impl NodeState {
                 max_input_elements: cfg.max_input_elements,
                 shutting_down: AtomicBool::new(false),
                 test_delay: Duration::from_millis(cfg.test_delay_ms),
+                ensembles: crate::mesh::ensemble::MemberJobs::new(),
+                ensemble_hooks: crate::mesh::ensemble::TestHooks {
+                    exit_at_round: cfg.test_exit_at_round,
+                    tamper_masked: cfg.test_tamper_masked.clone(),
+                },
             },
             roster,
         ))
@@ -129,12 +138,28 @@ impl NodeState {
                 Ok(r) => Response::Infer(r),
                 Err(e) => Response::Error(e),
             },
+            Ok(req) => crate::mesh::ensemble::dispatch(self.clone(), req).await,
         };
         response.encode().unwrap_or_else(|e| {
             Response::Error(ErrorFrame::new(ErrorCode::Internal, e.to_string()))
                 .encode()
                 .unwrap_or_default()
         })
+    }
+
+    /// This node's identity key.
+    pub(crate) fn public_key(&self) -> PublicKey {
+        self.key.public_key()
+    }
+
+    /// A copy of the identity key (for a SecAgg client, which owns its key).
+    pub(crate) fn clone_key(&self) -> anyhow::Result<SecretKey> {
+        Ok(SecretKey::from_pem(&self.key.to_pem()?)?)
+    }
+
+    /// Appends a receipt to the audit log (§12.4).
+    pub(crate) fn append_audit(&self, receipt: &[u8]) -> anyhow::Result<()> {
+        self.audit.append(receipt)
     }
 
     fn health(&self) -> HealthInfo {
