@@ -96,7 +96,8 @@ pub fn run(args: &DemoArgs) -> anyhow::Result<ExitCode> {
     for e in mesh.roster.entries.iter().filter(|e| e.role == Role::Node) {
         trust.add(e.key, e.name.clone());
     }
-    let mut files = collect_files(std::slice::from_ref(&receipts))?;
+    let (_, mut files) =
+        crate::verify_ensemble::split_aggregates(collect_files(std::slice::from_ref(&receipts))?);
     let n_receipts = files.len();
     files.extend(mesh.nodes.iter().map(|(name, _)| mesh.audit_of(name)));
     let reports = verify_files(&files, &trust, &[]);
@@ -204,6 +205,7 @@ async fn run_jobs(mesh: &LocalMesh, models: &Path, receipts: &Path) -> anyhow::R
         );
     }
     client.close();
+    crate::commands::demo_ensemble::run(mesh, models, receipts).await?;
 
     println!("4. a stranger with a key not on the roster tries to connect:");
     let stranger_key = SecretKey::generate()?;

@@ -1,6 +1,7 @@
 //! The subcommands of `quorate`, one module each.
 
 pub mod demo;
+pub mod demo_ensemble;
 pub mod ensemble;
 pub mod infer;
 pub mod keygen;
