@@ -53,3 +53,13 @@ fn roster_corpus() {
 fn messages_corpus() {
     replay("messages", fuzzing::messages);
 }
+
+#[test]
+fn ensemble_messages_corpus() {
+    replay("ensemble_messages", fuzzing::ensemble_messages);
+}
+
+#[test]
+fn ensemble_aggregate_corpus() {
+    replay("ensemble_aggregate", fuzzing::ensemble_aggregate);
+}
