@@ -72,8 +72,8 @@ fn main() {
     g.bench_function("plain_5_inferences", |b| {
         b.iter(|| {
             i += 1;
-            rt.block_on(futures_util::future::join_all(members.iter().zip(&digests).map(
-                |(m, d)| {
+            rt.block_on(futures_util::future::join_all(
+                members.iter().zip(&digests).map(|(m, d)| {
                     let req = InferRequest {
                         job_id: [(i % 251) as u8; 16],
                         nonce: i.to_le_bytes().repeat(4),
@@ -86,14 +86,19 @@ fn main() {
                     };
                     let client = &client;
                     async move { client.infer(m, &req).await.unwrap() }
-                },
-            )))
+                }),
+            ))
         })
     });
     g.bench_function("secagg_ensemble_5", |b| {
         b.iter(|| {
-            rt.block_on(ensemble_client::run(&client, &mesh.client_key, &spec, &|_| {}))
-                .unwrap()
+            rt.block_on(ensemble_client::run(
+                &client,
+                &mesh.client_key,
+                &spec,
+                &|_| {},
+            ))
+            .unwrap()
         })
     });
     g.finish();

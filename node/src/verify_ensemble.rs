@@ -4,7 +4,9 @@
 use std::path::{Path, PathBuf};
 
 use quorate_crypto::{KeyId, PublicKey};
-use quorate_protocol::ensemble::{MAX_AGGREGATE_LEN, MAX_TRANSCRIPT_LEN, is_aggregate, parse_aggregate};
+use quorate_protocol::ensemble::{
+    MAX_AGGREGATE_LEN, MAX_TRANSCRIPT_LEN, is_aggregate, parse_aggregate,
+};
 use quorate_protocol::ensemble_audit::audit;
 use quorate_protocol::receipt::MAX_RECEIPT_LEN;
 

@@ -166,7 +166,10 @@ impl EnsembleParams {
             )));
         }
         if !(1..=MAX_CLASSES as u32).contains(&self.classes) {
-            return Err(bad(format!("{} classes is outside 1..={MAX_CLASSES}", self.classes)));
+            return Err(bad(format!(
+                "{} classes is outside 1..={MAX_CLASSES}",
+                self.classes
+            )));
         }
         match self.mode {
             Mode::Mean if !(1..=30).contains(&self.scale_bits) => {
@@ -377,7 +380,9 @@ impl EnsembleStart {
         let params = EnsembleParams::from_value(&f[5])?;
         let index = read::uint(&f[6], "index")?;
         if index >= params.members.len() as u64 {
-            return Err(bad(format!("member index {index} is not on the member list")));
+            return Err(bad(format!(
+                "member index {index} is not on the member list"
+            )));
         }
         Ok(Self {
             job_id: read::bytes_n(&f[1], "job id")?,
@@ -435,9 +440,9 @@ impl EnsembleReply {
         }
         let receipt = match &f[4] {
             Value::Null => None,
-            v => Some(
-                read::bytes_range(v, "receipt", 1, crate::receipt::MAX_RECEIPT_LEN)?.to_vec(),
-            ),
+            v => {
+                Some(read::bytes_range(v, "receipt", 1, crate::receipt::MAX_RECEIPT_LEN)?.to_vec())
+            }
         };
         Ok(Self {
             job_id: read::bytes_n(&f[1], "job id")?,
@@ -591,24 +596,37 @@ impl AggregatePayload {
             (int(4), self.params.to_value()),
             (
                 int(5),
-                Value::Array(self.models.iter().map(|m| Value::Bytes(m.to_vec())).collect()),
+                Value::Array(
+                    self.models
+                        .iter()
+                        .map(|m| Value::Bytes(m.to_vec()))
+                        .collect(),
+                ),
             ),
             (int(6), commitments),
             (int(7), uints(&self.contributors)),
             (int(8), uints(&self.dropped)),
-            (int(9), Value::Array(self.sum.iter().map(|&s| int(s)).collect())),
+            (
+                int(9),
+                Value::Array(self.sum.iter().map(|&s| int(s)).collect()),
+            ),
             (int(10), Value::Bytes(self.transcript.to_vec())),
             (
                 int(11),
                 Value::Array(
                     self.member_receipts
                         .iter()
-                        .map(|(m, d)| Value::Array(vec![int((*m).into()), Value::Bytes(d.to_vec())]))
+                        .map(|(m, d)| {
+                            Value::Array(vec![int((*m).into()), Value::Bytes(d.to_vec())])
+                        })
                         .collect(),
                 ),
             ),
             (int(12), int(self.issued_at)),
-            (int(13), self.epsilon_achieved_micro.map_or(Value::Null, int)),
+            (
+                int(13),
+                self.epsilon_achieved_micro.map_or(Value::Null, int),
+            ),
         ]);
         Ok(cbor::encode(&v)?)
     }
@@ -657,8 +675,7 @@ impl AggregatePayload {
             .collect::<Result<Vec<_>, MessageError>>()?;
         Ok(Self {
             job_id: read::bytes_n(f[1], "job id")?,
-            nonce: read::bytes_range(f[2], "nonce", *NONCE_LEN.start(), *NONCE_LEN.end())?
-                .to_vec(),
+            nonce: read::bytes_range(f[2], "nonce", *NONCE_LEN.start(), *NONCE_LEN.end())?.to_vec(),
             models,
             inputs,
             contributors: uints_from(f[6], "contributors", n)?,

@@ -46,7 +46,9 @@ pub enum AuditError {
     #[error("replaying the transcript aborts: {0}")]
     ReplayAborted(String),
     /// The aggregator's contributor or dropout list differs from the replay's.
-    #[error("the aggregator lies about contributors: it signed {claimed:?}, the transcript gives {actual:?}")]
+    #[error(
+        "the aggregator lies about contributors: it signed {claimed:?}, the transcript gives {actual:?}"
+    )]
     Contributors {
         /// Signed list.
         claimed: Vec<u32>,
@@ -80,28 +82,30 @@ pub struct AuditReport {
     pub messages: usize,
 }
 
+/// What a replay outputs: contributors, dropped members, sum.
+pub type Replayed = (Vec<u32>, Vec<u32>, Vec<u64>);
+
 /// Replays a transcript through a fresh server; returns (contributors, dropped, sum).
 pub fn replay(
     payload: &AggregatePayload,
     entries: &[TranscriptEntry],
-) -> Result<(Vec<u32>, Vec<u32>, Vec<u64>), AuditError> {
+) -> Result<Replayed, AuditError> {
     let cfg = Arc::new(payload.params.round_config());
     let timeout = 1_000;
-    let mut server = Server::new(cfg, 0, timeout, 1)
-        .map_err(|e| AuditError::ReplayAborted(e.to_string()))?;
+    let mut server =
+        Server::new(cfg, 0, timeout, 1).map_err(|e| AuditError::ReplayAborted(e.to_string()))?;
     let mut now = 0u64;
     for round in 0..=4u8 {
         for (index, e) in entries.iter().enumerate().filter(|(_, e)| e.round == round) {
             // The envelope's own sender and round must be the ones the entry claims.
             let limits = Limits::of(&payload.params.round_config());
-            let m = decode_client_message(&e.envelope, &limits).map_err(|err| {
-                AuditError::Refused {
+            let m =
+                decode_client_message(&e.envelope, &limits).map_err(|err| AuditError::Refused {
                     index,
                     member: e.member,
                     round,
                     reason: err.to_string(),
-                }
-            })?;
+                })?;
             if m.sender != e.member || m.round as u8 != round || server.round() as u8 != round {
                 return Err(AuditError::Refused {
                     index,
@@ -227,7 +231,11 @@ pub fn audit(
             .ok_or_else(|| problem("no masked input in the transcript"))?;
         match p.outputs.as_slice() {
             [c] if c.name == MASKED_INPUT_NAME && c.matches(&masked, None) => {}
-            _ => return Err(problem("receipt does not commit to the masked input replayed")),
+            _ => {
+                return Err(problem(
+                    "receipt does not commit to the masked input replayed",
+                ));
+            }
         }
         let listed: Option<&Digest32> = payload
             .member_receipts

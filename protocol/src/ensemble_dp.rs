@@ -11,7 +11,9 @@ use crate::ensemble::{Mode, NoiseParams};
 
 /// RDP orders searched when converting to (ε, δ).
 fn orders() -> impl Iterator<Item = f64> {
-    (0..400).map(|i| 1.0 + 0.05 * f64::from(i + 1)).chain((21..=512).map(f64::from))
+    (0..400)
+        .map(|i| 1.0 + 0.05 * f64::from(i + 1))
+        .chain((21..=512).map(f64::from))
 }
 
 /// RDP ε(α) of the Skellam mechanism with per-coordinate parameter `mu` (variance `2μ`) for
@@ -56,7 +58,7 @@ pub fn calibrate(
     if !(target_epsilon.is_finite() && target_epsilon > 0.0 && target_epsilon <= 100.0) {
         return Err("epsilon must be in (0, 100]");
     }
-    if !(delta.is_finite() && delta >= 1e-12 && delta < 1.0) {
+    if !(1e-12..1.0).contains(&delta) {
         return Err("delta must be in [1e-12, 1)");
     }
     let (d1, d2) = sensitivity(mode, scale_bits, classes);
@@ -94,7 +96,13 @@ pub fn noise_bound(mu: f64) -> u64 {
 
 /// The ε achieved when `contributors` members' noise is in the sum (§15.6): dropouts leave
 /// less noise, so ε grows as `contributors` falls below the number calibrated for.
-pub fn achieved_epsilon(n: &NoiseParams, mode: Mode, scale_bits: u32, classes: u32, contributors: usize) -> f64 {
+pub fn achieved_epsilon(
+    n: &NoiseParams,
+    mode: Mode,
+    scale_bits: u32,
+    classes: u32,
+    contributors: usize,
+) -> f64 {
     let (d1, d2) = sensitivity(mode, scale_bits, classes);
     let mu = n.mu_milli as f64 / 1000.0 * contributors as f64;
     epsilon(mu, d1, d2, n.delta_pico as f64 * 1e-12)

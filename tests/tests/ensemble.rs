@@ -100,13 +100,11 @@ fn receipts(o: &EnsembleOutcome) -> Vec<Vec<u8>> {
 /// fixed-point error (2^-16 per member, rounded).
 fn assert_mean(o: &EnsembleOutcome, survivors: &[usize]) {
     let exp = expected_probs();
-    for c in 0..2 {
-        let want: f64 =
-            survivors.iter().map(|&i| exp[i][c]).sum::<f64>() / survivors.len() as f64;
+    for (c, got) in o.result.iter().enumerate() {
+        let want: f64 = survivors.iter().map(|&i| exp[i][c]).sum::<f64>() / survivors.len() as f64;
         assert!(
-            (o.result[c] - want).abs() < 1e-4,
-            "class {c}: ensemble {} vs plaintext mean {want}",
-            o.result[c]
+            (got - want).abs() < 1e-4,
+            "class {c}: ensemble {got} vs plaintext mean {want}"
         );
     }
 }
@@ -209,14 +207,22 @@ fn dropouts_in_every_round_complete_or_abort_clearly() {
             .unwrap_or_else(|e| panic!("crash at round {r}: {e}"));
         // A member that crashed before its masked input is not in the sum; after it, it is
         // (the survivors' shares unmask it).
-        let survivors: Vec<usize> = if r <= 2 { vec![0, 1, 2, 3] } else { vec![0, 1, 2, 3, 4] };
+        let survivors: Vec<usize> = if r <= 2 {
+            vec![0, 1, 2, 3]
+        } else {
+            vec![0, 1, 2, 3, 4]
+        };
         assert_eq!(
             o.payload.contributors,
             survivors.iter().map(|&i| i as u32).collect::<Vec<_>>(),
             "crash at round {r}"
         );
         assert_mean(&o, &survivors);
-        assert!(o.events.iter().any(|e| e.starts_with("node-5: dropped")), "{:?}", o.events);
+        assert!(
+            o.events.iter().any(|e| e.starts_with("node-5: dropped")),
+            "{:?}",
+            o.events
+        );
         audit(&o.payload, &o.transcript, &receipts(&o)).unwrap();
     }
 }
@@ -251,7 +257,9 @@ fn bad_masked_inputs_are_refused_and_the_round_continues() {
         let o = run_job(&mesh, &spec(&mesh, Mode::Mean, None)).unwrap();
         assert_eq!(o.payload.contributors, vec![0, 2, 3, 4], "{how}");
         assert!(
-            o.events.iter().any(|e| e.starts_with("node-2: masked input refused")),
+            o.events
+                .iter()
+                .any(|e| e.starts_with("node-2: masked input refused")),
             "{how}: {:?}",
             o.events
         );
@@ -313,7 +321,10 @@ fn wrong_round_replayed_unknown_and_malformed_messages_get_typed_errors() {
                 message,
             })
         };
-        assert_eq!(code(ask(round(3, server_msg.clone())).await), ErrorCode::UnknownJob);
+        assert_eq!(
+            code(ask(round(3, server_msg.clone())).await),
+            ErrorCode::UnknownJob
+        );
         // Start it; a second start of the same job is a replay.
         match ask(Request::EnsembleStart(start.clone())).await {
             Response::Ensemble(r) => assert_eq!(r.round, 0),
@@ -324,11 +335,17 @@ fn wrong_round_replayed_unknown_and_malformed_messages_get_typed_errors() {
             ErrorCode::Replayed
         );
         // Round 3 while round 1 is expected: wrong round.
-        assert_eq!(code(ask(round(3, server_msg.clone())).await), ErrorCode::WrongRound);
+        assert_eq!(
+            code(ask(round(3, server_msg.clone())).await),
+            ErrorCode::WrongRound
+        );
         // Round field and carried SecAgg message disagree: wrong round.
         assert_eq!(code(ask(round(1, server_msg)).await), ErrorCode::WrongRound);
         // Malformed round message: bad request; the node keeps serving.
-        assert_eq!(code(ask(round(1, vec![0xff; 40])).await), ErrorCode::BadRequest);
+        assert_eq!(
+            code(ask(round(1, vec![0xff; 40])).await),
+            ErrorCode::BadRequest
+        );
         // A round-1 message from another session (other digest): replayed.
         let other = quorate_protocol::secagg::messages::encode_server_message(
             &[9; 32],

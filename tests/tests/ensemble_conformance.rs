@@ -27,7 +27,10 @@ fn check_params(v: &Value) -> bool {
                 hex::encode(p.round_config().digest()),
                 v["round_digest"].as_str().unwrap()
             );
-            assert_eq!(u64::from(p.modulus_bits), v["modulus_bits"].as_u64().unwrap());
+            assert_eq!(
+                u64::from(p.modulus_bits),
+                v["modulus_bits"].as_u64().unwrap()
+            );
             assert_eq!(p.max_input().unwrap(), v["max_input"].as_u64().unwrap());
             true
         }
@@ -89,7 +92,11 @@ fn check_aggregate(v: &Value) -> bool {
 
 fn check_dp(v: &Value) -> bool {
     for c in v["cases"].as_array().unwrap() {
-        let mode = if c["mode"] == "mean" { Mode::Mean } else { Mode::Votes };
+        let mode = if c["mode"] == "mean" {
+            Mode::Mean
+        } else {
+            Mode::Votes
+        };
         let s = if mode == Mode::Mean { 16 } else { 0 };
         let k = c["classes"].as_u64().unwrap() as u32;
         let n = ensemble_dp::calibrate(

@@ -33,7 +33,9 @@ fn aggregator() -> SecretKey {
 }
 
 fn params() -> EnsembleParams {
-    let members = (0..5).map(|i| sim::identity(&SEED, i).public_key()).collect();
+    let members = (0..5)
+        .map(|i| sim::identity(&SEED, i).public_key())
+        .collect();
     EnsembleParams::new(Mode::Mean, [0x33; 32], members, 2, 3, None).unwrap()
 }
 
@@ -52,7 +54,13 @@ pub fn simulated() -> (AggregatePayload, Vec<u8>, Vec<Vec<u8>>) {
     let p = params();
     let cfg = Arc::new(p.round_config());
     let fp = FixedPoint::new(65536.0, 1.0).unwrap();
-    let probs = [[0.9f32, 0.1], [0.8, 0.2], [0.3, 0.7], [0.6, 0.4], [0.55, 0.45]];
+    let probs = [
+        [0.9f32, 0.1],
+        [0.8, 0.2],
+        [0.3, 0.7],
+        [0.6, 0.4],
+        [0.55, 0.45],
+    ];
     let inputs: Vec<Vec<u64>> = probs.iter().map(|x| fp.encode(x).unwrap().values).collect();
     // Member 4 drops before its masked input.
     let mut drops = vec![None; 5];
@@ -255,11 +263,23 @@ fn generate() -> BTreeMap<String, Value> {
     lie.dropped = vec![];
     out.insert(
         "aggregate_bad_lying_contributors.json".into(),
-        aggregate_file("invalid", &lie, &transcript, &receipts, Some("Contributors")),
+        aggregate_file(
+            "invalid",
+            &lie,
+            &transcript,
+            &receipts,
+            Some("Contributors"),
+        ),
     );
     out.insert(
         "aggregate_bad_missing_member_receipt.json".into(),
-        aggregate_file("invalid", &payload, &transcript, &receipts[1..], Some("Member")),
+        aggregate_file(
+            "invalid",
+            &payload,
+            &transcript,
+            &receipts[1..],
+            Some("Member"),
+        ),
     );
 
     let cases: Vec<Value> = [

@@ -18,7 +18,9 @@ use crate::mesh::local::LocalMesh;
 
 /// Runs the ensemble part of the demo; `receipts` is the demo's receipts folder.
 pub async fn run(mesh: &LocalMesh, models: &Path, receipts: &Path) -> anyhow::Result<()> {
-    println!("\n== private ensemble: the hospital models diagnose together, no one sees a single hospital's answer");
+    println!(
+        "\n== private ensemble: the hospital models diagnose together, no one sees a single hospital's answer"
+    );
     // Members: the nodes that serve a model of their own (hospital-i on node-i).
     let names: Vec<String> = mesh
         .roster
@@ -64,7 +66,11 @@ pub async fn run(mesh: &LocalMesh, models: &Path, receipts: &Path) -> anyhow::Re
         names.join(", "),
         spec.threshold
     );
-    let client = MeshClient::new(&mesh.client_key, mesh.roster.clone(), Duration::from_secs(3))?;
+    let client = MeshClient::new(
+        &mesh.client_key,
+        mesh.roster.clone(),
+        Duration::from_secs(3),
+    )?;
     let killed = AtomicBool::new(false);
     let progress = |m: &str| {
         if m.starts_with("round 2") && !killed.swap(true, Ordering::SeqCst) {
@@ -112,7 +118,11 @@ fn print_outcome_to(
 ) {
     let names = |v: &[u32]| -> Vec<String> {
         v.iter()
-            .map(|&i| members.get(i as usize).map_or("?".into(), |e| e.name.clone()))
+            .map(|&i| {
+                members
+                    .get(i as usize)
+                    .map_or("?".into(), |e| e.name.clone())
+            })
             .collect()
     };
     for e in &o.events {

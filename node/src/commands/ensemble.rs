@@ -44,7 +44,12 @@ pub struct EnsembleArgs {
     pub key: PathBuf,
     /// Member nodes, comma-separated, each optionally NODE:MODEL (default: the one model the
     /// roster lists for that node and for no other member).
-    #[arg(long, value_name = "NODE[:MODEL],...", value_delimiter = ',', required = true)]
+    #[arg(
+        long,
+        value_name = "NODE[:MODEL],...",
+        value_delimiter = ',',
+        required = true
+    )]
     pub members: Vec<String>,
     /// Folder to look model names up in.
     #[arg(long, value_name = "DIR", default_value = concat!(env!("CARGO_MANIFEST_DIR"), "/../models"))]
@@ -183,7 +188,11 @@ pub fn load_inputs(path: &Path, name: &str) -> anyhow::Result<Vec<Tensor>> {
 pub fn print_outcome(o: &EnsembleOutcome, members: &[Entry], mode: Mode) {
     let names = |v: &[u32]| -> Vec<String> {
         v.iter()
-            .map(|&i| members.get(i as usize).map_or("?".into(), |e| e.name.clone()))
+            .map(|&i| {
+                members
+                    .get(i as usize)
+                    .map_or("?".into(), |e| e.name.clone())
+            })
             .collect()
     };
     for e in &o.events {
@@ -204,7 +213,10 @@ pub fn print_outcome(o: &EnsembleOutcome, members: &[Entry], mode: Mode) {
     if let Some((cal, got)) = o.epsilon {
         println!(
             "dp        Skellam noise μ={} per member; ε={cal:.4} with all {} members, ε={got:.4} achieved with {} contributors",
-            o.payload.params.noise.map_or(0.0, |n| n.mu_milli as f64 / 1000.0),
+            o.payload
+                .params
+                .noise
+                .map_or(0.0, |n| n.mu_milli as f64 / 1000.0),
             members.len(),
             o.payload.contributors.len()
         );

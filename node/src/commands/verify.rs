@@ -116,10 +116,15 @@ pub fn run(args: &VerifyArgs) -> anyhow::Result<ExitCode> {
     if args.json {
         let mut report = json_report(&reports);
         if !ensemble_results.is_empty() {
-            report["aggregates"] = serde_json::json!(ensemble_results.iter().map(|(p, r)| serde_json::json!({
-                "path": p.display().to_string(), "ok": r.is_ok(),
-                "detail": match r { Ok(s) | Err(s) => s },
-            })).collect::<Vec<_>>());
+            report["aggregates"] = serde_json::json!(
+                ensemble_results
+                    .iter()
+                    .map(|(p, r)| serde_json::json!({
+                        "path": p.display().to_string(), "ok": r.is_ok(),
+                        "detail": match r { Ok(s) | Err(s) => s },
+                    }))
+                    .collect::<Vec<_>>()
+            );
             report["ok"] = serde_json::json!(failed == 0);
         }
         println!("{}", serde_json::to_string_pretty(&report)?);

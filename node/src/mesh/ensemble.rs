@@ -108,11 +108,18 @@ pub async fn start(state: Arc<NodeState>, req: EnsembleStart) -> Result<Ensemble
         ));
     }
     {
-        let jobs = state.ensembles.jobs.lock().map_err(|_| err(ErrorCode::Internal, "state lock"))?;
+        let jobs = state
+            .ensembles
+            .jobs
+            .lock()
+            .map_err(|_| err(ErrorCode::Internal, "state lock"))?;
         if jobs.contains_key(&req.job_id) {
             return Err(err(
                 ErrorCode::Replayed,
-                format!("ensemble job {} was already started here", hex::encode(req.job_id)),
+                format!(
+                    "ensemble job {} was already started here",
+                    hex::encode(req.job_id)
+                ),
             ));
         }
     }
@@ -286,7 +293,10 @@ pub fn round(state: &NodeState, req: EnsembleRound) -> Result<EnsembleReply, Err
     let carried = body_round(&msg.body);
     if req.round == ROUND_ABORT || carried == ROUND_ABORT {
         if carried != ROUND_ABORT || req.round != ROUND_ABORT {
-            return Err(err(ErrorCode::WrongRound, "an abort notice must be round 5"));
+            return Err(err(
+                ErrorCode::WrongRound,
+                "an abort notice must be round 5",
+            ));
         }
         if msg.round_digest != *job.client.round_digest() {
             return Err(err(ErrorCode::Replayed, "abort notice of another round"));
@@ -302,7 +312,10 @@ pub fn round(state: &NodeState, req: EnsembleRound) -> Result<EnsembleReply, Err
     if carried != req.round {
         return Err(err(
             ErrorCode::WrongRound,
-            format!("round {} carries a SecAgg message of round {carried}", req.round),
+            format!(
+                "round {} carries a SecAgg message of round {carried}",
+                req.round
+            ),
         ));
     }
     if req.round < job.next {
@@ -378,7 +391,12 @@ fn tamper(envelope: &[u8], how: &str, limits: &Limits, key: &quorate_crypto::Sec
             bad.pop();
         }
     }
-    encode_client_message(key, &m.round_digest, m.sender, &ClientBody::MaskedInput { packed: &bad })
+    encode_client_message(
+        key,
+        &m.round_digest,
+        m.sender,
+        &ClientBody::MaskedInput { packed: &bad },
+    )
 }
 
 /// Answers an ensemble request (the one-line dispatch of `NodeState::handle`).

@@ -178,7 +178,9 @@ pub async fn run(
             let reply: EnsembleReply = match answer {
                 Ok(Response::Ensemble(r)) if r.job_id == job_id && r.round == round => r,
                 Ok(Response::Ensemble(_)) => {
-                    events.push(format!("{name}: answered for another job or round (ignored)"));
+                    events.push(format!(
+                        "{name}: answered for another job or round (ignored)"
+                    ));
                     continue;
                 }
                 Ok(Response::Error(e)) => {
@@ -276,7 +278,11 @@ pub async fn run(
         nonce,
         params: params.clone(),
         models: spec.models.clone(),
-        inputs: spec.inputs.iter().map(|t| Commitment::to(t, None)).collect(),
+        inputs: spec
+            .inputs
+            .iter()
+            .map(|t| Commitment::to(t, None))
+            .collect(),
         contributors: aggregate.contributors.clone(),
         dropped: aggregate.dropped.clone(),
         sum: aggregate.sum.clone(),
