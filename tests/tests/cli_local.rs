@@ -245,8 +245,10 @@ fn demo_runs_a_mesh_and_its_kept_receipts_verify() {
     assert!(o.status.success(), "{}", text(&o));
     let t = text(&o);
     assert!(t.contains("refused:"), "{t}");
+    assert!(t.contains("verified offline: ensemble job"), "{t}");
     assert!(
-        t.contains("3 receipts and 3 audit-log records, 0 failures"),
+        // 3 mlp jobs + 2 ensemble members (the third member is killed mid-round).
+        t.contains("5 receipts and 5 audit-log records, 0 failures"),
         "{t}"
     );
     let v = quorate([
@@ -259,7 +261,8 @@ fn demo_runs_a_mesh_and_its_kept_receipts_verify() {
     ]);
     assert!(v.status.success(), "{}", text(&v));
     assert!(
-        text(&v).contains("3 of 3 receipts verified"),
+        // ... plus the ensemble's aggregate receipt.
+        text(&v).contains("6 of 6 receipts verified"),
         "{}",
         text(&v)
     );
