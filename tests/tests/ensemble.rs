@@ -77,14 +77,22 @@ fn start(dir: &std::path::Path, extra: &dyn Fn(usize) -> String) -> LocalMesh {
 }
 
 fn run_job(mesh: &LocalMesh, spec: &EnsembleSpec) -> Result<EnsembleOutcome, String> {
+    run_job_with(mesh, spec, &|_| {})
+}
+
+fn run_job_with(
+    mesh: &LocalMesh,
+    spec: &EnsembleSpec,
+    progress: &(dyn Fn(&str) + Sync),
+) -> Result<EnsembleOutcome, String> {
     rt().block_on(async {
         let client = MeshClient::new(
             &mesh.client_key,
             mesh.roster.clone(),
-            Duration::from_secs(4),
+            Duration::from_secs(5),
         )
         .map_err(|e| e.to_string())?;
-        let o = ensemble_client::run(&client, &mesh.client_key, spec, &|_| {})
+        let o = ensemble_client::run(&client, &mesh.client_key, spec, progress)
             .await
             .map_err(|e| format!("{e:#}"));
         client.close();
@@ -225,6 +233,33 @@ fn dropouts_in_every_round_complete_or_abort_clearly() {
         );
         audit(&o.payload, &o.transcript, &receipts(&o)).unwrap();
     }
+}
+
+#[test]
+fn sigkilled_member_mid_round_is_unmasked_by_the_survivors() {
+    let dir = tempfile::tempdir().unwrap();
+    let mesh = start(dir.path(), &|_| String::new());
+    let pid = mesh.nodes[2].1.id().to_string();
+    // SIGKILL node-3 as round 3 (consistency check) opens: its masked input is already in.
+    let progress = |m: &str| {
+        if m.starts_with("round 3") {
+            std::process::Command::new("kill")
+                .args(["-KILL", &pid])
+                .status()
+                .unwrap();
+        }
+    };
+    let o = run_job_with(&mesh, &spec(&mesh, Mode::Mean, None), &progress).unwrap();
+    assert_eq!(o.payload.contributors, vec![0, 1, 2, 3, 4]);
+    assert!(
+        o.events
+            .iter()
+            .any(|e| e.starts_with("node-3: dropped in round 3")),
+        "{:?}",
+        o.events
+    );
+    assert_mean(&o, &[0, 1, 2, 3, 4]);
+    audit(&o.payload, &o.transcript, &receipts(&o)).unwrap();
 }
 
 #[test]
