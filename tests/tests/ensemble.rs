@@ -398,6 +398,18 @@ fn wrong_round_replayed_unknown_and_malformed_messages_get_typed_errors() {
             "oversized message accepted"
         );
         assert!(client.health(&ms[0]).await.is_ok());
+        // The member's job map is bounded: 32 open jobs, then Busy.
+        for k in 2..=32u8 {
+            let mut s = start.clone();
+            s.job_id = [k; 16];
+            assert!(matches!(
+                ask(Request::EnsembleStart(s)).await,
+                Response::Ensemble(_)
+            ));
+        }
+        let mut s = start.clone();
+        s.job_id = [99; 16];
+        assert_eq!(code(ask(Request::EnsembleStart(s)).await), ErrorCode::Busy);
         client.close();
     });
 }

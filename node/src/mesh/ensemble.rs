@@ -95,6 +95,7 @@ fn exit_if(hooks: &TestHooks, round: u8) {
 /// Handles [`EnsembleStart`]: runs the model and answers round 0.
 pub async fn start(state: Arc<NodeState>, req: EnsembleStart) -> Result<EnsembleReply, ErrorFrame> {
     exit_if(&state.ensemble_hooks, 0);
+    state.accepting()?;
     let model = state.models.get(&req.model).cloned().ok_or_else(|| {
         err(
             ErrorCode::UnknownModel,

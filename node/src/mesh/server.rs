@@ -147,6 +147,17 @@ impl NodeState {
         })
     }
 
+    /// Refuses new work once shutdown began (§12.5).
+    pub(crate) fn accepting(&self) -> Result<(), ErrorFrame> {
+        if self.shutting_down.load(Ordering::SeqCst) {
+            return Err(ErrorFrame::new(
+                ErrorCode::ShuttingDown,
+                "node is shutting down",
+            ));
+        }
+        Ok(())
+    }
+
     /// This node's identity key.
     pub(crate) fn public_key(&self) -> PublicKey {
         self.key.public_key()
