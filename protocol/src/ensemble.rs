@@ -180,6 +180,14 @@ impl EnsembleParams {
             }
             _ => {}
         }
+        // §9.3: against a semi-malicious aggregator the full graph needs 2t > n.
+        if 2 * self.threshold as usize <= self.members.len() {
+            return Err(bad(format!(
+                "threshold {} must exceed half of the {} members",
+                self.threshold,
+                self.members.len()
+            )));
+        }
         if let Some(n) = self.noise
             && (n.bound > 1 << 40 || n.epsilon_micro == 0 || n.delta_pico == 0)
         {
@@ -757,6 +765,10 @@ mod tests {
         let mut p = params(Mode::Mean);
         p.modulus_bits = 2;
         assert!(EnsembleParams::from_value(&p.to_value()).is_err());
+        let mut p = params(Mode::Mean);
+        p.threshold = 2;
+        p.min_survivors = 2;
+        assert!(p.validate().is_err(), "2t > n is required");
         let mut p = params(Mode::Votes);
         p.members.truncate(1);
         assert!(p.validate().is_err());
