@@ -18,3 +18,4 @@ pub mod transport;
 pub mod verify;
 pub mod verify_bundle;
 pub mod verify_chain;
+pub mod verify_ensemble;

@@ -35,6 +35,8 @@ enum Command {
     Node(commands::node::NodeArgs),
     /// Run one attested inference on a mesh node and check its receipt.
     Infer(commands::infer::InferArgs),
+    /// A private ensemble: members' models aggregated with SecAgg, nothing per member revealed.
+    Ensemble(commands::ensemble::EnsembleArgs),
     /// Verify receipts offline against trusted public keys.
     Verify(commands::verify::VerifyArgs),
     /// Build, sign and inspect the signed roster (the mesh's allowlist).
@@ -65,6 +67,7 @@ fn main() -> std::process::ExitCode {
         Command::Run(args) => commands::run::run(&args),
         Command::Node(args) => commands::node::run(&args),
         Command::Infer(args) => commands::infer::run(&args),
+        Command::Ensemble(args) => commands::ensemble::run(&args),
         Command::Verify(args) => commands::verify::run(&args),
         Command::Roster(cmd) => commands::roster::run(&cmd),
         Command::Split(args) => commands::split::run(&args),

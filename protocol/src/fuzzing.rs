@@ -189,3 +189,31 @@ pub fn verified_job(data: &[u8]) {
         }
     }
 }
+
+/// Ensemble messages (§15.3): requests and responses round-trip exactly, and a decoded
+/// parameters map re-validates.
+pub fn ensemble_messages(data: &[u8]) {
+    messages(data);
+    if let Ok(v) = crate::cbor::decode_deterministic(data, 1 << 20)
+        && let Ok(p) = crate::ensemble::EnsembleParams::from_value(&v)
+    {
+        assert!(p.validate().is_ok(), "decoded parameters do not validate");
+        let _ = p.round_config().digest();
+    }
+    let _ = crate::ensemble::decode_transcript(data);
+}
+
+/// Aggregate receipts (§15.5): strict parsing, and the audit of a parsed payload against a
+/// transcript taken from the rest of the input never panics.
+pub fn ensemble_aggregate(data: &[u8]) {
+    let split = data
+        .get(..2)
+        .map_or(0, |b| usize::from(u16::from_be_bytes([b[0], b[1]])));
+    let (agg, rest) = data
+        .get(2..)
+        .map_or((&[][..], &[][..]), |d| d.split_at(split.min(d.len())));
+    if let Ok(a) = crate::ensemble::parse_aggregate(agg) {
+        let _ = crate::ensemble_audit::audit(&a.payload, rest, &[]);
+    }
+    let _ = crate::ensemble::parse_aggregate(data);
+}

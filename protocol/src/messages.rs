@@ -21,6 +21,9 @@ mod ty {
     pub const INFER: u64 = 2;
     pub const HEALTH_OK: u64 = 101;
     pub const INFER_OK: u64 = 102;
+    pub const ENSEMBLE_START: u64 = 3;
+    pub const ENSEMBLE_ROUND: u64 = 4;
+    pub const ENSEMBLE_REPLY: u64 = 103;
     pub const ERROR: u64 = 255;
 }
 
@@ -31,6 +34,10 @@ pub enum Request {
     Health,
     /// Run a model and sign a receipt (§11.3).
     Infer(InferRequest),
+    /// Join a private ensemble: run the model, answer SecAgg round 0 (§15.3).
+    EnsembleStart(crate::ensemble::EnsembleStart),
+    /// One SecAgg round of an ensemble job (§15.3).
+    EnsembleRound(crate::ensemble::EnsembleRound),
 }
 
 /// An inference request (§11.3).
@@ -61,6 +68,8 @@ pub enum Response {
     Health(HealthInfo),
     /// Answer to [`Request::Infer`].
     Infer(InferResponse),
+    /// Answer to an ensemble request (§15.3).
+    Ensemble(crate::ensemble::EnsembleReply),
     /// A typed error (§11.5).
     Error(ErrorFrame),
 }
@@ -109,10 +118,22 @@ pub enum ErrorCode {
     Internal,
     /// The node is shutting down.
     ShuttingDown,
+    /// No ensemble job with that id is open on this node (§15.3).
+    UnknownJob,
+    /// A round message for a round other than the one the member expects (§15.3).
+    WrongRound,
+    /// A round message the member already answered, or one bound to another job (§15.3).
+    Replayed,
+    /// The member's SecAgg state machine refused the message or aborted (§15.3).
+    RoundRejected,
 }
 
 impl ErrorCode {
-    const ALL: [ErrorCode; 7] = [
+    const ALL: [ErrorCode; 11] = [
+        ErrorCode::UnknownJob,
+        ErrorCode::WrongRound,
+        ErrorCode::Replayed,
+        ErrorCode::RoundRejected,
         ErrorCode::BadRequest,
         ErrorCode::UnknownModel,
         ErrorCode::InvalidInput,
@@ -131,6 +152,10 @@ impl ErrorCode {
             ErrorCode::Busy => 5,
             ErrorCode::Internal => 6,
             ErrorCode::ShuttingDown => 7,
+            ErrorCode::UnknownJob => 8,
+            ErrorCode::WrongRound => 9,
+            ErrorCode::Replayed => 10,
+            ErrorCode::RoundRejected => 11,
         }
     }
     fn from_code(c: u64) -> Option<Self> {
@@ -314,6 +339,16 @@ impl Request {
                 (8, opt_digest(&r.policy)),
                 (9, opt_digest(&r.previous)),
             ]),
+            Request::EnsembleStart(r) => {
+                let mut f = vec![(1, read::int(ty::ENSEMBLE_START))];
+                f.extend(r.fields(tensors_value(&r.inputs)));
+                map(f)
+            }
+            Request::EnsembleRound(r) => {
+                let mut f = vec![(1, read::int(ty::ENSEMBLE_ROUND))];
+                f.extend(r.fields());
+                map(f)
+            }
         }
     }
 
@@ -348,6 +383,12 @@ impl Request {
                 }
                 Ok(Request::Infer(r))
             }
+            (ty::ENSEMBLE_START, 7) => Ok(Request::EnsembleStart(
+                crate::ensemble::EnsembleStart::from_fields(&f, tensors_from(&f[4])?)?,
+            )),
+            (ty::ENSEMBLE_ROUND, 4) => Ok(Request::EnsembleRound(
+                crate::ensemble::EnsembleRound::from_fields(&f)?,
+            )),
             (k, n) => Err(MessageError(format!(
                 "request type {k} with {n} fields is not defined"
             ))),
@@ -379,6 +420,11 @@ impl Response {
                 (3, salts_value(&r.output_salts)),
                 (4, Value::Bytes(r.receipt.clone())),
             ]),
+            Response::Ensemble(r) => {
+                let mut f = vec![(1, read::int(ty::ENSEMBLE_REPLY))];
+                f.extend(r.fields());
+                map(f)
+            }
             Response::Error(e) => map(vec![
                 (1, read::int(ty::ERROR)),
                 (2, read::int(e.code.code())),
@@ -419,6 +465,9 @@ impl Response {
                 }
                 Ok(Response::Infer(r))
             }
+            (ty::ENSEMBLE_REPLY, 5) => Ok(Response::Ensemble(
+                crate::ensemble::EnsembleReply::from_fields(&f)?,
+            )),
             (ty::ERROR, 3) => {
                 let code = read::uint(&f[1], "code")?;
                 Ok(Response::Error(ErrorFrame {

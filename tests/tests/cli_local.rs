@@ -245,9 +245,10 @@ fn demo_runs_a_mesh_and_its_kept_receipts_verify() {
     assert!(o.status.success(), "{}", text(&o));
     let t = text(&o);
     assert!(t.contains("refused:"), "{t}");
+    assert!(t.contains("verified offline: ensemble job"), "{t}");
     // Later demo steps add jobs, so only the receipts of step 3 have a fixed count.
     assert!(
-        t.contains("3 receipts and") && t.contains("audit-log records, 0 failures"),
+        t.contains("audit-log records, 0 failures"),
         "{t}"
     );
     // The verified job (§14): the poisoned last node caught, its bundle kept and verified.
@@ -275,9 +276,16 @@ fn demo_runs_a_mesh_and_its_kept_receipts_verify() {
         keep.join("admin.pub").to_str().unwrap(),
     ]);
     assert!(v.status.success(), "{}", text(&v));
-    assert!(
-        text(&v).contains("3 of 3 receipts verified"),
-        "{}",
-        text(&v)
-    );
+    // 3 mlp jobs, 2 ensemble members (the third is killed mid-round), the ensemble's
+    // aggregate receipt, and whatever the later steps add: every one verifies.
+    let line = text(&v)
+        .lines()
+        .find(|l| l.ends_with("receipts verified"))
+        .unwrap()
+        .to_string();
+    let nums: Vec<usize> = line
+        .split_whitespace()
+        .filter_map(|w| w.parse().ok())
+        .collect();
+    assert!(nums.len() == 2 && nums[0] == nums[1] && nums[1] >= 6, "{line}");
 }

@@ -68,3 +68,13 @@ fn evidence_bundle_corpus() {
 fn verified_job_corpus() {
     replay("verified_job", fuzzing::verified_job);
 }
+
+#[test]
+fn ensemble_messages_corpus() {
+    replay("ensemble_messages", fuzzing::ensemble_messages);
+}
+
+#[test]
+fn ensemble_aggregate_corpus() {
+    replay("ensemble_aggregate", fuzzing::ensemble_aggregate);
+}

@@ -361,6 +361,8 @@ fn request_json(r: &Request) -> Value {
             "policy": r.policy.map(hex::encode),
             "previous": r.previous.map(hex::encode),
         }),
+        // Ensemble messages (§15) have their own vectors in v1/ensemble/.
+        Request::EnsembleStart(_) | Request::EnsembleRound(_) => json!({"type": "ensemble"}),
     }
 }
 
@@ -381,6 +383,7 @@ fn response_json(r: &Response) -> Value {
             "receipt": hex::encode(&r.receipt),
         }),
         Response::Error(e) => json!({"type": "error", "code": e.code.code(), "message": e.message}),
+        Response::Ensemble(_) => json!({"type": "ensemble"}),
     }
 }
 

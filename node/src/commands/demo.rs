@@ -99,7 +99,8 @@ pub fn run(args: &DemoArgs) -> anyhow::Result<ExitCode> {
     for e in mesh.roster.entries.iter().filter(|e| e.role == Role::Node) {
         trust.add(e.key, e.name.clone());
     }
-    let mut files = collect_files(std::slice::from_ref(&receipts))?;
+    let (_, mut files) =
+        crate::verify_ensemble::split_aggregates(collect_files(std::slice::from_ref(&receipts))?);
     let n_receipts = files.len();
     files.extend(mesh.nodes.iter().map(|(name, _)| mesh.audit_of(name)));
     let reports = verify_files(&files, &trust, &[]);
@@ -207,6 +208,7 @@ async fn run_jobs(mesh: &LocalMesh, models: &Path, receipts: &Path) -> anyhow::R
         );
     }
     client.close();
+    crate::commands::demo_ensemble::run(mesh, models, receipts).await?;
 
     super::demo_verified::run(mesh, models, receipts.parent().unwrap_or(receipts)).await?;
     super::demo_pipeline::run(models, receipts.parent().unwrap_or(receipts)).await?;

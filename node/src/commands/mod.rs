@@ -3,6 +3,8 @@
 pub mod demo;
 pub mod demo_pipeline;
 pub mod demo_verified;
+pub mod demo_ensemble;
+pub mod ensemble;
 pub mod infer;
 pub mod infer_verified;
 pub mod keygen;

@@ -16,7 +16,8 @@ use crate::verify::{TrustStore, collect_files, human_line, json_report, verify_f
 signer looked up by key id among the trusted keys, and all signatures checked in one batch\n\
 (results identical to one-by-one verify_strict). Exit status 0 only if every receipt verifies.\n\n\
 Evidence bundles (*.bundle, §14.7) are recognised and re-checked: signatures, commitments,\n\
-and which nodes their own signed outputs prove wrong (--json lists them under \"convicted\").\n\n\
+and which nodes their own signed outputs prove wrong (--json lists them under \"convicted\").\n\
+Aggregate receipts of private ensembles (§15.5) are audited by replaying their transcript.\n\n\
 Examples:\n  quorate verify out/receipt.cose --trust keys/node1.key.pub\n  quorate verify receipts/ --trust a.pub --trust b.pub --json\n  quorate verify out/receipt.cose --trust keys/node1.key.pub --tensor probabilities=out/outputs.json"
 )]
 pub struct VerifyArgs {
@@ -56,8 +57,11 @@ fn load_reveal(spec: &str) -> anyhow::Result<RevealedTensor> {
 /// Runs `quorate verify`.
 pub fn run(args: &VerifyArgs) -> anyhow::Result<ExitCode> {
     let mut trust = TrustStore::default();
+    // Aggregate receipts (§15.5) are signed by clients: trust every roster entry for them.
+    let mut aggregators = TrustStore::default();
     for p in &args.trust {
         let key = load_public_key(p)?;
+        aggregators.add(key, p.display().to_string());
         trust.add(
             key,
             p.file_name().map_or_else(
@@ -86,6 +90,9 @@ pub fn run(args: &VerifyArgs) -> anyhow::Result<ExitCode> {
         };
         let r = quorate_protocol::roster::Roster::verify(&bytes, &admin, now)
             .with_context(|| format!("roster {}", roster.display()))?;
+        for e in &r.entries {
+            aggregators.add(e.key, e.name.clone());
+        }
         for e in r
             .entries
             .iter()
@@ -125,14 +132,34 @@ pub fn run(args: &VerifyArgs) -> anyhow::Result<ExitCode> {
         .map(|c| crate::verify_chain::verify_chain_file(c, &trust, pipeline.as_ref(), &reveals))
         .collect();
     let chains_failed = chain_reports.iter().filter(|r| r.failure.is_some()).count();
+    let (ensembles, files) = crate::verify_ensemble::split_aggregates(files);
+    let lookup = |k: &quorate_crypto::KeyId| aggregators.get(k).cloned();
+    let ensemble_results: Vec<_> = ensembles
+        .iter()
+        .map(|p| (p, crate::verify_ensemble::verify_aggregate(p, &lookup)))
+        .collect();
+    let ensembles_failed = ensemble_results.iter().filter(|(_, r)| r.is_err()).count();
     let reports = verify_files(
         &files,
         &trust,
         if chains.is_empty() { &reveals } else { &[] },
     );
-    let failed = reports.iter().filter(|r| r.failure.is_some()).count() + chains_failed;
+    let receipts_failed = reports.iter().filter(|r| r.failure.is_some()).count();
+    let failed = receipts_failed + chains_failed + ensembles_failed;
     if args.json {
         let mut doc = json_report(&reports);
+        if !ensemble_results.is_empty() {
+            doc["aggregates"] = serde_json::json!(
+                ensemble_results
+                    .iter()
+                    .map(|(p, r)| serde_json::json!({
+                        "path": p.display().to_string(), "ok": r.is_ok(),
+                        "detail": match r { Ok(s) | Err(s) => s },
+                    }))
+                    .collect::<Vec<_>>()
+            );
+            doc["ok"] = (failed == 0).into();
+        }
         if !chain_reports.is_empty() {
             doc["chains"] = chain_reports
                 .iter()
@@ -153,10 +180,16 @@ pub fn run(args: &VerifyArgs) -> anyhow::Result<ExitCode> {
         for r in &reports {
             println!("{}", human_line(r));
         }
+        for (p, r) in &ensemble_results {
+            match r {
+                Ok(line) => println!("OK   {}: {line}", p.display()),
+                Err(e) => println!("FAIL {}: {e}", p.display()),
+            }
+        }
+        let total = reports.len() + ensemble_results.len();
         println!(
-            "{} of {} receipts verified",
-            reports.len() + chains_failed - failed,
-            reports.len()
+            "{} of {total} receipts verified",
+            total - receipts_failed - ensembles_failed
         );
         if !chain_reports.is_empty() {
             println!(

@@ -55,6 +55,12 @@ pub struct NodeConfig {
     /// Test harness only: restrict `test_misbehave` to the model with this file name.
     #[serde(default)]
     pub test_misbehave_model: Option<String>,
+    /// Test harness only: exit the process on receiving this ensemble round (0..=4).
+    #[serde(default)]
+    pub test_exit_at_round: Option<u8>,
+    /// Test harness only: send a bad masked input (`malformed`, `oversized`, `short`).
+    #[serde(default)]
+    pub test_tamper_masked: Option<String>,
 }
 
 fn default_providers() -> Vec<String> {

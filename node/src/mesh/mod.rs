@@ -2,6 +2,8 @@
 
 pub mod client;
 pub mod config;
+pub mod ensemble;
+pub mod ensemble_client;
 pub mod local;
 pub mod misbehave;
 pub mod pipeline;

@@ -39,6 +39,10 @@ pub struct NodeState {
     shutting_down: AtomicBool,
     test_delay: Duration,
     misbehave: Option<Misbehaviour>,
+    /// Per-job SecAgg state of private ensembles (§15.3).
+    pub(crate) ensembles: crate::mesh::ensemble::MemberJobs,
+    /// Test-only ensemble behaviour.
+    pub(crate) ensemble_hooks: crate::mesh::ensemble::TestHooks,
 }
 
 /// One taken request slot; released however the request ends.
@@ -127,6 +131,11 @@ impl NodeState {
                     .map(Mode::parse)
                     .transpose()?
                     .map(|m| Misbehaviour::new(m, misbehave_only)),
+                ensembles: crate::mesh::ensemble::MemberJobs::new(),
+                ensemble_hooks: crate::mesh::ensemble::TestHooks {
+                    exit_at_round: cfg.test_exit_at_round,
+                    tamper_masked: cfg.test_tamper_masked.clone(),
+                },
             },
             roster,
         ))
@@ -150,6 +159,7 @@ impl NodeState {
                 Ok(r) => Response::Infer(r),
                 Err(e) => Response::Error(e),
             },
+            Ok(req) => crate::mesh::ensemble::dispatch(self.clone(), req).await,
         };
         let encoded = response.encode().unwrap_or_else(|e| {
             Response::Error(ErrorFrame::new(ErrorCode::Internal, e.to_string()))
@@ -160,6 +170,32 @@ impl NodeState {
             m.remember_response(&encoded);
         }
         encoded
+    }
+
+    /// Refuses new work once shutdown began (§12.5).
+    pub(crate) fn accepting(&self) -> Result<(), ErrorFrame> {
+        if self.shutting_down.load(Ordering::SeqCst) {
+            return Err(ErrorFrame::new(
+                ErrorCode::ShuttingDown,
+                "node is shutting down",
+            ));
+        }
+        Ok(())
+    }
+
+    /// This node's identity key.
+    pub(crate) fn public_key(&self) -> PublicKey {
+        self.key.public_key()
+    }
+
+    /// A copy of the identity key (for a SecAgg client, which owns its key).
+    pub(crate) fn clone_key(&self) -> anyhow::Result<SecretKey> {
+        Ok(SecretKey::from_pem(&self.key.to_pem()?)?)
+    }
+
+    /// Appends a receipt to the audit log (§12.4).
+    pub(crate) fn append_audit(&self, receipt: &[u8]) -> anyhow::Result<()> {
+        self.audit.append(receipt)
     }
 
     fn health(&self) -> HealthInfo {

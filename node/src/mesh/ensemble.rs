@@ -1,0 +1,418 @@
+//! A member node's side of a private ensemble (§15.3): run the model on the client's
+//! input, encode (and optionally noise) the output, and answer the aggregator's SecAgg
+//! rounds from a bounded per-job state map. The plaintext output never leaves this file:
+//! only masked SecAgg envelopes and a member receipt committing to the masked vector do.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use quorate_crypto::secagg::rng::OsRng;
+use quorate_protocol::ensemble::{
+    EnsembleReply, EnsembleRound, EnsembleStart, MASKED_INPUT_NAME, Mode, ROUND_ABORT,
+    masked_tensor,
+};
+use quorate_protocol::ensemble_dp;
+use quorate_protocol::messages::{ErrorCode, ErrorFrame};
+use quorate_protocol::receipt::{Commitment, JobKind, ReceiptPayload};
+use quorate_protocol::secagg::messages::{
+    ClientBody, Limits, ServerBody, decode_client_message, decode_server_message,
+    encode_client_message,
+};
+use quorate_protocol::secagg::{Client, ClientError};
+
+use crate::attest::unix_now;
+use crate::mesh::server::NodeState;
+use crate::runtime::runtime_version;
+
+/// Most ensemble jobs a node keeps state for at once.
+pub const MAX_JOBS: usize = 32;
+/// A job not finished within this time is dropped.
+pub const JOB_TTL: Duration = Duration::from_secs(120);
+
+/// Test-only behaviour of a member (hidden node configuration, never set in production).
+#[derive(Debug, Clone, Default)]
+pub struct TestHooks {
+    /// Exit the process on receiving the request of this round (0..=4), as a crash would.
+    pub exit_at_round: Option<u8>,
+    /// Send a bad masked input in round 2: `malformed`, `oversized` or `short`.
+    pub tamper_masked: Option<String>,
+}
+
+struct MemberJob {
+    client: Client,
+    /// The round whose request is expected next (1..=4).
+    next: u8,
+    created: Instant,
+    /// The receipt payload without its output commitment (filled in at round 2).
+    receipt: ReceiptPayload,
+    key: quorate_crypto::SecretKey,
+    limits: Limits,
+}
+
+/// Per-job SecAgg client state, bounded in count and age (§15.3).
+#[derive(Default)]
+pub struct MemberJobs {
+    jobs: Mutex<HashMap<[u8; 16], MemberJob>>,
+    epoch: Option<Instant>,
+}
+
+impl MemberJobs {
+    /// An empty map.
+    pub fn new() -> Self {
+        Self {
+            jobs: Mutex::default(),
+            epoch: Some(Instant::now()),
+        }
+    }
+
+    fn now_ms(&self) -> u64 {
+        self.epoch.map_or(0, |e| e.elapsed().as_millis() as u64)
+    }
+
+    /// Jobs currently held (for tests and health).
+    pub fn len(&self) -> usize {
+        self.jobs.lock().map(|j| j.len()).unwrap_or(0)
+    }
+
+    /// True when no job is held.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+fn err(code: ErrorCode, m: impl Into<String>) -> ErrorFrame {
+    ErrorFrame::new(code, m)
+}
+
+fn exit_if(hooks: &TestHooks, round: u8) {
+    if hooks.exit_at_round == Some(round) {
+        // Test hook: crash without answering, as a killed member would.
+        std::process::exit(3);
+    }
+}
+
+/// Handles [`EnsembleStart`]: runs the model and answers round 0.
+pub async fn start(state: Arc<NodeState>, req: EnsembleStart) -> Result<EnsembleReply, ErrorFrame> {
+    exit_if(&state.ensemble_hooks, 0);
+    state.accepting()?;
+    let model = state.models.get(&req.model).cloned().ok_or_else(|| {
+        err(
+            ErrorCode::UnknownModel,
+            format!("no model sha256:{}", hex::encode(req.model)),
+        )
+    })?;
+    if req.params.members.get(req.index as usize) != Some(&state.public_key()) {
+        return Err(err(
+            ErrorCode::BadRequest,
+            format!("member {} of the job is not this node's key", req.index),
+        ));
+    }
+    {
+        let jobs = state
+            .ensembles
+            .jobs
+            .lock()
+            .map_err(|_| err(ErrorCode::Internal, "state lock"))?;
+        if jobs.contains_key(&req.job_id) {
+            return Err(err(
+                ErrorCode::Replayed,
+                format!(
+                    "ensemble job {} was already started here",
+                    hex::encode(req.job_id)
+                ),
+            ));
+        }
+    }
+    let st = state.clone();
+    tokio::task::spawn_blocking(move || start_blocking(&st, &model, req))
+        .await
+        .unwrap_or_else(|_| Err(err(ErrorCode::Internal, "ensemble task failed")))
+}
+
+fn start_blocking(
+    state: &NodeState,
+    model: &crate::runtime::LoadedModel,
+    req: EnsembleStart,
+) -> Result<EnsembleReply, ErrorFrame> {
+    let p = &req.params;
+    let checked = model
+        .check_inputs(req.inputs.clone())
+        .map_err(|e| err(ErrorCode::InvalidInput, e.to_string()))?;
+    let outputs = model
+        .run(&checked)
+        .map_err(|e| err(ErrorCode::Internal, format!("{e:#}")))?;
+    let probs: Vec<f32> = outputs
+        .first()
+        .map(|t| t.to_f64_vec().into_iter().map(|x| x as f32).collect())
+        .unwrap_or_default();
+    if probs.len() != p.classes as usize {
+        return Err(err(
+            ErrorCode::InvalidInput,
+            format!(
+                "the model gives {} output values; the job expects one example of {} classes",
+                probs.len(),
+                p.classes
+            ),
+        ));
+    }
+    let mut values = match p.mode {
+        Mode::Mean => {
+            let fp = quorate_protocol::secagg::encoding::FixedPoint::new(
+                (1u64 << p.scale_bits) as f64,
+                1.0,
+            )
+            .map_err(|e| err(ErrorCode::Internal, e.to_string()))?;
+            fp.encode(&probs)
+                .map_err(|e| err(ErrorCode::InvalidInput, e.to_string()))?
+                .values
+        }
+        Mode::Votes => {
+            let best = probs
+                .iter()
+                .enumerate()
+                .max_by(|a, b| a.1.total_cmp(b.1))
+                .map_or(0, |(i, _)| i);
+            quorate_protocol::secagg::encoding::encode_vote(best, probs.len())
+                .map_err(|e| err(ErrorCode::InvalidInput, e.to_string()))?
+        }
+    };
+    if let Some(n) = &p.noise {
+        ensemble_dp::add_noise(&mut values, n, &mut OsRng)
+            .map_err(|e| err(ErrorCode::Internal, e.to_string()))?;
+    }
+    let key = state
+        .clone_key()
+        .map_err(|e| err(ErrorCode::Internal, e.to_string()))?;
+    let cfg = Arc::new(p.round_config());
+    let limits = Limits::of(&cfg);
+    let mut client = Client::new(
+        cfg,
+        req.index,
+        state
+            .clone_key()
+            .map_err(|e| err(ErrorCode::Internal, e.to_string()))?,
+        values,
+        Box::new(OsRng),
+        JOB_TTL.as_millis() as u64,
+    )
+    .map_err(|e| err(ErrorCode::InvalidInput, e.to_string()))?;
+    let now = state.ensembles.now_ms();
+    let message = client
+        .start(now)
+        .map_err(|e| err(ErrorCode::Internal, e.to_string()))?;
+    let receipt = ReceiptPayload {
+        job_id: req.job_id,
+        nonce: req.nonce.clone(),
+        kind: JobKind::EnsembleMember,
+        model_digest: model.digest,
+        inputs: req.inputs.iter().map(|t| Commitment::to(t, None)).collect(),
+        outputs: Vec::new(),
+        provider: model.provider.clone(),
+        runtime: runtime_version(),
+        issued_at: unix_now(),
+        previous: None,
+        policy: Some(p.digest()),
+    };
+    let mut jobs = state
+        .ensembles
+        .jobs
+        .lock()
+        .map_err(|_| err(ErrorCode::Internal, "state lock"))?;
+    jobs.retain(|_, j| j.created.elapsed() < JOB_TTL);
+    if jobs.len() >= MAX_JOBS {
+        return Err(err(
+            ErrorCode::Busy,
+            format!("{MAX_JOBS} ensemble jobs are open on this node"),
+        ));
+    }
+    if jobs.contains_key(&req.job_id) {
+        return Err(err(ErrorCode::Replayed, "ensemble job already started"));
+    }
+    jobs.insert(
+        req.job_id,
+        MemberJob {
+            client,
+            next: 1,
+            created: Instant::now(),
+            receipt,
+            key,
+            limits,
+        },
+    );
+    Ok(EnsembleReply {
+        job_id: req.job_id,
+        round: 0,
+        message,
+        receipt: None,
+    })
+}
+
+fn body_round(body: &ServerBody<'_>) -> u8 {
+    match body {
+        ServerBody::Keys { .. } => 1,
+        ServerBody::Shares { .. } => 2,
+        ServerBody::Survivors { .. } => 3,
+        ServerBody::Signatures { .. } => 4,
+        ServerBody::Abort { .. } => ROUND_ABORT,
+    }
+}
+
+fn client_error(e: &ClientError) -> ErrorFrame {
+    let code = match e {
+        ClientError::Replayed => ErrorCode::Replayed,
+        ClientError::OutOfRound { .. } => ErrorCode::WrongRound,
+        _ => ErrorCode::RoundRejected,
+    };
+    err(code, e.to_string())
+}
+
+/// Handles [`EnsembleRound`]: one SecAgg server message for the job's expected round.
+pub fn round(state: &NodeState, req: EnsembleRound) -> Result<EnsembleReply, ErrorFrame> {
+    if req.round < ROUND_ABORT {
+        exit_if(&state.ensemble_hooks, req.round);
+    }
+    let now = state.ensembles.now_ms();
+    let mut jobs = state
+        .ensembles
+        .jobs
+        .lock()
+        .map_err(|_| err(ErrorCode::Internal, "state lock"))?;
+    jobs.retain(|_, j| j.created.elapsed() < JOB_TTL);
+    let job = jobs.get_mut(&req.job_id).ok_or_else(|| {
+        err(
+            ErrorCode::UnknownJob,
+            format!(
+                "no open ensemble job {} (never started, finished, aborted or expired)",
+                hex::encode(req.job_id)
+            ),
+        )
+    })?;
+    let limits = job.limits;
+    let msg = decode_server_message(&req.message, &limits)
+        .map_err(|e| err(ErrorCode::BadRequest, format!("round message: {e}")))?;
+    let carried = body_round(&msg.body);
+    if req.round == ROUND_ABORT || carried == ROUND_ABORT {
+        if carried != ROUND_ABORT || req.round != ROUND_ABORT {
+            return Err(err(
+                ErrorCode::WrongRound,
+                "an abort notice must be round 5",
+            ));
+        }
+        if msg.round_digest != *job.client.round_digest() {
+            return Err(err(ErrorCode::Replayed, "abort notice of another round"));
+        }
+        jobs.remove(&req.job_id);
+        return Ok(EnsembleReply {
+            job_id: req.job_id,
+            round: ROUND_ABORT,
+            message: Vec::new(),
+            receipt: None,
+        });
+    }
+    if carried != req.round {
+        return Err(err(
+            ErrorCode::WrongRound,
+            format!(
+                "round {} carries a SecAgg message of round {carried}",
+                req.round
+            ),
+        ));
+    }
+    if req.round < job.next {
+        return Err(err(
+            ErrorCode::Replayed,
+            format!("round {} of this job was already answered", req.round),
+        ));
+    }
+    if req.round > job.next {
+        return Err(err(
+            ErrorCode::WrongRound,
+            format!("expected round {}, got round {}", job.next, req.round),
+        ));
+    }
+    let reply = match job.client.handle_message(&req.message, now) {
+        Ok(r) => r.unwrap_or_default(),
+        Err(e) => {
+            let frame = client_error(&e);
+            if e.is_fatal() {
+                jobs.remove(&req.job_id);
+            }
+            return Err(frame);
+        }
+    };
+    job.next += 1;
+    let mut out = EnsembleReply {
+        job_id: req.job_id,
+        round: req.round,
+        message: reply,
+        receipt: None,
+    };
+    if req.round == 2 {
+        if let Some(how) = &state.ensemble_hooks.tamper_masked {
+            out.message = tamper(&out.message, how, &limits, &job.key);
+        }
+        let packed = match decode_client_message(&out.message, &limits).map(|m| m.body) {
+            Ok(ClientBody::MaskedInput { packed }) => packed.to_vec(),
+            _ => out.message.clone(),
+        };
+        let tensor = masked_tensor(&packed).map_err(|e| err(ErrorCode::Internal, e.0))?;
+        let mut payload = job.receipt.clone();
+        payload.outputs = vec![Commitment::to(&tensor, None)];
+        debug_assert_eq!(payload.outputs[0].name, MASKED_INPUT_NAME);
+        let receipt = payload
+            .sign(&job.key)
+            .map_err(|e| err(ErrorCode::Internal, e.to_string()))?;
+        // §12.4: durable before the reply leaves.
+        state
+            .append_audit(&receipt)
+            .map_err(|e| err(ErrorCode::Internal, format!("{e:#}")))?;
+        out.receipt = Some(receipt);
+    }
+    if job.client.is_done() || job.client.aborted().is_some() {
+        jobs.remove(&req.job_id);
+    }
+    Ok(out)
+}
+
+/// Test hook: replaces the masked input with a bad one, re-signed so that only the
+/// aggregator's content checks (not the signature) can catch it.
+fn tamper(envelope: &[u8], how: &str, limits: &Limits, key: &quorate_crypto::SecretKey) -> Vec<u8> {
+    let Ok(m) = decode_client_message(envelope, limits) else {
+        return envelope.to_vec();
+    };
+    let ClientBody::MaskedInput { packed } = m.body else {
+        return envelope.to_vec();
+    };
+    let mut bad = packed.to_vec();
+    match how {
+        "malformed" => return vec![0xa5; envelope.len()],
+        "oversized" => bad.extend(std::iter::repeat_n(0xff, 4096)),
+        _ => {
+            bad.pop();
+        }
+    }
+    encode_client_message(
+        key,
+        &m.round_digest,
+        m.sender,
+        &ClientBody::MaskedInput { packed: &bad },
+    )
+}
+
+/// Answers an ensemble request (the one-line dispatch of `NodeState::handle`).
+pub async fn dispatch(
+    state: Arc<NodeState>,
+    req: quorate_protocol::messages::Request,
+) -> quorate_protocol::messages::Response {
+    use quorate_protocol::messages::{Request, Response};
+    let answer = match req {
+        Request::EnsembleStart(s) => start(state, s).await,
+        Request::EnsembleRound(r) => round(&state, r),
+        _ => Err(err(ErrorCode::BadRequest, "not an ensemble request")),
+    };
+    match answer {
+        Ok(r) => Response::Ensemble(r),
+        Err(e) => Response::Error(e),
+    }
+}
