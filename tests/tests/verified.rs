@@ -239,7 +239,8 @@ fn forged_bundles_never_convict_an_honest_node(
     // Accusing an honest node: not proven, verify fails, only the guilty one is convicted.
     let mut accuse = good.clone();
     accuse.accused = vec![kid(mesh, "node-1")];
-    let (ok, j) = verify_json(mesh, &write("accuse.bundle", &accuse));
+    // (Recognised by its content type, whatever the file is called.)
+    let (ok, j) = verify_json(mesh, &write("accuse.cbor", &accuse));
     assert!(!ok);
     assert_eq!(convicted_names(&j), ["node-3"]);
     assert_eq!(j["bundles"][0]["unproven"][0]["signer"], "node-1");
