@@ -247,10 +247,7 @@ fn demo_runs_a_mesh_and_its_kept_receipts_verify() {
     assert!(t.contains("refused:"), "{t}");
     assert!(t.contains("verified offline: ensemble job"), "{t}");
     // Later demo steps add jobs, so only the receipts of step 3 have a fixed count.
-    assert!(
-        t.contains("audit-log records, 0 failures"),
-        "{t}"
-    );
+    assert!(t.contains("audit-log records, 0 failures"), "{t}");
     // The verified job (§14): the poisoned last node caught, its bundle kept and verified.
     assert!(t.contains("CAUGHT node-3"), "{t}");
     let bundles: Vec<_> = std::fs::read_dir(keep.join("evidence")).unwrap().collect();
@@ -287,5 +284,8 @@ fn demo_runs_a_mesh_and_its_kept_receipts_verify() {
         .split_whitespace()
         .filter_map(|w| w.parse().ok())
         .collect();
-    assert!(nums.len() == 2 && nums[0] == nums[1] && nums[1] >= 6, "{line}");
+    assert!(
+        nums.len() == 2 && nums[0] == nums[1] && nums[1] >= 6,
+        "{line}"
+    );
 }

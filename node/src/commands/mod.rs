@@ -1,9 +1,9 @@
 //! The subcommands of `quorate`, one module each.
 
 pub mod demo;
+pub mod demo_ensemble;
 pub mod demo_pipeline;
 pub mod demo_verified;
-pub mod demo_ensemble;
 pub mod ensemble;
 pub mod infer;
 pub mod infer_verified;
