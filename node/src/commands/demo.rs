@@ -208,10 +208,10 @@ async fn run_jobs(mesh: &LocalMesh, models: &Path, receipts: &Path) -> anyhow::R
         );
     }
     client.close();
-    crate::commands::demo_ensemble::run(mesh, models, receipts).await?;
-
     super::demo_verified::run(mesh, models, receipts.parent().unwrap_or(receipts)).await?;
     super::demo_pipeline::run(models, receipts.parent().unwrap_or(receipts)).await?;
+    // Last: it kills a member node mid-round.
+    super::demo_ensemble::run(mesh, models, receipts).await?;
 
     println!("4. a stranger with a key not on the roster tries to connect:");
     let stranger_key = SecretKey::generate()?;
