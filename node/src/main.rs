@@ -42,6 +42,10 @@ enum Command {
     Roster(commands::roster::RosterCommand),
     /// Cut an ONNX model into pipeline stages at named tensors.
     Split(commands::split::SplitArgs),
+    /// Encrypted inference with TFHE: key generation and encrypted ensembles.
+    #[cfg(feature = "fhe")]
+    #[command(subcommand)]
+    Fhe(commands::fhe::FheCommand),
     /// Measure performance against raw-primitive baselines.
     #[command(subcommand)]
     Bench(BenchCommand),
@@ -51,6 +55,9 @@ enum Command {
 enum BenchCommand {
     /// Secure aggregation: client and server time against the AES-CTR + X25519 bound.
     Secagg(bench_secagg::BenchSecaggArgs),
+    /// Encrypted dot product: naive scalar multiplications against pre-shifted planes.
+    #[cfg(feature = "fhe")]
+    Fhe(quorate_node::bench_fhe::BenchFheArgs),
 }
 
 fn main() -> std::process::ExitCode {
@@ -64,7 +71,11 @@ fn main() -> std::process::ExitCode {
         Command::Verify(args) => commands::verify::run(&args),
         Command::Roster(cmd) => commands::roster::run(&cmd),
         Command::Split(args) => commands::split::run(&args),
+        #[cfg(feature = "fhe")]
+        Command::Fhe(cmd) => commands::fhe::run(&cmd),
         Command::Bench(BenchCommand::Secagg(args)) => bench_secagg::run(&args),
+        #[cfg(feature = "fhe")]
+        Command::Bench(BenchCommand::Fhe(args)) => quorate_node::bench_fhe::run(&args),
     };
     match result {
         Ok(code) => code,

@@ -10,6 +10,7 @@
 pub mod batch_receipt;
 pub mod cbor;
 pub mod cose;
+pub mod fhe;
 pub mod fuzzing;
 pub mod messages;
 pub mod receipt;

@@ -31,6 +31,8 @@ pub enum Request {
     Health,
     /// Run a model and sign a receipt (§11.3).
     Infer(InferRequest),
+    /// Encrypted inference (§16).
+    Fhe(crate::fhe::FheRequest),
 }
 
 /// An inference request (§11.3).
@@ -63,6 +65,8 @@ pub enum Response {
     Infer(InferResponse),
     /// A typed error (§11.5).
     Error(ErrorFrame),
+    /// Answer to [`Request::Fhe`] (§16).
+    Fhe(crate::fhe::FheResponse),
 }
 
 /// Health of a node (§11.2).
@@ -312,6 +316,7 @@ impl Request {
                 (8, opt_digest(&r.policy)),
                 (9, opt_digest(&r.previous)),
             ]),
+            Request::Fhe(r) => map(r.entries()),
         }
     }
 
@@ -320,6 +325,9 @@ impl Request {
         let (kind, f) = fields(bytes, 9)?;
         match (kind, f.len()) {
             (ty::HEALTH, 1) => Ok(Request::Health),
+            (k, _) if crate::fhe::FheRequest::is_type(k) => {
+                Ok(Request::Fhe(crate::fhe::FheRequest::decode(k, &f)?))
+            }
             (ty::INFER, 9) => {
                 let kind_code = read::uint(&f[3], "kind")?;
                 let kind = JobKind::from_code(kind_code)
@@ -382,6 +390,7 @@ impl Response {
                 (2, read::int(e.code.code())),
                 (3, Value::Text(e.message.clone())),
             ]),
+            Response::Fhe(r) => map(r.entries()),
         }
     }
 
@@ -389,6 +398,9 @@ impl Response {
     pub fn decode(bytes: &[u8]) -> Result<Self, MessageError> {
         let (kind, f) = fields(bytes, 6)?;
         match (kind, f.len()) {
+            (k, _) if crate::fhe::FheResponse::is_type(k) => {
+                Ok(Response::Fhe(crate::fhe::FheResponse::decode(k, &f)?))
+            }
             (ty::HEALTH_OK, 6) => Ok(Response::Health(HealthInfo {
                 version: read::text(&f[1], "version", 64)?.to_string(),
                 models: read::array(&f[2], "models", MAX_TENSORS)?

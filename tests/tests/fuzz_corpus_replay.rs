@@ -53,3 +53,8 @@ fn roster_corpus() {
 fn messages_corpus() {
     replay("messages", fuzzing::messages);
 }
+
+#[test]
+fn fhe_messages_corpus() {
+    replay("fhe_messages", fuzzing::fhe_messages);
+}

@@ -204,6 +204,8 @@ async fn run_jobs(mesh: &LocalMesh, models: &Path, receipts: &Path) -> anyhow::R
         );
     }
     client.close();
+    #[cfg(feature = "fhe")]
+    crate::commands::demo_fhe::run(mesh, models, receipts).await?;
 
     println!("4. a stranger with a key not on the roster tries to connect:");
     let stranger_key = SecretKey::generate()?;

@@ -1,6 +1,10 @@
 //! The subcommands of `quorate`, one module each.
 
 pub mod demo;
+#[cfg(feature = "fhe")]
+pub mod demo_fhe;
+#[cfg(feature = "fhe")]
+pub mod fhe;
 pub mod infer;
 pub mod keygen;
 pub mod node;

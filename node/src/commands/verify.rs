@@ -15,7 +15,7 @@ use crate::verify::{TrustStore, collect_files, human_line, json_report, verify_f
     after_help = "Each receipt is parsed strictly (deterministic CBOR, COSE_Sign1 profile of §4.1), its\n\
 signer looked up by key id among the trusted keys, and all signatures checked in one batch\n\
 (results identical to one-by-one verify_strict). Exit status 0 only if every receipt verifies.\n\n\
-Examples:\n  quorate verify out/receipt.cose --trust keys/node1.key.pub\n  quorate verify receipts/ --trust a.pub --trust b.pub --json\n  quorate verify out/receipt.cose --trust keys/node1.key.pub --tensor probabilities=out/outputs.json"
+Examples:\n  quorate verify out/receipt.cose --trust keys/node1.key.pub\n  quorate verify receipts/ --trust a.pub --trust b.pub --json\n  quorate verify out/receipt.cose --trust keys/node1.key.pub --tensor probabilities=out/outputs.json\n  quorate verify out/receipts/node-1-eval.cose --roster roster.cose --admin admin.pub --blob fhe:input=out/input.ct"
 )]
 pub struct VerifyArgs {
     /// Receipt files, or directories searched for *.cose files.
@@ -33,6 +33,10 @@ pub struct VerifyArgs {
     /// Check a revealed tensor against its commitment: NAME=FILE (JSON tensor list or .npy).
     #[arg(long, value_name = "NAME=FILE")]
     pub tensor: Vec<String>,
+    /// Check a revealed FHE ciphertext or server key against its commitment (§16.6):
+    /// NAME=FILE, e.g. fhe:input=out/input.ct.
+    #[arg(long, value_name = "NAME=FILE")]
+    pub blob: Vec<String>,
     /// Print a JSON report instead of lines.
     #[arg(long)]
     pub json: bool,
@@ -98,7 +102,23 @@ pub fn run(args: &VerifyArgs) -> anyhow::Result<ExitCode> {
     if files.is_empty() {
         bail!("no receipt files found (directories are searched for *.cose)");
     }
-    let reports = verify_files(&files, &trust, &reveals);
+    let blobs = args
+        .blob
+        .iter()
+        .map(|s| {
+            let (name, file) = s.split_once('=').context("--blob takes NAME=FILE")?;
+            let bytes = read_limited(
+                std::path::Path::new(file),
+                quorate_protocol::fhe::MAX_SERVER_KEY_LEN,
+            )?;
+            Ok(crate::verify::RevealedBlob {
+                name: name.to_string(),
+                digest: quorate_crypto::tensor_digest::sha256(&bytes),
+            })
+        })
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let mut reports = verify_files(&files, &trust, &reveals);
+    crate::verify::check_blobs(&mut reports, &blobs);
     let failed = reports.iter().filter(|r| r.failure.is_some()).count();
     if args.json {
         println!("{}", serde_json::to_string_pretty(&json_report(&reports))?);

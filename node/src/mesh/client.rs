@@ -142,8 +142,8 @@ impl MeshClient {
                 Ok((r, payload))
             }
             Response::Error(e) => Err(anyhow!("node {:?} refused the job: {e}", node.name)),
-            Response::Health(_) => bail!(
-                "node {:?} answered an inference with a health report",
+            Response::Health(_) | Response::Fhe(_) => bail!(
+                "node {:?} answered an inference with something else",
                 node.name
             ),
         }
