@@ -271,21 +271,31 @@ fn bad_keys_and_ciphertexts_fail_cleanly_and_the_node_keeps_serving() {
         .unwrap_err();
         assert!(format!("{e:#}").contains("BadRequest"), "{e:#}");
 
-        // A ciphertext for another key: the node cannot tell, the client's check of the
-        // decrypted range does.
-        let (_, other_public) = engine::client_and_public();
+        // A ciphertext for another key: the node cannot tell (it computes noise)…
+        let (other_client, other_public) = engine::client_and_public();
         let foreign = engine::encrypt_input(&other_public, &q).unwrap();
-        let (score, _, _) = client::eval(&client, &n1, model, keys, foreign)
+        client::eval(&client, &n1, model, keys, foreign)
             .await
             .unwrap();
-        let (sum, _, _) = client::aggregate(&client, &n1, keys, vec![score])
-            .await
-            .unwrap();
-        let e = keys.decrypt_sum(&sum, 1).unwrap_err();
+        // …so the client refuses a mixed-up key set before sending anything.
+        let mixed = ClientKeys::from_parts(
+            keys.client.clone(),
+            other_public.clone(),
+            keys.server_bytes.clone(),
+        );
+        let e = mixed.check_consistent().unwrap_err();
         assert!(
-            format!("{e:#}").contains("not computed under this key"),
+            format!("{e:#}").contains("public.key does not belong"),
             "{e:#}"
         );
+        let wrong_server =
+            ClientKeys::from_parts(other_client, other_public, keys.server_bytes.clone());
+        let e = wrong_server.check_consistent().unwrap_err();
+        assert!(
+            format!("{e:#}").contains("server.key does not belong"),
+            "{e:#}"
+        );
+        keys.check_consistent().unwrap();
 
         // Unknown model.
         let e = client::eval(&client, &n1, [3; 32], keys, input.clone())

@@ -136,6 +136,9 @@ fn infer(args: &InferArgs) -> anyhow::Result<ExitCode> {
     let known = job::known_models(&args.models)?;
     let keys = ClientKeys::load(&args.keys)
         .with_context(|| format!("keys in {} (run `quorate fhe keygen`)", args.keys.display()))?;
+    println!("checking that client.key, public.key and server.key belong together");
+    keys.check_consistent()
+        .with_context(|| format!("keys in {}", args.keys.display()))?;
     let entry = |name: &str| {
         roster
             .by_name(name)

@@ -87,6 +87,38 @@ impl ClientKeys {
         engine::encrypt_input(&self.public, q)
     }
 
+    /// Checks that the three keys belong together (§16.2), so that a mixed-up key set is
+    /// refused before anything is sent: nodes cannot tell a ciphertext for another key from a
+    /// valid one. A random value encrypted with the public key must decrypt with the client
+    /// key, and one homomorphic addition with the server key must decrypt right (blocking:
+    /// decompresses the server key, about a second).
+    pub fn check_consistent(&self) -> anyhow::Result<()> {
+        let probe = i16::from_le_bytes(quorate_crypto::random::bytes::<2>()?) >> 1;
+        let list = tfhe::CompactCiphertextList::builder(&self.public)
+            .push(probe)
+            .build();
+        let ct: tfhe::FheInt16 = list
+            .expand()
+            .map_err(|e| anyhow!("{e}"))?
+            .get(0)
+            .map_err(|e| anyhow!("{e}"))?
+            .context("empty probe list")?;
+        let v: i16 = ct.decrypt(&self.client);
+        ensure!(
+            v == probe,
+            "public.key does not belong to client.key: ciphertexts would be for another key"
+        );
+        let server = engine::server_key_from_bytes(&self.server_bytes)?.decompress();
+        tfhe::set_server_key(server);
+        let w: i16 = (&ct + 1i16).decrypt(&self.client);
+        tfhe::unset_server_key();
+        ensure!(
+            w == probe + 1,
+            "server.key does not belong to client.key: nodes would compute noise"
+        );
+        Ok(())
+    }
+
     /// Decrypts a sum of `members` scores and checks it lies in the range valid models can
     /// produce: outside it, the ciphertexts were not computed under this key (§16.5).
     pub fn decrypt_sum(&self, bytes: &[u8], members: usize) -> anyhow::Result<i64> {
@@ -103,8 +135,8 @@ impl ClientKeys {
         let bound = MAX_ABS_SCORE * members as i64;
         ensure!(
             v.abs() <= bound,
-            "the decrypted result {v} lies outside ±{bound}: the ciphertexts were not computed \
-             under this key (wrong server key or a ciphertext for another key)"
+            "the decrypted result {v} lies outside ±{bound}, which no sum of {members} valid \
+             scores can reach: the aggregator did not add scores computed under this key"
         );
         Ok(v)
     }
