@@ -361,6 +361,7 @@ fn request_json(r: &Request) -> Value {
             "policy": r.policy.map(hex::encode),
             "previous": r.previous.map(hex::encode),
         }),
+        Request::Fhe(_) => json!({"type": "fhe (§16, vectors in v1/fhe)"}),
     }
 }
 
@@ -381,6 +382,7 @@ fn response_json(r: &Response) -> Value {
             "receipt": hex::encode(&r.receipt),
         }),
         Response::Error(e) => json!({"type": "error", "code": e.code.code(), "message": e.message}),
+        Response::Fhe(_) => json!({"type": "fhe (§16, vectors in v1/fhe)"}),
     }
 }
 
