@@ -17,7 +17,7 @@ use crate::receipt::{self, Commitment, JOB_ID_LEN, JobKind, NONCE_LEN, ReceiptPa
 pub const MAX_SERVER_KEY_LEN: u64 = 80 << 20;
 /// Largest chunk of a server-key upload (§16.3); fits the default 4 MiB request limit.
 pub const MAX_KEY_CHUNK_LEN: usize = 1 << 20;
-/// Largest input ciphertext list (§16.2; 8 features × 4 planes ≈ 35 KiB).
+/// Largest input ciphertext list (§16.2; 8 features × 4 planes ≈ 19 KiB).
 pub const MAX_INPUT_CIPHERTEXT_LEN: usize = 1 << 20;
 /// Largest score ciphertext (§16.2; an `FheInt32` is about 258 KiB).
 pub const MAX_SCORE_CIPHERTEXT_LEN: usize = 1 << 20;
