@@ -6,9 +6,12 @@
 
 pub mod attest;
 pub mod audit;
+#[cfg(feature = "fhe")]
+pub mod bench_fhe;
 pub mod bench_poisoning;
 pub mod bench_secagg;
 pub mod commands;
+pub mod fhe;
 pub mod files;
 pub mod mesh;
 pub mod providers;

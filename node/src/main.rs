@@ -46,6 +46,10 @@ enum Command {
     Split(commands::split::SplitArgs),
     /// Run a split model stage by stage across mesh nodes, with a verified receipt chain.
     Pipeline(commands::pipeline::PipelineArgs),
+    /// Encrypted inference with TFHE: key generation and encrypted ensembles.
+    #[cfg(feature = "fhe")]
+    #[command(subcommand)]
+    Fhe(commands::fhe::FheCommand),
     /// Measure performance against raw-primitive baselines.
     #[command(subcommand)]
     Bench(BenchCommand),
@@ -57,6 +61,9 @@ enum BenchCommand {
     Secagg(bench_secagg::BenchSecaggArgs),
     /// Verified jobs (§14.8): detection rate per misbehaviour and false positives.
     Poisoning(bench_poisoning::BenchPoisoningArgs),
+    /// Encrypted dot product: naive scalar multiplications against pre-shifted planes.
+    #[cfg(feature = "fhe")]
+    Fhe(quorate_node::bench_fhe::BenchFheArgs),
 }
 
 fn main() -> std::process::ExitCode {
@@ -74,6 +81,10 @@ fn main() -> std::process::ExitCode {
         Command::Pipeline(args) => commands::pipeline::run(&args),
         Command::Bench(BenchCommand::Secagg(args)) => bench_secagg::run(&args),
         Command::Bench(BenchCommand::Poisoning(args)) => bench_poisoning::run(&args),
+        #[cfg(feature = "fhe")]
+        Command::Fhe(cmd) => commands::fhe::run(&cmd),
+        #[cfg(feature = "fhe")]
+        Command::Bench(BenchCommand::Fhe(args)) => quorate_node::bench_fhe::run(&args),
     };
     match result {
         Ok(code) => code,

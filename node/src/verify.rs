@@ -325,3 +325,31 @@ pub fn failure_code(f: &Failure) -> &'static str {
         Failure::NoSuchTensor(_) => "no_such_tensor",
     }
 }
+
+/// A revealed opaque blob, such as an FHE ciphertext or server key (§16.6): its commitment is
+/// the plain SHA-256 of its bytes.
+pub struct RevealedBlob {
+    /// Commitment name (e.g. `fhe:input`).
+    pub name: String,
+    /// SHA-256 of the revealed bytes.
+    pub digest: quorate_crypto::tensor_digest::Digest32,
+}
+
+/// Checks revealed blobs against the commitments of every receipt that verified so far.
+pub fn check_blobs(reports: &mut [FileReport], blobs: &[RevealedBlob]) {
+    for r in reports.iter_mut().filter(|r| r.failure.is_none()) {
+        let Some(receipt) = &r.receipt else { continue };
+        for b in blobs {
+            match receipt.payload().commitment(&b.name) {
+                None => r.failure = Some(Failure::NoSuchTensor(b.name.clone())),
+                Some(c) if c.salted || c.digest != b.digest => {
+                    r.failure = Some(Failure::TensorMismatch(b.name.clone()));
+                }
+                Some(_) => r.tensors_checked.push(b.name.clone()),
+            }
+            if r.failure.is_some() {
+                break;
+            }
+        }
+    }
+}

@@ -217,3 +217,35 @@ pub fn ensemble_aggregate(data: &[u8]) {
     }
     let _ = crate::ensemble::parse_aggregate(data);
 }
+
+/// Encrypted-inference messages (§16): anything that decodes re-encodes to the same bytes, and
+/// checking a decoded result's receipt never panics.
+pub fn fhe_messages(data: &[u8]) {
+    use crate::fhe::{Expected, FheRequest, FheResponse, check_receipt};
+    use crate::messages::{Request, Response};
+    if let Ok(Request::Fhe(r)) = Request::decode(data) {
+        let again = Request::Fhe(r.clone()).encode().ok();
+        assert_eq!(again.as_deref(), Some(data), "request does not re-encode");
+        if let FheRequest::KeyChunk(c) = &r {
+            assert!(
+                c.offset + c.data.len() as u64 <= c.total_len,
+                "chunk past the end"
+            );
+        }
+    }
+    if let Ok(Response::Fhe(r)) = Response::decode(data) {
+        let again = Response::Fhe(r.clone()).encode().ok();
+        assert_eq!(again.as_deref(), Some(data), "response does not re-encode");
+        if let FheResponse::Result { receipt, .. } = &r {
+            let key = quorate_crypto::SecretKey::from_seed(&[1; 32]).public_key();
+            let expected = Expected {
+                job_id: &[0; 16],
+                nonce: &[0; 16],
+                model: [0; 32],
+                inputs: vec![],
+                outputs: vec![],
+            };
+            let _ = check_receipt(receipt, &expected, &key);
+        }
+    }
+}

@@ -15,6 +15,7 @@ pub mod ensemble;
 pub mod ensemble_audit;
 pub mod ensemble_dp;
 pub mod evidence;
+pub mod fhe;
 pub mod fuzzing;
 pub mod messages;
 pub mod policy;

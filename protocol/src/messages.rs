@@ -38,6 +38,8 @@ pub enum Request {
     EnsembleStart(crate::ensemble::EnsembleStart),
     /// One SecAgg round of an ensemble job (§15.3).
     EnsembleRound(crate::ensemble::EnsembleRound),
+    /// Encrypted inference (§16).
+    Fhe(crate::fhe::FheRequest),
 }
 
 /// An inference request (§11.3).
@@ -72,6 +74,8 @@ pub enum Response {
     Ensemble(crate::ensemble::EnsembleReply),
     /// A typed error (§11.5).
     Error(ErrorFrame),
+    /// Answer to [`Request::Fhe`] (§16).
+    Fhe(crate::fhe::FheResponse),
 }
 
 /// Health of a node (§11.2).
@@ -349,6 +353,7 @@ impl Request {
                 f.extend(r.fields());
                 map(f)
             }
+            Request::Fhe(r) => map(r.entries()),
         }
     }
 
@@ -357,6 +362,9 @@ impl Request {
         let (kind, f) = fields(bytes, 9)?;
         match (kind, f.len()) {
             (ty::HEALTH, 1) => Ok(Request::Health),
+            (k, _) if crate::fhe::FheRequest::is_type(k) => {
+                Ok(Request::Fhe(crate::fhe::FheRequest::decode(k, &f)?))
+            }
             (ty::INFER, 9) => {
                 let kind_code = read::uint(&f[3], "kind")?;
                 let kind = JobKind::from_code(kind_code)
@@ -430,6 +438,7 @@ impl Response {
                 (2, read::int(e.code.code())),
                 (3, Value::Text(e.message.clone())),
             ]),
+            Response::Fhe(r) => map(r.entries()),
         }
     }
 
@@ -437,6 +446,9 @@ impl Response {
     pub fn decode(bytes: &[u8]) -> Result<Self, MessageError> {
         let (kind, f) = fields(bytes, 6)?;
         match (kind, f.len()) {
+            (k, _) if crate::fhe::FheResponse::is_type(k) => {
+                Ok(Response::Fhe(crate::fhe::FheResponse::decode(k, &f)?))
+            }
             (ty::HEALTH_OK, 6) => Ok(Response::Health(HealthInfo {
                 version: read::text(&f[1], "version", 64)?.to_string(),
                 models: read::array(&f[2], "models", MAX_TENSORS)?

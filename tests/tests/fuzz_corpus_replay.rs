@@ -78,3 +78,8 @@ fn ensemble_messages_corpus() {
 fn ensemble_aggregate_corpus() {
     replay("ensemble_aggregate", fuzzing::ensemble_aggregate);
 }
+
+#[test]
+fn fhe_messages_corpus() {
+    replay("fhe_messages", fuzzing::fhe_messages);
+}

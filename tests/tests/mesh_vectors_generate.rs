@@ -363,6 +363,7 @@ fn request_json(r: &Request) -> Value {
         }),
         // Ensemble messages (§15) have their own vectors in v1/ensemble/.
         Request::EnsembleStart(_) | Request::EnsembleRound(_) => json!({"type": "ensemble"}),
+        Request::Fhe(_) => json!({"type": "fhe (§16, vectors in v1/fhe)"}),
     }
 }
 
@@ -384,6 +385,7 @@ fn response_json(r: &Response) -> Value {
         }),
         Response::Error(e) => json!({"type": "error", "code": e.code.code(), "message": e.message}),
         Response::Ensemble(_) => json!({"type": "ensemble"}),
+        Response::Fhe(_) => json!({"type": "fhe (§16, vectors in v1/fhe)"}),
     }
 }
 

@@ -24,8 +24,10 @@ use crate::verify::{TrustStore, collect_files, human_line, verify_files};
 signed by a fresh roster authority, each serving bundled breast-cancer models (models/README.md)\n\
 with the real ONNX Runtime. A client runs jobs over QUIC (mutual TLS 1.3, keys pinned from the\n\
 roster), checks every receipt, shows that a stranger is refused, stops the nodes gracefully and\n\
-verifies every receipt and every node's audit log offline, as an auditor would.\n\n\
-Example:\n  quorate demo --nodes 3 --keep demo-out\n  quorate verify demo-out/receipts --roster demo-out/roster.cose --admin demo-out/admin.pub"
+verifies every receipt and every node's audit log offline, as an auditor would. With --fhe it\n\
+also runs an encrypted (TFHE) ensemble of up to three members and decrypts only their sum; that\n\
+part takes about a minute, so it is off by default.\n\n\
+Example:\n  quorate demo --nodes 3 --keep demo-out\n  quorate demo --nodes 3 --fhe\n  quorate verify demo-out/receipts --roster demo-out/roster.cose --admin demo-out/admin.pub"
 )]
 pub struct DemoArgs {
     /// Number of node processes.
@@ -37,6 +39,9 @@ pub struct DemoArgs {
     /// The folder holding the bundled models.
     #[arg(long, value_name = "DIR", default_value = concat!(env!("CARGO_MANIFEST_DIR"), "/../models"))]
     pub models: PathBuf,
+    /// Also run an encrypted (TFHE) ensemble; adds about a minute (keys are large, evaluation slow).
+    #[arg(long)]
+    pub fhe: bool,
 }
 
 /// Runs `quorate demo`.
@@ -84,7 +89,7 @@ pub fn run(args: &DemoArgs) -> anyhow::Result<ExitCode> {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
-    let outcome = rt.block_on(run_jobs(&mesh, &args.models, &receipts));
+    let outcome = rt.block_on(run_jobs(&mesh, &args.models, &receipts, args.fhe));
     if let Err(e) = outcome {
         for (name, _) in &mesh.nodes {
             eprintln!("  (log of {name}: {})", mesh.log_of(name).display());
@@ -143,7 +148,12 @@ pub fn run(args: &DemoArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-async fn run_jobs(mesh: &LocalMesh, models: &Path, receipts: &Path) -> anyhow::Result<()> {
+async fn run_jobs(
+    mesh: &LocalMesh,
+    models: &Path,
+    receipts: &Path,
+    fhe: bool,
+) -> anyhow::Result<()> {
     let client = MeshClient::new(
         &mesh.client_key,
         mesh.roster.clone(),
@@ -210,6 +220,12 @@ async fn run_jobs(mesh: &LocalMesh, models: &Path, receipts: &Path) -> anyhow::R
     client.close();
     super::demo_verified::run(mesh, models, receipts.parent().unwrap_or(receipts)).await?;
     super::demo_pipeline::run(models, receipts.parent().unwrap_or(receipts)).await?;
+    if fhe {
+        #[cfg(feature = "fhe")]
+        crate::commands::demo_fhe::run(mesh, models, receipts).await?;
+    } else {
+        println!("\n== encrypted ensemble (TFHE) skipped: add --fhe to run it (about a minute)");
+    }
     // Last: it kills a member node mid-round.
     super::demo_ensemble::run(mesh, models, receipts).await?;
 

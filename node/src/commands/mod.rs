@@ -2,9 +2,13 @@
 
 pub mod demo;
 pub mod demo_ensemble;
+#[cfg(feature = "fhe")]
+pub mod demo_fhe;
 pub mod demo_pipeline;
 pub mod demo_verified;
 pub mod ensemble;
+#[cfg(feature = "fhe")]
+pub mod fhe;
 pub mod infer;
 pub mod infer_verified;
 pub mod keygen;

@@ -18,7 +18,7 @@ signer looked up by key id among the trusted keys, and all signatures checked in
 Evidence bundles (*.bundle, §14.7) are recognised and re-checked: signatures, commitments,\n\
 and which nodes their own signed outputs prove wrong (--json lists them under \"convicted\").\n\
 Aggregate receipts of private ensembles (§15.5) are audited by replaying their transcript.\n\n\
-Examples:\n  quorate verify out/receipt.cose --trust keys/node1.key.pub\n  quorate verify receipts/ --trust a.pub --trust b.pub --json\n  quorate verify out/receipt.cose --trust keys/node1.key.pub --tensor probabilities=out/outputs.json"
+Examples:\n  quorate verify out/receipt.cose --trust keys/node1.key.pub\n  quorate verify receipts/ --trust a.pub --trust b.pub --json\n  quorate verify out/receipt.cose --trust keys/node1.key.pub --tensor probabilities=out/outputs.json\n  quorate verify out/receipts/node-1-eval.cose --roster roster.cose --admin admin.pub --blob fhe:input=out/input.ct"
 )]
 pub struct VerifyArgs {
     /// Receipt files, receipt chains (*.qchain, §13.2), audit logs, or directories searched for them.
@@ -39,6 +39,10 @@ pub struct VerifyArgs {
     /// Check receipt chains (*.qchain) against this `stages.json` from `quorate split` (§13.3).
     #[arg(long, value_name = "STAGES_JSON")]
     pub pipeline: Option<PathBuf>,
+    /// Check a revealed FHE ciphertext or server key against its commitment (§16.6):
+    /// NAME=FILE, e.g. fhe:input=out/input.ct.
+    #[arg(long, value_name = "NAME=FILE")]
+    pub blob: Vec<String>,
     /// Print a JSON report instead of lines.
     #[arg(long)]
     pub json: bool,
@@ -115,6 +119,21 @@ pub fn run(args: &VerifyArgs) -> anyhow::Result<ExitCode> {
     if !bundles.is_empty() && files.is_empty() && chains.is_empty() {
         return crate::commands::verify_bundles::run(&bundles, &trust, args.json);
     }
+    let blobs = args
+        .blob
+        .iter()
+        .map(|s| {
+            let (name, file) = s.split_once('=').context("--blob takes NAME=FILE")?;
+            let bytes = read_limited(
+                std::path::Path::new(file),
+                quorate_protocol::fhe::MAX_SERVER_KEY_LEN,
+            )?;
+            Ok(crate::verify::RevealedBlob {
+                name: name.to_string(),
+                digest: quorate_crypto::tensor_digest::sha256(&bytes),
+            })
+        })
+        .collect::<anyhow::Result<Vec<_>>>()?;
     let bundle_reports = crate::verify_bundle::verify_bundles(&bundles, &trust);
     let bundles_ok = bundle_reports.iter().all(|r| r.ok());
     if files.is_empty() && chains.is_empty() {
@@ -139,11 +158,12 @@ pub fn run(args: &VerifyArgs) -> anyhow::Result<ExitCode> {
         .map(|p| (p, crate::verify_ensemble::verify_aggregate(p, &lookup)))
         .collect();
     let ensembles_failed = ensemble_results.iter().filter(|(_, r)| r.is_err()).count();
-    let reports = verify_files(
+    let mut reports = verify_files(
         &files,
         &trust,
         if chains.is_empty() { &reveals } else { &[] },
     );
+    crate::verify::check_blobs(&mut reports, &blobs);
     let receipts_failed = reports.iter().filter(|r| r.failure.is_some()).count();
     let failed = receipts_failed + chains_failed + ensembles_failed;
     if args.json {

@@ -44,6 +44,9 @@ pub struct NodeConfig {
     /// Seconds a client has to send its request.
     #[serde(default = "default_timeout")]
     pub request_timeout_secs: u64,
+    /// Decompressed TFHE server keys kept at once (about 172 MiB each; §16.3).
+    #[serde(default = "default_fhe_keys")]
+    pub fhe_max_keys: usize,
     /// Test harness only: milliseconds to wait before answering an inference, so tests can
     /// stop a node in the middle of a request. Never set in production.
     #[serde(default)]
@@ -65,6 +68,9 @@ pub struct NodeConfig {
 
 fn default_providers() -> Vec<String> {
     vec!["cpu".into()]
+}
+fn default_fhe_keys() -> usize {
+    2
 }
 fn default_concurrency() -> u64 {
     8

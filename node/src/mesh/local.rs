@@ -35,12 +35,17 @@ fn free_port() -> anyhow::Result<SocketAddr> {
 }
 
 /// Which bundled models node `i` (0-based) of `n` serves: every node serves mlp and logistic,
-/// and hospital-(i+1) when it exists.
+/// hospital-(i+1) when it exists, and the encrypted-inference model qlinear-((i % 3) + 1)
+/// when it exists (§16.1).
 fn models_for(i: usize, models: &Path) -> Vec<PathBuf> {
     let mut m = vec![models.join("mlp.onnx"), models.join("logistic.onnx")];
     let h = models.join(format!("hospital-{}.onnx", i + 1));
     if h.is_file() {
         m.push(h);
+    }
+    let q = models.join(format!("qlinear-{}.json", i % 3 + 1));
+    if q.is_file() {
+        m.push(q);
     }
     m
 }

@@ -43,6 +43,8 @@ pub struct NodeState {
     pub(crate) ensembles: crate::mesh::ensemble::MemberJobs,
     /// Test-only ensemble behaviour.
     pub(crate) ensemble_hooks: crate::mesh::ensemble::TestHooks,
+    /// Encrypted inference: qlinear models and server keys (§16).
+    pub fhe: Arc<crate::fhe::service::FheService>,
 }
 
 /// One taken request slot; released however the request ends.
@@ -108,6 +110,7 @@ impl NodeState {
             }
             models.insert(model.digest, Arc::new(model));
         }
+        let fhe = crate::fhe::service::FheService::load(&cfg.models, &cfg.name, cfg.fhe_max_keys)?;
         let (audit, n) = AuditLog::open(&cfg.audit_log)?;
         eprintln!(
             "quorate node {}: audit log {} holds {n} receipts",
@@ -136,6 +139,7 @@ impl NodeState {
                     exit_at_round: cfg.test_exit_at_round,
                     tamper_masked: cfg.test_tamper_masked.clone(),
                 },
+                fhe: Arc::new(fhe),
             },
             roster,
         ))
@@ -157,6 +161,10 @@ impl NodeState {
             Ok(Request::Health) => Response::Health(self.health()),
             Ok(Request::Infer(req)) => match self.clone().infer(req).await {
                 Ok(r) => Response::Infer(r),
+                Err(e) => Response::Error(e),
+            },
+            Ok(Request::Fhe(req)) => match self.clone().fhe(req).await {
+                Ok(r) => Response::Fhe(r),
                 Err(e) => Response::Error(e),
             },
             Ok(req) => crate::mesh::ensemble::dispatch(self.clone(), req).await,
@@ -199,12 +207,17 @@ impl NodeState {
     }
 
     fn health(&self) -> HealthInfo {
-        let mut models: Vec<(&Digest32, &Arc<LoadedModel>)> = self.models.iter().collect();
-        models.sort_by_key(|(d, _)| **d);
+        let mut models: Vec<(Digest32, String)> = self
+            .models
+            .iter()
+            .map(|(d, m)| (*d, m.provider.clone()))
+            .chain(self.fhe.models.keys().map(|d| (*d, "tfhe".to_string())))
+            .collect();
+        models.sort();
         HealthInfo {
             version: format!("quorate {}", env!("CARGO_PKG_VERSION")),
-            models: models.iter().map(|(d, _)| **d).collect(),
-            providers: models.iter().map(|(_, m)| m.provider.clone()).collect(),
+            models: models.iter().map(|(d, _)| *d).collect(),
+            providers: models.into_iter().map(|(_, p)| p).collect(),
             in_flight: self.in_flight.load(Ordering::SeqCst),
             capacity: self.capacity,
         }
@@ -243,6 +256,49 @@ impl NodeState {
                 "inference task failed",
             ))
         })
+    }
+
+    /// Encrypted inference (§16), on a blocking thread under a request slot.
+    async fn fhe(
+        self: Arc<Self>,
+        req: quorate_protocol::fhe::FheRequest,
+    ) -> Result<quorate_protocol::fhe::FheResponse, ErrorFrame> {
+        if self.shutting_down.load(Ordering::SeqCst) {
+            return Err(ErrorFrame::new(
+                ErrorCode::ShuttingDown,
+                "node is shutting down",
+            ));
+        }
+        let busy = self.in_flight.fetch_add(1, Ordering::SeqCst) >= self.capacity;
+        let slot = InFlight(self.clone());
+        if busy {
+            return Err(ErrorFrame::new(
+                ErrorCode::Busy,
+                format!("all {} slots busy", self.capacity),
+            ));
+        }
+        #[cfg(feature = "fhe")]
+        {
+            tokio::task::spawn_blocking(move || {
+                let state = &slot.0;
+                state.fhe.handle(req, &state.key, &state.audit)
+            })
+            .await
+            .unwrap_or_else(|_| {
+                Err(ErrorFrame::new(
+                    ErrorCode::Internal,
+                    "encrypted inference task failed",
+                ))
+            })
+        }
+        #[cfg(not(feature = "fhe"))]
+        {
+            drop((slot, req));
+            Err(ErrorFrame::new(
+                ErrorCode::UnknownModel,
+                "this node was built without the fhe feature",
+            ))
+        }
     }
 
     fn infer_blocking(
