@@ -6,11 +6,10 @@
 
 mod support;
 
-use support::{median_ns, out_dir, root};
+use support::{median_ns, mesh_criterion, root, sample_features};
 
 use std::time::Duration;
 
-use criterion::Criterion;
 use quorate_crypto::tensor_digest::sha256;
 use quorate_node::mesh::client::MeshClient;
 use quorate_node::mesh::ensemble_client::{self, EnsembleSpec};
@@ -18,21 +17,11 @@ use quorate_node::mesh::local::LocalMesh;
 use quorate_protocol::ensemble::Mode;
 use quorate_protocol::messages::InferRequest;
 use quorate_protocol::receipt::JobKind;
-use quorate_protocol::tensor_file::parse_npy;
 
 fn main() {
-    let mut c = Criterion::default()
-        .output_directory(&out_dir())
-        .sample_size(20)
-        .warm_up_time(Duration::from_millis(500))
-        .measurement_time(Duration::from_secs(5))
-        .configure_from_args();
+    let mut c = mesh_criterion(20, 5);
     let models = root().join("models");
-    let sample = parse_npy(
-        &std::fs::read(models.join("samples/features.npy")).unwrap(),
-        "features",
-    )
-    .unwrap();
+    let sample = sample_features();
     let digests: Vec<[u8; 32]> = (1..=5)
         .map(|i| sha256(&std::fs::read(models.join(format!("hospital-{i}.onnx"))).unwrap()))
         .collect();

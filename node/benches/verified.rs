@@ -6,11 +6,10 @@
 
 mod support;
 
-use support::{median_ns, out_dir, root};
+use support::{median_ns, mesh_criterion, root, sample_features};
 
 use std::time::Duration;
 
-use criterion::Criterion;
 use quorate_crypto::tensor_digest::sha256;
 use quorate_node::mesh::client::MeshClient;
 use quorate_node::mesh::local::LocalMesh;
@@ -18,21 +17,11 @@ use quorate_node::mesh::verified;
 use quorate_protocol::messages::InferRequest;
 use quorate_protocol::policy::Policy;
 use quorate_protocol::receipt::JobKind;
-use quorate_protocol::tensor_file::parse_npy;
 
 fn main() {
-    let mut c = Criterion::default()
-        .output_directory(&out_dir())
-        .sample_size(50)
-        .warm_up_time(Duration::from_millis(500))
-        .measurement_time(Duration::from_secs(4))
-        .configure_from_args();
+    let mut c = mesh_criterion(50, 4);
     let models = root().join("models");
-    let sample = parse_npy(
-        &std::fs::read(models.join("samples/features.npy")).unwrap(),
-        "features",
-    )
-    .unwrap();
+    let sample = sample_features();
     let digest = sha256(&std::fs::read(models.join("mlp.onnx")).unwrap());
     let dir = tempfile::tempdir().unwrap();
     let mesh = LocalMesh::start(

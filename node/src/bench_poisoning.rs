@@ -4,6 +4,11 @@
 //! misbehaviour the detection rate of perturbations above the policy's tolerance; then runs
 //! honest-only jobs and counts false positives.
 //!
+//! Intermediate activations are poisoned the way a pipeline meets them (§13.4): mlp.onnx is
+//! split at h1,h2, every node serves the stages, and an "activation noise" node perturbs only
+//! the activation h2 that stage 2 produces. Each such job first runs stage 1 as a verified job
+//! on honest nodes, then stage 2 on its activation with the poisoning node among the replicas.
+//!
 //! Ground truth is computed independently of the detector: from the perturbation's formula
 //! applied to the honest reference output (noise of magnitude e on every element exceeds the
 //! tolerance iff some element has e > atol + rtol·max(|x|, |x±e|)).
@@ -45,6 +50,10 @@ pub struct BenchPoisoningArgs {
         default_value = "1e-7,1e-6,1e-5,3e-5,1e-4,1e-3,1e-2,1e-1"
     )]
     pub noise: Vec<f64>,
+    /// Noise magnitudes on the intermediate activation h2 (stage 2 of mlp.onnx split at
+    /// h1,h2), one row (and one node) each.
+    #[arg(long, value_delimiter = ',', default_value = "1e-6,1e-3,1e-1")]
+    pub activation_noise: Vec<f64>,
     /// Comparison policy.
     #[arg(long, default_value = "default")]
     pub policy: String,
@@ -106,16 +115,39 @@ fn negated_differs(policy: &Policy, out: &[Tensor]) -> bool {
 /// Runs the harness.
 pub fn run(args: &BenchPoisoningArgs) -> anyhow::Result<std::process::ExitCode> {
     let policy = Policy::parse(&args.policy)?;
-    let modes: Vec<String> = args
+    // (row label, misbehaviour, whether it poisons the stage-2 activation only)
+    let modes: Vec<(String, String, bool)> = args
         .noise
         .iter()
-        .map(|e| format!("noise:{e:e}"))
-        .chain(OTHER_MODES.iter().map(|s| s.to_string()))
+        .map(|e| (format!("noise:{e:e}"), format!("noise:{e:e}"), false))
+        .chain(
+            OTHER_MODES
+                .iter()
+                .map(|s| (s.to_string(), s.to_string(), false)),
+        )
+        .chain(
+            args.activation_noise
+                .iter()
+                .map(|e| (format!("act. noise:{e:e}"), format!("noise:{e:e}"), true)),
+        )
         .collect();
     let n_honest = HONEST_THREADS.len();
     let n = n_honest + modes.len();
-    anyhow::ensure!(n <= 32, "at most {} noise magnitudes", 32 - n_honest - 5);
+    anyhow::ensure!(
+        n <= 32,
+        "at most {} noise magnitudes in all",
+        32 - n_honest - OTHER_MODES.len()
+    );
     let dir = tempfile::tempdir()?;
+    let stages = crate::commands::pipeline::write_split(
+        &args.models.join("mlp.onnx"),
+        "h1,h2",
+        &dir.path().join("stages"),
+    )?;
+    let stage_digests = stages
+        .iter()
+        .map(|p| Ok(sha256(&std::fs::read(p)?)))
+        .collect::<anyhow::Result<Vec<_>>>()?;
     let exe = std::env::current_exe().context("cannot find the quorate binary")?;
     eprintln!(
         "starting {n} node processes ({n_honest} honest, {} misbehaving)…",
@@ -125,10 +157,23 @@ pub fn run(args: &BenchPoisoningArgs) -> anyhow::Result<std::process::ExitCode> 
         if i < n_honest {
             format!("intra_threads = {}\n", HONEST_THREADS[i])
         } else {
-            format!("test_misbehave = \"{}\"\n", modes[i - n_honest])
+            let (_, mode, activation) = &modes[i - n_honest];
+            let only = if *activation {
+                "test_misbehave_model = \"stage-2.onnx\"\n"
+            } else {
+                ""
+            };
+            format!("test_misbehave = \"{mode}\"\n{only}")
         }
     };
-    let mesh = LocalMesh::start_with_each(dir.path(), n, &args.models, &exe, &config)?;
+    let mesh = LocalMesh::start_with_models(
+        dir.path(),
+        n,
+        &args.models,
+        &exe,
+        &config,
+        &|_| stages.clone(),
+    )?;
     let base = parse_npy(
         &std::fs::read(args.models.join("samples/features.npy"))?,
         "features",
@@ -147,7 +192,7 @@ pub fn run(args: &BenchPoisoningArgs) -> anyhow::Result<std::process::ExitCode> 
         mesh.roster.clone(),
         Duration::from_secs(30),
     )?;
-    let run_job = |candidates: Vec<Entry>, input: Tensor| -> anyhow::Result<Outcome> {
+    let run_on = |model, candidates: Vec<Entry>, input: Tensor| -> anyhow::Result<Outcome> {
         let req = InferRequest {
             job_id: quorate_crypto::random::bytes()?,
             nonce: quorate_crypto::random::bytes::<32>()?.to_vec(),
@@ -168,13 +213,35 @@ pub fn run(args: &BenchPoisoningArgs) -> anyhow::Result<std::process::ExitCode> 
             &|_| {},
         ))?)
     };
+    let run_job = |candidates: Vec<Entry>, input: Tensor| run_on(model, candidates, input);
+    // An activation job: stage 1 on honest nodes, then stage 2 on its activation h1.
+    let run_activation_job = |candidates: Vec<Entry>, input: Tensor| -> anyhow::Result<Outcome> {
+        let honest: Vec<Entry> = candidates
+            .iter()
+            .filter(|e| nodes[..n_honest].contains(e))
+            .cloned()
+            .collect();
+        let first = run_on(stage_digests[0], honest, input)?;
+        let h1 = first
+            .accepted()
+            .and_then(|a| a.response.outputs.iter().find(|t| t.name() == "h1").cloned())
+            .context("stage 1 gave no activation h1")?;
+        run_on(stage_digests[1], candidates, h1)
+    };
 
     let mut rows = Vec::new();
     let started = Instant::now();
-    for (m, mode) in modes.iter().enumerate() {
+    for (m, (label, mode, activation)) in modes.iter().enumerate() {
         let bad = &nodes[n_honest + m];
+        let job = |c: Vec<Entry>, i: Tensor| {
+            if *activation {
+                run_activation_job(c, i)
+            } else {
+                run_job(c, i)
+            }
+        };
         let mut row = Row {
-            mode: mode.clone(),
+            mode: label.clone(),
             trials: args.trials,
             above: 0,
             caught_above: 0,
@@ -194,7 +261,7 @@ pub fn run(args: &BenchPoisoningArgs) -> anyhow::Result<std::process::ExitCode> 
         }
         for t in 0..args.trials {
             let h = |k: usize| nodes[(t + k) % n_honest].clone();
-            let o = run_job(vec![h(0), h(1), bad.clone(), h(2)], random_input(&base)?)?;
+            let o = job(vec![h(0), h(1), bad.clone(), h(2)], random_input(&base)?)?;
             let bad_i = 2;
             let reference = o
                 .accepted()
@@ -230,7 +297,7 @@ pub fn run(args: &BenchPoisoningArgs) -> anyhow::Result<std::process::ExitCode> 
                 .count();
             row.wrong_accepted += usize::from(v.agreeing.contains(&bad_i) && above);
         }
-        eprintln!("{mode}: done");
+        eprintln!("{label}: done");
         rows.push(row);
     }
 

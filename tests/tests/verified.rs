@@ -453,6 +453,8 @@ fn poisoning_harness_small_run_detects_everything_without_false_positives() {
         "poisoning",
         "--noise",
         "1e-7,1e-2",
+        "--activation-noise",
+        "1e-7,1e-2",
         "--trials",
         "3",
         "--honest-runs",
@@ -462,7 +464,7 @@ fn poisoning_harness_small_run_detects_everything_without_false_positives() {
     assert!(o.status.success(), "{}", text(&o));
     let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     let rows = v["rows"].as_array().unwrap();
-    assert_eq!(rows.len(), 7);
+    assert_eq!(rows.len(), 9);
     for r in rows {
         assert_eq!(r["detected_above"], r["above_tolerance"], "{r}");
         assert_eq!(r["honest_accused"], 0, "{r}");
@@ -470,5 +472,10 @@ fn poisoning_harness_small_run_detects_everything_without_false_positives() {
     // Noise far below the tolerance is accepted as honest variation; far above it is caught.
     assert_eq!(rows[0]["above_tolerance"], 0);
     assert_eq!(rows[1]["above_tolerance"], 3);
+    // The same for noise on the intermediate activation h2 (stage 2 of a split mlp).
+    assert_eq!(rows[7]["mode"], "act. noise:1e-7");
+    assert_eq!(rows[7]["above_tolerance"], 0);
+    assert_eq!(rows[8]["above_tolerance"], 3);
+    assert_eq!(rows[8]["detected_above"], 3);
     assert_eq!(v["honest_false_positives"], 0);
 }

@@ -1,4 +1,6 @@
 //! Shared by the benches: where criterion writes, and reading medians back for ratios.
+// Each bench compiles its own copy of this module and uses a different subset of it.
+#![allow(dead_code)]
 
 use std::path::PathBuf;
 
@@ -19,4 +21,22 @@ pub fn median_ns(group: &str, id: &str) -> Option<f64> {
     let path = out_dir().join(group).join(id).join("new/estimates.json");
     let v: serde_json::Value = serde_json::from_slice(&std::fs::read(path).ok()?).ok()?;
     v["median"]["point_estimate"].as_f64()
+}
+
+/// A criterion runner for mesh benches: `samples` samples, half a second of warm-up,
+/// `seconds` of measurement, writing under [`out_dir`], command-line flags honoured.
+pub fn mesh_criterion(samples: usize, seconds: u64) -> criterion::Criterion {
+    criterion::Criterion::default()
+        .output_directory(&out_dir())
+        .sample_size(samples)
+        .warm_up_time(std::time::Duration::from_millis(500))
+        .measurement_time(std::time::Duration::from_secs(seconds))
+        .configure_from_args()
+}
+
+/// The bundled single-patient sample (`models/samples/features.npy`) as the `features` input.
+pub fn sample_features() -> quorate_protocol::tensor::Tensor {
+    let bytes = std::fs::read(root().join("models/samples/features.npy"))
+        .expect("the bundled sample is readable");
+    quorate_protocol::tensor_file::parse_npy(&bytes, "features").expect("the bundled sample parses")
 }

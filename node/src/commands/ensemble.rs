@@ -5,7 +5,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
-use quorate_crypto::tensor_digest::Digest32;
+use quorate_crypto::tensor_digest::{Digest32, sha256};
 use quorate_protocol::ensemble::Mode;
 use quorate_protocol::roster::{Entry, Role, Roster};
 use quorate_protocol::tensor::Tensor;
@@ -105,12 +105,25 @@ pub fn resolve_members(
         entries.push(e.clone());
         explicit.push(model.map(|m| resolve_model(m, models)).transpose()?);
     }
+    // A node may also serve models no ensemble can use (e.g. quantized linear models for
+    // encrypted inference); when a member has several models of its own, the ONNX models
+    // found in `models` break the tie.
+    let onnx_here: Vec<Digest32> = std::fs::read_dir(models)
+        .map(|d| {
+            d.flatten()
+                .map(|f| f.path())
+                .filter(|p| p.extension().is_some_and(|x| x == "onnx"))
+                .filter_map(|p| std::fs::read(p).ok())
+                .map(|b| sha256(&b))
+                .collect()
+        })
+        .unwrap_or_default();
     let mut digests = Vec::new();
     for (i, e) in entries.iter().enumerate() {
         let d = match explicit[i] {
             Some(d) => d,
             None => {
-                let own: Vec<&Digest32> = e
+                let mut own: Vec<&Digest32> = e
                     .models
                     .iter()
                     .filter(|m| {
@@ -120,6 +133,9 @@ pub fn resolve_members(
                             .all(|(j, o)| j == i || !o.models.contains(m))
                     })
                     .collect();
+                if own.len() > 1 {
+                    own.retain(|d| onnx_here.contains(d));
+                }
                 match own.as_slice() {
                     [d] => **d,
                     _ => bail!(
