@@ -166,14 +166,9 @@ pub fn run(args: &BenchPoisoningArgs) -> anyhow::Result<std::process::ExitCode> 
             format!("test_misbehave = \"{mode}\"\n{only}")
         }
     };
-    let mesh = LocalMesh::start_with_models(
-        dir.path(),
-        n,
-        &args.models,
-        &exe,
-        &config,
-        &|_| stages.clone(),
-    )?;
+    let mesh = LocalMesh::start_with_models(dir.path(), n, &args.models, &exe, &config, &|_| {
+        stages.clone()
+    })?;
     let base = parse_npy(
         &std::fs::read(args.models.join("samples/features.npy"))?,
         "features",
@@ -224,7 +219,13 @@ pub fn run(args: &BenchPoisoningArgs) -> anyhow::Result<std::process::ExitCode> 
         let first = run_on(stage_digests[0], honest, input)?;
         let h1 = first
             .accepted()
-            .and_then(|a| a.response.outputs.iter().find(|t| t.name() == "h1").cloned())
+            .and_then(|a| {
+                a.response
+                    .outputs
+                    .iter()
+                    .find(|t| t.name() == "h1")
+                    .cloned()
+            })
             .context("stage 1 gave no activation h1")?;
         run_on(stage_digests[1], candidates, h1)
     };
