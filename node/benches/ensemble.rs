@@ -6,12 +6,9 @@
 
 mod support;
 
-use support::{median_ns, mesh_criterion, root, sample_features};
-
-use std::time::Duration;
+use support::{median_ns, mesh_criterion, root, runtime_and_client, sample_features};
 
 use quorate_crypto::tensor_digest::sha256;
-use quorate_node::mesh::client::MeshClient;
 use quorate_node::mesh::ensemble_client::{self, EnsembleSpec};
 use quorate_node::mesh::local::LocalMesh;
 use quorate_protocol::ensemble::Mode;
@@ -36,17 +33,8 @@ fn main() {
     let members: Vec<_> = (1..=5)
         .map(|i| mesh.roster.by_name(&format!("node-{i}")).unwrap().clone())
         .collect();
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .unwrap();
+    let (rt, client) = runtime_and_client(&mesh);
     let _entered = rt.enter();
-    let client = MeshClient::new(
-        &mesh.client_key,
-        mesh.roster.clone(),
-        Duration::from_secs(30),
-    )
-    .unwrap();
     let spec = EnsembleSpec {
         mode: Mode::Mean,
         members: members.clone(),

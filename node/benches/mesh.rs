@@ -7,7 +7,7 @@
 
 mod support;
 
-use support::{median_ns, mesh_criterion, root, sample_features};
+use support::{median_ns, mesh_criterion, root, runtime_and_client, sample_features};
 
 use std::io::Write;
 use std::sync::Arc;
@@ -38,17 +38,8 @@ fn main() {
     )
     .unwrap();
     let node = mesh.roster.by_name("node-1").unwrap().clone();
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .unwrap();
+    let (rt, client) = runtime_and_client(&mesh);
     let _entered = rt.enter();
-    let client = MeshClient::new(
-        &mesh.client_key,
-        mesh.roster.clone(),
-        Duration::from_secs(30),
-    )
-    .unwrap();
     let req = |i: u64| InferRequest {
         job_id: [(i % 251) as u8; 16],
         nonce: i.to_le_bytes().repeat(4),

@@ -6,13 +6,10 @@
 
 mod support;
 
-use support::{median_ns, mesh_criterion, root, sample_features};
-
-use std::time::Duration;
+use support::{median_ns, mesh_criterion, root, runtime_and_client, sample_features};
 
 use quorate_crypto::tensor_digest::sha256;
 use quorate_node::commands::pipeline::write_split;
-use quorate_node::mesh::client::MeshClient;
 use quorate_node::mesh::local::LocalMesh;
 use quorate_node::mesh::pipeline::{CrossCheck, Plan, run};
 use quorate_protocol::messages::InferRequest;
@@ -38,17 +35,8 @@ fn main() {
     )
     .unwrap();
     let node = mesh.roster.by_name("node-1").unwrap().clone();
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .unwrap();
+    let (rt, client) = runtime_and_client(&mesh);
     let _entered = rt.enter();
-    let client = MeshClient::new(
-        &mesh.client_key,
-        mesh.roster.clone(),
-        Duration::from_secs(30),
-    )
-    .unwrap();
     let mut i = 0u64;
     let inputs = [sample.clone()];
 

@@ -6,12 +6,9 @@
 
 mod support;
 
-use support::{median_ns, mesh_criterion, root, sample_features};
-
-use std::time::Duration;
+use support::{median_ns, mesh_criterion, root, runtime_and_client, sample_features};
 
 use quorate_crypto::tensor_digest::sha256;
-use quorate_node::mesh::client::MeshClient;
 use quorate_node::mesh::local::LocalMesh;
 use quorate_node::mesh::verified;
 use quorate_protocol::messages::InferRequest;
@@ -34,17 +31,8 @@ fn main() {
     let nodes: Vec<_> = (1..=3)
         .map(|i| mesh.roster.by_name(&format!("node-{i}")).unwrap().clone())
         .collect();
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .unwrap();
+    let (rt, client) = runtime_and_client(&mesh);
     let _entered = rt.enter();
-    let client = MeshClient::new(
-        &mesh.client_key,
-        mesh.roster.clone(),
-        Duration::from_secs(30),
-    )
-    .unwrap();
     let policy = Policy::Default;
     let req = |i: u64| InferRequest {
         job_id: [(i % 251) as u8; 16],

@@ -40,3 +40,27 @@ pub fn sample_features() -> quorate_protocol::tensor::Tensor {
         .expect("the bundled sample is readable");
     quorate_protocol::tensor_file::parse_npy(&bytes, "features").expect("the bundled sample parses")
 }
+
+/// A multi-threaded runtime and a mesh client for `mesh`'s roster, created inside it (the
+/// client's endpoint belongs to that runtime; callers enter it before using the client).
+pub fn runtime_and_client(
+    mesh: &quorate_node::mesh::local::LocalMesh,
+) -> (
+    tokio::runtime::Runtime,
+    quorate_node::mesh::client::MeshClient,
+) {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("a tokio runtime");
+    let client = {
+        let _entered = rt.enter();
+        quorate_node::mesh::client::MeshClient::new(
+            &mesh.client_key,
+            mesh.roster.clone(),
+            std::time::Duration::from_secs(30),
+        )
+        .expect("a mesh client")
+    };
+    (rt, client)
+}

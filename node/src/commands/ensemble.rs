@@ -12,9 +12,8 @@ use quorate_protocol::tensor::Tensor;
 use quorate_protocol::tensor_file::{self, MAX_FILE_LEN};
 use serde_json::json;
 
-use crate::attest::unix_now;
 use crate::commands::infer::resolve_model;
-use crate::files::{load_public_key, load_secret_key, read_limited, write_atomic};
+use crate::files::{load_secret_key, read_limited, write_atomic};
 use crate::mesh::client::MeshClient;
 use crate::mesh::ensemble_client::{self, EnsembleOutcome, EnsembleSpec};
 
@@ -242,13 +241,7 @@ pub fn print_outcome(o: &EnsembleOutcome, members: &[Entry], mode: Mode) {
 /// Runs `quorate ensemble`.
 pub fn run(args: &EnsembleArgs) -> anyhow::Result<ExitCode> {
     let key = load_secret_key(&args.key)?;
-    let admin = load_public_key(&args.admin)?;
-    let roster_bytes = read_limited(
-        &args.roster,
-        quorate_protocol::roster::MAX_ROSTER_LEN as u64,
-    )?;
-    let roster = Roster::verify(&roster_bytes, &admin, unix_now())
-        .with_context(|| format!("roster {}", args.roster.display()))?;
+    let roster = crate::commands::infer::load_roster(&args.roster, &args.admin)?;
     let (members, models) = resolve_members(&roster, &args.members, &args.models)?;
     let n = members.len() as u32;
     let mode = if args.mode == "votes" {

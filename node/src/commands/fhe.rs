@@ -6,12 +6,10 @@ use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
-use quorate_protocol::roster::Roster;
 
-use crate::attest::unix_now;
 use crate::fhe::client::{ClientKeys, save_keys};
 use crate::fhe::{engine, job};
-use crate::files::{load_public_key, load_secret_key, read_limited};
+use crate::files::{load_secret_key, read_limited};
 use crate::mesh::client::MeshClient;
 
 /// `quorate fhe` subcommands.
@@ -125,13 +123,7 @@ fn read_features(path: &std::path::Path) -> anyhow::Result<Vec<f64>> {
 
 fn infer(args: &InferArgs) -> anyhow::Result<ExitCode> {
     let key = load_secret_key(&args.key)?;
-    let admin = load_public_key(&args.admin)?;
-    let roster_bytes = read_limited(
-        &args.roster,
-        quorate_protocol::roster::MAX_ROSTER_LEN as u64,
-    )?;
-    let roster = Roster::verify(&roster_bytes, &admin, unix_now())
-        .with_context(|| format!("roster {}", args.roster.display()))?;
+    let roster = crate::commands::infer::load_roster(&args.roster, &args.admin)?;
     let raw = read_features(&args.input)?;
     let known = job::known_models(&args.models)?;
     let keys = ClientKeys::load(&args.keys)

@@ -9,6 +9,7 @@ use quorate_crypto::tensor_digest::{Digest32, SALT_LEN, sha256};
 use quorate_protocol::messages::InferRequest;
 use quorate_protocol::receipt::JobKind;
 use quorate_protocol::roster::Roster;
+use quorate_protocol::tensor::Tensor;
 use quorate_protocol::tensor_file::{self, MAX_FILE_LEN, tensors_json};
 
 use crate::attest::unix_now;
@@ -96,16 +97,36 @@ pub fn resolve_model(spec: &str, models: &Path) -> anyhow::Result<Digest32> {
     Ok(sha256(&bytes))
 }
 
+/// Reads a signed roster and checks it against the roster authority's key, as a client does
+/// before every job (§10.3).
+pub fn load_roster(roster: &Path, admin: &Path) -> anyhow::Result<Roster> {
+    let admin = load_public_key(admin)?;
+    let bytes = read_limited(roster, quorate_protocol::roster::MAX_ROSTER_LEN as u64)?;
+    Roster::verify(&bytes, &admin, unix_now())
+        .with_context(|| format!("roster {}", roster.display()))
+}
+
+/// Prints one output tensor (its first 8 values) the way every client command does.
+pub fn print_output(t: &Tensor) {
+    let v: Vec<String> = t
+        .to_f64_vec()
+        .iter()
+        .take(8)
+        .map(|x| format!("{x:.6}"))
+        .collect();
+    println!(
+        "output    {} {}{:?} = [{}]",
+        t.name(),
+        t.dtype(),
+        t.shape(),
+        v.join(", ")
+    );
+}
+
 /// Runs `quorate infer`.
 pub fn run(args: &InferArgs) -> anyhow::Result<ExitCode> {
     let key = load_secret_key(&args.key)?;
-    let admin = load_public_key(&args.admin)?;
-    let roster_bytes = read_limited(
-        &args.roster,
-        quorate_protocol::roster::MAX_ROSTER_LEN as u64,
-    )?;
-    let roster = Roster::verify(&roster_bytes, &admin, unix_now())
-        .with_context(|| format!("roster {}", args.roster.display()))?;
+    let roster = load_roster(&args.roster, &args.admin)?;
     let model = resolve_model(&args.model, &args.models)?;
     let input = read_limited(&args.input, MAX_FILE_LEN as u64)?;
     let inputs: Vec<_> = tensor_file::parse_any(&input, &args.input_name)
@@ -196,19 +217,7 @@ pub fn run(args: &InferArgs) -> anyhow::Result<ExitCode> {
         payload.runtime, payload.provider
     );
     for t in &response.outputs {
-        let v: Vec<String> = t
-            .to_f64_vec()
-            .iter()
-            .take(8)
-            .map(|x| format!("{x:.6}"))
-            .collect();
-        println!(
-            "output    {} {}{:?} = [{}]",
-            t.name(),
-            t.dtype(),
-            t.shape(),
-            v.join(", ")
-        );
+        print_output(t);
     }
     println!(
         "receipt   verified: signed by {node_name}'s pinned key, job {} , commitments match",

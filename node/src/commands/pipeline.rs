@@ -5,13 +5,11 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
-use quorate_protocol::roster::Roster;
 use quorate_protocol::tensor_file::{self, MAX_FILE_LEN, tensors_json};
 use serde_json::json;
 
-use crate::attest::unix_now;
 use crate::commands::split::{MAX_MODEL_LEN, SplitOptions, parse_cuts, split_model};
-use crate::files::{load_public_key, load_secret_key, read_limited, write_atomic};
+use crate::files::{load_secret_key, read_limited, write_atomic};
 use crate::mesh::client::MeshClient;
 use crate::mesh::pipeline::{CrossCheck, PipelineRun, Plan};
 
@@ -116,13 +114,7 @@ pub fn run(args: &PipelineArgs) -> anyhow::Result<ExitCode> {
     };
     let policy = quorate_protocol::policy::Policy::parse(&args.policy)?;
     let key = load_secret_key(&args.key)?;
-    let admin = load_public_key(&args.admin)?;
-    let roster_bytes = read_limited(
-        &args.roster,
-        quorate_protocol::roster::MAX_ROSTER_LEN as u64,
-    )?;
-    let roster = Roster::verify(&roster_bytes, &admin, unix_now())
-        .with_context(|| format!("roster {}", args.roster.display()))?;
+    let roster = crate::commands::infer::load_roster(&args.roster, &args.admin)?;
     let plan = load_plan(args)?;
     let input = read_limited(&args.input, MAX_FILE_LEN as u64)?;
     let inputs: Vec<_> = tensor_file::parse_any(&input, &args.input_name)
@@ -144,19 +136,7 @@ pub fn run(args: &PipelineArgs) -> anyhow::Result<ExitCode> {
     })?;
     write_run(&args.out, &run)?;
     for (t, _) in run.outputs() {
-        let v: Vec<String> = t
-            .to_f64_vec()
-            .iter()
-            .take(8)
-            .map(|x| format!("{x:.6}"))
-            .collect();
-        println!(
-            "output    {} {}{:?} = [{}]",
-            t.name(),
-            t.dtype(),
-            t.shape(),
-            v.join(", ")
-        );
+        crate::commands::infer::print_output(&t);
     }
     for d in &run.dissents {
         println!(
