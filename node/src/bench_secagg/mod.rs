@@ -8,19 +8,28 @@
 //! exactly as many X25519 operations (ladder agreements and fixed-base key derivations),
 //! spread over the same number of threads as the measured side used (1 for a client, the
 //! server's thread count for the server).
+//!
+//! The ratios are taken from replays (`replay`): after the recorded run, sampled clients and
+//! the server are run again alone on their recorded messages, each replay followed by a
+//! repetition of its bound, and the medians are compared.
+
+mod bound;
+mod replay;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
-use quorate_crypto::secagg::ka::{raw_x25519, raw_x25519_base};
-use quorate_crypto::secagg::kdf::PrgSeed;
 use quorate_crypto::secagg::prg;
 use quorate_crypto::secagg::rng::{DeterministicRng, SecretRng};
+use quorate_crypto::tensor_digest::sha256;
 use quorate_protocol::secagg::config::{GraphKind, RoundConfig, SparseParameters};
 use quorate_protocol::secagg::messages::Round;
 use quorate_protocol::secagg::server::{Outcome, Server};
 use quorate_protocol::secagg::{Client, WorkCounters, sim};
+
+use bound::median;
+use replay::{ClientLog, ServerCall};
 
 /// Arguments of `quorate bench secagg`.
 #[derive(clap::Args, Debug, Clone)]
@@ -68,54 +77,6 @@ fn human_bytes(b: u64) -> String {
         format!("{:.1} MB", b / 1e6)
     } else {
         format!("{:.1} kB", b / 1e3)
-    }
-}
-
-/// Times the bound: `masks` raw keystreams of `mask_bytes / masks` bytes each, plus
-/// `agreements` X25519 ladders and `keygens` fixed-base derivations, over `threads`
-/// threads (work split round-robin as the server splits it).
-fn measure_bound(c: &WorkCounters, bits: u32, threads: usize) -> Duration {
-    let threads = threads.max(1);
-    let per_mask = c.mask_bytes.checked_div(c.masks).unwrap_or(0) as usize;
-    let start = Instant::now();
-    std::thread::scope(|s| {
-        for t in 0..threads as u64 {
-            s.spawn(move || {
-                let share =
-                    |total: u64| total / threads as u64 + u64::from(t < total % threads as u64);
-                let mut buf = vec![0u8; prg::chunk_bytes(bits)];
-                let mut x = 0u8;
-                let mut k = [t as u8 + 1; 32];
-                let mut u = [9u8; 32];
-                for _ in 0..share(c.x25519_agreements) {
-                    u = raw_x25519(k, u);
-                    k[0] ^= u[0];
-                }
-                for _ in 0..share(c.x25519_keygens) {
-                    k = raw_x25519_base(k);
-                }
-                for i in 0..share(c.masks) {
-                    let seed = PrgSeed::from_bytes([(i as u8) ^ x; 16]);
-                    x ^= prg::raw_keystream(&seed, per_mask, &mut buf);
-                }
-                std::hint::black_box((x, k, u));
-            });
-        }
-    });
-    start.elapsed()
-}
-
-/// The median of `v` (the mean of the two middle values for an even count; 0 when empty).
-fn median(mut v: Vec<f64>) -> f64 {
-    if v.is_empty() {
-        return 0.0;
-    }
-    v.sort_by(f64::total_cmp);
-    let m = v.len() / 2;
-    if v.len() % 2 == 1 {
-        v[m]
-    } else {
-        (v[m - 1] + v[m]) / 2.0
     }
 }
 
@@ -192,32 +153,56 @@ pub fn run(args: &BenchSecaggArgs) -> anyhow::Result<std::process::ExitCode> {
     }
 
     let timeout = 1_000u64;
-    let mut now = 0u64;
-    let mut server_time = Duration::ZERO;
-    let mut unmask_time = Duration::ZERO;
-    let t0 = Instant::now();
-    let mut server = Server::new(cfg.clone(), now, timeout, args.threads)?;
-    server_time += t0.elapsed();
-    let mut clients = Vec::with_capacity(n);
-    let mut client_time = vec![Duration::ZERO; n];
-    for i in 0..n as u32 {
-        let rng = Box::new(DeterministicRng::from_seed(&sim::rng_seed(&seed, i)));
-        clients.push(Client::new(
+    let make_client = |i: u32| {
+        Client::new(
             cfg.clone(),
             i,
             sim::identity(&seed, i),
             inputs[i as usize].clone(),
-            rng,
+            Box::new(DeterministicRng::from_seed(&sim::rng_seed(&seed, i))),
             100 * timeout,
-        )?);
+        )
+    };
+    let make_server = || Ok(Server::new(cfg.clone(), 0, timeout, args.threads)?);
+    // The clients replayed after the run: up to 21, evenly spread over those that stay.
+    let live: Vec<usize> = (0..n).filter(|&i| !dropped[i]).collect();
+    let reps = live.len().min(21);
+    let sampled: Vec<usize> = (0..reps).map(|k| live[k * live.len() / reps]).collect();
+    let mut logs: Vec<Option<ClientLog>> = (0..n).map(|_| None).collect();
+    for &i in &sampled {
+        logs[i] = Some(ClientLog::default());
+    }
+    let mut calls: Vec<ServerCall> = Vec::new();
+
+    // The recorded run.
+    let mut now = 0u64;
+    let mut server_time = Duration::ZERO;
+    let mut unmask_time = Duration::ZERO;
+    let t0 = Instant::now();
+    let mut server = make_server()?;
+    server_time += t0.elapsed();
+    let mut clients = Vec::with_capacity(n);
+    let mut client_time = vec![Duration::ZERO; n];
+    // Per client, the time spent producing each of its five messages (index: the round of
+    // the message produced; a message of round r answers the server's message in round r−1).
+    let mut client_round_time = vec![[Duration::ZERO; 5]; n];
+    for i in 0..n as u32 {
+        clients.push(make_client(i)?);
     }
     for (i, c) in clients.iter_mut().enumerate() {
         let t0 = Instant::now();
         let m = c.start(now)?;
-        client_time[i] += t0.elapsed();
+        let e = t0.elapsed();
+        client_time[i] += e;
+        client_round_time[i][0] += e;
+        if let Some(log) = &mut logs[i] {
+            log.start = now;
+            log.sent.push(sha256(&m));
+        }
         let t0 = Instant::now();
         let _ = server.handle_message(&m, now);
         server_time += t0.elapsed();
+        calls.push(ServerCall::Message(m, now));
     }
     let mut rounds = 0;
     while server.outcome().is_none() {
@@ -228,6 +213,7 @@ pub fn run(args: &BenchSecaggArgs) -> anyhow::Result<std::process::ExitCode> {
         let t0 = Instant::now();
         let out = server.poll_transmit();
         server_time += t0.elapsed();
+        calls.push(ServerCall::Poll);
         if out.is_empty() {
             now = server.poll_timeout().unwrap_or(now);
             let t0 = Instant::now();
@@ -235,6 +221,7 @@ pub fn run(args: &BenchSecaggArgs) -> anyhow::Result<std::process::ExitCode> {
             server.handle_timeout(now);
             let e = t0.elapsed();
             server_time += e;
+            calls.push(ServerCall::Timeout(now));
             if closing_unmask {
                 unmask_time += e;
             }
@@ -245,10 +232,20 @@ pub fn run(args: &BenchSecaggArgs) -> anyhow::Result<std::process::ExitCode> {
             if dropped[i] && clients[i].round() >= Round::ShareKeys {
                 continue; // dropped after ShareKeys: never sends its masked input
             }
+            let phase = clients[i].round() as usize + 1;
             let t0 = Instant::now();
             let reply = clients[i].handle_message(&o.bytes, now);
-            client_time[i] += t0.elapsed();
-            if let Some(reply) = reply.with_context(|| format!("client {i}"))? {
+            let e = t0.elapsed();
+            client_time[i] += e;
+            client_round_time[i][phase.min(4)] += e;
+            let reply = reply.with_context(|| format!("client {i}"))?;
+            if let Some(log) = &mut logs[i] {
+                log.inbox.push((o.bytes, now));
+                if let Some(r) = &reply {
+                    log.sent.push(sha256(r));
+                }
+            }
+            if let Some(reply) = reply {
                 let closing_unmask = server.round() == Round::Unmasking;
                 let t0 = Instant::now();
                 let _ = server.handle_message(&reply, now);
@@ -257,11 +254,12 @@ pub fn run(args: &BenchSecaggArgs) -> anyhow::Result<std::process::ExitCode> {
                 if closing_unmask && server.outcome().is_some() {
                     unmask_time += e;
                 }
+                calls.push(ServerCall::Message(reply, now));
             }
         }
     }
     let outcome = server.outcome().cloned().context("no outcome")?;
-    let Outcome::Sum(agg) = outcome else {
+    let Outcome::Sum(agg) = &outcome else {
         bail!("the round aborted: {outcome:?}");
     };
     // Exactness check against the plaintext sum.
@@ -280,10 +278,19 @@ pub fn run(args: &BenchSecaggArgs) -> anyhow::Result<std::process::ExitCode> {
 
     let finished: Vec<usize> = (0..n).filter(|&i| clients[i].is_done()).collect();
     // Medians, not means: the machines are shared, and a burst of foreign load during one
-    // client's turn (or one repetition of the bound) should not move the ratio (§9.10).
-    let client_times: Vec<f64> = finished.iter().map(|&i| secs(client_time[i])).collect();
-    let mean_client = client_times.iter().sum::<f64>() / client_times.len().max(1) as f64;
-    let median_client = median(client_times);
+    // client's turn should not move the figure (§9.10).
+    let in_run_client = median(finished.iter().map(|&i| secs(client_time[i])).collect());
+    let per_round: Vec<f64> = (0..5)
+        .map(|r| {
+            median(
+                finished
+                    .iter()
+                    .map(|&i| secs(client_round_time[i][r]))
+                    .collect(),
+            )
+        })
+        .collect();
+    let counters: Vec<WorkCounters> = clients.iter().map(Client::counters).collect();
     let mut cc = WorkCounters::default();
     for &i in &finished {
         add(&mut cc, clients[i].counters());
@@ -295,18 +302,57 @@ pub fn run(args: &BenchSecaggArgs) -> anyhow::Result<std::process::ExitCode> {
         masks: cc.masks / k,
         mask_bytes: cc.mask_bytes / k,
     };
-    // Client bound: the mean client's work, timed on one thread; repeated to reduce noise.
-    let reps = finished.len().clamp(1, 21);
-    let client_bound = median(
-        (0..reps)
-            .map(|_| secs(measure_bound(&mean_counters, args.bits, 1)))
-            .collect(),
-    );
     let sc = server.counters();
     let threads = server.threads();
-    let server_bound = secs(measure_bound(&sc, args.bits, threads));
-    let server_total = secs(server_time);
+    drop(clients);
+    drop(server);
 
+    // Paired replays (§9.10): each sampled client alone on its recorded messages, then its
+    // bound (alternating which goes first, so that drift favours neither side).
+    let mut client_reps = Vec::with_capacity(reps);
+    let mut client_bounds = Vec::with_capacity(reps);
+    for (k, &i) in sampled.iter().enumerate() {
+        let log = logs[i].take().context("sampled client without a log")?;
+        if !finished.contains(&i) {
+            continue;
+        }
+        let c = make_client(i as u32)?;
+        let recorded = counters[i];
+        let (t, b) = if k % 2 == 0 {
+            let (t, work) = replay::client(c, &log)?;
+            if work != recorded {
+                bail!("a replayed client did other work than in the recorded run: this is a bug");
+            }
+            (t, bound::measure(&recorded, args.bits, 1))
+        } else {
+            let b = bound::measure(&recorded, args.bits, 1);
+            let (t, work) = replay::client(c, &log)?;
+            if work != recorded {
+                bail!("a replayed client did other work than in the recorded run: this is a bug");
+            }
+            (t, b)
+        };
+        client_reps.push(secs(t));
+        client_bounds.push(secs(b));
+    }
+    let client_reps_len = client_reps.len();
+    let client = median(client_reps);
+    let client_bound = median(client_bounds);
+
+    // The server: replayed whole as many times as fit in about 20 s (3 to 11, odd).
+    let in_run_server = secs(server_time);
+    let server_reps = ((20.0 / in_run_server.max(1e-3)) as usize).clamp(3, 11) | 1;
+    let mut server_runs = Vec::with_capacity(server_reps);
+    let mut server_unmask = Vec::with_capacity(server_reps);
+    let mut server_bounds = Vec::with_capacity(server_reps);
+    for _ in 0..server_reps {
+        let timed = replay::server(make_server, &calls, &outcome)?;
+        server_runs.push(secs(timed.total));
+        server_unmask.push(secs(timed.unmasking));
+        server_bounds.push(secs(bound::measure(&sc, args.bits, threads)));
+    }
+    let server_total = median(server_runs);
+    let server_bound = median(server_bounds);
     let graph_desc = match cfg.graph {
         GraphKind::Full => "full (SecAgg)".to_string(),
         GraphKind::Sparse { degree } => format!("SecAgg+ k={degree}"),
@@ -315,45 +361,56 @@ pub fn run(args: &BenchSecaggArgs) -> anyhow::Result<std::process::ExitCode> {
         "quorate bench secagg: n={n} m={} b={} dropout={:.2} ({n_drop} clients drop after ShareKeys) graph={graph_desc} t={t} server threads={threads}",
         args.length, args.bits, args.dropout
     );
+    let ratio = |a: f64, b: f64| if b > 0.0 { a / b } else { f64::INFINITY };
+    let replayed = client_reps_len;
     println!(
-        "client: {median_client:.4} s median (mean {mean_client:.4} s) over {} clients ({} X25519 agreements, {} keygens, {} masks, {} keystream each)",
+        "sum: exact ({} contributors, {} dropped; checked against the plaintext sum)",
+        agg.contributors.len(),
+        agg.dropped.len()
+    );
+    println!(
+        "in the run: client {in_run_client:.4} s median over {} finished clients, interleaved with the others and the server (by round: keys {:.4} s, shares {:.4} s, masked input {:.4} s, consistency {:.4} s, unmasking {:.4} s); server {in_run_server:.4} s (final unmasking {:.4} s)",
         finished.len(),
+        per_round[0],
+        per_round[1],
+        per_round[2],
+        per_round[3],
+        per_round[4],
+        secs(unmask_time)
+    );
+    println!(
+        "client: {client:.4} s median of {replayed} clients replayed alone on their recorded messages (answers byte-identical; {} X25519 agreements, {} keygens, {} masks, {} keystream each on average)",
         mean_counters.x25519_agreements,
         mean_counters.x25519_keygens,
         mean_counters.masks,
         human_bytes(mean_counters.mask_bytes)
     );
     println!(
-        "client bound: {client_bound:.4} s (median of {reps}) = raw AES-128-CTR {} in {} masks + {} X25519 ladders + {} fixed-base X25519, 1 thread, same process",
-        human_bytes(mean_counters.mask_bytes),
-        mean_counters.masks,
-        mean_counters.x25519_agreements,
-        mean_counters.x25519_keygens
+        "client bound: {client_bound:.4} s median of {replayed}, each right next to its replay = raw AES-128-CTR of the replayed client's keystream bytes in as many masks + as many X25519 ladders and fixed-base derivations, 1 thread"
     );
     println!(
-        "server: {server_total:.4} s total (final unmasking {:.4} s; {} X25519 agreements, {} keygens, {} masks, {} keystream)",
-        secs(unmask_time),
+        "server: {server_total:.4} s median of {server_reps} replays (final unmasking {:.4} s; {} X25519 agreements, {} keygens, {} masks, {} keystream)",
+        median(server_unmask),
         sc.x25519_agreements,
         sc.x25519_keygens,
         sc.masks,
         human_bytes(sc.mask_bytes)
     );
     println!(
-        "server bound: {server_bound:.4} s = raw AES-128-CTR {} in {} masks + {} X25519 ladders + {} fixed-base X25519, {threads} threads, same process",
+        "server bound: {server_bound:.4} s median of {server_reps}, each right after a replay = raw AES-128-CTR {} in {} masks + {} X25519 ladders + {} fixed-base X25519, {threads} threads",
         human_bytes(sc.mask_bytes),
         sc.masks,
         sc.x25519_agreements,
         sc.x25519_keygens
     );
     println!(
-        "sum: exact ({} contributors, {} dropped; checked against the plaintext sum)",
-        agg.contributors.len(),
-        agg.dropped.len()
+        "in-run ratios (informative): client {:.2}, server {:.2}",
+        ratio(in_run_client, client_bound),
+        ratio(in_run_server, server_bound)
     );
-    let ratio = |a: f64, b: f64| if b > 0.0 { a / b } else { f64::INFINITY };
     println!(
         "client/bound={:.2} server/bound={:.2}",
-        ratio(median_client, client_bound),
+        ratio(client, client_bound),
         ratio(server_total, server_bound)
     );
     Ok(std::process::ExitCode::SUCCESS)

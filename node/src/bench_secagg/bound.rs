@@ -1,0 +1,69 @@
+//! The bound of §9.10: the unavoidable primitives of a measured party, timed raw.
+
+use std::time::{Duration, Instant};
+
+use quorate_crypto::secagg::ka::{raw_x25519, raw_x25519_base};
+use quorate_crypto::secagg::kdf::PrgSeed;
+use quorate_crypto::secagg::prg;
+use quorate_protocol::secagg::WorkCounters;
+
+/// Times `c.masks` raw keystreams of `c.mask_bytes / c.masks` bytes each, plus
+/// `c.x25519_agreements` X25519 ladders and `c.x25519_keygens` fixed-base derivations, over
+/// `threads` threads (the work split round-robin as the server splits it).
+pub fn measure(c: &WorkCounters, bits: u32, threads: usize) -> Duration {
+    let threads = threads.max(1);
+    let per_mask = c.mask_bytes.checked_div(c.masks).unwrap_or(0) as usize;
+    let start = Instant::now();
+    std::thread::scope(|s| {
+        for t in 0..threads as u64 {
+            s.spawn(move || {
+                let share =
+                    |total: u64| total / threads as u64 + u64::from(t < total % threads as u64);
+                let mut buf = vec![0u8; prg::chunk_bytes(bits)];
+                let mut x = 0u8;
+                let mut k = [t as u8 + 1; 32];
+                let mut u = [9u8; 32];
+                for _ in 0..share(c.x25519_agreements) {
+                    u = raw_x25519(k, u);
+                    k[0] ^= u[0];
+                }
+                for _ in 0..share(c.x25519_keygens) {
+                    k = raw_x25519_base(k);
+                }
+                for i in 0..share(c.masks) {
+                    let seed = PrgSeed::from_bytes([(i as u8) ^ x; 16]);
+                    x ^= prg::raw_keystream(&seed, per_mask, &mut buf);
+                }
+                std::hint::black_box((x, k, u));
+            });
+        }
+    });
+    start.elapsed()
+}
+
+/// The median of `v` (the mean of the two middle values for an even count; 0 when empty).
+pub fn median(mut v: Vec<f64>) -> f64 {
+    if v.is_empty() {
+        return 0.0;
+    }
+    v.sort_by(f64::total_cmp);
+    let m = v.len() / 2;
+    if v.len() % 2 == 1 {
+        v[m]
+    } else {
+        (v[m - 1] + v[m]) / 2.0
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::float_cmp)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn median_of_odd_even_and_empty() {
+        assert_eq!(median(vec![3.0, 1.0, 2.0]), 2.0);
+        assert_eq!(median(vec![4.0, 1.0, 2.0, 3.0]), 2.5);
+        assert_eq!(median(vec![]), 0.0);
+    }
+}
