@@ -378,3 +378,59 @@ fn demo_pipeline_part_verifies_its_chain_and_convicts_the_poisoned_stage() {
     assert_eq!(v["chains"][0]["ok"], true, "{v}");
     assert_eq!(v["bundles"][0]["convicted"][0]["signer"], "node-3", "{v}");
 }
+
+#[test]
+fn failed_and_crashed_stage_nodes_are_replaced_and_the_pipeline_still_verifies() {
+    let dir = tempfile::tempdir().unwrap();
+    let stages = dir.path().join("stages");
+    let files = write_split(&models().join("mlp.onnx"), "h1,h2", &stages).unwrap();
+    // Four nodes serve every stage; node-1 answers every stage with a receipt that fails the
+    // client's checks, and node-3 crashes before the job. Every stage must end up served by
+    // exactly the two healthy nodes.
+    let mut mesh = LocalMesh::start_with_models(
+        &dir.path().join("mesh"),
+        4,
+        &models(),
+        &quorate_bin(),
+        &|i| {
+            if i == 0 {
+                "test_misbehave = \"garbage\"\n".into()
+            } else {
+                String::new()
+            }
+        },
+        &|_| files.clone(),
+    )
+    .unwrap();
+    mesh.kill("node-3").unwrap();
+    let out = dir.path().join("run");
+    let o = pipeline(&mesh, &out, &["--stages", s(&stages), "--replicas", "2"]);
+    assert!(o.status.success(), "{}", text(&o));
+    assert_eq!(
+        tensors(&out.join("outputs.json")),
+        whole_model_outputs(dir.path())
+    );
+    let summary = read_json(&out.join("pipeline.json"));
+    let stages_run = summary["stages"].as_array().unwrap();
+    assert_eq!(stages_run.len(), 3);
+    let mut replaced = 0;
+    for st in stages_run {
+        let mut signers: Vec<&str> = st["receipts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r["node"].as_str().unwrap())
+            .collect();
+        signers.sort_unstable();
+        assert_eq!(signers, ["node-2", "node-4"], "{st}");
+        for f in st["failed"].as_array().unwrap() {
+            assert_eq!(f, "node-1", "{st}");
+            replaced += 1;
+        }
+    }
+    // Stages rotate the candidate order, so node-1 is asked (and replaced) at least once.
+    assert!(replaced >= 1, "{summary}");
+    let (ok, v) = verify_chain(&mesh, &out, &[]);
+    assert!(ok, "{v}");
+    assert_eq!(v["receipts"].as_array().unwrap().len(), 6);
+}
