@@ -3,7 +3,6 @@
 //! rounds from a bounded per-job state map. The plaintext output never leaves this file:
 //! only masked SecAgg envelopes and a member receipt committing to the masked vector do.
 
-use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -22,6 +21,7 @@ use quorate_protocol::secagg::messages::{
 use quorate_protocol::secagg::{Client, ClientError};
 
 use crate::attest::unix_now;
+use crate::mesh::job_table::{JobTable, Refused};
 use crate::mesh::server::NodeState;
 use crate::runtime::runtime_version;
 
@@ -43,7 +43,6 @@ struct MemberJob {
     client: Client,
     /// The round whose request is expected next (1..=4).
     next: u8,
-    created: Instant,
     /// The receipt payload without its output commitment (filled in at round 2).
     receipt: ReceiptPayload,
     key: quorate_crypto::SecretKey,
@@ -51,17 +50,22 @@ struct MemberJob {
 }
 
 /// Per-job SecAgg client state, bounded in count and age (§15.3).
-#[derive(Default)]
 pub struct MemberJobs {
-    jobs: Mutex<HashMap<[u8; 16], MemberJob>>,
+    jobs: Mutex<JobTable<MemberJob>>,
     epoch: Option<Instant>,
+}
+
+impl Default for MemberJobs {
+    fn default() -> Self {
+        Self::new()
+    }
 }
 
 impl MemberJobs {
     /// An empty map.
     pub fn new() -> Self {
         Self {
-            jobs: Mutex::default(),
+            jobs: Mutex::new(JobTable::new(MAX_JOBS, JOB_TTL)),
             epoch: Some(Instant::now()),
         }
     }
@@ -109,12 +113,12 @@ pub async fn start(state: Arc<NodeState>, req: EnsembleStart) -> Result<Ensemble
         ));
     }
     {
-        let jobs = state
+        let mut jobs = state
             .ensembles
             .jobs
             .lock()
             .map_err(|_| err(ErrorCode::Internal, "state lock"))?;
-        if jobs.contains_key(&req.job_id) {
+        if jobs.contains(&req.job_id, Instant::now()) {
             return Err(err(
                 ErrorCode::Replayed,
                 format!(
@@ -219,27 +223,25 @@ fn start_blocking(
         .jobs
         .lock()
         .map_err(|_| err(ErrorCode::Internal, "state lock"))?;
-    jobs.retain(|_, j| j.created.elapsed() < JOB_TTL);
-    if jobs.len() >= MAX_JOBS {
-        return Err(err(
-            ErrorCode::Busy,
-            format!("{MAX_JOBS} ensemble jobs are open on this node"),
-        ));
+    let job = MemberJob {
+        client,
+        next: 1,
+        receipt,
+        key,
+        limits,
+    };
+    match jobs.insert(req.job_id, job, Instant::now()) {
+        Ok(()) => {}
+        Err(Refused::Full) => {
+            return Err(err(
+                ErrorCode::Busy,
+                format!("{MAX_JOBS} ensemble jobs are open on this node"),
+            ));
+        }
+        Err(Refused::Duplicate) => {
+            return Err(err(ErrorCode::Replayed, "ensemble job already started"));
+        }
     }
-    if jobs.contains_key(&req.job_id) {
-        return Err(err(ErrorCode::Replayed, "ensemble job already started"));
-    }
-    jobs.insert(
-        req.job_id,
-        MemberJob {
-            client,
-            next: 1,
-            created: Instant::now(),
-            receipt,
-            key,
-            limits,
-        },
-    );
     Ok(EnsembleReply {
         job_id: req.job_id,
         round: 0,
@@ -278,8 +280,7 @@ pub fn round(state: &NodeState, req: EnsembleRound) -> Result<EnsembleReply, Err
         .jobs
         .lock()
         .map_err(|_| err(ErrorCode::Internal, "state lock"))?;
-    jobs.retain(|_, j| j.created.elapsed() < JOB_TTL);
-    let job = jobs.get_mut(&req.job_id).ok_or_else(|| {
+    let job = jobs.get_mut(&req.job_id, Instant::now()).ok_or_else(|| {
         err(
             ErrorCode::UnknownJob,
             format!(

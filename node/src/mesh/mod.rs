@@ -4,6 +4,7 @@ pub mod client;
 pub mod config;
 pub mod ensemble;
 pub mod ensemble_client;
+pub mod job_table;
 pub mod local;
 pub mod misbehave;
 pub mod pipeline;
