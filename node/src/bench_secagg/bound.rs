@@ -12,33 +12,41 @@ use quorate_protocol::secagg::WorkCounters;
 /// `threads` threads (the work split round-robin as the server splits it).
 pub fn measure(c: &WorkCounters, bits: u32, threads: usize) -> Duration {
     let threads = threads.max(1);
-    let per_mask = c.mask_bytes.checked_div(c.masks).unwrap_or(0) as usize;
     let start = Instant::now();
-    std::thread::scope(|s| {
-        for t in 0..threads as u64 {
-            s.spawn(move || {
-                let share =
-                    |total: u64| total / threads as u64 + u64::from(t < total % threads as u64);
-                let mut buf = vec![0u8; prg::chunk_bytes(bits)];
-                let mut x = 0u8;
-                let mut k = [t as u8 + 1; 32];
-                let mut u = [9u8; 32];
-                for _ in 0..share(c.x25519_agreements) {
-                    u = raw_x25519(k, u);
-                    k[0] ^= u[0];
-                }
-                for _ in 0..share(c.x25519_keygens) {
-                    k = raw_x25519_base(k);
-                }
-                for i in 0..share(c.masks) {
-                    let seed = PrgSeed::from_bytes([(i as u8) ^ x; 16]);
-                    x ^= prg::raw_keystream(&seed, per_mask, &mut buf);
-                }
-                std::hint::black_box((x, k, u));
-            });
-        }
-    });
+    if threads == 1 {
+        // On the calling thread, as a client runs: no spawn or migration in the timing.
+        work(c, bits, 0, 1);
+    } else {
+        std::thread::scope(|s| {
+            for t in 0..threads {
+                s.spawn(move || work(c, bits, t, threads));
+            }
+        });
+    }
     start.elapsed()
+}
+
+/// Worker `t` of `threads`: its round-robin share of the bound's operations.
+fn work(c: &WorkCounters, bits: u32, t: usize, threads: usize) {
+    let (t, threads) = (t as u64, threads as u64);
+    let share = |total: u64| total / threads + u64::from(t < total % threads);
+    let per_mask = c.mask_bytes.checked_div(c.masks).unwrap_or(0) as usize;
+    let mut buf = vec![0u8; prg::chunk_bytes(bits)];
+    let mut x = 0u8;
+    let mut k = [t as u8 + 1; 32];
+    let mut u = [9u8; 32];
+    for _ in 0..share(c.x25519_agreements) {
+        u = raw_x25519(k, u);
+        k[0] ^= u[0];
+    }
+    for _ in 0..share(c.x25519_keygens) {
+        k = raw_x25519_base(k);
+    }
+    for i in 0..share(c.masks) {
+        let seed = PrgSeed::from_bytes([(i as u8) ^ x; 16]);
+        x ^= prg::raw_keystream(&seed, per_mask, &mut buf);
+    }
+    std::hint::black_box((x, k, u));
 }
 
 /// The median of `v` (the mean of the two middle values for an even count; 0 when empty).
