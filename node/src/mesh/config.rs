@@ -44,6 +44,10 @@ pub struct NodeConfig {
     /// Seconds a client has to send its request.
     #[serde(default = "default_timeout")]
     pub request_timeout_secs: u64,
+    /// Seconds between two looks at the roster file: a changed file is reloaded under the
+    /// rules of §10.3 (SIGHUP reloads at once). 0 turns the polling off.
+    #[serde(default = "default_roster_reload")]
+    pub roster_reload_secs: u64,
     /// Decompressed TFHE server keys kept at once (about 172 MiB each; §16.3).
     #[serde(default = "default_fhe_keys")]
     pub fhe_max_keys: usize,
@@ -83,6 +87,9 @@ fn default_max_elements() -> u64 {
 }
 fn default_max_request() -> u32 {
     4 << 20
+}
+fn default_roster_reload() -> u64 {
+    5
 }
 fn default_timeout() -> u64 {
     30

@@ -7,5 +7,6 @@ pub mod ensemble_client;
 pub mod local;
 pub mod misbehave;
 pub mod pipeline;
+pub mod reload;
 pub mod server;
 pub mod verified;
