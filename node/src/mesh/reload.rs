@@ -1,5 +1,5 @@
 //! The roster a running node holds: reloading it on SIGHUP or when its file changes, and
-//! refusing to serve once it expired or stopped listing the node (§10.3, §12.1).
+//! refusing to serve once it expired or stopped listing the node (§10.3.1, §12.1).
 //!
 //! The decision whether an offered roster replaces the held one is the sans-IO
 //! [`quorate_protocol::roster::check_rotation`]; this module reads the file, swaps the
@@ -14,7 +14,7 @@ use std::time::Duration;
 use quorate_crypto::PublicKey;
 use quorate_crypto::tensor_digest::{Digest32, sha256};
 use quorate_protocol::roster::{
-    MAX_ROSTER_LEN, Member, Roster, Rotation, RotationError, Standing, check_rotation,
+    MAX_ROSTER_LEN, Member, Roster, Rotation, Standing, check_rotation,
 };
 
 use crate::attest::unix_now;
@@ -284,7 +284,7 @@ impl RosterKeeper {
             Ok(Rotation::Unchanged) => Reload::Unchanged,
             Err(e) => Reload::Refused {
                 code: e.code(),
-                reason: refusal_text(&e),
+                reason: e.to_string(),
             },
             Ok(Rotation::Replace {
                 roster,
@@ -312,13 +312,6 @@ impl RosterKeeper {
                 }
             }
         }
-    }
-}
-
-fn refusal_text(e: &RotationError) -> String {
-    match e {
-        RotationError::Invalid(inner) => format!("{} ({})", e, inner.failure_name()),
-        _ => e.to_string(),
     }
 }
 
