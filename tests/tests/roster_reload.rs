@@ -199,10 +199,17 @@ fn sighup_rotation_revokes_removed_keys_refuses_older_rosters_and_expiry_stops_s
     );
     install(dir.path(), &serial_2.sign(&admin).unwrap());
     sighup(&mesh);
-    wait_log(
+    let log = wait_log(
         &mesh,
-        "roster serial 1 -> 2 on SIGHUP: +1 members, -1 members, 0 changed, closed 1 connections",
+        "roster serial 1 -> 2 on SIGHUP: +1 members, -1 members, 0 changed, closed 1 connections; added: client-2",
         0,
+    );
+    assert!(
+        log.contains(&format!(
+            "removed: client ({})",
+            client.public_key().key_id()
+        )),
+        "{log}"
     );
     runtime.block_on(async {
         // The client's open connection was closed with REVOKED (§7.7.2)...
@@ -253,7 +260,7 @@ fn sighup_rotation_revokes_removed_keys_refuses_older_rosters_and_expiry_stops_s
     assert_running(&mut mesh);
 
     // Serial 3 expires shortly: accepted, warned about, then refused once expired.
-    let serial_3 = roster(&mesh.roster, 3, 10, std::slice::from_ref(&other_entry));
+    let serial_3 = roster(&mesh.roster, 3, 15, std::slice::from_ref(&other_entry));
     install(dir.path(), &serial_3.sign(&admin).unwrap());
     sighup(&mesh);
     wait_log(&mesh, "roster serial 2 -> 3 on SIGHUP", 0);

@@ -14,7 +14,7 @@ use std::time::Duration;
 use quorate_crypto::PublicKey;
 use quorate_crypto::tensor_digest::{Digest32, sha256};
 use quorate_protocol::roster::{
-    MAX_ROSTER_LEN, Member, Roster, Rotation, Standing, check_rotation,
+    Entry, MAX_ROSTER_LEN, Member, Roster, Rotation, Standing, check_rotation,
 };
 
 use crate::attest::unix_now;
@@ -66,6 +66,8 @@ pub enum Reload {
         removed: usize,
         /// Members whose data changed.
         changed: usize,
+        /// Names of the members added and removed (for the log).
+        names: String,
         /// How the new roster lists this node.
         standing: Standing,
     },
@@ -308,11 +310,36 @@ impl RosterKeeper {
                     added: diff.added.len(),
                     removed: diff.removed.len(),
                     changed: diff.changed.len(),
+                    names: member_names(&diff.added, &diff.removed),
                     standing,
                 }
             }
         }
     }
+}
+
+/// `; added: a, b; removed: c` with at most a few names per list, for the reload log line.
+fn member_names(added: &[Entry], removed: &[Entry]) -> String {
+    const SHOWN: usize = 8;
+    let list = |entries: &[Entry]| {
+        let mut names: Vec<String> = entries
+            .iter()
+            .take(SHOWN)
+            .map(|e| format!("{} ({})", e.name, e.key.key_id()))
+            .collect();
+        if entries.len() > SHOWN {
+            names.push(format!("and {} more", entries.len() - SHOWN));
+        }
+        names.join(", ")
+    };
+    let mut out = String::new();
+    if !added.is_empty() {
+        out.push_str(&format!("; added: {}", list(added)));
+    }
+    if !removed.is_empty() {
+        out.push_str(&format!("; removed: {}", list(removed)));
+    }
+    out
 }
 
 /// Applies one reload: closes the connections of keys the new roster removed and logs one
@@ -339,12 +366,13 @@ pub fn apply(
             added,
             removed,
             changed,
+            names,
             standing,
         } => {
             // §10.3: connections authenticated with a key the new roster removed are closed.
             let closed = endpoint.close_unpinned("the key is no longer on the roster");
             eprintln!(
-                "quorate node {node}: roster serial {from} -> {to} {trigger}: +{added} members, -{removed} members, {changed} changed, closed {closed} connections"
+                "quorate node {node}: roster serial {from} -> {to} {trigger}: +{added} members, -{removed} members, {changed} changed, closed {closed} connections{names}"
             );
             if !standing.is_listed() {
                 eprintln!(
@@ -411,7 +439,7 @@ pub async fn watch(
 #[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 mod tests {
     use quorate_crypto::SecretKey;
-    use quorate_protocol::roster::{Entry, Role};
+    use quorate_protocol::roster::Role;
 
     use super::*;
 
