@@ -15,7 +15,6 @@ use quorate_crypto::{PublicKey, SecretKey};
 use quorate_protocol::messages::{
     ErrorCode, ErrorFrame, HealthInfo, InferRequest, InferResponse, Request, Response,
 };
-
 use quorate_protocol::roster::Roster;
 
 use crate::attest::{Committed, JobParams, run_committed, unix_now};
@@ -64,7 +63,8 @@ impl NodeState {
     pub fn load(cfg: &NodeConfig) -> anyhow::Result<Self> {
         let key = load_secret_key(&cfg.key)?;
         let admin = load_public_key(&cfg.admin)?;
-        let roster_bytes = read_roster_file(&cfg.roster).map_err(anyhow::Error::msg)?;
+        let roster_bytes = read_roster_file(&cfg.roster)
+            .map_err(|e| anyhow::anyhow!("cannot load the roster: {e}"))?;
         let roster = Roster::verify(&roster_bytes, &admin, unix_now())
             .with_context(|| format!("roster {}", cfg.roster.display()))?;
         let me = roster

@@ -566,9 +566,15 @@ impl MeshEndpoint {
     }
 
     /// Waits for the next incoming connection and completes its handshake. Returns `None`
-    /// once the endpoint is closed.
+    /// once the endpoint is closed. The admission check applies; the connection returned is
+    /// the caller's to manage ([`MeshEndpoint::close_unpinned`] tracks only those accepted
+    /// by [`MeshEndpoint::serve_streams`]).
     pub async fn accept(&self) -> Option<Result<PeerConnection, TransportError>> {
         let incoming = self.inner.endpoint.accept().await?;
+        if let Err(reason) = self.admit() {
+            incoming.refuse();
+            return Some(Err(TransportError::NotAccepting(reason)));
+        }
         Some(self.handshake_incoming(incoming).await)
     }
 
