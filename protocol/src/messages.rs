@@ -130,10 +130,14 @@ pub enum ErrorCode {
     Replayed,
     /// The member's SecAgg state machine refused the message or aborted (§15.3).
     RoundRejected,
+    /// The node holds no roster under which it may serve: its roster expired, or the
+    /// current roster no longer lists it with its key (§10.3).
+    NoValidRoster,
 }
 
 impl ErrorCode {
-    const ALL: [ErrorCode; 11] = [
+    const ALL: [ErrorCode; 12] = [
+        ErrorCode::NoValidRoster,
         ErrorCode::UnknownJob,
         ErrorCode::WrongRound,
         ErrorCode::Replayed,
@@ -160,6 +164,7 @@ impl ErrorCode {
             ErrorCode::WrongRound => 9,
             ErrorCode::Replayed => 10,
             ErrorCode::RoundRejected => 11,
+            ErrorCode::NoValidRoster => 12,
         }
     }
     fn from_code(c: u64) -> Option<Self> {

@@ -7,6 +7,10 @@ use quorate_crypto::{PublicKey, SecretKey};
 use crate::cbor::{self, read, read::FieldError};
 use crate::cose::{self, CoseError};
 
+pub mod rotation;
+
+pub use rotation::{Member, RosterDiff, Rotation, RotationError, Standing, check_rotation};
+
 /// Content type of a signed roster (§10.1).
 pub const ROSTER_CONTENT_TYPE: &str = "application/vnd.quorate.roster+cbor";
 /// Format version.
@@ -109,6 +113,20 @@ pub enum RosterError {
         /// The time it was checked.
         now: u64,
     },
+}
+
+impl RosterError {
+    /// The failure name of §10.3 (`malformed`, `foreign_signer`, `bad_signature`,
+    /// `expired`, `not_yet_valid`), used by `--json` output and the conformance vectors.
+    pub fn failure_name(&self) -> &'static str {
+        match self {
+            RosterError::ForeignSigner(_) => "foreign_signer",
+            RosterError::BadSignature => "bad_signature",
+            RosterError::Expired { .. } => "expired",
+            RosterError::NotYetValid { .. } => "not_yet_valid",
+            RosterError::Cose(_) | RosterError::Malformed(_) => "malformed",
+        }
+    }
 }
 
 impl From<FieldError> for RosterError {

@@ -19,10 +19,17 @@ use crate::providers::Provider;
   models = \"models\"             # every *.onnx in it is served, addressed by SHA-256\n\
   providers = [\"openvino:NPU\", \"xnnpack\", \"cpu\"]   # preference order; cpu is the fallback\n\
   audit_log = \"audit/node-1.qlog\"\n\
-  max_concurrent = 8             # more concurrent requests get a Busy error\n\n\
+  max_concurrent = 8             # more concurrent requests get a Busy error\n\
+  roster_reload_secs = 5         # look at the roster file this often; 0: only on SIGHUP\n\n\
 SIGINT or SIGTERM stops the node after in-flight requests finish; every receipt is in the\n\
 audit log (fsynced) before its reply is sent. `quorate verify audit/node-1.qlog --trust ...`\n\
-checks the log.")]
+checks the log.\n\n\
+SIGHUP, or a change of the roster file, reloads the roster (§10.3): a roster that verifies and\n\
+has a higher serial replaces the one in use, and open connections of members it removed are\n\
+closed; an older, same-serial or invalid roster is refused with a log line and the node keeps\n\
+the one it has. Once the roster in use has expired, or no longer lists this node with its key,\n\
+the node refuses new connections and answers requests with no_valid_roster (12) until a newer\n\
+roster is loaded; it does not exit.")]
 pub struct NodeArgs {
     /// The node's configuration file.
     #[arg(long, value_name = "FILE", required_unless_present = "list_providers")]

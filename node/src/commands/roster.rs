@@ -422,13 +422,7 @@ pub fn parse_duration(s: &str) -> Result<u64, String> {
 /// Stable machine-readable code of a roster verification failure (used by `--json` output
 /// and the conformance vectors).
 pub fn failure_code(e: &RosterError) -> &'static str {
-    match e {
-        RosterError::ForeignSigner(_) => "foreign_signer",
-        RosterError::BadSignature => "bad_signature",
-        RosterError::Expired { .. } => "expired",
-        RosterError::NotYetValid { .. } => "not_yet_valid",
-        _ => "malformed",
-    }
+    e.failure_name()
 }
 
 /// `YYYY-MM-DD hh:mm:ss UTC` for Unix seconds (proleptic Gregorian calendar).

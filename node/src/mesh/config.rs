@@ -44,6 +44,10 @@ pub struct NodeConfig {
     /// Seconds a client has to send its request.
     #[serde(default = "default_timeout")]
     pub request_timeout_secs: u64,
+    /// Seconds between two looks at the roster file: a changed file is reloaded under the
+    /// rules of §10.3 (SIGHUP reloads at once). 0 turns the polling off.
+    #[serde(default = "default_roster_reload")]
+    pub roster_reload_secs: u64,
     /// Decompressed TFHE server keys kept at once (about 172 MiB each; §16.3).
     #[serde(default = "default_fhe_keys")]
     pub fhe_max_keys: usize,
@@ -84,6 +88,12 @@ fn default_max_elements() -> u64 {
 fn default_max_request() -> u32 {
     4 << 20
 }
+/// Longest interval between two looks at the roster file.
+pub const MAX_ROSTER_RELOAD_SECS: u64 = 86_400;
+
+fn default_roster_reload() -> u64 {
+    5
+}
 fn default_timeout() -> u64 {
     30
 }
@@ -109,6 +119,10 @@ impl NodeConfig {
         }
         cfg.provider_list()?;
         anyhow::ensure!(cfg.max_concurrent >= 1, "max_concurrent must be at least 1");
+        anyhow::ensure!(
+            cfg.roster_reload_secs <= MAX_ROSTER_RELOAD_SECS,
+            "roster_reload_secs must be at most {MAX_ROSTER_RELOAD_SECS} (one day); 0 turns polling off"
+        );
         Ok(cfg)
     }
 
@@ -118,5 +132,34 @@ impl NodeConfig {
             .iter()
             .map(|p| Provider::parse(p).map_err(anyhow::Error::msg))
             .collect()
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+mod tests {
+    use super::*;
+
+    const BASE: &str = "name = \"n\"\nkey = \"k\"\nroster = \"r.cose\"\nadmin = \"a.pub\"\n\
+        listen = \"127.0.0.1:0\"\nmodels = \"m\"\naudit_log = \"a.qlog\"\n";
+
+    fn load(extra: &str) -> anyhow::Result<NodeConfig> {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("node.toml");
+        std::fs::write(&path, format!("{BASE}{extra}")).unwrap();
+        NodeConfig::load(&path)
+    }
+
+    #[test]
+    fn roster_reload_interval_defaults_to_five_seconds_and_is_bounded() {
+        assert_eq!(load("").unwrap().roster_reload_secs, 5);
+        assert_eq!(
+            load("roster_reload_secs = 0\n").unwrap().roster_reload_secs,
+            0
+        );
+        let err = load("roster_reload_secs = 86401\n").unwrap_err();
+        assert!(format!("{err:#}").contains("roster_reload_secs"), "{err:#}");
+        let err = load("roster_reload = 5\n").unwrap_err();
+        assert!(format!("{err:#}").contains("unknown field"), "{err:#}");
     }
 }

@@ -8,5 +8,6 @@ pub mod job_table;
 pub mod local;
 pub mod misbehave;
 pub mod pipeline;
+pub mod reload;
 pub mod server;
 pub mod verified;

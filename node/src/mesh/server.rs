@@ -22,8 +22,9 @@ use crate::audit::AuditLog;
 use crate::files::{load_public_key, load_secret_key};
 use crate::mesh::config::NodeConfig;
 use crate::mesh::misbehave::{Misbehaviour, Mode};
+use crate::mesh::reload::{RosterKeeper, read_roster_file};
 use crate::runtime::LoadedModel;
-use crate::transport::{PinnedKeys, TlsIdentity, TransportSettings, bind_server};
+use crate::transport::{TlsIdentity, TransportSettings, bind_server};
 
 /// Everything a running node holds.
 pub struct NodeState {
@@ -45,6 +46,8 @@ pub struct NodeState {
     pub(crate) ensemble_hooks: crate::mesh::ensemble::TestHooks,
     /// Encrypted inference: qlinear models and server keys (§16).
     pub fhe: Arc<crate::fhe::service::FheService>,
+    /// The roster in use and its reload rules (§10.3).
+    pub roster: Arc<RosterKeeper>,
 }
 
 /// One taken request slot; released however the request ends.
@@ -57,11 +60,11 @@ impl Drop for InFlight {
 
 impl NodeState {
     /// Loads key, roster, models and audit log as the configuration says.
-    pub fn load(cfg: &NodeConfig) -> anyhow::Result<(Self, Roster)> {
+    pub fn load(cfg: &NodeConfig) -> anyhow::Result<Self> {
         let key = load_secret_key(&cfg.key)?;
         let admin = load_public_key(&cfg.admin)?;
-        let roster_bytes = std::fs::read(&cfg.roster)
-            .with_context(|| format!("cannot read roster {}", cfg.roster.display()))?;
+        let roster_bytes = read_roster_file(&cfg.roster)
+            .map_err(|e| anyhow::anyhow!("cannot load the roster: {e}"))?;
         let roster = Roster::verify(&roster_bytes, &admin, unix_now())
             .with_context(|| format!("roster {}", cfg.roster.display()))?;
         let me = roster
@@ -117,36 +120,49 @@ impl NodeState {
             cfg.name,
             cfg.audit_log.display()
         );
-        Ok((
-            Self {
-                name: cfg.name.clone(),
-                key,
-                models,
-                audit,
-                in_flight: AtomicU64::new(0),
-                capacity: cfg.max_concurrent,
-                max_input_elements: cfg.max_input_elements,
-                shutting_down: AtomicBool::new(false),
-                test_delay: Duration::from_millis(cfg.test_delay_ms),
-                misbehave: cfg
-                    .test_misbehave
-                    .as_deref()
-                    .map(Mode::parse)
-                    .transpose()?
-                    .map(|m| Misbehaviour::new(m, misbehave_only)),
-                ensembles: crate::mesh::ensemble::MemberJobs::new(),
-                ensemble_hooks: crate::mesh::ensemble::TestHooks {
-                    exit_at_round: cfg.test_exit_at_round,
-                    tamper_masked: cfg.test_tamper_masked.clone(),
-                },
-                fhe: Arc::new(fhe),
-            },
+        let roster = RosterKeeper::new(
+            &cfg.name,
+            key.public_key(),
+            admin,
+            &cfg.roster,
             roster,
-        ))
+            roster_bytes,
+        );
+        Ok(Self {
+            name: cfg.name.clone(),
+            key,
+            models,
+            audit,
+            in_flight: AtomicU64::new(0),
+            capacity: cfg.max_concurrent,
+            max_input_elements: cfg.max_input_elements,
+            shutting_down: AtomicBool::new(false),
+            test_delay: Duration::from_millis(cfg.test_delay_ms),
+            misbehave: cfg
+                .test_misbehave
+                .as_deref()
+                .map(Mode::parse)
+                .transpose()?
+                .map(|m| Misbehaviour::new(m, misbehave_only)),
+            ensembles: crate::mesh::ensemble::MemberJobs::new(),
+            ensemble_hooks: crate::mesh::ensemble::TestHooks {
+                exit_at_round: cfg.test_exit_at_round,
+                tamper_masked: cfg.test_tamper_masked.clone(),
+            },
+            fhe: Arc::new(fhe),
+            roster: Arc::new(roster),
+        })
     }
 
     /// Answers one request frame; never fails, every problem is a typed error response.
     pub async fn handle(self: Arc<Self>, _peer: PublicKey, bytes: Vec<u8>) -> Vec<u8> {
+        // §10.3: no request is served under an expired roster, nor by a node the current
+        // roster no longer lists with its key.
+        if let Some(why) = self.roster.refusal(unix_now()) {
+            return Response::Error(ErrorFrame::new(ErrorCode::NoValidRoster, why))
+                .encode()
+                .unwrap_or_default();
+        }
         let request = Request::decode(&bytes);
         // Test-only (§14 harness): a misbehaving node may answer with other bytes entirely.
         let lie = match (&self.misbehave, &request) {
@@ -375,16 +391,42 @@ impl NodeState {
 
 /// Runs a node until SIGINT or SIGTERM, then drains in-flight requests and exits.
 pub async fn serve(cfg: NodeConfig) -> anyhow::Result<()> {
-    let (state, roster) = NodeState::load(&cfg)?;
-    let state = Arc::new(state);
+    let state = Arc::new(NodeState::load(&cfg)?);
     let identity = Arc::new(TlsIdentity::from_secret_key(&state.key)?);
-    let pinned = PinnedKeys::from_keys(roster.entries.iter().map(|e| e.key));
+    let pinned = state.roster.pinned().clone();
     let settings = TransportSettings {
         request_timeout: Duration::from_secs(cfg.request_timeout_secs),
         max_request_len: cfg.max_request_bytes,
         ..TransportSettings::default()
     };
     let endpoint = bind_server(cfg.listen, identity, pinned, settings)?;
+    // §10.3: no new connection is accepted under an expired roster or by a revoked node.
+    {
+        let keeper = state.roster.clone();
+        endpoint.set_admission(Arc::new(move || match keeper.refusal(unix_now()) {
+            Some(why) => Err(why),
+            None => Ok(()),
+        }));
+    }
+    // SIGHUP reloads the roster (§12.1); the handler is installed before the node says it
+    // is listening, so a SIGHUP never meets the default action (termination).
+    let hangup = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
+        Ok(s) => Some(s),
+        Err(e) => {
+            eprintln!(
+                "quorate node {}: cannot handle SIGHUP ({e}); the roster is reloaded only when its file changes",
+                state.name
+            );
+            None
+        }
+    };
+    let poll = (cfg.roster_reload_secs > 0).then(|| Duration::from_secs(cfg.roster_reload_secs));
+    let watching = tokio::spawn(crate::mesh::reload::watch(
+        state.roster.clone(),
+        endpoint.clone(),
+        poll,
+        hangup,
+    ));
     let addr = endpoint.local_addr()?;
     println!(
         "quorate node {} listening on {addr} with {} models",
@@ -415,6 +457,7 @@ pub async fn serve(cfg: NodeConfig) -> anyhow::Result<()> {
     endpoint.close();
     let _ = tokio::time::timeout(Duration::from_secs(2), endpoint.wait_idle()).await;
     serving.abort();
+    watching.abort();
     eprintln!("quorate node {}: stopped", state.name);
     Ok(())
 }

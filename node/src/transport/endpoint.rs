@@ -4,9 +4,10 @@
 //! `quorate_protocol::wire::frame`: it moves bytes between quinn streams and the codec and
 //! applies the timeouts of §7.6.
 
+use std::collections::HashMap;
 use std::future::Future;
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use quinn::crypto::rustls::{QuicClientConfig, QuicServerConfig};
@@ -111,6 +112,25 @@ pub enum TransportError {
     /// The peer reset the stream with a code this version does not define.
     #[error("the peer reset the stream with code {0}")]
     StreamReset(u64),
+    /// This server is not accepting new connections at all (§10.3: its roster expired, or
+    /// the current roster no longer lists it); the attempt was refused before the handshake.
+    #[error("not accepting connections: {0}")]
+    NotAccepting(String),
+    /// The peer refused the connection before any handshake (QUIC `CONNECTION_REFUSED`): it
+    /// accepts no new connections, e.g. because it holds no valid roster (§10.3).
+    #[error(
+        "the peer refused the connection before the handshake: it is not accepting connections (its roster may have expired or no longer list it)"
+    )]
+    ConnectionRefused,
+    /// The peer closed the connection because this side's key is no longer on its roster
+    /// (`REVOKED`, §7.7.2).
+    #[error(
+        "the peer closed the connection: this side's key is no longer on its roster ({reason})"
+    )]
+    Revoked {
+        /// The reason phrase the peer sent.
+        reason: String,
+    },
     /// The handshake failed for a reason not covered above.
     #[error("handshake failed: {0}")]
     Handshake(ConnectionError),
@@ -205,11 +225,20 @@ pub enum ServerEvent {
 /// A callback receiving [`ServerEvent`]s.
 pub type Observer = Arc<dyn Fn(&ServerEvent) + Send + Sync>;
 
+/// A check run before each incoming connection is handshaken: `Err(reason)` refuses it
+/// (§10.3: a node with no valid roster accepts no new connections).
+pub type Admission = Arc<dyn Fn() -> Result<(), String> + Send + Sync>;
+
 /// The default observer: refusals and abandoned streams go to stderr; nothing secret is in
 /// an event.
 fn stderr_observer() -> Observer {
     Arc::new(|event: &ServerEvent| match event {
         ServerEvent::Connected { .. } => {}
+        // Refused before the handshake: the node logs why once, not per attempt.
+        ServerEvent::HandshakeFailed {
+            error: TransportError::NotAccepting(_),
+            ..
+        } => {}
         ServerEvent::HandshakeFailed { remote, error } => {
             eprintln!("quorate transport: refused connection from {remote}: {error}");
         }
@@ -269,6 +298,9 @@ struct Inner {
     transport: Arc<quinn::TransportConfig>,
     server_base: Option<quinn::ServerConfig>,
     observer: std::sync::RwLock<Observer>,
+    admission: std::sync::RwLock<Option<Admission>>,
+    /// Authenticated incoming connections still open, by quinn's stable id.
+    live: Mutex<HashMap<usize, PeerConnection>>,
 }
 
 /// A quinn endpoint with this node's identity: connects to pinned peers and, when bound with
@@ -316,6 +348,8 @@ pub fn bind_server(
             transport,
             server_base: Some(base),
             observer: std::sync::RwLock::new(stderr_observer()),
+            admission: std::sync::RwLock::new(None),
+            live: Mutex::new(HashMap::new()),
         }),
     })
 }
@@ -338,6 +372,8 @@ pub fn bind_client(
             transport,
             server_base: None,
             observer: std::sync::RwLock::new(stderr_observer()),
+            admission: std::sync::RwLock::new(None),
+            live: Mutex::new(HashMap::new()),
         }),
     })
 }
@@ -350,6 +386,58 @@ impl MeshEndpoint {
             .observer
             .write()
             .unwrap_or_else(std::sync::PoisonError::into_inner) = observer;
+    }
+
+    /// Installs the check run before each incoming handshake (none by default: every
+    /// attempt goes on to the pinned-key handshake of §7.3).
+    pub fn set_admission(&self, admission: Admission) {
+        *self
+            .inner
+            .admission
+            .write()
+            .unwrap_or_else(PoisonError::into_inner) = Some(admission);
+    }
+
+    fn admit(&self) -> Result<(), String> {
+        let admission = self
+            .inner
+            .admission
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone();
+        admission.map_or(Ok(()), |check| check())
+    }
+
+    fn live(&self) -> std::sync::MutexGuard<'_, HashMap<usize, PeerConnection>> {
+        self.inner
+            .live
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Number of authenticated incoming connections open (accepted by
+    /// [`MeshEndpoint::serve_streams`] or [`MeshEndpoint::serve`]).
+    pub fn live_connections(&self) -> usize {
+        self.live().len()
+    }
+
+    /// Closes every incoming connection whose peer key is no longer pinned (§7.3, §10.3: a
+    /// key removed from the roster loses its open connections too), with code `REVOKED`
+    /// (§7.7.2) and `reason`. Returns how many connections were closed.
+    pub fn close_unpinned(&self, reason: &str) -> usize {
+        let revoked: Vec<PeerConnection> = {
+            let mut live = self.live();
+            let ids: Vec<usize> = live
+                .iter()
+                .filter(|(_, c)| !self.inner.pinned.contains(&c.peer))
+                .map(|(id, _)| *id)
+                .collect();
+            ids.into_iter().filter_map(|id| live.remove(&id)).collect()
+        };
+        for c in &revoked {
+            close(&c.conn, CloseCode::Revoked, reason.as_bytes());
+        }
+        revoked.len()
     }
 
     fn observe(&self, event: &ServerEvent) {
@@ -478,9 +566,15 @@ impl MeshEndpoint {
     }
 
     /// Waits for the next incoming connection and completes its handshake. Returns `None`
-    /// once the endpoint is closed.
+    /// once the endpoint is closed. The admission check applies; the connection returned is
+    /// the caller's to manage ([`MeshEndpoint::close_unpinned`] tracks only those accepted
+    /// by [`MeshEndpoint::serve_streams`]).
     pub async fn accept(&self) -> Option<Result<PeerConnection, TransportError>> {
         let incoming = self.inner.endpoint.accept().await?;
+        if let Err(reason) = self.admit() {
+            incoming.refuse();
+            return Some(Err(TransportError::NotAccepting(reason)));
+        }
         Some(self.handshake_incoming(incoming).await)
     }
 
@@ -494,10 +588,19 @@ impl MeshEndpoint {
     {
         let handler = Arc::new(handler);
         while let Some(incoming) = self.inner.endpoint.accept().await {
+            let remote = incoming.remote_address();
+            // §10.3: a node without a valid roster accepts no new connection at all.
+            if let Err(reason) = self.admit() {
+                incoming.refuse();
+                self.observe(&ServerEvent::HandshakeFailed {
+                    remote,
+                    error: TransportError::NotAccepting(reason),
+                });
+                continue;
+            }
             let this = self.clone();
             let handler = Arc::clone(&handler);
             tokio::spawn(async move {
-                let remote = incoming.remote_address();
                 let conn = match this.handshake_incoming(incoming).await {
                     Ok(conn) => conn,
                     Err(error) => {
@@ -509,9 +612,24 @@ impl MeshEndpoint {
                     peer: conn.peer.key_id(),
                     remote,
                 });
+                let id = conn.conn.stable_id();
+                this.live().insert(id, conn.clone());
+                // The pinned set may have changed while the handshake ran (§7.3: changes
+                // apply to handshakes that start afterwards, and a removed key loses its
+                // connections).
+                if !this.inner.pinned.contains(&conn.peer) {
+                    this.close_unpinned("the key is no longer on the roster");
+                }
                 while let Ok((send, recv)) = conn.conn.accept_bi().await {
+                    // A stream that races the closing of a revoked key's connection is not
+                    // served.
+                    if !this.inner.pinned.contains(&conn.peer) {
+                        this.close_unpinned("the key is no longer on the roster");
+                        break;
+                    }
                     tokio::spawn(handler(conn.peer, recv, send));
                 }
+                this.live().remove(&id);
             });
         }
     }
@@ -746,6 +864,21 @@ fn crypto_alert(e: &ConnectionError) -> Option<u8> {
 }
 
 fn connection_error(e: ConnectionError) -> TransportError {
+    match &e {
+        ConnectionError::ConnectionClosed(close)
+            if close.error_code == quinn::TransportErrorCode::CONNECTION_REFUSED =>
+        {
+            return TransportError::ConnectionRefused;
+        }
+        ConnectionError::ApplicationClosed(close)
+            if close.error_code.into_inner() == u64::from(CloseCode::Revoked.code()) =>
+        {
+            return TransportError::Revoked {
+                reason: String::from_utf8_lossy(&close.reason).into_owned(),
+            };
+        }
+        _ => {}
+    }
     // A crypto error closed by the peer means it refused our identity or protocol.
     if let ConnectionError::ConnectionClosed(_) = &e
         && let Some(alert) = crypto_alert(&e)

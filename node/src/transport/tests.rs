@@ -384,6 +384,103 @@ async fn pinning_a_key_later_admits_it_for_new_handshakes() {
 }
 
 #[tokio::test]
+async fn removing_a_key_closes_its_open_connections_and_refuses_new_ones() {
+    bounded(async {
+        let kept = client(41);
+        let removed = client(42);
+        let mut server = start_server(
+            40,
+            &[kept.public_key(), removed.public_key()],
+            TransportSettings::default(),
+        );
+        let kept_conn = kept.connect(server.addr, &server.key).await.unwrap();
+        let removed_conn = removed.connect(server.addr, &server.key).await.unwrap();
+        for (c, conn) in [(&kept, &kept_conn), (&removed, &removed_conn)] {
+            assert_eq!(
+                conn.request(b"hi", REQ).await.unwrap(),
+                echoed(&c.public_key(), b"hi")
+            );
+        }
+        assert!(matches!(server.next_event().await, Seen::Connected(_)));
+        assert!(matches!(server.next_event().await, Seen::Connected(_)));
+        assert_eq!(server.endpoint.live_connections(), 2);
+
+        // A new roster without `removed` (§10.3): pinned set first, then the sweep.
+        server.endpoint.pinned().replace([kept.public_key()]);
+        assert_eq!(server.endpoint.close_unpinned("revoked in a test"), 1);
+        let closed = removed_conn.connection().closed().await;
+        assert!(
+            matches!(&closed, quinn::ConnectionError::ApplicationClosed(c)
+                if c.error_code.into_inner() == 3 && &c.reason[..] == b"revoked in a test"),
+            "{closed:?}"
+        );
+        let err = removed_conn.request(b"again", REQ).await.unwrap_err();
+        assert!(
+            matches!(&err, TransportError::Revoked { reason } if reason == "revoked in a test"),
+            "{err:?}"
+        );
+        assert!(err.to_string().contains("no longer on its roster"), "{err}");
+        // A new handshake with the removed key is refused.
+        let again = match removed.connect(server.addr, &server.key).await {
+            Err(e) => Err(e),
+            Ok(conn) => conn.request(b"x", REQ).await,
+        };
+        assert!(
+            matches!(again, Err(TransportError::RefusedByPeer { .. })),
+            "{again:?}"
+        );
+        assert_eq!(
+            server.next_event().await,
+            Seen::RefusedNotPinned(removed.public_key().key_id())
+        );
+        // The kept key's connection was left alone.
+        assert_eq!(
+            kept_conn.request(b"still", REQ).await.unwrap(),
+            echoed(&kept.public_key(), b"still")
+        );
+        assert_eq!(server.endpoint.close_unpinned("nothing to do"), 0);
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn an_endpoint_that_admits_nobody_refuses_before_the_handshake() {
+    bounded(async {
+        let c = client(44);
+        let mut server = start_server(43, &[c.public_key()], TransportSettings::default());
+        let open = c.connect(server.addr, &server.key).await.unwrap();
+        assert!(matches!(server.next_event().await, Seen::Connected(_)));
+        let admitting = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let flag = Arc::clone(&admitting);
+        server.endpoint.set_admission(Arc::new(move || {
+            if flag.load(Ordering::SeqCst) {
+                Ok(())
+            } else {
+                Err("roster expired in a test".to_string())
+            }
+        }));
+        let err = c.connect(server.addr, &server.key).await.unwrap_err();
+        assert!(matches!(err, TransportError::ConnectionRefused), "{err:?}");
+        assert_eq!(
+            server.next_event().await,
+            Seen::OtherFailure("not accepting connections: roster expired in a test".into())
+        );
+        // An established connection is not cut by the admission check.
+        assert_eq!(
+            open.request(b"x", REQ).await.unwrap(),
+            echoed(&c.public_key(), b"x")
+        );
+        admitting.store(true, Ordering::SeqCst);
+        let conn = c.connect(server.addr, &server.key).await.unwrap();
+        assert_eq!(
+            conn.request(b"y", REQ).await.unwrap(),
+            echoed(&c.public_key(), b"y")
+        );
+    })
+    .await;
+}
+
+#[tokio::test]
 async fn client_without_a_certificate_is_refused() {
     bounded(async {
         let mut server = start_server(35, &[secret(36).public_key()], TransportSettings::default());

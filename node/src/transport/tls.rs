@@ -98,7 +98,9 @@ pub enum PeerRefusal {
 /// The set of Ed25519 keys a verifier accepts (§7.3), shared and updatable.
 ///
 /// Clones share one set: replacing the keys (for a new roster) takes effect for every
-/// handshake that starts afterwards; established connections are not affected.
+/// handshake that starts afterwards. Established connections are not affected by the set
+/// itself: a server closes those of removed keys with
+/// [`MeshEndpoint::close_unpinned`](super::MeshEndpoint::close_unpinned) (§10.3.1).
 #[derive(Clone, Debug, Default)]
 pub struct PinnedKeys {
     inner: Arc<RwLock<HashSet<PublicKey>>>,

@@ -65,14 +65,18 @@ pub enum CloseCode {
     IdentityMismatch,
     /// The endpoint is shutting down.
     Shutdown,
+    /// The peer's key is no longer on the endpoint's current roster (§10.3): a new roster
+    /// removed it, and connections authenticated with it are closed.
+    Revoked,
 }
 
 impl CloseCode {
     /// Every code, in numeric order.
-    pub const ALL: [CloseCode; 3] = [
+    pub const ALL: [CloseCode; 4] = [
         CloseCode::Done,
         CloseCode::IdentityMismatch,
         CloseCode::Shutdown,
+        CloseCode::Revoked,
     ];
 
     /// The numeric code on the wire (a QUIC varint).
@@ -81,6 +85,7 @@ impl CloseCode {
             CloseCode::Done => 0x00,
             CloseCode::IdentityMismatch => 0x01,
             CloseCode::Shutdown => 0x02,
+            CloseCode::Revoked => 0x03,
         }
     }
 
