@@ -23,6 +23,16 @@ fn s(p: &Path) -> &str {
 /// A mesh of `n` nodes that all serve the stages of mlp.onnx cut at `cuts` (written to
 /// `dir/stages`).
 fn stage_mesh(dir: &Path, n: usize, cuts: &str) -> (LocalMesh, PathBuf) {
+    stage_mesh_with(dir, n, cuts, None)
+}
+
+/// [`stage_mesh`] where node index `odd.0` gets the extra configuration `odd.1`.
+fn stage_mesh_with(
+    dir: &Path,
+    n: usize,
+    cuts: &str,
+    odd: Option<(usize, &str)>,
+) -> (LocalMesh, PathBuf) {
     let stages = dir.join("stages");
     let files = write_split(&models().join("mlp.onnx"), cuts, &stages).unwrap();
     let mesh = LocalMesh::start_with_models(
@@ -30,7 +40,10 @@ fn stage_mesh(dir: &Path, n: usize, cuts: &str) -> (LocalMesh, PathBuf) {
         n,
         &models(),
         &quorate_bin(),
-        &|_| String::new(),
+        &|i| match odd {
+            Some((k, config)) if k == i => config.to_string(),
+            _ => String::new(),
+        },
         &|_| files.clone(),
     )
     .unwrap();
@@ -271,24 +284,16 @@ fn audit_with_probability_one_cross_checks_every_stage_and_model_cuts_split_in_p
 #[test]
 fn a_node_poisoning_its_stage_activation_is_localised_named_and_proven_wrong() {
     let dir = tempfile::tempdir().unwrap();
-    let stages = dir.path().join("stages");
-    let files = write_split(&models().join("mlp.onnx"), "h1,h2", &stages).unwrap();
     // node-2 adds noise of 1e-3 to whatever stage 2 computes (h2), and only there.
-    let mesh = LocalMesh::start_with_models(
-        &dir.path().join("mesh"),
+    let (mesh, stages) = stage_mesh_with(
+        dir.path(),
         3,
-        &models(),
-        &quorate_bin(),
-        &|i| {
-            if i == 1 {
-                "test_misbehave = \"noise:1e-3\"\ntest_misbehave_model = \"stage-2.onnx\"\n".into()
-            } else {
-                String::new()
-            }
-        },
-        &|_| files.clone(),
-    )
-    .unwrap();
+        "h1,h2",
+        Some((
+            1,
+            "test_misbehave = \"noise:1e-3\"\ntest_misbehave_model = \"stage-2.onnx\"\n",
+        )),
+    );
     for (mode, extra) in [
         ("replicas", ["--replicas", "2"]),
         ("audit", ["--audit", "1"]),
@@ -382,26 +387,15 @@ fn demo_pipeline_part_verifies_its_chain_and_convicts_the_poisoned_stage() {
 #[test]
 fn failed_and_crashed_stage_nodes_are_replaced_and_the_pipeline_still_verifies() {
     let dir = tempfile::tempdir().unwrap();
-    let stages = dir.path().join("stages");
-    let files = write_split(&models().join("mlp.onnx"), "h1,h2", &stages).unwrap();
     // Four nodes serve every stage; node-1 answers every stage with a receipt that fails the
     // client's checks, and node-3 crashes before the job. Every stage must end up served by
     // exactly the two healthy nodes.
-    let mut mesh = LocalMesh::start_with_models(
-        &dir.path().join("mesh"),
+    let (mut mesh, stages) = stage_mesh_with(
+        dir.path(),
         4,
-        &models(),
-        &quorate_bin(),
-        &|i| {
-            if i == 0 {
-                "test_misbehave = \"garbage\"\n".into()
-            } else {
-                String::new()
-            }
-        },
-        &|_| files.clone(),
-    )
-    .unwrap();
+        "h1,h2",
+        Some((0, "test_misbehave = \"garbage\"\n")),
+    );
     mesh.kill("node-3").unwrap();
     let out = dir.path().join("run");
     let o = pipeline(&mesh, &out, &["--stages", s(&stages), "--replicas", "2"]);
