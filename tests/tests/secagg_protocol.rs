@@ -94,6 +94,26 @@ fn dropout_after_sharing_keys_is_unmasked() {
 }
 
 #[test]
+fn many_dropouts_regenerated_in_batches_across_threads_give_the_exact_sum() {
+    // 40 clients, 15 of them dropping after ShareKeys: the server regenerates 25 self masks
+    // and 15 × 25 pairwise masks, several regeneration batches shared by its workers.
+    let seed = [7u8; 32];
+    let (n, m) = (40, 3 * 1024 + 11);
+    let cfg = config(&seed, n, m, 20, 21, GraphKind::Full);
+    let x = inputs(n, m, cfg.max_input);
+    let drops: Vec<Option<Round>> = (0..n)
+        .map(|i| (i % 8 < 3).then_some(Round::MaskedInputCollection))
+        .collect();
+    let r = sim::run(&cfg, &seed, &x, &drops, &mut |_| {}).unwrap();
+    let Outcome::Sum(agg) = r.outcome else {
+        panic!("aborted: {:?}", r.outcome)
+    };
+    assert_eq!(agg.dropped.len(), 15);
+    assert_eq!(agg.contributors.len(), 25);
+    assert_eq!(agg.sum, plain_sum(&x, &agg.contributors, 20));
+}
+
+#[test]
 fn too_few_survivors_abort() {
     let seed = [3u8; 32];
     let cfg = config(&seed, 4, 3, 16, 3, GraphKind::Full);

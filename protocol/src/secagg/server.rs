@@ -10,6 +10,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use quorate_crypto::secagg::ka::{KaPublicKey, KaSecretKey};
 use quorate_crypto::secagg::kdf::{self, PrgSeed};
@@ -148,6 +149,55 @@ pub struct Outgoing {
 
 /// A worker's accumulator, keystream bytes and key agreements.
 type WorkerResult = (Vec<u64>, u64, u64);
+
+/// Mask tasks a worker takes at once when regenerating masks: large enough that the
+/// accumulator pass per batch is cheap, small enough (a few milliseconds of work) that
+/// the workers finish together.
+const REGENERATION_BATCH: usize = 64;
+
+/// One mask the server regenerates: a survivor's self mask, or the pairwise mask between a
+/// dropped client (whose mask key was reconstructed) and a survivor.
+enum Task {
+    SelfMask(PrgSeed),
+    Pairwise {
+        sk: Arc<KaSecretKey>,
+        dropped: u32,
+        survivor: u32,
+        pk: KaPublicKey,
+    },
+}
+
+/// The PRG seed and sign of one regeneration task; counts the key agreement it performs.
+fn task_seed(
+    t: &Task,
+    digest: &[u8; 32],
+    agreements: &mut u64,
+) -> Result<(PrgSeed, Sign), AbortReason> {
+    match t {
+        Task::SelfMask(seed) => Ok((PrgSeed::from_bytes(*seed.as_bytes()), Sign::Subtract)),
+        Task::Pairwise {
+            sk,
+            dropped,
+            survivor,
+            pk,
+        } => {
+            let shared = sk
+                .agree(pk)
+                .map_err(|e| AbortReason::Crypto(e.to_string()))?;
+            *agreements += 1;
+            // The survivor added +mask if survivor < dropped, −mask otherwise.
+            let sign = if survivor < dropped {
+                Sign::Subtract
+            } else {
+                Sign::Add
+            };
+            Ok((
+                kdf::pairwise_mask_seed(shared.as_bytes(), digest, *survivor, *dropped),
+                sign,
+            ))
+        }
+    }
+}
 
 struct Advertised {
     envelope: Vec<u8>,
@@ -680,15 +730,6 @@ impl Server {
             .collect();
         let self_secrets = self.reconstruct_all(|u| &u.self_mask, &u3)?;
         let mask_secrets = self.reconstruct_all(|u| &u.mask_key, &dropped2)?;
-        enum Task {
-            SelfMask(PrgSeed),
-            Pairwise {
-                sk: Arc<KaSecretKey>,
-                dropped: u32,
-                survivor: u32,
-                pk: KaPublicKey,
-            },
-        }
         let mut tasks = Vec::new();
         for (o, secret) in u3.iter().zip(&self_secrets) {
             let sb = secret.to_bytes();
@@ -733,53 +774,33 @@ impl Server {
         let len = self.cfg.vector_len;
         let digest = self.digest;
         let threads = self.threads.max(1).min(tasks.len().max(1));
-        // Round-robin so every thread gets a similar mix of key agreements and expansions.
-        let mut per_thread: Vec<Vec<&Task>> = (0..threads).map(|_| Vec::new()).collect();
-        for (i, t) in tasks.iter().enumerate() {
-            per_thread[i % threads].push(t);
-        }
+        // Workers take batches of tasks from a shared cursor rather than a fixed share, so a
+        // core that is busy with something else slows its worker without holding up the
+        // round: the others take over the remaining batches. The sum is the same whatever
+        // the split (addition mod 2^64 commutes).
+        let cursor = AtomicUsize::new(0);
         let results: Vec<Result<WorkerResult, AbortReason>> = std::thread::scope(|s| {
-            let handles: Vec<_> = per_thread
-                .iter()
-                .map(|mine| {
-                    s.spawn(move || {
-                        let mut seeds = Vec::with_capacity(mine.len());
-                        let mut agreements = 0u64;
-                        for t in mine {
-                            match t {
-                                Task::SelfMask(seed) => seeds
-                                    .push((PrgSeed::from_bytes(*seed.as_bytes()), Sign::Subtract)),
-                                Task::Pairwise {
-                                    sk,
-                                    dropped,
-                                    survivor,
-                                    pk,
-                                } => {
-                                    let shared = sk
-                                        .agree(pk)
-                                        .map_err(|e| AbortReason::Crypto(e.to_string()))?;
-                                    agreements += 1;
-                                    // The survivor added +mask if survivor < dropped, −mask otherwise.
-                                    let sign = if survivor < dropped {
-                                        Sign::Subtract
-                                    } else {
-                                        Sign::Add
-                                    };
-                                    seeds.push((
-                                        kdf::pairwise_mask_seed(
-                                            shared.as_bytes(),
-                                            &digest,
-                                            *survivor,
-                                            *dropped,
-                                        ),
-                                        sign,
-                                    ));
-                                }
-                            }
-                        }
+            let handles: Vec<_> = (0..threads)
+                .map(|_| {
+                    s.spawn(|| {
                         let mut acc = vec![0u64; len];
-                        let bytes = prg::accumulate_many(&seeds, &mut acc, bits)
-                            .map_err(|e| AbortReason::Crypto(e.to_string()))?;
+                        let (mut bytes, mut agreements) = (0u64, 0u64);
+                        loop {
+                            let from = cursor.fetch_add(REGENERATION_BATCH, Ordering::Relaxed);
+                            let Some(batch) = tasks.get(from..) else {
+                                break;
+                            };
+                            let batch = &batch[..batch.len().min(REGENERATION_BATCH)];
+                            if batch.is_empty() {
+                                break;
+                            }
+                            let mut seeds = Vec::with_capacity(batch.len());
+                            for t in batch {
+                                seeds.push(task_seed(t, &digest, &mut agreements)?);
+                            }
+                            bytes += prg::accumulate_many(&seeds, &mut acc, bits)
+                                .map_err(|e| AbortReason::Crypto(e.to_string()))?;
+                        }
                         Ok((acc, bytes, agreements))
                     })
                 })
