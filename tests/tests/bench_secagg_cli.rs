@@ -43,6 +43,7 @@ fn full_graph_round_is_exact_and_reports_replayed_ratios() {
     );
     assert!(out.contains("clients replayed alone"), "{out}");
     assert!(out.contains("answers byte-identical"), "{out}");
+    assert!(out.contains("s (thread CPU time) median of"), "{out}");
     assert!(out.contains("graph=full (SecAgg) t=7"), "{out}");
     let (c, s) = ratios(&out);
     assert!(c.is_finite() && c > 0.0, "{out}");

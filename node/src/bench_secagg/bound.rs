@@ -1,29 +1,78 @@
 //! The bound of §9.10: the unavoidable primitives of a measured party, timed raw.
 
+use std::ops::AddAssign;
 use std::time::{Duration, Instant};
+
+use cpu_time::ThreadTime;
 
 use quorate_crypto::secagg::ka::{raw_x25519, raw_x25519_base};
 use quorate_crypto::secagg::kdf::PrgSeed;
 use quorate_crypto::secagg::prg;
 use quorate_protocol::secagg::WorkCounters;
 
+/// Time spent: wall clock, and on-CPU time of the calling thread when the work ran on it
+/// alone and the platform reports it (a competing process on the same core then does not
+/// count, §9.10).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Spent {
+    /// Wall-clock time.
+    pub wall: Duration,
+    /// Thread CPU time, if measured.
+    pub cpu: Option<Duration>,
+}
+
+impl AddAssign for Spent {
+    fn add_assign(&mut self, o: Self) {
+        self.wall += o.wall;
+        self.cpu = self.cpu.zip(o.cpu).map(|(a, b)| a + b);
+    }
+}
+
+/// Measures [`Spent`] on the calling thread.
+pub struct Stopwatch {
+    wall: Instant,
+    cpu: Option<ThreadTime>,
+}
+
+impl Stopwatch {
+    /// Starts both clocks.
+    pub fn start() -> Self {
+        Self {
+            cpu: ThreadTime::try_now().ok(),
+            wall: Instant::now(),
+        }
+    }
+
+    /// The time since [`Stopwatch::start`].
+    pub fn stop(&self) -> Spent {
+        let wall = self.wall.elapsed();
+        let cpu = self.cpu.as_ref().and_then(|c| c.try_elapsed().ok());
+        Spent { wall, cpu }
+    }
+}
+
 /// Times `c.masks` raw keystreams of `c.mask_bytes / c.masks` bytes each, plus
 /// `c.x25519_agreements` X25519 ladders and `c.x25519_keygens` fixed-base derivations, over
-/// `threads` threads (the work split round-robin as the server splits it).
-pub fn measure(c: &WorkCounters, bits: u32, threads: usize) -> Duration {
+/// `threads` threads (each its round-robin share); CPU time only for one thread.
+pub fn measure(c: &WorkCounters, bits: u32, threads: usize) -> Spent {
     let threads = threads.max(1);
-    let start = Instant::now();
     if threads == 1 {
-        // On the calling thread, as a client runs: no spawn or migration in the timing.
+        // On the calling thread, as a client runs: no spawn in the timing, and its CPU time
+        // is the bound's.
+        let watch = Stopwatch::start();
         work(c, bits, 0, 1);
-    } else {
-        std::thread::scope(|s| {
-            for t in 0..threads {
-                s.spawn(move || work(c, bits, t, threads));
-            }
-        });
+        return watch.stop();
     }
-    start.elapsed()
+    let start = Instant::now();
+    std::thread::scope(|s| {
+        for t in 0..threads {
+            s.spawn(move || work(c, bits, t, threads));
+        }
+    });
+    Spent {
+        wall: start.elapsed(),
+        cpu: None,
+    }
 }
 
 /// Worker `t` of `threads`: its round-robin share of the bound's operations.

@@ -14,6 +14,8 @@ use quorate_protocol::secagg::messages::Round;
 use quorate_protocol::secagg::server::{Outcome, Server};
 use quorate_protocol::secagg::{Client, WorkCounters};
 
+use super::bound::{Spent, Stopwatch};
+
 /// One call the server received during the recorded run, in order.
 pub enum ServerCall {
     /// `handle_message(bytes, now)`.
@@ -44,18 +46,18 @@ pub struct Timed {
 }
 
 /// Feeds `client` (built exactly as in the recorded run) its recorded messages, timing only
-/// its calls, and checks that it sends byte-identical answers. Returns the time and its
-/// work counters.
-pub fn client(mut client: Client, log: &ClientLog) -> anyhow::Result<(Duration, WorkCounters)> {
+/// its calls (wall clock and thread CPU time), and checks that it sends byte-identical
+/// answers. Returns the time and its work counters.
+pub fn client(mut client: Client, log: &ClientLog) -> anyhow::Result<(Spent, WorkCounters)> {
     let mut sent = Vec::with_capacity(log.sent.len());
-    let t0 = Instant::now();
+    let watch = Stopwatch::start();
     let first = client.start(log.start)?;
-    let mut total = t0.elapsed();
+    let mut spent = watch.stop();
     sent.push(sha256(&first));
     for (bytes, now) in &log.inbox {
-        let t0 = Instant::now();
+        let watch = Stopwatch::start();
         let reply = client.handle_message(bytes, *now);
-        total += t0.elapsed();
+        spent += watch.stop();
         if let Some(reply) = reply.context("replayed client")? {
             sent.push(sha256(&reply));
         }
@@ -63,7 +65,7 @@ pub fn client(mut client: Client, log: &ClientLog) -> anyhow::Result<(Duration, 
     if sent != log.sent {
         bail!("a replayed client answered differently from the recorded run: this is a bug");
     }
-    Ok((total, client.counters()))
+    Ok((spent, client.counters()))
 }
 
 /// Replays the server's recorded calls on a fresh server (built by `make`, timed as a call)
