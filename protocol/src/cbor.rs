@@ -47,7 +47,7 @@ pub fn decode_deterministic(bytes: &[u8], limit: usize) -> Result<Value, CborErr
     }
     let mut rest = bytes;
     let value: Value = ciborium::de::from_reader_with_recursion_limit(&mut rest, MAX_DEPTH)
-        .map_err(|e| CborError::Malformed(e.to_string()))?;
+        .map_err(|e| CborError::Malformed(describe(e)))?;
     if !rest.is_empty() {
         return Err(CborError::TrailingBytes(rest.len()));
     }
@@ -55,6 +55,21 @@ pub fn decode_deterministic(bytes: &[u8], limit: usize) -> Result<Value, CborErr
         return Err(CborError::NotDeterministic);
     }
     Ok(value)
+}
+
+/// A reader's decoding error in words (ciborium's own text is its debug form).
+fn describe(e: ciborium::de::Error<std::io::Error>) -> String {
+    use ciborium::de::Error;
+    match e {
+        Error::Io(io) if io.kind() == std::io::ErrorKind::UnexpectedEof => {
+            "the input ends inside an item (truncated)".into()
+        }
+        Error::Io(io) => format!("cannot read the input: {io}"),
+        Error::Syntax(at) => format!("invalid CBOR at byte {at}"),
+        Error::Semantic(Some(at), what) => format!("{what} (item at byte {at})"),
+        Error::Semantic(None, what) => what,
+        Error::RecursionLimitExceeded => format!("nested deeper than {MAX_DEPTH} levels"),
+    }
 }
 
 /// Encodes `value` deterministically (map keys sorted by their encoded bytes).
@@ -218,6 +233,25 @@ pub mod read {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn decoding_errors_are_stated_in_words() {
+        // A 3-element array with one element: truncated.
+        let e = decode_deterministic(&[0x83, 0x01], 64).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "malformed CBOR: the input ends inside an item (truncated)"
+        );
+        // Additional information 28 is reserved (RFC 8949 §3).
+        let e = decode_deterministic(&[0x1c], 64).unwrap_err();
+        assert_eq!(e.to_string(), "malformed CBOR: invalid CBOR at byte 0");
+        // A lone "break" is not a data item; no error shows a debug form.
+        let e = decode_deterministic(&[0xff], 64).unwrap_err().to_string();
+        assert!(
+            e.starts_with("malformed CBOR: ") && !e.contains("Error {"),
+            "{e}"
+        );
+    }
 
     #[test]
     fn rejects_non_deterministic_forms() {
