@@ -387,6 +387,17 @@ pub fn tensors_json<'a>(
     json!({ "tensors": tensors.into_iter().map(|(t, s)| tensor_json(t, s)).collect::<Vec<_>>() })
 }
 
+/// [`tensors_json`] of tensors and the optional salt list that travels with them in requests
+/// and responses (§11.3): tensor `i` is written with salt `i`, or plain when there is none.
+pub fn salted_tensors_json(tensors: &[Tensor], salts: Option<&[[u8; SALT_LEN]]>) -> Value {
+    tensors_json(
+        tensors
+            .iter()
+            .enumerate()
+            .map(|(i, t)| (t, salts.and_then(|s| s.get(i)))),
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -10,7 +10,7 @@ use quorate_crypto::tensor_digest::{SALT_LEN, sha256};
 use quorate_protocol::messages::InferRequest;
 use quorate_protocol::receipt::JobKind;
 use quorate_protocol::roster::Role;
-use quorate_protocol::tensor_file::{parse_npy, tensors_json};
+use quorate_protocol::tensor_file::{parse_npy, salted_tensors_json};
 
 use crate::files::write_atomic;
 use crate::mesh::client::MeshClient;
@@ -199,13 +199,7 @@ async fn run_jobs(
             &resp.receipt,
             0o644,
         )?;
-        let salts = resp.output_salts.clone().unwrap_or_default();
-        let doc = tensors_json(
-            resp.outputs
-                .iter()
-                .enumerate()
-                .map(|(i, t)| (t, salts.get(i))),
-        );
+        let doc = salted_tensors_json(&resp.outputs, resp.output_salts.as_deref());
         write_atomic(
             &receipts.join(format!("mlp-{}.outputs.json", e.name)),
             serde_json::to_vec_pretty(&doc)?.as_slice(),

@@ -11,7 +11,7 @@ use anyhow::{Context, bail};
 use quorate_protocol::ensemble::Mode;
 use quorate_protocol::roster::Role;
 
-use crate::commands::ensemble::{load_inputs, resolve_members, write_outcome};
+use crate::commands::ensemble::{load_inputs, member_names, resolve_members, write_outcome};
 use crate::mesh::client::MeshClient;
 use crate::mesh::ensemble_client::{self, EnsembleSpec};
 use crate::mesh::local::LocalMesh;
@@ -116,15 +116,7 @@ fn print_outcome_to(
     members: &[quorate_protocol::roster::Entry],
     out: &mut Vec<String>,
 ) {
-    let names = |v: &[u32]| -> Vec<String> {
-        v.iter()
-            .map(|&i| {
-                members
-                    .get(i as usize)
-                    .map_or("?".into(), |e| e.name.clone())
-            })
-            .collect()
-    };
+    let names = |v: &[u32]| member_names(members, v);
     for e in &o.events {
         out.push(format!("event: {e}"));
     }

@@ -199,17 +199,21 @@ pub fn load_inputs(path: &Path, name: &str) -> anyhow::Result<Vec<Tensor>> {
         .collect())
 }
 
+/// The roster names of members by their index in the job (`?` for an index out of range).
+pub fn member_names(members: &[Entry], indices: &[u32]) -> Vec<String> {
+    indices
+        .iter()
+        .map(|&i| {
+            members
+                .get(i as usize)
+                .map_or("?".into(), |e| e.name.clone())
+        })
+        .collect()
+}
+
 /// Prints the human summary of an outcome.
 pub fn print_outcome(o: &EnsembleOutcome, members: &[Entry], mode: Mode) {
-    let names = |v: &[u32]| -> Vec<String> {
-        v.iter()
-            .map(|&i| {
-                members
-                    .get(i as usize)
-                    .map_or("?".into(), |e| e.name.clone())
-            })
-            .collect()
-    };
+    let names = |v: &[u32]| member_names(members, v);
     for e in &o.events {
         println!("event     {e}");
     }

@@ -10,7 +10,7 @@ use quorate_protocol::messages::InferRequest;
 use quorate_protocol::receipt::JobKind;
 use quorate_protocol::roster::Roster;
 use quorate_protocol::tensor::Tensor;
-use quorate_protocol::tensor_file::{self, MAX_FILE_LEN, tensors_json};
+use quorate_protocol::tensor_file::{self, MAX_FILE_LEN, salted_tensors_json};
 
 use crate::attest::unix_now;
 use crate::files::{load_public_key, load_secret_key, read_limited, write_atomic};
@@ -186,21 +186,8 @@ pub fn run(args: &InferArgs) -> anyhow::Result<ExitCode> {
 
     std::fs::create_dir_all(&args.out)
         .with_context(|| format!("cannot create {}", args.out.display()))?;
-    let out_salts = response.output_salts.clone().unwrap_or_default();
-    let outputs = tensors_json(
-        response
-            .outputs
-            .iter()
-            .enumerate()
-            .map(|(i, t)| (t, out_salts.get(i))),
-    );
-    let in_salts = req.input_salts.clone().unwrap_or_default();
-    let inputs = tensors_json(
-        req.inputs
-            .iter()
-            .enumerate()
-            .map(|(i, t)| (t, in_salts.get(i))),
-    );
+    let outputs = salted_tensors_json(&response.outputs, response.output_salts.as_deref());
+    let inputs = salted_tensors_json(&req.inputs, req.input_salts.as_deref());
     write_atomic(
         &args.out.join("outputs.json"),
         serde_json::to_vec_pretty(&outputs)?.as_slice(),

@@ -9,7 +9,7 @@ use quorate_crypto::SecretKey;
 use quorate_protocol::messages::InferRequest;
 use quorate_protocol::policy::Policy;
 use quorate_protocol::roster::Roster;
-use quorate_protocol::tensor_file::tensors_json;
+use quorate_protocol::tensor_file::salted_tensors_json;
 use quorate_protocol::verified_job::VerifiedJob;
 use serde_json::json;
 
@@ -67,28 +67,16 @@ pub fn write_outcome(o: &Outcome, out: &Path, evidence: &Path) -> anyhow::Result
     let receipts = out.join("receipts");
     std::fs::create_dir_all(&receipts)
         .with_context(|| format!("cannot create {}", receipts.display()))?;
-    let salts = accepted.response.output_salts.clone().unwrap_or_default();
-    let outputs = tensors_json(
-        accepted
-            .response
-            .outputs
-            .iter()
-            .enumerate()
-            .map(|(i, t)| (t, salts.get(i))),
+    let outputs = salted_tensors_json(
+        &accepted.response.outputs,
+        accepted.response.output_salts.as_deref(),
     );
     write_atomic(
         &out.join("outputs.json"),
         &serde_json::to_vec_pretty(&outputs)?,
         0o644,
     )?;
-    let in_salts = o.request.input_salts.clone().unwrap_or_default();
-    let inputs = tensors_json(
-        o.request
-            .inputs
-            .iter()
-            .enumerate()
-            .map(|(i, t)| (t, in_salts.get(i))),
-    );
+    let inputs = salted_tensors_json(&o.request.inputs, o.request.input_salts.as_deref());
     write_atomic(
         &out.join("inputs.json"),
         &serde_json::to_vec_pretty(&inputs)?,

@@ -5,7 +5,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
-use quorate_protocol::tensor_file::{self, MAX_FILE_LEN, tensors_json};
+use quorate_protocol::tensor_file::{self, MAX_FILE_LEN, salted_tensors_json, tensors_json};
 use serde_json::json;
 
 use crate::commands::split::{MAX_MODEL_LEN, SplitOptions, parse_cuts, split_model};
@@ -189,14 +189,7 @@ pub fn write_run(dir: &Path, run: &PipelineRun) -> anyhow::Result<()> {
             receipts.push(json!({"node": a.node, "file": format!("receipts/{file}")}));
         }
         if let Some(a) = s.agreeing.first() {
-            let salts = a.response.output_salts.clone().unwrap_or_default();
-            let doc = tensors_json(
-                a.response
-                    .outputs
-                    .iter()
-                    .enumerate()
-                    .map(|(i, t)| (t, salts.get(i))),
-            );
+            let doc = salted_tensors_json(&a.response.outputs, a.response.output_salts.as_deref());
             write_atomic(
                 &dir.join("activations")
                     .join(format!("stage-{}.json", s.index)),
@@ -227,14 +220,9 @@ pub fn write_run(dir: &Path, run: &PipelineRun) -> anyhow::Result<()> {
             &d.answer.response.receipt,
             0o644,
         )?;
-        let salts = d.answer.response.output_salts.clone().unwrap_or_default();
-        let doc = tensors_json(
-            d.answer
-                .response
-                .outputs
-                .iter()
-                .enumerate()
-                .map(|(i, t)| (t, salts.get(i))),
+        let doc = salted_tensors_json(
+            &d.answer.response.outputs,
+            d.answer.response.output_salts.as_deref(),
         );
         write_atomic(
             &dir.join("caught")
