@@ -7,11 +7,11 @@
 use std::collections::HashMap;
 use std::path::Path;
 
-use quorate_node::commands::split::onnx::{
+use quorate_split::onnx::{
     self, GraphProto, ModelProto, NodeProto, OperatorSetIdProto, TensorProto, TensorShapeProto,
     TypeProto, ValueInfoProto, tensor_shape_proto, type_proto,
 };
-use quorate_node::commands::split::{
+use quorate_split::{
     Message, Role, Source, Split, SplitError, SplitOptions, parse_cuts, split_model,
 };
 use quorate_node::runtime::LoadedModel;
@@ -121,7 +121,7 @@ fn stage_interfaces_initializers_and_header() {
     let source = ModelProto::decode(bytes.as_slice()).unwrap();
     let s = split(&bytes, "h1,h3").unwrap();
     assert_eq!(s.reencoded_len, None, "mlp.onnx must round-trip unchanged");
-    let names = |v: &[(quorate_node::commands::split::TensorInfo, Role)]| {
+    let names = |v: &[(quorate_split::TensorInfo, Role)]| {
         v.iter().map(|(i, _)| i.name.clone()).collect::<Vec<_>>()
     };
     assert_eq!(names(&s.stages[0].outputs), ["h1"]);

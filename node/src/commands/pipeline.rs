@@ -8,7 +8,7 @@ use anyhow::{Context, bail};
 use quorate_protocol::tensor_file::{self, MAX_FILE_LEN, salted_tensors_json, tensors_json};
 use serde_json::json;
 
-use crate::commands::split::{MAX_MODEL_LEN, SplitOptions, parse_cuts, split_model};
+use quorate_split::{MAX_MODEL_LEN, SplitOptions, parse_cuts, split_model};
 use crate::files::{load_secret_key, read_limited, write_atomic};
 use crate::mesh::client::MeshClient;
 use crate::mesh::pipeline::{CrossCheck, PipelineRun, Plan};
@@ -269,7 +269,7 @@ pub fn declared_pipeline(stages_json: &Path) -> anyhow::Result<quorate_protocol:
 /// Splits `model` at `cuts` into `dir` exactly as `quorate split` does (stage-N.onnx and
 /// stages.json) and returns the stage files, e.g. for a local mesh to serve (§13.1).
 pub fn write_split(model: &Path, cuts: &str, dir: &Path) -> anyhow::Result<Vec<PathBuf>> {
-    use crate::commands::split::{stage_file, stages_json_text};
+    use quorate_split::{stage_file, stages_json_text};
     let bytes = read_limited(model, MAX_MODEL_LEN)?;
     let cuts = parse_cuts(cuts)?;
     let split = split_model(&bytes, &cuts, &SplitOptions::default())

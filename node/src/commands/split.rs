@@ -1,4 +1,4 @@
-//! `quorate split`: cut an ONNX model into pipeline stage models at named tensors (§13.x).
+//! `quorate split`: cut an ONNX model into pipeline stage models at named tensors (§13.1).
 //!
 //! The graph work lives in [`plan`] (pure, no I/O); this module reads the model with a size
 //! bound, writes `stage-N.onnx` and `stages.json`, and prints a summary.
@@ -7,30 +7,17 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::{Context, bail};
-use serde_json::{Value, json};
 
 use crate::files::{read_limited, write_atomic};
 
-/// ONNX protobuf messages (`onnx-ml.proto` of ONNX 1.23.2), generated code checked in; see
-/// `scripts/onnx-proto`.
-#[allow(missing_docs, clippy::all, clippy::pedantic)]
-#[rustfmt::skip]
-pub mod onnx;
-pub mod plan;
-
-pub use plan::{
-    Carried, Dim, MAX_MODEL_LEN, Role, Source, Split, SplitError, SplitOptions, Stage, TensorInfo,
-    cut_points, parse_cuts, split_model,
+use quorate_split::{
+    MAX_MODEL_LEN, Role, Source, Split, SplitOptions, cut_points, parse_cuts, split_model,
+    stage_file, stages_json_text,
 };
-/// Re-exported so callers can decode and encode [`onnx`] messages.
-pub use prost::Message;
-
-/// Format tag of `stages.json` (§13.x).
-pub const STAGES_FORMAT: &str = "quorate-stages/1";
 
 /// Arguments of `quorate split`.
 #[derive(clap::Args)]
-#[command(after_help = "How stages are formed (spec §13.x):\n\
+#[command(after_help = "How stages are formed (spec §13.1):\n\
   Stage 1 computes everything the first cut needs; stage k everything the k-th cut needs that\n\
   no earlier stage computes; the last stage computes the rest and ends at the graph outputs.\n\
   A stage's inputs are exactly the tensors it reads that are computed elsewhere: graph inputs\n\
@@ -110,11 +97,6 @@ pub fn run(args: &SplitArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// `stage-N.onnx`.
-pub fn stage_file(index: usize) -> String {
-    format!("stage-{index}.onnx")
-}
-
 fn is_split_output(name: &str) -> bool {
     name == "stages.json"
         || name
@@ -154,143 +136,6 @@ fn prepare_dir(dir: &Path, force: bool) -> anyhow::Result<()> {
         std::fs::remove_file(&p).with_context(|| format!("cannot remove {}", p.display()))?;
     }
     Ok(())
-}
-
-fn dims_json(info: &TensorInfo) -> Value {
-    match &info.shape {
-        None => Value::Null,
-        Some(dims) => Value::Array(
-            dims.iter()
-                .map(|d| match d {
-                    Dim::Fixed(n) => json!(n),
-                    Dim::Symbolic(s) => json!(s),
-                    Dim::Unknown => Value::Null,
-                })
-                .collect(),
-        ),
-    }
-}
-
-// The manifest's structs, so that its keys keep this reading order in the file.
-#[derive(serde::Serialize)]
-struct Manifest<'a> {
-    format: &'static str,
-    source: SourceJson,
-    cuts: &'a [Vec<String>],
-    stages: Vec<StageJson>,
-    carried: Vec<CarriedJson<'a>>,
-}
-
-#[derive(serde::Serialize)]
-struct SourceJson {
-    file: String,
-    sha256: String,
-}
-
-#[derive(serde::Serialize)]
-struct StageJson {
-    index: usize,
-    file: String,
-    sha256: String,
-    nodes: usize,
-    initializers: usize,
-    inputs: Vec<IoJson>,
-    outputs: Vec<IoJson>,
-}
-
-#[derive(serde::Serialize)]
-struct IoJson {
-    name: String,
-    dtype: String,
-    shape: Value,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    from: Option<Value>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    role: Option<&'static str>,
-}
-
-#[derive(serde::Serialize)]
-struct CarriedJson<'a> {
-    name: &'a str,
-    from: usize,
-    to: &'a [usize],
-}
-
-fn io_json(info: &TensorInfo, from: Option<Value>, role: Option<&'static str>) -> IoJson {
-    IoJson {
-        name: info.name.clone(),
-        dtype: info.dtype.clone(),
-        shape: dims_json(info),
-        from,
-        role,
-    }
-}
-
-/// The text of `stages.json` (§13.x), keys in reading order.
-pub fn stages_json_text(
-    model: &Path,
-    cuts: &[Vec<String>],
-    split: &Split,
-) -> anyhow::Result<Vec<u8>> {
-    Ok(serde_json::to_vec_pretty(&manifest(model, cuts, split))?)
-}
-
-fn manifest<'a>(model: &Path, cuts: &'a [Vec<String>], split: &'a Split) -> Manifest<'a> {
-    let stages = split
-        .stages
-        .iter()
-        .map(|s| StageJson {
-            index: s.index,
-            file: stage_file(s.index),
-            sha256: hex::encode(s.digest),
-            nodes: s.nodes,
-            initializers: s.initializers,
-            inputs: s
-                .inputs
-                .iter()
-                .map(|(i, src)| {
-                    let from = match src {
-                        Source::GraphInput => json!("input"),
-                        Source::Stage(k) => json!(k),
-                    };
-                    io_json(i, Some(from), None)
-                })
-                .collect(),
-            outputs: s
-                .outputs
-                .iter()
-                .map(|(i, role)| {
-                    let role = match role {
-                        Role::Cut => "cut",
-                        Role::GraphOutput => "output",
-                        Role::Carried => "carried",
-                    };
-                    io_json(i, None, Some(role))
-                })
-                .collect(),
-        })
-        .collect();
-    Manifest {
-        format: STAGES_FORMAT,
-        source: SourceJson {
-            file: model
-                .file_name()
-                .map(|n| n.to_string_lossy().into_owned())
-                .unwrap_or_default(),
-            sha256: hex::encode(split.source_digest),
-        },
-        cuts,
-        stages,
-        carried: split
-            .carried
-            .iter()
-            .map(|c| CarriedJson {
-                name: &c.name,
-                from: c.from,
-                to: &c.to,
-            })
-            .collect(),
-    }
 }
 
 fn print_summary(model: &Path, out: &Path, split: &Split) {
@@ -350,5 +195,3 @@ fn print_summary(model: &Path, out: &Path, split: &Split) {
     );
 }
 
-#[cfg(test)]
-mod tests;

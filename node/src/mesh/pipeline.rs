@@ -19,7 +19,7 @@ use quorate_protocol::receipt::{JobKind, ReceiptPayload, receipt_digest};
 use quorate_protocol::roster::Entry;
 use quorate_protocol::tensor::Tensor;
 
-use crate::commands::split::{Source, Split};
+use quorate_split::{Source, Split};
 use crate::mesh::client::MeshClient;
 
 /// Salt of a §3.3 commitment.
@@ -55,7 +55,7 @@ pub struct Plan {
 }
 
 impl Plan {
-    /// The plan of a split computed by [`crate::commands::split::split_model`].
+    /// The plan of a split computed by [`quorate_split::split_model`].
     pub fn from_split(split: &Split) -> Self {
         Self {
             source: split.source_digest,
@@ -106,10 +106,10 @@ impl Plan {
         }
         let m: Manifest = serde_json::from_slice(text).context("stages.json is malformed")?;
         anyhow::ensure!(
-            m.format == crate::commands::split::STAGES_FORMAT,
+            m.format == quorate_split::STAGES_FORMAT,
             "stages.json has format {:?}, expected {:?}",
             m.format,
-            crate::commands::split::STAGES_FORMAT
+            quorate_split::STAGES_FORMAT
         );
         let digest = |h: &str| -> anyhow::Result<Digest32> {
             hex::decode(h)
@@ -555,10 +555,10 @@ mod tests {
     fn mlp_split() -> (Split, Vec<u8>) {
         let model = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../models/mlp.onnx");
         let bytes = std::fs::read(&model).unwrap();
-        let cuts = crate::commands::split::parse_cuts("h1,h2").unwrap();
+        let cuts = quorate_split::parse_cuts("h1,h2").unwrap();
         let split =
-            crate::commands::split::split_model(&bytes, &cuts, &Default::default()).unwrap();
-        let json = crate::commands::split::stages_json_text(&model, &cuts, &split).unwrap();
+            quorate_split::split_model(&bytes, &cuts, &Default::default()).unwrap();
+        let json = quorate_split::stages_json_text(&model, &cuts, &split).unwrap();
         (split, json)
     }
 

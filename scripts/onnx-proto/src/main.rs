@@ -1,12 +1,12 @@
 //! Regenerates the ONNX protobuf bindings used by `quorate split`.
 //!
-//! Input: `node/src/commands/split/onnx-ml.proto`, copied unchanged from the `onnx` Python
+//! Input: `split/src/onnx-ml.proto`, copied unchanged from the `onnx` Python
 //! package (the version pinned in `models/requirements.txt`). Output:
-//! `node/src/commands/split/onnx.rs`, with a provenance header prepended.
+//! `split/src/onnx.rs`, with a provenance header prepended.
 
 use std::path::Path;
 
-const DIR: &str = "node/src/commands/split";
+const DIR: &str = "split/src";
 
 const HEADER: &str = "\
 // ONNX protobuf messages (package `onnx`, the ONNX-ML variant of the schema) for `quorate split`.

@@ -6,7 +6,7 @@ use std::collections::{BTreeSet, HashMap, HashSet};
 
 use prost::Message;
 
-use super::onnx::{
+use crate::onnx::{
     AttributeProto, FunctionProto, GraphProto, ModelProto, NodeProto, StringStringEntryProto,
     TensorProto, TypeProto, ValueInfoProto, tensor_proto::DataLocation,
     tensor_shape_proto::dimension, type_proto,

@@ -1,11 +1,12 @@
 //! Unit tests of the graph partitioning on small hand-built graphs: the parts of §13.x the
 //! bundled models do not exercise (Constant nodes, subgraphs, local functions).
 
-use super::onnx::{
+use crate::onnx::{
     AttributeProto, FunctionProto, GraphProto, ModelProto, NodeProto, TensorProto, TypeProto,
     ValueInfoProto, type_proto,
 };
-use super::*;
+use crate::plan::*;
+use prost::Message;
 
 fn vi(name: &str) -> ValueInfoProto {
     ValueInfoProto {
