@@ -24,5 +24,6 @@ pub mod roster;
 pub mod secagg;
 pub mod tensor;
 pub mod tensor_file;
+pub mod time;
 pub mod verified_job;
 pub mod wire;

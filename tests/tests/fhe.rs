@@ -10,7 +10,7 @@ use quorate_crypto::tensor_digest::sha256;
 use quorate_node::fhe::client::{self, ClientKeys};
 use quorate_node::fhe::{engine, job};
 use quorate_node::mesh::client::MeshClient;
-use quorate_node::mesh::local::LocalMesh;
+use quorate_cli::local::LocalMesh;
 use quorate_protocol::fhe::{FheRequest, KeyChunk, MAX_INPUT_CIPHERTEXT_LEN};
 use quorate_protocol::messages::{ErrorCode, Request, Response};
 use quorate_protocol::roster::Entry;
@@ -159,7 +159,7 @@ fn bad_keys_and_ciphertexts_fail_cleanly_and_the_node_keeps_serving() {
     let keys = keys();
     let n1 = node(&mesh, "node-1").clone();
     let model = sha256(&std::fs::read(models().join("qlinear-1.json")).unwrap());
-    let q = quorate_node::fhe::qlinear::QLinear::parse(
+    let q = quorate_fhe::qlinear::QLinear::parse(
         &std::fs::read(models().join("qlinear-1.json")).unwrap(),
     )
     .unwrap()

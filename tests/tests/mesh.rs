@@ -10,8 +10,8 @@ use quorate_crypto::SecretKey;
 use quorate_crypto::tensor_digest::sha256;
 use quorate_node::files::load_secret_key;
 use quorate_node::mesh::client::{MeshClient, address_of};
-use quorate_node::mesh::local::LocalMesh;
-use quorate_node::transport::{
+use quorate_cli::local::LocalMesh;
+use quorate_transport::{
     PinnedKeys, TlsIdentity, TransportSettings, bind_client, bind_server,
 };
 use quorate_protocol::messages::{ErrorCode, InferRequest, Request, Response};

@@ -5,8 +5,8 @@
 
 use std::path::{Path, PathBuf};
 
-use quorate_node::commands::pipeline::write_split;
-use quorate_node::mesh::local::LocalMesh;
+use quorate_cli::commands::pipeline::write_split;
+use quorate_cli::local::LocalMesh;
 use quorate_protocol::chain::ReceiptChain;
 use quorate_protocol::tensor::Tensor;
 use quorate_protocol::tensor_file::parse_json;

@@ -13,11 +13,11 @@ use std::time::{Duration, Instant};
 
 use quorate_crypto::SecretKey;
 use quorate_crypto::tensor_digest::sha256;
-use quorate_node::attest::unix_now;
+use quorate_node::clock::unix_now;
 use quorate_node::files::load_secret_key;
 use quorate_node::mesh::client::address_of;
-use quorate_node::mesh::local::LocalMesh;
-use quorate_node::transport::{
+use quorate_cli::local::LocalMesh;
+use quorate_transport::{
     MeshEndpoint, PeerConnection, TlsIdentity, TransportError, TransportSettings, bind_client,
 };
 use quorate_protocol::messages::{ErrorCode, InferRequest, Request, Response};

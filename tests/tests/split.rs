@@ -14,7 +14,7 @@ use quorate_split::onnx::{
 use quorate_split::{
     Message, Role, Source, Split, SplitError, SplitOptions, parse_cuts, split_model,
 };
-use quorate_node::runtime::LoadedModel;
+use quorate_runtime::LoadedModel;
 use quorate_protocol::tensor::Tensor;
 use quorate_protocol::tensor_file::parse_npy;
 use quorate_tests::{quorate, read_json, repo_root, text};

@@ -16,8 +16,8 @@ use quorate_protocol::roster::Entry;
 use tfhe::prelude::*;
 use tfhe::{ClientKey, CompactPublicKey, FheInt32};
 
-use super::engine::{self, KeySet, MAX_CLIENT_KEY_LEN, MAX_PUBLIC_KEY_LEN};
-use super::qlinear::{FEATURES, MAX_ABS_SCORE};
+use quorate_fhe::engine::{self, KeySet, MAX_CLIENT_KEY_LEN, MAX_PUBLIC_KEY_LEN};
+use quorate_fhe::qlinear::{FEATURES, MAX_ABS_SCORE};
 use crate::files::{read_limited, write_atomic};
 use crate::mesh::client::MeshClient;
 use quorate_protocol::fhe::MAX_SERVER_KEY_LEN;

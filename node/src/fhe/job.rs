@@ -10,7 +10,7 @@ use quorate_crypto::tensor_digest::{Digest32, sha256};
 use quorate_protocol::roster::Entry;
 
 use super::client::{self, ClientKeys};
-use super::qlinear::QLinear;
+use quorate_fhe::qlinear::QLinear;
 use crate::files::write_atomic;
 use crate::mesh::client::MeshClient;
 
@@ -35,7 +35,7 @@ pub fn known_models(dir: &Path) -> anyhow::Result<Vec<KnownModel>> {
         .collect();
     paths.sort();
     for p in paths {
-        let Ok(bytes) = crate::files::read_limited(&p, super::qlinear::MAX_MODEL_LEN) else {
+        let Ok(bytes) = crate::files::read_limited(&p, quorate_fhe::qlinear::MAX_MODEL_LEN) else {
             continue;
         };
         if let Ok(model) = QLinear::parse(&bytes) {

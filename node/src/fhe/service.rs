@@ -12,7 +12,7 @@ use quorate_crypto::tensor_digest::{Digest32, sha256};
 use quorate_protocol::messages::{ErrorCode, ErrorFrame};
 use quorate_protocol::receipt::{JobKind, ReceiptPayload};
 
-use super::qlinear::{MAX_MODEL_LEN, QLinear};
+use quorate_fhe::qlinear::{MAX_MODEL_LEN, QLinear};
 use crate::audit::AuditLog;
 
 /// The qlinear models of a node and, with the `fhe` feature, its key cache.
@@ -20,7 +20,7 @@ pub struct FheService {
     /// Qlinear models by SHA-256 of their file.
     pub models: HashMap<Digest32, Arc<QLinear>>,
     #[cfg(feature = "fhe")]
-    keys: super::keycache::KeyCache,
+    keys: quorate_fhe::keycache::KeyCache,
 }
 
 /// Loads every `*.json` in `dir` as a qlinear model (§16.1); a file that is not one is an error.
@@ -57,7 +57,7 @@ impl FheService {
         Ok(Self {
             models: load_models(dir, node)?,
             #[cfg(feature = "fhe")]
-            keys: super::keycache::KeyCache::new(max_keys),
+            keys: quorate_fhe::keycache::KeyCache::new(max_keys),
         })
     }
 }
@@ -96,7 +96,7 @@ pub fn payload(
         outputs: commitments.1,
         provider: "tfhe-cpu".into(),
         runtime: runtime.into(),
-        issued_at: crate::attest::unix_now(),
+        issued_at: crate::clock::unix_now(),
         previous: None,
         policy: None,
     }
@@ -110,8 +110,8 @@ mod enabled {
     };
 
     use super::*;
-    use crate::fhe::engine;
-    use crate::fhe::keycache::ChunkOutcome;
+    use quorate_fhe::engine;
+    use quorate_fhe::keycache::ChunkOutcome;
 
     fn invalid(e: anyhow::Error) -> ErrorFrame {
         ErrorFrame::new(ErrorCode::InvalidInput, format!("{e:#}"))

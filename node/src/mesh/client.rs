@@ -14,7 +14,7 @@ use quorate_protocol::messages::{
 use quorate_protocol::receipt::ReceiptPayload;
 use quorate_protocol::roster::{Entry, Role, Roster};
 
-use crate::transport::{
+use quorate_transport::{
     MeshEndpoint, PeerConnection, TlsIdentity, TransportError, TransportSettings, bind_client,
 };
 

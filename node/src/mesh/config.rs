@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use anyhow::Context;
 use serde::Deserialize;
 
-use crate::providers::Provider;
+use quorate_runtime::providers::Provider;
 
 /// A node's configuration file. Relative paths are relative to the file's directory.
 #[derive(Debug, Deserialize)]

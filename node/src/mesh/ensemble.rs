@@ -20,10 +20,10 @@ use quorate_protocol::secagg::messages::{
 };
 use quorate_protocol::secagg::{Client, ClientError};
 
-use crate::attest::unix_now;
+use crate::clock::unix_now;
 use crate::mesh::job_table::{JobTable, Refused};
 use crate::mesh::server::NodeState;
-use crate::runtime::runtime_version;
+use quorate_runtime::runtime_version;
 
 /// Most ensemble jobs a node keeps state for at once.
 pub const MAX_JOBS: usize = 32;
@@ -136,7 +136,7 @@ pub async fn start(state: Arc<NodeState>, req: EnsembleStart) -> Result<Ensemble
 
 fn start_blocking(
     state: &NodeState,
-    model: &crate::runtime::LoadedModel,
+    model: &quorate_runtime::LoadedModel,
     req: EnsembleStart,
 ) -> Result<EnsembleReply, ErrorFrame> {
     let p = &req.params;

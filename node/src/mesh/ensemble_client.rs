@@ -20,7 +20,7 @@ use quorate_protocol::secagg::messages::{ClientBody, Limits, decode_client_messa
 use quorate_protocol::secagg::{Outcome, Server};
 use quorate_protocol::tensor::Tensor;
 
-use crate::attest::unix_now;
+use crate::clock::unix_now;
 use crate::mesh::client::MeshClient;
 
 /// Virtual per-round timeout of the aggregator's state machine. Rounds are closed

@@ -8,7 +8,7 @@ use std::sync::Mutex;
 use quorate_protocol::receipt::Commitment;
 use quorate_protocol::tensor::{DType, Tensor};
 
-use crate::attest::{Attested, Committed};
+use quorate_runtime::attest::{Attested, Committed};
 
 /// One way of lying.
 #[derive(Clone, Copy, Debug, PartialEq)]

@@ -5,7 +5,6 @@ pub mod config;
 pub mod ensemble;
 pub mod ensemble_client;
 pub mod job_table;
-pub mod local;
 pub mod misbehave;
 pub mod pipeline;
 pub mod reload;

@@ -17,9 +17,9 @@ use quorate_protocol::roster::{
     Entry, MAX_ROSTER_LEN, Member, Roster, Rotation, Standing, check_rotation,
 };
 
-use crate::attest::unix_now;
-use crate::commands::roster::utc;
-use crate::transport::{MeshEndpoint, PinnedKeys};
+use crate::clock::unix_now;
+use quorate_protocol::time::utc;
+use quorate_transport::{MeshEndpoint, PinnedKeys};
 
 /// What made the node look at its roster file.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -1,0 +1,240 @@
+//! Cost of attestation against raw primitives measured in the same run (README "Benchmarks").
+//!
+//! Pairs (ours / baseline): receipt sign / raw Ed25519 sign; receipt verify / raw
+//! verify_strict; batch verify of 64 receipts / raw ed25519 verify_batch; 1,000 results in one
+//! batch receipt / 1,000 single receipts; attested run / raw ONNX Runtime run (single and in a
+//! batch of 1,000). At the end the medians are read back and printed as ratios.
+
+#![allow(missing_docs, clippy::unwrap_used, clippy::expect_used)]
+
+mod support;
+
+use support::{median_ns, out_dir, root};
+
+use std::time::Duration;
+
+use criterion::{BatchSize, Criterion, Throughput};
+use ed25519_dalek::Signer;
+use ort::session::Session;
+use ort::value::TensorRef;
+use quorate_crypto::SecretKey;
+use quorate_crypto::batch::{Item, verify_all};
+use quorate_runtime::attest::{JobParams, attested_run, run_and_commit};
+use quorate_runtime::{LoadedModel, environment};
+use quorate_protocol::batch_receipt::sign_batch;
+use quorate_protocol::receipt::{self, Commitment, JobKind, ReceiptPayload};
+use quorate_protocol::tensor::Tensor;
+use quorate_protocol::tensor_file::parse_npy;
+
+fn payload(i: u32) -> ReceiptPayload {
+    let x = Tensor::from_f32("features", vec![1, 30], &[i as f32; 30]).unwrap();
+    let y = Tensor::from_f32("probabilities", vec![1, 2], &[0.25, 0.75]).unwrap();
+    ReceiptPayload {
+        job_id: [(i % 251) as u8; 16],
+        nonce: vec![7; 32],
+        kind: JobKind::Local,
+        model_digest: [3; 32],
+        inputs: vec![Commitment::to(&x, Some(&[5; 32]))],
+        outputs: vec![Commitment::to(&y, Some(&[6; 32]))],
+        provider: "CPUExecutionProvider".into(),
+        runtime: "onnxruntime 1.31.1".into(),
+        issued_at: 1_763_900_000,
+        previous: None,
+        policy: None,
+    }
+}
+
+fn signatures(c: &mut Criterion) {
+    let key = SecretKey::from_seed(&[1; 32]);
+    let dalek = ed25519_dalek::SigningKey::from_bytes(&[1; 32]);
+    let p = payload(1);
+    let receipt_bytes = p.sign(&key).unwrap();
+    let tbs = receipt::parse(&receipt_bytes).unwrap().sign1.to_be_signed;
+
+    let mut g = c.benchmark_group("sign");
+    g.bench_function("raw_ed25519", |b| b.iter(|| dalek.sign(&tbs)));
+    g.bench_function("receipt", |b| b.iter(|| p.sign(&key).unwrap()));
+    g.finish();
+
+    let vk = dalek.verifying_key();
+    let sig = dalek.sign(&tbs);
+    let pk = key.public_key();
+    let mut g = c.benchmark_group("verify");
+    g.bench_function("raw_ed25519", |b| {
+        b.iter(|| vk.verify_strict(&tbs, &sig).unwrap())
+    });
+    g.bench_function("receipt", |b| {
+        b.iter(|| {
+            let r = receipt::parse(&receipt_bytes).unwrap();
+            r.sign1.verify(&pk).unwrap();
+        })
+    });
+    g.finish();
+
+    // 64 receipts by 8 signers.
+    let keys: Vec<SecretKey> = (0..8u8)
+        .map(|i| SecretKey::from_seed(&[i + 1; 32]))
+        .collect();
+    let receipts: Vec<Vec<u8>> = (0..64u32)
+        .map(|i| payload(i).sign(&keys[i as usize % 8]).unwrap())
+        .collect();
+    let parsed: Vec<_> = receipts
+        .iter()
+        .map(|r| receipt::parse(r).unwrap())
+        .collect();
+    let pubs: Vec<_> = (0..64).map(|i| keys[i % 8].public_key()).collect();
+    let raw_keys: Vec<ed25519_dalek::VerifyingKey> = pubs
+        .iter()
+        .map(|k| ed25519_dalek::VerifyingKey::from_bytes(&k.to_bytes()).unwrap())
+        .collect();
+    let raw_sigs: Vec<ed25519_dalek::Signature> = parsed
+        .iter()
+        .map(|r| ed25519_dalek::Signature::from_slice(&r.sign1.signature).unwrap())
+        .collect();
+    let msgs: Vec<&[u8]> = parsed
+        .iter()
+        .map(|r| r.sign1.to_be_signed.as_slice())
+        .collect();
+    let mut g = c.benchmark_group("batch_verify_64");
+    g.throughput(Throughput::Elements(64));
+    g.bench_function("raw_ed25519_batch", |b| {
+        b.iter(|| ed25519_dalek::verify_batch(&msgs, &raw_sigs, &raw_keys).unwrap())
+    });
+    g.bench_function("receipts", |b| {
+        b.iter(|| {
+            let parsed: Vec<_> = receipts
+                .iter()
+                .map(|r| receipt::parse(r).unwrap())
+                .collect();
+            let items: Vec<Item<'_>> = parsed
+                .iter()
+                .zip(&pubs)
+                .map(|(r, k)| Item {
+                    message: &r.sign1.to_be_signed,
+                    signature: &r.sign1.signature,
+                    key: k,
+                })
+                .collect();
+            assert!(verify_all(&items).iter().all(Result::is_ok));
+        })
+    });
+    g.bench_function("receipts_one_by_one", |b| {
+        b.iter(|| {
+            for (r, k) in receipts.iter().zip(&pubs) {
+                receipt::parse(r).unwrap().sign1.verify(k).unwrap();
+            }
+        })
+    });
+    g.finish();
+
+    let payloads: Vec<ReceiptPayload> = (0..1000).map(payload).collect();
+    let mut g = c.benchmark_group("attest_1000");
+    g.throughput(Throughput::Elements(1000));
+    g.bench_function("single_receipts", |b| {
+        b.iter(|| {
+            payloads
+                .iter()
+                .map(|p| p.sign(&key).unwrap())
+                .collect::<Vec<_>>()
+        })
+    });
+    g.bench_function("batch_receipt", |b| {
+        b.iter(|| sign_batch(&payloads, &key, 1).unwrap())
+    });
+    g.finish();
+}
+
+fn inference(c: &mut Criterion) {
+    let model_path = root().join("models/mlp.onnx");
+    let input = parse_npy(
+        &std::fs::read(root().join("models/samples/features.npy")).unwrap(),
+        "features",
+    )
+    .unwrap();
+    let values: Vec<f32> = input
+        .data()
+        .chunks_exact(4)
+        .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+        .collect();
+    let mut raw = Session::builder(environment().unwrap())
+        .unwrap()
+        .with_intra_threads(1)
+        .unwrap()
+        .commit_from_file(&model_path)
+        .unwrap();
+    let model = LoadedModel::from_file(&model_path, 1).unwrap();
+    let key = SecretKey::from_seed(&[1; 32]);
+    let job = JobParams::fresh_local(true).unwrap();
+    let mut raw_run = || {
+        let out = raw.run(ort::inputs!["features" => TensorRef::from_array_view(([1usize, 30], values.as_slice())).unwrap()]).unwrap();
+        out["probabilities"].try_extract_tensor::<f32>().unwrap().1[0]
+    };
+
+    let mut g = c.benchmark_group("run");
+    g.bench_function("raw_ort", |b| b.iter(&mut raw_run));
+    g.bench_function("attested", |b| {
+        b.iter_batched(
+            || vec![input.clone()],
+            |i| attested_run(&model, i, &job, &key, 1).unwrap(),
+            BatchSize::SmallInput,
+        )
+    });
+    g.finish();
+
+    let mut g = c.benchmark_group("run_x1000");
+    g.throughput(Throughput::Elements(1000));
+    g.sample_size(10);
+    g.bench_function("raw_ort", |b| {
+        b.iter(|| (0..1000).map(|_| raw_run()).sum::<f32>())
+    });
+    g.bench_function("attested_batch", |b| {
+        b.iter(|| {
+            let payloads: Vec<ReceiptPayload> = (0..1000)
+                .map(|_| {
+                    run_and_commit(&model, vec![input.clone()], &job, 1)
+                        .unwrap()
+                        .payload
+                })
+                .collect();
+            sign_batch(&payloads, &key, 1).unwrap()
+        })
+    });
+    g.finish();
+}
+
+fn print_ratios() {
+    let pairs = [
+        ("sign", "receipt", "raw_ed25519"),
+        ("verify", "receipt", "raw_ed25519"),
+        ("batch_verify_64", "receipts", "raw_ed25519_batch"),
+        ("batch_verify_64", "receipts", "receipts_one_by_one"),
+        ("attest_1000", "batch_receipt", "single_receipts"),
+        ("run", "attested", "raw_ort"),
+        ("run_x1000", "attested_batch", "raw_ort"),
+    ];
+    println!("\nratios of medians (ours / baseline, measured in this run):");
+    for (group, ours, base) in pairs {
+        match (median_ns(group, ours), median_ns(group, base)) {
+            (Some(a), Some(b)) => println!(
+                "  {group:<16} {ours:<15} {:>12.1} µs / {base:<20} {:>12.1} µs = {:.2}",
+                a / 1e3,
+                b / 1e3,
+                a / b
+            ),
+            _ => println!("  {group}: not measured in this run"),
+        }
+    }
+}
+
+fn main() {
+    let mut c = Criterion::default()
+        .output_directory(&out_dir())
+        .sample_size(30)
+        .warm_up_time(Duration::from_millis(500))
+        .measurement_time(Duration::from_secs(3))
+        .configure_from_args();
+    signatures(&mut c);
+    inference(&mut c);
+    c.final_summary();
+    print_ratios();
+}

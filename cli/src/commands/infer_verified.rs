@@ -1,0 +1,191 @@
+//! `quorate infer --replicas R`: a verified job (§14) and its output files.
+
+use std::path::Path;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use quorate_crypto::SecretKey;
+use quorate_protocol::messages::InferRequest;
+use quorate_protocol::policy::Policy;
+use quorate_protocol::roster::Roster;
+use quorate_protocol::tensor_file::salted_tensors_json;
+use quorate_protocol::verified_job::VerifiedJob;
+use serde_json::json;
+
+use super::infer::InferArgs;
+use quorate_node::files::write_atomic;
+use quorate_node::mesh::client::MeshClient;
+use quorate_node::mesh::verified::{self, Outcome};
+
+/// Runs the verified job and writes OUT/{outputs.json, inputs.json, receipt.cose,
+/// receipts/NODE.cose, verdict.json} and, on disagreement, OUT/evidence/JOB.bundle.
+pub fn run(
+    args: &InferArgs,
+    replicas: usize,
+    key: &SecretKey,
+    roster: Roster,
+    mut req: InferRequest,
+    rt: &tokio::runtime::Runtime,
+) -> anyhow::Result<ExitCode> {
+    let policy = Policy::parse(&args.policy)?;
+    req.policy = Some(policy.digest()?);
+    let quorum = args.quorum.unwrap_or(VerifiedJob::majority(replicas));
+    let outcome = rt.block_on(async {
+        let client = MeshClient::new(key, roster, Duration::from_secs(args.timeout))?;
+        let (candidates, unreachable) = client.candidates(&req.model).await;
+        for u in &unreachable {
+            eprintln!("skipping  {u}");
+        }
+        let progress = |line: &str| eprintln!("{line}");
+        let outcome = verified::run(
+            &client, req, policy, replicas, quorum, candidates, &progress,
+        )
+        .await;
+        client.close();
+        outcome.context("verified job not accepted")
+    })?;
+    let paths = write_outcome(&outcome, &args.out, &args.out.join("evidence"))?;
+    print_summary(&outcome, &paths);
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Files written for a verified job.
+pub struct Written {
+    /// verdict.json.
+    pub verdict: std::path::PathBuf,
+    /// The evidence bundle, if any.
+    pub bundle: Option<std::path::PathBuf>,
+}
+
+/// Writes the accepted outputs, every receipt, the verdict and (on disagreement) the bundle,
+/// the bundle into `evidence` as `JOB.bundle`.
+pub fn write_outcome(o: &Outcome, out: &Path, evidence: &Path) -> anyhow::Result<Written> {
+    let Some(accepted) = o.accepted() else {
+        bail!("the verdict has no agreeing replica");
+    };
+    let receipts = out.join("receipts");
+    std::fs::create_dir_all(&receipts)
+        .with_context(|| format!("cannot create {}", receipts.display()))?;
+    let outputs = salted_tensors_json(
+        &accepted.response.outputs,
+        accepted.response.output_salts.as_deref(),
+    );
+    write_atomic(
+        &out.join("outputs.json"),
+        &serde_json::to_vec_pretty(&outputs)?,
+        0o644,
+    )?;
+    let inputs = salted_tensors_json(&o.request.inputs, o.request.input_salts.as_deref());
+    write_atomic(
+        &out.join("inputs.json"),
+        &serde_json::to_vec_pretty(&inputs)?,
+        0o600,
+    )?;
+    write_atomic(&out.join("receipt.cose"), &accepted.response.receipt, 0o644)?;
+    for (i, a) in o.answers.iter().enumerate() {
+        if let Some(a) = a {
+            write_atomic(
+                &receipts.join(format!("{}.cose", o.name(i))),
+                &a.response.receipt,
+                0o644,
+            )?;
+        }
+    }
+    let job = hex::encode(o.request.job_id);
+    let bundle = match o.bundle() {
+        None => None,
+        Some(b) => {
+            let dir = evidence;
+            std::fs::create_dir_all(dir)
+                .with_context(|| format!("cannot create {}", dir.display()))?;
+            let path = dir.join(format!("{job}.bundle"));
+            write_atomic(&path, &b.encode()?, 0o644)?;
+            Some(path)
+        }
+    };
+    let v = &o.verdict;
+    let names = |list: &[usize]| list.iter().map(|&i| o.name(i)).collect::<Vec<_>>();
+    let node = |i: usize| {
+        json!({
+            "name": o.name(i),
+            "kid": o.candidates[i].key.key_id().to_string(),
+        })
+    };
+    let doc = json!({
+        "job_id": job,
+        "model": hex::encode(o.request.model),
+        "policy": o.policy.describe(),
+        "policy_digest": o.request.policy.map(hex::encode),
+        "replicas": o.answers.iter().filter(|a| a.is_some()).count(),
+        "quorum": o.quorum,
+        "accepted": true,
+        "accepted_from": o.name(v.agreeing[0]),
+        "agreeing": names(&v.agreeing),
+        "disagreeing": names(&v.disagreeing),
+        "proven_wrong": v.proven_wrong.iter().map(|&i| node(i)).collect::<Vec<_>>(),
+        "failed": v.failed.iter().map(|(i, r)| json!({"name": o.name(*i), "reason": r})).collect::<Vec<_>>(),
+        "bit_identical": bit_identical(o),
+        "evidence": bundle.as_ref().map(|p| p.display().to_string()),
+    });
+    let verdict = out.join("verdict.json");
+    write_atomic(&verdict, &serde_json::to_vec_pretty(&doc)?, 0o644)?;
+    Ok(Written { verdict, bundle })
+}
+
+/// Whether the agreeing replicas returned bit-identical outputs (§14.3: expected when they
+/// share execution provider and runtime version).
+fn bit_identical(o: &Outcome) -> bool {
+    let outs: Vec<_> = o
+        .verdict
+        .agreeing
+        .iter()
+        .filter_map(|&i| o.answers.get(i)?.as_ref())
+        .map(|a| &a.response.outputs)
+        .collect();
+    outs.windows(2).all(|w| w[0] == w[1])
+}
+
+fn print_summary(o: &Outcome, w: &Written) {
+    let v = &o.verdict;
+    let agreeing: Vec<&str> = v.agreeing.iter().map(|&i| o.name(i)).collect();
+    println!(
+        "verified  {} of {} replicas agree under policy {} (quorum {}): {}",
+        v.agreeing.len(),
+        v.agreeing.len() + v.disagreeing.len(),
+        o.policy.describe(),
+        o.quorum,
+        agreeing.join(", ")
+    );
+    if let Some(a) = o.accepted() {
+        for t in &a.response.outputs {
+            let vals: Vec<String> = t
+                .to_f64_vec()
+                .iter()
+                .take(8)
+                .map(|x| format!("{x:.6}"))
+                .collect();
+            println!("output    {} = [{}]", t.name(), vals.join(", "));
+        }
+    }
+    for (i, reason) in &v.failed {
+        println!("failed    {} (replaced): {reason}", o.name(*i));
+    }
+    for &i in &v.disagreeing {
+        let proven = v.proven_wrong.contains(&i);
+        println!(
+            "CAUGHT    {} [{}]: signed outputs disagree with the agreeing replicas{}",
+            o.name(i),
+            o.candidates[i].key.key_id(),
+            if proven {
+                " (proven by its own signature)"
+            } else {
+                ""
+            }
+        );
+    }
+    if let Some(b) = &w.bundle {
+        println!("evidence  {}", b.display());
+    }
+    println!("wrote     {}", w.verdict.display());
+}

@@ -1,0 +1,232 @@
+//! `quorate verify`: offline verification of receipts (§6).
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::{Context, bail};
+use quorate_protocol::tensor_file::{self, MAX_FILE_LEN, RevealedTensor};
+
+use quorate_node::files::{load_public_key, read_limited};
+use quorate_node::verify::{TrustStore, collect_files, human_line, json_report, verify_files};
+
+/// Arguments of `quorate verify`.
+#[derive(clap::Args)]
+#[command(
+    after_help = "Each receipt is parsed strictly (deterministic CBOR, COSE_Sign1 profile of §4.1), its\n\
+signer looked up by key id among the trusted keys, and all signatures checked in one batch\n\
+(results identical to one-by-one verify_strict). Exit status 0 only if every receipt verifies.\n\n\
+Evidence bundles (*.bundle, §14.7) are recognised and re-checked: signatures, commitments,\n\
+and which nodes their own signed outputs prove wrong (--json lists them under \"convicted\").\n\
+Aggregate receipts of private ensembles (§15.5) are audited by replaying their transcript.\n\n\
+Examples:\n  quorate verify out/receipt.cose --trust keys/node1.key.pub\n  quorate verify receipts/ --trust a.pub --trust b.pub --json\n  quorate verify out/receipt.cose --trust keys/node1.key.pub --tensor probabilities=out/outputs.json\n  quorate verify out/receipts/node-1-eval.cose --roster roster.cose --admin admin.pub --blob fhe:input=out/input.ct"
+)]
+pub struct VerifyArgs {
+    /// Receipt files, receipt chains (*.qchain, §13.2), audit logs, or directories searched for them.
+    #[arg(required = true, value_name = "PATH")]
+    pub paths: Vec<PathBuf>,
+    /// A trusted public key (.pub file from `quorate keygen`); repeat for several.
+    #[arg(long, value_name = "PUBKEY", required_unless_present = "roster")]
+    pub trust: Vec<PathBuf>,
+    /// Trust the nodes of this signed roster (needs --admin).
+    #[arg(long, value_name = "FILE", requires = "admin")]
+    pub roster: Option<PathBuf>,
+    /// The roster authority's public key, to check --roster.
+    #[arg(long, value_name = "PUBKEY", requires = "roster")]
+    pub admin: Option<PathBuf>,
+    /// Check a revealed tensor against its commitment: NAME=FILE (JSON tensor list or .npy).
+    #[arg(long, value_name = "NAME=FILE")]
+    pub tensor: Vec<String>,
+    /// Check receipt chains (*.qchain) against this `stages.json` from `quorate split` (§13.3).
+    #[arg(long, value_name = "STAGES_JSON")]
+    pub pipeline: Option<PathBuf>,
+    /// Check a revealed FHE ciphertext or server key against its commitment (§16.6):
+    /// NAME=FILE, e.g. fhe:input=out/input.ct.
+    #[arg(long, value_name = "NAME=FILE")]
+    pub blob: Vec<String>,
+    /// Print a JSON report instead of lines.
+    #[arg(long)]
+    pub json: bool,
+}
+
+fn load_reveal(spec: &str) -> anyhow::Result<RevealedTensor> {
+    let (name, file) = spec.split_once('=').context("--tensor takes NAME=FILE")?;
+    let bytes = read_limited(std::path::Path::new(file), MAX_FILE_LEN as u64)?;
+    let all =
+        tensor_file::parse_any(&bytes, name).with_context(|| format!("tensor file {file}"))?;
+    all.into_iter()
+        .find(|r| r.tensor.name() == name)
+        .with_context(|| format!("{file} holds no tensor named {name:?}"))
+}
+
+/// Runs `quorate verify`.
+pub fn run(args: &VerifyArgs) -> anyhow::Result<ExitCode> {
+    let mut trust = TrustStore::default();
+    // Aggregate receipts (§15.5) are signed by clients: trust every roster entry for them.
+    let mut aggregators = TrustStore::default();
+    for p in &args.trust {
+        let key = load_public_key(p)?;
+        aggregators.add(key, p.display().to_string());
+        trust.add(
+            key,
+            p.file_name().map_or_else(
+                || p.display().to_string(),
+                |n| n.to_string_lossy().into_owned(),
+            ),
+        );
+    }
+    if let (Some(roster), Some(admin)) = (&args.roster, &args.admin) {
+        let admin = load_public_key(admin)?;
+        let bytes = read_limited(roster, quorate_protocol::roster::MAX_ROSTER_LEN as u64)?;
+        // An auditor checks old receipts: the roster's signature must hold, its expiry is
+        // reported but does not void receipts signed while it was valid.
+        let now = match quorate_protocol::roster::Roster::verify(
+            &bytes,
+            &admin,
+            quorate_node::clock::unix_now(),
+        ) {
+            Err(quorate_protocol::roster::RosterError::Expired { expires_at, .. }) => {
+                eprintln!(
+                    "note: the roster expired at {expires_at}; checking receipts against it as signed"
+                );
+                expires_at.saturating_sub(1)
+            }
+            _ => quorate_node::clock::unix_now(),
+        };
+        let r = quorate_protocol::roster::Roster::verify(&bytes, &admin, now)
+            .with_context(|| format!("roster {}", roster.display()))?;
+        for e in &r.entries {
+            aggregators.add(e.key, e.name.clone());
+        }
+        for e in r
+            .entries
+            .iter()
+            .filter(|e| e.role == quorate_protocol::roster::Role::Node)
+        {
+            trust.add(e.key, e.name.clone());
+        }
+    }
+    let reveals = args
+        .tensor
+        .iter()
+        .map(|s| load_reveal(s))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    // §14.7: evidence bundles are recognised by content type and checked on their own.
+    let (bundles, rest) = quorate_node::verify_bundle::split_paths(&args.paths)?;
+    let (chains, files): (Vec<PathBuf>, Vec<PathBuf>) = collect_files(&rest)
+        .context("cannot list receipts")?
+        .into_iter()
+        .partition(|p| quorate_node::verify_chain::is_chain_file(p));
+    if !bundles.is_empty() && files.is_empty() && chains.is_empty() {
+        return crate::commands::verify_bundles::run(&bundles, &trust, args.json);
+    }
+    let blobs = args
+        .blob
+        .iter()
+        .map(|s| {
+            let (name, file) = s.split_once('=').context("--blob takes NAME=FILE")?;
+            let bytes = read_limited(
+                std::path::Path::new(file),
+                quorate_protocol::fhe::MAX_SERVER_KEY_LEN,
+            )?;
+            Ok(quorate_node::verify::RevealedBlob {
+                name: name.to_string(),
+                digest: quorate_crypto::tensor_digest::sha256(&bytes),
+            })
+        })
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let bundle_reports = quorate_node::verify_bundle::verify_bundles(&bundles, &trust);
+    let bundles_ok = bundle_reports.iter().all(|r| r.ok());
+    if files.is_empty() && chains.is_empty() {
+        bail!(
+            "no receipt files found (directories are searched for *.cose, *.qlog, *.qchain and *.bundle)"
+        );
+    }
+    let pipeline = args
+        .pipeline
+        .as_ref()
+        .map(|p| crate::commands::pipeline::declared_pipeline(p))
+        .transpose()?;
+    let chain_reports: Vec<_> = chains
+        .iter()
+        .map(|c| quorate_node::verify_chain::verify_chain_file(c, &trust, pipeline.as_ref(), &reveals))
+        .collect();
+    let chains_failed = chain_reports.iter().filter(|r| r.failure.is_some()).count();
+    let (ensembles, files) = quorate_node::verify_ensemble::split_aggregates(files);
+    let lookup = |k: &quorate_crypto::KeyId| aggregators.get(k).cloned();
+    let ensemble_results: Vec<_> = ensembles
+        .iter()
+        .map(|p| (p, quorate_node::verify_ensemble::verify_aggregate(p, &lookup)))
+        .collect();
+    let ensembles_failed = ensemble_results.iter().filter(|(_, r)| r.is_err()).count();
+    let mut reports = verify_files(
+        &files,
+        &trust,
+        if chains.is_empty() { &reveals } else { &[] },
+    );
+    quorate_node::verify::check_blobs(&mut reports, &blobs);
+    let receipts_failed = reports.iter().filter(|r| r.failure.is_some()).count();
+    let failed = receipts_failed + chains_failed + ensembles_failed;
+    if args.json {
+        let mut doc = json_report(&reports);
+        if !ensemble_results.is_empty() {
+            doc["aggregates"] = serde_json::json!(
+                ensemble_results
+                    .iter()
+                    .map(|(p, r)| serde_json::json!({
+                        "path": p.display().to_string(), "ok": r.is_ok(),
+                        "detail": match r { Ok(s) | Err(s) => s },
+                    }))
+                    .collect::<Vec<_>>()
+            );
+            doc["ok"] = (failed == 0).into();
+        }
+        if !chain_reports.is_empty() {
+            doc["chains"] = chain_reports
+                .iter()
+                .map(quorate_node::verify_chain::json_entry)
+                .collect();
+            doc["ok"] = (failed == 0).into();
+        }
+        if !bundle_reports.is_empty() {
+            doc["bundles"] =
+                quorate_node::verify_bundle::json_report(&bundle_reports, &trust)["bundles"].take();
+            doc["ok"] = serde_json::json!(doc["ok"] == true && bundles_ok);
+        }
+        println!("{}", serde_json::to_string_pretty(&doc)?);
+    } else {
+        for r in &chain_reports {
+            println!("{}", quorate_node::verify_chain::human_line(r));
+        }
+        for r in &reports {
+            println!("{}", human_line(r));
+        }
+        for (p, r) in &ensemble_results {
+            match r {
+                Ok(line) => println!("OK   {}: {line}", p.display()),
+                Err(e) => println!("FAIL {}: {e}", p.display()),
+            }
+        }
+        let total = reports.len() + ensemble_results.len();
+        println!(
+            "{} of {total} receipts verified",
+            total - receipts_failed - ensembles_failed
+        );
+        if !chain_reports.is_empty() {
+            println!(
+                "{} of {} receipt chains verified",
+                chain_reports.len() - chains_failed,
+                chain_reports.len()
+            );
+        }
+        for r in &bundle_reports {
+            for line in quorate_node::verify_bundle::human_lines(r, &trust) {
+                println!("{line}");
+            }
+        }
+    }
+    Ok(if failed == 0 && bundles_ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
+}

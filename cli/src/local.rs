@@ -1,0 +1,274 @@
+//! A local mesh of `quorate node` processes on loopback (used by `quorate demo` and tests):
+//! fresh keys, a fresh signed roster, one process per node, all stopped on drop.
+
+use std::io::{BufRead, BufReader};
+use std::net::{SocketAddr, UdpSocket};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use quorate_crypto::SecretKey;
+use quorate_crypto::tensor_digest::sha256;
+use quorate_protocol::roster::{Entry, Role, Roster};
+
+use quorate_node::clock::unix_now;
+use quorate_node::files::{write_atomic, write_keypair};
+
+/// A running local mesh.
+pub struct LocalMesh {
+    /// Its directory (keys/, roster.cose, admin.pub, nodes/).
+    pub dir: PathBuf,
+    /// The signed roster.
+    pub roster: Roster,
+    /// The client's secret key (in the roster with role client).
+    pub client_key: SecretKey,
+    /// Path of the client's key file.
+    pub client_key_path: PathBuf,
+    /// Node processes by name.
+    pub nodes: Vec<(String, Child)>,
+}
+
+/// A free UDP port on 127.0.0.1 (released at once; a small race is acceptable on loopback).
+fn free_port() -> anyhow::Result<SocketAddr> {
+    Ok(UdpSocket::bind("127.0.0.1:0")?.local_addr()?)
+}
+
+/// Which bundled models node `i` (0-based) of `n` serves: every node serves mlp and logistic,
+/// hospital-(i+1) when it exists, and the encrypted-inference model qlinear-((i % 3) + 1)
+/// when it exists (§16.1).
+fn models_for(i: usize, models: &Path) -> Vec<PathBuf> {
+    let mut m = vec![models.join("mlp.onnx"), models.join("logistic.onnx")];
+    let h = models.join(format!("hospital-{}.onnx", i + 1));
+    if h.is_file() {
+        m.push(h);
+    }
+    let q = models.join(format!("qlinear-{}.json", i % 3 + 1));
+    if q.is_file() {
+        m.push(q);
+    }
+    m
+}
+
+impl LocalMesh {
+    /// Creates keys, roster and configs for `n` nodes under `dir`, and starts them.
+    pub fn start(dir: &Path, n: usize, models: &Path, exe: &Path) -> anyhow::Result<Self> {
+        Self::start_with(dir, n, models, exe, "")
+    }
+
+    /// Like [`Self::start`], appending `extra_config` to every node.toml.
+    pub fn start_with(
+        dir: &Path,
+        n: usize,
+        models: &Path,
+        exe: &Path,
+        extra_config: &str,
+    ) -> anyhow::Result<Self> {
+        Self::start_with_each(dir, n, models, exe, &|_| extra_config.to_string())
+    }
+
+    /// Like [`Self::start`], appending `extra_config(i)` to the node.toml of node `i`
+    /// (0-based; node `i` is named `node-{i+1}`), so one node can differ from the rest.
+    pub fn start_with_each(
+        dir: &Path,
+        n: usize,
+        models: &Path,
+        exe: &Path,
+        extra_config: &dyn Fn(usize) -> String,
+    ) -> anyhow::Result<Self> {
+        Self::start_with_models(dir, n, models, exe, extra_config, &|_| Vec::new())
+    }
+
+    /// Like [`Self::start_with_each`], node `i` also serving the model files `extra_models(i)`
+    /// (e.g. pipeline stage models from `quorate split`, §13); the roster lists them too.
+    /// File names must not collide with the bundled models'.
+    pub fn start_with_models(
+        dir: &Path,
+        n: usize,
+        models: &Path,
+        exe: &Path,
+        extra_config: &dyn Fn(usize) -> String,
+        extra_models: &dyn Fn(usize) -> Vec<PathBuf>,
+    ) -> anyhow::Result<Self> {
+        anyhow::ensure!((1..=32).contains(&n), "a local mesh has 1 to 32 nodes");
+        let keys = dir.join("keys");
+        std::fs::create_dir_all(&keys)?;
+        let admin = SecretKey::generate()?;
+        write_keypair(&keys.join("admin.key"), &admin, true)?;
+        write_atomic(
+            &dir.join("admin.pub"),
+            admin.public_key().to_pem()?.as_bytes(),
+            0o644,
+        )?;
+        let client_key = SecretKey::generate()?;
+        let client_key_path = keys.join("client.key");
+        write_keypair(&client_key_path, &client_key, true)?;
+        let mut entries = vec![Entry {
+            name: "client".into(),
+            key: client_key.public_key(),
+            role: Role::Client,
+            addresses: vec![],
+            models: vec![],
+            providers: vec![],
+        }];
+        let mut configs = Vec::new();
+        for i in 0..n {
+            let name = format!("node-{}", i + 1);
+            let key = SecretKey::generate()?;
+            let key_path = keys.join(format!("{name}.key"));
+            write_keypair(&key_path, &key, true)?;
+            let node_dir = dir.join("nodes").join(&name);
+            let model_dir = node_dir.join("models");
+            std::fs::create_dir_all(&model_dir)?;
+            let mut digests = Vec::new();
+            for m in models_for(i, models).into_iter().chain(extra_models(i)) {
+                let bytes = std::fs::read(&m)
+                    .with_context(|| format!("cannot read bundled model {}", m.display()))?;
+                digests.push(sha256(&bytes));
+                let file = m.file_name().context("model without a name")?;
+                std::fs::write(model_dir.join(file), &bytes)?;
+            }
+            let addr = free_port()?;
+            entries.push(Entry {
+                name: name.clone(),
+                key: key.public_key(),
+                role: Role::Node,
+                addresses: vec![addr.to_string()],
+                models: digests,
+                providers: vec!["cpu".into()],
+            });
+            let cfg = node_dir.join("node.toml");
+            let text = format!(
+                "name = \"{name}\"\nkey = \"{}\"\nroster = \"{}\"\nadmin = \"{}\"\nlisten = \"{addr}\"\nmodels = \"models\"\n\
+                 providers = [\"xnnpack\", \"cpu\"]\naudit_log = \"audit.qlog\"\nmax_concurrent = 4\n",
+                key_path.display(),
+                dir.join("roster.cose").display(),
+                dir.join("admin.pub").display()
+            );
+            std::fs::write(&cfg, text + &extra_config(i))?;
+            configs.push((name, cfg));
+        }
+        let now = unix_now();
+        let roster = Roster {
+            mesh: "quorate-demo".into(),
+            serial: 1,
+            issued_at: now,
+            expires_at: now + 24 * 3600,
+            entries,
+        };
+        write_atomic(&dir.join("roster.cose"), &roster.sign(&admin)?, 0o644)?;
+        let mut mesh = Self {
+            dir: dir.to_path_buf(),
+            roster,
+            client_key,
+            client_key_path,
+            nodes: Vec::new(),
+        };
+        for (name, cfg) in configs {
+            let child = Command::new(exe)
+                .args(["node", "--config"])
+                .arg(&cfg)
+                .stdout(Stdio::piped())
+                .stderr(Stdio::from(std::fs::File::create(
+                    cfg.with_file_name("node.log"),
+                )?))
+                .spawn()
+                .with_context(|| format!("cannot start {}", exe.display()))?;
+            mesh.nodes.push((name, child));
+        }
+        for (name, child) in &mut mesh.nodes {
+            wait_ready(name, child, Duration::from_secs(60))?;
+        }
+        Ok(mesh)
+    }
+
+    /// The node log of `name`.
+    pub fn log_of(&self, name: &str) -> PathBuf {
+        self.dir.join("nodes").join(name).join("node.log")
+    }
+
+    /// The audit log of `name`.
+    pub fn audit_of(&self, name: &str) -> PathBuf {
+        self.dir.join("nodes").join(name).join("audit.qlog")
+    }
+
+    /// Stops one node: SIGTERM, then SIGKILL after `grace`.
+    pub fn stop(&mut self, name: &str, grace: Duration) -> anyhow::Result<()> {
+        if let Some((_, child)) = self.nodes.iter_mut().find(|(n, _)| n == name) {
+            stop_child(child, grace)?;
+        }
+        Ok(())
+    }
+
+    /// Kills one node at once (SIGKILL), as a crash would.
+    pub fn kill(&mut self, name: &str) -> anyhow::Result<()> {
+        if let Some((_, child)) = self.nodes.iter_mut().find(|(n, _)| n == name) {
+            child.kill()?;
+            child.wait()?;
+        }
+        Ok(())
+    }
+
+    /// Stops every node gracefully.
+    pub fn stop_all(&mut self) -> anyhow::Result<()> {
+        for (_, child) in &mut self.nodes {
+            stop_child(child, Duration::from_secs(10))?;
+        }
+        Ok(())
+    }
+}
+
+impl Drop for LocalMesh {
+    fn drop(&mut self) {
+        for (_, child) in &mut self.nodes {
+            if matches!(child.try_wait(), Ok(None)) {
+                let _ = child.kill();
+                let _ = child.wait();
+            }
+        }
+    }
+}
+
+fn wait_ready(name: &str, child: &mut Child, timeout: Duration) -> anyhow::Result<()> {
+    let stdout = child.stdout.take().context("node stdout not captured")?;
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut lines = BufReader::new(stdout).lines();
+        if let Some(Ok(line)) = lines.next() {
+            let _ = tx.send(line);
+        }
+        // Keep draining so the node never blocks on a full pipe.
+        for _ in lines {}
+    });
+    let start = Instant::now();
+    match rx.recv_timeout(timeout) {
+        Ok(line) if line.contains("listening on") => Ok(()),
+        Ok(line) => bail!("{name} printed {line:?} instead of its listening line"),
+        Err(_) => {
+            let status = child.try_wait()?;
+            bail!(
+                "{name} did not start within {:?} (exit status {status:?}); see its node.log",
+                start.elapsed()
+            )
+        }
+    }
+}
+
+fn stop_child(child: &mut Child, grace: Duration) -> anyhow::Result<()> {
+    if child.try_wait()?.is_some() {
+        return Ok(());
+    }
+    let _ = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status();
+    let deadline = Instant::now() + grace;
+    while Instant::now() < deadline {
+        if child.try_wait()?.is_some() {
+            return Ok(());
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    child.kill()?;
+    child.wait()?;
+    Ok(())
+}

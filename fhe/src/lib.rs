@@ -1,0 +1,14 @@
+//! Encrypted inference (SPEC §16): quantized linear models evaluated on TFHE ciphertexts.
+//!
+//! [`qlinear`] (the model format) needs no tfhe; the engine and the server-key cache, which
+//! touch keys and ciphertexts, are behind the `tfhe` cargo feature (which the `quorate`
+//! binary's default `fhe` feature turns on).
+#![forbid(unsafe_code)]
+#![deny(missing_docs)]
+#![cfg_attr(not(test), deny(clippy::unwrap_used))]
+
+#[cfg(feature = "tfhe")]
+pub mod engine;
+#[cfg(feature = "tfhe")]
+pub mod keycache;
+pub mod qlinear;

@@ -1,0 +1,12 @@
+//! ONNX Runtime for quorate nodes: finding the library, one environment per process,
+//! execution providers (§12.2), sessions, and the attested run that commits inputs and
+//! outputs and builds the receipt payload (§4).
+#![forbid(unsafe_code)]
+#![deny(missing_docs)]
+#![cfg_attr(not(test), deny(clippy::unwrap_used))]
+
+pub mod attest;
+pub mod providers;
+mod session;
+
+pub use session::*;
