@@ -19,12 +19,12 @@ use ort::session::Session;
 use ort::value::TensorRef;
 use quorate_crypto::SecretKey;
 use quorate_crypto::batch::{Item, verify_all};
-use quorate_runtime::attest::{JobParams, attested_run, run_and_commit};
-use quorate_runtime::{LoadedModel, environment};
 use quorate_protocol::batch_receipt::sign_batch;
 use quorate_protocol::receipt::{self, Commitment, JobKind, ReceiptPayload};
 use quorate_protocol::tensor::Tensor;
 use quorate_protocol::tensor_file::parse_npy;
+use quorate_runtime::attest::{JobParams, attested_run, run_and_commit};
+use quorate_runtime::{LoadedModel, environment};
 
 fn payload(i: u32) -> ReceiptPayload {
     let x = Tensor::from_f32("features", vec![1, 30], &[i as f32; 30]).unwrap();

@@ -8,9 +8,9 @@ mod support;
 
 use support::{median_ns, mesh_criterion, root, runtime_and_client, sample_features};
 
+use quorate_cli::local::LocalMesh;
 use quorate_crypto::tensor_digest::sha256;
 use quorate_node::mesh::ensemble_client::{self, EnsembleSpec};
-use quorate_cli::local::LocalMesh;
 use quorate_protocol::ensemble::Mode;
 use quorate_protocol::messages::InferRequest;
 use quorate_protocol::receipt::JobKind;

@@ -13,15 +13,13 @@ use std::io::Write;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use quorate_cli::local::LocalMesh;
 use quorate_crypto::tensor_digest::sha256;
 use quorate_node::mesh::client::MeshClient;
-use quorate_cli::local::LocalMesh;
-use quorate_runtime::LoadedModel;
-use quorate_transport::{
-    PinnedKeys, TlsIdentity, TransportSettings, bind_client, bind_server,
-};
 use quorate_protocol::messages::{InferRequest, Request};
 use quorate_protocol::receipt::JobKind;
+use quorate_runtime::LoadedModel;
+use quorate_transport::{PinnedKeys, TlsIdentity, TransportSettings, bind_client, bind_server};
 
 fn main() {
     let mut c = mesh_criterion(50, 4);

@@ -7,8 +7,10 @@
 use std::time::Instant;
 
 use anyhow::{Context, ensure};
-use tfhe::prelude::*;
-use tfhe::{ClientKey, CompactPublicKey, CompressedServerKey, FheInt32, set_server_key};
+use quorate_fhe::tfhe::prelude::*;
+use quorate_fhe::tfhe::{
+    ClientKey, CompactPublicKey, CompressedServerKey, FheInt32, set_server_key,
+};
 
 use quorate_fhe::engine::{self, INPUT_VALUES};
 use quorate_fhe::qlinear::QLinear;

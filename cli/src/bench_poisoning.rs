@@ -26,8 +26,8 @@ use quorate_protocol::tensor::Tensor;
 use quorate_protocol::tensor_file::parse_npy;
 use serde_json::json;
 
-use quorate_node::mesh::client::MeshClient;
 use crate::local::LocalMesh;
+use quorate_node::mesh::client::MeshClient;
 use quorate_node::mesh::verified::{self, Outcome};
 
 /// Arguments of `quorate bench poisoning`.

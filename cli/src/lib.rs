@@ -10,3 +10,4 @@ pub mod bench_poisoning;
 pub mod bench_secagg;
 pub mod commands;
 pub mod local;
+pub mod verify_files;

@@ -43,6 +43,7 @@ pub struct SecretKey(SigningKey);
 
 impl SecretKey {
     /// Generates a fresh key from the operating system's CSPRNG.
+    #[cfg(feature = "os-rng")]
     pub fn generate() -> Result<Self, crate::random::RandomError> {
         let seed = Zeroizing::new(crate::random::bytes::<32>()?);
         Ok(Self(SigningKey::from_bytes(&seed)))

@@ -9,6 +9,7 @@
 pub mod batch;
 pub mod identity;
 pub mod merkle;
+#[cfg(feature = "os-rng")]
 pub mod random;
 pub mod secagg;
 pub mod tensor_digest;

@@ -12,3 +12,8 @@ pub mod engine;
 #[cfg(feature = "tfhe")]
 pub mod keycache;
 pub mod qlinear;
+
+/// The TFHE library this engine is built on, for the node's and client's key and ciphertext
+/// types, so every crate uses the one version pinned here.
+#[cfg(feature = "tfhe")]
+pub use tfhe;

@@ -1,9 +1,8 @@
 //! The node's audit trail (§12.4): every receipt the node signs is appended to a local log
 //! and made durable (fsync) before the reply leaves the node.
 //!
-//! Layout: the 16-byte magic `QUORATE-AUDIT-1\n`, then records
-//! `u32be(len) || SHA-256(receipt) || receipt`. Records are only ever appended, so a crash can
-//! damage only the tail; opening the log truncates an incomplete or mismatching tail record.
+//! The format is `quorate_protocol::audit_log`; opening the log truncates an incomplete or
+//! mismatching tail record left by a crash.
 
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Seek, SeekFrom, Write};
@@ -11,60 +10,13 @@ use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
 use anyhow::{Context, bail};
-use quorate_crypto::tensor_digest::sha256;
+use quorate_protocol::audit_log::{MAGIC, record, scan};
 use quorate_protocol::receipt::MAX_RECEIPT_LEN;
-
-/// First bytes of every audit log.
-pub const MAGIC: &[u8; 16] = b"QUORATE-AUDIT-1\n";
-const RECORD_HEADER: usize = 4 + 32;
 
 /// An open audit log.
 pub struct AuditLog {
     file: Mutex<File>,
     path: PathBuf,
-}
-
-/// What scanning a log found.
-pub struct Scan {
-    /// The complete records, in order.
-    pub records: Vec<Vec<u8>>,
-    /// Offset just past the last complete record.
-    pub good_len: u64,
-    /// Bytes after it (a torn tail).
-    pub torn_bytes: u64,
-}
-
-/// Reads every complete record; stops at the first incomplete or mismatching one.
-pub fn scan(bytes: &[u8]) -> anyhow::Result<Scan> {
-    if !bytes.starts_with(MAGIC) {
-        bail!("not a quorate audit log (missing the QUORATE-AUDIT-1 header)");
-    }
-    let mut pos = MAGIC.len();
-    let mut records = Vec::new();
-    while bytes.len() - pos >= RECORD_HEADER {
-        let len = u32::from_be_bytes([bytes[pos], bytes[pos + 1], bytes[pos + 2], bytes[pos + 3]])
-            as usize;
-        let body = pos + RECORD_HEADER;
-        if len > MAX_RECEIPT_LEN || bytes.len() - body < len {
-            break;
-        }
-        let record = &bytes[body..body + len];
-        if sha256(record)[..] != bytes[pos + 4..body] {
-            break;
-        }
-        records.push(record.to_vec());
-        pos = body + len;
-    }
-    Ok(Scan {
-        records,
-        good_len: pos as u64,
-        torn_bytes: (bytes.len() - pos) as u64,
-    })
-}
-
-/// Whether a file is an audit log (by its magic).
-pub fn is_audit_log(bytes: &[u8]) -> bool {
-    bytes.starts_with(MAGIC)
 }
 
 impl AuditLog {
@@ -120,10 +72,7 @@ impl AuditLog {
         if receipt.len() > MAX_RECEIPT_LEN {
             bail!("receipt of {} bytes exceeds the limit", receipt.len());
         }
-        let mut record = Vec::with_capacity(RECORD_HEADER + receipt.len());
-        record.extend_from_slice(&(receipt.len() as u32).to_be_bytes());
-        record.extend_from_slice(&sha256(receipt));
-        record.extend_from_slice(receipt);
+        let record = record(receipt);
         let mut file = self
             .file
             .lock()
@@ -142,6 +91,7 @@ impl AuditLog {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use quorate_crypto::tensor_digest::sha256;
 
     #[test]
     fn a_torn_tail_is_cut_and_complete_records_survive() {

@@ -9,7 +9,3 @@ pub mod clock;
 pub mod fhe;
 pub mod files;
 pub mod mesh;
-pub mod verify;
-pub mod verify_bundle;
-pub mod verify_chain;
-pub mod verify_ensemble;

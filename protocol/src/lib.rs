@@ -7,6 +7,7 @@
 #![deny(missing_docs)]
 #![cfg_attr(not(test), deny(clippy::unwrap_used))]
 
+pub mod audit_log;
 pub mod batch_receipt;
 pub mod cbor;
 pub mod chain;

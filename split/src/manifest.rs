@@ -151,4 +151,3 @@ fn manifest<'a>(model: &Path, cuts: &'a [Vec<String>], split: &'a Split) -> Mani
             .collect(),
     }
 }
-

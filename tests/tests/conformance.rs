@@ -3,11 +3,13 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+use quorate_cli::verify_files::verify_files;
 use quorate_crypto::{IdentityError, PublicKey};
-use quorate_node::verify::{TrustStore, failure_code, verify_files};
 use quorate_protocol::tensor::{DType, Tensor};
 use quorate_protocol::tensor_file;
 use quorate_tests::{read_json, vector_files};
+use quorate_verify::TrustStore;
+use quorate_verify::receipts::failure_code;
 use serde_json::Value;
 
 fn check_receipt(v: &Value, name: &str) {

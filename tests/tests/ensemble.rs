@@ -6,10 +6,10 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
+use quorate_cli::local::LocalMesh;
 use quorate_crypto::tensor_digest::sha256;
 use quorate_node::mesh::client::MeshClient;
 use quorate_node::mesh::ensemble_client::{self, EnsembleOutcome, EnsembleSpec};
-use quorate_cli::local::LocalMesh;
 use quorate_protocol::ensemble::{
     AggregatePayload, EnsembleParams, EnsembleRound, EnsembleStart, Mode, decode_transcript,
     encode_transcript, transcript_digest,

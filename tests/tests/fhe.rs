@@ -6,11 +6,12 @@
 use std::sync::OnceLock;
 use std::time::Duration;
 
-use quorate_crypto::tensor_digest::sha256;
-use quorate_node::fhe::client::{self, ClientKeys};
-use quorate_node::fhe::{engine, job};
-use quorate_node::mesh::client::MeshClient;
 use quorate_cli::local::LocalMesh;
+use quorate_crypto::tensor_digest::sha256;
+use quorate_fhe::engine;
+use quorate_node::fhe::client::{self, ClientKeys};
+use quorate_node::fhe::job;
+use quorate_node::mesh::client::MeshClient;
 use quorate_protocol::fhe::{FheRequest, KeyChunk, MAX_INPUT_CIPHERTEXT_LEN};
 use quorate_protocol::messages::{ErrorCode, Request, Response};
 use quorate_protocol::roster::Entry;

@@ -6,20 +6,18 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
+use quorate_cli::local::LocalMesh;
 use quorate_crypto::SecretKey;
 use quorate_crypto::tensor_digest::sha256;
 use quorate_node::files::load_secret_key;
 use quorate_node::mesh::client::{MeshClient, address_of};
-use quorate_cli::local::LocalMesh;
-use quorate_transport::{
-    PinnedKeys, TlsIdentity, TransportSettings, bind_client, bind_server,
-};
 use quorate_protocol::messages::{ErrorCode, InferRequest, Request, Response};
 use quorate_protocol::receipt::JobKind;
 use quorate_protocol::roster::{Entry, Role, Roster};
 use quorate_protocol::tensor::Tensor;
 use quorate_protocol::tensor_file::parse_npy;
 use quorate_tests::{quorate, quorate_bin, repo_root, text};
+use quorate_transport::{PinnedKeys, TlsIdentity, TransportSettings, bind_client, bind_server};
 
 fn models() -> std::path::PathBuf {
     repo_root().join("models")

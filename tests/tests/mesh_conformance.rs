@@ -4,8 +4,8 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use quorate_crypto::PublicKey;
 use quorate_cli::commands::roster::failure_code;
+use quorate_crypto::PublicKey;
 use quorate_protocol::cose;
 use quorate_protocol::messages::{
     ErrorCode, ErrorFrame, HealthInfo, InferRequest, InferResponse, Request, Response,

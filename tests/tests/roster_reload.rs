@@ -11,20 +11,20 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use quorate_cli::local::LocalMesh;
 use quorate_crypto::SecretKey;
 use quorate_crypto::tensor_digest::sha256;
 use quorate_node::clock::unix_now;
 use quorate_node::files::load_secret_key;
 use quorate_node::mesh::client::address_of;
-use quorate_cli::local::LocalMesh;
-use quorate_transport::{
-    MeshEndpoint, PeerConnection, TlsIdentity, TransportError, TransportSettings, bind_client,
-};
 use quorate_protocol::messages::{ErrorCode, InferRequest, Request, Response};
 use quorate_protocol::receipt::JobKind;
 use quorate_protocol::roster::{Entry, Role, Roster};
 use quorate_protocol::tensor_file::parse_npy;
 use quorate_tests::{quorate_bin, repo_root};
+use quorate_transport::{
+    MeshEndpoint, PeerConnection, TlsIdentity, TransportError, TransportSettings, bind_client,
+};
 
 /// Upper bound on any single wait; reaching it fails the test.
 const BOUND: Duration = Duration::from_secs(60);

@@ -7,6 +7,9 @@
 use std::collections::HashMap;
 use std::path::Path;
 
+use quorate_protocol::tensor::Tensor;
+use quorate_protocol::tensor_file::parse_npy;
+use quorate_runtime::LoadedModel;
 use quorate_split::onnx::{
     self, GraphProto, ModelProto, NodeProto, OperatorSetIdProto, TensorProto, TensorShapeProto,
     TypeProto, ValueInfoProto, tensor_shape_proto, type_proto,
@@ -14,9 +17,6 @@ use quorate_split::onnx::{
 use quorate_split::{
     Message, Role, Source, Split, SplitError, SplitOptions, parse_cuts, split_model,
 };
-use quorate_runtime::LoadedModel;
-use quorate_protocol::tensor::Tensor;
-use quorate_protocol::tensor_file::parse_npy;
 use quorate_tests::{quorate, read_json, repo_root, text};
 
 fn model_bytes(name: &str) -> Vec<u8> {

@@ -7,9 +7,9 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use quorate_cli::local::LocalMesh;
 use quorate_crypto::tensor_digest::sha256;
 use quorate_node::mesh::client::MeshClient;
-use quorate_cli::local::LocalMesh;
 use quorate_node::mesh::verified::{self, Failed, Outcome};
 use quorate_protocol::evidence::{Bundle, check_bundle};
 use quorate_protocol::messages::InferRequest;

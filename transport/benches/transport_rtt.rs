@@ -13,9 +13,7 @@ use std::time::{Duration, Instant};
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use quorate_crypto::SecretKey;
-use quorate_transport::{
-    PinnedKeys, TlsIdentity, TransportSettings, bind_client, bind_server,
-};
+use quorate_transport::{PinnedKeys, TlsIdentity, TransportSettings, bind_client, bind_server};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 const PAYLOAD: [u8; 64] = [0x5a; 64];

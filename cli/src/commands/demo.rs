@@ -12,10 +12,12 @@ use quorate_protocol::receipt::JobKind;
 use quorate_protocol::roster::Role;
 use quorate_protocol::tensor_file::{parse_npy, salted_tensors_json};
 
+use crate::local::LocalMesh;
+use crate::verify_files::{collect_files, verify_files};
 use quorate_node::files::write_atomic;
 use quorate_node::mesh::client::MeshClient;
-use crate::local::LocalMesh;
-use quorate_node::verify::{TrustStore, collect_files, human_line, verify_files};
+use quorate_verify::TrustStore;
+use quorate_verify::receipts::human_line;
 
 /// Arguments of `quorate demo`.
 #[derive(clap::Args)]
@@ -105,7 +107,7 @@ pub fn run(args: &DemoArgs) -> anyhow::Result<ExitCode> {
         trust.add(e.key, e.name.clone());
     }
     let (_, mut files) =
-        quorate_node::verify_ensemble::split_aggregates(collect_files(std::slice::from_ref(&receipts))?);
+        crate::verify_files::split_aggregates(collect_files(std::slice::from_ref(&receipts))?);
     let n_receipts = files.len();
     files.extend(mesh.nodes.iter().map(|(name, _)| mesh.audit_of(name)));
     let reports = verify_files(&files, &trust, &[]);

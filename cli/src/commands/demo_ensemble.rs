@@ -12,9 +12,9 @@ use quorate_protocol::ensemble::Mode;
 use quorate_protocol::roster::Role;
 
 use crate::commands::ensemble::{load_inputs, member_names, resolve_members, write_outcome};
+use crate::local::LocalMesh;
 use quorate_node::mesh::client::MeshClient;
 use quorate_node::mesh::ensemble_client::{self, EnsembleSpec};
-use crate::local::LocalMesh;
 
 /// Runs the ensemble part of the demo; `receipts` is the demo's receipts folder.
 pub async fn run(mesh: &LocalMesh, models: &Path, receipts: &Path) -> anyhow::Result<()> {
@@ -104,7 +104,7 @@ pub async fn run(mesh: &LocalMesh, models: &Path, receipts: &Path) -> anyhow::Re
             .find(|e| e.key.key_id() == *k)
             .map(|e| (e.key, e.name.clone()))
     };
-    let line = quorate_node::verify_ensemble::verify_aggregate(&out.join("aggregate.cose"), &lookup)
+    let line = crate::verify_files::verify_aggregate_file(&out.join("aggregate.cose"), &lookup)
         .map_err(|e| anyhow::anyhow!("aggregate receipt fails offline verification: {e}"))?;
     println!("   verified offline: {line}");
     println!("   written to {}", out.display());

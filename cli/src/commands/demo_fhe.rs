@@ -8,10 +8,11 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, ensure};
 use quorate_protocol::roster::Role;
 
-use quorate_node::fhe::client::ClientKeys;
-use quorate_node::fhe::{engine, job};
-use quorate_node::mesh::client::MeshClient;
 use crate::local::LocalMesh;
+use quorate_fhe::engine;
+use quorate_node::fhe::client::ClientKeys;
+use quorate_node::fhe::job;
+use quorate_node::mesh::client::MeshClient;
 
 /// Runs the encrypted ensemble on `mesh`; receipts go to `receipts`.
 pub async fn run(mesh: &LocalMesh, models: &Path, receipts: &Path) -> anyhow::Result<()> {

@@ -12,12 +12,13 @@ use quorate_protocol::roster::Role;
 use quorate_protocol::tensor_file::parse_npy;
 
 use crate::commands::pipeline::{declared_pipeline, write_run, write_split};
-use quorate_node::mesh::client::MeshClient;
 use crate::local::LocalMesh;
+use crate::verify_files::verify_bundles;
+use crate::verify_files::verify_chain_file;
+use quorate_node::mesh::client::MeshClient;
 use quorate_node::mesh::pipeline::{CrossCheck, Plan};
-use quorate_node::verify::TrustStore;
-use quorate_node::verify_bundle::verify_bundles;
-use quorate_node::verify_chain::{human_line, verify_chain_file};
+use quorate_verify::TrustStore;
+use quorate_verify::chain::human_line;
 
 /// Where the model is cut.
 pub const CUTS: &str = "h1,h2";

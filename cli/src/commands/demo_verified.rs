@@ -13,11 +13,12 @@ use quorate_protocol::roster::Role;
 use quorate_protocol::tensor_file::parse_npy;
 
 use crate::commands::infer_verified::write_outcome;
-use quorate_node::mesh::client::MeshClient;
 use crate::local::LocalMesh;
+use crate::verify_files::verify_bundles;
+use quorate_node::mesh::client::MeshClient;
 use quorate_node::mesh::verified;
-use quorate_node::verify::TrustStore;
-use quorate_node::verify_bundle::{human_lines, verify_bundles};
+use quorate_verify::TrustStore;
+use quorate_verify::bundle::human_lines;
 
 /// The model the poisoned demo node lies about (only that one, so other demo steps are
 /// unaffected) and how.

@@ -7,8 +7,9 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 
+use quorate_fhe::engine;
 use quorate_node::fhe::client::{ClientKeys, save_keys};
-use quorate_node::fhe::{engine, job};
+use quorate_node::fhe::job;
 use quorate_node::files::{load_secret_key, read_limited};
 use quorate_node::mesh::client::MeshClient;
 

@@ -8,10 +8,10 @@ use anyhow::{Context, bail};
 use quorate_protocol::tensor_file::{self, MAX_FILE_LEN, salted_tensors_json, tensors_json};
 use serde_json::json;
 
-use quorate_split::{MAX_MODEL_LEN, SplitOptions, parse_cuts, split_model};
 use quorate_node::files::{load_secret_key, read_limited, write_atomic};
 use quorate_node::mesh::client::MeshClient;
 use quorate_node::mesh::pipeline::{CrossCheck, PipelineRun, Plan};
+use quorate_split::{MAX_MODEL_LEN, SplitOptions, parse_cuts, split_model};
 
 /// Arguments of `quorate pipeline`.
 #[derive(clap::Args)]

@@ -7,9 +7,9 @@ use anyhow::{Context, bail};
 use quorate_protocol::tensor_file::{self, MAX_FILE_LEN, tensors_json};
 
 use quorate_node::clock::unix_now;
-use quorate_runtime::attest::{Committed, JobParams, attested_run};
 use quorate_node::files::{load_secret_key, read_limited, write_atomic};
 use quorate_runtime::LoadedModel;
+use quorate_runtime::attest::{Committed, JobParams, attested_run};
 
 /// Arguments of `quorate run`.
 #[derive(clap::Args)]

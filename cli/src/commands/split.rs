@@ -194,4 +194,3 @@ fn print_summary(model: &Path, out: &Path, split: &Split) {
         out.display()
     );
 }
-

@@ -6,8 +6,10 @@ use std::process::ExitCode;
 use anyhow::{Context, bail};
 use quorate_protocol::tensor_file::{self, MAX_FILE_LEN, RevealedTensor};
 
+use crate::verify_files::{collect_files, verify_files};
 use quorate_node::files::{load_public_key, read_limited};
-use quorate_node::verify::{TrustStore, collect_files, human_line, json_report, verify_files};
+use quorate_verify::TrustStore;
+use quorate_verify::receipts::{human_line, json_report};
 
 /// Arguments of `quorate verify`.
 #[derive(clap::Args)]
@@ -111,11 +113,11 @@ pub fn run(args: &VerifyArgs) -> anyhow::Result<ExitCode> {
         .map(|s| load_reveal(s))
         .collect::<anyhow::Result<Vec<_>>>()?;
     // §14.7: evidence bundles are recognised by content type and checked on their own.
-    let (bundles, rest) = quorate_node::verify_bundle::split_paths(&args.paths)?;
+    let (bundles, rest) = crate::verify_files::split_paths(&args.paths)?;
     let (chains, files): (Vec<PathBuf>, Vec<PathBuf>) = collect_files(&rest)
         .context("cannot list receipts")?
         .into_iter()
-        .partition(|p| quorate_node::verify_chain::is_chain_file(p));
+        .partition(|p| crate::verify_files::is_chain_file(p));
     if !bundles.is_empty() && files.is_empty() && chains.is_empty() {
         return crate::commands::verify_bundles::run(&bundles, &trust, args.json);
     }
@@ -128,13 +130,13 @@ pub fn run(args: &VerifyArgs) -> anyhow::Result<ExitCode> {
                 std::path::Path::new(file),
                 quorate_protocol::fhe::MAX_SERVER_KEY_LEN,
             )?;
-            Ok(quorate_node::verify::RevealedBlob {
+            Ok(quorate_verify::receipts::RevealedBlob {
                 name: name.to_string(),
                 digest: quorate_crypto::tensor_digest::sha256(&bytes),
             })
         })
         .collect::<anyhow::Result<Vec<_>>>()?;
-    let bundle_reports = quorate_node::verify_bundle::verify_bundles(&bundles, &trust);
+    let bundle_reports = crate::verify_files::verify_bundles(&bundles, &trust);
     let bundles_ok = bundle_reports.iter().all(|r| r.ok());
     if files.is_empty() && chains.is_empty() {
         bail!(
@@ -148,14 +150,14 @@ pub fn run(args: &VerifyArgs) -> anyhow::Result<ExitCode> {
         .transpose()?;
     let chain_reports: Vec<_> = chains
         .iter()
-        .map(|c| quorate_node::verify_chain::verify_chain_file(c, &trust, pipeline.as_ref(), &reveals))
+        .map(|c| crate::verify_files::verify_chain_file(c, &trust, pipeline.as_ref(), &reveals))
         .collect();
     let chains_failed = chain_reports.iter().filter(|r| r.failure.is_some()).count();
-    let (ensembles, files) = quorate_node::verify_ensemble::split_aggregates(files);
+    let (ensembles, files) = crate::verify_files::split_aggregates(files);
     let lookup = |k: &quorate_crypto::KeyId| aggregators.get(k).cloned();
     let ensemble_results: Vec<_> = ensembles
         .iter()
-        .map(|p| (p, quorate_node::verify_ensemble::verify_aggregate(p, &lookup)))
+        .map(|p| (p, crate::verify_files::verify_aggregate_file(p, &lookup)))
         .collect();
     let ensembles_failed = ensemble_results.iter().filter(|(_, r)| r.is_err()).count();
     let mut reports = verify_files(
@@ -163,7 +165,7 @@ pub fn run(args: &VerifyArgs) -> anyhow::Result<ExitCode> {
         &trust,
         if chains.is_empty() { &reveals } else { &[] },
     );
-    quorate_node::verify::check_blobs(&mut reports, &blobs);
+    quorate_verify::receipts::check_blobs(&mut reports, &blobs);
     let receipts_failed = reports.iter().filter(|r| r.failure.is_some()).count();
     let failed = receipts_failed + chains_failed + ensembles_failed;
     if args.json {
@@ -183,19 +185,19 @@ pub fn run(args: &VerifyArgs) -> anyhow::Result<ExitCode> {
         if !chain_reports.is_empty() {
             doc["chains"] = chain_reports
                 .iter()
-                .map(quorate_node::verify_chain::json_entry)
+                .map(quorate_verify::chain::json_entry)
                 .collect();
             doc["ok"] = (failed == 0).into();
         }
         if !bundle_reports.is_empty() {
             doc["bundles"] =
-                quorate_node::verify_bundle::json_report(&bundle_reports, &trust)["bundles"].take();
+                quorate_verify::bundle::json_report(&bundle_reports, &trust)["bundles"].take();
             doc["ok"] = serde_json::json!(doc["ok"] == true && bundles_ok);
         }
         println!("{}", serde_json::to_string_pretty(&doc)?);
     } else {
         for r in &chain_reports {
-            println!("{}", quorate_node::verify_chain::human_line(r));
+            println!("{}", quorate_verify::chain::human_line(r));
         }
         for r in &reports {
             println!("{}", human_line(r));
@@ -219,7 +221,7 @@ pub fn run(args: &VerifyArgs) -> anyhow::Result<ExitCode> {
             );
         }
         for r in &bundle_reports {
-            for line in quorate_node::verify_bundle::human_lines(r, &trust) {
+            for line in quorate_verify::bundle::human_lines(r, &trust) {
                 println!("{line}");
             }
         }

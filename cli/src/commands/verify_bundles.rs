@@ -3,8 +3,9 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use quorate_node::verify::TrustStore;
-use quorate_node::verify_bundle::{human_lines, json_report, verify_bundles};
+use crate::verify_files::verify_bundles;
+use quorate_verify::TrustStore;
+use quorate_verify::bundle::{human_lines, json_report};
 
 /// Checks the bundles and prints the result; exit 0 only if every bundle is valid and every
 /// accusation in it is proven.

@@ -3,7 +3,8 @@
 //! Each key comes from [`super::kdf::share_encryption_key`] and seals exactly one message
 //! (one sender, one recipient, one round), so the nonce is the fixed all-zero value.
 
-use ring::aead::{Aad, CHACHA20_POLY1305, LessSafeKey, Nonce, UnboundKey};
+use chacha20poly1305::aead::{Aead, KeyInit, Payload};
+use chacha20poly1305::{ChaCha20Poly1305, Nonce};
 use zeroize::Zeroizing;
 
 use super::SecaggCryptoError;
@@ -12,24 +13,26 @@ use super::kdf::ShareKey;
 /// Bytes the tag adds to a plaintext.
 pub const TAG_LEN: usize = 16;
 
-fn key(k: &ShareKey) -> Result<LessSafeKey, SecaggCryptoError> {
-    UnboundKey::new(&CHACHA20_POLY1305, k.as_bytes())
-        .map(LessSafeKey::new)
-        .map_err(|_| SecaggCryptoError::Decrypt)
+fn cipher(k: &ShareKey) -> ChaCha20Poly1305 {
+    ChaCha20Poly1305::new(k.as_bytes().into())
+}
+
+/// The fixed all-zero nonce: each key seals exactly one message.
+fn nonce() -> Nonce {
+    Nonce::from([0u8; 12])
 }
 
 /// Encrypts `plaintext` with associated data `aad`; returns ciphertext || tag.
 pub fn seal(k: &ShareKey, aad: &[u8], plaintext: &[u8]) -> Result<Vec<u8>, SecaggCryptoError> {
-    let mut buf = Vec::with_capacity(plaintext.len() + TAG_LEN);
-    buf.extend_from_slice(plaintext);
-    key(k)?
-        .seal_in_place_append_tag(
-            Nonce::assume_unique_for_key([0u8; 12]),
-            Aad::from(aad),
-            &mut buf,
+    cipher(k)
+        .encrypt(
+            &nonce(),
+            Payload {
+                msg: plaintext,
+                aad,
+            },
         )
-        .map_err(|_| SecaggCryptoError::Decrypt)?;
-    Ok(buf)
+        .map_err(|_| SecaggCryptoError::Decrypt)
 }
 
 /// Decrypts and authenticates; the error says nothing about why it failed.
@@ -38,17 +41,16 @@ pub fn open(
     aad: &[u8],
     ciphertext: &[u8],
 ) -> Result<Zeroizing<Vec<u8>>, SecaggCryptoError> {
-    let mut buf = Zeroizing::new(ciphertext.to_vec());
-    let n = key(k)?
-        .open_in_place(
-            Nonce::assume_unique_for_key([0u8; 12]),
-            Aad::from(aad),
-            &mut buf,
+    cipher(k)
+        .decrypt(
+            &nonce(),
+            Payload {
+                msg: ciphertext,
+                aad,
+            },
         )
-        .map_err(|_| SecaggCryptoError::Decrypt)?
-        .len();
-    buf.truncate(n);
-    Ok(buf)
+        .map(Zeroizing::new)
+        .map_err(|_| SecaggCryptoError::Decrypt)
 }
 
 #[cfg(test)]

@@ -5,7 +5,7 @@
 //! a prefix of another) and `context` is fixed-width: the 32-byte round digest and 32-bit
 //! big-endian client indices.
 
-use ring::hkdf;
+use hkdf::Hkdf;
 use sha2::{Digest, Sha256};
 use zeroize::Zeroizing;
 
@@ -63,14 +63,6 @@ impl std::fmt::Debug for ShareKey {
     }
 }
 
-struct Len(usize);
-
-impl hkdf::KeyType for Len {
-    fn len(&self) -> usize {
-        self.0
-    }
-}
-
 /// HKDF-SHA256: extract with `salt`, expand with the concatenation of `info` into `out`.
 pub fn hkdf(
     salt: &[u8],
@@ -78,11 +70,8 @@ pub fn hkdf(
     info: &[&[u8]],
     out: &mut [u8],
 ) -> Result<(), SecaggCryptoError> {
-    let prk = hkdf::Salt::new(hkdf::HKDF_SHA256, salt).extract(ikm);
-    let okm = prk
-        .expand(info, Len(out.len()))
-        .map_err(|_| SecaggCryptoError::KdfLength(out.len()))?;
-    okm.fill(out)
+    Hkdf::<Sha256>::new(Some(salt), ikm)
+        .expand_multi_info(info, out)
         .map_err(|_| SecaggCryptoError::KdfLength(out.len()))
 }
 

@@ -56,6 +56,7 @@ pub enum SecaggCryptoError {
 #[error("random source failed: {0}")]
 pub struct RandomFailure(pub String);
 
+#[cfg(feature = "os-rng")]
 impl From<crate::random::RandomError> for SecaggCryptoError {
     fn from(e: crate::random::RandomError) -> Self {
         Self::Random(RandomFailure(e.to_string()))

@@ -18,9 +18,11 @@ pub trait SecretRng {
 }
 
 /// The operating system's CSPRNG (`getrandom`); the only source a node uses.
+#[cfg(feature = "os-rng")]
 #[derive(Debug, Default, Clone, Copy)]
 pub struct OsRng;
 
+#[cfg(feature = "os-rng")]
 impl SecretRng for OsRng {
     fn fill_bytes(&mut self, out: &mut [u8]) -> Result<(), SecaggCryptoError> {
         crate::random::fill(out)?;

@@ -5,6 +5,8 @@ use std::path::Path;
 
 use anyhow::{Context, anyhow, bail, ensure};
 use quorate_crypto::tensor_digest::{Digest32, sha256};
+use quorate_fhe::tfhe::prelude::*;
+use quorate_fhe::tfhe::{ClientKey, CompactPublicKey, FheInt32};
 use quorate_protocol::fhe::{
     AggregateRequest, EvalRequest, Expected, FheRequest, FheResponse, KeyChunk, MAX_KEY_CHUNK_LEN,
     MAX_SCORE_CIPHERTEXT_LEN, aggregate_commitments, aggregate_model_digest, check_receipt,
@@ -13,13 +15,11 @@ use quorate_protocol::fhe::{
 use quorate_protocol::messages::{Request, Response};
 use quorate_protocol::receipt::ReceiptPayload;
 use quorate_protocol::roster::Entry;
-use tfhe::prelude::*;
-use tfhe::{ClientKey, CompactPublicKey, FheInt32};
 
-use quorate_fhe::engine::{self, KeySet, MAX_CLIENT_KEY_LEN, MAX_PUBLIC_KEY_LEN};
-use quorate_fhe::qlinear::{FEATURES, MAX_ABS_SCORE};
 use crate::files::{read_limited, write_atomic};
 use crate::mesh::client::MeshClient;
+use quorate_fhe::engine::{self, KeySet, MAX_CLIENT_KEY_LEN, MAX_PUBLIC_KEY_LEN};
+use quorate_fhe::qlinear::{FEATURES, MAX_ABS_SCORE};
 use quorate_protocol::fhe::MAX_SERVER_KEY_LEN;
 
 /// File names inside a keys directory (§16.2).
@@ -94,10 +94,10 @@ impl ClientKeys {
     /// decompresses the server key, about a second).
     pub fn check_consistent(&self) -> anyhow::Result<()> {
         let probe = i16::from_le_bytes(quorate_crypto::random::bytes::<2>()?) >> 1;
-        let list = tfhe::CompactCiphertextList::builder(&self.public)
+        let list = quorate_fhe::tfhe::CompactCiphertextList::builder(&self.public)
             .push(probe)
             .build();
-        let ct: tfhe::FheInt16 = list
+        let ct: quorate_fhe::tfhe::FheInt16 = list
             .expand()
             .map_err(|e| anyhow!("{e}"))?
             .get(0)
@@ -109,9 +109,9 @@ impl ClientKeys {
             "public.key does not belong to client.key: ciphertexts would be for another key"
         );
         let server = engine::server_key_from_bytes(&self.server_bytes)?.decompress();
-        tfhe::set_server_key(server);
+        quorate_fhe::tfhe::set_server_key(server);
         let w: i16 = (&ct + 1i16).decrypt(&self.client);
-        tfhe::unset_server_key();
+        quorate_fhe::tfhe::unset_server_key();
         ensure!(
             w == probe + 1,
             "server.key does not belong to client.key: nodes would compute noise"
@@ -123,8 +123,9 @@ impl ClientKeys {
     /// produce: outside it, the ciphertexts were not computed under this key (§16.5).
     pub fn decrypt_sum(&self, bytes: &[u8], members: usize) -> anyhow::Result<i64> {
         let params: <FheInt32 as ParameterSetConformant>::ParameterSet =
-            tfhe::shortint::parameters::PARAM_MESSAGE_2_CARRY_2_KS_PBS_TUNIFORM_2M128.into();
-        let ct: FheInt32 = tfhe::safe_serialization::safe_deserialize_conformant(
+            quorate_fhe::tfhe::shortint::parameters::PARAM_MESSAGE_2_CARRY_2_KS_PBS_TUNIFORM_2M128
+                .into();
+        let ct: FheInt32 = quorate_fhe::tfhe::safe_serialization::safe_deserialize_conformant(
             bytes,
             MAX_SCORE_CIPHERTEXT_LEN as u64,
             &params,

@@ -10,9 +10,9 @@ use quorate_crypto::tensor_digest::{Digest32, sha256};
 use quorate_protocol::roster::Entry;
 
 use super::client::{self, ClientKeys};
-use quorate_fhe::qlinear::QLinear;
 use crate::files::write_atomic;
 use crate::mesh::client::MeshClient;
+use quorate_fhe::qlinear::QLinear;
 
 /// A qlinear model the client knows, by file.
 pub struct KnownModel {

@@ -12,8 +12,8 @@ use quorate_crypto::tensor_digest::{Digest32, sha256};
 use quorate_protocol::messages::{ErrorCode, ErrorFrame};
 use quorate_protocol::receipt::{JobKind, ReceiptPayload};
 
-use quorate_fhe::qlinear::{MAX_MODEL_LEN, QLinear};
 use crate::audit::AuditLog;
+use quorate_fhe::qlinear::{MAX_MODEL_LEN, QLinear};
 
 /// The qlinear models of a node and, with the `fhe` feature, its key cache.
 pub struct FheService {
@@ -153,7 +153,10 @@ mod enabled {
             }
         }
 
-        fn server_key(&self, digest: &Digest32) -> Result<Arc<tfhe::ServerKey>, ErrorFrame> {
+        fn server_key(
+            &self,
+            digest: &Digest32,
+        ) -> Result<Arc<quorate_fhe::tfhe::ServerKey>, ErrorFrame> {
             self.keys.get(digest).ok_or_else(|| {
                 ErrorFrame::new(
                     ErrorCode::InvalidInput,
@@ -178,7 +181,7 @@ mod enabled {
                 )
             })?;
             let sk = self.server_key(&r.key_digest)?;
-            tfhe::set_server_key((*sk).clone());
+            quorate_fhe::tfhe::set_server_key((*sk).clone());
             let input = engine::decode_input(&r.ciphertext).map_err(invalid)?;
             let score = engine::eval_planes(&model, &input);
             let bytes = engine::encode_score(&score)
@@ -204,7 +207,7 @@ mod enabled {
             audit: &AuditLog,
         ) -> Result<FheResponse, ErrorFrame> {
             let sk = self.server_key(&r.key_digest)?;
-            tfhe::set_server_key((*sk).clone());
+            quorate_fhe::tfhe::set_server_key((*sk).clone());
             let scores = r
                 .scores
                 .iter()

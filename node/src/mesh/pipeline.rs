@@ -19,8 +19,8 @@ use quorate_protocol::receipt::{JobKind, ReceiptPayload, receipt_digest};
 use quorate_protocol::roster::Entry;
 use quorate_protocol::tensor::Tensor;
 
-use quorate_split::{Source, Split};
 use crate::mesh::client::MeshClient;
+use quorate_split::{Source, Split};
 
 /// Salt of a §3.3 commitment.
 pub type Salt = [u8; SALT_LEN];
@@ -556,8 +556,7 @@ mod tests {
         let model = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../models/mlp.onnx");
         let bytes = std::fs::read(&model).unwrap();
         let cuts = quorate_split::parse_cuts("h1,h2").unwrap();
-        let split =
-            quorate_split::split_model(&bytes, &cuts, &Default::default()).unwrap();
+        let split = quorate_split::split_model(&bytes, &cuts, &Default::default()).unwrap();
         let json = quorate_split::stages_json_text(&model, &cuts, &split).unwrap();
         (split, json)
     }

@@ -17,14 +17,14 @@ use quorate_protocol::messages::{
 };
 use quorate_protocol::roster::Roster;
 
-use crate::clock::unix_now;
-use quorate_runtime::attest::{Committed, JobParams, run_committed};
 use crate::audit::AuditLog;
+use crate::clock::unix_now;
 use crate::files::{load_public_key, load_secret_key};
 use crate::mesh::config::NodeConfig;
 use crate::mesh::misbehave::{Misbehaviour, Mode};
 use crate::mesh::reload::{RosterKeeper, read_roster_file};
 use quorate_runtime::LoadedModel;
+use quorate_runtime::attest::{Committed, JobParams, run_committed};
 use quorate_transport::{TlsIdentity, TransportSettings, bind_server};
 
 /// Everything a running node holds.

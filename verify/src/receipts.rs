@@ -1,23 +1,23 @@
-//! Offline verification of receipt files (§6): strict parsing, key lookup, signatures in
-//! one batch (results identical to one-by-one), and revealed tensors against commitments.
+//! Offline verification of receipts (§6): strict parsing, key lookup, signatures in one
+//! batch (results identical to one-by-one), and revealed tensors against commitments. Receipts
+//! come in as bytes with a label each (a file name, `FILE#N` for audit-log records).
 
-use std::collections::HashMap;
-use std::path::{Path, PathBuf};
-
+use quorate_crypto::KeyId;
+use quorate_crypto::PublicKey;
 use quorate_crypto::batch::{Item, verify_all};
-use quorate_crypto::{KeyId, PublicKey};
+use quorate_protocol::audit_log;
 use quorate_protocol::batch_receipt::{self, AnyReceipt};
 use quorate_protocol::receipt::MAX_RECEIPT_LEN;
 use quorate_protocol::tensor_file::RevealedTensor;
 use serde_json::json;
 
-use crate::audit;
+use crate::TrustStore;
 
 /// Why one receipt file failed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum Failure {
-    /// The file could not be read.
+    /// The file could not be read (reported by the caller that reads files).
     #[error("unreadable: {0}")]
     Io(String),
     /// Not a well-formed receipt under the spec's strict rules.
@@ -37,10 +37,10 @@ pub enum Failure {
     NoSuchTensor(String),
 }
 
-/// The verdict on one file.
+/// The verdict on one receipt.
 pub struct FileReport {
-    /// The file.
-    pub path: PathBuf,
+    /// Where it came from: a file name, or `FILE#N` for record N of an audit log.
+    pub label: String,
     /// Parsed receipt, when parsing succeeded.
     pub receipt: Option<AnyReceipt>,
     /// Name of the signer, when known.
@@ -51,73 +51,23 @@ pub struct FileReport {
     pub tensors_checked: Vec<String>,
 }
 
-/// Trusted keys, with a display name each.
-#[derive(Default)]
-pub struct TrustStore {
-    keys: HashMap<KeyId, (PublicKey, String)>,
+/// One receipt to check: its label and its bytes, or why there are none.
+pub struct Source {
+    /// A file name, or `FILE#N` for record N of an audit log.
+    pub label: String,
+    /// The receipt's bytes, or why they could not be had.
+    pub bytes: Result<Vec<u8>, Failure>,
 }
 
-impl TrustStore {
-    /// Adds a key under a name.
-    pub fn add(&mut self, key: PublicKey, name: impl Into<String>) {
-        self.keys.insert(key.key_id(), (key, name.into()));
-    }
-    /// Looks a key up by id.
-    pub fn get(&self, kid: &KeyId) -> Option<&(PublicKey, String)> {
-        self.keys.get(kid)
-    }
-    /// Number of keys.
-    pub fn len(&self) -> usize {
-        self.keys.len()
-    }
-    /// True when no key is trusted.
-    pub fn is_empty(&self) -> bool {
-        self.keys.is_empty()
-    }
-}
-
-/// Expands directories into the receipt files (`*.cose`) and audit logs (`*.qlog`) below them, sorted.
-pub fn collect_files(paths: &[PathBuf]) -> std::io::Result<Vec<PathBuf>> {
-    let mut out = Vec::new();
-    for p in paths {
-        if p.is_dir() {
-            let mut found = Vec::new();
-            walk(p, &mut found)?;
-            found.sort();
-            out.extend(found);
-        } else {
-            out.push(p.clone());
-        }
-    }
-    Ok(out)
-}
-
-fn walk(dir: &Path, out: &mut Vec<PathBuf>) -> std::io::Result<()> {
-    for entry in std::fs::read_dir(dir)? {
-        let path = entry?.path();
-        if path.is_dir() {
-            walk(&path, out)?;
-        } else if path
-            .extension()
-            .is_some_and(|e| e == "cose" || e == "qlog" || e == "qchain")
-        {
-            out.push(path);
-        }
-    }
-    Ok(())
-}
-
-/// Verifies every file; the signatures of all parsed receipts are checked in one batch.
-/// Audit logs (§12.4) count as one receipt per record, labelled `FILE#N`.
-pub fn verify_files(
-    files: &[PathBuf],
+/// Verifies every receipt; the signatures of all parsed receipts are checked in one batch.
+pub fn verify_receipts(
+    sources: Vec<Source>,
     trust: &TrustStore,
     reveals: &[RevealedTensor],
 ) -> Vec<FileReport> {
-    let mut reports: Vec<FileReport> = files
-        .iter()
-        .flat_map(read_sources)
-        .map(|(path, bytes)| {
+    let mut reports: Vec<FileReport> = sources
+        .into_iter()
+        .map(|Source { label, bytes }| {
             let parsed = bytes.and_then(|b| {
                 batch_receipt::parse_any(&b).map_err(|e| Failure::Malformed(e.to_string()))
             });
@@ -126,7 +76,7 @@ pub fn verify_files(
                 Err(f) => (None, Some(f)),
             };
             FileReport {
-                path,
+                label,
                 receipt,
                 signer: None,
                 failure,
@@ -191,63 +141,54 @@ pub fn verify_files(
     reports
 }
 
-/// The receipts a file holds: itself, or every record of an audit log.
-fn read_sources(path: &PathBuf) -> Vec<(PathBuf, Result<Vec<u8>, Failure>)> {
-    let meta = match std::fs::metadata(path) {
-        Ok(m) => m,
-        Err(e) => return vec![(path.clone(), Err(Failure::Io(e.to_string())))],
-    };
-    let limit = if path.extension().is_some_and(|e| e == "qlog") {
-        MAX_AUDIT_LOG_LEN
-    } else {
-        MAX_RECEIPT_LEN as u64
-    };
-    if meta.len() > limit {
-        return vec![(
-            path.clone(),
-            Err(Failure::Malformed(format!(
-                "{} bytes, larger than the limit of {limit}",
-                meta.len()
-            ))),
-        )];
+/// The receipts one file's bytes hold: itself, or every record of an audit log (§12.4),
+/// labelled `LABEL#N`, with a torn tail reported as `LABEL#tail`.
+pub fn expand(label: &str, bytes: Vec<u8>) -> Vec<Source> {
+    if !audit_log::is_audit_log(&bytes) {
+        return vec![Source {
+            label: label.to_string(),
+            bytes: Ok(bytes),
+        }];
     }
-    let bytes = match std::fs::read(path) {
-        Ok(b) => b,
-        Err(e) => return vec![(path.clone(), Err(Failure::Io(e.to_string())))],
-    };
-    if !audit::is_audit_log(&bytes) {
-        return vec![(path.clone(), Ok(bytes))];
-    }
-    let label = |i: &dyn std::fmt::Display| PathBuf::from(format!("{}#{i}", path.display()));
-    match audit::scan(&bytes) {
-        Err(e) => vec![(path.clone(), Err(Failure::Malformed(e.to_string())))],
+    let at = |i: &dyn std::fmt::Display| format!("{label}#{i}");
+    match audit_log::scan(&bytes) {
+        Err(e) => vec![Source {
+            label: label.to_string(),
+            bytes: Err(Failure::Malformed(e.to_string())),
+        }],
         Ok(scan) => {
-            let mut out: Vec<_> = scan
+            let mut out: Vec<Source> = scan
                 .records
                 .into_iter()
                 .enumerate()
-                .map(|(i, r)| (label(&i), Ok(r)))
+                .map(|(i, r)| Source {
+                    label: at(&i),
+                    bytes: Ok(r),
+                })
                 .collect();
             if scan.torn_bytes > 0 {
-                out.push((
-                    label(&"tail"),
-                    Err(Failure::Malformed(format!(
+                out.push(Source {
+                    label: at(&"tail"),
+                    bytes: Err(Failure::Malformed(format!(
                         "torn tail of {} bytes",
                         scan.torn_bytes
                     ))),
-                ));
+                });
             }
             out
         }
     }
 }
 
-/// Largest audit log `quorate verify` reads.
+/// Largest audit log a verifier reads.
 pub const MAX_AUDIT_LOG_LEN: u64 = 1 << 30;
+
+/// Largest receipt file a verifier reads.
+pub const MAX_RECEIPT_FILE_LEN: u64 = MAX_RECEIPT_LEN as u64;
 
 /// One human-readable line per report.
 pub fn human_line(r: &FileReport) -> String {
-    let path = r.path.display();
+    let path = &r.label;
     match (&r.failure, &r.receipt) {
         (Some(f), _) => format!("FAIL {path}: {f}"),
         (None, Some(receipt)) => {
@@ -287,7 +228,7 @@ pub fn json_report(reports: &[FileReport]) -> serde_json::Value {
         .iter()
         .map(|r| {
             let mut o = json!({
-                "path": r.path.display().to_string(),
+                "path": r.label,
                 "ok": r.failure.is_none(),
             });
             if let Some(f) = &r.failure {

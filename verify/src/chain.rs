@@ -1,25 +1,18 @@
-//! Offline verification of receipt chains (`*.qchain`, §13.2–§13.3) for `quorate verify`.
-
-use std::path::{Path, PathBuf};
+//! Offline verification of receipt chains (`*.qchain`, §13.2–§13.3), from their bytes.
 
 use quorate_protocol::chain::{ChainBreak, Pipeline, ReceiptChain, check_chain};
 use quorate_protocol::tensor_file::RevealedTensor;
 use serde_json::json;
 
-use crate::verify::TrustStore;
+use crate::TrustStore;
 
 /// The file extension of a chain document.
 pub const CHAIN_EXTENSION: &str = "qchain";
 
-/// Whether `path` names a chain document.
-pub fn is_chain_file(path: &Path) -> bool {
-    path.extension().is_some_and(|e| e == CHAIN_EXTENSION)
-}
-
-/// The verdict on one chain file.
+/// The verdict on one chain.
 pub struct ChainReport {
-    /// The file.
-    pub path: PathBuf,
+    /// Where it came from (a file name).
+    pub label: String,
     /// Job id (hex), when the document decoded.
     pub job_id: Option<String>,
     /// Per stage, the signers of its receipts (the linked one first), when the chain verified.
@@ -32,30 +25,31 @@ pub struct ChainReport {
     pub broken: Option<ChainBreak>,
 }
 
-/// Reads, decodes and checks a chain; `pipeline` (e.g. from `stages.json`) is checked against
-/// the chain's own declaration; `reveals` are checked against the pipeline's outputs.
-pub fn verify_chain_file(
-    path: &Path,
+/// Decodes and checks a chain (its bytes, or why they could not be read); `pipeline` (e.g.
+/// from `stages.json`) is checked against the chain's own declaration; `reveals` are checked
+/// against the pipeline's outputs.
+pub fn verify_chain(
+    label: &str,
+    bytes: Result<Vec<u8>, String>,
     trust: &TrustStore,
     pipeline: Option<&Pipeline>,
     reveals: &[RevealedTensor],
 ) -> ChainReport {
     let mut report = ChainReport {
-        path: path.to_path_buf(),
+        label: label.to_string(),
         job_id: None,
         signers: Vec::new(),
         tensors_checked: Vec::new(),
         failure: None,
         broken: None,
     };
-    let bytes =
-        match crate::files::read_limited(path, quorate_protocol::chain::MAX_CHAIN_LEN as u64) {
-            Ok(b) => b,
-            Err(e) => {
-                report.failure = Some(format!("{e:#}"));
-                return report;
-            }
-        };
+    let bytes = match bytes {
+        Ok(b) => b,
+        Err(e) => {
+            report.failure = Some(e);
+            return report;
+        }
+    };
     let chain = match ReceiptChain::from_cbor(&bytes) {
         Ok(c) => c,
         Err(e) => {
@@ -64,7 +58,7 @@ pub fn verify_chain_file(
         }
     };
     report.job_id = Some(hex::encode(chain.job_id));
-    let lookup = |kid: &quorate_crypto::KeyId| trust.get(kid).map(|(k, _)| *k);
+    let lookup = |kid: &quorate_crypto::KeyId| trust.key(kid);
     match check_chain(&chain, pipeline, &lookup) {
         Err(b) => {
             report.failure = Some(b.to_string());
@@ -74,15 +68,7 @@ pub fn verify_chain_file(
             report.signers = checked
                 .stages
                 .iter()
-                .map(|s| {
-                    s.iter()
-                        .map(|r| {
-                            trust
-                                .get(&r.kid)
-                                .map_or_else(|| r.kid.to_string(), |(_, n)| n.clone())
-                        })
-                        .collect()
-                })
+                .map(|s| s.iter().map(|r| trust.name(&r.kid)).collect())
                 .collect();
             if let Some(last) = checked.last() {
                 for r in reveals {
@@ -111,7 +97,7 @@ pub fn verify_chain_file(
 /// One human-readable line.
 pub fn human_line(r: &ChainReport) -> String {
     match &r.failure {
-        Some(f) => format!("FAIL {}: chain broken: {f}", r.path.display()),
+        Some(f) => format!("FAIL {}: chain broken: {f}", r.label),
         None => {
             let stages: Vec<String> = r
                 .signers
@@ -121,7 +107,7 @@ pub fn human_line(r: &ChainReport) -> String {
                 .collect();
             let mut line = format!(
                 "OK   {}: receipt chain of job {}, {} stages linked [{}]",
-                r.path.display(),
+                r.label,
                 r.job_id.as_deref().unwrap_or("?"),
                 r.signers.len(),
                 stages.join(" -> ")
@@ -140,7 +126,7 @@ pub fn human_line(r: &ChainReport) -> String {
 /// The JSON form, one entry of the report's `chains` list.
 pub fn json_entry(r: &ChainReport) -> serde_json::Value {
     let mut o = json!({
-        "path": r.path.display().to_string(),
+        "path": r.label,
         "ok": r.failure.is_none(),
         "job_id": r.job_id,
         "stages": r.signers,
