@@ -1,5 +1,5 @@
 //! The one place that reads the wall clock. Protocol state machines never do: they are handed
-//! `now` by the shells that call them (DESIGN §6), and those shells take it from here.
+//! `now` by the shells that call them (CONTRIBUTING.md, "Layering"), and those shells take it from here.
 
 use std::time::{SystemTime, UNIX_EPOCH};
 

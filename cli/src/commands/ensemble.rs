@@ -12,9 +12,9 @@ use quorate_protocol::tensor::Tensor;
 use quorate_protocol::tensor_file::{self, MAX_FILE_LEN};
 use serde_json::json;
 
-use crate::commands::infer::resolve_model;
-use quorate_node::files::{load_secret_key, read_limited, write_atomic};
-use quorate_node::mesh::client::MeshClient;
+use super::session::resolve_model;
+use super::session::{MeshArgs, Session};
+use quorate_node::files::{read_limited, write_atomic};
 use quorate_node::mesh::ensemble_client::{self, EnsembleOutcome, EnsembleSpec};
 
 /// Arguments of `quorate ensemble`.
@@ -32,15 +32,9 @@ and DIR/result.json; check them offline with `quorate verify DIR --roster .. --a
 Example:\n  quorate ensemble --roster roster.cose --admin admin.pub --key client.key \\\n      --members node-1,node-2,node-3,node-4,node-5 --input models/samples/features.npy \\\n      --mode mean --threshold 3 --out ens/"
 )]
 pub struct EnsembleArgs {
-    /// The signed roster.
-    #[arg(long, value_name = "FILE")]
-    pub roster: PathBuf,
-    /// The roster authority's public key.
-    #[arg(long, value_name = "PUBKEY")]
-    pub admin: PathBuf,
-    /// This client's secret key (must be in the roster); it signs the aggregate receipt.
-    #[arg(long, value_name = "PATH")]
-    pub key: PathBuf,
+    /// Roster, roster authority and this client's key.
+    #[command(flatten)]
+    pub mesh: MeshArgs,
     /// Member nodes, comma-separated, each optionally NODE:MODEL (default: the one model the
     /// roster lists for that node and for no other member).
     #[arg(
@@ -244,9 +238,9 @@ pub fn print_outcome(o: &EnsembleOutcome, members: &[Entry], mode: Mode) {
 
 /// Runs `quorate ensemble`.
 pub fn run(args: &EnsembleArgs) -> anyhow::Result<ExitCode> {
-    let key = load_secret_key(&args.key)?;
-    let roster = crate::commands::infer::load_roster(&args.roster, &args.admin)?;
-    let (members, models) = resolve_members(&roster, &args.members, &args.models)?;
+    let session = Session::open(&args.mesh)?;
+    let roster = &session.roster;
+    let (members, models) = resolve_members(roster, &args.members, &args.models)?;
     let n = members.len() as u32;
     let mode = if args.mode == "votes" {
         Mode::Votes
@@ -262,12 +256,12 @@ pub fn run(args: &EnsembleArgs) -> anyhow::Result<ExitCode> {
         threshold: args.threshold.unwrap_or(n / 2 + 1),
         dp: args.dp.as_deref().map(parse_dp).transpose()?,
     };
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()?;
-    let outcome = rt.block_on(async {
-        let client = MeshClient::new(&key, roster, Duration::from_secs(args.timeout))?;
-        let o = ensemble_client::run(&client, &key, &spec, &|m| eprintln!("ensemble  {m}")).await;
+    let outcome = session.rt.block_on(async {
+        let client = session.client(Duration::from_secs(args.timeout))?;
+        let o = ensemble_client::run(&client, &session.key, &spec, &|m| {
+            eprintln!("ensemble  {m}")
+        })
+        .await;
         client.close();
         o
     })?;

@@ -7,11 +7,11 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 
+use super::session::{MeshArgs, Session};
 use quorate_fhe::engine;
 use quorate_node::fhe::client::{ClientKeys, save_keys};
 use quorate_node::fhe::job;
-use quorate_node::files::{load_secret_key, read_limited};
-use quorate_node::mesh::client::MeshClient;
+use quorate_node::files::read_limited;
 
 /// `quorate fhe` subcommands.
 #[derive(clap::Subcommand)]
@@ -48,15 +48,9 @@ pub struct KeygenArgs {
 /// Arguments of `quorate fhe infer`.
 #[derive(clap::Args)]
 pub struct InferArgs {
-    /// The signed roster.
-    #[arg(long, value_name = "FILE")]
-    pub roster: PathBuf,
-    /// The roster authority's public key.
-    #[arg(long, value_name = "PUBKEY")]
-    pub admin: PathBuf,
-    /// This client's identity key (must be in the roster).
-    #[arg(long, value_name = "PATH")]
-    pub key: PathBuf,
+    /// Roster, roster authority and this client's key.
+    #[command(flatten)]
+    pub mesh: MeshArgs,
     /// Member nodes, comma-separated; each scores with the qlinear model it serves.
     #[arg(long, value_name = "A,B,...", value_delimiter = ',', required = true)]
     pub members: Vec<String>,
@@ -123,8 +117,8 @@ fn read_features(path: &std::path::Path) -> anyhow::Result<Vec<f64>> {
 }
 
 fn infer(args: &InferArgs) -> anyhow::Result<ExitCode> {
-    let key = load_secret_key(&args.key)?;
-    let roster = crate::commands::infer::load_roster(&args.roster, &args.admin)?;
+    let session = Session::open(&args.mesh)?;
+    let roster = &session.roster;
     let raw = read_features(&args.input)?;
     let known = job::known_models(&args.models)?;
     let keys = ClientKeys::load(&args.keys)
@@ -150,11 +144,8 @@ fn infer(args: &InferArgs) -> anyhow::Result<ExitCode> {
     if members.is_empty() {
         bail!("--members names no node");
     }
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()?;
-    let result = rt.block_on(async {
-        let client = MeshClient::new(&key, roster.clone(), Duration::from_secs(args.timeout))?;
+    let result = session.rt.block_on(async {
+        let client = session.client(Duration::from_secs(args.timeout))?;
         let r = job::run(
             &client,
             &keys,

@@ -1,20 +1,19 @@
 //! `quorate infer`: one attested inference on the mesh (§11).
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
-use quorate_crypto::tensor_digest::{Digest32, SALT_LEN, sha256};
+use quorate_crypto::tensor_digest::SALT_LEN;
 use quorate_protocol::messages::InferRequest;
 use quorate_protocol::receipt::JobKind;
-use quorate_protocol::roster::Roster;
-use quorate_protocol::tensor::Tensor;
 use quorate_protocol::tensor_file::{self, MAX_FILE_LEN, salted_tensors_json};
 
-use quorate_node::clock::unix_now;
-use quorate_node::files::{load_public_key, load_secret_key, read_limited, write_atomic};
-use quorate_node::mesh::client::MeshClient;
+use quorate_node::files::{read_limited, write_atomic};
+
+use super::infer_verified::{self, ReplicaArgs};
+use super::session::{MeshArgs, Session, print_output, resolve_model};
 
 /// Arguments of `quorate infer`.
 #[derive(clap::Args)]
@@ -29,15 +28,9 @@ Example:\n  quorate infer --roster roster.cose --admin admin.pub --key client.ke
 quorate infer ... --replicas 3 --policy tolerance:atol=1e-5,rtol=1e-4 --out out/"
 )]
 pub struct InferArgs {
-    /// The signed roster.
-    #[arg(long, value_name = "FILE")]
-    pub roster: PathBuf,
-    /// The roster authority's public key.
-    #[arg(long, value_name = "PUBKEY")]
-    pub admin: PathBuf,
-    /// This client's secret key (must be in the roster).
-    #[arg(long, value_name = "PATH")]
-    pub key: PathBuf,
+    /// Roster, roster authority and this client's key.
+    #[command(flatten)]
+    pub mesh: MeshArgs,
     /// Model: hex SHA-256 digest, an .onnx file, or a name in --models (e.g. `mlp`).
     #[arg(long, value_name = "NAME|DIGEST|FILE")]
     pub model: String,
@@ -59,74 +52,14 @@ pub struct InferArgs {
     /// Seconds to wait for the node.
     #[arg(long, default_value_t = 30)]
     pub timeout: u64,
-    /// Verified job (§14): run on this many distinct nodes and compare their outputs.
-    #[arg(long, value_name = "R", conflicts_with = "node")]
-    pub replicas: Option<usize>,
-    /// Comparison policy of a verified job: exact, default, or tolerance:atol=A,rtol=B.
-    #[arg(
-        long,
-        value_name = "POLICY",
-        default_value = "default",
-        requires = "replicas"
-    )]
-    pub policy: String,
-    /// Agreeing replicas required to accept (default: a strict majority of R).
-    #[arg(long, value_name = "Q", requires = "replicas")]
-    pub quorum: Option<usize>,
-}
-
-/// Resolves `--model` to a digest.
-pub fn resolve_model(spec: &str, models: &Path) -> anyhow::Result<Digest32> {
-    let hex_part = spec.strip_prefix("sha256:").unwrap_or(spec);
-    if hex_part.len() == 64
-        && let Ok(d) = hex::decode(hex_part)
-    {
-        return d.try_into().map_err(|_| anyhow::anyhow!("bad digest"));
-    }
-    let path = if Path::new(spec).is_file() {
-        PathBuf::from(spec)
-    } else {
-        models.join(format!("{spec}.onnx"))
-    };
-    let bytes = std::fs::read(&path).with_context(|| {
-        format!(
-            "--model {spec:?} is not a SHA-256 digest, an .onnx file, or a model in {}",
-            models.display()
-        )
-    })?;
-    Ok(sha256(&bytes))
-}
-
-/// Reads a signed roster and checks it against the roster authority's key, as a client does
-/// before every job (§10.3).
-pub fn load_roster(roster: &Path, admin: &Path) -> anyhow::Result<Roster> {
-    let admin = load_public_key(admin)?;
-    let bytes = read_limited(roster, quorate_protocol::roster::MAX_ROSTER_LEN as u64)?;
-    Roster::verify(&bytes, &admin, unix_now())
-        .with_context(|| format!("roster {}", roster.display()))
-}
-
-/// Prints one output tensor (its first 8 values) the way every client command does.
-pub fn print_output(t: &Tensor) {
-    let v: Vec<String> = t
-        .to_f64_vec()
-        .iter()
-        .take(8)
-        .map(|x| format!("{x:.6}"))
-        .collect();
-    println!(
-        "output    {} {}{:?} = [{}]",
-        t.name(),
-        t.dtype(),
-        t.shape(),
-        v.join(", ")
-    );
+    /// Verified-job options (§14).
+    #[command(flatten)]
+    pub verified: ReplicaArgs,
 }
 
 /// Runs `quorate infer`.
 pub fn run(args: &InferArgs) -> anyhow::Result<ExitCode> {
-    let key = load_secret_key(&args.key)?;
-    let roster = load_roster(&args.roster, &args.admin)?;
+    let session = Session::open(&args.mesh)?;
     let model = resolve_model(&args.model, &args.models)?;
     let input = read_limited(&args.input, MAX_FILE_LEN as u64)?;
     let inputs: Vec<_> = tensor_file::parse_any(&input, &args.input_name)
@@ -148,14 +81,12 @@ pub fn run(args: &InferArgs) -> anyhow::Result<ExitCode> {
         policy: None,
         previous: None,
     };
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()?;
-    if let Some(replicas) = args.replicas {
-        return super::infer_verified::run(args, replicas, &key, roster, req, &rt);
+    let timeout = Duration::from_secs(args.timeout);
+    if let Some(replicas) = args.verified.replicas {
+        return infer_verified::run(&args.verified, replicas, timeout, &args.out, &session, req);
     }
-    let (node_name, response, payload) = rt.block_on(async {
-        let client = MeshClient::new(&key, roster, Duration::from_secs(args.timeout))?;
+    let (node_name, response, payload) = session.rt.block_on(async {
+        let client = session.client(timeout)?;
         let nodes = match &args.node {
             Some(name) => vec![
                 client

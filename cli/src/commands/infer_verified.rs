@@ -5,34 +5,51 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
-use quorate_crypto::SecretKey;
 use quorate_protocol::messages::InferRequest;
 use quorate_protocol::policy::Policy;
-use quorate_protocol::roster::Roster;
 use quorate_protocol::tensor_file::salted_tensors_json;
 use quorate_protocol::verified_job::VerifiedJob;
 use serde_json::json;
 
-use super::infer::InferArgs;
 use quorate_node::files::write_atomic;
-use quorate_node::mesh::client::MeshClient;
 use quorate_node::mesh::verified::{self, Outcome};
+
+use super::session::Session;
+
+/// The options of a verified job (§14), flattened into `quorate infer`.
+#[derive(clap::Args)]
+pub struct ReplicaArgs {
+    /// Verified job (§14): run on this many distinct nodes and compare their outputs.
+    #[arg(long, value_name = "R", conflicts_with = "node")]
+    pub replicas: Option<usize>,
+    /// Comparison policy of a verified job: exact, default, or tolerance:atol=A,rtol=B.
+    #[arg(
+        long,
+        value_name = "POLICY",
+        default_value = "default",
+        requires = "replicas"
+    )]
+    pub policy: String,
+    /// Agreeing replicas required to accept (default: a strict majority of R).
+    #[arg(long, value_name = "Q", requires = "replicas")]
+    pub quorum: Option<usize>,
+}
 
 /// Runs the verified job and writes OUT/{outputs.json, inputs.json, receipt.cose,
 /// receipts/NODE.cose, verdict.json} and, on disagreement, OUT/evidence/JOB.bundle.
 pub fn run(
-    args: &InferArgs,
+    args: &ReplicaArgs,
     replicas: usize,
-    key: &SecretKey,
-    roster: Roster,
+    timeout: Duration,
+    out: &Path,
+    session: &Session,
     mut req: InferRequest,
-    rt: &tokio::runtime::Runtime,
 ) -> anyhow::Result<ExitCode> {
     let policy = Policy::parse(&args.policy)?;
     req.policy = Some(policy.digest()?);
     let quorum = args.quorum.unwrap_or(VerifiedJob::majority(replicas));
-    let outcome = rt.block_on(async {
-        let client = MeshClient::new(key, roster, Duration::from_secs(args.timeout))?;
+    let outcome = session.rt.block_on(async {
+        let client = session.client(timeout)?;
         let (candidates, unreachable) = client.candidates(&req.model).await;
         for u in &unreachable {
             eprintln!("skipping  {u}");
@@ -45,7 +62,7 @@ pub fn run(
         client.close();
         outcome.context("verified job not accepted")
     })?;
-    let paths = write_outcome(&outcome, &args.out, &args.out.join("evidence"))?;
+    let paths = write_outcome(&outcome, out, &out.join("evidence"))?;
     print_summary(&outcome, &paths);
     Ok(ExitCode::SUCCESS)
 }

@@ -16,6 +16,7 @@ pub mod node;
 pub mod pipeline;
 pub mod roster;
 pub mod run;
+pub mod session;
 pub mod split;
 pub mod verify;
 pub mod verify_bundles;

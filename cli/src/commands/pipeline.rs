@@ -8,8 +8,8 @@ use anyhow::{Context, bail};
 use quorate_protocol::tensor_file::{self, MAX_FILE_LEN, salted_tensors_json, tensors_json};
 use serde_json::json;
 
-use quorate_node::files::{load_secret_key, read_limited, write_atomic};
-use quorate_node::mesh::client::MeshClient;
+use super::session::{MeshArgs, Session};
+use quorate_node::files::{read_limited, write_atomic};
 use quorate_node::mesh::pipeline::{CrossCheck, PipelineRun, Plan};
 use quorate_split::{MAX_MODEL_LEN, SplitOptions, parse_cuts, split_model};
 
@@ -34,15 +34,9 @@ and pipeline.json (summary, with any node caught).\n\n\
 Example:\n  quorate split models/mlp.onnx --at h1,h2 --out stages/\n  quorate pipeline --roster roster.cose --admin admin.pub --key client.key \\\n      --stages stages/ --replicas 2 --input models/samples/features.npy --out run/"
 )]
 pub struct PipelineArgs {
-    /// The signed roster.
-    #[arg(long, value_name = "FILE")]
-    pub roster: PathBuf,
-    /// The roster authority's public key.
-    #[arg(long, value_name = "PUBKEY")]
-    pub admin: PathBuf,
-    /// This client's secret key (must be in the roster).
-    #[arg(long, value_name = "PATH")]
-    pub key: PathBuf,
+    /// Roster, roster authority and this client's key.
+    #[command(flatten)]
+    pub mesh: MeshArgs,
     /// A directory written by `quorate split` (stages.json and stage-N.onnx).
     #[arg(long, value_name = "DIR", conflicts_with_all = ["model", "at"], required_unless_present = "model")]
     pub stages: Option<PathBuf>,
@@ -113,8 +107,7 @@ pub fn run(args: &PipelineArgs) -> anyhow::Result<ExitCode> {
         None => bail!("--replicas must be at least 1"),
     };
     let policy = quorate_protocol::policy::Policy::parse(&args.policy)?;
-    let key = load_secret_key(&args.key)?;
-    let roster = crate::commands::infer::load_roster(&args.roster, &args.admin)?;
+    let session = Session::open(&args.mesh)?;
     let plan = load_plan(args)?;
     let input = read_limited(&args.input, MAX_FILE_LEN as u64)?;
     let inputs: Vec<_> = tensor_file::parse_any(&input, &args.input_name)
@@ -122,11 +115,8 @@ pub fn run(args: &PipelineArgs) -> anyhow::Result<ExitCode> {
         .into_iter()
         .map(|r| r.tensor)
         .collect();
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()?;
-    let run = rt.block_on(async {
-        let client = MeshClient::new(&key, roster, Duration::from_secs(args.timeout))?;
+    let run = session.rt.block_on(async {
+        let client = session.client(Duration::from_secs(args.timeout))?;
         let r = quorate_node::mesh::pipeline::run(&client, &plan, &inputs, check, policy, &|l| {
             eprintln!("{l}")
         })
@@ -136,7 +126,7 @@ pub fn run(args: &PipelineArgs) -> anyhow::Result<ExitCode> {
     })?;
     write_run(&args.out, &run)?;
     for (t, _) in run.outputs() {
-        crate::commands::infer::print_output(&t);
+        super::session::print_output(&t);
     }
     for d in &run.dissents {
         println!(

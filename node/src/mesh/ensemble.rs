@@ -6,6 +6,8 @@
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use quorate_crypto::{PublicKey, SecretKey};
+
 use quorate_crypto::secagg::rng::OsRng;
 use quorate_protocol::ensemble::{
     EnsembleReply, EnsembleRound, EnsembleStart, MASKED_INPUT_NAME, Mode, ROUND_ABORT,
@@ -20,10 +22,11 @@ use quorate_protocol::secagg::messages::{
 };
 use quorate_protocol::secagg::{Client, ClientError};
 
+use crate::audit::AuditLog;
 use crate::clock::unix_now;
 use crate::mesh::job_table::{JobTable, Refused};
-use crate::mesh::server::NodeState;
-use quorate_runtime::runtime_version;
+use crate::mesh::models::Models;
+use quorate_runtime::{LoadedModel, runtime_version};
 
 /// Most ensemble jobs a node keeps state for at once.
 pub const MAX_JOBS: usize = 32;
@@ -41,11 +44,13 @@ pub struct TestHooks {
 
 struct MemberJob {
     client: Client,
+    /// The authenticated peer that started the job: the only one whose rounds are served.
+    aggregator: PublicKey,
     /// The round whose request is expected next (1..=4).
     next: u8,
     /// The receipt payload without its output commitment (filled in at round 2).
     receipt: ReceiptPayload,
-    key: quorate_crypto::SecretKey,
+    key: SecretKey,
     limits: Limits,
 }
 
@@ -96,29 +101,61 @@ fn exit_if(hooks: &TestHooks, round: u8) {
     }
 }
 
-/// Handles [`EnsembleStart`]: runs the model and answers round 0.
-pub async fn start(state: Arc<NodeState>, req: EnsembleStart) -> Result<EnsembleReply, ErrorFrame> {
-    exit_if(&state.ensemble_hooks, 0);
-    state.accepting()?;
-    let model = state.models.get(&req.model).cloned().ok_or_else(|| {
-        err(
-            ErrorCode::UnknownModel,
-            format!("no model sha256:{}", hex::encode(req.model)),
-        )
-    })?;
-    if req.params.members.get(req.index as usize) != Some(&state.public_key()) {
-        return Err(err(
-            ErrorCode::BadRequest,
-            format!("member {} of the job is not this node's key", req.index),
-        ));
+/// The member side of private ensembles, handed what it needs: the node's key, its audit
+/// log and models, and the per-job state it keeps.
+pub struct EnsembleService {
+    key: Arc<SecretKey>,
+    audit: Arc<AuditLog>,
+    models: Arc<Models>,
+    jobs: MemberJobs,
+    hooks: TestHooks,
+}
+
+impl EnsembleService {
+    /// A member service signing with `key` into `audit`, serving `models`.
+    pub fn new(
+        key: Arc<SecretKey>,
+        audit: Arc<AuditLog>,
+        models: Arc<Models>,
+        hooks: TestHooks,
+    ) -> Self {
+        Self {
+            key,
+            audit,
+            models,
+            jobs: MemberJobs::new(),
+            hooks,
+        }
     }
-    {
-        let mut jobs = state
-            .ensembles
+
+    /// Ensemble jobs held now.
+    pub fn open_jobs(&self) -> usize {
+        self.jobs.len()
+    }
+
+    /// The cheap checks of an [`EnsembleStart`], made before a job slot is taken and before
+    /// the model runs: the model is served, this node is the member it names, the job is new
+    /// and there is room for it. Returns the model to run.
+    pub fn prepare_start(
+        &self,
+        _peer: &PublicKey,
+        req: &EnsembleStart,
+    ) -> Result<Arc<LoadedModel>, ErrorFrame> {
+        exit_if(&self.hooks, 0);
+        let model = self.models.onnx(&req.model)?;
+        if req.params.members.get(req.index as usize) != Some(&self.key.public_key()) {
+            return Err(err(
+                ErrorCode::BadRequest,
+                format!("member {} of the job is not this node's key", req.index),
+            ));
+        }
+        let mut jobs = self
+            .jobs
             .jobs
             .lock()
             .map_err(|_| err(ErrorCode::Internal, "state lock"))?;
-        if jobs.contains(&req.job_id, Instant::now()) {
+        let now = Instant::now();
+        if jobs.contains(&req.job_id, now) {
             return Err(err(
                 ErrorCode::Replayed,
                 format!(
@@ -127,16 +164,46 @@ pub async fn start(state: Arc<NodeState>, req: EnsembleStart) -> Result<Ensemble
                 ),
             ));
         }
+        jobs.expire(now);
+        if jobs.len() >= MAX_JOBS {
+            return Err(err(
+                ErrorCode::Busy,
+                format!("{MAX_JOBS} ensemble jobs are open on this node"),
+            ));
+        }
+        Ok(model)
     }
-    let st = state.clone();
-    tokio::task::spawn_blocking(move || start_blocking(&st, &model, req))
-        .await
-        .unwrap_or_else(|_| Err(err(ErrorCode::Internal, "ensemble task failed")))
+
+    /// Handles [`EnsembleStart`] (blocking): runs the model and answers round 0. The job is
+    /// bound to `peer`, the authenticated key that started it.
+    pub fn start(
+        &self,
+        peer: PublicKey,
+        model: &LoadedModel,
+        req: EnsembleStart,
+    ) -> Result<EnsembleReply, ErrorFrame> {
+        start_blocking(self, peer, model, req)
+    }
+
+    /// Handles [`EnsembleRound`] (blocking): one SecAgg server message for the job's expected
+    /// round, from the peer that started the job.
+    pub fn round(&self, peer: &PublicKey, req: EnsembleRound) -> Result<EnsembleReply, ErrorFrame> {
+        round(self, peer, req)
+    }
+
+    fn clone_key(&self) -> Result<SecretKey, ErrorFrame> {
+        self.key
+            .to_pem()
+            .map_err(|e| e.to_string())
+            .and_then(|pem| SecretKey::from_pem(&pem).map_err(|e| e.to_string()))
+            .map_err(|e| err(ErrorCode::Internal, e))
+    }
 }
 
 fn start_blocking(
-    state: &NodeState,
-    model: &quorate_runtime::LoadedModel,
+    state: &EnsembleService,
+    aggregator: PublicKey,
+    model: &LoadedModel,
     req: EnsembleStart,
 ) -> Result<EnsembleReply, ErrorFrame> {
     let p = &req.params;
@@ -185,23 +252,19 @@ fn start_blocking(
         ensemble_dp::add_noise(&mut values, n, &mut OsRng)
             .map_err(|e| err(ErrorCode::Internal, e.to_string()))?;
     }
-    let key = state
-        .clone_key()
-        .map_err(|e| err(ErrorCode::Internal, e.to_string()))?;
+    let key = state.clone_key()?;
     let cfg = Arc::new(p.round_config());
     let limits = Limits::of(&cfg);
     let mut client = Client::new(
         cfg,
         req.index,
-        state
-            .clone_key()
-            .map_err(|e| err(ErrorCode::Internal, e.to_string()))?,
+        state.clone_key()?,
         values,
         Box::new(OsRng),
         JOB_TTL.as_millis() as u64,
     )
     .map_err(|e| err(ErrorCode::InvalidInput, e.to_string()))?;
-    let now = state.ensembles.now_ms();
+    let now = state.jobs.now_ms();
     let message = client
         .start(now)
         .map_err(|e| err(ErrorCode::Internal, e.to_string()))?;
@@ -219,12 +282,13 @@ fn start_blocking(
         policy: Some(p.digest()),
     };
     let mut jobs = state
-        .ensembles
+        .jobs
         .jobs
         .lock()
         .map_err(|_| err(ErrorCode::Internal, "state lock"))?;
     let job = MemberJob {
         client,
+        aggregator,
         next: 1,
         receipt,
         key,
@@ -269,14 +333,17 @@ fn client_error(e: &ClientError) -> ErrorFrame {
     err(code, e.to_string())
 }
 
-/// Handles [`EnsembleRound`]: one SecAgg server message for the job's expected round.
-pub fn round(state: &NodeState, req: EnsembleRound) -> Result<EnsembleReply, ErrorFrame> {
+fn round(
+    state: &EnsembleService,
+    peer: &PublicKey,
+    req: EnsembleRound,
+) -> Result<EnsembleReply, ErrorFrame> {
     if req.round < ROUND_ABORT {
-        exit_if(&state.ensemble_hooks, req.round);
+        exit_if(&state.hooks, req.round);
     }
-    let now = state.ensembles.now_ms();
+    let now = state.jobs.now_ms();
     let mut jobs = state
-        .ensembles
+        .jobs
         .jobs
         .lock()
         .map_err(|_| err(ErrorCode::Internal, "state lock"))?;
@@ -289,6 +356,14 @@ pub fn round(state: &NodeState, req: EnsembleRound) -> Result<EnsembleReply, Err
             ),
         )
     })?;
+    // §17: a job answers only the peer that started it; a co-member that forges rounds or
+    // abort notices for someone else's job is refused before its message is read.
+    if job.aggregator != *peer {
+        return Err(err(
+            ErrorCode::BadRequest,
+            "this ensemble job was started by another peer; only its aggregator may send rounds",
+        ));
+    }
     let limits = job.limits;
     let msg = decode_server_message(&req.message, &limits)
         .map_err(|e| err(ErrorCode::BadRequest, format!("round message: {e}")))?;
@@ -350,7 +425,7 @@ pub fn round(state: &NodeState, req: EnsembleRound) -> Result<EnsembleReply, Err
         receipt: None,
     };
     if req.round == 2 {
-        if let Some(how) = &state.ensemble_hooks.tamper_masked {
+        if let Some(how) = &state.hooks.tamper_masked {
             out.message = tamper(&out.message, how, &limits, &job.key);
         }
         let packed = match decode_client_message(&out.message, &limits).map(|m| m.body) {
@@ -366,7 +441,8 @@ pub fn round(state: &NodeState, req: EnsembleRound) -> Result<EnsembleReply, Err
             .map_err(|e| err(ErrorCode::Internal, e.to_string()))?;
         // §12.4: durable before the reply leaves.
         state
-            .append_audit(&receipt)
+            .audit
+            .append(&receipt)
             .map_err(|e| err(ErrorCode::Internal, format!("{e:#}")))?;
         out.receipt = Some(receipt);
     }
@@ -378,7 +454,7 @@ pub fn round(state: &NodeState, req: EnsembleRound) -> Result<EnsembleReply, Err
 
 /// Test hook: replaces the masked input with a bad one, re-signed so that only the
 /// aggregator's content checks (not the signature) can catch it.
-fn tamper(envelope: &[u8], how: &str, limits: &Limits, key: &quorate_crypto::SecretKey) -> Vec<u8> {
+fn tamper(envelope: &[u8], how: &str, limits: &Limits, key: &SecretKey) -> Vec<u8> {
     let Ok(m) = decode_client_message(envelope, limits) else {
         return envelope.to_vec();
     };
@@ -399,21 +475,4 @@ fn tamper(envelope: &[u8], how: &str, limits: &Limits, key: &quorate_crypto::Sec
         m.sender,
         &ClientBody::MaskedInput { packed: &bad },
     )
-}
-
-/// Answers an ensemble request (the one-line dispatch of `NodeState::handle`).
-pub async fn dispatch(
-    state: Arc<NodeState>,
-    req: quorate_protocol::messages::Request,
-) -> quorate_protocol::messages::Response {
-    use quorate_protocol::messages::{Request, Response};
-    let answer = match req {
-        Request::EnsembleStart(s) => start(state, s).await,
-        Request::EnsembleRound(r) => round(&state, r),
-        _ => Err(err(ErrorCode::BadRequest, "not an ensemble request")),
-    };
-    match answer {
-        Ok(r) => Response::Ensemble(r),
-        Err(e) => Response::Error(e),
-    }
 }

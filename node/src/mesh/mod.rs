@@ -1,11 +1,14 @@
 //! The mesh: node server, client, configuration (§10–§12).
 
+pub mod admission;
 pub mod client;
 pub mod config;
 pub mod ensemble;
 pub mod ensemble_client;
+pub mod infer_service;
 pub mod job_table;
 pub mod misbehave;
+pub mod models;
 pub mod pipeline;
 pub mod reload;
 pub mod server;

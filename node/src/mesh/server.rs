@@ -4,59 +4,45 @@
 //! answered with a typed error if it is bad; nothing a peer sends can take the node down.
 //! Every receipt is appended to the audit log and fsynced before the reply leaves.
 
-use std::collections::HashMap;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use anyhow::Context;
 use quorate_crypto::tensor_digest::Digest32;
 use quorate_crypto::{PublicKey, SecretKey};
-use quorate_protocol::messages::{
-    ErrorCode, ErrorFrame, HealthInfo, InferRequest, InferResponse, Request, Response,
-};
+use quorate_protocol::fhe::{FheRequest, FheResponse};
+use quorate_protocol::messages::{ErrorCode, ErrorFrame, HealthInfo, Request, Response};
 use quorate_protocol::roster::Roster;
 
 use crate::audit::AuditLog;
 use crate::clock::unix_now;
+use crate::fhe::service::FheService;
 use crate::files::{load_public_key, load_secret_key};
+use crate::mesh::admission::Admission;
 use crate::mesh::config::NodeConfig;
+use crate::mesh::ensemble::{EnsembleService, TestHooks};
+use crate::mesh::infer_service::InferService;
 use crate::mesh::misbehave::{Misbehaviour, Mode};
+use crate::mesh::models::Models;
 use crate::mesh::reload::{RosterKeeper, read_roster_file};
-use quorate_runtime::LoadedModel;
-use quorate_runtime::attest::{Committed, JobParams, run_committed};
 use quorate_transport::{TlsIdentity, TransportSettings, bind_server};
 
-/// Everything a running node holds.
+/// Everything a running node holds: its identity, roster, admission control and one service
+/// per job family, each handed only what it needs.
 pub struct NodeState {
     /// Its roster name.
     pub name: String,
-    key: SecretKey,
-    /// Models by SHA-256.
-    pub models: HashMap<Digest32, Arc<LoadedModel>>,
-    audit: AuditLog,
-    in_flight: AtomicU64,
-    capacity: u64,
-    max_input_elements: u64,
-    shutting_down: AtomicBool,
-    test_delay: Duration,
-    misbehave: Option<Misbehaviour>,
-    /// Per-job SecAgg state of private ensembles (§15.3).
-    pub(crate) ensembles: crate::mesh::ensemble::MemberJobs,
-    /// Test-only ensemble behaviour.
-    pub(crate) ensemble_hooks: crate::mesh::ensemble::TestHooks,
+    key: Arc<SecretKey>,
+    /// The ONNX models it serves.
+    pub models: Arc<Models>,
+    admission: Arc<Admission>,
+    infer: Arc<InferService>,
+    ensemble: Arc<EnsembleService>,
     /// Encrypted inference: qlinear models and server keys (§16).
-    pub fhe: Arc<crate::fhe::service::FheService>,
+    pub fhe: Arc<FheService>,
+    audit: Arc<AuditLog>,
     /// The roster in use and its reload rules (§10.3).
     pub roster: Arc<RosterKeeper>,
-}
-
-/// One taken request slot; released however the request ends.
-struct InFlight(Arc<NodeState>);
-impl Drop for InFlight {
-    fn drop(&mut self) {
-        self.0.in_flight.fetch_sub(1, Ordering::SeqCst);
-    }
 }
 
 impl NodeState {
@@ -78,49 +64,23 @@ impl NodeState {
             cfg.key.display()
         );
         let providers = cfg.provider_list()?;
-        let mut models = HashMap::new();
-        let mut misbehave_only = None;
-        let mut entries: Vec<_> = std::fs::read_dir(&cfg.models)
-            .with_context(|| format!("cannot read models folder {}", cfg.models.display()))?
-            .filter_map(Result::ok)
-            .map(|e| e.path())
-            .filter(|p| p.extension().is_some_and(|e| e == "onnx"))
-            .collect();
-        entries.sort();
-        for path in entries {
-            let bytes =
-                std::fs::read(&path).with_context(|| format!("cannot read {}", path.display()))?;
-            let (model, passed_over) =
-                LoadedModel::with_providers(&bytes, cfg.intra_threads, &providers)
-                    .with_context(|| format!("model {}", path.display()))?;
-            for why in passed_over {
-                eprintln!(
-                    "quorate node {}: {}: provider passed over: {why}",
-                    cfg.name,
-                    path.display()
-                );
-            }
-            eprintln!(
-                "quorate node {}: serving {} sha256:{} on {}",
-                cfg.name,
-                path.file_name()
-                    .map(|n| n.to_string_lossy())
-                    .unwrap_or_default(),
-                hex::encode(model.digest),
-                model.provider
-            );
-            if cfg.test_misbehave_model.as_deref() == path.file_name().and_then(|n| n.to_str()) {
-                misbehave_only = Some(model.digest);
-            }
-            models.insert(model.digest, Arc::new(model));
-        }
-        let fhe = crate::fhe::service::FheService::load(&cfg.models, &cfg.name, cfg.fhe_max_keys)?;
+        let (models, misbehave_only) = Models::load(
+            &cfg.models,
+            &cfg.name,
+            cfg.intra_threads,
+            &providers,
+            cfg.test_misbehave_model.as_deref(),
+        )?;
+        let models = Arc::new(models);
+        let fhe = FheService::load(&cfg.models, &cfg.name, cfg.fhe_max_keys)?;
         let (audit, n) = AuditLog::open(&cfg.audit_log)?;
         eprintln!(
             "quorate node {}: audit log {} holds {n} receipts",
             cfg.name,
             cfg.audit_log.display()
         );
+        let audit = Arc::new(audit);
+        let key = Arc::new(key);
         let roster = RosterKeeper::new(
             &cfg.name,
             key.public_key(),
@@ -129,34 +89,42 @@ impl NodeState {
             roster,
             roster_bytes,
         );
+        let misbehave = cfg
+            .test_misbehave
+            .as_deref()
+            .map(Mode::parse)
+            .transpose()?
+            .map(|m| Misbehaviour::new(m, misbehave_only));
         Ok(Self {
             name: cfg.name.clone(),
+            infer: Arc::new(InferService::new(
+                key.clone(),
+                audit.clone(),
+                models.clone(),
+                Duration::from_millis(cfg.test_delay_ms),
+                misbehave,
+            )),
+            ensemble: Arc::new(EnsembleService::new(
+                key.clone(),
+                audit.clone(),
+                models.clone(),
+                TestHooks {
+                    exit_at_round: cfg.test_exit_at_round,
+                    tamper_masked: cfg.test_tamper_masked.clone(),
+                },
+            )),
+            admission: Arc::new(Admission::new(cfg.max_concurrent, cfg.max_input_elements)),
+            fhe: Arc::new(fhe),
             key,
             models,
             audit,
-            in_flight: AtomicU64::new(0),
-            capacity: cfg.max_concurrent,
-            max_input_elements: cfg.max_input_elements,
-            shutting_down: AtomicBool::new(false),
-            test_delay: Duration::from_millis(cfg.test_delay_ms),
-            misbehave: cfg
-                .test_misbehave
-                .as_deref()
-                .map(Mode::parse)
-                .transpose()?
-                .map(|m| Misbehaviour::new(m, misbehave_only)),
-            ensembles: crate::mesh::ensemble::MemberJobs::new(),
-            ensemble_hooks: crate::mesh::ensemble::TestHooks {
-                exit_at_round: cfg.test_exit_at_round,
-                tamper_masked: cfg.test_tamper_masked.clone(),
-            },
-            fhe: Arc::new(fhe),
             roster: Arc::new(roster),
         })
     }
 
-    /// Answers one request frame; never fails, every problem is a typed error response.
-    pub async fn handle(self: Arc<Self>, _peer: PublicKey, bytes: Vec<u8>) -> Vec<u8> {
+    /// Answers one request frame from the authenticated `peer`; never fails, every problem is
+    /// a typed error response.
+    pub async fn handle(self: Arc<Self>, peer: PublicKey, bytes: Vec<u8>) -> Vec<u8> {
         // §10.3: no request is served under an expired roster, nor by a node the current
         // roster no longer lists with its key.
         if let Some(why) = self.roster.refusal(unix_now()) {
@@ -166,68 +134,113 @@ impl NodeState {
         }
         let request = Request::decode(&bytes);
         // Test-only (§14 harness): a misbehaving node may answer with other bytes entirely.
-        let lie = match (&self.misbehave, &request) {
+        let misbehave = self.infer.misbehave.as_ref();
+        let lie = match (misbehave, &request) {
             (Some(m), Ok(Request::Infer(r))) if m.applies_to(&r.model) => m.replace_response(),
             _ => None,
         };
         if let Some(lie) = lie {
             return lie;
         }
+        // One arm per request kind, no catch-all: a new kind does not compile until it is
+        // served. Every job kind goes through the one admission control.
         let response = match request {
             Err(e) => Response::Error(ErrorFrame::new(ErrorCode::BadRequest, e.to_string())),
             Ok(Request::Health) => Response::Health(self.health()),
-            Ok(Request::Infer(req)) => match self.clone().infer(req).await {
-                Ok(r) => Response::Infer(r),
-                Err(e) => Response::Error(e),
-            },
-            Ok(Request::Fhe(req)) => match self.clone().fhe(req).await {
-                Ok(r) => Response::Fhe(r),
-                Err(e) => Response::Error(e),
-            },
-            Ok(req) => crate::mesh::ensemble::dispatch(self.clone(), req).await,
+            Ok(Request::Infer(req)) => {
+                let infer = self.infer.clone();
+                let job = self.admission.check_inputs(&req.inputs).and_then(|()| {
+                    let model = infer.model(&req.model)?;
+                    Ok(move || infer.handle(&model, req))
+                });
+                self.admitted(job)
+                    .await
+                    .map_or_else(Response::Error, Response::Infer)
+            }
+            Ok(Request::EnsembleStart(req)) => {
+                let ensemble = self.ensemble.clone();
+                let job = self
+                    .admission
+                    .check_inputs(&req.inputs)
+                    .and_then(|()| ensemble.prepare_start(&peer, &req))
+                    .map(|model| move || ensemble.start(peer, &model, req));
+                self.admitted(job)
+                    .await
+                    .map_or_else(Response::Error, Response::Ensemble)
+            }
+            Ok(Request::EnsembleRound(req)) => {
+                let ensemble = self.ensemble.clone();
+                let job = Ok(move || ensemble.round(&peer, req));
+                self.admitted(job)
+                    .await
+                    .map_or_else(Response::Error, Response::Ensemble)
+            }
+            Ok(Request::Fhe(req)) => {
+                let job = self.fhe_job(req);
+                self.admitted(job)
+                    .await
+                    .map_or_else(Response::Error, Response::Fhe)
+            }
         };
         let encoded = response.encode().unwrap_or_else(|e| {
             Response::Error(ErrorFrame::new(ErrorCode::Internal, e.to_string()))
                 .encode()
                 .unwrap_or_default()
         });
-        if let (Some(m), Response::Infer(_)) = (&self.misbehave, &response) {
+        if let (Some(m), Response::Infer(_)) = (misbehave, &response) {
             m.remember_response(&encoded);
         }
         encoded
     }
 
-    /// Refuses new work once shutdown began (§12.5).
-    pub(crate) fn accepting(&self) -> Result<(), ErrorFrame> {
-        if self.shutting_down.load(Ordering::SeqCst) {
-            return Err(ErrorFrame::new(
-                ErrorCode::ShuttingDown,
-                "node is shutting down",
-            ));
+    /// Runs a job that passed its checks under a job slot, off the async threads (model runs,
+    /// signatures, Shamir and TFHE all block).
+    async fn admitted<T, F>(&self, job: Result<F, ErrorFrame>) -> Result<T, ErrorFrame>
+    where
+        F: FnOnce() -> Result<T, ErrorFrame> + Send + 'static,
+        T: Send + 'static,
+    {
+        let slot = self.admission.admit()?;
+        let job = job?;
+        tokio::task::spawn_blocking(move || {
+            let answer = job();
+            drop(slot);
+            answer
+        })
+        .await
+        .unwrap_or_else(|_| Err(ErrorFrame::new(ErrorCode::Internal, "job task failed")))
+    }
+
+    /// An encrypted-inference job (§16), or a refusal when built without TFHE.
+    #[allow(clippy::type_complexity)]
+    fn fhe_job(
+        &self,
+        req: FheRequest,
+    ) -> Result<impl FnOnce() -> Result<FheResponse, ErrorFrame> + Send + 'static, ErrorFrame> {
+        #[cfg(feature = "fhe")]
+        {
+            let (fhe, key, audit) = (self.fhe.clone(), self.key.clone(), self.audit.clone());
+            Ok(move || fhe.handle(req, &key, &audit))
         }
-        Ok(())
+        #[cfg(not(feature = "fhe"))]
+        {
+            drop(req);
+            Err::<fn() -> Result<FheResponse, ErrorFrame>, _>(ErrorFrame::new(
+                ErrorCode::UnknownModel,
+                "this node was built without the fhe feature",
+            ))
+        }
     }
 
-    /// This node's identity key.
-    pub(crate) fn public_key(&self) -> PublicKey {
-        self.key.public_key()
-    }
-
-    /// A copy of the identity key (for a SecAgg client, which owns its key).
-    pub(crate) fn clone_key(&self) -> anyhow::Result<SecretKey> {
-        Ok(SecretKey::from_pem(&self.key.to_pem()?)?)
-    }
-
-    /// Appends a receipt to the audit log (§12.4).
-    pub(crate) fn append_audit(&self, receipt: &[u8]) -> anyhow::Result<()> {
-        self.audit.append(receipt)
+    /// Ensemble jobs this node holds state for (for tests).
+    pub fn ensemble_jobs(&self) -> usize {
+        self.ensemble.open_jobs()
     }
 
     fn health(&self) -> HealthInfo {
         let mut models: Vec<(Digest32, String)> = self
             .models
-            .iter()
-            .map(|(d, m)| (*d, m.provider.clone()))
+            .providers()
             .chain(self.fhe.models.keys().map(|d| (*d, "tfhe".to_string())))
             .collect();
         models.sort();
@@ -235,158 +248,9 @@ impl NodeState {
             version: format!("quorate {}", env!("CARGO_PKG_VERSION")),
             models: models.iter().map(|(d, _)| *d).collect(),
             providers: models.into_iter().map(|(_, p)| p).collect(),
-            in_flight: self.in_flight.load(Ordering::SeqCst),
-            capacity: self.capacity,
+            in_flight: self.admission.in_flight(),
+            capacity: self.admission.capacity(),
         }
-    }
-
-    async fn infer(self: Arc<Self>, req: InferRequest) -> Result<InferResponse, ErrorFrame> {
-        if self.shutting_down.load(Ordering::SeqCst) {
-            return Err(ErrorFrame::new(
-                ErrorCode::ShuttingDown,
-                "node is shutting down",
-            ));
-        }
-        let busy = self.in_flight.fetch_add(1, Ordering::SeqCst) >= self.capacity;
-        let slot = InFlight(self.clone());
-        if busy {
-            return Err(ErrorFrame::new(
-                ErrorCode::Busy,
-                format!("all {} slots busy", self.capacity),
-            ));
-        }
-        let model = self.models.get(&req.model).cloned().ok_or_else(|| {
-            ErrorFrame::new(
-                ErrorCode::UnknownModel,
-                format!("no model sha256:{}", hex::encode(req.model)),
-            )
-        })?;
-        tokio::task::spawn_blocking(move || {
-            let state = &slot.0;
-            std::thread::sleep(state.test_delay);
-            state.infer_blocking(&model, req)
-        })
-        .await
-        .unwrap_or_else(|_| {
-            Err(ErrorFrame::new(
-                ErrorCode::Internal,
-                "inference task failed",
-            ))
-        })
-    }
-
-    /// Encrypted inference (§16), on a blocking thread under a request slot.
-    async fn fhe(
-        self: Arc<Self>,
-        req: quorate_protocol::fhe::FheRequest,
-    ) -> Result<quorate_protocol::fhe::FheResponse, ErrorFrame> {
-        if self.shutting_down.load(Ordering::SeqCst) {
-            return Err(ErrorFrame::new(
-                ErrorCode::ShuttingDown,
-                "node is shutting down",
-            ));
-        }
-        let busy = self.in_flight.fetch_add(1, Ordering::SeqCst) >= self.capacity;
-        let slot = InFlight(self.clone());
-        if busy {
-            return Err(ErrorFrame::new(
-                ErrorCode::Busy,
-                format!("all {} slots busy", self.capacity),
-            ));
-        }
-        #[cfg(feature = "fhe")]
-        {
-            tokio::task::spawn_blocking(move || {
-                let state = &slot.0;
-                state.fhe.handle(req, &state.key, &state.audit)
-            })
-            .await
-            .unwrap_or_else(|_| {
-                Err(ErrorFrame::new(
-                    ErrorCode::Internal,
-                    "encrypted inference task failed",
-                ))
-            })
-        }
-        #[cfg(not(feature = "fhe"))]
-        {
-            drop((slot, req));
-            Err(ErrorFrame::new(
-                ErrorCode::UnknownModel,
-                "this node was built without the fhe feature",
-            ))
-        }
-    }
-
-    fn infer_blocking(
-        &self,
-        model: &LoadedModel,
-        req: InferRequest,
-    ) -> Result<InferResponse, ErrorFrame> {
-        if let Some(t) = req
-            .inputs
-            .iter()
-            .find(|t| t.len() as u64 > self.max_input_elements)
-        {
-            return Err(ErrorFrame::new(
-                ErrorCode::TooLarge,
-                format!(
-                    "input {:?} has {} elements; this node accepts at most {}",
-                    t.name(),
-                    t.len(),
-                    self.max_input_elements
-                ),
-            ));
-        }
-        let salts = req.input_salts.clone();
-        let ordered_names: Vec<String> = req.inputs.iter().map(|t| t.name().to_string()).collect();
-        let checked = model
-            .check_inputs(req.inputs.clone())
-            .map_err(|e| ErrorFrame::new(ErrorCode::InvalidInput, e.to_string()))?;
-        // Keep each input's salt with it through the reordering to declaration order.
-        let inputs: Vec<Committed> = checked
-            .into_iter()
-            .map(|t| {
-                let i = ordered_names
-                    .iter()
-                    .position(|n| n == t.name())
-                    .unwrap_or(0);
-                Committed {
-                    salt: salts.as_ref().and_then(|s| s.get(i).copied()),
-                    tensor: t,
-                }
-            })
-            .collect();
-        let job = JobParams {
-            job_id: req.job_id,
-            nonce: req.nonce.clone(),
-            kind: req.kind,
-            salted: salts.is_some(),
-            previous: req.previous,
-            policy: req.policy,
-        };
-        let internal = |e: anyhow::Error| ErrorFrame::new(ErrorCode::Internal, format!("{e:#}"));
-        let mut attested = run_committed(model, inputs, &job, unix_now()).map_err(internal)?;
-        if let Some(m) = self
-            .misbehave
-            .as_ref()
-            .filter(|m| m.applies_to(&model.digest))
-        {
-            m.tamper(&mut attested);
-        }
-        let receipt = attested
-            .payload
-            .sign(&self.key)
-            .map_err(|e| internal(e.into()))?;
-        // §12.4: durable before the reply leaves.
-        self.audit.append(&receipt).map_err(internal)?;
-        Ok(InferResponse {
-            output_salts: job
-                .salted
-                .then(|| attested.outputs.iter().filter_map(|c| c.salt).collect()),
-            outputs: attested.outputs.into_iter().map(|c| c.tensor).collect(),
-            receipt,
-        })
     }
 }
 
@@ -448,9 +312,9 @@ pub async fn serve(cfg: NodeConfig) -> anyhow::Result<()> {
         "quorate node {}: shutting down, finishing in-flight requests",
         state.name
     );
-    state.shutting_down.store(true, Ordering::SeqCst);
+    state.admission.begin_shutdown();
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-    while state.in_flight.load(Ordering::SeqCst) > 0 && tokio::time::Instant::now() < deadline {
+    while state.admission.in_flight() > 0 && tokio::time::Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     // Give replies already computed a moment to leave before closing connections.

@@ -1,0 +1,109 @@
+//! The infer service (§11.3): run a model on checked inputs, commit and sign, and make the
+//! receipt durable before the reply leaves (§12.4). Handed what it needs — the key, the audit
+//! log, the models — so it reaches into nothing else of the node.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use quorate_crypto::SecretKey;
+use quorate_protocol::messages::{ErrorCode, ErrorFrame, InferRequest, InferResponse};
+use quorate_runtime::LoadedModel;
+use quorate_runtime::attest::{Committed, JobParams, run_committed};
+
+use crate::audit::AuditLog;
+use crate::clock::unix_now;
+use crate::mesh::misbehave::Misbehaviour;
+use crate::mesh::models::Models;
+
+/// Attested inference for the mesh.
+pub struct InferService {
+    key: Arc<SecretKey>,
+    audit: Arc<AuditLog>,
+    models: Arc<Models>,
+    /// Test harness only: wait this long before answering.
+    test_delay: Duration,
+    /// Test harness only: lie as configured (§14.8).
+    pub(crate) misbehave: Option<Misbehaviour>,
+}
+
+impl InferService {
+    /// A service signing with `key` into `audit`, serving `models`.
+    pub fn new(
+        key: Arc<SecretKey>,
+        audit: Arc<AuditLog>,
+        models: Arc<Models>,
+        test_delay: Duration,
+        misbehave: Option<Misbehaviour>,
+    ) -> Self {
+        Self {
+            key,
+            audit,
+            models,
+            test_delay,
+            misbehave,
+        }
+    }
+
+    /// The model a request names, or `unknown_model`.
+    pub fn model(&self, digest: &[u8; 32]) -> Result<Arc<LoadedModel>, ErrorFrame> {
+        self.models.onnx(digest)
+    }
+
+    /// Runs one request (blocking: call it off the async threads).
+    pub fn handle(
+        &self,
+        model: &LoadedModel,
+        req: InferRequest,
+    ) -> Result<InferResponse, ErrorFrame> {
+        std::thread::sleep(self.test_delay);
+        let salts = req.input_salts.clone();
+        let ordered_names: Vec<String> = req.inputs.iter().map(|t| t.name().to_string()).collect();
+        let checked = model
+            .check_inputs(req.inputs.clone())
+            .map_err(|e| ErrorFrame::new(ErrorCode::InvalidInput, e.to_string()))?;
+        // Keep each input's salt with it through the reordering to declaration order.
+        let inputs: Vec<Committed> = checked
+            .into_iter()
+            .map(|t| {
+                let i = ordered_names
+                    .iter()
+                    .position(|n| n == t.name())
+                    .unwrap_or(0);
+                Committed {
+                    salt: salts.as_ref().and_then(|s| s.get(i).copied()),
+                    tensor: t,
+                }
+            })
+            .collect();
+        let job = JobParams {
+            job_id: req.job_id,
+            nonce: req.nonce.clone(),
+            kind: req.kind,
+            salted: salts.is_some(),
+            previous: req.previous,
+            policy: req.policy,
+        };
+        let internal = |e: anyhow::Error| ErrorFrame::new(ErrorCode::Internal, format!("{e:#}"));
+        let mut attested = run_committed(model, inputs, &job, unix_now()).map_err(internal)?;
+        if let Some(m) = self
+            .misbehave
+            .as_ref()
+            .filter(|m| m.applies_to(&model.digest))
+        {
+            m.tamper(&mut attested);
+        }
+        let receipt = attested
+            .payload
+            .sign(&self.key)
+            .map_err(|e| internal(e.into()))?;
+        // §12.4: durable before the reply leaves.
+        self.audit.append(&receipt).map_err(internal)?;
+        Ok(InferResponse {
+            output_salts: job
+                .salted
+                .then(|| attested.outputs.iter().filter_map(|c| c.salt).collect()),
+            outputs: attested.outputs.into_iter().map(|c| c.tensor).collect(),
+            receipt,
+        })
+    }
+}
