@@ -19,14 +19,17 @@
 #![cfg_attr(not(test), deny(clippy::unwrap_used))]
 
 pub mod endpoint;
+pub mod error;
+mod exchange;
+pub mod settings;
 pub mod tls;
 
 #[cfg(test)]
 #[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 mod tests;
 
-pub use endpoint::{
-    MeshEndpoint, Observer, PeerConnection, ServerEvent, TransportError, TransportSettings,
-    bind_client, bind_server, request, request_with_limit,
-};
+pub use endpoint::{MeshEndpoint, Observer, PeerConnection, ServerEvent, bind_client, bind_server};
+pub use error::TransportError;
+pub use exchange::{request, request_with_limit};
+pub use settings::TransportSettings;
 pub use tls::{ALPN, PeerRefusal, PinnedKeys, TlsError, TlsIdentity, peer_key, public_key_of};

@@ -12,7 +12,8 @@ use rustls::pki_types::CertificateDer;
 use rustls::{DigitallySignedStruct, SignatureScheme};
 use tokio::sync::mpsc;
 
-use crate::endpoint::{MeshEndpoint, ServerEvent, TransportSettings, bind_client, bind_server};
+use crate::endpoint::{MeshEndpoint, ServerEvent, bind_client, bind_server};
+use crate::settings::TransportSettings;
 use crate::tls::{PeerRefusal, PinnedKeys, PinnedVerifier, TlsIdentity, Verdict, provider};
 use crate::{TransportError, peer_key, public_key_of, request, request_with_limit};
 

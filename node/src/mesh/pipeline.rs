@@ -12,14 +12,15 @@ use std::collections::HashMap;
 use anyhow::{Context, bail};
 use quorate_crypto::tensor_digest::{Digest32, SALT_LEN};
 use quorate_protocol::chain::{ChainStage, ReceiptChain};
-use quorate_protocol::evidence::{Bundle, BundleEntry};
+use quorate_protocol::evidence::Bundle;
 use quorate_protocol::messages::{InferRequest, InferResponse};
 use quorate_protocol::policy::Policy;
 use quorate_protocol::receipt::{JobKind, ReceiptPayload, receipt_digest};
-use quorate_protocol::roster::Entry;
 use quorate_protocol::tensor::Tensor;
+use quorate_protocol::verified_job::VerifiedJob;
 
 use crate::mesh::client::MeshClient;
+use crate::mesh::verified;
 use quorate_split::{Source, Split};
 
 /// Salt of a §3.3 commitment.
@@ -270,7 +271,7 @@ pub async fn run(
     inputs: &[Tensor],
     check: CrossCheck,
     policy: Policy,
-    progress: &dyn Fn(&str),
+    progress: &(dyn Fn(&str) + Sync),
 ) -> anyhow::Result<PipelineRun> {
     let job_id: [u8; 16] = quorate_crypto::random::bytes()?;
     let mut graph_inputs: HashMap<String, (Tensor, Salt)> = HashMap::new();
@@ -355,24 +356,11 @@ pub async fn run(
     })
 }
 
-/// Asks `node` to run the stage.
-async fn ask(client: &MeshClient, node: &Entry, req: &InferRequest) -> anyhow::Result<Answer> {
-    let (response, payload) = client.infer(node, req).await?;
-    anyhow::ensure!(
-        response.output_salts.is_some(),
-        "node {:?} did not salt its outputs",
-        node.name
-    );
-    Ok(Answer {
-        node: node.name.clone(),
-        response,
-        payload,
-    })
-}
-
-/// Runs one stage with cross-verification and failover (§13.4): dispatch to the wanted number
-/// of distinct nodes, replace failed ones, and when answers differ, add nodes one at a time
-/// until a strict majority of at least two agrees bit for bit or no node is left.
+/// Runs one stage with cross-verification and failover (§13.4) through the same engine as
+/// every verified job (§14.4, `VerifiedJob`): dispatch to the wanted number of distinct nodes,
+/// replace failed ones, and when answers differ, add nodes one at a time until a quorum agrees
+/// under the policy or no node is left. An answer without output salts is a failed replica
+/// (the next stage could not link to it).
 #[allow(clippy::too_many_arguments)]
 async fn run_stage(
     client: &MeshClient,
@@ -383,7 +371,7 @@ async fn run_stage(
     check: CrossCheck,
     policy: Policy,
     n_stages: usize,
-    progress: &dyn Fn(&str),
+    progress: &(dyn Fn(&str) + Sync),
 ) -> anyhow::Result<(StageRun, Vec<Dissent>)> {
     // One request for every node of the stage: same job, nonce, inputs, salts, policy and
     // previous receipt, so that their receipts differ only in outputs and signer (§13.4) and
@@ -426,125 +414,86 @@ async fn run_stage(
             nodes.len()
         );
     }
-    let mut pending = nodes.into_iter();
-    let mut answers: Vec<Answer> = Vec::new();
-    let mut failed = Vec::new();
-    let mut target = want;
-    loop {
-        while answers.len() < target {
-            let batch: Vec<Entry> = pending.by_ref().take(target - answers.len()).collect();
-            if batch.is_empty() {
-                break;
-            }
-            let asks = batch.iter().map(|n| ask(client, n, &req));
-            for (n, r) in batch.iter().zip(futures_util::future::join_all(asks).await) {
-                match r {
-                    Ok(a) => {
-                        progress(&format!(
-                            "stage {}/{n_stages} on {}: receipt verified",
-                            sp.index, n.name
-                        ));
-                        answers.push(a);
-                    }
-                    Err(e) => {
-                        progress(&format!(
-                            "stage {}: {} failed, replacing it: {e:#}",
-                            sp.index, n.name
-                        ));
-                        failed.push(n.name.clone());
-                    }
-                }
-            }
+    // A single replica is its own quorum; more need a strict majority of at least two, so
+    // one node never outvotes another.
+    let quorum = if want == 1 {
+        1
+    } else {
+        VerifiedJob::majority(want).max(2)
+    };
+    let stage_progress = |line: &str| progress(&format!("stage {}/{n_stages}: {line}", sp.index));
+    let salted = |r: &InferResponse| {
+        if r.output_salts.is_some() {
+            Ok(())
+        } else {
+            Err("the node did not salt its outputs".to_string())
         }
-        if answers.len() < want {
-            bail!(
-                "stage {}: only {} of {want} nodes answered (failed: {})",
-                sp.index,
-                answers.len(),
-                failed.join(", ")
-            );
-        }
-        // Group answers that agree under the policy with the group's first answer.
-        let mut groups: Vec<Vec<usize>> = Vec::new();
-        for (i, a) in answers.iter().enumerate() {
-            match groups.iter_mut().find(|g| {
-                g.iter()
-                    .all(|&j| policy.agree_all(&answers[j].response.outputs, &a.response.outputs))
-            }) {
-                Some(g) => g.push(i),
-                None => groups.push(vec![i]),
-            }
-        }
-        groups.sort_by_key(|g| std::cmp::Reverse(g.len()));
-        let best = &groups[0];
-        let n = answers.len();
-        if groups.len() == 1 || (best.len() * 2 > n && best.len() >= 2) {
-            let majority: Vec<String> = best.iter().map(|&i| answers[i].node.clone()).collect();
-            let outvoted: Vec<usize> = groups[1..].iter().flatten().copied().collect();
-            let bundle = Bundle {
-                policy,
-                quorum: best.len() as u64,
-                entries: answers
-                    .iter()
-                    .map(|a| BundleEntry {
-                        receipt: a.response.receipt.clone(),
-                        outputs: a.response.outputs.clone(),
-                        salts: a.response.output_salts.clone(),
-                    })
-                    .collect(),
-                accused: outvoted
-                    .iter()
-                    .filter_map(|&i| {
-                        quorate_protocol::receipt::parse(&answers[i].response.receipt)
-                            .ok()
-                            .map(|r| r.kid())
-                    })
-                    .collect(),
-            };
-            let dissents = outvoted
-                .iter()
-                .map(|&i| Dissent {
-                    stage: sp.index,
-                    answer: answers[i].clone(),
-                    majority: majority.clone(),
-                    bundle: bundle.clone(),
-                })
-                .collect::<Vec<_>>();
-            for d in &dissents {
-                progress(&format!(
-                    "stage {}: {} returned an activation that differs from {} on the same input digest: caught",
-                    sp.index,
-                    d.answer.node,
-                    majority.join(" and ")
-                ));
-            }
-            let agreeing = best.iter().map(|&i| answers[i].clone()).collect();
-            return Ok((
-                StageRun {
-                    index: sp.index,
-                    inputs,
-                    agreeing,
-                    audited,
-                    failed,
-                },
-                dissents,
-            ));
-        }
-        if pending.len() == 0 {
-            let who: Vec<String> = answers.iter().map(|a| a.node.clone()).collect();
-            bail!(
-                "stage {}: {} disagree on the same inputs and no further node can break the tie; \
-                 the fault is localised to this stage",
-                sp.index,
-                who.join(", ")
-            );
-        }
+    };
+    let outcome = verified::run_checked(
+        client,
+        req,
+        policy,
+        want,
+        quorum,
+        nodes,
+        &salted,
+        &stage_progress,
+    )
+    .await
+    .map_err(|e| anyhow::anyhow!("stage {}: {e}", sp.index))?;
+    let answer = |i: usize| {
+        outcome.answers[i].as_ref().map(|a| Answer {
+            node: outcome.name(i).to_string(),
+            response: a.response.clone(),
+            payload: a.payload.clone(),
+        })
+    };
+    let agreeing: Vec<Answer> = outcome
+        .verdict
+        .agreeing
+        .iter()
+        .filter_map(|&i| answer(i))
+        .collect();
+    let majority: Vec<String> = agreeing.iter().map(|a| a.node.clone()).collect();
+    let dissents: Vec<Dissent> = match outcome.bundle() {
+        None => Vec::new(),
+        Some(bundle) => outcome
+            .verdict
+            .disagreeing
+            .iter()
+            .filter_map(|&i| answer(i))
+            .map(|a| Dissent {
+                stage: sp.index,
+                answer: a,
+                majority: majority.clone(),
+                bundle: bundle.clone(),
+            })
+            .collect(),
+    };
+    for d in &dissents {
         progress(&format!(
-            "stage {}: answers differ on the same input digest; asking one more node",
-            sp.index
+            "stage {}: {} returned an activation that differs from {} on the same input digest: caught",
+            sp.index,
+            d.answer.node,
+            majority.join(" and ")
         ));
-        target = n + 1;
     }
+    let failed = outcome
+        .verdict
+        .failed
+        .iter()
+        .map(|(i, _)| outcome.name(*i).to_string())
+        .collect();
+    Ok((
+        StageRun {
+            index: sp.index,
+            inputs,
+            agreeing,
+            audited,
+            failed,
+        },
+        dissents,
+    ))
 }
 
 #[cfg(test)]

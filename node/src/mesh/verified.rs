@@ -106,6 +106,26 @@ pub async fn run(
     candidates: Vec<Entry>,
     progress: &(dyn Fn(&str) + Sync),
 ) -> Result<Outcome, Failed> {
+    let any = |_: &InferResponse| Ok(());
+    run_checked(
+        client, request, policy, replicas, quorum, candidates, &any, progress,
+    )
+    .await
+}
+
+/// [`run`], where an answer that passes the receipt checks (§11.4) but not `accept` counts as
+/// a failed replica and is replaced (a pipeline stage needs salted outputs to link, §13.3).
+#[allow(clippy::too_many_arguments)]
+pub async fn run_checked(
+    client: &MeshClient,
+    request: InferRequest,
+    policy: Policy,
+    replicas: usize,
+    quorum: usize,
+    candidates: Vec<Entry>,
+    accept: &(dyn Fn(&InferResponse) -> Result<(), String> + Sync),
+    progress: &(dyn Fn(&str) + Sync),
+) -> Result<Outcome, Failed> {
     let fail = |error| Failed {
         error,
         failures: Vec::new(),
@@ -145,6 +165,10 @@ pub async fn run(
                 failures,
             });
         };
+        let result = result.and_then(|(response, payload)| {
+            accept(&response).map_err(anyhow::Error::msg)?;
+            Ok((response, payload))
+        });
         step = match result {
             Ok((response, payload)) => {
                 progress(&format!("answered  {}", candidates[i].name));

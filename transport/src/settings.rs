@@ -1,0 +1,64 @@
+//! Tunable limits and timeouts of the transport (§7.6).
+
+use std::time::Duration;
+
+use quinn::VarInt;
+use quorate_protocol::wire::frame::MAX_FRAME_LEN;
+
+use crate::error::TransportError;
+
+/// Tunable limits and timeouts of the transport (§7.6).
+#[derive(Debug, Clone)]
+pub struct TransportSettings {
+    /// A connection with no traffic for this long is closed (QUIC `max_idle_timeout`).
+    pub idle_timeout: Duration,
+    /// Interval of keep-alive PINGs on idle connections; `None` disables them.
+    pub keep_alive: Option<Duration>,
+    /// Upper bound on establishing a connection, handshake included.
+    pub connect_timeout: Duration,
+    /// Upper bound, on the server, for receiving one complete request.
+    pub request_timeout: Duration,
+    /// Streams a peer may have open concurrently on one connection.
+    pub max_concurrent_bidi_streams: u32,
+    /// Largest request payload the server accepts, at most [`MAX_FRAME_LEN`].
+    pub max_request_len: u32,
+}
+
+impl Default for TransportSettings {
+    fn default() -> Self {
+        Self {
+            idle_timeout: Duration::from_secs(30),
+            keep_alive: Some(Duration::from_secs(10)),
+            connect_timeout: Duration::from_secs(10),
+            request_timeout: Duration::from_secs(30),
+            max_concurrent_bidi_streams: 64,
+            max_request_len: MAX_FRAME_LEN,
+        }
+    }
+}
+
+impl TransportSettings {
+    pub(crate) fn transport_config(&self) -> Result<quinn::TransportConfig, TransportError> {
+        if self.max_request_len > MAX_FRAME_LEN {
+            return Err(TransportError::InvalidSettings(
+                "max_request_len exceeds MAX_FRAME_LEN",
+            ));
+        }
+        if self.keep_alive.is_some_and(|k| k >= self.idle_timeout) {
+            return Err(TransportError::InvalidSettings(
+                "keep_alive must be shorter than idle_timeout",
+            ));
+        }
+        let idle = quinn::IdleTimeout::try_from(self.idle_timeout)
+            .map_err(|_| TransportError::InvalidSettings("idle_timeout out of range"))?;
+        let mut config = quinn::TransportConfig::default();
+        config
+            .max_idle_timeout(Some(idle))
+            .keep_alive_interval(self.keep_alive)
+            .max_concurrent_bidi_streams(VarInt::from_u32(self.max_concurrent_bidi_streams))
+            // §7.5: only bidirectional streams are used.
+            .max_concurrent_uni_streams(VarInt::from_u32(0))
+            .datagram_receive_buffer_size(None);
+        Ok(config)
+    }
+}
