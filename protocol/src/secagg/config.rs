@@ -561,7 +561,8 @@ mod tests {
         c.threshold = 6;
         c.min_survivors = 6;
         assert_eq!(c.validate(), Ok(()));
-        assert!(2 * (6 - 2) <= 10 - 2);
+        let (threshold, n, corrupt) = (c.threshold, c.clients(), 2);
+        assert!(2 * (threshold - corrupt) <= n - corrupt);
         assert_eq!(
             c.check_corruption(2),
             Err(ConfigError::ThresholdBelowCorruption {
