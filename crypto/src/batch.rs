@@ -1,12 +1,16 @@
-//! Batch verification that agrees exactly with one-by-one `verify_strict` (§6.4).
+//! Batch verification that agrees exactly with one-by-one `verify_strict` (§6.2).
 //!
 //! A random-linear-combination batch check cannot see a torsion component in `R` or `A`
 //! (the combination cancels it with probability up to 1/2, and ed25519-dalek derives its
 //! coefficients from the inputs, so a signer can grind for that), while `verify_strict`
 //! rejects such signatures. So before the batch equation runs, every item must pass the checks
 //! that make the two agree: a 64-byte signature with canonical `s`, and `R` a canonical
-//! encoding of a point in the prime-order subgroup. `A` needs no check here: a [`PublicKey`]
-//! is torsion-free by construction (§2.3). Items that fail a pre-check, and every item of a
+//! encoding of a point in the prime-order subgroup that is not of small order. The identity
+//! is in the prime-order subgroup but is of small order: a key holder signing with nonce
+//! `r = 0` (`R` = identity, `s = H(R || A || M)·a`) satisfies the batch equation while
+//! `verify_strict` refuses the signature, so `R` = identity is refused here too (§6.2,
+//! §17.1). `A` needs no check here: a [`PublicKey`] is neither of small order nor has a
+//! torsion component, by construction (§2.3). Items that fail a pre-check, and every item of a
 //! batch whose equation fails, are settled one by one with `verify_strict`, so each result is
 //! exactly what single verification says.
 //!
@@ -95,7 +99,8 @@ fn verify_chunk(items: &[Item<'_>]) -> Vec<Result<(), IdentityError>> {
 ///
 /// Keys are torsion-free (§2.3), so an accepted item was signed by the key's holder over
 /// exactly `message`; what this does not guarantee is that `R` is free of a small-order
-/// component, i.e. the encoding may be one `verify_strict` rejects. Use it only where that
+/// component or is not the identity (a signer's nonce `r = 0`), i.e. the encoding may be one
+/// `verify_strict` rejects (§17.1). Use it only where that
 /// difference does not matter (authenticating relayed messages), never for receipts (§6.2).
 /// Every strictly valid set is accepted. An empty set is accepted.
 pub fn all_authentic(items: &[Item<'_>]) -> bool {
@@ -118,8 +123,10 @@ fn batchable(item: &Item<'_>) -> Option<ed25519_dalek::Signature> {
     let sig = parse_signature(item.signature).ok()?;
     let r_bytes = sig.r_bytes();
     let r = CompressedEdwardsY(*r_bytes).decompress()?;
-    // Canonical encoding of R: re-compressing must give the same bytes.
-    if r.compress().as_bytes() != r_bytes || !in_prime_order_subgroup(&r) {
+    // Canonical encoding of R: re-compressing must give the same bytes. R in the
+    // prime-order subgroup and not of small order: the only small-order point of that
+    // subgroup is the identity, which `verify_strict` refuses (§6.2, §17.1).
+    if r.compress().as_bytes() != r_bytes || r.is_small_order() || !in_prime_order_subgroup(&r) {
         return None;
     }
     // Canonical s (s < l); verify_batch would reject a non-canonical one anyway.
@@ -275,6 +282,69 @@ mod tests {
             accepted_by_raw_batch,
             "expected the raw batch to accept a torsioned R sometimes"
         );
+    }
+
+    /// Signs `msg` with R = identity (nonce r = 0): s = H(R || A || M)·a. The cofactorless
+    /// equation holds (`[s]B = [k]A = R + [k]A`), but R is of small order, so
+    /// `verify_strict` refuses it (§2.4).
+    pub(crate) fn identity_r_signature(seed: &[u8; 32], msg: &[u8]) -> [u8; 64] {
+        use curve25519_dalek::Scalar;
+        use sha2::Digest;
+        let sk = ed25519_dalek::SigningKey::from_bytes(seed);
+        let a = sk.to_scalar();
+        let r_bytes = curve25519_dalek::EdwardsPoint::default()
+            .compress()
+            .to_bytes();
+        let mut h = sha2::Sha512::new();
+        h.update(r_bytes);
+        h.update(sk.verifying_key().as_bytes());
+        h.update(msg);
+        let k = Scalar::from_bytes_mod_order_wide(&h.finalize().into());
+        let mut sig = [0u8; 64];
+        sig[..32].copy_from_slice(&r_bytes);
+        sig[32..].copy_from_slice((k * a).as_bytes());
+        sig
+    }
+
+    /// Finding L1 (§6.2, §17.1): a key holder signs with R = identity. Strict verification
+    /// refuses it; the batch path must refuse it too, alone and among valid signatures.
+    #[test]
+    fn attack_l1_batch_accepts_identity_r_signature() {
+        let seed = [7u8; 32];
+        let key = SecretKey::from_seed(&seed);
+        let pk = key.public_key();
+        let msg = b"receipt to-be-signed bytes".to_vec();
+        let forged = identity_r_signature(&seed, &msg);
+        // The attack is real: ed25519-dalek's raw batch equation accepts the signature.
+        let raw_key = ed25519_dalek::VerifyingKey::from_bytes(&pk.to_bytes()).unwrap();
+        let raw_sig = ed25519_dalek::Signature::from_bytes(&forged);
+        assert!(ed25519_dalek::verify_batch(&[&msg], &[raw_sig], &[raw_key]).is_ok());
+        // Strict single verification refuses it.
+        assert_eq!(pk.verify(&msg, &forged), Err(IdentityError::BadSignature));
+        // Alone in a batch: refused.
+        let alone = [Item {
+            message: &msg,
+            signature: &forged,
+            key: &pk,
+        }];
+        assert_eq!(verify_all(&alone), vec![Err(IdentityError::BadSignature)]);
+        // Among valid signatures, including enough to be split across threads: only it is
+        // refused, and every result equals single verification.
+        let msgs: Vec<Vec<u8>> = (0..40u32).map(|i| i.to_le_bytes().to_vec()).collect();
+        let mut sigs: Vec<[u8; 64]> = msgs.iter().map(|m| key.sign(m).0).collect();
+        sigs[17] = identity_r_signature(&seed, &msgs[17]);
+        let items: Vec<Item<'_>> = (0..40)
+            .map(|i| Item {
+                message: &msgs[i],
+                signature: &sigs[i],
+                key: &pk,
+            })
+            .collect();
+        let got = verify_all(&items);
+        let want: Vec<_> = (0..40).map(|i| pk.verify(&msgs[i], &sigs[i])).collect();
+        assert_eq!(got, want);
+        assert_eq!(got[17], Err(IdentityError::BadSignature));
+        assert_eq!(got.iter().filter(|r| r.is_ok()).count(), 39);
     }
 
     #[test]

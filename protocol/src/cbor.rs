@@ -5,11 +5,49 @@
 //! lengths. A received document is accepted only if re-encoding its decoded value this way
 //! gives back exactly the bytes received: this rejects indefinite lengths, non-shortest
 //! integers, unsorted or duplicate map keys and trailing bytes in one rule.
+//!
+//! Before ciborium builds a value tree, a walk over the raw bytes checks the structure's
+//! limits (§1.3, §17.2): definite lengths only, at most so many data items in all, at most so
+//! many elements in any one array or map, nesting no deeper than [`MAX_DEPTH`], and every
+//! announced length backed by bytes actually present. A value tree costs tens of bytes per
+//! one-byte item, so without this walk a hostile document of one-byte integers makes the
+//! receiver allocate many times its own size before any field is looked at.
 
 use ciborium::value::Value;
 
 /// Hard cap on the nesting depth accepted from the wire.
 pub const MAX_DEPTH: usize = 16;
+/// Most data items in one document unless the structure sets its own limit (§1.3).
+pub const DEFAULT_MAX_ITEMS: usize = 1 << 17;
+/// Most elements of one array, or entries of one map, unless the structure sets its own
+/// limit (§1.3).
+pub const DEFAULT_MAX_CONTAINER: usize = 1 << 16;
+
+/// Limits checked on the raw bytes before anything is decoded (§1.3, §17.2).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Largest input, in bytes.
+    pub max_len: usize,
+    /// Most data items in the document: every integer, string, array, map, map key, map
+    /// value, tag and simple value counts as one.
+    pub max_items: usize,
+    /// Most elements in one array, or entries (key–value pairs) in one map.
+    pub max_container: usize,
+    /// Deepest nesting of arrays, maps and tags.
+    pub max_depth: usize,
+}
+
+impl Limits {
+    /// The default limits for a structure of at most `max_len` bytes.
+    pub const fn with_len(max_len: usize) -> Self {
+        Self {
+            max_len,
+            max_items: DEFAULT_MAX_ITEMS,
+            max_container: DEFAULT_MAX_CONTAINER,
+            max_depth: MAX_DEPTH,
+        }
+    }
+}
 
 /// Errors of the CBOR layer.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -35,16 +73,45 @@ pub enum CborError {
         /// The limit.
         limit: usize,
     },
+    /// The document holds more data items than the structure allows ([`Limits::max_items`]).
+    #[error("more than {limit} CBOR data items")]
+    TooManyItems {
+        /// The limit.
+        limit: usize,
+    },
+    /// An array or map announces more elements than the structure allows
+    /// ([`Limits::max_container`]).
+    #[error("a CBOR array or map of {len} elements exceeds the limit of {limit}")]
+    ContainerTooLarge {
+        /// Elements announced (pairs, for a map).
+        len: u64,
+        /// The limit.
+        limit: usize,
+    },
+    /// Arrays, maps and tags nest deeper than the structure allows ([`Limits::max_depth`]).
+    #[error("CBOR nested deeper than {limit} levels")]
+    TooDeep {
+        /// The limit.
+        limit: usize,
+    },
 }
 
-/// Decodes exactly one deterministically encoded item from `bytes`.
+/// Decodes exactly one deterministically encoded item of at most `limit` bytes from
+/// `bytes`, under the default item limits ([`Limits::with_len`]).
 pub fn decode_deterministic(bytes: &[u8], limit: usize) -> Result<Value, CborError> {
-    if bytes.len() > limit {
+    decode_deterministic_with(bytes, &Limits::with_len(limit))
+}
+
+/// Decodes exactly one deterministically encoded item from `bytes` under `limits`, which
+/// are checked on the raw bytes before any value is built (§1.3, §17.2).
+pub fn decode_deterministic_with(bytes: &[u8], limits: &Limits) -> Result<Value, CborError> {
+    if bytes.len() > limits.max_len {
         return Err(CborError::TooLarge {
             len: bytes.len(),
-            limit,
+            limit: limits.max_len,
         });
     }
+    check_structure(bytes, limits)?;
     let mut rest = bytes;
     let value: Value = ciborium::de::from_reader_with_recursion_limit(&mut rest, MAX_DEPTH)
         .map_err(|e| CborError::Malformed(describe(e)))?;
@@ -55,6 +122,100 @@ pub fn decode_deterministic(bytes: &[u8], limit: usize) -> Result<Value, CborErr
         return Err(CborError::NotDeterministic);
     }
     Ok(value)
+}
+
+fn truncated() -> CborError {
+    CborError::Malformed("the input ends inside an item (truncated)".into())
+}
+
+fn invalid_at(pos: usize) -> CborError {
+    CborError::Malformed(format!("invalid CBOR at byte {pos}"))
+}
+
+/// Walks the data item heads of `bytes` without building anything (§1.3, §17.2): exactly
+/// one item, definite lengths only, every string and container backed by enough remaining
+/// bytes, and `limits` respected. Memory used is bounded by `limits.max_depth`, whatever
+/// the input. Determinism itself (shortest forms, key order) is checked after decoding.
+pub fn check_structure(bytes: &[u8], limits: &Limits) -> Result<(), CborError> {
+    // Items still to read in each open container; the bottom entry is the one top-level item.
+    let mut open: Vec<u64> = Vec::with_capacity(limits.max_depth.min(MAX_DEPTH) + 1);
+    open.push(1);
+    let mut pos = 0usize;
+    let mut items = 0usize;
+    while !open.is_empty() {
+        let start = pos;
+        let initial = *bytes.get(pos).ok_or_else(truncated)?;
+        pos += 1;
+        let major = initial >> 5;
+        let info = initial & 0x1f;
+        let arg = match info {
+            0..=23 => u64::from(info),
+            24..=27 => {
+                let n = 1usize << (info - 24);
+                let raw = bytes.get(pos..pos + n).ok_or_else(truncated)?;
+                pos += n;
+                raw.iter().fold(0u64, |acc, b| (acc << 8) | u64::from(*b))
+            }
+            // Indefinite lengths are well-formed CBOR but never deterministic (RFC 8949
+            // §4.2.1); a lone "break" and the reserved values 28–30 are not CBOR.
+            31 if (2..=5).contains(&major) => return Err(CborError::NotDeterministic),
+            _ => return Err(invalid_at(start)),
+        };
+        items += 1;
+        if items > limits.max_items {
+            return Err(CborError::TooManyItems {
+                limit: limits.max_items,
+            });
+        }
+        let remaining = (bytes.len() - pos) as u64;
+        let children = match major {
+            2 | 3 => {
+                if arg > remaining {
+                    return Err(truncated());
+                }
+                // arg <= remaining <= bytes.len(), so it fits in usize.
+                pos += arg as usize;
+                0
+            }
+            4 | 5 => {
+                if arg > limits.max_container as u64 {
+                    return Err(CborError::ContainerTooLarge {
+                        len: arg,
+                        limit: limits.max_container,
+                    });
+                }
+                let n = if major == 5 { arg * 2 } else { arg };
+                // Every element takes at least one byte.
+                if n > remaining {
+                    return Err(truncated());
+                }
+                n
+            }
+            6 => 1,
+            _ => 0,
+        };
+        if children > 0 {
+            if open.len() > limits.max_depth {
+                return Err(CborError::TooDeep {
+                    limit: limits.max_depth,
+                });
+            }
+            open.push(children);
+            continue;
+        }
+        // The item is complete: close every container it completes.
+        while let Some(left) = open.last_mut() {
+            *left -= 1;
+            if *left > 0 {
+                break;
+            }
+            open.pop();
+        }
+    }
+    if pos < bytes.len() {
+        return Err(CborError::TrailingBytes(bytes.len() - pos));
+    }
+    Ok(())
 }
 
 /// A reader's decoding error in words (ciborium's own text is its debug form).
@@ -291,6 +452,103 @@ mod tests {
             decode_deterministic(&[0x01; 10], 5),
             Err(CborError::TooLarge { .. })
         ));
+    }
+
+    #[test]
+    fn structure_limits_are_checked_before_decoding() {
+        let limits = Limits {
+            max_len: 1 << 20,
+            max_items: 10,
+            max_container: 4,
+            max_depth: 2,
+        };
+        // [1, [2, 3]]: 5 items, depth 2.
+        let ok = [0x82, 0x01, 0x82, 0x02, 0x03];
+        assert!(decode_deterministic_with(&ok, &limits).is_ok());
+        // Five elements in one array.
+        assert_eq!(
+            check_structure(&[0x85, 0, 0, 0, 0, 0], &limits),
+            Err(CborError::ContainerTooLarge { len: 5, limit: 4 })
+        );
+        // A map of 5 pairs.
+        assert!(matches!(
+            check_structure(&[0xa5], &limits),
+            Err(CborError::ContainerTooLarge { len: 5, .. })
+        ));
+        // 11 items in nested arrays of 4.
+        let many = [0x83, 0x84, 0, 0, 0, 0, 0x84, 0, 0, 0, 0, 0x80];
+        assert_eq!(
+            check_structure(&many, &limits),
+            Err(CborError::TooManyItems { limit: 10 })
+        );
+        // Depth 3, and a tag counts as a level.
+        assert_eq!(
+            check_structure(&[0x81, 0x81, 0x81, 0x00], &limits),
+            Err(CborError::TooDeep { limit: 2 })
+        );
+        assert_eq!(
+            check_structure(&[0x81, 0xc1, 0x81, 0x00], &limits),
+            Err(CborError::TooDeep { limit: 2 })
+        );
+        // Lengths announced beyond the input: truncated, whatever the claim.
+        for bad in [
+            &[0x5b, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff][..],
+            &[0x7a, 0x00, 0x10, 0x00, 0x00, 0x61][..],
+            &[0x84, 0x00][..],
+            &[0x19, 0x01][..],
+        ] {
+            assert_eq!(
+                check_structure(bad, &Limits::with_len(1 << 20)),
+                Err(truncated()),
+                "{bad:02x?}"
+            );
+        }
+        // A claimed array length beyond the input is refused even when the limits allow it.
+        assert_eq!(
+            check_structure(
+                &[0x9a, 0x00, 0x01, 0x00, 0x01, 0x00],
+                &Limits::with_len(1 << 20)
+            ),
+            Err(CborError::ContainerTooLarge {
+                len: 65537,
+                limit: DEFAULT_MAX_CONTAINER
+            })
+        );
+        assert_eq!(
+            check_structure(&[0x99, 0x10, 0x00, 0x00], &Limits::with_len(1 << 20)),
+            Err(truncated())
+        );
+        // Indefinite lengths, breaks and reserved values.
+        assert_eq!(
+            check_structure(&[0x5f, 0x41, 0x00, 0xff], &limits),
+            Err(CborError::NotDeterministic)
+        );
+        assert_eq!(check_structure(&[0xff], &limits), Err(invalid_at(0)));
+        assert_eq!(check_structure(&[0x81, 0x1d], &limits), Err(invalid_at(1)));
+        assert_eq!(check_structure(&[], &limits), Err(truncated()));
+        assert_eq!(
+            check_structure(&[0x00, 0x00], &limits),
+            Err(CborError::TrailingBytes(1))
+        );
+    }
+
+    proptest::proptest! {
+        /// Every document the encoder writes passes the walk under default limits.
+        #[test]
+        fn encoded_documents_pass_the_walk(
+            ints in proptest::collection::vec(proptest::num::i64::ANY, 0..40),
+            blob in proptest::collection::vec(proptest::num::u8::ANY, 0..300),
+            text in ".{0,40}",
+        ) {
+            let v = Value::Map(vec![
+                (Value::Integer(1.into()), Value::Array(ints.iter().map(|i| Value::Integer((*i).into())).collect())),
+                (Value::Integer(2.into()), Value::Bytes(blob)),
+                (Value::Text(text), Value::Tag(24, Box::new(Value::Array(vec![Value::Null, Value::Bool(true), Value::Float(1.5)])))),
+            ]);
+            let bytes = encode(&v).unwrap();
+            proptest::prop_assert_eq!(check_structure(&bytes, &Limits::with_len(1 << 20)), Ok(()));
+            proptest::prop_assert!(decode_deterministic(&bytes, 1 << 20).is_ok());
+        }
     }
 
     #[test]

@@ -15,6 +15,21 @@ use crate::tensor::{DType, MAX_NAME_LEN, MAX_RANK, Tensor};
 pub const MAX_MESSAGE_LEN: usize = 16 << 20;
 /// Most tensors in one message.
 pub const MAX_TENSORS: usize = 64;
+/// Most CBOR data items in one message (§11.1). The largest valid message, an inference
+/// request with [`MAX_TENSORS`] tensors of the largest rank and their salts, holds under
+/// 1000 items; tensor data are byte strings, one item each.
+pub const MAX_MESSAGE_ITEMS: usize = 1 << 13;
+/// Most elements of any one array or map in a message (§11.1).
+pub const MAX_MESSAGE_CONTAINER: usize = 1 << 10;
+
+/// The limits every message is checked against on its raw bytes, before a value tree is
+/// built (§11.1, §17.2).
+pub const MESSAGE_LIMITS: cbor::Limits = cbor::Limits {
+    max_len: MAX_MESSAGE_LEN,
+    max_items: MAX_MESSAGE_ITEMS,
+    max_container: MAX_MESSAGE_CONTAINER,
+    max_depth: cbor::MAX_DEPTH,
+};
 
 mod ty {
     pub const HEALTH: u64 = 1;
@@ -304,28 +319,30 @@ fn map(entries: Vec<(u64, Value)>) -> Result<Vec<u8>, MessageError> {
     ))?)
 }
 
-/// Decodes a map and returns its fields 1..=n in order, all required.
+/// Decodes a map and returns its fields 1..=n in order, all required. The raw bytes are
+/// checked against [`MESSAGE_LIMITS`] before any value is built, and the decoded tree is
+/// moved, never copied (§11.1, §17.2).
 fn fields(bytes: &[u8], n: u64) -> Result<(u64, Vec<Value>), MessageError> {
-    let v = cbor::decode_deterministic(bytes, MAX_MESSAGE_LEN)?;
-    let Value::Map(entries) = v else {
+    let v = cbor::decode_deterministic_with(bytes, &MESSAGE_LIMITS)?;
+    if !matches!(v, Value::Map(_)) {
         return Err(MessageError("a message is a map".into()));
-    };
+    }
     let allowed: Vec<u64> = (1..=n).collect();
-    let check = Value::Map(entries.clone());
-    let keyed = read::int_map(&check, "message", &allowed)?;
+    let keys: Vec<u64> = read::int_map(&v, "message", &allowed)?
+        .into_iter()
+        .map(|(k, _)| k)
+        .collect();
     // Fields are numbered 1..=count with none missing, so position i holds field i + 1.
-    if keyed
-        .iter()
-        .enumerate()
-        .any(|(i, (k, _))| *k != i as u64 + 1)
-    {
+    if keys.iter().enumerate().any(|(i, k)| *k != i as u64 + 1) {
         return Err(MessageError(
             "message fields must be 1, 2, 3, … with none missing".into(),
         ));
     }
-    let kind = keyed
+    let Value::Map(entries) = v else {
+        return Err(MessageError("a message is a map".into()));
+    };
+    let kind = entries
         .first()
-        .filter(|(k, _)| *k == 1)
         .map(|(_, v)| read::uint(v, "type"))
         .transpose()?;
     let kind = kind.ok_or_else(|| MessageError("field 1 (type) missing".into()))?;

@@ -99,6 +99,40 @@ pub enum ConfigError {
     /// SecAgg+ parameters (fractions, bits) out of range.
     #[error("invalid SecAgg+ parameters: {0}")]
     SparseParameters(&'static str),
+    /// The threshold does not meet `t > m` and `2t > h + m` for `h` holders of each
+    /// secret of which up to `m` may be corrupt (§9.2, §9.6.2, §17.3).
+    #[error(
+        "threshold {threshold} is too low for {holders} holders of which {corrupt} may be corrupt: need t > {corrupt} and 2t > {holders} + {corrupt}"
+    )]
+    ThresholdBelowCorruption {
+        /// The threshold.
+        threshold: usize,
+        /// Holders of each secret: `n` (full graph) or `k + 1` (sparse).
+        holders: usize,
+        /// Most corrupt holders of one secret: `n_C` (full) or `c* − 1` (sparse).
+        corrupt: usize,
+    },
+}
+
+/// The threshold rule against a semi-malicious server (§9.2 items 2–4, §9.6.2, §17.3): with
+/// `holders` holders of each secret, of which at most `corrupt` are corrupt, `t > corrupt`
+/// (the corrupt holders alone cannot reconstruct) and `2t > holders + corrupt` (two disjoint
+/// groups of honest holders cannot both reach `t` with the corrupt ones, so no owner has both
+/// kinds of share revealed).
+pub fn check_threshold_rule(
+    threshold: usize,
+    holders: usize,
+    corrupt: usize,
+) -> Result<(), ConfigError> {
+    if threshold > corrupt && 2 * threshold > holders + corrupt && threshold <= holders {
+        Ok(())
+    } else {
+        Err(ConfigError::ThresholdBelowCorruption {
+            threshold,
+            holders,
+            corrupt,
+        })
+    }
 }
 
 impl RoundConfig {
@@ -113,6 +147,15 @@ impl RoundConfig {
             GraphKind::Full => self.clients(),
             GraphKind::Sparse { degree } => degree + 1,
         }
+    }
+
+    /// Checks the threshold against the most corrupt holders of one secret (§9.2, §9.6.2,
+    /// §17.3): `n_C` for the full graph, `c* − 1` for a sparse one
+    /// ([`DerivedGraph::corrupt_holders`]). [`validate`](Self::validate) cannot check this,
+    /// because the configuration does not say how many clients may be corrupt; a deployment
+    /// that relies on guarantees 3 or 4 of §9.2 MUST call this too.
+    pub fn check_corruption(&self, corrupt_holders: usize) -> Result<(), ConfigError> {
+        check_threshold_rule(self.threshold, self.shareholders(), corrupt_holders)
     }
 
     /// Bytes of a packed masked input: ⌈m·b / 8⌉ (§9.7.1).
@@ -221,6 +264,9 @@ pub struct DerivedGraph {
     pub graph: GraphKind,
     /// The threshold `t`.
     pub threshold: usize,
+    /// The most corrupt holders of one client's secrets, except with probability `2^-σ`:
+    /// `c* − 1` (sparse) or `⌊γn⌋` (full). `t` meets [`check_threshold_rule`] for it.
+    pub corrupt_holders: usize,
 }
 
 struct LnFact(Vec<f64>);
@@ -272,14 +318,16 @@ impl SparseParameters {
     ///
     /// 1. privacy: `n · P[C ≥ c*] ≤ 2^-σ` with `C ~ Hyp(n−1, ⌊γn⌋, k)` the corrupt
     ///    neighbours, and `t ≥ c*`;
-    /// 2. consistency: `2t > k + c* − 1`, so no two disjoint honest groups of one
-    ///    neighbourhood can both reach `t` with the corrupt neighbours' help;
+    /// 2. consistency: `2t > k + c*`, i.e. `2t > (k + 1) + (c* − 1)` for the `k + 1`
+    ///    holders of which at most `c* − 1` are corrupt, so no two disjoint honest groups of
+    ///    one neighbourhood can both reach `t` with the corrupt neighbours' help;
     /// 3. correctness: `n · P[A > k − t] ≤ 2^-η` with `A ~ Hyp(n−1, ⌊(γ+δ)n⌋, k)` the
     ///    absent (dropped or corrupt) neighbours;
     /// 4. connectivity of the honest survivors: `(n²/2) · (γ+δ)^k ≤ 2^-σ`.
     ///
-    /// Returns the full graph with `t = ⌊n/2⌋ + 1` (raised to cover `c*`) when no k < n − 1
-    /// works.
+    /// Returns the full graph with `t = ⌊(n + n_C)/2⌋ + 1`, `n_C = ⌊γn⌋`, when no k < n − 1
+    /// works, so that `2t > n + n_C` (§9.2 item 3); both results pass
+    /// [`check_threshold_rule`].
     pub fn derive(&self) -> Result<DerivedGraph, ConfigError> {
         let n = self.clients;
         if !(3..=MAX_CLIENTS).contains(&n) {
@@ -310,23 +358,29 @@ impl SparseParameters {
             let c_star = (0..=k + 1)
                 .find(|&c| n as f64 * lf.hyper_tail(pop, corrupt, k, c) <= sigma)
                 .unwrap_or(k + 1);
-            let t = c_star.max((k + c_star).saturating_sub(1) / 2 + 1);
+            // §9.6.2: t ≥ c* and 2t > k + c* (§17.3).
+            let t = c_star.max((k + c_star) / 2 + 1);
             let connected = (n as f64).powi(2) / 2.0 * alpha.powi(k as i32) <= sigma;
             let correct = t <= k && n as f64 * lf.hyper_tail(pop, absent, k, k - t + 1) <= eta;
             if t <= k + 1 && connected && correct {
+                let corrupt_holders = c_star.saturating_sub(1);
+                check_threshold_rule(t, k + 1, corrupt_holders)?;
                 return Ok(DerivedGraph {
                     graph: GraphKind::Sparse { degree: k },
                     threshold: t,
+                    corrupt_holders,
                 });
             }
             k += 2;
         }
-        let c_star = (0..=n)
-            .find(|&c| lf.hyper_tail(pop, corrupt, pop, c) <= sigma)
-            .unwrap_or(n);
+        // §9.2 item 3: every client holds a share, `n_C = ⌊γn⌋` of them corrupt; t > n_C and
+        // 2t > n + n_C (§17.3).
+        let t = (corrupt + 1).max((n + corrupt) / 2 + 1);
+        check_threshold_rule(t, n, corrupt)?;
         Ok(DerivedGraph {
             graph: GraphKind::Full,
-            threshold: (n / 2 + 1).max(c_star).min(n),
+            threshold: t,
+            corrupt_holders: corrupt,
         })
     }
 }
@@ -447,6 +501,87 @@ mod tests {
         assert_eq!(r.threshold, 6);
         assert!(SparseParameters::new(100, 0.6, 0.1).derive().is_err());
         assert!(SparseParameters::new(100, 0.3, 0.7).derive().is_err());
+    }
+
+    /// Finding L2 (§9.6.2, §17.3): a sparse configuration with `2t = k + c*` lets two
+    /// disjoint honest groups of one neighbourhood each reach `t` with the corrupt holders.
+    /// The rule refuses it, and the derivation never produces it.
+    #[test]
+    fn attack_l2_threshold_with_2t_equal_to_k_plus_c_star_is_refused() {
+        // k = 6, c* = 2 (at most one corrupt neighbour): t = 4 gives 2t = k + c*.
+        let mut c = cfg(20);
+        c.graph = GraphKind::Sparse { degree: 6 };
+        c.threshold = 4;
+        c.min_survivors = 4;
+        assert_eq!(c.validate(), Ok(()));
+        let c_star = 2;
+        assert_eq!(2 * c.threshold, 6 + c_star);
+        // The attack: holders = k + 1 = 7, one corrupt; honest groups {3} and {3} are
+        // disjoint, and each with the corrupt holder reaches t = 4.
+        let honest = 6 + 1 - (c_star - 1);
+        assert!(2 * (c.threshold - (c_star - 1)) <= honest);
+        assert_eq!(
+            c.check_corruption(c_star - 1),
+            Err(ConfigError::ThresholdBelowCorruption {
+                threshold: 4,
+                holders: 7,
+                corrupt: 1
+            })
+        );
+        c.threshold = 5;
+        c.min_survivors = 5;
+        assert_eq!(c.check_corruption(c_star - 1), Ok(()));
+        // Every derived sparse graph meets 2t > k + c*.
+        for &(n, g, d) in &[
+            (1000usize, 0.0, 0.1),
+            (1000, 0.05, 0.05),
+            (500, 0.0, 0.3),
+            (300, 0.1, 0.1),
+            (10_000, 0.01, 0.1),
+        ] {
+            let r = SparseParameters::new(n, g, d).derive().unwrap();
+            let holders = match r.graph {
+                GraphKind::Sparse { degree } => degree + 1,
+                GraphKind::Full => n,
+            };
+            assert!(
+                2 * r.threshold > holders + r.corrupt_holders,
+                "{n} {g} {d}: {r:?}"
+            );
+            assert!(r.threshold > r.corrupt_holders);
+        }
+    }
+
+    /// Finding L2 (§9.2 item 3, §17.3): the full-graph fallback must meet `2t > n + n_C`;
+    /// `t = ⌊n/2⌋ + 1` does not once any client may be corrupt.
+    #[test]
+    fn attack_l2_full_graph_threshold_ignoring_corrupt_clients_is_refused() {
+        // n = 10, n_C = 2: t = 6 lets honest groups of 4 and 4 (8 honest) both reach t.
+        let mut c = cfg(10);
+        c.threshold = 6;
+        c.min_survivors = 6;
+        assert_eq!(c.validate(), Ok(()));
+        let (threshold, n, corrupt) = (c.threshold, c.clients(), 2);
+        assert!(2 * (threshold - corrupt) <= n - corrupt);
+        assert_eq!(
+            c.check_corruption(2),
+            Err(ConfigError::ThresholdBelowCorruption {
+                threshold: 6,
+                holders: 10,
+                corrupt: 2
+            })
+        );
+        c.threshold = 7;
+        c.min_survivors = 7;
+        assert_eq!(c.check_corruption(2), Ok(()));
+        // The derivation's fallback for n = 10, γ = 0.2: n_C = 2, so t = 7, not 6.
+        let r = SparseParameters::new(10, 0.2, 0.1).derive().unwrap();
+        assert_eq!(r.graph, GraphKind::Full);
+        assert_eq!((r.threshold, r.corrupt_holders), (7, 2));
+        assert_eq!(
+            check_threshold_rule(r.threshold, 10, r.corrupt_holders),
+            Ok(())
+        );
     }
 
     #[test]
