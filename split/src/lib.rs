@@ -11,6 +11,7 @@
 #[allow(missing_docs, clippy::all, clippy::pedantic)]
 #[rustfmt::skip]
 pub mod onnx;
+pub mod infer;
 pub mod manifest;
 pub mod plan;
 
@@ -24,3 +25,5 @@ pub use prost::Message;
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_infer;
