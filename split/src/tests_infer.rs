@@ -407,7 +407,16 @@ fn cast_shape_range_conv_and_pool() {
             tvi("img", F32, &["n", "3", "32", "32"]),
             tvi("ids", I64, &["batch", "seq"]),
         ],
-        vec![floats("k", &[8, 3, 3, 3]), ints("zero", &[0])],
+        vec![
+            floats("k", &[8, 3, 3, 3]),
+            ints("zero", &[0]),
+            TensorProto {
+                name: Some("one".to_string()),
+                data_type: Some(I64),
+                int64_data: vec![1],
+                ..Default::default()
+            },
+        ],
         vec![
             with_ints(
                 with_ints(node("Conv", &["img", "k"], &["c"]), "pads", &[1, 1, 1, 1]),
@@ -423,6 +432,8 @@ fn cast_shape_range_conv_and_pool() {
             with_int(node("Cast", &["ids"], &["f"]), "to", 1),
             node("Shape", &["ids"], &["s"]),
             node("Range", &["zero", "zero", "zero"], &["r"]),
+            node("Gather", &["s", "one"], &["len"]),
+            node("Range", &["zero", "len", "one"], &["pos"]),
             node("Dropout", &["f"], &["d", "mask"]),
             node("Identity", &["d"], &["id"]),
         ],
@@ -434,6 +445,7 @@ fn cast_shape_range_conv_and_pool() {
     assert_eq!(show(&inf, "f"), "float32[batch, seq]");
     assert_eq!(show(&inf, "s"), "int64[2]");
     assert_eq!(show(&inf, "r"), "int64[?]", "delta 0: no length");
+    assert_eq!(show(&inf, "pos"), "int64[seq]", "Range(0, seq, 1)");
     assert_eq!(show(&inf, "mask"), "bool[batch, seq]");
     assert_eq!(show(&inf, "id"), "float32[batch, seq]");
 }

@@ -444,6 +444,11 @@ pub(super) fn range(
             Some(IDim::Fixed(q.max(0)))
         })()
         .unwrap_or(IDim::Unknown),
+        // Range(0, n, 1) with n a symbolic size (positions 0..seq): n elements.
+        (Some(0), None, Some(1)) => match limit.and_then(|t| t.value.as_deref()) {
+            Some([d @ IDim::Sym(_)]) => d.clone(),
+            _ => IDim::Unknown,
+        },
         _ => IDim::Unknown,
     };
     TInfo::new(e, Some(vec![len]))
