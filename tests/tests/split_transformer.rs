@@ -498,3 +498,45 @@ fn a_type_that_truly_cannot_be_inferred_is_still_refused_clearly() {
         "l1.ffn.gelu float32[batch, seq, 64]"
     );
 }
+
+#[test]
+fn inference_agrees_with_the_declared_value_info_of_the_bundled_models() {
+    // Every bundled model declares all its intermediate tensors (ONNX shape inference ran on
+    // them): stripped of those declarations, quorate's inference must find the same types
+    // and shapes, and the stages must still be bit-exact.
+    let dir = quorate_tests::repo_root().join("models");
+    let mut compared = 0;
+    for name in [
+        "mlp.onnx",
+        "logistic.onnx",
+        "hospital-1.onnx",
+        "hospital-2.onnx",
+        "hospital-3.onnx",
+        "hospital-4.onnx",
+        "hospital-5.onnx",
+    ] {
+        let bytes = std::fs::read(dir.join(name)).unwrap();
+        let declared = cut_points(&bytes).unwrap();
+        let mut m = ModelProto::decode(bytes.as_slice()).unwrap();
+        m.graph.as_mut().unwrap().value_info.clear();
+        let stripped = m.encode_to_vec();
+        let inferred = cut_points(&stripped).unwrap();
+        assert_eq!(inferred, declared, "{name}");
+        compared += declared.iter().filter(|(_, i)| i.is_some()).count();
+    }
+    assert!(compared > 10, "{compared} tensors compared");
+
+    let mut m =
+        ModelProto::decode(std::fs::read(dir.join("mlp.onnx")).unwrap().as_slice()).unwrap();
+    m.graph.as_mut().unwrap().value_info.clear();
+    let stripped = m.encode_to_vec();
+    let s = split(&stripped, "h1,h2,h3").unwrap();
+    let input = quorate_protocol::tensor_file::parse_npy(
+        &std::fs::read(dir.join("samples/features-batch4.npy")).unwrap(),
+        "features",
+    )
+    .unwrap();
+    let want = whole(&stripped, &input);
+    let env = run_stages(&s, std::slice::from_ref(&input));
+    assert_eq!(env[want[0].name()].data(), want[0].data());
+}
