@@ -625,3 +625,44 @@ fn a_type_that_cannot_be_inferred_is_refused_naming_the_node() {
     let s = run(&model(g), "a").unwrap();
     assert_eq!(s.stages[0].outputs[0].0.to_string(), "a float32[batch, 3]");
 }
+
+#[test]
+fn work_and_memory_stay_bounded_on_wide_and_long_graphs() {
+    // A Concat of more inputs than MAX_NODE_INPUTS gets its type only.
+    let names: Vec<String> = (0..crate::infer::MAX_NODE_INPUTS + 1)
+        .map(|_| "x".to_string())
+        .collect();
+    let names: Vec<&str> = names.iter().map(String::as_str).collect();
+    let g = graph(
+        vec![tvi("x", F32, &["2"])],
+        vec![],
+        vec![
+            with_int(node("Concat", &names[..2], &["narrow"]), "axis", 0),
+            with_int(node("Concat", &names, &["wide"]), "axis", 0),
+        ],
+    );
+    let inf = infer(&g);
+    assert_eq!(show(&inf, "narrow"), "float32[4]");
+    assert_eq!(show(&inf, "wide"), "float32[?rank]");
+
+    // A long chain of rank-64 tensors: once the budget of tracked dimensions is spent, later
+    // tensors keep their type and lose their shape.
+    let dims = vec!["1"; crate::infer::MAX_RANK];
+    let per = crate::infer::MAX_RANK;
+    let n = crate::infer::MAX_TRACKED_DIMS / per + 2;
+    let nodes: Vec<NodeProto> = (0..n)
+        .map(|i| {
+            let input = if i == 0 {
+                "x".to_string()
+            } else {
+                format!("t{}", i - 1)
+            };
+            node("Relu", &[&input], &[&format!("t{i}")])
+        })
+        .collect();
+    let g = graph(vec![tvi("x", F32, &dims)], vec![], nodes);
+    let inf = infer(&g);
+    assert_eq!(inf.tensor("t0").and_then(TInfo::rank), Some(per));
+    let last = inf.tensor(&format!("t{}", n - 1)).unwrap();
+    assert_eq!((last.elem, last.shape.is_none()), (F32, true));
+}

@@ -33,6 +33,15 @@ pub const MAX_RANK: usize = 64;
 /// tensors, axes, slice bounds).
 pub const MAX_VALUE_LEN: usize = 64;
 
+/// Largest number of inputs of a node whose shape inference combines them all (broadcasting,
+/// `Concat`); wider nodes get their type only.
+pub const MAX_NODE_INPUTS: usize = 1024;
+
+/// Largest total number of dimensions and values inference keeps for the whole graph (about
+/// 50 MB). Beyond it, later tensors get their type only: the memory used stays bounded however
+/// many nodes of high rank a model holds.
+pub const MAX_TRACKED_DIMS: usize = 2 << 20;
+
 /// ONNX element type codes used by the rules (`TensorProto.DataType`).
 pub(crate) mod elem {
     pub const FLOAT: i32 = 1;
@@ -301,29 +310,44 @@ fn constant_info(n: &NodeProto) -> Option<TInfo> {
 /// inferred information fills the gaps. Never panics; the work is linear in the graph's size
 /// times [`MAX_RANK`].
 pub fn infer_graph(g: &GraphProto, opset: Option<i64>) -> Inference {
-    let mut declared: HashMap<&str, TInfo> = HashMap::new();
+    let mut declared: HashMap<&str, &TypeProto> = HashMap::new();
     for v in g.value_info.iter().chain(&g.input).chain(&g.output) {
-        if let Some(t) = from_type(v.r#type.as_ref()) {
+        if let Some(t) = v.r#type.as_ref().filter(|t| from_type(Some(t)).is_some()) {
             declared.entry(v.name()).or_insert(t);
         }
     }
+    let decl = |name: &str| declared.get(name).and_then(|t| from_type(Some(t)));
     let mut slots: HashMap<String, Slot> = HashMap::new();
+    let mut budget = MAX_TRACKED_DIMS;
+    // Every tensor kept is charged its rank and value length against the budget; once it is
+    // spent, tensors keep their type only.
+    let mut charge = |mut t: TInfo| {
+        let cost = t.rank().unwrap_or(0) + t.value.as_ref().map_or(0, Vec::len);
+        match budget.checked_sub(cost) {
+            Some(left) => budget = left,
+            None => {
+                t.shape = None;
+                t.value = None;
+            }
+        }
+        Slot::Typed(t)
+    };
     for t in &g.initializer {
         if let Some(info) = tensor_info(t) {
             // A declared input with a default value keeps its declared type; the values are
             // the initializer's.
-            let info = match declared.get(t.name()) {
-                Some(d) => d.clone().with_value(info.value),
+            let info = match decl(t.name()) {
+                Some(d) => d.with_value(info.value),
                 None => info,
             };
-            slots.insert(t.name().to_string(), Slot::Typed(info));
+            slots.insert(t.name().to_string(), charge(info));
         }
     }
     for v in &g.input {
         if !slots.contains_key(v.name())
-            && let Some(d) = declared.get(v.name())
+            && let Some(d) = decl(v.name())
         {
-            slots.insert(v.name().to_string(), Slot::Typed(d.clone()));
+            slots.insert(v.name().to_string(), charge(d));
         }
     }
     for (i, n) in g.node.iter().enumerate() {
@@ -359,20 +383,19 @@ pub fn infer_graph(g: &GraphProto, opset: Option<i64>) -> Inference {
             if o.is_empty() {
                 continue;
             }
-            let slot = match (declared.get(o.as_str()), inferred) {
+            let slot = match (decl(o), inferred) {
                 // Declared wins; a declared tensor without shape takes the inferred one, and
                 // keeps any inferred values (used for later shape arithmetic only).
-                (Some(d), inf) => {
-                    let mut d = d.clone();
+                (Some(mut d), inf) => {
                     if let Some(inf) = inf.filter(|x| x.elem == d.elem) {
                         if d.shape.is_none() {
                             d.shape = inf.shape.clone();
                         }
                         d = d.with_value(inf.value);
                     }
-                    Slot::Typed(d)
+                    charge(d)
                 }
-                (None, Some(inf)) => Slot::Typed(inf),
+                (None, Some(inf)) => charge(inf),
                 (None, None) => Slot::Stopped(upstream.unwrap_or(i)),
             };
             slots.insert(o.clone(), slot);

@@ -9,7 +9,7 @@ use super::shape_ops::{
     concat, flatten, gather, range, reshape, shape_op, slice, split, squeeze, target_dims,
     transpose, unsqueeze,
 };
-use super::{IDim, Input, MAX_RANK, TInfo, attr, attr_i, broadcast, elem};
+use super::{IDim, Input, MAX_NODE_INPUTS, MAX_RANK, TInfo, attr, attr_i, broadcast, elem};
 use crate::onnx::NodeProto;
 
 /// Unary operators whose output has the input's type and shape.
@@ -180,6 +180,7 @@ pub(crate) fn infer_node(
     let first_known = |ks: &[usize]| ks.iter().find_map(|k| x(*k));
     let shape = |k: usize| x(k).and_then(|t| t.shape.as_deref());
     let op = n.op_type();
+    let wide = ins.len() > MAX_NODE_INPUTS;
     if SAME_AS_INPUT.contains(&op) {
         return vec![x(0).map(same)];
     }
@@ -188,8 +189,12 @@ pub(crate) fn infer_node(
         let Some(t) = first_known(&all) else {
             return Vec::new();
         };
-        let shapes: Vec<_> = (0..ins.len()).map(shape).collect();
-        let out = TInfo::new(t.elem, broadcast(&shapes));
+        let out = if wide {
+            TInfo::new(t.elem, None)
+        } else {
+            let shapes: Vec<_> = (0..ins.len()).map(shape).collect();
+            TInfo::new(t.elem, broadcast(&shapes))
+        };
         let value = match (x(0), x(1)) {
             (Some(a), Some(b)) if ins.len() == 2 => value_arith(op, a, b),
             _ => None,
@@ -259,7 +264,13 @@ pub(crate) fn infer_node(
         "Squeeze" => vec![x(0).map(|d| squeeze(n, d, ins.get(1).copied()))],
         "Concat" => {
             let all: Vec<usize> = (0..ins.len()).collect();
-            vec![first_known(&all).map(|t| concat(n, t.elem, ins))]
+            vec![first_known(&all).map(|t| {
+                if wide {
+                    TInfo::new(t.elem, None)
+                } else {
+                    concat(n, t.elem, ins)
+                }
+            })]
         }
         "Slice" => vec![x(0).map(|d| slice(n, d, ins, opset))],
         "Split" => split(n, x(0), x(1)),
