@@ -237,7 +237,7 @@ impl Builder {
 /// The encoder-classifier, with no `value_info` at all: int64 `input_ids[batch, seq]` →
 /// `probabilities[batch, 3]`. Opset 18 (ReduceMean takes its axes as an input), IR 9.
 fn transformer() -> ModelProto {
-    let mut w = Weights(0x5eed_0f_7a_2b1c_93d4);
+    let mut w = Weights(0x5eed_0f7a_2b1c_93d4);
     let mut b = Builder::default();
     b.inits.extend([
         w.tensor("tok_emb", &[VOCAB, D], 0.5),
