@@ -1,7 +1,9 @@
 //! Cutting an ONNX model into pipeline stage models at named tensors (SPEC §13.1).
 //!
 //! Pure: the model comes in as bytes and the stages go out as bytes. The graph work lives in
-//! [`plan`]; [`manifest`] writes the `stages.json` text that describes a split.
+//! [`plan`]; [`infer`] derives the types and shapes of tensors the model does not declare, so
+//! models exported without intermediate `value_info` can be cut; [`manifest`] writes the
+//! `stages.json` text that describes a split.
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 #![cfg_attr(not(test), deny(clippy::unwrap_used))]
@@ -11,6 +13,7 @@
 #[allow(missing_docs, clippy::all, clippy::pedantic)]
 #[rustfmt::skip]
 pub mod onnx;
+pub mod infer;
 pub mod manifest;
 pub mod plan;
 
@@ -24,3 +27,5 @@ pub use prost::Message;
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_infer;

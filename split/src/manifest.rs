@@ -85,7 +85,7 @@ fn io_json(info: &TensorInfo, from: Option<Value>, role: Option<&'static str>) -
     }
 }
 
-/// The text of `stages.json` (§13.x), keys in reading order.
+/// The text of `stages.json` (§13.1), keys in reading order.
 pub fn stages_json_text(
     model: &Path,
     cuts: &[Vec<String>],

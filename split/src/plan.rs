@@ -1,10 +1,12 @@
-//! Partitioning an ONNX graph into stage models (§13.x): the graph analysis, the assignment of
+//! Partitioning an ONNX graph into stage models (§13.1): the graph analysis, the assignment of
 //! nodes to stages, and the construction of each stage's `ModelProto`. Pure functions of the
 //! model bytes and the cuts; no I/O.
 
 use std::collections::{BTreeSet, HashMap, HashSet};
 
 use prost::Message;
+
+use crate::infer::{Inference, default_opset, infer_graph};
 
 use crate::onnx::{
     AttributeProto, FunctionProto, GraphProto, ModelProto, NodeProto, StringStringEntryProto,
@@ -20,9 +22,9 @@ pub const MAX_MODEL_LEN: u64 = 1 << 30;
 /// several stages is copied into each of them, so the total can exceed the model's size.
 pub const MAX_TOTAL_STAGE_LEN: u64 = 4 << 30;
 
-/// Metadata key naming a stage's position, `"i/n"` (§13.x).
+/// Metadata key naming a stage's position, `"i/n"` (§13.1).
 pub const META_STAGE: &str = "quorate.stage";
-/// Metadata key holding the hex SHA-256 of the model a stage was cut from (§13.x).
+/// Metadata key holding the hex SHA-256 of the model a stage was cut from (§13.1).
 pub const META_SOURCE: &str = "quorate.source.sha256";
 
 /// Why a model could not be split. Every message names the tensor, node or cut at fault.
@@ -43,7 +45,7 @@ pub enum SplitError {
     /// The model has no graph, or one without nodes.
     #[error("the model has no graph to split")]
     NoGraph,
-    /// The graph breaks an ONNX rule (§13.x: inputs are checked before anything is cut).
+    /// The graph breaks an ONNX rule (§13.1: inputs are checked before anything is cut).
     #[error("malformed ONNX graph: {0}")]
     Malformed(String),
     /// A tensor's data lives in an external file, which the stage models could not find.
@@ -93,12 +95,28 @@ pub enum SplitError {
         /// An order that works, or how to regroup.
         hint: String,
     },
-    /// A tensor crossing a cut has no declared type, so the stage interface cannot be written.
+    /// A tensor crossing a cut has no declared type and none could be inferred, so the stage
+    /// interface cannot be written.
     #[error(
         "the type of tensor {0:?} is unknown (it is not in the graph's value_info); run ONNX shape \
          inference on the model first (onnx.shape_inference.infer_shapes) or cut elsewhere"
     )]
     UnknownType(String),
+    /// A tensor crossing a cut has no declared type, and type inference (§13.1) stopped at a
+    /// node whose output types it cannot derive (an operator it does not know, or one of
+    /// another domain).
+    #[error(
+        "the type of tensor {name:?} is unknown: it is not in the graph's value_info and type \
+         inference stopped at node {node}, whose output types quorate cannot derive; declare the \
+         type (run ONNX shape inference on the model first: onnx.shape_inference.infer_shapes) \
+         or cut elsewhere"
+    )]
+    TypeNotInferred {
+        /// The tensor.
+        name: String,
+        /// The node where inference stopped, with its operator.
+        node: String,
+    },
     /// With `--no-carry`: a tensor crosses a cut without being part of it.
     #[error(
         "the cuts do not separate the graph: {0}; add those tensors to the cut with '+', \
@@ -145,7 +163,7 @@ pub enum Role {
     Cut,
     /// It is an output of the whole model.
     GraphOutput,
-    /// A later stage needs it although no cut names it (§13.x, carried tensors).
+    /// A later stage needs it although no cut names it (§13.1, carried tensors).
     Carried,
 }
 
@@ -370,6 +388,8 @@ struct Index<'a> {
     needs: Vec<Vec<String>>,
     /// Declared types: value_info, graph inputs and outputs.
     types: HashMap<&'a str, &'a ValueInfoProto>,
+    /// Inferred types and shapes (§13.1), used where nothing usable is declared.
+    inferred: Inference,
     outputs: HashSet<&'a str>,
     /// Per node: whether it is a `Constant` node (copied into the stages that read it).
     constant: Vec<bool>,
@@ -395,7 +415,7 @@ fn is_constant_node(n: &NodeProto) -> bool {
 }
 
 impl<'a> Index<'a> {
-    fn new(g: &'a GraphProto) -> Result<Self, SplitError> {
+    fn new(g: &'a GraphProto, opset: Option<i64>) -> Result<Self, SplitError> {
         let mut defined: HashSet<&str> = HashSet::new();
         let mut consts = HashMap::new();
         for (i, t) in g.initializer.iter().enumerate() {
@@ -466,6 +486,8 @@ impl<'a> Index<'a> {
             }
             outputs.insert(v.name());
         }
+        // Only after the checks above: inference relies on the topological order.
+        let inferred = infer_graph(g, opset);
         Ok(Self {
             g,
             inputs,
@@ -473,6 +495,7 @@ impl<'a> Index<'a> {
             producer,
             needs,
             types,
+            inferred,
             outputs,
             constant: constant_nodes,
         })
@@ -624,14 +647,27 @@ impl<'a> Index<'a> {
         }
     }
 
+    /// The type of a stage input or output (§13.1, *Types*): the declared one when its type is
+    /// known, else the inferred one; refused when neither is.
     fn info(&self, name: &str) -> Result<(TensorInfo, ValueInfoProto), SplitError> {
-        let vi = self
-            .types
-            .get(name)
-            .copied()
-            .filter(|v| type_known(v.r#type.as_ref()))
-            .ok_or_else(|| SplitError::UnknownType(name.to_string()))?;
-        Ok((describe(vi), vi.clone()))
+        let declared = self.types.get(name).copied();
+        if let Some(vi) = declared.filter(|v| type_known(v.r#type.as_ref())) {
+            return Ok((describe(vi), vi.clone()));
+        }
+        if let Some(mut vi) = self.inferred.value_info(name) {
+            if let Some(d) = declared {
+                vi.doc_string = d.doc_string.clone();
+                vi.metadata_props = d.metadata_props.clone();
+            }
+            return Ok((describe(&vi), vi));
+        }
+        Err(match self.inferred.stopped_at(name) {
+            Some(i) if i < self.g.node.len() => SplitError::TypeNotInferred {
+                name: name.to_string(),
+                node: node_label(i, &self.g.node[i]),
+            },
+            _ => SplitError::UnknownType(name.to_string()),
+        })
     }
 }
 
@@ -731,11 +767,12 @@ fn describe(vi: &ValueInfoProto) -> TensorInfo {
     }
 }
 
-/// The computed tensors of a model that `--at` may name, with their declared types where known.
+/// The computed tensors of a model that `--at` may name, with their types where declared or
+/// inferred (§13.1); `None` for a tensor whose type is neither.
 pub fn cut_points(bytes: &[u8]) -> Result<Vec<(String, Option<TensorInfo>)>, SplitError> {
     let model = decode_model(bytes)?;
     let g = model.graph.as_ref().ok_or(SplitError::NoGraph)?;
-    let index = Index::new(g)?;
+    let index = Index::new(g, default_opset(&model.opset_import))?;
     Ok(index
         .cuttable()
         .into_iter()
@@ -783,7 +820,7 @@ fn used_functions<'m>(model: &'m ModelProto, nodes: &[&NodeProto]) -> Vec<&'m Fu
 }
 
 /// Splits `bytes` (an ONNX model) at `cuts` (boundaries, each one or more tensor names) into
-/// `cuts.len() + 1` stage models (§13.x).
+/// `cuts.len() + 1` stage models (§13.1).
 pub fn split_model(
     bytes: &[u8],
     cuts: &[Vec<String>],
@@ -804,7 +841,7 @@ pub fn split_model(
     let model = decode_model(bytes)?;
     let reencoded = model.encoded_len();
     let g = model.graph.as_ref().ok_or(SplitError::NoGraph)?;
-    let index = Index::new(g)?;
+    let index = Index::new(g, default_opset(&model.opset_import))?;
     for t in cuts.iter().flatten() {
         index.check_cut_name(t)?;
     }
@@ -904,7 +941,7 @@ pub fn split_model(
         return Err(SplitError::NotSeparating(crossing.join("; ")));
     }
 
-    // Header fields shared by every stage (§13.x: IR version, opsets and metadata are kept).
+    // Header fields shared by every stage (§13.1: IR version, opsets and metadata are kept).
     let source_digest = quorate_crypto::tensor_digest::sha256(bytes);
     let mut total: u64 = 0;
     let mut stages = Vec::with_capacity(n_stages);

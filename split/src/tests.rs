@@ -1,4 +1,4 @@
-//! Unit tests of the graph partitioning on small hand-built graphs: the parts of §13.x the
+//! Unit tests of the graph partitioning on small hand-built graphs: the parts of §13.1 the
 //! bundled models do not exercise (Constant nodes, subgraphs, local functions).
 
 use crate::onnx::{
