@@ -8,8 +8,8 @@
 
 use std::collections::HashMap;
 
-use quorate_node::runtime::LoadedModel;
 use quorate_protocol::tensor::{DType, Tensor};
+use quorate_runtime::LoadedModel;
 use quorate_split::onnx::{
     AttributeProto, GraphProto, ModelProto, NodeProto, OperatorSetIdProto, TensorProto,
     TensorShapeProto, TypeProto, ValueInfoProto, tensor_shape_proto, type_proto,

@@ -67,7 +67,9 @@ pub fn run(args: &SplitArgs) -> anyhow::Result<ExitCode> {
         for (name, info) in points {
             match info {
                 Some(i) => println!("  {i}"),
-                None => println!("  {name} (type unknown: not a possible cut until declared)"),
+                None => println!(
+                    "  {name} (type unknown and not inferable: not a possible cut until declared)"
+                ),
             }
         }
         return Ok(ExitCode::SUCCESS);
