@@ -150,6 +150,7 @@ impl LocalMesh {
         }
         let now = unix_now();
         let roster = Roster {
+            governance: Default::default(),
             mesh: "quorate-demo".into(),
             serial: 1,
             issued_at: now,

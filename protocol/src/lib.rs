@@ -18,6 +18,7 @@ pub mod ensemble_dp;
 pub mod evidence;
 pub mod fhe;
 pub mod fuzzing;
+pub mod governance;
 pub mod messages;
 pub mod policy;
 pub mod receipt;

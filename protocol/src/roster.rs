@@ -6,6 +6,7 @@ use quorate_crypto::{PublicKey, SecretKey};
 
 use crate::cbor::{self, read, read::FieldError};
 use crate::cose::{self, CoseError};
+use crate::governance::Governance;
 
 pub mod rotation;
 
@@ -67,7 +68,7 @@ pub struct Entry {
 }
 
 /// The signed content of a roster (§10.1).
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct Roster {
     /// Mesh name.
     pub mesh: String,
@@ -79,6 +80,9 @@ pub struct Roster {
     pub expires_at: u64,
     /// The members.
     pub entries: Vec<Entry>,
+    /// What verified jobs and ensembles may be (§10.6); field 7, absent when it is
+    /// [`Governance::default`].
+    pub governance: Governance,
 }
 
 /// Errors checking a roster.
@@ -175,25 +179,49 @@ impl Roster {
                 ])
             })
             .collect();
-        Ok(cbor::encode(&Value::Map(vec![
+        let mut fields = vec![
             (read::int(1), read::int(ROSTER_VERSION)),
             (read::int(2), Value::Text(self.mesh.clone())),
             (read::int(3), read::int(self.serial)),
             (read::int(4), read::int(self.issued_at)),
             (read::int(5), read::int(self.expires_at)),
             (read::int(6), Value::Array(entries)),
-        ]))?)
+        ];
+        // §10.6: the default governance is written by leaving field 7 out, so a roster that
+        // never set any has the same bytes as before governance existed.
+        if self.governance != Governance::default() {
+            fields.push((read::int(7), self.governance.to_value()?));
+        }
+        Ok(cbor::encode(&Value::Map(fields))?)
     }
 
     /// Strict decoding: known keys only, names and keys unique, no weak keys.
     pub fn from_cbor(bytes: &[u8]) -> Result<Self, RosterError> {
         let v = cbor::decode_deterministic(bytes, MAX_ROSTER_LEN)?;
-        let m = read::int_map(&v, "roster", &[1, 2, 3, 4, 5, 6])?;
-        if m.len() != 6 {
+        let m = read::int_map(&v, "roster", &[1, 2, 3, 4, 5, 6, 7])?;
+        if m.len() < 6
+            || m[..6]
+                .iter()
+                .enumerate()
+                .any(|(i, (k, _))| *k != i as u64 + 1)
+        {
             return Err(RosterError::Malformed(
                 "fields 1 to 6 are all required".into(),
             ));
         }
+        let governance = match m.get(6) {
+            None => Governance::default(),
+            Some((_, g)) => {
+                let g = Governance::from_value(g)?;
+                // Canonical form: the default is written by omission only.
+                if g == Governance::default() {
+                    return Err(RosterError::Malformed(
+                        "field 7 holds the default governance; omit it".into(),
+                    ));
+                }
+                g
+            }
+        };
         let version = read::uint(m[0].1, "version")?;
         if version != ROSTER_VERSION {
             return Err(RosterError::Malformed(format!(
@@ -244,6 +272,7 @@ impl Roster {
             issued_at: read::uint(m[3].1, "issued_at")?,
             expires_at: read::uint(m[4].1, "expires_at")?,
             entries,
+            governance,
         })
     }
 
@@ -323,6 +352,7 @@ mod tests {
                     providers: vec![],
                 },
             ],
+            governance: Governance::default(),
         };
         let signed = r.sign(admin).unwrap();
         (r, signed)
@@ -356,6 +386,29 @@ mod tests {
         t[n - 70] ^= 1;
         assert!(Roster::verify(&t, &admin.public_key(), 1500).is_err());
         assert_eq!(r.serving(&[1; 32]).count(), 1);
+    }
+
+    #[test]
+    fn governance_is_signed_in_field_7_and_the_default_is_written_by_omission() {
+        let admin = SecretKey::from_seed(&[1; 32]);
+        let (mut r, _) = sample(&admin);
+        let plain = r.to_cbor().unwrap();
+        assert_eq!(
+            Roster::from_cbor(&plain).unwrap().governance,
+            Governance::default()
+        );
+        r.governance.ensemble.min_members = 5;
+        let governed = r.to_cbor().unwrap();
+        assert!(governed.len() > plain.len());
+        assert_eq!(Roster::from_cbor(&governed).unwrap(), r);
+        // The default written out explicitly is not canonical.
+        let mut fields = match cbor::decode_deterministic(&plain, MAX_ROSTER_LEN).unwrap() {
+            Value::Map(m) => m,
+            _ => unreachable!(),
+        };
+        fields.push((read::int(7), Governance::default().to_value().unwrap()));
+        let explicit = cbor::encode(&Value::Map(fields)).unwrap();
+        assert!(Roster::from_cbor(&explicit).is_err());
     }
 
     #[test]

@@ -43,6 +43,7 @@ fn u(v: &Value) -> u64 {
 
 fn roster_from_json(c: &Value) -> Roster {
     Roster {
+        governance: Default::default(),
         mesh: c["mesh"].as_str().unwrap().into(),
         serial: u(&c["serial"]),
         issued_at: u(&c["issued_at"]),

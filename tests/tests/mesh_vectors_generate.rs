@@ -46,6 +46,7 @@ fn admin() -> SecretKey {
 fn sample_roster() -> Roster {
     let model = |name: &str| sha256(name.as_bytes());
     Roster {
+        governance: Default::default(),
         mesh: "hospitals".into(),
         serial: 7,
         issued_at: ISSUED_AT,

@@ -484,6 +484,7 @@ mod tests {
                 });
             }
             Roster {
+                governance: Default::default(),
                 mesh: "m".into(),
                 serial,
                 issued_at: 1000,

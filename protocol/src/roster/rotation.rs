@@ -103,7 +103,7 @@ impl RosterDiff {
 }
 
 /// The decision on an offered roster that may replace the held one.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq)]
 pub enum Rotation {
     /// The offered roster is byte for byte the one held: nothing to do.
     Unchanged,
@@ -244,6 +244,7 @@ mod tests {
 
     fn roster(serial: u64, entries: Vec<Entry>) -> Roster {
         Roster {
+            governance: Default::default(),
             mesh: "m".into(),
             serial,
             issued_at: 1000,

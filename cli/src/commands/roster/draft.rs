@@ -3,6 +3,8 @@
 
 use quorate_crypto::tensor_digest::Digest32;
 use quorate_crypto::{IdentityError, PublicKey};
+use quorate_protocol::governance::{EnsembleRule, Governance, Grant, Scope, VerificationRule};
+use quorate_protocol::policy::Policy;
 use quorate_protocol::roster::{Entry, MAX_ENTRIES, MAX_LIST, MAX_TEXT, Role, Roster, RosterError};
 use serde::{Deserialize, Serialize};
 
@@ -74,6 +76,110 @@ pub struct RosterDraft {
     pub serial: u64,
     /// The members.
     pub entries: Vec<DraftEntry>,
+    /// What verified jobs and ensembles may be (§10.6); absent means the default.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub governance: Option<DraftGovernance>,
+}
+
+/// The draft form of the mesh's governance (§10.6).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DraftGovernance {
+    /// Verification rules: per model (hex digest) or for every model (`"model": null`).
+    pub verification: Vec<DraftRule>,
+    /// The ensemble rule.
+    pub ensemble: DraftEnsembleRule,
+}
+
+/// One verification rule of a draft.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DraftRule {
+    /// Hex SHA-256 of the model, or `null` for every model no other rule names.
+    pub model: Option<String>,
+    /// Policies allowed, e.g. `{"policy": "exact", "scope": "same_provider"}`.
+    pub policies: Vec<DraftGrant>,
+    /// The smallest quorum that may accept or convict (at least 2).
+    pub min_quorum: u64,
+}
+
+/// One policy a draft rule grants.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DraftGrant {
+    /// As `--policy` takes it: `exact`, `default`, `tolerance:atol=A,rtol=B`.
+    pub policy: String,
+    /// `same_provider` or `any_provider`.
+    pub scope: String,
+}
+
+/// The ensemble rule of a draft.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DraftEnsembleRule {
+    /// The fewest members an ensemble may have (at least 3).
+    pub min_members: u32,
+    /// The lowest threshold it may use (at least 2).
+    pub min_threshold: u32,
+}
+
+fn governance_from_draft(d: &DraftGovernance) -> Result<Governance, DraftError> {
+    let bad = |why: String| DraftError::Governance(why);
+    let mut verification = Vec::new();
+    for r in &d.verification {
+        let model = r.model.as_deref().map(parse_digest).transpose()?;
+        let mut grants = Vec::new();
+        for g in &r.policies {
+            let policy = Policy::parse(&g.policy).map_err(|e| bad(e.to_string()))?;
+            let scope = Scope::parse(&g.scope).ok_or_else(|| {
+                bad(format!(
+                    "scope {:?}: use same_provider or any_provider",
+                    g.scope
+                ))
+            })?;
+            grants.push(Grant { policy, scope });
+        }
+        verification.push(VerificationRule {
+            model,
+            grants,
+            min_quorum: r.min_quorum,
+        });
+    }
+    let g = Governance {
+        verification,
+        ensemble: EnsembleRule {
+            min_members: d.ensemble.min_members,
+            min_threshold: d.ensemble.min_threshold,
+        },
+    };
+    // The roster's own decoder states every rule (§10.6).
+    let value = g.to_value().map_err(|e| bad(e.to_string()))?;
+    Governance::from_value(&value).map_err(|e| bad(e.to_string()))
+}
+
+fn governance_to_draft(g: &Governance) -> Option<DraftGovernance> {
+    (*g != Governance::default()).then(|| DraftGovernance {
+        verification: g
+            .verification
+            .iter()
+            .map(|r| DraftRule {
+                model: r.model.map(hex::encode),
+                policies: r
+                    .grants
+                    .iter()
+                    .map(|g| DraftGrant {
+                        policy: g.policy.describe(),
+                        scope: g.scope.name().into(),
+                    })
+                    .collect(),
+                min_quorum: r.min_quorum,
+            })
+            .collect(),
+        ensemble: DraftEnsembleRule {
+            min_members: g.ensemble.min_members,
+            min_threshold: g.ensemble.min_threshold,
+        },
+    })
 }
 
 impl RosterDraft {
@@ -85,6 +191,7 @@ impl RosterDraft {
             mesh: mesh.into(),
             serial: 1,
             entries: Vec::new(),
+            governance: None,
         })
     }
 
@@ -134,6 +241,9 @@ pub enum DraftError {
         /// The limit.
         max: usize,
     },
+    /// The governance section is not valid (§10.6).
+    #[error("governance: {0}")]
+    Governance(String),
     /// Two entries share a name.
     #[error("an entry named {0:?} is already in the roster; names must be unique (§10.3)")]
     DuplicateName(String),
@@ -325,6 +435,10 @@ pub fn draft_to_roster(
         entries.push(entry);
     }
     let roster = Roster {
+        governance: match &draft.governance {
+            Some(g) => governance_from_draft(g)?,
+            None => Governance::default(),
+        },
         mesh: draft.mesh.clone(),
         serial: draft.serial,
         issued_at,
@@ -360,6 +474,7 @@ pub fn roster_to_draft(r: &Roster) -> RosterDraft {
         mesh: r.mesh.clone(),
         serial: r.serial,
         entries: r.entries.iter().map(entry_to_draft).collect(),
+        governance: governance_to_draft(&r.governance),
     }
 }
 
@@ -429,6 +544,40 @@ mod tests {
         assert_eq!(r.entries[1].role, Role::Client);
         assert_eq!(roster_to_draft(&r), d);
         assert_eq!(RosterDraft::parse(d.to_json().as_bytes()).unwrap(), d);
+    }
+
+    #[test]
+    fn governance_in_a_draft_is_signed_into_the_roster_and_read_back() {
+        let mut d = RosterDraft::new("m").unwrap();
+        d.entries.push(entry("a", 1));
+        let json = r#"{"verification": [
+            {"model": null, "policies": [{"policy": "exact", "scope": "same_provider"}], "min_quorum": 2},
+            {"model": "0707070707070707070707070707070707070707070707070707070707070707",
+             "policies": [{"policy": "tolerance:atol=0.02,rtol=0", "scope": "any_provider"}], "min_quorum": 3}],
+            "ensemble": {"min_members": 4, "min_threshold": 3}}"#;
+        d.governance = Some(serde_json::from_str(json).unwrap());
+        let r = draft_to_roster(&d, 10, 20).unwrap();
+        assert_eq!(r.governance.rule_for(&[7; 32]).unwrap().min_quorum, 3);
+        assert_eq!(r.governance.ensemble.min_members, 4);
+        let back = roster_to_draft(&r);
+        assert_eq!(draft_to_roster(&back, 10, 20).unwrap(), r);
+        // A rule that lets one witness convict is refused before anything is signed.
+        let mut bad = d.clone();
+        if let Some(g) = bad.governance.as_mut() {
+            g.verification[0].min_quorum = 1;
+        }
+        assert!(matches!(
+            draft_to_roster(&bad, 10, 20),
+            Err(DraftError::Governance(_))
+        ));
+        let mut bad = d;
+        if let Some(g) = bad.governance.as_mut() {
+            g.verification[0].policies[0].scope = "everyone".into();
+        }
+        assert!(matches!(
+            draft_to_roster(&bad, 10, 20),
+            Err(DraftError::Governance(_))
+        ));
     }
 
     #[test]
