@@ -148,10 +148,14 @@ pub enum ErrorCode {
     /// The node holds no roster under which it may serve: its roster expired, or the
     /// current roster no longer lists it with its key (§10.3).
     NoValidRoster,
+    /// The job is outside the mesh's governance (§10.6): a policy it does not grant, an
+    /// ensemble smaller than it allows, a member it does not list for the model.
+    NotAllowed,
 }
 
 impl ErrorCode {
-    const ALL: [ErrorCode; 12] = [
+    const ALL: [ErrorCode; 13] = [
+        ErrorCode::NotAllowed,
         ErrorCode::NoValidRoster,
         ErrorCode::UnknownJob,
         ErrorCode::WrongRound,
@@ -180,6 +184,7 @@ impl ErrorCode {
             ErrorCode::Replayed => 10,
             ErrorCode::RoundRejected => 11,
             ErrorCode::NoValidRoster => 12,
+            ErrorCode::NotAllowed => 13,
         }
     }
     fn from_code(c: u64) -> Option<Self> {
