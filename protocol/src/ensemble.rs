@@ -6,7 +6,7 @@
 //! recompute the aggregator's result (§15.5).
 
 use ciborium::value::Value;
-use quorate_crypto::tensor_digest::{Digest32, sha256};
+use quorate_crypto::tensor_digest::{Digest32, SALT_LEN, sha256};
 use quorate_crypto::{PublicKey, SecretKey};
 use sha2::{Digest, Sha256};
 
@@ -84,8 +84,13 @@ pub struct EnsembleParams {
     pub mode: Mode,
     /// Fresh SecAgg session id.
     pub session_id: [u8; 32],
+    /// The aggregator's identity key: the only peer whose rounds a member answers (§17).
+    pub aggregator: PublicKey,
     /// Member nodes' identity keys; a member's SecAgg index is its position.
     pub members: Vec<PublicKey>,
+    /// The model each member runs, in member order; each MUST be one the roster lists for
+    /// that member (§15.2).
+    pub models: Vec<Digest32>,
     /// Classes `K` = SecAgg vector length.
     pub classes: u32,
     /// SecAgg modulus bits.
@@ -110,10 +115,13 @@ fn bad(m: impl Into<String>) -> MessageError {
 
 impl EnsembleParams {
     /// Builds parameters with the smallest modulus that fits the overflow budget.
+    #[allow(clippy::too_many_arguments)]
     pub fn new(
         mode: Mode,
         session_id: [u8; 32],
+        aggregator: PublicKey,
         members: Vec<PublicKey>,
+        models: Vec<Digest32>,
         classes: u32,
         threshold: u32,
         noise: Option<NoiseParams>,
@@ -121,8 +129,10 @@ impl EnsembleParams {
         let mut p = Self {
             mode,
             session_id,
+            aggregator,
             min_survivors: threshold,
             members,
+            models,
             classes,
             modulus_bits: 64,
             threshold,
@@ -164,6 +174,16 @@ impl EnsembleParams {
                 "{} members: an ensemble has 2 to {MAX_MEMBERS}",
                 self.members.len()
             )));
+        }
+        if self.models.len() != self.members.len() {
+            return Err(bad(format!(
+                "{} models for {} members: one model per member",
+                self.models.len(),
+                self.members.len()
+            )));
+        }
+        if self.members.contains(&self.aggregator) {
+            return Err(bad("the aggregator cannot be one of the members"));
         }
         if !(1..=MAX_CLASSES as u32).contains(&self.classes) {
             return Err(bad(format!(
@@ -241,12 +261,22 @@ impl EnsembleParams {
             (int(7), int(self.min_survivors.into())),
             (int(8), int(self.scale_bits.into())),
             (int(9), noise),
+            (int(10), Value::Bytes(self.aggregator.to_bytes().to_vec())),
+            (
+                int(11),
+                Value::Array(
+                    self.models
+                        .iter()
+                        .map(|m| Value::Bytes(m.to_vec()))
+                        .collect(),
+                ),
+            ),
         ])
     }
 
     /// Strict decoding of the §15.2 map, then [`Self::validate`].
     pub fn from_value(v: &Value) -> Result<Self, MessageError> {
-        let f = exact_fields(v, "params", 9)?;
+        let f = exact_fields(v, "params", 11)?;
         let u32_of = |v: &Value, name: &'static str| -> Result<u32, MessageError> {
             u32::try_from(read::uint(v, name)?).map_err(|_| bad(format!("{name} too large")))
         };
@@ -274,10 +304,18 @@ impl EnsembleParams {
                 })
             }
         };
+        let aggregator: [u8; 32] = read::bytes_n(f[9], "aggregator key")?;
+        let models = read::array(f[10], "models", MAX_MEMBERS)?
+            .iter()
+            .map(|m| read::bytes_n::<32>(m, "member model"))
+            .collect::<Result<Vec<_>, _>>()?;
         let p = Self {
             mode,
             session_id: read::bytes_n(f[1], "session id")?,
+            aggregator: PublicKey::from_bytes(&aggregator)
+                .map_err(|e| bad(format!("aggregator key: {e}")))?,
             members,
+            models,
             classes: u32_of(f[3], "classes")?,
             modulus_bits: u32_of(f[4], "modulus bits")?,
             threshold: u32_of(f[5], "threshold")?,
@@ -345,6 +383,9 @@ pub struct EnsembleStart {
     pub params: EnsembleParams,
     /// This member's index in `params.members`.
     pub index: u32,
+    /// One salt per input, the same for every member: input commitments are salted (§3.3,
+    /// §15.4) so receipts do not let anyone brute-force low-entropy features.
+    pub input_salts: Vec<[u8; SALT_LEN]>,
 }
 
 /// A SecAgg server message for round `round` of job `job_id` (§15.3).
@@ -381,6 +422,15 @@ impl EnsembleStart {
             (5, tensors),
             (6, self.params.to_value()),
             (7, int(self.index.into())),
+            (
+                8,
+                Value::Array(
+                    self.input_salts
+                        .iter()
+                        .map(|s| Value::Bytes(s.to_vec()))
+                        .collect(),
+                ),
+            ),
         ]
     }
 
@@ -392,6 +442,23 @@ impl EnsembleStart {
                 "member index {index} is not on the member list"
             )));
         }
+        let model: Digest32 = read::bytes_n(&f[3], "model")?;
+        if params.models.get(index as usize) != Some(&model) {
+            return Err(bad(
+                "the model is not the one the parameters list for this member",
+            ));
+        }
+        let input_salts = read::array(&f[7], "input salts", crate::messages::MAX_TENSORS)?
+            .iter()
+            .map(|s| read::bytes_n::<SALT_LEN>(s, "input salt"))
+            .collect::<Result<Vec<_>, _>>()?;
+        if input_salts.len() != inputs.len() {
+            return Err(bad(format!(
+                "{} input salts for {} inputs: one salt per input",
+                input_salts.len(),
+                inputs.len()
+            )));
+        }
         Ok(Self {
             job_id: read::bytes_n(&f[1], "job id")?,
             nonce: read::bytes_range(&f[2], "nonce", *NONCE_LEN.start(), *NONCE_LEN.end())?
@@ -400,6 +467,7 @@ impl EnsembleStart {
             inputs,
             params,
             index: index as u32,
+            input_salts,
         })
     }
 }
@@ -742,7 +810,18 @@ mod tests {
         let members = (0..5u8)
             .map(|i| SecretKey::from_seed(&[i + 1; 32]).public_key())
             .collect();
-        EnsembleParams::new(mode, [7; 32], members, 2, 3, None).unwrap()
+        let aggregator = SecretKey::from_seed(&[99; 32]).public_key();
+        EnsembleParams::new(
+            mode,
+            [7; 32],
+            aggregator,
+            members,
+            vec![[4; 32]; 5],
+            2,
+            3,
+            None,
+        )
+        .unwrap()
     }
 
     #[test]

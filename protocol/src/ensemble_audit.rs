@@ -58,6 +58,10 @@ pub enum AuditError {
     /// The dropout list is not the complement of the contributors.
     #[error("the dropout list {0:?} is not the complement of the contributors")]
     Dropped(Vec<u32>),
+    /// The job's parameters break a rule every member checks (§15.2, §15.6): noise that
+    /// does not give the stated ε, or models other than those the parameters list.
+    #[error("the job's parameters are not ones members accept: {0}")]
+    Params(String),
     /// The aggregator's sum differs from the replay's.
     #[error("the aggregator lies about the result: the signed sum differs from the transcript's")]
     Sum,
@@ -152,6 +156,13 @@ pub fn audit(
     transcript: &[u8],
     member_receipts: &[Vec<u8>],
 ) -> Result<AuditReport, AuditError> {
+    // §15.6, §17: the noise must be what the stated (ε, δ) requires, as members check.
+    crate::ensemble_dp::check_noise(&payload.params).map_err(AuditError::Params)?;
+    if payload.models != payload.params.models {
+        return Err(AuditError::Params(
+            "the receipt's member models differ from those the parameters list".into(),
+        ));
+    }
     if transcript_digest(transcript) != payload.transcript {
         return Err(AuditError::TranscriptDigest);
     }

@@ -229,4 +229,68 @@ mod tests {
         assert_eq!(add_noise(&mut v, &n, &mut rng).unwrap(), 0);
         assert!(v.iter().all(|&x| x <= 1 + 2 * n.bound));
     }
+
+    #[test]
+    fn attack_m2_logits_in_mean_mode_understate_epsilon() {
+        // Ten logits: each clipped to [0, 1] they could move the L1 norm by up to 10, five
+        // times the sensitivity ε is calibrated for. They are refused, not clipped.
+        let logits = [2.3f32, -1.0, 0.4, 5.0, 0.0, 0.1, -3.0, 1.2, 0.7, 0.9];
+        assert!(check_probability_vector(&logits).is_err());
+        let scores = [0.9f32, 0.8, 0.7];
+        assert!(check_probability_vector(&scores).is_err());
+        assert!(check_probability_vector(&[f32::NAN, 1.0]).is_err());
+        assert!(check_probability_vector(&[0.25, 0.75]).is_ok());
+    }
+}
+
+/// Checks that published noise parameters are exactly what [`calibrate`] gives for their
+/// stated (ε, δ), mode, scale, classes and member count (§15.6, §17): a member and an auditor
+/// recompute them, so an aggregator cannot state an ε while publishing `μ = 0` or
+/// `bound = 0` (no noise at all).
+pub fn check_noise(p: &crate::ensemble::EnsembleParams) -> Result<(), String> {
+    let Some(n) = p.noise else { return Ok(()) };
+    let expected = calibrate(
+        n.epsilon_micro as f64 / 1e6,
+        n.delta_pico as f64 * 1e-12,
+        p.mode,
+        p.scale_bits,
+        p.classes,
+        p.members.len(),
+    )
+    .map_err(|e| format!("noise parameters: {e}"))?;
+    if expected != n {
+        return Err(format!(
+            "noise parameters do not match their stated epsilon {} and delta {}: mu {} and bound {} published, mu {} and bound {} required for {} members",
+            n.epsilon_micro as f64 / 1e6,
+            n.delta_pico as f64 * 1e-12,
+            n.mu_milli as f64 / 1000.0,
+            n.bound,
+            expected.mu_milli as f64 / 1000.0,
+            expected.bound,
+            p.members.len()
+        ));
+    }
+    Ok(())
+}
+
+/// Checks that a member's model output is a probability vector, the input mean mode's
+/// sensitivity assumes (§15.6): finite elements in `[0, 1]` summing to 1 within `1e-3`.
+/// Logits or scores would make the stated ε a lie (with `K` logits the L1 sensitivity grows
+/// by up to `K/2`), so they are refused rather than silently clipped.
+pub fn check_probability_vector(values: &[f32]) -> Result<(), String> {
+    if let Some(x) = values
+        .iter()
+        .find(|x| !(x.is_finite() && (0.0..=1.0).contains(*x)))
+    {
+        return Err(format!(
+            "mean mode needs a probability vector, but the model output holds {x}; serve a model that ends in a softmax"
+        ));
+    }
+    let sum: f64 = values.iter().map(|&x| f64::from(x)).sum();
+    if (sum - 1.0).abs() > 1e-3 {
+        return Err(format!(
+            "mean mode needs a probability vector, but the model's outputs sum to {sum}; serve a model that ends in a softmax"
+        ));
+    }
+    Ok(())
 }

@@ -15,6 +15,7 @@ pub mod cose;
 pub mod ensemble;
 pub mod ensemble_audit;
 pub mod ensemble_dp;
+pub mod ensemble_rules;
 pub mod evidence;
 pub mod fhe;
 pub mod fuzzing;

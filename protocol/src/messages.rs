@@ -418,7 +418,7 @@ impl Request {
                 }
                 Ok(Request::Infer(r))
             }
-            (ty::ENSEMBLE_START, 7) => Ok(Request::EnsembleStart(
+            (ty::ENSEMBLE_START, 8) => Ok(Request::EnsembleStart(
                 crate::ensemble::EnsembleStart::from_fields(&f, tensors_from(&f[4])?)?,
             )),
             (ty::ENSEMBLE_ROUND, 4) => Ok(Request::EnsembleRound(

@@ -311,7 +311,9 @@ fn wrong_round_replayed_unknown_and_malformed_messages_get_typed_errors() {
     let params = EnsembleParams::new(
         Mode::Mean,
         [5; 32],
+        mesh.client_key.public_key(),
         ms.iter().map(|e| e.key).collect(),
+        (1..=5).map(hospital).collect(),
         2,
         3,
         None,
@@ -325,6 +327,7 @@ fn wrong_round_replayed_unknown_and_malformed_messages_get_typed_errors() {
         inputs: vec![sample()],
         params: params.clone(),
         index: 0,
+        input_salts: vec![[9; 32]],
     };
     rt().block_on(async {
         let client = MeshClient::new(

@@ -36,7 +36,17 @@ fn params() -> EnsembleParams {
     let members = (0..5)
         .map(|i| sim::identity(&SEED, i).public_key())
         .collect();
-    EnsembleParams::new(Mode::Mean, [0x33; 32], members, 2, 3, None).unwrap()
+    EnsembleParams::new(
+        Mode::Mean,
+        [0x33; 32],
+        aggregator().public_key(),
+        members,
+        (0..5u8).map(|i| [0x70 + i; 32]).collect(),
+        2,
+        3,
+        None,
+    )
+    .unwrap()
 }
 
 fn input() -> Tensor {
@@ -95,7 +105,7 @@ pub fn simulated() -> (AggregatePayload, Vec<u8>, Vec<Vec<u8>>) {
             nonce: nonce.clone(),
             kind: JobKind::EnsembleMember,
             model_digest: models[e.member as usize],
-            inputs: vec![Commitment::to(&input(), None)],
+            inputs: vec![Commitment::to(&input(), Some(&[0x66; 32]))],
             outputs: vec![Commitment::to(&masked_tensor(packed).unwrap(), None)],
             provider: "CPUExecutionProvider".into(),
             runtime: "onnxruntime 1.31.1".into(),
@@ -113,7 +123,7 @@ pub fn simulated() -> (AggregatePayload, Vec<u8>, Vec<Vec<u8>>) {
         nonce,
         params: p,
         models,
-        inputs: vec![Commitment::to(&input(), None)],
+        inputs: vec![Commitment::to(&input(), Some(&[0x66; 32]))],
         contributors: agg.contributors.clone(),
         dropped: agg.dropped.clone(),
         sum: agg.sum.clone(),
@@ -197,6 +207,7 @@ fn generate() -> BTreeMap<String, Value> {
         inputs: vec![input()],
         params: p.clone(),
         index: 0,
+        input_salts: vec![[0x66; 32]],
     });
     let round = Request::EnsembleRound(EnsembleRound {
         job_id: [0x44; 16],
@@ -237,11 +248,9 @@ fn generate() -> BTreeMap<String, Value> {
     let Request::EnsembleStart(mut s) = start.clone() else {
         panic!()
     };
-    s.index = 0;
-    let mut enc = Request::EnsembleStart(s).encode().unwrap();
-    // The index is the last byte: make it 9 (not a member).
-    let last = enc.len() - 1;
-    enc[last] = 0x09;
+    // Index 9: not a member (the encoder writes what it is given; the decoder refuses it).
+    s.index = 9;
+    let enc = Request::EnsembleStart(s).encode().unwrap();
     out.insert(
         "messages_bad_index.json".into(),
         file("invalid", json!({"request": hex::encode(&enc)})),

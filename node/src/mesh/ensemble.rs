@@ -14,6 +14,7 @@ use quorate_protocol::ensemble::{
     masked_tensor,
 };
 use quorate_protocol::ensemble_dp;
+use quorate_protocol::ensemble_rules::{self, RecentInputs};
 use quorate_protocol::messages::{ErrorCode, ErrorFrame};
 use quorate_protocol::receipt::{Commitment, JobKind, ReceiptPayload};
 use quorate_protocol::secagg::messages::{
@@ -26,6 +27,7 @@ use crate::audit::AuditLog;
 use crate::clock::unix_now;
 use crate::mesh::job_table::{JobTable, Refused};
 use crate::mesh::models::Models;
+use crate::mesh::reload::RosterKeeper;
 use quorate_runtime::{LoadedModel, runtime_version};
 
 /// Most ensemble jobs a node keeps state for at once.
@@ -107,7 +109,9 @@ pub struct EnsembleService {
     key: Arc<SecretKey>,
     audit: Arc<AuditLog>,
     models: Arc<Models>,
+    roster: Arc<RosterKeeper>,
     jobs: MemberJobs,
+    recent: Mutex<RecentInputs>,
     hooks: TestHooks,
 }
 
@@ -117,13 +121,16 @@ impl EnsembleService {
         key: Arc<SecretKey>,
         audit: Arc<AuditLog>,
         models: Arc<Models>,
+        roster: Arc<RosterKeeper>,
         hooks: TestHooks,
     ) -> Self {
         Self {
             key,
             audit,
             models,
+            roster,
             jobs: MemberJobs::new(),
+            recent: Mutex::new(RecentInputs::new()),
             hooks,
         }
     }
@@ -133,22 +140,20 @@ impl EnsembleService {
         self.jobs.len()
     }
 
-    /// The cheap checks of an [`EnsembleStart`], made before a job slot is taken and before
-    /// the model runs: the model is served, this node is the member it names, the job is new
-    /// and there is room for it. Returns the model to run.
+    /// The checks of an [`EnsembleStart`], made before a job slot is taken and before the
+    /// model runs (§15.2, §17): the model is served; the job passes the member rules under
+    /// the current roster (its aggregator is the peer, its members are roster nodes serving
+    /// their models, its size, threshold and noise are what governance and the stated ε
+    /// require); the job is new and there is room for it; and its input was not aggregated
+    /// recently over a nearly equal member set. Returns the model to run.
     pub fn prepare_start(
         &self,
-        _peer: &PublicKey,
+        peer: &PublicKey,
         req: &EnsembleStart,
     ) -> Result<Arc<LoadedModel>, ErrorFrame> {
         exit_if(&self.hooks, 0);
         let model = self.models.onnx(&req.model)?;
-        if req.params.members.get(req.index as usize) != Some(&self.key.public_key()) {
-            return Err(err(
-                ErrorCode::BadRequest,
-                format!("member {} of the job is not this node's key", req.index),
-            ));
-        }
+        ensemble_rules::check_start(req, &self.key.public_key(), peer, &self.roster.roster())?;
         let mut jobs = self
             .jobs
             .jobs
@@ -171,6 +176,16 @@ impl EnsembleService {
                 format!("{MAX_JOBS} ensemble jobs are open on this node"),
             ));
         }
+        drop(jobs);
+        self.recent
+            .lock()
+            .map_err(|_| err(ErrorCode::Internal, "state lock"))?
+            .check_and_record(
+                ensemble_rules::input_digest(req),
+                &req.params.members,
+                req.params.threshold,
+                self.jobs.now_ms(),
+            )?;
         Ok(model)
     }
 
@@ -229,6 +244,10 @@ fn start_blocking(
     }
     let mut values = match p.mode {
         Mode::Mean => {
+            // §15.6: the sensitivity the noise is calibrated for holds only for a
+            // probability vector.
+            ensemble_dp::check_probability_vector(&probs)
+                .map_err(|e| err(ErrorCode::InvalidInput, e))?;
             let fp = quorate_protocol::secagg::encoding::FixedPoint::new(
                 (1u64 << p.scale_bits) as f64,
                 1.0,
@@ -273,7 +292,14 @@ fn start_blocking(
         nonce: req.nonce.clone(),
         kind: JobKind::EnsembleMember,
         model_digest: model.digest,
-        inputs: req.inputs.iter().map(|t| Commitment::to(t, None)).collect(),
+        // §15.4: salted with the client's salts, so the receipt does not let anyone
+        // brute-force low-entropy features.
+        inputs: req
+            .inputs
+            .iter()
+            .zip(&req.input_salts)
+            .map(|(t, salt)| Commitment::to(t, Some(salt)))
+            .collect(),
         outputs: Vec::new(),
         provider: model.provider.clone(),
         runtime: runtime_version(),
@@ -360,7 +386,7 @@ fn round(
     // abort notices for someone else's job is refused before its message is read.
     if job.aggregator != *peer {
         return Err(err(
-            ErrorCode::BadRequest,
+            ErrorCode::NotAllowed,
             "this ensemble job was started by another peer; only its aggregator may send rounds",
         ));
     }

@@ -86,7 +86,8 @@ fn check_member_receipt(
             == start
                 .inputs
                 .iter()
-                .map(|t| Commitment::to(t, None))
+                .zip(&start.input_salts)
+                .map(|(t, salt)| Commitment::to(t, Some(salt)))
                 .collect::<Vec<_>>();
     if !ok {
         bail!("member receipt does not match the job");
@@ -127,7 +128,9 @@ pub async fn run(
     let params = EnsembleParams::new(
         spec.mode,
         quorate_crypto::random::bytes()?,
+        key.public_key(),
         spec.members.iter().map(|e| e.key).collect(),
+        spec.models.clone(),
         spec.classes,
         spec.threshold,
         noise,
@@ -142,8 +145,16 @@ pub async fn run(
     let mut transcript: Vec<TranscriptEntry> = Vec::new();
     let mut member_receipts: Vec<(u32, Vec<u8>)> = Vec::new();
     let mut events = Vec::new();
+    // §15.4: one salt per input, the same for every member, so member receipts and the
+    // aggregate receipt commit to the input under the same salted commitment.
+    let input_salts = spec
+        .inputs
+        .iter()
+        .map(|_| quorate_crypto::random::bytes())
+        .collect::<Result<Vec<_>, _>>()?;
     let starts: Vec<EnsembleStart> = (0..n)
         .map(|i| EnsembleStart {
+            input_salts: input_salts.clone(),
             job_id,
             nonce: nonce.clone(),
             model: spec.models[i],
@@ -281,7 +292,8 @@ pub async fn run(
         inputs: spec
             .inputs
             .iter()
-            .map(|t| Commitment::to(t, None))
+            .zip(&input_salts)
+            .map(|(t, salt)| Commitment::to(t, Some(salt)))
             .collect(),
         contributors: aggregate.contributors.clone(),
         dropped: aggregate.dropped.clone(),

@@ -81,14 +81,14 @@ impl NodeState {
         );
         let audit = Arc::new(audit);
         let key = Arc::new(key);
-        let roster = RosterKeeper::new(
+        let roster = Arc::new(RosterKeeper::new(
             &cfg.name,
             key.public_key(),
             admin,
             &cfg.roster,
             roster,
             roster_bytes,
-        );
+        ));
         let misbehave = cfg
             .test_misbehave
             .as_deref()
@@ -108,6 +108,7 @@ impl NodeState {
                 key.clone(),
                 audit.clone(),
                 models.clone(),
+                roster.clone(),
                 TestHooks {
                     exit_at_round: cfg.test_exit_at_round,
                     tamper_masked: cfg.test_tamper_masked.clone(),
@@ -118,7 +119,7 @@ impl NodeState {
             key,
             models,
             audit,
-            roster: Arc::new(roster),
+            roster,
         })
     }
 
