@@ -189,6 +189,58 @@ pub fn add_noise(
     Ok(clipped)
 }
 
+/// Checks that published noise parameters are exactly what [`calibrate`] gives for their
+/// stated (ε, δ), mode, scale, classes and member count (§15.6, §17): a member and an auditor
+/// recompute them, so an aggregator cannot state an ε while publishing `μ = 0` or
+/// `bound = 0` (no noise at all).
+pub fn check_noise(p: &crate::ensemble::EnsembleParams) -> Result<(), String> {
+    let Some(n) = p.noise else { return Ok(()) };
+    let expected = calibrate(
+        n.epsilon_micro as f64 / 1e6,
+        n.delta_pico as f64 * 1e-12,
+        p.mode,
+        p.scale_bits,
+        p.classes,
+        p.members.len(),
+    )
+    .map_err(|e| format!("noise parameters: {e}"))?;
+    if expected != n {
+        return Err(format!(
+            "noise parameters do not match their stated epsilon {} and delta {}: mu {} and bound {} published, mu {} and bound {} required for {} members",
+            n.epsilon_micro as f64 / 1e6,
+            n.delta_pico as f64 * 1e-12,
+            n.mu_milli as f64 / 1000.0,
+            n.bound,
+            expected.mu_milli as f64 / 1000.0,
+            expected.bound,
+            p.members.len()
+        ));
+    }
+    Ok(())
+}
+
+/// Checks that a member's model output is a probability vector, the input mean mode's
+/// sensitivity assumes (§15.6): finite elements in `[0, 1]` summing to 1 within `1e-3`.
+/// Logits or scores would make the stated ε a lie (with `K` logits the L1 sensitivity grows
+/// by up to `K/2`), so they are refused rather than silently clipped.
+pub fn check_probability_vector(values: &[f32]) -> Result<(), String> {
+    if let Some(x) = values
+        .iter()
+        .find(|x| !(x.is_finite() && (0.0..=1.0).contains(*x)))
+    {
+        return Err(format!(
+            "mean mode needs a probability vector, but the model output holds {x}; serve a model that ends in a softmax"
+        ));
+    }
+    let sum: f64 = values.iter().map(|&x| f64::from(x)).sum();
+    if (sum - 1.0).abs() > 1e-3 {
+        return Err(format!(
+            "mean mode needs a probability vector, but the model's outputs sum to {sum}; serve a model that ends in a softmax"
+        ));
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -241,56 +293,4 @@ mod tests {
         assert!(check_probability_vector(&[f32::NAN, 1.0]).is_err());
         assert!(check_probability_vector(&[0.25, 0.75]).is_ok());
     }
-}
-
-/// Checks that published noise parameters are exactly what [`calibrate`] gives for their
-/// stated (ε, δ), mode, scale, classes and member count (§15.6, §17): a member and an auditor
-/// recompute them, so an aggregator cannot state an ε while publishing `μ = 0` or
-/// `bound = 0` (no noise at all).
-pub fn check_noise(p: &crate::ensemble::EnsembleParams) -> Result<(), String> {
-    let Some(n) = p.noise else { return Ok(()) };
-    let expected = calibrate(
-        n.epsilon_micro as f64 / 1e6,
-        n.delta_pico as f64 * 1e-12,
-        p.mode,
-        p.scale_bits,
-        p.classes,
-        p.members.len(),
-    )
-    .map_err(|e| format!("noise parameters: {e}"))?;
-    if expected != n {
-        return Err(format!(
-            "noise parameters do not match their stated epsilon {} and delta {}: mu {} and bound {} published, mu {} and bound {} required for {} members",
-            n.epsilon_micro as f64 / 1e6,
-            n.delta_pico as f64 * 1e-12,
-            n.mu_milli as f64 / 1000.0,
-            n.bound,
-            expected.mu_milli as f64 / 1000.0,
-            expected.bound,
-            p.members.len()
-        ));
-    }
-    Ok(())
-}
-
-/// Checks that a member's model output is a probability vector, the input mean mode's
-/// sensitivity assumes (§15.6): finite elements in `[0, 1]` summing to 1 within `1e-3`.
-/// Logits or scores would make the stated ε a lie (with `K` logits the L1 sensitivity grows
-/// by up to `K/2`), so they are refused rather than silently clipped.
-pub fn check_probability_vector(values: &[f32]) -> Result<(), String> {
-    if let Some(x) = values
-        .iter()
-        .find(|x| !(x.is_finite() && (0.0..=1.0).contains(*x)))
-    {
-        return Err(format!(
-            "mean mode needs a probability vector, but the model output holds {x}; serve a model that ends in a softmax"
-        ));
-    }
-    let sum: f64 = values.iter().map(|&x| f64::from(x)).sum();
-    if (sum - 1.0).abs() > 1e-3 {
-        return Err(format!(
-            "mean mode needs a probability vector, but the model's outputs sum to {sum}; serve a model that ends in a softmax"
-        ));
-    }
-    Ok(())
 }

@@ -43,6 +43,9 @@ mod ty {
 }
 
 /// A request from a client to a node.
+// An ensemble start carries the job's parameters inline; a request is decoded once and
+// moved, never stored in bulk, so boxing it would buy nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Clone, Debug, PartialEq)]
 pub enum Request {
     /// What the node serves and how busy it is (§11.2).
