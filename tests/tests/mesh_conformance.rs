@@ -7,6 +7,7 @@
 use quorate_cli::commands::roster::failure_code;
 use quorate_crypto::PublicKey;
 use quorate_protocol::cose;
+use quorate_protocol::governance::Governance;
 use quorate_protocol::messages::{
     ErrorCode, ErrorFrame, HealthInfo, InferRequest, InferResponse, Request, Response,
     ResponseRejected, check_infer_response,
@@ -43,7 +44,14 @@ fn u(v: &Value) -> u64 {
 
 fn roster_from_json(c: &Value) -> Roster {
     Roster {
-        governance: Default::default(),
+        governance: match c.get("governance") {
+            None => Governance::default(),
+            Some(g) => {
+                let bytes = unhex(g);
+                Governance::from_value(&ciborium::de::from_reader(bytes.as_slice()).unwrap())
+                    .unwrap()
+            }
+        },
         mesh: c["mesh"].as_str().unwrap().into(),
         serial: u(&c["serial"]),
         issued_at: u(&c["issued_at"]),

@@ -14,9 +14,11 @@ use quorate_crypto::SecretKey;
 use quorate_crypto::tensor_digest::sha256;
 use quorate_protocol::cbor;
 use quorate_protocol::cose;
+use quorate_protocol::governance::{EnsembleRule, Governance, Grant, Scope, VerificationRule};
 use quorate_protocol::messages::{
     ErrorCode, ErrorFrame, HealthInfo, InferRequest, InferResponse, Request, Response,
 };
+use quorate_protocol::policy::Policy;
 use quorate_protocol::receipt::{Commitment, JobKind, ReceiptPayload};
 use quorate_protocol::roster::{Entry, ROSTER_CONTENT_TYPE, Role, Roster};
 use quorate_protocol::tensor::{DType, Tensor};
@@ -81,7 +83,7 @@ fn sample_roster() -> Roster {
 }
 
 fn roster_json(r: &Roster) -> Value {
-    json!({
+    let mut v = json!({
         "mesh": r.mesh,
         "serial": r.serial,
         "issued_at": r.issued_at,
@@ -94,7 +96,36 @@ fn roster_json(r: &Roster) -> Value {
             "models": e.models.iter().map(hex::encode).collect::<Vec<_>>(),
             "providers": e.providers,
         })).collect::<Vec<_>>(),
-    })
+    });
+    // §10.6: governance as the CBOR of field 7, present only when it is not the default.
+    if r.governance != Governance::default() {
+        v["governance"] = json!(hex::encode(
+            cbor::encode(&r.governance.to_value().unwrap()).unwrap()
+        ));
+    }
+    v
+}
+
+/// A governance other than the default: a calibrated tolerance across providers for one
+/// model with a quorum of 3, and ensembles of at least 4 members with threshold 3.
+fn calibrated_governance() -> Governance {
+    let mut g = Governance::default();
+    g.verification.push(VerificationRule {
+        model: Some([0x77; 32]),
+        grants: vec![Grant {
+            policy: Policy::Tolerance {
+                atol: 0.02,
+                rtol: 0.0,
+            },
+            scope: Scope::AnyProvider,
+        }],
+        min_quorum: 3,
+    });
+    g.ensemble = EnsembleRule {
+        min_members: 4,
+        min_threshold: 3,
+    };
+    g
 }
 
 struct RosterCase<'a> {
@@ -269,15 +300,57 @@ fn rosters(out: &mut BTreeMap<String, Value>) {
             content: None,
         },
     );
-    let unknown = resign(&r, &a, |m| m.push((int(7), Cbor::Text("x".into()))));
+    let mut governed = r.clone();
+    governed.governance = calibrated_governance();
+    let signed = governed.sign(&a).unwrap();
+    put(
+        "roster_good_governance",
+        RosterCase {
+            description: "the good roster with governance in field 7 (§10.6): a calibrated policy across providers for one model with quorum 3, ensembles of at least 4 members",
+            signed: &signed,
+            authority: &a,
+            now,
+            error: None,
+            content: Some(&governed),
+        },
+    );
+    let mut lax = calibrated_governance();
+    lax.verification[1].min_quorum = 1;
+    let lax_value = lax.to_value().unwrap();
+    let one_witness = resign(&r, &a, |m| m.push((int(7), lax_value)));
+    put(
+        "roster_bad_governance_one_witness",
+        RosterCase {
+            description: "validly signed; its governance lets a single witness convict (min_quorum 1, §10.6 requires at least 2)",
+            signed: &one_witness,
+            authority: &a,
+            now,
+            error: Some(("malformed", "min quorum")),
+            content: None,
+        },
+    );
+    let default_value = Governance::default().to_value().unwrap();
+    let explicit = resign(&r, &a, |m| m.push((int(7), default_value)));
+    put(
+        "roster_bad_governance_explicit_default",
+        RosterCase {
+            description: "validly signed; field 7 spells out the default governance, which §10.6 writes only by omission",
+            signed: &explicit,
+            authority: &a,
+            now,
+            error: Some(("malformed", "omit it")),
+            content: None,
+        },
+    );
+    let unknown = resign(&r, &a, |m| m.push((int(8), Cbor::Text("x".into()))));
     put(
         "roster_bad_unknown_field",
         RosterCase {
-            description: "validly signed; the roster map has a field 7 that version 1 does not define",
+            description: "validly signed; the roster map has a field 8 that version 1 does not define",
             signed: &unknown,
             authority: &a,
             now,
-            error: Some(("malformed", "unknown key 7")),
+            error: Some(("malformed", "unknown key 8")),
             content: None,
         },
     );
