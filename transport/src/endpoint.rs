@@ -475,11 +475,37 @@ impl MeshEndpoint {
         let handler = Arc::new(handler);
         let settings = self.inner.settings.clone();
         let this = self.clone();
+        // §7.6: the memory budget for requests in flight, in KiB permits; each stream takes
+        // its worst case (`max_request_len`) before reading and keeps it until it answered.
+        let kib = |bytes: u64| u32::try_from(bytes.div_ceil(1024)).unwrap_or(u32::MAX);
+        let per_stream = kib(u64::from(settings.max_request_len)).max(1);
+        let budget = Arc::new(tokio::sync::Semaphore::new(
+            kib(settings.max_in_flight_bytes).max(per_stream) as usize,
+        ));
         self.serve_streams(move |peer, recv, send| {
             let handler = Arc::clone(&handler);
             let this = this.clone();
             let settings = settings.clone();
+            let budget = Arc::clone(&budget);
             async move {
+                let permit = tokio::time::timeout(
+                    settings.request_timeout,
+                    budget.acquire_many_owned(per_stream),
+                )
+                .await;
+                let Ok(Ok(_permit)) = permit else {
+                    // The budget stayed full for a whole request timeout: drop the stream
+                    // unread; QUIC flow control has kept its bytes at the peer.
+                    let (mut recv, mut send) = (recv, send);
+                    let code = VarInt::from_u32(StreamCode::RequestTimeout.code());
+                    let _ = recv.stop(code);
+                    let _ = send.reset(code);
+                    this.observe(&ServerEvent::StreamAbandoned {
+                        peer: peer.key_id(),
+                        code: StreamCode::RequestTimeout,
+                    });
+                    return;
+                };
                 if let Err(code) = answer(peer, recv, send, &settings, handler.as_ref()).await {
                     this.observe(&ServerEvent::StreamAbandoned {
                         peer: peer.key_id(),

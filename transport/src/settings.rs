@@ -7,6 +7,9 @@ use quorate_protocol::wire::frame::MAX_FRAME_LEN;
 
 use crate::error::TransportError;
 
+/// Bytes one stream may have in flight before the receiver reads them (§7.6).
+pub const STREAM_WINDOW: u32 = 256 << 10;
+
 /// Tunable limits and timeouts of the transport (§7.6).
 #[derive(Debug, Clone)]
 pub struct TransportSettings {
@@ -22,6 +25,11 @@ pub struct TransportSettings {
     pub max_concurrent_bidi_streams: u32,
     /// Largest request payload the server accepts, at most [`MAX_FRAME_LEN`].
     pub max_request_len: u32,
+    /// The server's memory budget for requests in flight, in bytes (§7.6): a stream is read
+    /// only once `max_request_len` of the budget is free, and holds it until its response
+    /// is written, so all peers together never buffer more than this. Must be at least
+    /// `max_request_len`.
+    pub max_in_flight_bytes: u64,
 }
 
 impl Default for TransportSettings {
@@ -33,6 +41,7 @@ impl Default for TransportSettings {
             request_timeout: Duration::from_secs(30),
             max_concurrent_bidi_streams: 64,
             max_request_len: MAX_FRAME_LEN,
+            max_in_flight_bytes: 4 * u64::from(MAX_FRAME_LEN),
         }
     }
 }
@@ -42,6 +51,11 @@ impl TransportSettings {
         if self.max_request_len > MAX_FRAME_LEN {
             return Err(TransportError::InvalidSettings(
                 "max_request_len exceeds MAX_FRAME_LEN",
+            ));
+        }
+        if self.max_in_flight_bytes < u64::from(self.max_request_len) {
+            return Err(TransportError::InvalidSettings(
+                "max_in_flight_bytes must be at least max_request_len",
             ));
         }
         if self.keep_alive.is_some_and(|k| k >= self.idle_timeout) {
@@ -56,6 +70,18 @@ impl TransportSettings {
             .max_idle_timeout(Some(idle))
             .keep_alive_interval(self.keep_alive)
             .max_concurrent_bidi_streams(VarInt::from_u32(self.max_concurrent_bidi_streams))
+            // §7.6: what one connection may have sent and not yet been read is bounded, so
+            // unread streams cannot pile up in memory beyond the request budget; the
+            // connection window leaves room for every stream's window plus two requests in
+            // progress, so streams waiting for the budget never block the ones being read.
+            .stream_receive_window(VarInt::from_u32(STREAM_WINDOW))
+            .receive_window(
+                VarInt::from_u64(
+                    u64::from(self.max_concurrent_bidi_streams) * u64::from(STREAM_WINDOW)
+                        + 2 * u64::from(self.max_request_len),
+                )
+                .unwrap_or(VarInt::MAX),
+            )
             // §7.5: only bidirectional streams are used.
             .max_concurrent_uni_streams(VarInt::from_u32(0))
             .datagram_receive_buffer_size(None);

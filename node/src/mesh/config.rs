@@ -41,6 +41,10 @@ pub struct NodeConfig {
     /// Largest request frame, in bytes.
     #[serde(default = "default_max_request")]
     pub max_request_bytes: u32,
+    /// Memory budget for requests in flight, in bytes, across all peers (§7.6): a request
+    /// is read only when `max_request_bytes` of it is free. At least `max_request_bytes`.
+    #[serde(default = "default_in_flight")]
+    pub max_in_flight_bytes: u64,
     /// Seconds a client has to send its request.
     #[serde(default = "default_timeout")]
     pub request_timeout_secs: u64,
@@ -88,6 +92,9 @@ fn default_max_elements() -> u64 {
 fn default_max_request() -> u32 {
     4 << 20
 }
+fn default_in_flight() -> u64 {
+    64 << 20
+}
 /// Longest interval between two looks at the roster file.
 pub const MAX_ROSTER_RELOAD_SECS: u64 = 86_400;
 
@@ -119,6 +126,12 @@ impl NodeConfig {
         }
         cfg.provider_list()?;
         anyhow::ensure!(cfg.max_concurrent >= 1, "max_concurrent must be at least 1");
+        anyhow::ensure!(
+            cfg.max_in_flight_bytes >= u64::from(cfg.max_request_bytes),
+            "max_in_flight_bytes ({}) must be at least max_request_bytes ({})",
+            cfg.max_in_flight_bytes,
+            cfg.max_request_bytes
+        );
         anyhow::ensure!(
             cfg.roster_reload_secs <= MAX_ROSTER_RELOAD_SECS,
             "roster_reload_secs must be at most {MAX_ROSTER_RELOAD_SECS} (one day); 0 turns polling off"

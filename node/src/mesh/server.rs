@@ -11,7 +11,9 @@ use anyhow::Context;
 use quorate_crypto::tensor_digest::Digest32;
 use quorate_crypto::{PublicKey, SecretKey};
 use quorate_protocol::fhe::{FheRequest, FheResponse};
-use quorate_protocol::messages::{ErrorCode, ErrorFrame, HealthInfo, Request, Response};
+use quorate_protocol::messages::{
+    ErrorCode, ErrorFrame, HealthInfo, MessageError, Request, Response,
+};
 use quorate_protocol::roster::Roster;
 
 use crate::audit::AuditLog;
@@ -26,6 +28,9 @@ use crate::mesh::misbehave::{Misbehaviour, Mode};
 use crate::mesh::models::Models;
 use crate::mesh::reload::{RosterKeeper, read_roster_file};
 use quorate_transport::{TlsIdentity, TransportSettings, bind_server};
+
+/// Frames up to this size are decoded on the network thread that received them.
+const DECODE_INLINE_MAX: usize = 64 << 10;
 
 /// Everything a running node holds: its identity, roster, admission control and one service
 /// per job family, each handed only what it needs.
@@ -133,7 +138,15 @@ impl NodeState {
                 .encode()
                 .unwrap_or_default();
         }
-        let request = Request::decode(&bytes);
+        // §17.8: decoding is bounded (§17.2), and a large frame is decoded off the network
+        // threads so that it does not hold up the requests of other peers.
+        let request = if bytes.len() > DECODE_INLINE_MAX {
+            tokio::task::spawn_blocking(move || Request::decode(&bytes))
+                .await
+                .unwrap_or_else(|_| Err(MessageError("decoding task failed".into())))
+        } else {
+            Request::decode(&bytes)
+        };
         // Test-only (§14 harness): a misbehaving node may answer with other bytes entirely.
         let misbehave = self.infer.misbehave.as_ref();
         let lie = match (misbehave, &request) {
@@ -263,6 +276,7 @@ pub async fn serve(cfg: NodeConfig) -> anyhow::Result<()> {
     let settings = TransportSettings {
         request_timeout: Duration::from_secs(cfg.request_timeout_secs),
         max_request_len: cfg.max_request_bytes,
+        max_in_flight_bytes: cfg.max_in_flight_bytes,
         ..TransportSettings::default()
     };
     let endpoint = bind_server(cfg.listen, identity, pinned, settings)?;
