@@ -80,8 +80,8 @@ pub fn write_keypair(path: &Path, key: &SecretKey, force: bool) -> anyhow::Resul
     write_atomic(&public, key.public_key().to_pem()?.as_bytes(), 0o644)
 }
 
-/// Loads a secret key, refusing a file that others can read (as ssh does).
-pub fn load_secret_key(path: &Path) -> anyhow::Result<SecretKey> {
+/// Refuses a secret-key file that other users can read or write (as ssh does).
+pub fn check_private_mode(path: &Path) -> anyhow::Result<()> {
     let meta =
         std::fs::metadata(path).with_context(|| format!("cannot read key {}", path.display()))?;
     if meta.permissions().mode() & 0o077 != 0 {
@@ -92,6 +92,12 @@ pub fn load_secret_key(path: &Path) -> anyhow::Result<SecretKey> {
             path.display()
         );
     }
+    Ok(())
+}
+
+/// Loads a secret key, refusing a file that others can read (as ssh does).
+pub fn load_secret_key(path: &Path) -> anyhow::Result<SecretKey> {
+    check_private_mode(path)?;
     let pem = zeroize::Zeroizing::new(
         String::from_utf8(read_limited(path, 16 << 10)?)
             .with_context(|| format!("{} is not text", path.display()))?,

@@ -59,6 +59,9 @@ pub fn save_keys(keys: &KeySet, dir: &Path) -> anyhow::Result<(usize, usize, usi
 impl ClientKeys {
     /// Loads the keys written by `quorate fhe keygen`.
     pub fn load(dir: &Path) -> anyhow::Result<Self> {
+        // §17.10: the TFHE client key decrypts every result; like identity keys it must not
+        // be readable by other users.
+        crate::files::check_private_mode(&dir.join(files::CLIENT))?;
         let client_bytes =
             zeroize::Zeroizing::new(read_limited(&dir.join(files::CLIENT), MAX_CLIENT_KEY_LEN)?);
         let client: ClientKey =
@@ -277,5 +280,27 @@ pub async fn aggregate(
             "node {:?} answered an aggregation with something else",
             node.name
         ),
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use std::os::unix::fs::PermissionsExt;
+
+    use super::*;
+
+    #[test]
+    fn attack_l4_a_world_readable_fhe_client_key_is_loaded() {
+        // The check comes before the key is read, so any bytes will do.
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(files::CLIENT);
+        std::fs::write(&path, b"not a key").unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let e = ClientKeys::load(dir.path()).err().unwrap();
+        assert!(
+            format!("{e:#}").contains("readable by other users"),
+            "{e:#}"
+        );
     }
 }

@@ -121,6 +121,7 @@ mod enabled {
         /// Handles one §16 request (blocking).
         pub fn handle(
             &self,
+            peer: &quorate_crypto::PublicKey,
             req: FheRequest,
             key: &SecretKey,
             audit: &AuditLog,
@@ -128,7 +129,9 @@ mod enabled {
             match req {
                 FheRequest::KeyChunk(c) => {
                     let (digest, total) = (c.key_digest, c.total_len);
-                    let received = match self.keys.chunk(c)? {
+                    // §17.10: uploads and keys belong to the peer that sent them.
+                    let owner = peer.to_bytes();
+                    let received = match self.keys.chunk(owner, c, crate::clock::unix_now())? {
                         ChunkOutcome::Partial(n) => {
                             return Ok(FheResponse::KeyOk {
                                 key_digest: digest,
@@ -138,7 +141,8 @@ mod enabled {
                         }
                         ChunkOutcome::Ready => total,
                         ChunkOutcome::Complete(bytes) => {
-                            self.keys.install(digest, &bytes)?;
+                            self.keys
+                                .install(owner, digest, &bytes, crate::clock::unix_now())?;
                             total
                         }
                     };
@@ -157,7 +161,7 @@ mod enabled {
             &self,
             digest: &Digest32,
         ) -> Result<Arc<quorate_fhe::tfhe::ServerKey>, ErrorFrame> {
-            self.keys.get(digest).ok_or_else(|| {
+            self.keys.get(digest, crate::clock::unix_now()).ok_or_else(|| {
                 ErrorFrame::new(
                     ErrorCode::InvalidInput,
                     format!(

@@ -190,7 +190,7 @@ impl NodeState {
                     .map_or_else(Response::Error, Response::Ensemble)
             }
             Ok(Request::Fhe(req)) => {
-                let job = self.fhe_job(req);
+                let job = self.fhe_job(peer, req);
                 self.admitted(job)
                     .await
                     .map_or_else(Response::Error, Response::Fhe)
@@ -229,16 +229,17 @@ impl NodeState {
     #[allow(clippy::type_complexity)]
     fn fhe_job(
         &self,
+        peer: PublicKey,
         req: FheRequest,
     ) -> Result<impl FnOnce() -> Result<FheResponse, ErrorFrame> + Send + 'static, ErrorFrame> {
         #[cfg(feature = "fhe")]
         {
             let (fhe, key, audit) = (self.fhe.clone(), self.key.clone(), self.audit.clone());
-            Ok(move || fhe.handle(req, &key, &audit))
+            Ok(move || fhe.handle(&peer, req, &key, &audit))
         }
         #[cfg(not(feature = "fhe"))]
         {
-            drop(req);
+            drop((peer, req));
             Err::<fn() -> Result<FheResponse, ErrorFrame>, _>(ErrorFrame::new(
                 ErrorCode::UnknownModel,
                 "this node was built without the fhe feature",
