@@ -21,11 +21,11 @@ use quorate_split::Message;
 use quorate_split::onnx::{AttributeProto, GraphProto, ModelProto, NodeProto, OperatorSetIdProto};
 use quorate_tests::{quorate, text};
 
-/// Largest |OpenVINO f32 − CPU f32| accepted on the generated transformer: the measured
-/// drift (§14.3 table) times the calibration margin 4, rounded up.
+/// Largest |OpenVINO f32 − CPU f32| accepted on the generated transformer: the drift
+/// measured by `quorate calibrate` (2.4e-7, §14.3) times a margin, rounded up.
 const ENVELOPE_F32: f64 = 2e-6;
-/// The same for OpenVINO bf16 against CPU f32.
-const ENVELOPE_BF16: f64 = 0.2;
+/// The same for OpenVINO bf16 against CPU f32 (measured 1.6e-3).
+const ENVELOPE_BF16: f64 = 1e-2;
 
 fn plugin() {
     if let Err(e) = openvino_plugin() {

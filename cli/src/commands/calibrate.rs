@@ -354,7 +354,7 @@ pub fn run(args: &CalibrateArgs) -> anyhow::Result<ExitCode> {
         "--margin must be at least 1"
     );
     anyhow::ensure!(
-        args.inputs.is_empty() && args.samples >= 1 || !args.inputs.is_empty(),
+        !args.inputs.is_empty() || args.samples >= 1,
         "--samples must be at least 1"
     );
     let bytes = std::fs::read(&args.model)
@@ -544,19 +544,14 @@ fn table(
             } else {
                 format!("{}/{}", d.argmax_same, d.rows)
             };
+            let max_abs = if d.bit_identical {
+                "0 (bit-identical)".to_string()
+            } else {
+                format!("{:.1e}", d.max_abs)
+            };
             s += &format!(
-                "| {name} | {} | {} | {} | {} | {} | {} | {} | {agreement} |\n",
-                c.model.provider,
-                c.class,
-                c.threads,
-                outputs[k],
-                if d.bit_identical {
-                    "0 (bit-identical)".into()
-                } else {
-                    format!("{:.1e}", d.max_abs)
-                },
-                format!("{:.1e}", d.max_rel),
-                format!("{:.9}", d.min_cosine),
+                "| {name} | {} | {} | {} | {} | {max_abs} | {:.1e} | {:.9} | {agreement} |\n",
+                c.model.provider, c.class, c.threads, outputs[k], d.max_rel, d.min_cosine,
             );
         }
     }
