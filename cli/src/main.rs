@@ -42,6 +42,11 @@ enum Command {
     /// Build, sign and inspect the signed roster (the mesh's allowlist).
     #[command(subcommand)]
     Roster(commands::roster::RosterCommand),
+    /// Measure honest drift across execution providers, precisions and threads, and propose
+    /// comparison policies.
+    Calibrate(commands::calibrate::CalibrateArgs),
+    /// Write a generated ONNX model (a small BERT-style transformer) for calibration and tests.
+    GenModel(commands::gen_model::GenModelArgs),
     /// Cut an ONNX model into pipeline stages at named tensors.
     Split(commands::split::SplitArgs),
     /// Run a split model stage by stage across mesh nodes, with a verified receipt chain.
@@ -77,6 +82,8 @@ fn main() -> std::process::ExitCode {
         Command::Ensemble(args) => commands::ensemble::run(&args),
         Command::Verify(args) => commands::verify::run(&args),
         Command::Roster(cmd) => commands::roster::run(&cmd),
+        Command::Calibrate(args) => commands::calibrate::run(&args),
+        Command::GenModel(args) => commands::gen_model::run(&args),
         Command::Split(args) => commands::split::run(&args),
         Command::Pipeline(args) => commands::pipeline::run(&args),
         Command::Bench(BenchCommand::Secagg(args)) => bench_secagg::run(&args),

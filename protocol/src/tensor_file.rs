@@ -1,6 +1,7 @@
-//! Tensor files (§3.5): numpy `.npy` and quorate's JSON tensor list.
+//! Tensor files (§3.5): numpy `.npy`, numpy `.npz` archives of `.npy` files, and quorate's
+//! JSON tensor list.
 //!
-//! Both parsers are strict and bounded: sizes are checked against [`MAX_FILE_LEN`] and the
+//! The parsers are strict and bounded: sizes are checked against [`MAX_FILE_LEN`] and the
 //! tensor limits before anything is allocated, and they never panic on any input (fuzzed).
 
 use serde_json::{Map, Value, json};
@@ -28,6 +29,9 @@ pub enum TensorFileError {
     /// An `.npy` feature quorate does not accept, with what to do instead.
     #[error("unsupported .npy file: {0}")]
     NpyUnsupported(String),
+    /// Not a valid `.npz` archive: a broken zip, a bad member, or a member that is not `.npy`.
+    #[error("not a valid .npz file: {0}")]
+    Npz(String),
     /// Not valid JSON, or not the tensor-list shape.
     #[error("not a valid tensor JSON file: {0}")]
     Json(String),
@@ -55,9 +59,15 @@ pub struct RevealedTensor {
     pub salt: Option<[u8; SALT_LEN]>,
 }
 
-/// Sniffs the format: `.npy` by its magic, otherwise JSON.
+/// Sniffs the format: `.npy` by its magic, `.npz` by the zip magic, otherwise JSON. A `.npy`
+/// file feeds the input `npy_name`; a `.npz` names its tensors itself (§3.5).
 pub fn parse_any(bytes: &[u8], npy_name: &str) -> Result<Vec<RevealedTensor>, TensorFileError> {
-    if bytes.starts_with(NPY_MAGIC) {
+    if bytes.starts_with(ZIP_MAGIC) {
+        Ok(parse_npz(bytes)?
+            .into_iter()
+            .map(|tensor| RevealedTensor { tensor, salt: None })
+            .collect())
+    } else if bytes.starts_with(NPY_MAGIC) {
         Ok(vec![RevealedTensor {
             tensor: parse_npy(bytes, npy_name)?,
             salt: None,
@@ -68,6 +78,80 @@ pub fn parse_any(bytes: &[u8], npy_name: &str) -> Result<Vec<RevealedTensor>, Te
 }
 
 const NPY_MAGIC: &[u8] = b"\x93NUMPY";
+const ZIP_MAGIC: &[u8] = b"PK\x03\x04";
+
+/// Parses a numpy `.npz` archive (§3.5): a zip of `.npy` files, stored (`np.savez`) or
+/// deflated (`np.savez_compressed`). Each member `NAME.npy` is the tensor `NAME`, in archive
+/// order. Bounded before allocating: at most [`MAX_TENSORS`] members, each member's and the
+/// archive's total decompressed size at most [`MAX_FILE_LEN`], whatever the headers claim.
+pub fn parse_npz(bytes: &[u8]) -> Result<Vec<Tensor>, TensorFileError> {
+    use std::io::Read;
+    if bytes.len() > MAX_FILE_LEN {
+        return Err(TensorFileError::TooLarge(bytes.len()));
+    }
+    let npz = |m: String| TensorFileError::Npz(m);
+    let mut archive = zip::ZipArchive::new(std::io::Cursor::new(bytes))
+        .map_err(|e| npz(format!("not a readable zip archive: {e}")))?;
+    if archive.len() > MAX_TENSORS {
+        return Err(npz(format!(
+            "{} members; at most {MAX_TENSORS}",
+            archive.len()
+        )));
+    }
+    if archive.is_empty() {
+        return Err(npz("the archive holds no arrays".into()));
+    }
+    let mut budget = MAX_FILE_LEN as u64;
+    let mut out: Vec<Tensor> = Vec::with_capacity(archive.len());
+    for i in 0..archive.len() {
+        let mut member = archive
+            .by_index(i)
+            .map_err(|e| npz(format!("member #{i}: {e}")))?;
+        let file_name = member
+            .name()
+            .map_err(|e| npz(format!("member #{i} has an unreadable name: {e}")))?
+            .to_string();
+        let name = file_name
+            .strip_suffix(".npy")
+            .filter(|n| !n.is_empty() && !n.contains('/'))
+            .ok_or_else(|| {
+                npz(format!(
+                    "member {file_name:?} is not NAME.npy (np.savez writes one per array)"
+                ))
+            })?
+            .to_string();
+        if member.is_dir() {
+            return Err(npz(format!("member {file_name:?} is a directory")));
+        }
+        if out.iter().any(|t| t.name() == name) {
+            return Err(npz(format!("array {name:?} appears twice")));
+        }
+        let claimed = member.size();
+        if claimed > budget {
+            return Err(npz(format!(
+                "member {file_name:?} claims {claimed} bytes; the archive may hold at most {MAX_FILE_LEN} in all"
+            )));
+        }
+        // The claimed size bounds the allocation; reading one byte past it catches a member
+        // whose data is longer than its header says.
+        let mut data = Vec::with_capacity(claimed as usize);
+        (&mut member)
+            .take(claimed + 1)
+            .read_to_end(&mut data)
+            .map_err(|e| npz(format!("member {file_name:?}: {e}")))?;
+        if data.len() as u64 != claimed {
+            return Err(npz(format!(
+                "member {file_name:?} holds {} bytes, its header says {claimed}",
+                data.len()
+            )));
+        }
+        budget -= claimed;
+        let tensor =
+            parse_npy(&data, &name).map_err(|e| npz(format!("member {file_name:?}: {e}")))?;
+        out.push(tensor);
+    }
+    Ok(out)
+}
 
 /// Parses an `.npy` file (format versions 1.0, 2.0 and 3.0; little-endian, C order).
 pub fn parse_npy(bytes: &[u8], name: &str) -> Result<Tensor, TensorFileError> {
@@ -469,5 +553,109 @@ mod tests {
         for b in bad {
             assert!(parse_json(b.as_bytes()).is_err(), "accepted {b}");
         }
+    }
+
+    fn npz(members: &[(&str, Vec<u8>)], method: zip::CompressionMethod) -> Vec<u8> {
+        use std::io::Write;
+        let mut w = zip::ZipWriter::new(std::io::Cursor::new(Vec::new()));
+        let opts = zip::write::SimpleFileOptions::default().compression_method(method);
+        for (name, bytes) in members {
+            w.start_file(*name, opts).unwrap();
+            w.write_all(bytes).unwrap();
+        }
+        w.finish().unwrap().into_inner()
+    }
+
+    fn three_inputs() -> Vec<Tensor> {
+        let ids: Vec<u8> = (0..8i64).flat_map(|v| (v * 7).to_le_bytes()).collect();
+        vec![
+            Tensor::new("input_ids", DType::I64, vec![1, 8], ids).unwrap(),
+            Tensor::new(
+                "attention_mask",
+                DType::I64,
+                vec![1, 8],
+                [1i64; 8].iter().flat_map(|v| v.to_le_bytes()).collect(),
+            )
+            .unwrap(),
+            Tensor::from_f32("scale", vec![2], &[0.5, -1.25]).unwrap(),
+        ]
+    }
+
+    #[test]
+    fn npz_stored_and_deflated_give_every_array_by_name_in_order() {
+        let tensors = three_inputs();
+        let members: Vec<(String, Vec<u8>)> = tensors
+            .iter()
+            .map(|t| (format!("{}.npy", t.name()), to_npy(t)))
+            .collect();
+        let members: Vec<(&str, Vec<u8>)> = members
+            .iter()
+            .map(|(n, b)| (n.as_str(), b.clone()))
+            .collect();
+        for method in [
+            zip::CompressionMethod::Stored,
+            zip::CompressionMethod::Deflated,
+        ] {
+            let bytes = npz(&members, method);
+            assert_eq!(parse_npz(&bytes).unwrap(), tensors, "{method:?}");
+            // parse_any sniffs the zip magic; the .npy name argument does not apply.
+            let any: Vec<Tensor> = parse_any(&bytes, "ignored")
+                .unwrap()
+                .into_iter()
+                .map(|r| r.tensor)
+                .collect();
+            assert_eq!(any, tensors);
+        }
+        let deflated = npz(&members, zip::CompressionMethod::Deflated);
+        let stored = npz(&members, zip::CompressionMethod::Stored);
+        assert!(deflated.len() < stored.len(), "deflate really compressed");
+    }
+
+    #[test]
+    fn npz_refuses_bad_archives_with_npz_errors() {
+        let t = Tensor::from_f32("x", vec![4], &[1.0, 2.0, 3.0, 4.0]).unwrap();
+        let good = npz(&[("x.npy", to_npy(&t))], zip::CompressionMethod::Stored);
+        let is_npz =
+            |r: Result<Vec<Tensor>, TensorFileError>| matches!(r, Err(TensorFileError::Npz(_)));
+        // Truncated anywhere: the central directory or the member data is missing.
+        for cut in [good.len() - 1, good.len() - 30, good.len() / 2, 10] {
+            assert!(is_npz(parse_npz(&good[..cut])), "cut at {cut}");
+        }
+        // A flipped data byte fails the member's CRC-32.
+        let mut flipped = good.clone();
+        let at = good
+            .windows(4)
+            .position(|w| w == 1.0f32.to_le_bytes())
+            .unwrap();
+        flipped[at] ^= 0x40;
+        assert!(is_npz(parse_npz(&flipped)));
+        // Members that are not NAME.npy, empty archives, bad .npy inside.
+        let other = npz(&[("x.txt", to_npy(&t))], zip::CompressionMethod::Stored);
+        assert!(is_npz(parse_npz(&other)));
+        let nested = npz(&[("dir/x.npy", to_npy(&t))], zip::CompressionMethod::Stored);
+        assert!(is_npz(parse_npz(&nested)));
+        assert!(is_npz(parse_npz(&npz(&[], zip::CompressionMethod::Stored))));
+        let bad_npy = npz(
+            &[("x.npy", b"\x93NUMPY\x01\x00".to_vec())],
+            zip::CompressionMethod::Deflated,
+        );
+        assert!(is_npz(parse_npz(&bad_npy)));
+        // A central directory claiming a huge member is refused before anything is allocated.
+        let mut huge = good.clone();
+        let cd = good.windows(4).rposition(|w| w == b"PK\x01\x02").unwrap();
+        for field in [cd + 20, cd + 24] {
+            huge[field..field + 4].copy_from_slice(&0xFFFF_FFF0u32.to_le_bytes());
+        }
+        assert!(parse_npz(&huge).is_err());
+        // Too many members.
+        let many: Vec<(String, Vec<u8>)> = (0..=MAX_TENSORS)
+            .map(|i| (format!("t{i}.npy"), to_npy(&t)))
+            .collect();
+        let many: Vec<(&str, Vec<u8>)> =
+            many.iter().map(|(n, b)| (n.as_str(), b.clone())).collect();
+        assert!(is_npz(parse_npz(&npz(
+            &many,
+            zip::CompressionMethod::Stored
+        ))));
     }
 }

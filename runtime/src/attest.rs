@@ -5,7 +5,7 @@ use quorate_crypto::tensor_digest::SALT_LEN;
 use quorate_protocol::receipt::{Commitment, JOB_ID_LEN, JobKind, ReceiptPayload};
 use quorate_protocol::tensor::Tensor;
 
-use crate::{LoadedModel, runtime_version};
+use crate::LoadedModel;
 
 /// A tensor with the salt its commitment used (`None`: plain commitment).
 pub struct Committed {
@@ -105,7 +105,7 @@ pub fn run_committed(
             .map(|c| Commitment::to(&c.tensor, c.salt.as_ref()))
             .collect(),
         provider: model.provider.clone(),
-        runtime: runtime_version(),
+        runtime: model.runtime.clone(),
         issued_at: now,
         previous: job.previous,
         policy: job.policy,

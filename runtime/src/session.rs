@@ -6,11 +6,15 @@ use std::sync::{Mutex, OnceLock};
 
 use anyhow::{Context, anyhow, bail};
 use ort::environment::Environment;
+use ort::session::builder::AutoDevicePolicy;
 use ort::session::{Session, SessionInputValue};
 use ort::value::{DynValue, Tensor as OrtTensor, TensorElementType, ValueType};
 use quorate_protocol::tensor::{DType, Tensor};
 
-use crate::providers::Provider;
+use crate::plugin::{
+    CPU_EP_NAME, OPENVINO_EP_NAME, device_kind, openvino_plugin, runtime_with_plugin,
+};
+use crate::providers::{Precision, Provider};
 
 /// The ONNX Runtime release the project is built and tested against.
 pub const ORT_VERSION: &str = "1.31.1";
@@ -175,8 +179,114 @@ pub struct LoadedModel {
     pub inputs: Vec<IoSpec>,
     /// Declared outputs, in order.
     pub outputs: Vec<IoSpec>,
-    /// The execution provider sessions of this model run on.
+    /// The execution provider sessions of this model run on, as receipts record it (field 8,
+    /// §12.2), e.g. `CPUExecutionProvider` or `OpenVINOExecutionProvider:CPU:bf16`.
     pub provider: String,
+    /// The runtime and its version, as receipts record it (field 9, §12.2.1), e.g.
+    /// `onnxruntime 1.31.1; openvino-ep 1.8.1`.
+    pub runtime: String,
+}
+
+/// Why a provider did not load a model (§12.2).
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ProviderError {
+    /// The provider cannot be used on this machine at all (not built in, plugin not found,
+    /// device absent).
+    #[error("unavailable: {0}")]
+    Unavailable(String),
+    /// The provider is here but refused this model: it cannot compile it, or (with CPU
+    /// fallback disabled, §12.2.1) cannot run all of it.
+    #[error("cannot compile this model: {0}")]
+    CannotCompile(String),
+    /// ONNX Runtime itself could not start.
+    #[error("{0}")]
+    Runtime(String),
+}
+
+/// The `load_config` option of the OpenVINO plugin (§12.2.1): the precision hint, always
+/// explicit, and for the CPU device the number of inference threads.
+pub fn openvino_load_config(device: &str, precision: Precision, threads: usize) -> String {
+    let mut cfg = serde_json::Map::new();
+    cfg.insert(
+        "INFERENCE_PRECISION_HINT".into(),
+        serde_json::Value::String(precision.name().into()),
+    );
+    if device == "CPU" {
+        cfg.insert(
+            "INFERENCE_NUM_THREADS".into(),
+            serde_json::Value::String(threads.max(1).to_string()),
+        );
+    }
+    let mut top = serde_json::Map::new();
+    top.insert(device.to_string(), serde_json::Value::Object(cfg));
+    serde_json::Value::Object(top).to_string()
+}
+
+fn session_on(
+    env: &'static Environment,
+    bytes: &[u8],
+    intra_threads: usize,
+    provider: &Provider,
+) -> Result<Session, ProviderError> {
+    let runtime = |e: ort::Error| ProviderError::Runtime(e.to_string());
+    let builder = Session::builder(env)
+        .map_err(runtime)?
+        .with_intra_threads(intra_threads)
+        .map_err(|e| runtime(e.into()))?;
+    let mut builder = match provider {
+        Provider::OpenVino { device, .. } => {
+            let precision = provider.precision().unwrap_or(Precision::F32);
+            let options = vec![(
+                format!("{OPENVINO_EP_NAME}.load_config"),
+                openvino_load_config(device, precision, intra_threads),
+            )];
+            let devices: Vec<_> = env
+                .devices()
+                .filter(|d| d.ep().is_ok_and(|n| n == OPENVINO_EP_NAME) && device_kind(d) == device)
+                .collect();
+            // §12.2.1: no silent partial run on the CPU provider; a model the plugin cannot
+            // run entirely is refused here and the next provider is tried.
+            builder
+                .with_config_entry("session.disable_cpu_ep_fallback", "1")
+                .map_err(|e| runtime(e.into()))?
+                .with_devices(devices, Some(&options))
+                .map_err(|e| ProviderError::Unavailable(e.to_string()))?
+        }
+        Provider::Cpu => {
+            // ort gives every new session an automatic device-selection policy; once a plugin
+            // is registered it would hand a "cpu" session to the plugin's CPU device, and the
+            // receipt would name a provider that did not run (§12.2). Pin the CPU provider's
+            // own device instead.
+            let cpu: Vec<_> = env
+                .devices()
+                .filter(|d| d.ep().is_ok_and(|n| n == CPU_EP_NAME))
+                .collect();
+            if cpu.is_empty() {
+                return Err(ProviderError::Unavailable(
+                    "ONNX Runtime lists no device of its CPU provider".into(),
+                ));
+            }
+            builder
+                .with_auto_device(AutoDevicePolicy::PreferCPU)
+                .map_err(|e| runtime(e.into()))?
+                .with_devices(cpu, None)
+                .map_err(|e| ProviderError::Unavailable(e.to_string()))?
+        }
+        other => {
+            let dispatch = other.dispatch().ok_or_else(|| {
+                ProviderError::Unavailable(format!("{} has no dispatch", other.label()))
+            })?;
+            builder
+                .with_auto_device(AutoDevicePolicy::PreferCPU)
+                .map_err(|e| runtime(e.into()))?
+                .with_execution_providers([dispatch])
+                .map_err(|e| ProviderError::Unavailable(e.to_string()))?
+        }
+    };
+    builder
+        .commit_from_memory(bytes)
+        .map_err(|e| ProviderError::CannotCompile(e.to_string()))
 }
 
 impl LoadedModel {
@@ -185,14 +295,52 @@ impl LoadedModel {
         Ok(Self::with_providers(bytes, intra_threads, &[Provider::Cpu])?.0)
     }
 
+    /// Loads a model on exactly one provider, with no fallback (§12.2).
+    pub fn on_provider(
+        bytes: &[u8],
+        intra_threads: usize,
+        provider: &Provider,
+    ) -> Result<Self, ProviderError> {
+        let env = environment().map_err(|e| ProviderError::Runtime(e.to_string()))?;
+        provider
+            .availability()
+            .map_err(ProviderError::Unavailable)?;
+        let session = session_on(env, bytes, intra_threads, provider)?;
+        let plugin = match provider {
+            Provider::OpenVino { .. } => {
+                Some(openvino_plugin().map_err(ProviderError::Unavailable)?)
+            }
+            _ => None,
+        };
+        let inputs = session
+            .inputs()
+            .iter()
+            .map(|o| io_spec(o.name(), o.dtype()))
+            .collect();
+        let outputs = session
+            .outputs()
+            .iter()
+            .map(|o| io_spec(o.name(), o.dtype()))
+            .collect();
+        Ok(Self {
+            session: Mutex::new(session),
+            digest: quorate_crypto::tensor_digest::sha256(bytes),
+            inputs,
+            outputs,
+            provider: provider.receipt_name(),
+            runtime: runtime_with_plugin(plugin),
+        })
+    }
+
     /// Loads a model on the first provider of `preferences` that works (§12.2), falling back
-    /// to the CPU. Returns the model and one line per provider that was passed over, saying why.
+    /// to the CPU. Returns the model and one line per provider that was passed over, saying
+    /// why (`openvino:CPU:f32: cannot compile this model: …`).
     pub fn with_providers(
         bytes: &[u8],
         intra_threads: usize,
         preferences: &[Provider],
     ) -> anyhow::Result<(Self, Vec<String>)> {
-        let env = environment()?;
+        environment()?;
         let mut passed_over = Vec::new();
         let mut chain: Vec<Provider> = preferences
             .iter()
@@ -201,43 +349,13 @@ impl LoadedModel {
             .collect();
         chain.push(Provider::Cpu);
         for provider in chain {
-            if let Err(why) = provider.availability() {
-                passed_over.push(format!("{}: {why}", provider.label()));
-                continue;
-            }
-            let session = Session::builder(env)
-                .and_then(|b| b.with_intra_threads(intra_threads).map_err(Into::into))
-                .and_then(|b| {
-                    b.with_execution_providers([provider.dispatch()])
-                        .map_err(Into::into)
-                })
-                .and_then(|mut b| b.commit_from_memory(bytes));
-            let session = match session {
-                Ok(s) => s,
+            match Self::on_provider(bytes, intra_threads, &provider) {
+                Ok(model) => return Ok((model, passed_over)),
                 Err(e) if provider != Provider::Cpu => {
                     passed_over.push(format!("{}: {e}", provider.label()));
-                    continue;
                 }
                 Err(e) => bail!("ONNX Runtime refused the model: {e}"),
-            };
-            let inputs = session
-                .inputs()
-                .iter()
-                .map(|o| io_spec(o.name(), o.dtype()))
-                .collect();
-            let outputs = session
-                .outputs()
-                .iter()
-                .map(|o| io_spec(o.name(), o.dtype()))
-                .collect();
-            let model = Self {
-                session: Mutex::new(session),
-                digest: quorate_crypto::tensor_digest::sha256(bytes),
-                inputs,
-                outputs,
-                provider: provider.ort_name().to_string(),
-            };
-            return Ok((model, passed_over));
+            }
         }
         bail!("no execution provider could load the model")
     }

@@ -103,6 +103,9 @@ fn generate() -> BTreeMap<String, Value> {
         ("policy_exact.json", "exact"),
         ("policy_default.json", "default"),
         ("policy_tolerance.json", "tolerance:atol=1e-5,rtol=1e-4"),
+        ("policy_cosine.json", "cosine:min=0.999"),
+        ("policy_argmax.json", "argmax"),
+        ("policy_topk.json", "topk:k=5"),
     ] {
         let p = Policy::parse(cli).unwrap();
         out.insert(
@@ -134,6 +137,30 @@ fn generate() -> BTreeMap<String, Value> {
             "policy_bad_noncanonical_float.json",
             "a40101020203fb3fe000000000000004f90000",
             "floats use their shortest exact encoding (§1.3)",
+        ),
+        // {1: 1, 2: 4, 3: 1.5}: a cosine bound above 1.
+        (
+            "policy_bad_cosine_above_one.json",
+            "a30101020403f93e00",
+            "cosine min must be in [0, 1]",
+        ),
+        // {1: 1, 2: 4}: cosine without its bound.
+        (
+            "policy_bad_cosine_missing_min.json",
+            "a201010204",
+            "kind 4 has exactly fields 1, 2 and 3",
+        ),
+        // {1: 1, 2: 5, 3: 1}: argmax takes no parameter.
+        (
+            "policy_bad_argmax_with_parameter.json",
+            "a3010102050301",
+            "kind 5 has exactly fields 1 and 2",
+        ),
+        // {1: 1, 2: 6, 3: 0}: top-0.
+        (
+            "policy_bad_topk_zero.json",
+            "a3010102060300",
+            "topk k must be in 1..=1024",
         ),
         // {1: 1, 2: 9}: unknown kind.
         (
@@ -292,7 +319,7 @@ fn kids(v: &Value) -> Vec<String> {
 #[test]
 fn every_verified_vector_conforms() {
     let files = vector_files("v1/verified");
-    assert!(files.len() >= 15, "found {}", files.len());
+    assert!(files.len() >= 22, "found {}", files.len());
     for path in files {
         let name = path.file_name().unwrap().to_string_lossy().to_string();
         let v = read_json(&path);

@@ -1,5 +1,6 @@
 //! The subcommands of `quorate`, one module each.
 
+pub mod calibrate;
 pub mod demo;
 pub mod demo_ensemble;
 #[cfg(feature = "fhe")]
@@ -9,6 +10,7 @@ pub mod demo_verified;
 pub mod ensemble;
 #[cfg(feature = "fhe")]
 pub mod fhe;
+pub mod gen_model;
 pub mod infer;
 pub mod infer_verified;
 pub mod keygen;

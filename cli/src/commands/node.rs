@@ -6,6 +6,7 @@ use std::process::ExitCode;
 use anyhow::Context;
 
 use quorate_node::mesh::config::NodeConfig;
+use quorate_runtime::plugin::{self, openvino_plugin};
 use quorate_runtime::providers::Provider;
 
 /// Arguments of `quorate node`.
@@ -17,7 +18,8 @@ use quorate_runtime::providers::Provider;
   admin = \"keys/admin.key.pub\"  # roster authority's public key\n\
   listen = \"127.0.0.1:4701\"\n\
   models = \"models\"             # every *.onnx in it is served, addressed by SHA-256\n\
-  providers = [\"openvino:NPU\", \"xnnpack\", \"cpu\"]   # preference order; cpu is the fallback\n\
+  providers = [\"openvino:CPU:f32\", \"xnnpack\", \"cpu\"]   # preference order; cpu is the fallback\n\
+                                 # openvino:DEVICE:PRECISION (CPU|GPU|NPU, f32|bf16|f16; §12.2.1)\n\
   audit_log = \"audit/node-1.qlog\"\n\
   max_concurrent = 8             # more concurrent requests get a Busy error\n\
   roster_reload_secs = 5         # look at the roster file this often; 0: only on SIGHUP\n\n\
@@ -34,23 +36,62 @@ pub struct NodeArgs {
     /// The node's configuration file.
     #[arg(long, value_name = "FILE", required_unless_present = "list_providers")]
     pub config: Option<PathBuf>,
-    /// Print the execution providers this machine's ONNX Runtime offers, and exit.
+    /// Print the execution providers this machine offers, with their devices (or why each is
+    /// unavailable), and exit. With --config, also what the node's preference list would use.
     #[arg(long)]
     pub list_providers: bool,
+}
+
+/// `quorate node --list-providers [--config FILE]` (§12.2).
+fn list_providers(config: Option<&PathBuf>) -> anyhow::Result<ExitCode> {
+    quorate_runtime::environment()?;
+    println!("ONNX Runtime: {}", quorate_runtime::runtime_version());
+    match openvino_plugin() {
+        Ok(p) => println!(
+            "OpenVINO plugin: {} ({})",
+            p.version.as_deref().unwrap_or("unknown version"),
+            p.path.display()
+        ),
+        Err(why) => println!("OpenVINO plugin: not loaded: {why}"),
+    }
+    println!("devices:");
+    for d in plugin::devices()? {
+        println!("  {:<32} {} {} (id {})", d.ep, d.vendor, d.kind, d.id);
+    }
+    println!("providers:");
+    let mut listed = Provider::all();
+    if let Some(path) = config {
+        let cfg = NodeConfig::load(path)?;
+        listed = cfg.provider_list()?;
+        println!("  (preference list of {})", path.display());
+    }
+    for p in &listed {
+        match p.availability() {
+            Ok(()) => println!(
+                "  {:<20} available, receipts name {}",
+                p.label(),
+                p.receipt_name()
+            ),
+            Err(why) => println!(
+                "  {:<20} unavailable: {}",
+                p.label(),
+                why.replace('\n', "\n      ")
+            ),
+        }
+    }
+    if config.is_some() && !listed.contains(&Provider::Cpu) {
+        println!(
+            "  {:<20} available (always the last fallback)",
+            Provider::Cpu.label()
+        );
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 /// Runs `quorate node`.
 pub fn run(args: &NodeArgs) -> anyhow::Result<ExitCode> {
     if args.list_providers {
-        quorate_runtime::environment()?;
-        println!("ONNX Runtime: {}", quorate_runtime::runtime_version());
-        for p in Provider::all() {
-            match p.availability() {
-                Ok(()) => println!("  {:<14} available ({})", p.label(), p.ort_name()),
-                Err(why) => println!("  {:<14} unavailable: {why}", p.label()),
-            }
-        }
-        return Ok(ExitCode::SUCCESS);
+        return list_providers(args.config.as_ref());
     }
     let path = args.config.as_ref().context("--config is required")?;
     let cfg = NodeConfig::load(path)?;
