@@ -21,7 +21,7 @@ use crate::files::{load_public_key, load_secret_key};
 use crate::mesh::admission::Admission;
 use crate::mesh::config::NodeConfig;
 use crate::mesh::ensemble::{EnsembleService, TestHooks};
-use crate::mesh::infer_service::InferService;
+use crate::mesh::infer_service::{GovernanceView, InferService};
 use crate::mesh::misbehave::{Misbehaviour, Mode};
 use crate::mesh::models::Models;
 use crate::mesh::reload::{RosterKeeper, read_roster_file};
@@ -81,14 +81,18 @@ impl NodeState {
         );
         let audit = Arc::new(audit);
         let key = Arc::new(key);
-        let roster = RosterKeeper::new(
+        let roster = Arc::new(RosterKeeper::new(
             &cfg.name,
             key.public_key(),
             admin,
             &cfg.roster,
             roster,
             roster_bytes,
-        );
+        ));
+        let governance: GovernanceView = {
+            let roster = roster.clone();
+            Arc::new(move || roster.governance())
+        };
         let misbehave = cfg
             .test_misbehave
             .as_deref()
@@ -101,6 +105,7 @@ impl NodeState {
                 key.clone(),
                 audit.clone(),
                 models.clone(),
+                governance,
                 Duration::from_millis(cfg.test_delay_ms),
                 misbehave,
             )),
@@ -118,7 +123,7 @@ impl NodeState {
             key,
             models,
             audit,
-            roster: Arc::new(roster),
+            roster,
         })
     }
 
@@ -151,6 +156,7 @@ impl NodeState {
                 let infer = self.infer.clone();
                 let job = self.admission.check_inputs(&req.inputs).and_then(|()| {
                     let model = infer.model(&req.model)?;
+                    infer.check_governance(&req)?;
                     Ok(move || infer.handle(&model, req))
                 });
                 self.admitted(job)
