@@ -92,6 +92,21 @@ fn governance_for_model(grants: Vec<Grant>, min_quorum: u64) -> Governance {
     g
 }
 
+/// What the checker applied before governance: the bundle's own policy and quorum, any
+/// signer a witness. Under it each attack below convicts the honest node, which shows the
+/// bundles are real attacks (valid signatures, commitments, one job) and that only the
+/// governance stops them; it is also what a roster granting `any_provider` to an
+/// uncalibrated policy would bring back (§17.4, what remains (c)).
+fn anything_goes(policy: Policy) -> Governance {
+    governance_for_model(
+        vec![Grant {
+            policy,
+            scope: Scope::AnyProvider,
+        }],
+        2,
+    )
+}
+
 #[test]
 fn attack_h3_exact_policy_convicts_honest_node_on_other_provider() {
     let (a, b, honest) = (key(0x61), key(0x62), key(0x63));
@@ -115,6 +130,8 @@ fn attack_h3_exact_policy_convicts_honest_node_on_other_provider() {
         accused: vec![kid(&honest)],
     };
     let trust = trust_of(&[&a, &b, &honest]);
+    let before = check_bundle(&bundle, &trust, &anything_goes(exact)).unwrap();
+    assert_eq!(before.convicted, vec![kid(&honest)]);
     let r = check_bundle(&bundle, &trust, &Governance::default()).unwrap();
     assert!(r.convicted.is_empty(), "honest node convicted: {r:?}");
     assert_eq!(r.unproven.len(), 1);
@@ -168,6 +185,8 @@ fn attack_h3_integer_output_near_boundary() {
         accused: vec![kid(&honest)],
     };
     let trust = trust_of(&[&a, &b, &honest]);
+    let before = check_bundle(&bundle, &trust, &anything_goes(p)).unwrap();
+    assert_eq!(before.convicted, vec![kid(&honest)]);
     let r = check_bundle(&bundle, &trust, &Governance::default()).unwrap();
     assert!(r.convicted.is_empty(), "honest node convicted: {r:?}");
     assert_eq!(r.unproven[0].code, "too_few_witnesses");
@@ -308,6 +327,9 @@ fn attack_h3_colluding_pair_convicts_with_own_quorum_of_two() {
         ],
         accused: vec![kid(&honest)],
     };
+    let trust = trust_of(&[&c1, &c2, &honest]);
+    let before = check_bundle(&bundle, &trust, &anything_goes(exact)).unwrap();
+    assert_eq!(before.convicted, vec![kid(&honest)]);
     let (ok, v) = verify_bundle_json(dir.path(), &bundle);
     assert!(!ok, "{v}");
     let b = &v["bundles"][0];
@@ -355,6 +377,9 @@ fn attack_h3_colluding_pair_self_made_bundle_under_ungranted_policy() {
         ],
         accused: vec![kid(&honest)],
     };
+    let trust = trust_of(&[&c1, &c2, &honest]);
+    let before = check_bundle(&bundle, &trust, &anything_goes(zero)).unwrap();
+    assert_eq!(before.convicted, vec![kid(&honest)]);
     let (ok, v) = verify_bundle_json(dir.path(), &bundle);
     assert!(!ok, "{v}");
     let b = &v["bundles"][0];
