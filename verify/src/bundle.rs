@@ -40,9 +40,9 @@ pub fn verify_bundle(
 /// Where the governance evidence is judged under comes from, for reports.
 pub fn governance_source(trust: &TrustStore) -> &'static str {
     if trust.governance_from_roster() {
-        "roster"
+        "the roster's governance"
     } else {
-        "default (no roster given: the default governance of §10.6 applies)"
+        "no roster given: the default governance of §10.6 applies"
     }
 }
 
@@ -131,7 +131,8 @@ pub fn json_report(reports: &[BundleFileReport], trust: &TrustStore) -> serde_js
         .collect();
     json!({
         "ok": !reports.is_empty() && reports.iter().all(BundleFileReport::ok),
-        "governance": governance_source(trust),
+        "governance": if trust.governance_from_roster() { "roster" } else { "default" },
+        "governance_note": governance_source(trust),
         "bundles": items,
     })
 }
