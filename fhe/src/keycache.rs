@@ -2,7 +2,7 @@
 //! their SHA-256, decoded with a size limit, and kept decompressed with least-recently-used
 //! eviction. Sizes are bounded before anything is allocated.
 //!
-//! Uploads and keys belong to the peer that uploaded them (§17.10): a peer's chunks never
+//! Uploads and keys belong to the peer that uploaded them (§17.11): a peer's chunks never
 //! restart or extend another peer's upload, and a peer makes room by evicting its own
 //! uploads and keys first; another peer's only once they have been idle for
 //! [`IDLE_UPLOAD_SECS`] or [`IDLE_KEY_SECS`]. Otherwise the new upload is refused as busy.

@@ -10,11 +10,12 @@ use quorate_crypto::tensor_digest::{Digest32, SALT_LEN};
 use quorate_crypto::{KeyId, PublicKey};
 
 use crate::cbor::{self, read};
+use crate::governance::{Governance, Scope};
 use crate::messages::{MAX_TENSORS, tensor_from, tensor_value};
 use crate::policy::{Policy, PolicyError};
 use crate::receipt::{self, JOB_ID_LEN, JobKind, MAX_RECEIPT_LEN, ReceiptPayload};
 use crate::tensor::Tensor;
-use crate::verified_job::{MAX_REPLICAS, proven_wrong};
+use crate::verified_job::{MAX_REPLICAS, proven_wrong_by};
 
 /// Content type in field 1 of every bundle; also how a file is recognised as one.
 pub const BUNDLE_CONTENT_TYPE: &str = "application/vnd.quorate.evidence+cbor";
@@ -133,14 +134,152 @@ pub struct BundleReport {
     pub model: Digest32,
     /// The policy as given.
     pub policy: String,
-    /// Quorum applied (at least 2).
+    /// Witnesses needed to convict: the bundle's quorum, raised to the roster's minimum and
+    /// to at least 2.
     pub quorum: usize,
+    /// What the governance allows for this bundle (§10.6).
+    pub governance: GovernanceCheck,
     /// Every signer, in entry order.
     pub signers: Vec<KeyId>,
     /// Signers proven wrong by their own signed outputs.
     pub convicted: Vec<KeyId>,
-    /// Signers the author accuses that the bundle does not prove wrong.
-    pub unproven: Vec<KeyId>,
+    /// Signers the author accuses that the bundle does not prove wrong, with the reason.
+    pub unproven: Vec<Unproven>,
+}
+
+/// The governance that applies to a bundle (§10.6, §14.7 step 5).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GovernanceCheck {
+    /// The witness scope of the policy's grant, when the roster grants it for the model.
+    pub scope: Option<Scope>,
+    /// The rule's minimum quorum.
+    pub min_quorum: u64,
+    /// Why the bundle can convict nobody under the governance, if it cannot: policy not
+    /// granted, or quorum below the roster minimum.
+    pub refusal: Option<String>,
+}
+
+/// An accusation the bundle does not prove.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Unproven {
+    /// The accused key id.
+    pub kid: KeyId,
+    /// Stable machine-readable reason (§14.7): `policy_not_granted`, `quorum_below_minimum`,
+    /// `too_few_witnesses`, `not_outvoted` or `not_a_signer`.
+    pub code: &'static str,
+    /// Why the accusation is not proven, for people.
+    pub reason: String,
+}
+
+/// Who a set of signed results proves wrong under the mesh's governance (§14.7 step 5): the
+/// shared judgement of the offline checker and of the client that writes the bundle.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Judgement {
+    /// The governance that applies.
+    pub governance: GovernanceCheck,
+    /// Witnesses needed: `max(quorum, min_quorum, 2)`.
+    pub threshold: usize,
+    /// Indices of the results proven wrong.
+    pub convicted: Vec<usize>,
+    /// For each result not proven wrong, why: a code of [`Unproven::code`] and a sentence
+    /// (by index; `None` for the convicted).
+    pub reasons: Vec<Option<(&'static str, String)>>,
+}
+
+/// Judges results of one job on `model` under `policy` with `quorum`: `outputs[i]` were
+/// signed by a node that ran on `envs[i]` = (provider, runtime) (receipt fields 8 and 9).
+///
+/// A result `x` is proven wrong only when the roster grants `policy` for `model`, `quorum` is
+/// at least the rule's min_quorum, and at least `max(quorum, min_quorum, 2)` other results
+/// that the grant's scope admits against `x` agree pairwise and each disagrees with `x`.
+pub fn judge(
+    governance: &Governance,
+    model: &Digest32,
+    policy: &Policy,
+    quorum: u64,
+    outputs: &[&[Tensor]],
+    envs: &[(&str, &str)],
+) -> Judgement {
+    let n = outputs.len();
+    let (scope, min_quorum, refusal) = match governance.grant(model, policy) {
+        Err(e) => (
+            None,
+            governance
+                .rule_for(model)
+                .map_or(crate::governance::MIN_QUORUM, |r| r.min_quorum),
+            Some((
+                "policy_not_granted",
+                format!("policy not granted by the roster: {e}"),
+            )),
+        ),
+        Ok((grant, min)) => {
+            let refusal = governance.check_quorum(model, quorum).err().map(|e| {
+                (
+                    "quorum_below_minimum",
+                    format!("quorum below the roster minimum: {e}"),
+                )
+            });
+            (Some(grant.scope), min, refusal)
+        }
+    };
+    let threshold = usize::try_from(quorum.max(min_quorum))
+        .unwrap_or(usize::MAX)
+        .max(2);
+    let check = GovernanceCheck {
+        scope,
+        min_quorum,
+        refusal: refusal.as_ref().map(|(_, why)| why.clone()),
+    };
+    let scope = match (scope, refusal) {
+        (Some(scope), None) => scope,
+        (_, refusal) => {
+            let why = refusal.unwrap_or(("policy_not_granted", String::new()));
+            return Judgement {
+                governance: check,
+                threshold,
+                convicted: Vec::new(),
+                reasons: vec![Some(why); n],
+            };
+        }
+    };
+    let env = |i: usize| envs.get(i).copied().unwrap_or(("", ""));
+    let admits = |j: usize, x: usize| scope.admits(env(j), env(x));
+    let convicted = proven_wrong_by(policy, outputs, threshold, &admits);
+    let reasons = (0..n)
+        .map(|x| {
+            if convicted.contains(&x) {
+                return None;
+            }
+            let witnesses = (0..n).filter(|&j| j != x && admits(j, x)).count();
+            let (provider, runtime) = env(x);
+            let plural = if witnesses == 1 { "" } else { "es" };
+            Some(match scope {
+                Scope::SameProvider if witnesses < threshold => (
+                    "too_few_witnesses",
+                    format!(
+                        "only {witnesses} witness{plural} of the accused's provider and runtime ({provider}, {runtime}); {threshold} needed (scope same_provider)"
+                    ),
+                ),
+                Scope::AnyProvider if witnesses < threshold => (
+                    "too_few_witnesses",
+                    format!("only {witnesses} other witness{plural}; {threshold} needed"),
+                ),
+                _ => (
+                    "not_outvoted",
+                    format!(
+                        "no {threshold} admitted witnesses agree with each other and disagree with it (scope {})",
+                        scope.name()
+                    ),
+                ),
+            })
+        })
+        .collect();
+    Judgement {
+        governance: check,
+        threshold,
+        convicted,
+        reasons,
+    }
 }
 
 /// Whether `bytes` look like a bundle (field 1 holds the bundle content type): cheap, for
@@ -276,12 +415,14 @@ fn same_job(a: &ReceiptPayload, b: &ReceiptPayload) -> Option<&'static str> {
     }
 }
 
-/// Checks a bundle offline (§14.7) and returns who it proves wrong. `trust` maps a key id to
-/// the node key the verifier trusts (e.g. from the roster); an unknown signer invalidates the
-/// bundle, as does any bad signature, mismatched tensor, or receipt of another job.
+/// Checks a bundle offline (§14.7) and returns who it proves wrong under `governance` (the
+/// roster's, §10.6). `trust` maps a key id to the node key the verifier trusts (e.g. from the
+/// roster); an unknown signer invalidates the bundle, as does any bad signature, mismatched
+/// tensor, or receipt of another job.
 pub fn check_bundle(
     bundle: &Bundle,
     trust: &dyn Fn(&KeyId) -> Option<PublicKey>,
+    governance: &Governance,
 ) -> Result<BundleReport, BundleError> {
     let policy_digest = bundle.policy.digest()?;
     let mut payloads: Vec<ReceiptPayload> = Vec::new();
@@ -335,27 +476,48 @@ pub fn check_bundle(
     let first = payloads
         .first()
         .ok_or_else(|| BundleError::Malformed("a bundle holds at least one entry".into()))?;
-    let quorum = usize::try_from(bundle.quorum).unwrap_or(usize::MAX).max(2);
     let outputs: Vec<&[Tensor]> = bundle
         .entries
         .iter()
         .map(|e| e.outputs.as_slice())
         .collect();
-    let convicted: Vec<KeyId> = proven_wrong(&bundle.policy, &outputs, quorum)
-        .into_iter()
-        .map(|i| signers[i])
+    let envs: Vec<(&str, &str)> = payloads
+        .iter()
+        .map(|p| (p.provider.as_str(), p.runtime.as_str()))
+        .collect();
+    let j = judge(
+        governance,
+        &first.model_digest,
+        &bundle.policy,
+        bundle.quorum,
+        &outputs,
+        &envs,
+    );
+    let convicted: Vec<KeyId> = j.convicted.iter().map(|&i| signers[i]).collect();
+    let unproven = bundle
+        .accused
+        .iter()
+        .filter(|k| !convicted.contains(k))
+        .map(|k| {
+            let (code, reason) = signers
+                .iter()
+                .position(|s| s == k)
+                .and_then(|i| j.reasons[i].clone())
+                .unwrap_or(("not_a_signer", "not a signer of the bundle".to_string()));
+            Unproven {
+                kid: *k,
+                code,
+                reason,
+            }
+        })
         .collect();
     Ok(BundleReport {
         job_id: first.job_id,
         model: first.model_digest,
         policy: bundle.policy.describe(),
-        quorum,
-        unproven: bundle
-            .accused
-            .iter()
-            .filter(|k| !convicted.contains(k))
-            .copied()
-            .collect(),
+        quorum: j.threshold,
+        governance: j.governance,
+        unproven,
         signers,
         convicted,
     })
@@ -365,15 +527,24 @@ pub fn check_bundle(
 pub fn check_bundle_bytes(
     bytes: &[u8],
     trust: &dyn Fn(&KeyId) -> Option<PublicKey>,
+    governance: &Governance,
 ) -> Result<BundleReport, BundleError> {
-    check_bundle(&Bundle::decode(bytes)?, trust)
+    check_bundle(&Bundle::decode(bytes)?, trust, governance)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::governance::{Grant, VerificationRule};
     use crate::receipt::Commitment;
     use quorate_crypto::SecretKey;
+
+    /// The default governance, also granting `policy` with `scope`.
+    fn granting(policy: Policy, scope: Scope) -> Governance {
+        let mut g = Governance::default();
+        g.verification[0].grants.push(Grant { policy, scope });
+        g
+    }
 
     fn entry(key: &SecretKey, policy: &Policy, y: f32) -> BundleEntry {
         let input = Tensor::from_f32("x", vec![1], &[0.5]).unwrap();
@@ -411,6 +582,7 @@ mod tests {
             rtol: 0.0,
         };
         let kid = |i: usize| keys[i].public_key().key_id();
+        let gov = granting(p, Scope::SameProvider);
         let good = Bundle {
             policy: p,
             quorum: 2,
@@ -424,47 +596,102 @@ mod tests {
         let bytes = good.encode().unwrap();
         assert!(looks_like_bundle(&bytes));
         assert_eq!(Bundle::decode(&bytes).unwrap(), good);
-        let r = check_bundle_bytes(&bytes, &trust).unwrap();
+        let r = check_bundle_bytes(&bytes, &trust, &gov).unwrap();
         assert_eq!(r.convicted, vec![kid(2)]);
         assert!(r.unproven.is_empty());
 
         // Accusing an honest node proves nothing against it.
         let mut forged = good.clone();
         forged.accused = vec![kid(0)];
-        let r = check_bundle(&forged, &trust).unwrap();
+        let r = check_bundle(&forged, &trust, &gov).unwrap();
         assert_eq!(r.convicted, vec![kid(2)]);
-        assert_eq!(r.unproven, vec![kid(0)]);
-        // A quorum of 1 is raised to 2: one witness never convicts.
+        assert_eq!(r.unproven.len(), 1);
+        assert_eq!(r.unproven[0].kid, kid(0));
+        // A quorum of 1 is below the roster minimum: one witness never convicts.
         let mut lone = good.clone();
         lone.entries.truncate(2);
         lone.entries[1] = entry(&keys[2], &p, 1.5);
         lone.quorum = 1;
-        assert!(check_bundle(&lone, &trust).unwrap().convicted.is_empty());
+        assert!(
+            check_bundle(&lone, &trust, &gov)
+                .unwrap()
+                .convicted
+                .is_empty()
+        );
         // Tampered tensor, bad signature, unknown key, other job: the whole bundle is void.
         let mut t = good.clone();
         t.entries[0].outputs[0] = Tensor::from_f32("y", vec![1], &[1.5]).unwrap();
         assert!(matches!(
-            check_bundle(&t, &trust),
+            check_bundle(&t, &trust, &gov),
             Err(BundleError::TensorMismatch { entry: 0, .. })
         ));
         let mut s = good.clone();
         let n = s.entries[1].receipt.len();
         s.entries[1].receipt[n - 1] ^= 1;
         assert!(matches!(
-            check_bundle(&s, &trust),
+            check_bundle(&s, &trust, &gov),
             Err(BundleError::BadSignature { entry: 1, .. })
         ));
         let mut u = good.clone();
         u.entries[0] = entry(&SecretKey::from_seed(&[9; 32]), &p, 1.0);
         assert!(matches!(
-            check_bundle(&u, &trust),
+            check_bundle(&u, &trust, &gov),
             Err(BundleError::UnknownKey { entry: 0, .. })
         ));
         let mut o = good.clone();
         o.entries[2] = entry(&keys[3], &Policy::Exact, 1.5);
         assert!(matches!(
-            check_bundle(&o, &trust),
+            check_bundle(&o, &trust, &gov),
             Err(BundleError::NotSameJob { entry: 2, .. })
         ));
+    }
+
+    #[test]
+    fn governance_decides_which_witnesses_count() {
+        let keys: Vec<SecretKey> = (1..=4u8).map(|i| SecretKey::from_seed(&[i; 32])).collect();
+        let trust = |kid: &KeyId| {
+            keys.iter()
+                .map(SecretKey::public_key)
+                .find(|k| k.key_id() == *kid)
+        };
+        let kid = |i: usize| keys[i].public_key().key_id();
+        let p = Policy::Tolerance {
+            atol: 1e-3,
+            rtol: 0.0,
+        };
+        let b = Bundle {
+            policy: p,
+            quorum: 2,
+            entries: vec![
+                entry(&keys[0], &p, 1.0),
+                entry(&keys[1], &p, 1.0),
+                entry(&keys[2], &p, 1.5),
+            ],
+            accused: vec![kid(2)],
+        };
+        // Not granted by the default governance: nobody is convicted, and the reason says so.
+        let r = check_bundle(&b, &trust, &Governance::default()).unwrap();
+        assert!(r.convicted.is_empty());
+        assert!(r.unproven[0].reason.contains("not granted"), "{r:?}");
+        // Granted, but the roster asks for 3 witnesses.
+        let mut g = granting(p, Scope::SameProvider);
+        g.verification.insert(
+            0,
+            VerificationRule {
+                model: Some([3; 32]),
+                grants: vec![Grant {
+                    policy: p,
+                    scope: Scope::SameProvider,
+                }],
+                min_quorum: 3,
+            },
+        );
+        let r = check_bundle(&b, &trust, &g).unwrap();
+        assert!(r.convicted.is_empty());
+        assert!(r.unproven[0].reason.contains("quorum below"), "{r:?}");
+        // Granted with quorum 2: the liar is convicted.
+        let r = check_bundle(&b, &trust, &granting(p, Scope::SameProvider)).unwrap();
+        assert_eq!(r.convicted, vec![kid(2)]);
+        assert_eq!(r.governance.scope, Some(Scope::SameProvider));
     }
 }

@@ -104,7 +104,22 @@ pub fn evidence_bundle(data: &[u8]) {
     let keys: Vec<quorate_crypto::PublicKey> = (0x61..=0x64u8)
         .map(|s| quorate_crypto::SecretKey::from_seed(&[s; 32]).public_key())
         .collect();
-    if let Ok(r) = check_bundle(&b, &|kid| keys.iter().find(|k| k.key_id() == *kid).copied()) {
+    // A governance granting the bundle's own policy, so inputs reach the conviction rule.
+    let mut governance = crate::governance::Governance::default();
+    if !governance.verification[0]
+        .grants
+        .iter()
+        .any(|g| g.policy == b.policy)
+    {
+        governance.verification[0]
+            .grants
+            .push(crate::governance::Grant {
+                policy: b.policy,
+                scope: crate::governance::Scope::SameProvider,
+            });
+    }
+    let trust = |kid: &quorate_crypto::KeyId| keys.iter().find(|k| k.key_id() == *kid).copied();
+    if let Ok(r) = check_bundle(&b, &trust, &governance) {
         assert!(r.convicted.iter().all(|k| r.signers.contains(k)));
         // A conviction needs at least `quorum` other signers.
         assert!(r.convicted.is_empty() || r.signers.len() > r.quorum);

@@ -3,6 +3,7 @@
 //! networking and feeds results in; the machine never reads a clock, so it can be fuzzed and
 //! tested deterministically.
 
+use crate::governance::GovernanceError;
 use crate::policy::Policy;
 use crate::tensor::Tensor;
 
@@ -55,12 +56,25 @@ fn grow_group(agree: &[Vec<bool>], seed: usize, pool: &[usize]) -> Vec<usize> {
 /// of those witnesses is honest and honest results agree under the policy, `x` disagreeing
 /// with it means `x` is not honest. `quorum` is raised to at least 2.
 pub fn proven_wrong(policy: &Policy, outputs: &[&[Tensor]], quorum: usize) -> Vec<usize> {
+    proven_wrong_by(policy, outputs, quorum, &|_, _| true)
+}
+
+/// [`proven_wrong`] where only results `j` with `admits(j, x)` may testify against `x` (the
+/// witness scope of mesh governance, §10.6, §14.7): `x` is proven wrong when at least
+/// `quorum` other results admitted against it agree pairwise and each disagrees with `x`.
+/// `quorum` is raised to at least 2.
+pub fn proven_wrong_by(
+    policy: &Policy,
+    outputs: &[&[Tensor]],
+    quorum: usize,
+    admits: &dyn Fn(usize, usize) -> bool,
+) -> Vec<usize> {
     let quorum = quorum.max(2);
     let agree = agreement_matrix(policy, outputs);
     (0..outputs.len())
         .filter(|&x| {
             let against: Vec<usize> = (0..outputs.len())
-                .filter(|&j| j != x && !agree[x][j])
+                .filter(|&j| j != x && admits(j, x) && !agree[x][j])
                 .collect();
             against
                 .iter()
@@ -91,6 +105,9 @@ pub enum JobError {
         /// Candidates available.
         candidates: usize,
     },
+    /// The job is outside the roster's governance (§10.6): refused before anything is sent.
+    #[error("refused before sending: {0}")]
+    NotAllowed(#[from] GovernanceError),
     /// No set of `quorum` agreeing results can be formed any more.
     #[error(
         "quorum not reached: the largest agreeing group has {agreeing} of the {quorum} results required ({answered} answered, {failed} failed, no node left to ask)"

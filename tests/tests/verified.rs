@@ -179,7 +179,7 @@ fn every_misbehaviour_is_caught_and_bundles_name_exactly_the_guilty() {
                 assert_eq!(names(&v.disagreeing), [bad], "{mode}");
                 assert_eq!(names(&v.proven_wrong), [bad], "{mode}");
                 let bundle = o.bundle().unwrap();
-                let report = check_bundle(&bundle, &trust(&mesh)).unwrap();
+                let report = check_bundle(&bundle, &trust(&mesh), &mesh.roster.governance).unwrap();
                 assert_eq!(report.convicted, vec![kid(&mesh, bad)], "{mode}");
                 let path = dir.path().join(format!("{bad}.bundle"));
                 std::fs::write(&path, bundle.encode().unwrap()).unwrap();
@@ -323,8 +323,10 @@ fn cli_verified_job_writes_verdict_and_evidence(mesh: &LocalMesh, dir: &Path) {
         models().join("samples/features.json").to_str().unwrap(),
         "--replicas",
         "3",
+        // The float32 row of `default` (atol 1e-5, rtol 1e-4); a tolerance policy would be
+        // refused: the default governance grants only exact and default (§10.6).
         "--policy",
-        "tolerance:atol=1e-5,rtol=1e-4",
+        "default",
         "--out",
         out.to_str().unwrap(),
     ]);

@@ -10,7 +10,9 @@
 use std::collections::BTreeMap;
 
 use quorate_crypto::{KeyId, PublicKey, SecretKey};
+use quorate_protocol::cbor;
 use quorate_protocol::evidence::{Bundle, BundleEntry, check_bundle_bytes};
+use quorate_protocol::governance::{Governance, Grant, Scope, VerificationRule};
 use quorate_protocol::policy::Policy;
 use quorate_protocol::receipt::{Commitment, JobKind, ReceiptPayload};
 use quorate_protocol::tensor::Tensor;
@@ -32,8 +34,53 @@ const POLICY: Policy = Policy::Tolerance {
     rtol: 0.0,
 };
 
+const CPU: &str = "CPUExecutionProvider";
+const OPENVINO: &str = "OpenVINOExecutionProvider";
+const MODEL: [u8; 32] = [0x33; 32];
+
+/// The governance most bundle vectors are judged under: the default, also granting
+/// [`POLICY`] with scope same_provider (min_quorum 2).
+fn granting_policy() -> Governance {
+    let mut g = Governance::default();
+    g.verification[0].grants.push(Grant {
+        policy: POLICY,
+        scope: Scope::SameProvider,
+    });
+    g
+}
+
+/// Roster field 7 as the vectors carry it: hex of its CBOR, or null for the default
+/// governance (a roster without field 7).
+fn governance_hex(g: &Governance) -> Value {
+    if *g == Governance::default() {
+        Value::Null
+    } else {
+        Value::String(hex::encode(cbor::encode(&g.to_value().unwrap()).unwrap()))
+    }
+}
+
+fn governance_of(v: &Value) -> Governance {
+    match v {
+        Value::Null => Governance::default(),
+        h => Governance::from_value(&cbor::decode_deterministic(&unhex(h), 1 << 20).unwrap())
+            .unwrap(),
+    }
+}
+
 /// One replica's signed answer for the shared job: output `y = values`.
 fn entry(signer: &SecretKey, values: &[f32], job_id: [u8; 16], salt: u8) -> BundleEntry {
+    entry_on(signer, values, job_id, salt, &POLICY, CPU)
+}
+
+/// [`entry`] under `policy`, signed by a node that ran on `provider`.
+fn entry_on(
+    signer: &SecretKey,
+    values: &[f32],
+    job_id: [u8; 16],
+    salt: u8,
+    policy: &Policy,
+    provider: &str,
+) -> BundleEntry {
     let input = Tensor::from_f32("features", vec![1, 2], &[0.5, -1.5]).unwrap();
     let out = Tensor::from_f32("probabilities", vec![1, 2], values).unwrap();
     let out_salt = [salt; 32];
@@ -41,14 +88,14 @@ fn entry(signer: &SecretKey, values: &[f32], job_id: [u8; 16], salt: u8) -> Bund
         job_id,
         nonce: vec![0x22; 32],
         kind: JobKind::Infer,
-        model_digest: [0x33; 32],
+        model_digest: MODEL,
         inputs: vec![Commitment::to(&input, Some(&[0x44; 32]))],
         outputs: vec![Commitment::to(&out, Some(&out_salt))],
-        provider: "CPUExecutionProvider".into(),
+        provider: provider.into(),
         runtime: "onnxruntime 1.31.1".into(),
         issued_at: 1_763_900_000,
         previous: None,
-        policy: Some(POLICY.digest().unwrap()),
+        policy: Some(policy.digest().unwrap()),
     };
     BundleEntry {
         receipt: payload.sign(signer).unwrap(),
@@ -85,14 +132,41 @@ fn bundle_vector(
     unproven: &[&SecretKey],
     error: Option<&str>,
 ) -> Value {
+    governed_vector(
+        description,
+        &granting_policy(),
+        b,
+        expect_valid,
+        convicted,
+        &unproven
+            .iter()
+            .map(|k| (*k, "not_outvoted"))
+            .collect::<Vec<_>>(),
+        error,
+    )
+}
+
+/// A bundle vector judged under `governance` (§10.6); `unproven` pairs each accused node the
+/// bundle does not prove wrong with the reason code of §14.7.
+fn governed_vector(
+    description: &str,
+    governance: &Governance,
+    b: &Bundle,
+    expect_valid: bool,
+    convicted: &[&SecretKey],
+    unproven: &[(&SecretKey, &str)],
+    error: Option<&str>,
+) -> Value {
     json!({
         "generated_by": GENERATED_BY,
         "expect": if expect_valid { "valid" } else { "invalid" },
         "description": description,
         "trusted_keys": nodes().iter().map(|k| hex::encode(k.public_key().to_bytes())).collect::<Vec<_>>(),
+        "governance": governance_hex(governance),
         "bundle": hex::encode(b.encode().unwrap()),
         "convicted": convicted.iter().map(|k| kid_hex(k)).collect::<Vec<_>>(),
-        "unproven": unproven.iter().map(|k| kid_hex(k)).collect::<Vec<_>>(),
+        "unproven": unproven.iter().map(|(k, _)| kid_hex(k)).collect::<Vec<_>>(),
+        "unproven_codes": unproven.iter().map(|(_, c)| *c).collect::<Vec<_>>(),
         "error": error,
     })
 }
@@ -207,15 +281,17 @@ fn generate() -> BTreeMap<String, Value> {
     lone.accused = vec![k[0].public_key().key_id()];
     out.insert(
         "bundle_bad_lone_witness.json".into(),
-        bundle_vector(
-            "one witness against one node, quorum 1: a quorum below 2 is raised to 2, so nobody is convicted",
+        governed_vector(
+            "one witness against one node, quorum 1: below the roster's min_quorum 2, so nobody is convicted",
+            &granting_policy(),
             &lone,
             false,
             &[],
-            &[&k[0]],
+            &[(&k[0], "quorum_below_minimum")],
             None,
         ),
     );
+    governance_vectors(&mut out);
     let mut framed = good.clone();
     framed.accused = vec![k[0].public_key().key_id(), k[2].public_key().key_id()];
     out.insert(
@@ -299,6 +375,98 @@ fn generate() -> BTreeMap<String, Value> {
     out
 }
 
+/// Vectors of conviction under governance (§10.6, §14.7 step 5, §17.N H3).
+fn governance_vectors(out: &mut BTreeMap<String, Value>) {
+    let k = nodes();
+    // The same one-liar bundle, judged under the default governance, which does not grant
+    // tolerance:atol=1e-3: a client cannot choose a policy the roster authority did not.
+    out.insert(
+        "bundle_bad_policy_not_granted.json".into(),
+        governed_vector(
+            "the one-liar bundle under the default governance (no field 7), which does not grant its tolerance policy: nobody is convicted",
+            &Governance::default(),
+            &good_bundle(),
+            false,
+            &[],
+            &[(&k[2], "policy_not_granted")],
+            None,
+        ),
+    );
+    // Two colluders act as a client with their own quorum of 2; the roster asks for 3.
+    let mut three = granting_policy();
+    three.verification.insert(
+        0,
+        VerificationRule {
+            model: Some(MODEL),
+            grants: vec![Grant {
+                policy: POLICY,
+                scope: Scope::SameProvider,
+            }],
+            min_quorum: 3,
+        },
+    );
+    out.insert(
+        "bundle_bad_quorum_below_minimum.json".into(),
+        governed_vector(
+            "two agreeing signers (a colluding pair) against a third with quorum 2, where the roster's rule for the model sets min_quorum 3: nobody is convicted",
+            &three,
+            &good_bundle(),
+            false,
+            &[],
+            &[(&k[2], "quorum_below_minimum")],
+            None,
+        ),
+    );
+    // Two witnesses on another execution provider against an honest CPU node, under exact.
+    let exact = Policy::Exact;
+    let other = Bundle {
+        policy: exact,
+        quorum: 2,
+        entries: vec![
+            entry_on(&k[0], &[0.25, 0.75], JOB, 1, &exact, OPENVINO),
+            entry_on(&k[1], &[0.25, 0.75], JOB, 2, &exact, OPENVINO),
+            entry_on(&k[2], &[0.2500001, 0.7499999], JOB, 3, &exact, CPU),
+        ],
+        accused: vec![k[2].public_key().key_id()],
+    };
+    out.insert(
+        "bundle_bad_witnesses_of_other_provider.json".into(),
+        governed_vector(
+            "policy exact, scope same_provider (default governance): two agreeing witnesses ran on OpenVINOExecutionProvider, the accused on CPUExecutionProvider; witnesses of another provider do not count, so nobody is convicted",
+            &Governance::default(),
+            &other,
+            false,
+            &[],
+            &[(&k[2], "too_few_witnesses")],
+            None,
+        ),
+    );
+    // Three CPU replicas (one lying) and one honest OpenVINO replica, under exact.
+    let mixed = Bundle {
+        policy: exact,
+        quorum: 2,
+        entries: vec![
+            entry_on(&k[0], &[0.25, 0.75], JOB, 1, &exact, CPU),
+            entry_on(&k[1], &[0.25, 0.75], JOB, 2, &exact, CPU),
+            entry_on(&k[2], &[0.35, 0.65], JOB, 3, &exact, CPU),
+            entry_on(&k[3], &[0.2500001, 0.7499999], JOB, 4, &exact, OPENVINO),
+        ],
+        accused: vec![k[2].public_key().key_id()],
+    };
+    out.insert(
+        "bundle_good_same_provider_liar.json".into(),
+        governed_vector(
+            "policy exact, scope same_provider (default governance): two CPU witnesses agree and the third CPU node differs: it is convicted; the OpenVINO node, which no witness of its provider contradicts, is not",
+            &Governance::default(),
+            &mixed,
+            true,
+            &[&k[2]],
+            &[],
+            None,
+        ),
+    );
+}
+
 #[test]
 fn verified_vectors_match_the_generator() {
     check_or_regenerate("v1/verified", &generate());
@@ -319,7 +487,7 @@ fn kids(v: &Value) -> Vec<String> {
 #[test]
 fn every_verified_vector_conforms() {
     let files = vector_files("v1/verified");
-    assert!(files.len() >= 22, "found {}", files.len());
+    assert!(files.len() >= 26, "found {}", files.len());
     for path in files {
         let name = path.file_name().unwrap().to_string_lossy().to_string();
         let v = read_json(&path);
@@ -348,7 +516,8 @@ fn every_verified_vector_conforms() {
             .map(|k| PublicKey::from_bytes(&unhex(k)).unwrap())
             .collect();
         let trust = |kid: &KeyId| trusted.iter().find(|k| k.key_id() == *kid).copied();
-        let result = check_bundle_bytes(&unhex(&v["bundle"]), &trust);
+        let governance = governance_of(&v["governance"]);
+        let result = check_bundle_bytes(&unhex(&v["bundle"]), &trust, &governance);
         match (&result, v["error"].as_str()) {
             (Err(e), Some(code)) => {
                 assert!(!valid, "{name}");
@@ -358,8 +527,10 @@ fn every_verified_vector_conforms() {
             (Ok(r), None) => {
                 let got: Vec<String> = r.convicted.iter().map(|k| k.to_string()).collect();
                 assert_eq!(got, kids(&v["convicted"]), "{name}");
-                let unproven: Vec<String> = r.unproven.iter().map(|k| k.to_string()).collect();
+                let unproven: Vec<String> = r.unproven.iter().map(|u| u.kid.to_string()).collect();
                 assert_eq!(unproven, kids(&v["unproven"]), "{name}");
+                let codes: Vec<String> = r.unproven.iter().map(|u| u.code.to_string()).collect();
+                assert_eq!(codes, kids(&v["unproven_codes"]), "{name}");
                 // A bundle "verifies" only when every accusation in it is proven.
                 assert_eq!(r.unproven.is_empty(), valid, "{name}");
             }

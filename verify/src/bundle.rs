@@ -28,11 +28,21 @@ pub fn verify_bundle(
     trust: &TrustStore,
 ) -> BundleFileReport {
     let result = bytes.and_then(|bytes| {
-        evidence::check_bundle_bytes(&bytes, &|kid| trust.key(kid)).map_err(|e| e.to_string())
+        evidence::check_bundle_bytes(&bytes, &|kid| trust.key(kid), &trust.governance())
+            .map_err(|e| e.to_string())
     });
     BundleFileReport {
         label: label.to_string(),
         result,
+    }
+}
+
+/// Where the governance evidence is judged under comes from, for reports.
+pub fn governance_source(trust: &TrustStore) -> &'static str {
+    if trust.governance_from_roster() {
+        "the roster's governance"
+    } else {
+        "no roster given: the default governance of §10.6 applies"
     }
 }
 
@@ -42,12 +52,6 @@ pub fn human_lines(r: &BundleFileReport, trust: &TrustStore) -> Vec<String> {
     match &r.result {
         Err(e) => vec![format!("FAIL {path}: invalid bundle, convicts nobody: {e}")],
         Ok(b) => {
-            let names = |l: &[quorate_crypto::KeyId]| {
-                l.iter()
-                    .map(|k| trust.name(k))
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            };
             let mut lines = vec![format!(
                 "{} {path}: evidence bundle for job {}, {} signed replicas under policy {} (quorum {}), signatures and commitments verified",
                 if r.ok() { "OK  " } else { "FAIL" },
@@ -56,6 +60,20 @@ pub fn human_lines(r: &BundleFileReport, trust: &TrustStore) -> Vec<String> {
                 b.policy,
                 b.quorum
             )];
+            let g = &b.governance;
+            lines.push(format!(
+                "     governance ({}): {}",
+                governance_source(trust),
+                match (&g.refusal, g.scope) {
+                    (Some(why), _) => format!("convicts nobody: {why}"),
+                    (None, Some(scope)) => format!(
+                        "policy granted with scope {}, min_quorum {}",
+                        scope.name(),
+                        g.min_quorum
+                    ),
+                    (None, None) => "policy not granted".to_string(),
+                }
+            ));
             if b.convicted.is_empty() {
                 lines.push("     proves no node wrong".into());
             }
@@ -66,10 +84,12 @@ pub fn human_lines(r: &BundleFileReport, trust: &TrustStore) -> Vec<String> {
                     b.quorum
                 ));
             }
-            if !b.unproven.is_empty() {
+            for u in &b.unproven {
                 lines.push(format!(
-                    "     accusation NOT proven against: {}",
-                    names(&b.unproven)
+                    "     accusation NOT proven against {} [{}]: {}",
+                    trust.name(&u.kid),
+                    u.kid,
+                    u.reason
                 ));
             }
             lines
@@ -91,13 +111,30 @@ pub fn json_report(reports: &[BundleFileReport], trust: &TrustStore) -> serde_js
                 "model_digest": hex::encode(b.model),
                 "policy": b.policy,
                 "quorum": b.quorum,
+                "governance": {
+                    "source": if trust.governance_from_roster() { "roster" } else { "default" },
+                    "granted": b.governance.scope.is_some(),
+                    "scope": b.governance.scope.map(|s| s.name()),
+                    "min_quorum": b.governance.min_quorum,
+                    "refusal": b.governance.refusal,
+                },
                 "signers": b.signers.iter().map(node).collect::<Vec<_>>(),
                 "convicted": b.convicted.iter().map(node).collect::<Vec<_>>(),
-                "unproven": b.unproven.iter().map(node).collect::<Vec<_>>(),
+                "unproven": b.unproven.iter().map(|u| json!({
+                    "kid": u.kid.to_string(),
+                    "signer": trust.name(&u.kid),
+                    "code": u.code,
+                    "reason": u.reason,
+                })).collect::<Vec<_>>(),
             }),
         })
         .collect();
-    json!({"ok": !reports.is_empty() && reports.iter().all(BundleFileReport::ok), "bundles": items})
+    json!({
+        "ok": !reports.is_empty() && reports.iter().all(BundleFileReport::ok),
+        "governance": if trust.governance_from_roster() { "roster" } else { "default" },
+        "governance_note": governance_source(trust),
+        "bundles": items,
+    })
 }
 
 /// Whether bytes start like an evidence bundle (by its content type), so a verifier can tell

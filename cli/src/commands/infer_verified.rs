@@ -48,6 +48,17 @@ pub fn run(
     let policy = Policy::parse(&args.policy)?;
     req.policy = Some(policy.digest()?);
     let quorum = args.quorum.unwrap_or(VerifiedJob::majority(replicas));
+    // §10.6: the roster authority decides which policies and quorums may accept a result or
+    // convict a node; refuse before anything is sent.
+    let governance = &session.roster.governance;
+    governance
+        .grant(&req.model, &policy)
+        .and_then(|_| governance.check_quorum(&req.model, quorum as u64))
+        .map_err(|e| {
+            anyhow::anyhow!(
+                "verified job refused before sending: {e}; choose within the roster's governance (§10.6)"
+            )
+        })?;
     let outcome = session.rt.block_on(async {
         let client = session.client(timeout)?;
         let (candidates, unreachable) = client.candidates(&req.model).await;
@@ -141,6 +152,11 @@ pub fn write_outcome(o: &Outcome, out: &Path, evidence: &Path) -> anyhow::Result
         "agreeing": names(&v.agreeing),
         "disagreeing": names(&v.disagreeing),
         "proven_wrong": v.proven_wrong.iter().map(|&i| node(i)).collect::<Vec<_>>(),
+        "not_proven": o.not_proven.iter().map(|(i, why)| {
+            let mut n = node(*i);
+            n["reason"] = json!(why);
+            n
+        }).collect::<Vec<_>>(),
         "failed": v.failed.iter().map(|(i, r)| json!({"name": o.name(*i), "reason": r})).collect::<Vec<_>>(),
         "bit_identical": bit_identical(o),
         "evidence": bundle.as_ref().map(|p| p.display().to_string()),
@@ -195,9 +211,12 @@ fn print_summary(o: &Outcome, w: &Written) {
             o.name(i),
             o.candidates[i].key.key_id(),
             if proven {
-                " (proven by its own signature)"
+                " (proven by its own signature)".to_string()
             } else {
-                ""
+                o.not_proven
+                    .iter()
+                    .find(|(j, _)| *j == i)
+                    .map_or_else(String::new, |(_, why)| format!(" (not provable: {why})"))
             }
         );
     }

@@ -109,6 +109,13 @@ pub fn run(args: &PipelineArgs) -> anyhow::Result<ExitCode> {
     let policy = quorate_protocol::policy::Policy::parse(&args.policy)?;
     let session = Session::open(&args.mesh)?;
     let plan = load_plan(args)?;
+    // §10.6: refused here, before any connection, when the roster does not allow it.
+    quorate_node::mesh::pipeline::check_governance(
+        &session.roster.governance,
+        &plan,
+        check,
+        &policy,
+    )?;
     let input = read_limited(&args.input, MAX_FILE_LEN as u64)?;
     let inputs: Vec<_> = tensor_file::parse_any(&input, &args.input_name)
         .with_context(|| format!("input {}", args.input.display()))?

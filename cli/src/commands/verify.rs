@@ -18,7 +18,9 @@ use quorate_verify::receipts::{human_line, json_report};
 signer looked up by key id among the trusted keys, and all signatures checked in one batch\n\
 (results identical to one-by-one verify_strict). Exit status 0 only if every receipt verifies.\n\n\
 Evidence bundles (*.bundle, §14.7) are recognised and re-checked: signatures, commitments,\n\
-and which nodes their own signed outputs prove wrong (--json lists them under \"convicted\").\n\
+and which nodes their own signed outputs prove wrong (--json lists them under \"convicted\"),\n\
+under the roster's governance (§10.6: granted policy, minimum quorum, witnesses of the accused's\n\
+provider); with --trust keys and no --roster the default governance applies.\n\
 Aggregate receipts of private ensembles (§15.5) are audited by replaying their transcript.\n\n\
 Examples:\n  quorate verify out/receipt.cose --trust keys/node1.key.pub\n  quorate verify receipts/ --trust a.pub --trust b.pub --json\n  quorate verify out/receipt.cose --trust keys/node1.key.pub --tensor probabilities=out/outputs.json\n  quorate verify out/receipts/node-1-eval.cose --roster roster.cose --admin admin.pub --blob fhe:input=out/input.ct"
 )]
@@ -96,6 +98,8 @@ pub fn run(args: &VerifyArgs) -> anyhow::Result<ExitCode> {
         };
         let r = quorate_protocol::roster::Roster::verify(&bytes, &admin, now)
             .with_context(|| format!("roster {}", roster.display()))?;
+        // §10.6: evidence convicts only under the governance the roster authority signed.
+        trust.set_governance(r.governance.clone());
         for e in &r.entries {
             aggregators.add(e.key, e.name.clone());
         }

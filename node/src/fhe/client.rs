@@ -59,7 +59,7 @@ pub fn save_keys(keys: &KeySet, dir: &Path) -> anyhow::Result<(usize, usize, usi
 impl ClientKeys {
     /// Loads the keys written by `quorate fhe keygen`.
     pub fn load(dir: &Path) -> anyhow::Result<Self> {
-        // §17.10: the TFHE client key decrypts every result; like identity keys it must not
+        // §17.11: the TFHE client key decrypts every result; like identity keys it must not
         // be readable by other users.
         crate::files::check_private_mode(&dir.join(files::CLIENT))?;
         let client_bytes =

@@ -129,7 +129,7 @@ mod enabled {
             match req {
                 FheRequest::KeyChunk(c) => {
                     let (digest, total) = (c.key_digest, c.total_len);
-                    // §17.10: uploads and keys belong to the peer that sent them.
+                    // §17.11: uploads and keys belong to the peer that sent them.
                     let owner = peer.to_bytes();
                     let received = match self.keys.chunk(owner, c, crate::clock::unix_now())? {
                         ChunkOutcome::Partial(n) => {

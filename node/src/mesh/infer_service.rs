@@ -1,11 +1,13 @@
 //! The infer service (§11.3): run a model on checked inputs, commit and sign, and make the
 //! receipt durable before the reply leaves (§12.4). Handed what it needs — the key, the audit
-//! log, the models — so it reaches into nothing else of the node.
+//! log, the models, a view of the current roster's governance — so it reaches into nothing
+//! else of the node.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use quorate_crypto::SecretKey;
+use quorate_protocol::governance::Governance;
 use quorate_protocol::messages::{ErrorCode, ErrorFrame, InferRequest, InferResponse};
 use quorate_runtime::LoadedModel;
 use quorate_runtime::attest::{Committed, JobParams, run_committed};
@@ -15,11 +17,16 @@ use crate::clock::unix_now;
 use crate::mesh::misbehave::Misbehaviour;
 use crate::mesh::models::Models;
 
+/// Reads the governance of the roster in use (§10.6); a roster reload may change it, so it
+/// is read for every request.
+pub type GovernanceView = Arc<dyn Fn() -> Governance + Send + Sync>;
+
 /// Attested inference for the mesh.
 pub struct InferService {
     key: Arc<SecretKey>,
     audit: Arc<AuditLog>,
     models: Arc<Models>,
+    governance: GovernanceView,
     /// Test harness only: wait this long before answering.
     test_delay: Duration,
     /// Test harness only: lie as configured (§14.8).
@@ -27,11 +34,13 @@ pub struct InferService {
 }
 
 impl InferService {
-    /// A service signing with `key` into `audit`, serving `models`.
+    /// A service signing with `key` into `audit`, serving `models`, refusing verified jobs
+    /// outside the governance `governance` reads.
     pub fn new(
         key: Arc<SecretKey>,
         audit: Arc<AuditLog>,
         models: Arc<Models>,
+        governance: GovernanceView,
         test_delay: Duration,
         misbehave: Option<Misbehaviour>,
     ) -> Self {
@@ -39,6 +48,7 @@ impl InferService {
             key,
             audit,
             models,
+            governance,
             test_delay,
             misbehave,
         }
@@ -47,6 +57,22 @@ impl InferService {
     /// The model a request names, or `unknown_model`.
     pub fn model(&self, digest: &[u8; 32]) -> Result<Arc<LoadedModel>, ErrorFrame> {
         self.models.onnx(digest)
+    }
+
+    /// §10.6: a verified job (a request binding a policy digest) runs only under a policy the
+    /// current roster grants for the model; `not_allowed` otherwise. Plain jobs pass.
+    pub fn check_governance(&self, req: &InferRequest) -> Result<(), ErrorFrame> {
+        let Some(digest) = &req.policy else {
+            return Ok(());
+        };
+        (self.governance)()
+            .allows_digest(&req.model, digest)
+            .map_err(|e| {
+                ErrorFrame::new(
+                    ErrorCode::NotAllowed,
+                    format!("verified job refused: {e}; the roster authority decides which policies a model may use"),
+                )
+            })
     }
 
     /// Runs one request (blocking: call it off the async threads).

@@ -13,6 +13,7 @@ use anyhow::{Context, bail};
 use quorate_crypto::tensor_digest::{Digest32, SALT_LEN};
 use quorate_protocol::chain::{ChainStage, ReceiptChain};
 use quorate_protocol::evidence::Bundle;
+use quorate_protocol::governance::Governance;
 use quorate_protocol::messages::{InferRequest, InferResponse};
 use quorate_protocol::policy::Policy;
 use quorate_protocol::receipt::{JobKind, ReceiptPayload, receipt_digest};
@@ -263,6 +264,49 @@ fn coin(p: f64) -> anyhow::Result<bool> {
     Ok((r as f64) < p * (u64::MAX as f64))
 }
 
+/// The quorum a stage run on `want` distinct nodes uses: a single replica is its own quorum;
+/// more need a strict majority of at least two, so one node never outvotes another.
+fn stage_quorum(want: usize) -> usize {
+    if want == 1 {
+        1
+    } else {
+        VerifiedJob::majority(want).max(2)
+    }
+}
+
+/// §10.6: every stage binds `policy`, so the roster must grant it for every stage model; a
+/// cross-checked pipeline compares results, so its quorum must reach the rule's minimum.
+/// Checked before anything is sent.
+pub fn check_governance(
+    governance: &Governance,
+    plan: &Plan,
+    check: CrossCheck,
+    policy: &Policy,
+) -> anyhow::Result<()> {
+    let compared = match check {
+        CrossCheck::Replicas(r) if r > 1 => Some(stage_quorum(r)),
+        CrossCheck::Replicas(_) => None,
+        CrossCheck::Audit(p) if p > 0.0 => Some(stage_quorum(2)),
+        CrossCheck::Audit(_) => None,
+    };
+    for sp in &plan.stages {
+        governance
+            .grant(&sp.digest, policy)
+            .and_then(|_| match compared {
+                Some(q) => governance.check_quorum(&sp.digest, q as u64),
+                None => Ok(()),
+            })
+            .map_err(|e| {
+                anyhow::anyhow!(
+                    "pipeline refused before sending: stage {} (sha256:{}): {e}; choose within the roster's governance (§10.6)",
+                    sp.index,
+                    hex::encode(sp.digest)
+                )
+            })?;
+    }
+    Ok(())
+}
+
 /// Runs every stage of `plan` in order (§13.3, §13.4). `inputs` are the graph inputs.
 /// `progress` receives one line per event.
 pub async fn run(
@@ -273,6 +317,7 @@ pub async fn run(
     policy: Policy,
     progress: &(dyn Fn(&str) + Sync),
 ) -> anyhow::Result<PipelineRun> {
+    check_governance(&client.roster.governance, plan, check, &policy)?;
     let job_id: [u8; 16] = quorate_crypto::random::bytes()?;
     let mut graph_inputs: HashMap<String, (Tensor, Salt)> = HashMap::new();
     for t in inputs {
@@ -414,13 +459,7 @@ async fn run_stage(
             nodes.len()
         );
     }
-    // A single replica is its own quorum; more need a strict majority of at least two, so
-    // one node never outvotes another.
-    let quorum = if want == 1 {
-        1
-    } else {
-        VerifiedJob::majority(want).max(2)
-    };
+    let quorum = stage_quorum(want);
     let stage_progress = |line: &str| progress(&format!("stage {}/{n_stages}: {line}", sp.index));
     let salted = |r: &InferResponse| {
         if r.output_salts.is_some() {

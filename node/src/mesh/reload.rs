@@ -13,6 +13,7 @@ use std::time::Duration;
 
 use quorate_crypto::PublicKey;
 use quorate_crypto::tensor_digest::{Digest32, sha256};
+use quorate_protocol::governance::Governance;
 use quorate_protocol::roster::{
     Entry, MAX_ROSTER_LEN, Member, Roster, Rotation, Standing, check_rotation,
 };
@@ -181,6 +182,11 @@ impl RosterKeeper {
     /// A copy of the roster in use.
     pub fn roster(&self) -> Roster {
         self.read().roster.clone()
+    }
+
+    /// The governance of the roster in use (§10.6); a reload may replace it.
+    pub fn governance(&self) -> Governance {
+        self.read().roster.governance.clone()
     }
 
     /// Serial of the roster in use.

@@ -23,7 +23,7 @@ use crate::files::{load_public_key, load_secret_key};
 use crate::mesh::admission::Admission;
 use crate::mesh::config::NodeConfig;
 use crate::mesh::ensemble::{EnsembleService, TestHooks};
-use crate::mesh::infer_service::InferService;
+use crate::mesh::infer_service::{GovernanceView, InferService};
 use crate::mesh::misbehave::{Misbehaviour, Mode};
 use crate::mesh::models::Models;
 use crate::mesh::reload::{RosterKeeper, read_roster_file};
@@ -94,6 +94,10 @@ impl NodeState {
             roster,
             roster_bytes,
         ));
+        let governance: GovernanceView = {
+            let roster = roster.clone();
+            Arc::new(move || roster.governance())
+        };
         let misbehave = cfg
             .test_misbehave
             .as_deref()
@@ -106,6 +110,7 @@ impl NodeState {
                 key.clone(),
                 audit.clone(),
                 models.clone(),
+                governance,
                 Duration::from_millis(cfg.test_delay_ms),
                 misbehave,
             )),
@@ -165,6 +170,7 @@ impl NodeState {
                 let infer = self.infer.clone();
                 let job = self.admission.check_inputs(&req.inputs).and_then(|()| {
                     let model = infer.model(&req.model)?;
+                    infer.check_governance(&req)?;
                     Ok(move || infer.handle(&model, req))
                 });
                 self.admitted(job)

@@ -5,7 +5,7 @@
 
 use futures_util::StreamExt;
 use futures_util::stream::FuturesUnordered;
-use quorate_protocol::evidence::{Bundle, BundleEntry};
+use quorate_protocol::evidence::{Bundle, BundleEntry, judge};
 use quorate_protocol::messages::{InferRequest, InferResponse};
 use quorate_protocol::policy::Policy;
 use quorate_protocol::receipt::ReceiptPayload;
@@ -34,8 +34,11 @@ pub struct Outcome {
     pub candidates: Vec<Entry>,
     /// Answers by candidate index.
     pub answers: Vec<Option<Answer>>,
-    /// The decision.
+    /// The decision; its `proven_wrong` are those the roster's governance lets the bundle
+    /// convict (§14.7 step 5).
     pub verdict: Verdict,
+    /// Disagreeing candidates the bundle cannot prove wrong under the governance, with why.
+    pub not_proven: Vec<(usize, String)>,
 }
 
 /// A verified job that could not be accepted.
@@ -130,6 +133,17 @@ pub async fn run_checked(
         error,
         failures: Vec::new(),
     };
+    // §10.6: only a policy the roster grants for the model, with a quorum of at least the
+    // rule's minimum once results are compared; nothing is sent otherwise.
+    let governance = &client.roster.governance;
+    governance
+        .grant(&request.model, &policy)
+        .map_err(|e| fail(JobError::NotAllowed(e)))?;
+    if replicas > 1 {
+        governance
+            .check_quorum(&request.model, quorum as u64)
+            .map_err(|e| fail(JobError::NotAllowed(e)))?;
+    }
     let (mut job, first) =
         VerifiedJob::new(policy, replicas, quorum, candidates.len()).map_err(fail)?;
     let mut answers: Vec<Option<Answer>> = candidates.iter().map(|_| None).collect();
@@ -188,7 +202,7 @@ pub async fn run_checked(
         };
     }
     drop(running);
-    let verdict = job.verdict().cloned().ok_or_else(|| Failed {
+    let mut verdict = job.verdict().cloned().ok_or_else(|| Failed {
         error: JobError::NoQuorum {
             agreeing: 0,
             quorum,
@@ -197,6 +211,36 @@ pub async fn run_checked(
         },
         failures: Vec::new(),
     })?;
+    // §14.7 step 5: accuse only whom the bundle proves wrong under the roster's governance
+    // (granted policy, minimum quorum, witnesses of the accused's provider and runtime).
+    let answered: Vec<(usize, &Answer)> = answers
+        .iter()
+        .enumerate()
+        .filter_map(|(i, a)| Some((i, a.as_ref()?)))
+        .collect();
+    let outputs: Vec<&[_]> = answered
+        .iter()
+        .map(|(_, a)| a.response.outputs.as_slice())
+        .collect();
+    let envs: Vec<(&str, &str)> = answered
+        .iter()
+        .map(|(_, a)| (a.payload.provider.as_str(), a.payload.runtime.as_str()))
+        .collect();
+    let j = judge(
+        governance,
+        &request.model,
+        &policy,
+        quorum as u64,
+        &outputs,
+        &envs,
+    );
+    verdict.proven_wrong = j.convicted.iter().map(|&k| answered[k].0).collect();
+    let not_proven = answered
+        .iter()
+        .zip(&j.reasons)
+        .filter(|((i, _), _)| verdict.disagreeing.contains(i))
+        .filter_map(|((i, _), why)| Some((*i, why.clone()?.1)))
+        .collect();
     Ok(Outcome {
         request,
         policy,
@@ -204,5 +248,6 @@ pub async fn run_checked(
         candidates,
         answers,
         verdict,
+        not_proven,
     })
 }
