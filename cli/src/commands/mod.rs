@@ -20,3 +20,4 @@ pub mod session;
 pub mod split;
 pub mod verify;
 pub mod verify_bundles;
+pub mod verify_serve;

@@ -1,0 +1,202 @@
+"""quorate for Python: verify receipts offline, read them, and run verified jobs on a mesh.
+
+    import quorate
+    report = quorate.verify(["demo/receipts"], roster="demo/roster.cose", admin="demo/admin.pub")
+    report.ok, report.receipts[0].signer, report.receipts[0].error
+
+Verification is the Rust verifier of `quorate verify`, with the same fields, failure codes and
+reasons as `quorate verify --json`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from typing import Any, Iterable, Optional, Sequence, Union
+
+from ._native import MalformedReceipt, MeshError, QuorateError, VerifyError
+from . import _native
+
+__all__ = [
+    "verify",
+    "Report",
+    "Entry",
+    "Receipt",
+    "Commitment",
+    "QuorateError",
+    "VerifyError",
+    "VerificationFailed",
+    "MalformedReceipt",
+    "MeshError",
+]
+
+PathLike = Union[str, "os.PathLike[str]"]
+
+
+class Entry(dict):
+    """One entry of the report (a receipt, chain, aggregate or bundle): the fields of
+    `quorate verify --json`, readable as keys or attributes (`entry.ok`, `entry["reason"]`);
+    a field the CLI leaves out reads as None."""
+
+    def __getattr__(self, name: str) -> Any:
+        try:
+            return self[name]
+        except KeyError:
+            if name.startswith("__"):
+                raise AttributeError(name) from None
+            return None
+
+
+def _entries(items: Optional[list]) -> list:
+    return [Entry(i) for i in items or []]
+
+
+class VerificationFailed(VerifyError):
+    """Raised by `verify(..., check=True)` when something did not verify. Carries the first
+    failure's `path`, `code` (`bad_signature`, `malformed`, `unknown_key`, …) and `reason`,
+    worded as `quorate verify` words them, and the whole `report`."""
+
+    def __init__(self, report: "Report"):
+        self.report = report
+        first = report.failures()[0] if report.failures() else Entry()
+        self.path = first.path
+        self.code = first.error if isinstance(first.error, str) else None
+        self.reason = first.reason or first.detail or first.error or "not verified"
+        failed = len(report.failures())
+        super().__init__(f"{failed} failed; first: {self.path}: {self.reason}")
+
+
+class Report:
+    """What `quorate verify --json` reports, plus its text lines.
+
+    ok: everything verified (the command's exit status 0)
+    receipts, chains, aggregates, bundles: lists of `Entry`
+    lines: what `quorate verify` prints; notes: e.g. an expired roster
+    json: the command's JSON document itself
+    """
+
+    def __init__(self, raw: dict):
+        self.json: dict = raw["report"]
+        self.ok: bool = bool(raw["ok"])
+        self.lines: list = raw["lines"]
+        self.notes: list = raw["notes"]
+        self.receipts = _entries(self.json.get("receipts"))
+        self.chains = _entries(self.json.get("chains"))
+        self.aggregates = _entries(self.json.get("aggregates"))
+        self.bundles = _entries(self.json.get("bundles"))
+
+    def failures(self) -> list:
+        """Every entry that did not verify."""
+        return [e for e in self.receipts + self.chains + self.aggregates + self.bundles if not e.ok]
+
+    def __bool__(self) -> bool:
+        return self.ok
+
+    def __repr__(self) -> str:
+        return f"<quorate.Report ok={self.ok} {len(self.receipts)} receipts, {len(self.failures())} failures>"
+
+    def __str__(self) -> str:
+        return "\n".join(self.lines)
+
+
+def _paths(p: Union[PathLike, Iterable[PathLike], None]) -> list:
+    if p is None:
+        return []
+    if isinstance(p, (str, bytes, os.PathLike)):
+        return [os.fspath(p)]
+    return [os.fspath(x) for x in p]
+
+
+def verify(
+    paths: Union[PathLike, Sequence[PathLike]],
+    roster: Optional[PathLike] = None,
+    admin: Optional[PathLike] = None,
+    trust: Union[PathLike, Sequence[PathLike], None] = None,
+    *,
+    check: bool = False,
+    now: Optional[int] = None,
+) -> Report:
+    """Verifies receipts, batch receipts, audit logs (*.qlog), chains (*.qchain), evidence
+    bundles (*.bundle) and aggregate receipts, or directories of them, exactly as
+    `quorate verify PATHS --roster ROSTER --admin ADMIN [--trust KEY…] --json` does.
+
+    Raises VerifyError when verification cannot run (bad roster, key, or no files), with the
+    command's message; with check=True also raises VerificationFailed when anything failed.
+    `now` (Unix seconds) is when the roster's expiry is judged; default: the clock.
+    """
+    raw = json.loads(
+        _native.verify_paths(
+            _paths(paths),
+            _paths(trust),
+            os.fspath(roster) if roster is not None else None,
+            os.fspath(admin) if admin is not None else None,
+            int(time.time()) if now is None else int(now),
+        )
+    )
+    report = Report(raw)
+    if check and not report.ok:
+        raise VerificationFailed(report)
+    return report
+
+
+class Commitment:
+    """A receipt's commitment to one tensor: its name, SHA-256 digest (hex), and whether it is
+    salted (§3.3)."""
+
+    def __init__(self, d: dict):
+        self.name: str = d["name"]
+        self.digest: str = d["digest"]
+        self.salted: bool = d["salted"]
+
+    def __repr__(self) -> str:
+        return f"Commitment({self.name!r}, sha256:{self.digest[:16]}…, salted={self.salted})"
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Commitment) and vars(self) == vars(other)
+
+
+class Receipt:
+    """A parsed receipt (COSE_Sign1, §4). Parsing checks the format, not the signature: use
+    `verify` for that.
+
+    job_id, nonce, model_digest, previous, policy_digest: hex; kind: e.g. "infer";
+    inputs, outputs: lists of Commitment; provider, runtime: what ran it; issued_at: Unix
+    seconds; kid: the signer's key id; form: "single" or "batch"; raw: the bytes.
+    """
+
+    def __init__(self, raw: bytes, fields: dict):
+        self.raw = bytes(raw)
+        self.form: str = fields["form"]
+        self.kid: str = fields["kid"]
+        self.job_id: str = fields["job_id"]
+        self.nonce: str = fields["nonce"]
+        self.kind: str = fields["kind"]
+        self.model_digest: str = fields["model_digest"]
+        self.inputs = [Commitment(c) for c in fields["inputs"]]
+        self.outputs = [Commitment(c) for c in fields["outputs"]]
+        self.provider: str = fields["provider"]
+        self.runtime: str = fields["runtime"]
+        self.issued_at: int = fields["issued_at"]
+        self.previous: Optional[str] = fields["previous"]
+        self.policy_digest: Optional[str] = fields["policy_digest"]
+
+    @classmethod
+    def from_bytes(cls, b: Union[bytes, bytearray, memoryview]) -> "Receipt":
+        """Parses a receipt; raises MalformedReceipt with the reason `quorate verify` gives."""
+        if not isinstance(b, (bytes, bytearray, memoryview)):
+            raise TypeError(f"Receipt.from_bytes takes bytes, not {type(b).__name__}")
+        b = bytes(b)
+        return cls(b, json.loads(_native.parse_receipt(b)))
+
+    @classmethod
+    def from_file(cls, path: PathLike) -> "Receipt":
+        """Reads and parses a receipt file."""
+        with open(path, "rb") as f:
+            return cls.from_bytes(f.read())
+
+    def __repr__(self) -> str:
+        return (
+            f"<quorate.Receipt {self.kind} job {self.job_id[:16]}… by {self.kid}, "
+            f"model sha256:{self.model_digest[:16]}…, {self.runtime} on {self.provider}>"
+        )
