@@ -29,6 +29,8 @@ __all__ = [
     "VerificationFailed",
     "MalformedReceipt",
     "MeshError",
+    "Mesh",
+    "InferResult",
 ]
 
 PathLike = Union[str, "os.PathLike[str]"]
@@ -199,4 +201,124 @@ class Receipt:
         return (
             f"<quorate.Receipt {self.kind} job {self.job_id[:16]}… by {self.kid}, "
             f"model sha256:{self.model_digest[:16]}…, {self.runtime} on {self.provider}>"
+        )
+
+
+def _model_digest(model: Union[str, bytes, "os.PathLike[str]"], models: Optional[PathLike]) -> bytes:
+    """A model as its SHA-256 digest: 64 hex digits (optionally `sha256:`), an .onnx file, or
+    a name looked up as NAME.onnx in `models`."""
+    import hashlib
+
+    if isinstance(model, (bytes, bytearray)) and len(model) == 32:
+        return bytes(model)
+    if isinstance(model, str):
+        h = model[len("sha256:"):] if model.startswith("sha256:") else model
+        if len(h) == 64:
+            try:
+                return bytes.fromhex(h)
+            except ValueError:
+                pass
+    path = os.fspath(model)
+    if not os.path.isfile(path) and models is not None:
+        path = os.path.join(os.fspath(models), f"{model}.onnx")
+    if not os.path.isfile(path):
+        raise ValueError(
+            f"model {model!r} is not a SHA-256 digest, an .onnx file, or a model in models={models!r}"
+        )
+    with open(path, "rb") as f:
+        return hashlib.sha256(f.read()).digest()
+
+
+def _raw_inputs(inputs: dict) -> list:
+    import numpy as np
+
+    if not isinstance(inputs, dict) or not inputs:
+        raise TypeError("inputs must be a non-empty dict of name -> numpy array")
+    out = []
+    for name, value in inputs.items():
+        a = np.asarray(value)
+        if a.dtype == np.float16 or a.dtype.kind not in "fiub":
+            raise TypeError(f"input {name!r}: dtype {a.dtype} is not supported")
+        a = np.ascontiguousarray(a, dtype=a.dtype.newbyteorder("<"))
+        out.append((str(name), a.dtype.name, [int(d) for d in a.shape], a.tobytes()))
+    return out
+
+
+class InferResult:
+    """The result of `Mesh.infer`.
+
+    outputs: dict of name -> numpy array (the accepted replica's)
+    receipt: the accepted Receipt; receipts: dict of node name -> Receipt, one per replica
+    verdict: dict (as `quorate infer --replicas` writes verdict.json): agreeing, disagreeing,
+      proven_wrong, failed, quorum, policy, accepted_from, job_id
+    evidence: the evidence bundle's bytes when replicas disagreed, else None
+    """
+
+    def __init__(self, verdict: str, outputs: list, receipt: bytes, receipts: list, evidence):
+        import numpy as np
+
+        self.verdict: dict = json.loads(verdict)
+        self.outputs = {
+            name: np.frombuffer(data, dtype=np.dtype(dtype).newbyteorder("<")).reshape(shape).copy()
+            for name, dtype, shape, data in outputs
+        }
+        self.receipt = Receipt.from_bytes(receipt)
+        self.receipts = {name: Receipt.from_bytes(r) for name, r in receipts}
+        self.evidence: Optional[bytes] = evidence
+
+    def __repr__(self) -> str:
+        return (
+            f"<quorate.InferResult {sorted(self.outputs)} from {self.verdict['accepted_from']}, "
+            f"{len(self.verdict['agreeing'])} agreeing>"
+        )
+
+
+class Mesh:
+    """A client on a quorate mesh: `Mesh(roster, admin, key)` checks the roster against the
+    roster authority's key and uses the client's secret key (which must be in the roster), as
+    `quorate infer --roster --admin --key` does.
+
+        mesh = quorate.Mesh("roster.cose", "admin.pub", "client.key", models="models")
+        r = mesh.infer("mlp", {"features": x}, replicas=3, policy="default")
+        r.outputs["probabilities"], r.receipt.job_id, r.verdict["agreeing"]
+    """
+
+    def __init__(
+        self,
+        roster: PathLike,
+        admin: PathLike,
+        key: PathLike,
+        *,
+        models: Optional[PathLike] = None,
+        timeout: float = 30.0,
+    ):
+        self._native = _native.NativeMesh(os.fspath(roster), os.fspath(admin), os.fspath(key), float(timeout))
+        self.models = models
+
+    def nodes(self) -> list:
+        """The roster's entries: dicts of name, role, kid, addresses."""
+        return [
+            {"name": n, "role": r, "kid": k, "addresses": a} for n, r, k, a in self._native.nodes()
+        ]
+
+    def infer(
+        self,
+        model: Union[str, bytes, "os.PathLike[str]"],
+        inputs: dict,
+        replicas: int = 1,
+        policy: str = "default",
+        quorum: Optional[int] = None,
+        node: Optional[str] = None,
+    ) -> InferResult:
+        """Runs `model` (a digest, an .onnx file, or a name in `models`) on `inputs` (name ->
+        numpy array). With replicas > 1 a verified job: the same input on that many distinct
+        nodes, accepted when `quorum` (default: a strict majority) agree under `policy`
+        (exact, default, or tolerance:atol=A,rtol=B); failed replicas are replaced and a node
+        whose signed outputs disagree is named, with an evidence bundle. Every receipt is
+        checked before anything is returned. Raises MeshError with the reason otherwise."""
+        if not isinstance(replicas, int) or replicas < 1:
+            raise ValueError("replicas must be a positive integer")
+        digest = _model_digest(model, self.models)
+        return InferResult(
+            *self._native.infer(digest, _raw_inputs(inputs), replicas, policy, quorum, node)
         )

@@ -20,6 +20,8 @@ use quorate_verify::named::{
 use quorate_verify::receipts::MAX_AUDIT_LOG_LEN;
 use serde_json::{Value, json};
 
+mod mesh;
+
 create_exception!(
     _native,
     QuorateError,
@@ -228,6 +230,7 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("VerifyError", m.py().get_type::<VerifyError>())?;
     m.add("MalformedReceipt", m.py().get_type::<MalformedReceipt>())?;
     m.add("MeshError", m.py().get_type::<MeshError>())?;
+    mesh::register(m)?;
 
     Ok(())
 }
