@@ -31,6 +31,7 @@ __all__ = [
     "MeshError",
     "Mesh",
     "InferResult",
+    "EnsembleResult",
 ]
 
 PathLike = Union[str, "os.PathLike[str]"]
@@ -322,3 +323,88 @@ class Mesh:
         return InferResult(
             *self._native.infer(digest, _raw_inputs(inputs), replicas, policy, quorum, node)
         )
+
+    def ensemble(
+        self,
+        members: Union[Sequence[str], dict],
+        inputs: dict,
+        mode: str = "mean",
+        classes: int = 2,
+        threshold: Optional[int] = None,
+        dp: Optional[tuple] = None,
+    ) -> "EnsembleResult":
+        """A private ensemble (`quorate ensemble`): each member node runs its model on
+        `inputs`, masks its output and takes part in secure aggregation; only the mean
+        probabilities (mode="mean") or the vote counts (mode="votes") come back, never a
+        member's own output. `members`: node names (each with its own model) or a dict of
+        node name -> model (digest, .onnx file or name in `models`). `threshold`: members
+        needed (default a strict majority); `dp`: (epsilon, delta) for distributed
+        differential privacy. Raises MeshError with the reason when the round aborts."""
+        if isinstance(members, dict):
+            pairs = [(n, None if m is None else _model_digest(m, self.models)) for n, m in members.items()]
+        else:
+            pairs = [(n, None) for n in members]
+        local = []
+        if self.models is not None and os.path.isdir(os.fspath(self.models)):
+            import hashlib
+
+            for f in sorted(os.listdir(os.fspath(self.models))):
+                if f.endswith(".onnx"):
+                    with open(os.path.join(os.fspath(self.models), f), "rb") as fh:
+                        local.append(hashlib.sha256(fh.read()).digest())
+        return EnsembleResult(
+            *self._native.ensemble(
+                pairs, local, _raw_inputs(inputs), mode, int(classes), threshold,
+                None if dp is None else (float(dp[0]), float(dp[1])),
+            )
+        )
+
+
+class EnsembleResult:
+    """The result of `Mesh.ensemble`.
+
+    mean (mode "mean") or votes (mode "votes"): numpy array; result: the same, as a list
+    contributors, dropped: member names; events: what happened in the round
+    epsilon_calibrated, epsilon_achieved: with dp, else None
+    aggregate: the aggregate Receipt bytes (signed by this client), transcript: its bytes,
+    member_receipts: dict of member name -> Receipt
+    save(dir): writes aggregate.cose, transcript.cbor and members/*.cose, which
+    `quorate.verify(dir, ...)` and `quorate verify DIR` audit offline
+    """
+
+    def __init__(self, summary: str, aggregate: bytes, transcript: bytes, members: list):
+        import numpy as np
+
+        s = json.loads(summary)
+        self.summary = s
+        self.job_id: str = s["job_id"]
+        self.mode: str = s["mode"]
+        self.result: list = s["result"]
+        self.mean = np.asarray(self.result) if self.mode == "mean" else None
+        self.votes = np.asarray(self.result) if self.mode == "votes" else None
+        self.contributors: list = s["contributors"]
+        self.dropped: list = s["dropped"]
+        self.events: list = s["events"]
+        self.epsilon_calibrated = s["epsilon_calibrated"]
+        self.epsilon_achieved = s["epsilon_achieved"]
+        self.aggregate: bytes = bytes(aggregate)
+        self.transcript: bytes = bytes(transcript)
+        self._members = [(n, bytes(r)) for n, r in members]
+        self.member_receipts = {n: Receipt.from_bytes(r) for n, r in self._members}
+
+    def save(self, directory: PathLike) -> str:
+        """Writes the folder `quorate ensemble --out` writes (less result.json); returns the
+        aggregate receipt's path."""
+        d = os.fspath(directory)
+        os.makedirs(os.path.join(d, "members"), exist_ok=True)
+        with open(os.path.join(d, "aggregate.cose"), "wb") as f:
+            f.write(self.aggregate)
+        with open(os.path.join(d, "transcript.cbor"), "wb") as f:
+            f.write(self.transcript)
+        for n, r in self._members:
+            with open(os.path.join(d, "members", f"{n}.cose"), "wb") as f:
+                f.write(r)
+        return os.path.join(d, "aggregate.cose")
+
+    def __repr__(self) -> str:
+        return f"<quorate.EnsembleResult {self.mode} {self.result} from {self.contributors}>"

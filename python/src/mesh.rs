@@ -10,11 +10,13 @@ use quorate_crypto::SecretKey;
 use quorate_crypto::tensor_digest::{Digest32, SALT_LEN};
 use quorate_node::files::{load_public_key, load_secret_key, read_limited};
 use quorate_node::mesh::client::MeshClient;
+use quorate_node::mesh::ensemble_client::{self, EnsembleSpec};
 use quorate_node::mesh::verified;
+use quorate_protocol::ensemble::Mode;
 use quorate_protocol::messages::InferRequest;
 use quorate_protocol::policy::Policy;
 use quorate_protocol::receipt::JobKind;
-use quorate_protocol::roster::{MAX_ROSTER_LEN, Roster};
+use quorate_protocol::roster::{Entry, MAX_ROSTER_LEN, Role, Roster};
 use quorate_protocol::tensor::{DType, Tensor};
 use quorate_protocol::verified_job::VerifiedJob;
 use serde_json::json;
@@ -144,6 +146,78 @@ impl NativeMesh {
                 )
             })
             .collect()
+    }
+
+    /// A private ensemble (`quorate ensemble`, §15): `members` as (node name, model digest or
+    /// None for the node's own model); `local_models` the digests of the .onnx files at hand,
+    /// which break a tie when a node serves several models of its own.
+    #[pyo3(signature = (members, local_models, inputs, mode, classes, threshold, dp))]
+    #[allow(clippy::too_many_arguments)] // the keyword arguments of `Mesh.ensemble`
+    fn ensemble(
+        &self,
+        py: Python<'_>,
+        members: Vec<(String, Option<[u8; 32]>)>,
+        local_models: Vec<[u8; 32]>,
+        inputs: Vec<RawTensor>,
+        mode: String,
+        classes: u32,
+        threshold: Option<u32>,
+        dp: Option<(f64, f64)>,
+    ) -> PyResult<EnsembleResult> {
+        let mode = match mode.as_str() {
+            "mean" => Mode::Mean,
+            "votes" => Mode::Votes,
+            m => {
+                return Err(MeshError::new_err(format!(
+                    "mode {m:?} is not mean or votes"
+                )));
+            }
+        };
+        let (entries, models) = self.resolve_members(&members, &local_models)?;
+        let n = entries.len() as u32;
+        let spec = EnsembleSpec {
+            mode,
+            members: entries,
+            models,
+            inputs: inputs
+                .into_iter()
+                .map(to_tensor)
+                .collect::<PyResult<Vec<_>>>()?,
+            classes,
+            threshold: threshold.unwrap_or(n / 2 + 1),
+            dp,
+        };
+        let o = py
+            .detach(|| {
+                self.rt.block_on(async {
+                    let client = self.client()?;
+                    let o = ensemble_client::run(&client, &self.key, &spec, &|_| {}).await;
+                    client.close();
+                    o
+                })
+            })
+            .map_err(anyhow_err)?;
+        let name = |i: &u32| {
+            spec.members
+                .get(*i as usize)
+                .map_or("?".to_string(), |e| e.name.clone())
+        };
+        let summary = json!({
+            "job_id": hex::encode(o.payload.job_id),
+            "mode": mode.name(),
+            "result": o.result,
+            "contributors": o.payload.contributors.iter().map(name).collect::<Vec<_>>(),
+            "dropped": o.payload.dropped.iter().map(name).collect::<Vec<_>>(),
+            "events": o.events,
+            "epsilon_calibrated": o.epsilon.map(|e| e.0),
+            "epsilon_achieved": o.epsilon.map(|e| e.1),
+        });
+        Ok((
+            summary.to_string(),
+            o.receipt,
+            o.transcript,
+            o.member_receipts,
+        ))
     }
 
     /// One inference (`quorate infer`): on `node`, or on the least-loaded node serving the
@@ -290,6 +364,68 @@ impl NativeMesh {
             receipts,
             bundle,
         ))
+    }
+}
+
+/// What a private ensemble returns: a summary (JSON text), the aggregate receipt, the
+/// transcript and every member's (name, receipt): what `quorate ensemble` writes to its folder.
+type EnsembleResult = (String, Vec<u8>, Vec<u8>, Vec<(String, Vec<u8>)>);
+
+impl NativeMesh {
+    /// The members and their models, as `quorate ensemble --members` resolves them.
+    fn resolve_members(
+        &self,
+        members: &[(String, Option<[u8; 32]>)],
+        local_models: &[[u8; 32]],
+    ) -> PyResult<(Vec<Entry>, Vec<Digest32>)> {
+        let mut entries: Vec<Entry> = Vec::new();
+        for (name, _) in members {
+            let e = self
+                .roster
+                .by_name(name)
+                .ok_or_else(|| MeshError::new_err(format!("no member {name:?} in the roster")))?;
+            if e.role != Role::Node {
+                return Err(MeshError::new_err(format!("{name:?} is not a node")));
+            }
+            if entries.iter().any(|x| x.name == e.name) {
+                return Err(MeshError::new_err(format!(
+                    "member {name:?} is listed twice"
+                )));
+            }
+            entries.push(e.clone());
+        }
+        let mut digests = Vec::new();
+        for (i, e) in entries.iter().enumerate() {
+            if let Some(d) = members[i].1 {
+                digests.push(d);
+                continue;
+            }
+            let mut own: Vec<&Digest32> = e
+                .models
+                .iter()
+                .filter(|m| {
+                    entries
+                        .iter()
+                        .enumerate()
+                        .all(|(j, o)| j == i || !o.models.contains(m))
+                })
+                .collect();
+            if own.len() > 1 {
+                own.retain(|d| local_models.contains(d));
+            }
+            match own.as_slice() {
+                [d] => digests.push(**d),
+                _ => {
+                    return Err(MeshError::new_err(format!(
+                        "{}: the roster lists {} models for it alone; name one as {{\"{}\": MODEL}}",
+                        e.name,
+                        own.len(),
+                        e.name
+                    )));
+                }
+            }
+        }
+        Ok((entries, digests))
     }
 }
 

@@ -113,3 +113,26 @@ def test_failures_raise_with_the_reason(mesh, mesh_dir):
         mesh.infer("no-such-model", {"features": features()})
     with pytest.raises(quorate.MeshError, match="roster"):
         quorate.Mesh(mesh_dir / "roster.cose", mesh_dir / "keys" / "client.key.pub", mesh_dir / "keys" / "client.key")
+
+
+def test_a_private_ensemble_returns_the_mean_and_its_aggregate_receipt_audits(mesh, mesh_dir, tmp_path):
+    members = ["node-1", "node-2", "node-3"]
+    r = mesh.ensemble(members, {"features": features()}, mode="mean", classes=2)
+    assert sorted(r.contributors) == members and r.dropped == []
+    assert r.mean.shape == (2,)
+    assert abs(float(r.mean.sum()) - 1.0) < 1e-3
+    assert set(r.member_receipts) == set(members)
+    assert all(rc.kind == "ensemble-member" for rc in r.member_receipts.values())
+    aggregate = r.save(tmp_path / "ens")
+    report = quorate.verify(aggregate, roster=mesh_dir / "roster.cose", admin=mesh_dir / "admin.pub")
+    assert report.ok, report.lines
+    assert report.aggregates[0].ok and "transcript replayed" in report.aggregates[0].detail
+    votes = mesh.ensemble(members, {"features": features()}, mode="votes", classes=2)
+    assert int(votes.votes.sum()) == 3
+
+
+def test_an_ensemble_with_an_unknown_member_raises_with_the_reason(mesh):
+    with pytest.raises(quorate.MeshError, match="no member"):
+        mesh.ensemble(["node-1", "node-9"], {"features": features()})
+    with pytest.raises(quorate.MeshError, match="mode"):
+        mesh.ensemble(["node-1", "node-2"], {"features": features()}, mode="median")
