@@ -14,6 +14,8 @@ const ALLOWED: &[(&str, &[&str])] = &[
     ("crypto", &[]),
     ("protocol", &["crypto"]),
     ("verify", &["crypto", "protocol"]),
+    // The browser page's verifier: quorate-verify for wasm32, nothing above it.
+    ("web/wasm", &["verify"]),
     ("split", &["crypto", "protocol"]),
     ("runtime", &["crypto", "protocol"]),
     ("transport", &["crypto", "protocol"]),

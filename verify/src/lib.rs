@@ -13,6 +13,7 @@
 pub mod aggregate;
 pub mod bundle;
 pub mod chain;
+pub mod named;
 pub mod receipts;
 mod trust;
 

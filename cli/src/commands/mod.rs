@@ -22,3 +22,4 @@ pub mod session;
 pub mod split;
 pub mod verify;
 pub mod verify_bundles;
+pub mod verify_serve;

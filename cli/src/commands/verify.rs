@@ -22,14 +22,14 @@ and which nodes their own signed outputs prove wrong (--json lists them under \"
 under the roster's governance (§10.6: granted policy, minimum quorum, witnesses of the accused's\n\
 provider); with --trust keys and no --roster the default governance applies.\n\
 Aggregate receipts of private ensembles (§15.5) are audited by replaying their transcript.\n\n\
-Examples:\n  quorate verify out/receipt.cose --trust keys/node1.key.pub\n  quorate verify receipts/ --trust a.pub --trust b.pub --json\n  quorate verify out/receipt.cose --trust keys/node1.key.pub --tensor probabilities=out/outputs.json\n  quorate verify out/receipts/node-1-eval.cose --roster roster.cose --admin admin.pub --blob fhe:input=out/input.ct"
+Examples:\n  quorate verify out/receipt.cose --trust keys/node1.key.pub\n  quorate verify receipts/ --trust a.pub --trust b.pub --json\n  quorate verify out/receipt.cose --trust keys/node1.key.pub --tensor probabilities=out/outputs.json\n  quorate verify out/receipts/node-1-eval.cose --roster roster.cose --admin admin.pub --blob fhe:input=out/input.ct\n  quorate verify --serve 127.0.0.1:8080"
 )]
 pub struct VerifyArgs {
     /// Receipt files, receipt chains (*.qchain, §13.2), audit logs, or directories searched for them.
-    #[arg(required = true, value_name = "PATH")]
+    #[arg(required_unless_present = "serve", value_name = "PATH")]
     pub paths: Vec<PathBuf>,
     /// A trusted public key (.pub file from `quorate keygen`); repeat for several.
-    #[arg(long, value_name = "PUBKEY", required_unless_present = "roster")]
+    #[arg(long, value_name = "PUBKEY", required_unless_present_any = ["roster", "serve"])]
     pub trust: Vec<PathBuf>,
     /// Trust the nodes of this signed roster (needs --admin).
     #[arg(long, value_name = "FILE", requires = "admin")]
@@ -50,6 +50,13 @@ pub struct VerifyArgs {
     /// Print a JSON report instead of lines.
     #[arg(long)]
     pub json: bool,
+    /// Serve the verifier page (built by scripts/build-web) on this loopback IP:PORT instead;
+    /// the browser checks the files, nothing is uploaded.
+    #[arg(long, value_name = "ADDR", conflicts_with_all = ["paths", "trust", "roster", "json"])]
+    pub serve: Option<String>,
+    /// The folder of the built page, for --serve [default: web/dist of the source tree].
+    #[arg(long, value_name = "DIR", requires = "serve")]
+    pub web_dir: Option<PathBuf>,
 }
 
 fn load_reveal(spec: &str) -> anyhow::Result<RevealedTensor> {
@@ -64,6 +71,13 @@ fn load_reveal(spec: &str) -> anyhow::Result<RevealedTensor> {
 
 /// Runs `quorate verify`.
 pub fn run(args: &VerifyArgs) -> anyhow::Result<ExitCode> {
+    if let Some(addr) = &args.serve {
+        let dir = args
+            .web_dir
+            .clone()
+            .unwrap_or_else(crate::commands::verify_serve::default_web_dir);
+        return crate::commands::verify_serve::run(addr, &dir);
+    }
     let mut trust = TrustStore::default();
     // Aggregate receipts (§15.5) are signed by clients: trust every roster entry for them.
     let mut aggregators = TrustStore::default();

@@ -671,7 +671,7 @@ impl Server {
             let handles: Vec<_> = jobs
                 .chunks(chunk)
                 .map(|part| {
-                    s.spawn(move || {
+                    worker(s, threads == 1, move || {
                         let mut cache: HashMap<Vec<u32>, Interpolator> = HashMap::new();
                         let mut out = Vec::with_capacity(part.len());
                         for (_, shares) in part {
@@ -782,7 +782,7 @@ impl Server {
         let results: Vec<Result<WorkerResult, AbortReason>> = std::thread::scope(|s| {
             let handles: Vec<_> = (0..threads)
                 .map(|_| {
-                    s.spawn(|| {
+                    worker(s, threads == 1, || {
                         let mut acc = vec![0u64; len];
                         let (mut bytes, mut agreements) = (0u64, 0u64);
                         loop {
@@ -833,5 +833,34 @@ impl Server {
             contributors: u3,
             dropped,
         })
+    }
+}
+
+/// A scoped worker thread, or, when there is one worker, its result computed on this thread:
+/// wasm32, where the offline verifier replays transcripts (§15.5) in a browser, cannot spawn
+/// threads.
+enum Worker<'scope, T> {
+    Thread(std::thread::ScopedJoinHandle<'scope, T>),
+    Done(T),
+}
+
+impl<T> Worker<'_, T> {
+    fn join(self) -> std::thread::Result<T> {
+        match self {
+            Worker::Thread(h) => h.join(),
+            Worker::Done(t) => Ok(t),
+        }
+    }
+}
+
+fn worker<'scope, T: Send + 'scope>(
+    s: &'scope std::thread::Scope<'scope, '_>,
+    here: bool,
+    f: impl FnOnce() -> T + Send + 'scope,
+) -> Worker<'scope, T> {
+    if here {
+        Worker::Done(f())
+    } else {
+        Worker::Thread(s.spawn(f))
     }
 }
