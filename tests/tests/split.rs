@@ -1,4 +1,4 @@
-//! `quorate split` (§13.x): stage models run one after another with the real ONNX Runtime give
+//! `quorate split` (§13.1): stage models run one after another with the real ONNX Runtime give
 //! the whole model's output bit for bit; every refusal says what is wrong; malformed files
 //! give clean errors; and the CLI writes what stages.json promises.
 
