@@ -7,7 +7,7 @@ cd "$(dirname "$0")/.."
 OUT=bench/secagg
 mkdir -p "$OUT"
 BIN=${QUORATE_BIN:-target/release/quorate}
-[ -x "$BIN" ] || cargo build --release -p quorate-node
+[ -x "$BIN" ] || cargo build --release -p quorate-cli
 PY=${FLOWER_PY:-third_party/venv-flwr/bin/python}
 NS="100 500 1000"
 [ "${1:-}" = quick ] && NS="100 500"
