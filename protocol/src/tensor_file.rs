@@ -80,6 +80,15 @@ pub fn parse_any(bytes: &[u8], npy_name: &str) -> Result<Vec<RevealedTensor>, Te
 const NPY_MAGIC: &[u8] = b"\x93NUMPY";
 const ZIP_MAGIC: &[u8] = b"PK\x03\x04";
 
+/// Without the `npz` feature (the offline verifier), `.npz` files are refused clearly.
+#[cfg(not(feature = "npz"))]
+pub fn parse_npz(_bytes: &[u8]) -> Result<Vec<Tensor>, TensorFileError> {
+    Err(TensorFileError::Npz(
+        "this build reads no .npz files (feature npz of quorate-protocol)".into(),
+    ))
+}
+
+#[cfg(feature = "npz")]
 /// Parses a numpy `.npz` archive (§3.5): a zip of `.npy` files, stored (`np.savez`) or
 /// deflated (`np.savez_compressed`). Each member `NAME.npy` is the tensor `NAME`, in archive
 /// order. Bounded before allocating: at most [`MAX_TENSORS`] members, each member's and the
@@ -555,6 +564,7 @@ mod tests {
         }
     }
 
+    #[cfg(feature = "npz")]
     fn npz(members: &[(&str, Vec<u8>)], method: zip::CompressionMethod) -> Vec<u8> {
         use std::io::Write;
         let mut w = zip::ZipWriter::new(std::io::Cursor::new(Vec::new()));
@@ -566,6 +576,7 @@ mod tests {
         w.finish().unwrap().into_inner()
     }
 
+    #[cfg(feature = "npz")]
     fn three_inputs() -> Vec<Tensor> {
         let ids: Vec<u8> = (0..8i64).flat_map(|v| (v * 7).to_le_bytes()).collect();
         vec![
@@ -582,6 +593,7 @@ mod tests {
     }
 
     #[test]
+    #[cfg(feature = "npz")]
     fn npz_stored_and_deflated_give_every_array_by_name_in_order() {
         let tensors = three_inputs();
         let members: Vec<(String, Vec<u8>)> = tensors
@@ -612,6 +624,7 @@ mod tests {
     }
 
     #[test]
+    #[cfg(feature = "npz")]
     fn npz_refuses_bad_archives_with_npz_errors() {
         let t = Tensor::from_f32("x", vec![4], &[1.0, 2.0, 3.0, 4.0]).unwrap();
         let good = npz(&[("x.npy", to_npy(&t))], zip::CompressionMethod::Stored);
