@@ -333,8 +333,9 @@ fn rows_agree(a: &Tensor, b: &Tensor, same: impl Fn(&[f64], &[f64]) -> bool) -> 
 }
 
 /// Cosine similarity of two finite vectors; two zero vectors are identical (1), a zero vector
-/// and a non-zero one are not similar at all (0).
-fn cosine(x: &[f64], y: &[f64]) -> f64 {
+/// and a non-zero one are not similar at all (0). The comparison of `cosine:min=…` (§14.2),
+/// also used by `quorate calibrate` to measure honest drift.
+pub fn cosine(x: &[f64], y: &[f64]) -> f64 {
     let dot: f64 = x.iter().zip(y).map(|(a, b)| a * b).sum();
     let nx = x.iter().map(|a| a * a).sum::<f64>().sqrt();
     let ny = y.iter().map(|b| b * b).sum::<f64>().sqrt();
@@ -346,7 +347,7 @@ fn cosine(x: &[f64], y: &[f64]) -> f64 {
 }
 
 /// Index of the largest element; the first one on ties (numpy's convention).
-fn argmax(x: &[f64]) -> usize {
+pub fn argmax(x: &[f64]) -> usize {
     let mut best = 0;
     for (i, v) in x.iter().enumerate() {
         if *v > x[best] {

@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::{Context, bail};
-use quorate_protocol::policy::Policy;
+use quorate_protocol::policy::{Policy, argmax, cosine};
 use quorate_protocol::tensor::{DType, Tensor};
 use quorate_protocol::tensor_file::{self, MAX_FILE_LEN};
 use quorate_runtime::providers::{Precision, Provider};
@@ -178,27 +178,6 @@ impl Drift {
             "bit_identical": self.bit_identical,
         })
     }
-}
-
-fn cosine(x: &[f64], y: &[f64]) -> f64 {
-    let dot: f64 = x.iter().zip(y).map(|(a, b)| a * b).sum();
-    let nx = x.iter().map(|a| a * a).sum::<f64>().sqrt();
-    let ny = y.iter().map(|b| b * b).sum::<f64>().sqrt();
-    match (nx == 0.0, ny == 0.0) {
-        (true, true) => 1.0,
-        (true, false) | (false, true) => 0.0,
-        _ => dot / (nx * ny),
-    }
-}
-
-fn argmax(x: &[f64]) -> usize {
-    let mut best = 0;
-    for (i, v) in x.iter().enumerate() {
-        if *v > x[best] {
-            best = i;
-        }
-    }
-    best
 }
 
 /// `x` rounded up to two significant digits (so the proposed bound is never below `x`).
