@@ -45,6 +45,8 @@ pub struct NodeState {
     ensemble: Arc<EnsembleService>,
     /// Encrypted inference: qlinear models and server keys (§16).
     pub fhe: Arc<FheService>,
+    // Handed to the FHE service; the other services hold their own handle.
+    #[cfg_attr(not(feature = "fhe"), allow(dead_code))]
     audit: Arc<AuditLog>,
     /// The roster in use and its reload rules (§10.3).
     pub roster: Arc<RosterKeeper>,
