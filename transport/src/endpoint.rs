@@ -43,6 +43,12 @@ pub enum ServerEvent {
         /// Why.
         error: TransportError,
     },
+    /// A client's first Initial was answered with a QUIC Retry to validate its address
+    /// (§7.3.1); its handshake starts when it comes back with the token.
+    AddressValidation {
+        /// The address to be validated.
+        remote: SocketAddr,
+    },
     /// A request stream was abandoned with a code (§7.7.1).
     StreamAbandoned {
         /// The peer that opened the stream.
@@ -50,6 +56,16 @@ pub enum ServerEvent {
         /// The code sent to it.
         code: StreamCode,
     },
+}
+
+/// What [`MeshEndpoint::screen`] decided for an incoming connection.
+enum Screened {
+    /// Go on to the handshake while holding one of the handshake permits.
+    Handshake(quinn::Incoming, tokio::sync::OwnedSemaphorePermit),
+    /// Sent a Retry; the client comes back as a new incoming connection.
+    Retried,
+    /// Refused before any cryptography.
+    Refused(TransportError),
 }
 
 /// A callback receiving [`ServerEvent`]s.
@@ -63,7 +79,7 @@ pub type Admission = Arc<dyn Fn() -> Result<(), String> + Send + Sync>;
 /// an event.
 fn stderr_observer() -> Observer {
     Arc::new(|event: &ServerEvent| match event {
-        ServerEvent::Connected { .. } => {}
+        ServerEvent::Connected { .. } | ServerEvent::AddressValidation { .. } => {}
         // Refused before the handshake: the node logs why once, not per attempt.
         ServerEvent::HandshakeFailed {
             error: TransportError::NotAccepting(_),
@@ -131,6 +147,8 @@ struct Inner {
     admission: std::sync::RwLock<Option<Admission>>,
     /// Authenticated incoming connections still open, by quinn's stable id.
     live: Mutex<HashMap<usize, PeerConnection>>,
+    /// One permit per handshake in progress (§7.3.1).
+    handshakes: Arc<tokio::sync::Semaphore>,
 }
 
 /// A quinn endpoint with this node's identity: connects to pinned peers and, when bound with
@@ -161,6 +179,7 @@ pub fn bind_server(
     settings: TransportSettings,
 ) -> Result<MeshEndpoint, TransportError> {
     let transport = Arc::new(settings.transport_config()?);
+    let max_handshakes = settings.max_concurrent_handshakes;
     let tls = server_config(&identity, pinned.clone(), Verdict::default())?;
     let quic = QuicServerConfig::try_from(Arc::new(tls)).map_err(TlsError::Quic)?;
     let mut base = quinn::ServerConfig::with_crypto(Arc::new(quic));
@@ -180,6 +199,7 @@ pub fn bind_server(
             observer: std::sync::RwLock::new(stderr_observer()),
             admission: std::sync::RwLock::new(None),
             live: Mutex::new(HashMap::new()),
+            handshakes: Arc::new(tokio::sync::Semaphore::new(max_handshakes)),
         }),
     })
 }
@@ -191,6 +211,7 @@ pub fn bind_client(
     settings: TransportSettings,
 ) -> Result<MeshEndpoint, TransportError> {
     let transport = Arc::new(settings.transport_config()?);
+    let max_handshakes = settings.max_concurrent_handshakes;
     let endpoint =
         quinn::Endpoint::client(addr).map_err(|source| TransportError::Bind { addr, source })?;
     Ok(MeshEndpoint {
@@ -204,6 +225,7 @@ pub fn bind_client(
             observer: std::sync::RwLock::new(stderr_observer()),
             admission: std::sync::RwLock::new(None),
             live: Mutex::new(HashMap::new()),
+            handshakes: Arc::new(tokio::sync::Semaphore::new(max_handshakes)),
         }),
     })
 }
@@ -400,12 +422,49 @@ impl MeshEndpoint {
     /// the caller's to manage ([`MeshEndpoint::close_unpinned`] tracks only those accepted
     /// by [`MeshEndpoint::serve_streams`]).
     pub async fn accept(&self) -> Option<Result<PeerConnection, TransportError>> {
-        let incoming = self.inner.endpoint.accept().await?;
+        loop {
+            let incoming = self.inner.endpoint.accept().await?;
+            match self.screen(incoming) {
+                Screened::Handshake(incoming, permit) => {
+                    let result = self.handshake_incoming(incoming).await;
+                    drop(permit);
+                    return Some(result);
+                }
+                Screened::Retried => continue,
+                Screened::Refused(error) => return Some(Err(error)),
+            }
+        }
+    }
+
+    /// Decides, before any cryptography, what happens to an incoming connection (§7.3.1):
+    /// refused while the node admits nobody (§10.3), sent a Retry while its address is
+    /// unvalidated, refused while the handshake limit is reached; otherwise handshaken while
+    /// the returned permit is held.
+    fn screen(&self, incoming: quinn::Incoming) -> Screened {
+        let remote = incoming.remote_address();
         if let Err(reason) = self.admit() {
             incoming.refuse();
-            return Some(Err(TransportError::NotAccepting(reason)));
+            return Screened::Refused(TransportError::NotAccepting(reason));
         }
-        Some(self.handshake_incoming(incoming).await)
+        if self.inner.settings.validate_addresses
+            && !incoming.remote_address_validated()
+            && incoming.may_retry()
+        {
+            // Stateless: the token is all quinn remembers of this address.
+            if incoming.retry().is_ok() {
+                self.observe(&ServerEvent::AddressValidation { remote });
+            }
+            return Screened::Retried;
+        }
+        match Arc::clone(&self.inner.handshakes).try_acquire_owned() {
+            Ok(permit) => Screened::Handshake(incoming, permit),
+            Err(_) => {
+                incoming.refuse();
+                Screened::Refused(TransportError::TooManyHandshakes {
+                    limit: self.inner.settings.max_concurrent_handshakes,
+                })
+            }
+        }
     }
 
     /// Accept loop (§7.5): every stream of every authenticated connection is handed to
@@ -419,19 +478,20 @@ impl MeshEndpoint {
         let handler = Arc::new(handler);
         while let Some(incoming) = self.inner.endpoint.accept().await {
             let remote = incoming.remote_address();
-            // §10.3: a node without a valid roster accepts no new connection at all.
-            if let Err(reason) = self.admit() {
-                incoming.refuse();
-                self.observe(&ServerEvent::HandshakeFailed {
-                    remote,
-                    error: TransportError::NotAccepting(reason),
-                });
-                continue;
-            }
+            let (incoming, permit) = match self.screen(incoming) {
+                Screened::Handshake(incoming, permit) => (incoming, permit),
+                Screened::Retried => continue,
+                Screened::Refused(error) => {
+                    self.observe(&ServerEvent::HandshakeFailed { remote, error });
+                    continue;
+                }
+            };
             let this = self.clone();
             let handler = Arc::clone(&handler);
             tokio::spawn(async move {
-                let conn = match this.handshake_incoming(incoming).await {
+                let handshake = this.handshake_incoming(incoming).await;
+                drop(permit);
+                let conn = match handshake {
                     Ok(conn) => conn,
                     Err(error) => {
                         this.observe(&ServerEvent::HandshakeFailed { remote, error });

@@ -47,6 +47,13 @@ pub enum TransportError {
         #[source]
         source: quinn::ConnectError,
     },
+    /// The server was already running its maximum of handshakes (§7.3.1); the attempt was
+    /// refused before any key agreement.
+    #[error("refused: {limit} handshakes already in progress")]
+    TooManyHandshakes {
+        /// The configured maximum.
+        limit: usize,
+    },
     /// An operation did not finish in time (§7.6).
     #[error("timed out after {after:?} while {during}")]
     Timeout {

@@ -30,6 +30,13 @@ pub struct TransportSettings {
     /// is written, so all peers together never buffer more than this. Must be at least
     /// `max_request_len`.
     pub max_in_flight_bytes: u64,
+    /// Handshakes the server runs at once (§7.3.1); an Initial beyond them is refused with
+    /// `CONNECTION_REFUSED` before any key agreement or signature is spent on it. At least 1.
+    pub max_concurrent_handshakes: usize,
+    /// Whether the server validates a client's address with a QUIC Retry before its
+    /// handshake (RFC 9000 §8.1, §7.3.1), so a spoofed source address costs the server no
+    /// X25519 and no signature.
+    pub validate_addresses: bool,
 }
 
 impl Default for TransportSettings {
@@ -42,6 +49,8 @@ impl Default for TransportSettings {
             max_concurrent_bidi_streams: 64,
             max_request_len: MAX_FRAME_LEN,
             max_in_flight_bytes: 4 * u64::from(MAX_FRAME_LEN),
+            max_concurrent_handshakes: 64,
+            validate_addresses: true,
         }
     }
 }
@@ -56,6 +65,11 @@ impl TransportSettings {
         if self.max_in_flight_bytes < u64::from(self.max_request_len) {
             return Err(TransportError::InvalidSettings(
                 "max_in_flight_bytes must be at least max_request_len",
+            ));
+        }
+        if self.max_concurrent_handshakes == 0 {
+            return Err(TransportError::InvalidSettings(
+                "max_concurrent_handshakes must be at least 1",
             ));
         }
         if self.keep_alive.is_some_and(|k| k >= self.idle_timeout) {
