@@ -61,7 +61,7 @@ pub enum ServerEvent {
 /// What [`MeshEndpoint::screen`] decided for an incoming connection.
 enum Screened {
     /// Go on to the handshake while holding one of the handshake permits.
-    Handshake(quinn::Incoming, tokio::sync::OwnedSemaphorePermit),
+    Handshake(Box<quinn::Incoming>, tokio::sync::OwnedSemaphorePermit),
     /// Sent a Retry; the client comes back as a new incoming connection.
     Retried,
     /// Refused before any cryptography.
@@ -426,7 +426,7 @@ impl MeshEndpoint {
             let incoming = self.inner.endpoint.accept().await?;
             match self.screen(incoming) {
                 Screened::Handshake(incoming, permit) => {
-                    let result = self.handshake_incoming(incoming).await;
+                    let result = self.handshake_incoming(*incoming).await;
                     drop(permit);
                     return Some(result);
                 }
@@ -457,7 +457,7 @@ impl MeshEndpoint {
             return Screened::Retried;
         }
         match Arc::clone(&self.inner.handshakes).try_acquire_owned() {
-            Ok(permit) => Screened::Handshake(incoming, permit),
+            Ok(permit) => Screened::Handshake(Box::new(incoming), permit),
             Err(_) => {
                 incoming.refuse();
                 Screened::Refused(TransportError::TooManyHandshakes {
@@ -489,7 +489,7 @@ impl MeshEndpoint {
             let this = self.clone();
             let handler = Arc::clone(&handler);
             tokio::spawn(async move {
-                let handshake = this.handshake_incoming(incoming).await;
+                let handshake = this.handshake_incoming(*incoming).await;
                 drop(permit);
                 let conn = match handshake {
                     Ok(conn) => conn,

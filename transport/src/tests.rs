@@ -862,7 +862,6 @@ impl rustls::client::danger::ServerCertVerifier for StallingVerifier {
 
 #[tokio::test]
 async fn attack_l4_a_handshake_flood_beyond_the_limit_is_refused_before_key_agreement() {
-    use rustls::client::danger::ServerCertVerifier as _;
     bounded(async {
         let stalled_key = secret(111).public_key();
         let client_key = secret(112).public_key();
