@@ -6,6 +6,7 @@
 
 #[cfg(feature = "fhe")]
 pub mod bench_fhe;
+pub mod bench_hetero;
 pub mod bench_poisoning;
 pub mod bench_secagg;
 pub mod commands;

@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 use quorate_crypto::SecretKey;
 use quorate_crypto::tensor_digest::sha256;
+use quorate_protocol::governance::Governance;
 use quorate_protocol::roster::{Entry, Role, Roster};
 
 use quorate_node::clock::unix_now;
@@ -27,6 +28,19 @@ pub struct LocalMesh {
     pub client_key_path: PathBuf,
     /// Node processes by name.
     pub nodes: Vec<(String, Child)>,
+}
+
+/// What [`LocalMesh::start_custom`] varies per node, and the roster's governance.
+pub struct Custom<'a> {
+    /// Appended to node `i`'s node.toml.
+    pub extra_config: &'a dyn Fn(usize) -> String,
+    /// Model files node `i` serves besides the bundled ones (listed in the roster too).
+    pub extra_models: &'a dyn Fn(usize) -> Vec<PathBuf>,
+    /// Node `i`'s execution providers, in preference order (§12.2), also listed in its
+    /// roster entry.
+    pub providers: &'a dyn Fn(usize) -> Vec<String>,
+    /// The governance signed into the roster (§10.6).
+    pub governance: Governance,
 }
 
 /// A free UDP port on 127.0.0.1 (released at once; a small race is acceptable on loopback).
@@ -90,6 +104,36 @@ impl LocalMesh {
         extra_config: &dyn Fn(usize) -> String,
         extra_models: &dyn Fn(usize) -> Vec<PathBuf>,
     ) -> anyhow::Result<Self> {
+        let default_providers = |_: usize| vec!["xnnpack".to_string(), "cpu".to_string()];
+        Self::start_custom(
+            dir,
+            n,
+            models,
+            exe,
+            &Custom {
+                extra_config,
+                extra_models,
+                providers: &default_providers,
+                governance: Governance::default(),
+            },
+        )
+    }
+
+    /// The most general start: per-node configuration, models and providers, and the
+    /// roster's governance (§10.6).
+    pub fn start_custom(
+        dir: &Path,
+        n: usize,
+        models: &Path,
+        exe: &Path,
+        custom: &Custom<'_>,
+    ) -> anyhow::Result<Self> {
+        let Custom {
+            extra_config,
+            extra_models,
+            providers,
+            governance,
+        } = custom;
         anyhow::ensure!((1..=32).contains(&n), "a local mesh has 1 to 32 nodes");
         let keys = dir.join("keys");
         std::fs::create_dir_all(&keys)?;
@@ -135,22 +179,23 @@ impl LocalMesh {
                 role: Role::Node,
                 addresses: vec![addr.to_string()],
                 models: digests,
-                providers: vec!["cpu".into()],
+                providers: providers(i),
             });
             let cfg = node_dir.join("node.toml");
             let text = format!(
                 "name = \"{name}\"\nkey = \"{}\"\nroster = \"{}\"\nadmin = \"{}\"\nlisten = \"{addr}\"\nmodels = \"models\"\n\
-                 providers = [\"xnnpack\", \"cpu\"]\naudit_log = \"audit.qlog\"\nmax_concurrent = 4\n",
+                 providers = {:?}\naudit_log = \"audit.qlog\"\nmax_concurrent = 4\n",
                 key_path.display(),
                 dir.join("roster.cose").display(),
-                dir.join("admin.pub").display()
+                dir.join("admin.pub").display(),
+                providers(i),
             );
             std::fs::write(&cfg, text + &extra_config(i))?;
             configs.push((name, cfg));
         }
         let now = unix_now();
         let roster = Roster {
-            governance: Default::default(),
+            governance: governance.clone(),
             mesh: "quorate-demo".into(),
             serial: 1,
             issued_at: now,

@@ -66,6 +66,10 @@ enum BenchCommand {
     Secagg(bench_secagg::BenchSecaggArgs),
     /// Verified jobs (§14.8): detection rate per misbehaviour and false positives.
     Poisoning(bench_poisoning::BenchPoisoningArgs),
+    /// Verified jobs on a mixed mesh (CPU, OpenVINO f32 and bf16) serving a real
+    /// transformer under its calibrated policy (§14.10): honest jobs and poisoning at
+    /// multiples of the honest envelope.
+    Hetero(quorate_cli::bench_hetero::BenchHeteroArgs),
     /// Encrypted dot product: naive scalar multiplications against pre-shifted planes.
     #[cfg(feature = "fhe")]
     Fhe(quorate_cli::bench_fhe::BenchFheArgs),
@@ -88,6 +92,7 @@ fn main() -> std::process::ExitCode {
         Command::Pipeline(args) => commands::pipeline::run(&args),
         Command::Bench(BenchCommand::Secagg(args)) => bench_secagg::run(&args),
         Command::Bench(BenchCommand::Poisoning(args)) => bench_poisoning::run(&args),
+        Command::Bench(BenchCommand::Hetero(args)) => quorate_cli::bench_hetero::run(&args),
         #[cfg(feature = "fhe")]
         Command::Fhe(cmd) => commands::fhe::run(&cmd),
         #[cfg(feature = "fhe")]

@@ -244,7 +244,7 @@ fn generated_samples(
     Ok(out)
 }
 
-fn generated_input(
+pub(crate) fn generated_input(
     spec: &IoSpec,
     seq: u64,
     vocab: u64,
