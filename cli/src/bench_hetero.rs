@@ -10,6 +10,10 @@
 //!   poisoning node adds ±m·E to every output element, E being the largest honest drift the
 //!   calibration measured across the precision classes (`observed.max_abs` of the widest
 //!   pair): the rows state m, the multiple of the honest envelope. Detected means convicted.
+//! - Activation rows poison an intermediate activation the same way: the model is split at a
+//!   layer boundary (`--activation-cut`, §13.1), every node also serves the stages, and the
+//!   poisoning node perturbs only what stage 1 computes (the activation at the cut), run as
+//!   a verified job of its own as a pipeline stage is (§13.4).
 //!
 //! The roster's governance grants the policy for this model with witnesses of any provider
 //! (§10.6): that is what calibration is for (§14.10).
@@ -62,6 +66,13 @@ pub struct BenchHeteroArgs {
     /// one node) each.
     #[arg(long, value_delimiter = ',', default_value = "0.1,0.25,0.5,1,3,10")]
     pub multiples: Vec<f64>,
+    /// Poisoning magnitudes of the intermediate activation, as multiples of the envelope.
+    #[arg(long, value_delimiter = ',', default_value = "0.25,1,10")]
+    pub activation_multiples: Vec<f64>,
+    /// The tensor at which the model is cut for the activation rows (a layer boundary; see
+    /// `quorate split --list`).
+    #[arg(long, default_value = "layer_norm_6")]
+    pub activation_cut: String,
     /// Shortest and longest token sequence of an input.
     #[arg(long, default_value_t = 8)]
     pub seq_min: u64,
@@ -91,6 +102,8 @@ const OV_F32: usize = 3;
 const OV_BF16: usize = 4;
 
 struct Row {
+    /// `output` or the activation's name.
+    poisoned: String,
     multiple: f64,
     magnitude: f64,
     trials: usize,
@@ -129,19 +142,22 @@ fn calibrated(doc: &Value, choice: &str) -> anyhow::Result<(Policy, f64, String)
     Ok((policy, envelope, pair))
 }
 
-fn governance(model: [u8; 32], policy: Policy) -> Governance {
+/// The default governance, granting `policy` with witnesses of any provider for `models`.
+fn governance(models: &[[u8; 32]], policy: Policy) -> Governance {
     let mut g = Governance::default();
-    g.verification.insert(
-        0,
-        VerificationRule {
-            model: Some(model),
-            grants: vec![Grant {
-                policy,
-                scope: Scope::AnyProvider,
-            }],
-            min_quorum: 2,
-        },
-    );
+    for m in models {
+        g.verification.insert(
+            0,
+            VerificationRule {
+                model: Some(*m),
+                grants: vec![Grant {
+                    policy,
+                    scope: Scope::AnyProvider,
+                }],
+                min_quorum: 2,
+            },
+        );
+    }
     g
 }
 
@@ -168,26 +184,47 @@ pub fn run(args: &BenchHeteroArgs) -> anyhow::Result<std::process::ExitCode> {
     );
     let specs = LoadedModel::from_file(&args.model, 1)?.inputs.clone();
     let n_honest = HONEST.len();
-    let n = n_honest + args.multiples.len();
-    anyhow::ensure!(n <= 32, "at most {} multiples", 32 - n_honest);
+    // (what is poisoned, multiple): one poisoning node each.
+    let poisonings: Vec<(bool, f64)> = args
+        .multiples
+        .iter()
+        .map(|&m| (false, m))
+        .chain(args.activation_multiples.iter().map(|&m| (true, m)))
+        .collect();
+    let n = n_honest + poisonings.len();
+    anyhow::ensure!(n <= 32, "at most {} rows", 32 - n_honest);
 
     let dir = tempfile::tempdir()?;
+    let stage_files = crate::commands::pipeline::write_split(
+        &args.model,
+        &args.activation_cut,
+        &dir.path().join("stages"),
+    )?;
+    let stage1 = sha256(&std::fs::read(&stage_files[0])?);
     let exe = std::env::current_exe().context("cannot find the quorate binary")?;
     let magnitude = |m: f64| m * envelope;
     let file = model_file(&args.model)?;
     let extra_config = |i: usize| match HONEST.get(i) {
         Some((_, _, threads)) => format!("intra_threads = {threads}\n"),
-        None => format!(
-            "test_misbehave = \"noise:{:e}\"\ntest_misbehave_model = \"{file}\"\n",
-            magnitude(args.multiples[i - n_honest]),
-        ),
+        None => {
+            let (activation, m) = poisonings[i - n_honest];
+            let target = if activation { "stage-1.onnx" } else { &file };
+            format!(
+                "test_misbehave = \"noise:{:e}\"\ntest_misbehave_model = \"{target}\"\n",
+                magnitude(m),
+            )
+        }
     };
     let providers = |i: usize| vec![HONEST.get(i).map_or("cpu", |h| h.1).to_string()];
-    let extra_models = |_: usize| vec![args.model.clone()];
+    let extra_models = |_: usize| {
+        let mut m = vec![args.model.clone()];
+        m.extend(stage_files.iter().cloned());
+        m
+    };
     eprintln!(
         "starting {n} node processes ({n_honest} honest: {}; {} poisoning)…",
         HONEST.map(|h| h.0).join(", "),
-        args.multiples.len()
+        poisonings.len()
     );
     let mesh = LocalMesh::start_custom(
         dir.path(),
@@ -198,7 +235,7 @@ pub fn run(args: &BenchHeteroArgs) -> anyhow::Result<std::process::ExitCode> {
             extra_config: &extra_config,
             extra_models: &extra_models,
             providers: &providers,
-            governance: governance(model, policy),
+            governance: governance(&[model, stage1], policy),
         },
     )?;
     let nodes: Vec<Entry> = (1..=n)
@@ -228,38 +265,47 @@ pub fn run(args: &BenchHeteroArgs) -> anyhow::Result<std::process::ExitCode> {
             .map(|s| generated_input(s, seq, args.vocab, &mut next))
             .collect()
     };
-    let run_job = |candidates: Vec<Entry>, inputs: Vec<Tensor>| -> anyhow::Result<Outcome> {
-        let req = InferRequest {
-            job_id: quorate_crypto::random::bytes()?,
-            nonce: quorate_crypto::random::bytes::<32>()?.to_vec(),
-            kind: JobKind::Infer,
-            model,
-            input_salts: Some(
-                inputs
-                    .iter()
-                    .map(|_| quorate_crypto::random::bytes::<SALT_LEN>())
-                    .collect::<Result<_, _>>()?,
-            ),
-            inputs,
-            policy: Some(policy.digest()?),
-            previous: None,
+    let run_on =
+        |model: [u8; 32], candidates: Vec<Entry>, inputs: Vec<Tensor>| -> anyhow::Result<Outcome> {
+            let req = InferRequest {
+                job_id: quorate_crypto::random::bytes()?,
+                nonce: quorate_crypto::random::bytes::<32>()?.to_vec(),
+                kind: JobKind::Infer,
+                model,
+                input_salts: Some(
+                    inputs
+                        .iter()
+                        .map(|_| quorate_crypto::random::bytes::<SALT_LEN>())
+                        .collect::<Result<_, _>>()?,
+                ),
+                inputs,
+                policy: Some(policy.digest()?),
+                previous: None,
+            };
+            Ok(rt.block_on(verified::run(
+                &client,
+                req,
+                policy,
+                3,
+                2,
+                candidates,
+                &|_| {},
+            ))?)
         };
-        Ok(rt.block_on(verified::run(
-            &client,
-            req,
-            policy,
-            3,
-            2,
-            candidates,
-            &|_| {},
-        ))?)
-    };
+
+    let run_job = |candidates: Vec<Entry>, inputs: Vec<Tensor>| run_on(model, candidates, inputs);
+    let cut = args.activation_cut.as_str();
 
     let started = Instant::now();
     let mut rows = Vec::new();
-    for (r, &multiple) in args.multiples.iter().enumerate() {
+    for (r, &(activation, multiple)) in poisonings.iter().enumerate() {
         let bad = n_honest + r;
         let mut row = Row {
+            poisoned: if activation {
+                cut.to_string()
+            } else {
+                "output".into()
+            },
             multiple,
             magnitude: magnitude(multiple),
             trials: args.trials,
@@ -271,7 +317,8 @@ pub fn run(args: &BenchHeteroArgs) -> anyhow::Result<std::process::ExitCode> {
             // Two honest witnesses on different providers: a CPU node and an OpenVINO one.
             let cpu = t % 3;
             let ov = if t % 2 == 0 { OV_F32 } else { OV_BF16 };
-            let o = run_job(
+            let o = run_on(
+                if activation { stage1 } else { model },
                 vec![nodes[bad].clone(), nodes[cpu].clone(), nodes[ov].clone()],
                 input()?,
             )?;
@@ -281,8 +328,8 @@ pub fn run(args: &BenchHeteroArgs) -> anyhow::Result<std::process::ExitCode> {
             row.honest_accused += v.proven_wrong.iter().filter(|&&i| i != 0).count();
         }
         eprintln!(
-            "poisoning at {multiple}x the envelope: {}/{} convicted",
-            row.convicted, row.trials
+            "poisoning {} at {multiple}x the envelope: {}/{} convicted",
+            row.poisoned, row.convicted, row.trials
         );
         rows.push(row);
     }
@@ -314,11 +361,15 @@ pub fn run(args: &BenchHeteroArgs) -> anyhow::Result<std::process::ExitCode> {
     }
     client.close();
     let seconds = started.elapsed().as_secs_f64();
-    let smallest = rows
-        .iter()
-        .filter(|r| r.trials > 0 && r.convicted * 100 >= r.trials * 99)
-        .map(|r| r.multiple)
-        .fold(None, |a: Option<f64>, m| Some(a.map_or(m, |a| a.min(m))));
+    // Per poisoned tensor, the smallest multiple convicted in at least 99% of its jobs.
+    let smallest = |poisoned: &str| {
+        rows.iter()
+            .filter(|r| r.poisoned == poisoned && r.trials > 0)
+            .filter(|r| r.convicted * 100 >= r.trials * 99)
+            .map(|r| r.multiple)
+            .fold(None, |a: Option<f64>, m| Some(a.map_or(m, |a| a.min(m))))
+    };
+    let kinds = ["output", cut];
 
     if args.json {
         let doc = json!({
@@ -333,11 +384,14 @@ pub fn run(args: &BenchHeteroArgs) -> anyhow::Result<std::process::ExitCode> {
             "honest_accused": honest_accused,
             "honest_bit_identical": bit_identical,
             "rows": rows.iter().map(|r| json!({
-                "multiple": r.multiple, "magnitude": r.magnitude, "trials": r.trials,
+                "poisoned": r.poisoned, "multiple": r.multiple, "magnitude": r.magnitude, "trials": r.trials,
                 "convicted": r.convicted, "accepted_with_poisoner": r.accepted_with_poisoner,
                 "honest_accused": r.honest_accused,
             })).collect::<Vec<_>>(),
-            "smallest_multiple_detected_99": smallest,
+            "smallest_multiple_detected_99": kinds
+                .iter()
+                .map(|k| (k.to_string(), json!(smallest(k))))
+                .collect::<serde_json::Map<_, _>>(),
             "seconds": seconds,
         });
         println!("{}", serde_json::to_string_pretty(&doc)?);
@@ -348,12 +402,13 @@ pub fn run(args: &BenchHeteroArgs) -> anyhow::Result<std::process::ExitCode> {
             policy.describe()
         );
         println!(
-            "| poisoning | magnitude | jobs | convicted | rate | accepted (below envelope) | honest accused |"
+            "| poisoned | multiple of E | magnitude | jobs | convicted | rate | accepted (poisoner in the quorum) | honest accused |"
         );
-        println!("|---|---|---|---|---|---|---|");
+        println!("|---|---|---|---|---|---|---|---|");
         for r in &rows {
             println!(
-                "| {}× E | {:.2e} | {} | {} | {:.1}% | {} | {} |",
+                "| {} | {}× | {:.2e} | {} | {} | {:.1}% | {} | {} |",
+                r.poisoned,
                 r.multiple,
                 r.magnitude,
                 r.trials,
@@ -367,9 +422,13 @@ pub fn run(args: &BenchHeteroArgs) -> anyhow::Result<std::process::ExitCode> {
             "honest jobs: {} (sequence {}..={} tokens), all three agreed {accepted}, disagreements {disagreed}, honest nodes accused {honest_accused}, bit-identical {bit_identical}",
             args.jobs, args.seq_min, args.seq_max
         );
-        match smallest {
-            Some(m) => println!("smallest multiple of E convicted in at least 99% of jobs: {m}×"),
-            None => println!("no row reached 99% conviction"),
+        for k in kinds {
+            match smallest(k) {
+                Some(m) => println!(
+                    "poisoning {k}: smallest multiple of E convicted in at least 99% of jobs: {m}×"
+                ),
+                None => println!("poisoning {k}: no row reached 99% conviction"),
+            }
         }
         println!("total {seconds:.1} s");
     }

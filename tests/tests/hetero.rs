@@ -26,6 +26,8 @@ fn a_mixed_mesh_accepts_honest_minilm_jobs_and_convicts_poisoning_at_ten_times_t
         "6",
         "--multiples",
         "0.01,10",
+        "--activation-multiples",
+        "10",
         "--json",
     ]);
     assert!(o.status.success(), "{}", text(&o));
@@ -38,8 +40,11 @@ fn a_mixed_mesh_accepts_honest_minilm_jobs_and_convicts_poisoning_at_ten_times_t
     // really crossed providers (the CPU alone is bit-identical across thread counts).
     assert_eq!(doc["honest_bit_identical"], 0, "{doc}");
     let rows = doc["rows"].as_array().unwrap();
-    assert_eq!(rows.len(), 2);
-    let (tiny, ten) = (&rows[0], &rows[1]);
+    assert_eq!(rows.len(), 3);
+    let (tiny, ten, activation) = (&rows[0], &rows[1], &rows[2]);
+    // Poisoning the activation after layer 3 at 10× is convicted like the output.
+    assert_eq!(activation["poisoned"], "layer_norm_6");
+    assert_eq!(activation["convicted"], 6, "{doc}");
     assert_eq!(ten["multiple"], 10.0);
     assert_eq!(ten["convicted"], 6, "{doc}");
     assert_eq!(ten["accepted_with_poisoner"], 0, "{doc}");
