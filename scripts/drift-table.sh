@@ -10,7 +10,7 @@ SAMPLES="${1:-20}"
 ./scripts/fetch-models.sh >/dev/null
 cargo build --quiet --bin quorate
 Q="${CARGO_TARGET_DIR:-target}/debug/quorate"
-OUT="${DRIFT_OUT:-third_party/calibration}"
+OUT="${DRIFT_OUT:-models/calibration}"
 mkdir -p "$OUT"
 "$Q" gen-model transformer --out third_party/models/transformer.onnx >/dev/null
 "$Q" calibrate --model third_party/models/transformer.onnx --name "generated transformer" \

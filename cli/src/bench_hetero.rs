@@ -50,7 +50,7 @@ pub struct BenchHeteroArgs {
     #[arg(long, default_value = concat!(env!("CARGO_MANIFEST_DIR"), "/../third_party/models/all-MiniLM-L6-v2-int8.onnx"))]
     pub model: PathBuf,
     /// Its calibration (`quorate calibrate --out`); gives the policy and the honest envelope.
-    #[arg(long, default_value = concat!(env!("CARGO_MANIFEST_DIR"), "/../third_party/calibration/minilm.json"))]
+    #[arg(long, default_value = concat!(env!("CARGO_MANIFEST_DIR"), "/../models/calibration/minilm.json"))]
     pub calibration: PathBuf,
     /// Which calibrated comparison to use: `cosine` or `tolerance`; or a policy written out
     /// (`cosine:min=0.998`).

@@ -79,7 +79,7 @@ fn a_minilm_pipeline_split_at_layer_boundaries_on_a_mixed_mesh_convicts_the_pois
     let root = repo_root();
     let minilm = root.join("third_party/models/all-MiniLM-L6-v2-int8.onnx");
     assert!(minilm.is_file(), "run ./scripts/fetch-models.sh");
-    let calibration = read_json(&root.join("third_party/calibration/minilm.json"));
+    let calibration = read_json(&root.join("models/calibration/minilm.json"));
     let pair = &calibration["policies"]["bf16~f32"]["last_hidden_state"];
     let policy = Policy::parse(pair["cosine"].as_str().unwrap()).unwrap();
     let envelope = pair["observed"]["max_abs"].as_f64().unwrap();
