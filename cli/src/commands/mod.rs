@@ -15,6 +15,7 @@ pub mod infer;
 pub mod infer_verified;
 pub mod keygen;
 pub mod node;
+pub mod node_check;
 pub mod pipeline;
 pub mod roster;
 pub mod run;

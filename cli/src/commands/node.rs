@@ -34,8 +34,14 @@ the node refuses new connections and answers requests with no_valid_roster (12) 
 roster is loaded; it does not exit.")]
 pub struct NodeArgs {
     /// The node's configuration file.
-    #[arg(long, value_name = "FILE", required_unless_present = "list_providers")]
+    #[arg(long, value_name = "FILE", required_unless_present_any = ["list_providers", "check_config"])]
     pub config: Option<PathBuf>,
+    /// Check this configuration and everything it names (keys and their permissions, the
+    /// roster and this node's entry, the listen address, providers, models, the audit log)
+    /// as the node would at start, without serving or writing anything; exits 1 if a check
+    /// fails.
+    #[arg(long, value_name = "FILE", conflicts_with_all = ["config", "list_providers"])]
+    pub check_config: Option<PathBuf>,
     /// Print the execution providers this machine offers, with their devices (or why each is
     /// unavailable), and exit. With --config, also what the node's preference list would use.
     #[arg(long)]
@@ -92,6 +98,9 @@ fn list_providers(config: Option<&PathBuf>) -> anyhow::Result<ExitCode> {
 pub fn run(args: &NodeArgs) -> anyhow::Result<ExitCode> {
     if args.list_providers {
         return list_providers(args.config.as_ref());
+    }
+    if let Some(path) = &args.check_config {
+        return super::node_check::check_config(path);
     }
     let path = args.config.as_ref().context("--config is required")?;
     let cfg = NodeConfig::load(path)?;
