@@ -236,6 +236,7 @@ pub fn run(args: &BenchHeteroArgs) -> anyhow::Result<std::process::ExitCode> {
             extra_models: &extra_models,
             providers: &providers,
             governance: governance(&[model, stage1], policy),
+            env: &|_| Vec::new(),
         },
     )?;
     let nodes: Vec<Entry> = (1..=n)

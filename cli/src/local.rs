@@ -41,6 +41,8 @@ pub struct Custom<'a> {
     pub providers: &'a dyn Fn(usize) -> Vec<String>,
     /// The governance signed into the roster (§10.6).
     pub governance: Governance,
+    /// Extra environment variables of node `i`'s process (e.g. a shifted clock).
+    pub env: &'a dyn Fn(usize) -> Vec<(String, String)>,
 }
 
 /// A free UDP port on 127.0.0.1 (released at once; a small race is acceptable on loopback).
@@ -105,6 +107,7 @@ impl LocalMesh {
         extra_models: &dyn Fn(usize) -> Vec<PathBuf>,
     ) -> anyhow::Result<Self> {
         let default_providers = |_: usize| vec!["xnnpack".to_string(), "cpu".to_string()];
+        let no_env = |_: usize| Vec::new();
         Self::start_custom(
             dir,
             n,
@@ -115,6 +118,7 @@ impl LocalMesh {
                 extra_models,
                 providers: &default_providers,
                 governance: Governance::default(),
+                env: &no_env,
             },
         )
     }
@@ -133,6 +137,7 @@ impl LocalMesh {
             extra_models,
             providers,
             governance,
+            env,
         } = custom;
         anyhow::ensure!((1..=32).contains(&n), "a local mesh has 1 to 32 nodes");
         let keys = dir.join("keys");
@@ -191,7 +196,7 @@ impl LocalMesh {
                 providers(i),
             );
             std::fs::write(&cfg, text + &extra_config(i))?;
-            configs.push((name, cfg));
+            configs.push((name, cfg, env(i)));
         }
         let now = unix_now();
         let roster = Roster {
@@ -210,10 +215,11 @@ impl LocalMesh {
             client_key_path,
             nodes: Vec::new(),
         };
-        for (name, cfg) in configs {
+        for (name, cfg, vars) in configs {
             let child = Command::new(exe)
                 .args(["node", "--config"])
                 .arg(&cfg)
+                .envs(vars)
                 .stdout(Stdio::piped())
                 .stderr(Stdio::from(std::fs::File::create(
                     cfg.with_file_name("node.log"),
