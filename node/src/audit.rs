@@ -3,20 +3,66 @@
 //!
 //! The format is `quorate_protocol::audit_log`; opening the log truncates an incomplete or
 //! mismatching tail record left by a crash.
+//!
+//! Storage faults (§12.4.1): when an append cannot be made durable (a full disk, a file system
+//! gone read-only, an I/O error) the job is answered `storage_unavailable` and the log is cut
+//! back to its last complete record, so a later append never lands after a fragment; every
+//! new append tries again, so the node recovers by itself once space returns.
 
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
-use anyhow::{Context, bail};
+use anyhow::Context;
 use quorate_protocol::audit_log::{MAGIC, record, scan};
+use quorate_protocol::messages::{ErrorCode, ErrorFrame};
 use quorate_protocol::receipt::MAX_RECEIPT_LEN;
 
 /// An open audit log.
 pub struct AuditLog {
-    file: Mutex<File>,
+    file: Mutex<Tail>,
     path: PathBuf,
+}
+
+/// The file and the length of its complete records.
+struct Tail {
+    file: File,
+    /// Bytes up to the end of the last record made durable.
+    durable_len: u64,
+    /// A failed append may have left bytes after `durable_len` that could not be cut.
+    dirty: bool,
+}
+
+/// Why a receipt could not be logged.
+#[derive(Debug, thiserror::Error)]
+pub enum AppendError {
+    /// The receipt exceeds the format's limit.
+    #[error("receipt of {0} bytes exceeds the limit")]
+    TooLarge(usize),
+    /// The log's storage cannot take the record now (full, read-only, failing).
+    #[error("audit log {path} cannot take the receipt: {source}")]
+    StorageUnavailable {
+        /// The log.
+        path: PathBuf,
+        /// What the file system said.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+impl From<AppendError> for ErrorFrame {
+    /// §11.5: storage faults are `storage_unavailable`, so a client retries elsewhere; the
+    /// message names the cause, not the path (§12.4.1).
+    fn from(e: AppendError) -> Self {
+        match e {
+            AppendError::TooLarge(_) => ErrorFrame::new(ErrorCode::Internal, e.to_string()),
+            AppendError::StorageUnavailable { source, .. } => ErrorFrame::new(
+                ErrorCode::StorageUnavailable,
+                format!("the node cannot make the receipt durable: {source}"),
+            ),
+        }
+    }
 }
 
 impl AuditLog {
@@ -57,10 +103,14 @@ impl AuditLog {
             }
             s.records.len()
         };
-        file.seek(SeekFrom::End(0))?;
+        let durable_len = file.seek(SeekFrom::End(0))?;
         Ok((
             Self {
-                file: Mutex::new(file),
+                file: Mutex::new(Tail {
+                    file,
+                    durable_len,
+                    dirty: false,
+                }),
                 path: path.to_path_buf(),
             },
             count,
@@ -68,18 +118,51 @@ impl AuditLog {
     }
 
     /// Appends a receipt and fsyncs it; only then may the reply carrying it leave the node.
-    pub fn append(&self, receipt: &[u8]) -> anyhow::Result<()> {
+    /// On failure the log keeps exactly its complete records (§12.4.1).
+    pub fn append(&self, receipt: &[u8]) -> Result<(), AppendError> {
         if receipt.len() > MAX_RECEIPT_LEN {
-            bail!("receipt of {} bytes exceeds the limit", receipt.len());
+            return Err(AppendError::TooLarge(receipt.len()));
         }
         let record = record(receipt);
-        let mut file = self
+        // A panic while holding the lock leaves the tail as consistent as any failure does.
+        let mut tail = self
             .file
             .lock()
-            .map_err(|_| anyhow::anyhow!("audit log lock poisoned"))?;
-        file.write_all(&record)
-            .and_then(|()| file.sync_data())
-            .with_context(|| format!("cannot append to audit log {}", self.path.display()))
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let Tail {
+            file,
+            durable_len,
+            dirty,
+        } = &mut *tail;
+        let attempt = (|| {
+            if *dirty {
+                // Cut what an earlier failed append left, before writing after it.
+                file.set_len(*durable_len)?;
+                file.sync_data()?;
+                *dirty = false;
+            }
+            file.seek(SeekFrom::Start(*durable_len))?;
+            file.write_all(&record)?;
+            file.sync_data()
+        })();
+        match attempt {
+            Ok(()) => {
+                *durable_len += record.len() as u64;
+                Ok(())
+            }
+            Err(source) => {
+                // Drop a partial record now if the file system lets us; otherwise the next
+                // append does it first.
+                *dirty = file
+                    .set_len(*durable_len)
+                    .and_then(|()| file.sync_data())
+                    .is_err();
+                Err(AppendError::StorageUnavailable {
+                    path: self.path.clone(),
+                    source,
+                })
+            }
+        }
     }
 
     /// The log's path.

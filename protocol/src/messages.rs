@@ -154,10 +154,14 @@ pub enum ErrorCode {
     /// The job is outside the mesh's governance (§10.6): a policy it does not grant, an
     /// ensemble smaller than it allows, a member it does not list for the model.
     NotAllowed,
+    /// The node cannot make a receipt durable (its audit log's storage is full, read-only or
+    /// failing, §12.4.1); nothing was answered. Retry elsewhere or later.
+    StorageUnavailable,
 }
 
 impl ErrorCode {
-    const ALL: [ErrorCode; 13] = [
+    const ALL: [ErrorCode; 14] = [
+        ErrorCode::StorageUnavailable,
         ErrorCode::NotAllowed,
         ErrorCode::NoValidRoster,
         ErrorCode::UnknownJob,
@@ -188,6 +192,7 @@ impl ErrorCode {
             ErrorCode::RoundRejected => 11,
             ErrorCode::NoValidRoster => 12,
             ErrorCode::NotAllowed => 13,
+            ErrorCode::StorageUnavailable => 14,
         }
     }
     fn from_code(c: u64) -> Option<Self> {

@@ -70,9 +70,7 @@ pub fn sign_and_log(
 ) -> Result<Vec<u8>, ErrorFrame> {
     let internal = |e: String| ErrorFrame::new(ErrorCode::Internal, e);
     let receipt = payload.sign(key).map_err(|e| internal(e.to_string()))?;
-    audit
-        .append(&receipt)
-        .map_err(|e| internal(format!("{e:#}")))?;
+    audit.append(&receipt)?;
     Ok(receipt)
 }
 

@@ -466,10 +466,7 @@ fn round(
             .sign(&job.key)
             .map_err(|e| err(ErrorCode::Internal, e.to_string()))?;
         // §12.4: durable before the reply leaves.
-        state
-            .audit
-            .append(&receipt)
-            .map_err(|e| err(ErrorCode::Internal, format!("{e:#}")))?;
+        state.audit.append(&receipt).map_err(ErrorFrame::from)?;
         out.receipt = Some(receipt);
     }
     if job.client.is_done() || job.client.aborted().is_some() {

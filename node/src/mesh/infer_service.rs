@@ -123,7 +123,7 @@ impl InferService {
             .sign(&self.key)
             .map_err(|e| internal(e.into()))?;
         // §12.4: durable before the reply leaves.
-        self.audit.append(&receipt).map_err(internal)?;
+        self.audit.append(&receipt)?;
         Ok(InferResponse {
             output_salts: job
                 .salted
