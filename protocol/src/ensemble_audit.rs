@@ -11,12 +11,12 @@ use std::sync::Arc;
 
 use quorate_crypto::tensor_digest::Digest32;
 
+use crate::ensemble::member_receipt::{MemberBinding, check_member_receipt, masked_input_of};
 use crate::ensemble::{
-    AggregatePayload, MASKED_INPUT_NAME, TranscriptEntry, decode_transcript, masked_tensor,
-    receipt_digest, transcript_digest,
+    AggregatePayload, TranscriptEntry, decode_transcript, receipt_digest, transcript_digest,
 };
 use crate::receipt::{self, JobKind};
-use crate::secagg::messages::{ClientBody, Limits, decode_client_message};
+use crate::secagg::messages::{Limits, decode_client_message};
 use crate::secagg::{Outcome, Server};
 
 /// Why an aggregate does not hold up.
@@ -220,34 +220,19 @@ pub fn audit(
                 "signed a member receipt for its masked input but is listed as dropped",
             ));
         }
-        if p.policy != Some(params_digest) {
-            return Err(problem("receipt is bound to other job parameters"));
-        }
-        if p.nonce != payload.nonce || p.model_digest != payload.models[i] {
-            return Err(problem("receipt nonce or model differs from the aggregate"));
-        }
-        if p.inputs != payload.inputs {
-            return Err(problem("receipt commits to another input"));
-        }
         let masked = entries
             .iter()
             .filter(|e| e.member == u && e.round == 2)
-            .find_map(|e| match decode_client_message(&e.envelope, &limits) {
-                Ok(m) => match m.body {
-                    ClientBody::MaskedInput { packed } => masked_tensor(packed).ok(),
-                    _ => None,
-                },
-                Err(_) => None,
-            })
+            .find_map(|e| masked_input_of(&e.envelope, &limits))
             .ok_or_else(|| problem("no masked input in the transcript"))?;
-        match p.outputs.as_slice() {
-            [c] if c.name == MASKED_INPUT_NAME && c.matches(&masked, None) => {}
-            _ => {
-                return Err(problem(
-                    "receipt does not commit to the masked input replayed",
-                ));
-            }
-        }
+        let binding = MemberBinding {
+            job_id: &payload.job_id,
+            nonce: &payload.nonce,
+            model: &payload.models[i],
+            params: &params_digest,
+            inputs: &payload.inputs,
+        };
+        check_member_receipt(p, &binding, &masked).map_err(|e| problem(&e.to_string()))?;
         let listed: Option<&Digest32> = payload
             .member_receipts
             .iter()

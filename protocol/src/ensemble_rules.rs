@@ -19,7 +19,7 @@ use quorate_crypto::tensor_digest::Digest32;
 
 use crate::ensemble::EnsembleStart;
 use crate::ensemble_dp;
-use crate::messages::{ErrorCode, ErrorFrame};
+use crate::messages::common::{ErrorCode, ErrorFrame};
 use crate::roster::{Role, Roster};
 
 /// Jobs remembered for the repeated-input rule.
