@@ -1,8 +1,9 @@
 //! A member node's side of a private ensemble (§15.3): run the model on the client's
 //! input and keep one protocol member machine (`quorate_protocol::ensemble::member`) per
-//! job in a bounded per-job state map; the machine encodes the output, checks the rounds
-//! and builds the member receipt, this file passes time in, signs and logs. The plaintext output never leaves this file:
-//! only masked SecAgg envelopes and a member receipt committing to the masked vector do.
+//! job in a bounded per-job state map. The machine encodes the output, checks the rounds
+//! and builds the member receipt; this file runs the model, passes time in, signs and
+//! logs. The plaintext output never leaves the node: only masked SecAgg envelopes and a
+//! member receipt committing to the masked vector do.
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
