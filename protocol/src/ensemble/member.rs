@@ -16,7 +16,6 @@ use quorate_crypto::{PublicKey, SecretKey};
 use super::ROUND_ABORT;
 use super::messages::{EnsembleReply, EnsembleRound, EnsembleStart, masked_tensor};
 use super::params::{EnsembleParams, Mode};
-use crate::ensemble_dp;
 use crate::messages::common::{ErrorCode, ErrorFrame};
 use crate::receipt::{Commitment, JobKind, ReceiptPayload};
 use crate::secagg::encoding::{FixedPoint, encode_vote};
@@ -24,6 +23,7 @@ use crate::secagg::messages::{
     ClientBody, Limits, ServerBody, decode_client_message, decode_server_message,
 };
 use crate::secagg::{Client, ClientError};
+use crate::{ensemble_dp, ensemble_rules};
 
 fn err(code: ErrorCode, m: impl Into<String>) -> ErrorFrame {
     ErrorFrame::new(code, m)
@@ -139,7 +139,8 @@ impl std::fmt::Debug for MemberJob {
 }
 
 impl MemberJob {
-    /// Joins the job `req` started by the authenticated `aggregator` with the encoded
+    /// Joins the job `req` started by the authenticated `aggregator` (which must be the one
+    /// its parameters name, [`ensemble_rules::check_aggregator`]) with the encoded
     /// `values` ([`contribution`]), and answers round 0 at `now` (milliseconds). The
     /// SecAgg client signs with `identity` and waits at most `timeout_ms` per round.
     #[allow(clippy::too_many_arguments)]
@@ -153,6 +154,7 @@ impl MemberJob {
         now: u64,
         timeout_ms: u64,
     ) -> Result<(Self, EnsembleReply), ErrorFrame> {
+        ensemble_rules::check_aggregator(req, &aggregator)?;
         let p = &req.params;
         let cfg = Arc::new(p.round_config());
         let limits = Limits::of(&cfg);

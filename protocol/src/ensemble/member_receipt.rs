@@ -112,3 +112,118 @@ pub fn verify_member_receipt(
     check_member_receipt(&r.payload, job, &masked)?;
     Ok(r.payload)
 }
+
+#[cfg(test)]
+mod tests {
+    use quorate_crypto::SecretKey;
+
+    use super::*;
+    use crate::ensemble::{EnsembleParams, Mode};
+    use crate::secagg::messages::encode_client_message;
+
+    fn params() -> EnsembleParams {
+        let members = (0..3u8)
+            .map(|i| SecretKey::from_seed(&[i + 1; 32]).public_key())
+            .collect();
+        let aggregator = SecretKey::from_seed(&[99; 32]).public_key();
+        EnsembleParams::new(
+            Mode::Votes,
+            [7; 32],
+            aggregator,
+            members,
+            vec![[4; 32]; 3],
+            2,
+            2,
+            None,
+        )
+        .unwrap()
+    }
+
+    /// A change to a good receipt payload.
+    type Tamper = fn(&mut ReceiptPayload);
+
+    /// A member receipt of member 0 over `packed`, its envelope, and the job it binds.
+    fn setup() -> (SecretKey, EnsembleParams, Vec<u8>, ReceiptPayload) {
+        let key = SecretKey::from_seed(&[1; 32]);
+        let p = params();
+        let packed = vec![0x5au8; p.round_config().packed_len()];
+        let envelope = encode_client_message(
+            &key,
+            &p.round_config().digest(),
+            0,
+            &ClientBody::MaskedInput { packed: &packed },
+        );
+        let input = Tensor::from_f32("x", vec![1, 1], &[1.0]).unwrap();
+        let payload = ReceiptPayload {
+            job_id: [1; 16],
+            nonce: vec![2; 32],
+            kind: JobKind::EnsembleMember,
+            model_digest: [4; 32],
+            inputs: vec![Commitment::to(&input, Some(&[3; 32]))],
+            outputs: vec![Commitment::to(&masked_tensor(&packed).unwrap(), None)],
+            provider: "CPUExecutionProvider".into(),
+            runtime: "test".into(),
+            issued_at: 1,
+            previous: None,
+            policy: Some(p.digest()),
+        };
+        (key, p, envelope, payload)
+    }
+
+    #[test]
+    fn every_binding_of_a_member_receipt_is_checked() {
+        let (key, p, envelope, good) = setup();
+        let limits = Limits::of(&p.round_config());
+        let digest = p.digest();
+        let inputs = good.inputs.clone();
+        let job = MemberBinding {
+            job_id: &[1; 16],
+            nonce: &[2; 32],
+            model: &[4; 32],
+            params: &digest,
+            inputs: &inputs,
+        };
+        let check = |payload: &ReceiptPayload| {
+            let bytes = payload.sign(&key).unwrap();
+            verify_member_receipt(&bytes, &key.public_key(), &job, &envelope, &limits)
+        };
+        assert!(check(&good).is_ok());
+        let cases: Vec<(Tamper, MemberReceiptProblem)> = vec![
+            (|p| p.kind = JobKind::Infer, MemberReceiptProblem::OtherJob),
+            (|p| p.job_id = [9; 16], MemberReceiptProblem::OtherJob),
+            (|p| p.policy = None, MemberReceiptProblem::Params),
+            (
+                |p| p.nonce = vec![8; 32],
+                MemberReceiptProblem::NonceOrModel,
+            ),
+            (
+                |p| p.model_digest = [8; 32],
+                MemberReceiptProblem::NonceOrModel,
+            ),
+            (|p| p.inputs[0].salted = false, MemberReceiptProblem::Inputs),
+            (|p| p.outputs.clear(), MemberReceiptProblem::MaskedInput),
+            (
+                |p| p.outputs[0].digest = [0; 32],
+                MemberReceiptProblem::MaskedInput,
+            ),
+        ];
+        for (i, (tamper, expected)) in cases.into_iter().enumerate() {
+            let mut bad = good.clone();
+            tamper(&mut bad);
+            assert_eq!(check(&bad).unwrap_err(), expected, "case {i}");
+        }
+        // Signed by another key.
+        let other = SecretKey::from_seed(&[2; 32]);
+        let bytes = good.sign(&other).unwrap();
+        assert!(matches!(
+            verify_member_receipt(&bytes, &key.public_key(), &job, &envelope, &limits),
+            Err(MemberReceiptProblem::Signature(_))
+        ));
+        // Accompanying something other than a masked input.
+        let bytes = good.sign(&key).unwrap();
+        assert_eq!(
+            verify_member_receipt(&bytes, &key.public_key(), &job, b"\xa0", &limits),
+            Err(MemberReceiptProblem::NotMaskedInput)
+        );
+    }
+}

@@ -402,3 +402,29 @@ fn a_new_job_uses_the_one_scale_rule_and_its_noise_is_what_members_accept() {
     assert!(Mode::Mean.check_scale_bits(31).is_err());
     assert!(Mode::Votes.check_scale_bits(16).is_err());
 }
+
+#[test]
+fn a_member_refuses_a_start_from_another_peer_than_the_named_aggregator() {
+    let (_, sends) = Aggregator::new(job(Mode::Votes), 1).unwrap();
+    let ToMember::Start(req) = &sends[0].message else {
+        panic!("round 0 is a start request");
+    };
+    let co_member = member_key(3).public_key();
+    let refused = MemberJob::start(
+        req,
+        co_member,
+        vec![0, 1],
+        member_key(0),
+        Box::new(DeterministicRng::from_seed(&[0; 32])),
+        ModelRun {
+            model: req.model,
+            provider: "CPUExecutionProvider".into(),
+            runtime: "test".into(),
+            issued_at: 1,
+        },
+        0,
+        60_000,
+    )
+    .unwrap_err();
+    assert_eq!(refused.code, ErrorCode::NotAllowed);
+}
