@@ -11,6 +11,7 @@ use std::sync::Arc;
 
 use quorate_crypto::tensor_digest::Digest32;
 
+use crate::ensemble::aggregator::{ROUND_MS, close_round};
 use crate::ensemble::member_receipt::{MemberBinding, check_member_receipt, masked_input_of};
 use crate::ensemble::{
     AggregatePayload, TranscriptEntry, decode_transcript, receipt_digest, transcript_digest,
@@ -95,9 +96,8 @@ pub fn replay(
     entries: &[TranscriptEntry],
 ) -> Result<Replayed, AuditError> {
     let cfg = Arc::new(payload.params.round_config());
-    let timeout = 1_000;
     let mut server =
-        Server::new(cfg, 0, timeout, 1).map_err(|e| AuditError::ReplayAborted(e.to_string()))?;
+        Server::new(cfg, 0, ROUND_MS, 1).map_err(|e| AuditError::ReplayAborted(e.to_string()))?;
     let mut now = 0u64;
     for round in 0..=4u8 {
         for (index, e) in entries.iter().enumerate().filter(|(_, e)| e.round == round) {
@@ -128,10 +128,7 @@ pub fn replay(
                 })?;
         }
         // Close the round as the aggregator did once every live member had answered.
-        if server.outcome().is_none() && server.round() as u8 == round {
-            now = server.poll_timeout().unwrap_or(now).max(now);
-            server.handle_timeout(now);
-        }
+        now = close_round(&mut server, round, now);
         let _ = server.poll_transmit();
         if server.outcome().is_some() {
             break;

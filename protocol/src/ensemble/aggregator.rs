@@ -34,6 +34,19 @@ use crate::tensor::Tensor;
 /// Virtual per-round timeout of the SecAgg server (milliseconds of the machine's clock).
 pub const ROUND_MS: u64 = 1_000;
 
+/// Closes `round` of `server` once every member answered or failed (§15.3): when the
+/// server still waits in that round, its virtual clock jumps to the round's deadline.
+/// Returns the clock. The live aggregator and the offline replay (§15.5) close rounds
+/// alike, so a replay of the transcript reaches the aggregator's result.
+pub fn close_round(server: &mut Server, round: u8, now: u64) -> u64 {
+    if server.outcome().is_none() && server.round() as u8 == round {
+        let now = server.poll_timeout().unwrap_or(now).max(now);
+        server.handle_timeout(now);
+        return now;
+    }
+    now
+}
+
 /// Builds the parameters of a new job (§15.2, §15.6): the mode's fixed-point scale
 /// ([`Mode::scale_bits`]), noise calibrated for `dp = (ε, δ)` over all members if asked,
 /// and the smallest modulus that fits.
@@ -337,10 +350,7 @@ impl Aggregator {
             self.finished = true;
             return Vec::new();
         }
-        if self.server.outcome().is_none() && self.server.round() as u8 == self.round {
-            self.now = self.server.poll_timeout().unwrap_or(self.now).max(self.now);
-            self.server.handle_timeout(self.now);
-        }
+        self.now = close_round(&mut self.server, self.round, self.now);
         let out = self.server.poll_transmit();
         self.round = match self.server.outcome() {
             Some(Outcome::Aborted { .. }) => ROUND_ABORT,
