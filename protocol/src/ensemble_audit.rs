@@ -11,12 +11,13 @@ use std::sync::Arc;
 
 use quorate_crypto::tensor_digest::Digest32;
 
+use crate::ensemble::aggregator::{ROUND_MS, close_round};
+use crate::ensemble::member_receipt::{MemberBinding, check_member_receipt, masked_input_of};
 use crate::ensemble::{
-    AggregatePayload, MASKED_INPUT_NAME, TranscriptEntry, decode_transcript, masked_tensor,
-    receipt_digest, transcript_digest,
+    AggregatePayload, TranscriptEntry, decode_transcript, receipt_digest, transcript_digest,
 };
 use crate::receipt::{self, JobKind};
-use crate::secagg::messages::{ClientBody, Limits, decode_client_message};
+use crate::secagg::messages::{Limits, decode_client_message};
 use crate::secagg::{Outcome, Server};
 
 /// Why an aggregate does not hold up.
@@ -95,9 +96,8 @@ pub fn replay(
     entries: &[TranscriptEntry],
 ) -> Result<Replayed, AuditError> {
     let cfg = Arc::new(payload.params.round_config());
-    let timeout = 1_000;
     let mut server =
-        Server::new(cfg, 0, timeout, 1).map_err(|e| AuditError::ReplayAborted(e.to_string()))?;
+        Server::new(cfg, 0, ROUND_MS, 1).map_err(|e| AuditError::ReplayAborted(e.to_string()))?;
     let mut now = 0u64;
     for round in 0..=4u8 {
         for (index, e) in entries.iter().enumerate().filter(|(_, e)| e.round == round) {
@@ -128,10 +128,7 @@ pub fn replay(
                 })?;
         }
         // Close the round as the aggregator did once every live member had answered.
-        if server.outcome().is_none() && server.round() as u8 == round {
-            now = server.poll_timeout().unwrap_or(now).max(now);
-            server.handle_timeout(now);
-        }
+        now = close_round(&mut server, round, now);
         let _ = server.poll_transmit();
         if server.outcome().is_some() {
             break;
@@ -220,34 +217,19 @@ pub fn audit(
                 "signed a member receipt for its masked input but is listed as dropped",
             ));
         }
-        if p.policy != Some(params_digest) {
-            return Err(problem("receipt is bound to other job parameters"));
-        }
-        if p.nonce != payload.nonce || p.model_digest != payload.models[i] {
-            return Err(problem("receipt nonce or model differs from the aggregate"));
-        }
-        if p.inputs != payload.inputs {
-            return Err(problem("receipt commits to another input"));
-        }
         let masked = entries
             .iter()
             .filter(|e| e.member == u && e.round == 2)
-            .find_map(|e| match decode_client_message(&e.envelope, &limits) {
-                Ok(m) => match m.body {
-                    ClientBody::MaskedInput { packed } => masked_tensor(packed).ok(),
-                    _ => None,
-                },
-                Err(_) => None,
-            })
+            .find_map(|e| masked_input_of(&e.envelope, &limits))
             .ok_or_else(|| problem("no masked input in the transcript"))?;
-        match p.outputs.as_slice() {
-            [c] if c.name == MASKED_INPUT_NAME && c.matches(&masked, None) => {}
-            _ => {
-                return Err(problem(
-                    "receipt does not commit to the masked input replayed",
-                ));
-            }
-        }
+        let binding = MemberBinding {
+            job_id: &payload.job_id,
+            nonce: &payload.nonce,
+            model: &payload.models[i],
+            params: &params_digest,
+            inputs: &payload.inputs,
+        };
+        check_member_receipt(p, &binding, &masked).map_err(|e| problem(&e.to_string()))?;
         let listed: Option<&Digest32> = payload
             .member_receipts
             .iter()

@@ -19,7 +19,7 @@ use quorate_crypto::tensor_digest::Digest32;
 
 use crate::ensemble::EnsembleStart;
 use crate::ensemble_dp;
-use crate::messages::{ErrorCode, ErrorFrame};
+use crate::messages::common::{ErrorCode, ErrorFrame};
 use crate::roster::{Role, Roster};
 
 /// Jobs remembered for the repeated-input rule.
@@ -29,6 +29,18 @@ pub const RECENT_INPUT_TTL_MS: u64 = 24 * 3600 * 1000;
 
 fn refuse(code: ErrorCode, why: impl Into<String>) -> ErrorFrame {
     ErrorFrame::new(code, why)
+}
+
+/// §17 (H2): a job is served only when the authenticated `peer` that started it is the
+/// aggregator its parameters name; the member machine binds the job to that peer.
+pub fn check_aggregator(start: &EnsembleStart, peer: &PublicKey) -> Result<(), ErrorFrame> {
+    if *peer != start.params.aggregator {
+        return Err(refuse(
+            ErrorCode::NotAllowed,
+            "the job names another aggregator than the peer that sent it",
+        ));
+    }
+    Ok(())
 }
 
 /// Checks an [`EnsembleStart`] received by the member with key `me` from the authenticated
@@ -46,12 +58,7 @@ pub fn check_start(
             format!("member {} of the job is not this node's key", start.index),
         ));
     }
-    if *peer != p.aggregator {
-        return Err(refuse(
-            ErrorCode::NotAllowed,
-            "the job names another aggregator than the peer that sent it",
-        ));
-    }
+    check_aggregator(start, peer)?;
     for (i, (key, model)) in p.members.iter().zip(&p.models).enumerate() {
         let entry = roster
             .by_key(key)

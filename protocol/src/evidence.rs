@@ -11,7 +11,7 @@ use quorate_crypto::{KeyId, PublicKey};
 
 use crate::cbor::{self, read};
 use crate::governance::{Governance, Scope};
-use crate::messages::{MAX_TENSORS, tensor_from, tensor_value};
+use crate::messages::common::{MAX_TENSORS, tensor_from, tensor_value};
 use crate::policy::{Policy, PolicyError};
 use crate::receipt::{self, JOB_ID_LEN, JobKind, MAX_RECEIPT_LEN, ReceiptPayload};
 use crate::tensor::Tensor;

@@ -10,7 +10,7 @@ use quorate_crypto::tensor_digest::{Digest32, sha256};
 use quorate_crypto::PublicKey;
 
 use crate::cbor::read;
-use crate::messages::{MessageError, ResponseRejected};
+use crate::messages::common::{MessageError, ResponseRejected};
 use crate::receipt::{self, Commitment, JOB_ID_LEN, JobKind, NONCE_LEN, ReceiptPayload};
 
 /// Largest serialized compressed server key accepted (§16.2; tfhe 1.8 default: 57.4 MiB).

@@ -1,7 +1,9 @@
 //! A member node's side of a private ensemble (§15.3): run the model on the client's
-//! input, encode (and optionally noise) the output, and answer the aggregator's SecAgg
-//! rounds from a bounded per-job state map. The plaintext output never leaves this file:
-//! only masked SecAgg envelopes and a member receipt committing to the masked vector do.
+//! input and keep one protocol member machine (`quorate_protocol::ensemble::member`) per
+//! job in a bounded per-job state map. The machine encodes the output, checks the rounds
+//! and builds the member receipt; this file runs the model, passes time in, signs and
+//! logs. The plaintext output never leaves the node: only masked SecAgg envelopes and a
+//! member receipt committing to the masked vector do.
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -9,19 +11,15 @@ use std::time::{Duration, Instant};
 use quorate_crypto::{PublicKey, SecretKey};
 
 use quorate_crypto::secagg::rng::OsRng;
+use quorate_protocol::ensemble::member::{MemberJob, ModelRun, contribution};
 use quorate_protocol::ensemble::{
-    EnsembleReply, EnsembleRound, EnsembleStart, MASKED_INPUT_NAME, Mode, ROUND_ABORT,
-    masked_tensor,
+    EnsembleReply, EnsembleRound, EnsembleStart, MASKED_INPUT_NAME, ROUND_ABORT,
 };
-use quorate_protocol::ensemble_dp;
 use quorate_protocol::ensemble_rules::{self, RecentInputs};
 use quorate_protocol::messages::{ErrorCode, ErrorFrame};
-use quorate_protocol::receipt::{Commitment, JobKind, ReceiptPayload};
 use quorate_protocol::secagg::messages::{
-    ClientBody, Limits, ServerBody, decode_client_message, decode_server_message,
-    encode_client_message,
+    ClientBody, Limits, decode_client_message, encode_client_message,
 };
-use quorate_protocol::secagg::{Client, ClientError};
 
 use crate::audit::AuditLog;
 use crate::clock::unix_now;
@@ -42,18 +40,6 @@ pub struct TestHooks {
     pub exit_at_round: Option<u8>,
     /// Send a bad masked input in round 2: `malformed`, `oversized` or `short`.
     pub tamper_masked: Option<String>,
-}
-
-struct MemberJob {
-    client: Client,
-    /// The authenticated peer that started the job: the only one whose rounds are served.
-    aggregator: PublicKey,
-    /// The round whose request is expected next (1..=4).
-    next: u8,
-    /// The receipt payload without its output commitment (filled in at round 2).
-    receipt: ReceiptPayload,
-    key: SecretKey,
-    limits: Limits,
 }
 
 /// Per-job SecAgg client state, bounded in count and age (§15.3).
@@ -221,7 +207,6 @@ fn start_blocking(
     model: &LoadedModel,
     req: EnsembleStart,
 ) -> Result<EnsembleReply, ErrorFrame> {
-    let p = &req.params;
     let checked = model
         .check_inputs(req.inputs.clone())
         .map_err(|e| err(ErrorCode::InvalidInput, e.to_string()))?;
@@ -232,94 +217,28 @@ fn start_blocking(
         .first()
         .map(|t| t.to_f64_vec().into_iter().map(|x| x as f32).collect())
         .unwrap_or_default();
-    if probs.len() != p.classes as usize {
-        return Err(err(
-            ErrorCode::InvalidInput,
-            format!(
-                "the model gives {} output values; the job expects one example of {} classes",
-                probs.len(),
-                p.classes
-            ),
-        ));
-    }
-    let mut values = match p.mode {
-        Mode::Mean => {
-            // §15.6: the sensitivity the noise is calibrated for holds only for a
-            // probability vector.
-            ensemble_dp::check_probability_vector(&probs)
-                .map_err(|e| err(ErrorCode::InvalidInput, e))?;
-            let fp = quorate_protocol::secagg::encoding::FixedPoint::new(
-                (1u64 << p.scale_bits) as f64,
-                1.0,
-            )
-            .map_err(|e| err(ErrorCode::Internal, e.to_string()))?;
-            fp.encode(&probs)
-                .map_err(|e| err(ErrorCode::InvalidInput, e.to_string()))?
-                .values
-        }
-        Mode::Votes => {
-            let best = probs
-                .iter()
-                .enumerate()
-                .max_by(|a, b| a.1.total_cmp(b.1))
-                .map_or(0, |(i, _)| i);
-            quorate_protocol::secagg::encoding::encode_vote(best, probs.len())
-                .map_err(|e| err(ErrorCode::InvalidInput, e.to_string()))?
-        }
-    };
-    if let Some(n) = &p.noise {
-        ensemble_dp::add_noise(&mut values, n, &mut OsRng)
-            .map_err(|e| err(ErrorCode::Internal, e.to_string()))?;
-    }
-    let key = state.clone_key()?;
-    let cfg = Arc::new(p.round_config());
-    let limits = Limits::of(&cfg);
-    let mut client = Client::new(
-        cfg,
-        req.index,
-        state.clone_key()?,
-        values,
-        Box::new(OsRng),
-        JOB_TTL.as_millis() as u64,
-    )
-    .map_err(|e| err(ErrorCode::InvalidInput, e.to_string()))?;
-    let now = state.jobs.now_ms();
-    let message = client
-        .start(now)
-        .map_err(|e| err(ErrorCode::Internal, e.to_string()))?;
-    let receipt = ReceiptPayload {
-        job_id: req.job_id,
-        nonce: req.nonce.clone(),
-        kind: JobKind::EnsembleMember,
-        model_digest: model.digest,
-        // §15.4: salted with the client's salts, so the receipt does not let anyone
-        // brute-force low-entropy features.
-        inputs: req
-            .inputs
-            .iter()
-            .zip(&req.input_salts)
-            .map(|(t, salt)| Commitment::to(t, Some(salt)))
-            .collect(),
-        outputs: Vec::new(),
+    let values = contribution(&req.params, &probs, &mut OsRng)?;
+    let run = ModelRun {
+        model: model.digest,
         provider: model.provider.clone(),
         runtime: runtime_version(),
         issued_at: unix_now(),
-        previous: None,
-        policy: Some(p.digest()),
     };
+    let (job, reply) = MemberJob::start(
+        &req,
+        aggregator,
+        values,
+        state.clone_key()?,
+        Box::new(OsRng),
+        run,
+        state.jobs.now_ms(),
+        JOB_TTL.as_millis() as u64,
+    )?;
     let mut jobs = state
         .jobs
         .jobs
         .lock()
         .map_err(|_| err(ErrorCode::Internal, "state lock"))?;
-    let job = MemberJob {
-        client,
-        aggregator,
-        next: 1,
-        receipt,
-        key,
-        limits,
-    };
     match jobs.insert(req.job_id, job, Instant::now()) {
         Ok(()) => {}
         Err(Refused::Full) => {
@@ -332,31 +251,7 @@ fn start_blocking(
             return Err(err(ErrorCode::Replayed, "ensemble job already started"));
         }
     }
-    Ok(EnsembleReply {
-        job_id: req.job_id,
-        round: 0,
-        message,
-        receipt: None,
-    })
-}
-
-fn body_round(body: &ServerBody<'_>) -> u8 {
-    match body {
-        ServerBody::Keys { .. } => 1,
-        ServerBody::Shares { .. } => 2,
-        ServerBody::Survivors { .. } => 3,
-        ServerBody::Signatures { .. } => 4,
-        ServerBody::Abort { .. } => ROUND_ABORT,
-    }
-}
-
-fn client_error(e: &ClientError) -> ErrorFrame {
-    let code = match e {
-        ClientError::Replayed => ErrorCode::Replayed,
-        ClientError::OutOfRound { .. } => ErrorCode::WrongRound,
-        _ => ErrorCode::RoundRejected,
-    };
-    err(code, e.to_string())
+    Ok(reply)
 }
 
 fn round(
@@ -382,94 +277,30 @@ fn round(
             ),
         )
     })?;
-    // §17: a job answers only the peer that started it; a co-member that forges rounds or
-    // abort notices for someone else's job is refused before its message is read.
-    if job.aggregator != *peer {
-        return Err(err(
-            ErrorCode::NotAllowed,
-            "this ensemble job was started by another peer; only its aggregator may send rounds",
-        ));
-    }
-    let limits = job.limits;
-    let msg = decode_server_message(&req.message, &limits)
-        .map_err(|e| err(ErrorCode::BadRequest, format!("round message: {e}")))?;
-    let carried = body_round(&msg.body);
-    if req.round == ROUND_ABORT || carried == ROUND_ABORT {
-        if carried != ROUND_ABORT || req.round != ROUND_ABORT {
-            return Err(err(
-                ErrorCode::WrongRound,
-                "an abort notice must be round 5",
-            ));
-        }
-        if msg.round_digest != *job.client.round_digest() {
-            return Err(err(ErrorCode::Replayed, "abort notice of another round"));
-        }
-        jobs.remove(&req.job_id);
-        return Ok(EnsembleReply {
-            job_id: req.job_id,
-            round: ROUND_ABORT,
-            message: Vec::new(),
-            receipt: None,
-        });
-    }
-    if carried != req.round {
-        return Err(err(
-            ErrorCode::WrongRound,
-            format!(
-                "round {} carries a SecAgg message of round {carried}",
-                req.round
-            ),
-        ));
-    }
-    if req.round < job.next {
-        return Err(err(
-            ErrorCode::Replayed,
-            format!("round {} of this job was already answered", req.round),
-        ));
-    }
-    if req.round > job.next {
-        return Err(err(
-            ErrorCode::WrongRound,
-            format!("expected round {}, got round {}", job.next, req.round),
-        ));
-    }
-    let reply = match job.client.handle_message(&req.message, now) {
-        Ok(r) => r.unwrap_or_default(),
-        Err(e) => {
-            let frame = client_error(&e);
-            if e.is_fatal() {
+    let answer = match job.handle_round(peer, &req, now) {
+        Ok(a) => a,
+        Err(refusal) => {
+            if refusal.finished {
                 jobs.remove(&req.job_id);
             }
-            return Err(frame);
+            return Err(refusal.frame);
         }
     };
-    job.next += 1;
-    let mut out = EnsembleReply {
-        job_id: req.job_id,
-        round: req.round,
-        message: reply,
-        receipt: None,
-    };
-    if req.round == 2 {
+    let mut out = answer.reply;
+    if out.round == 2 {
         if let Some(how) = &state.hooks.tamper_masked {
-            out.message = tamper(&out.message, how, &limits, &job.key);
+            out.message = tamper(&out.message, how, job.limits(), &state.key);
         }
-        let packed = match decode_client_message(&out.message, &limits).map(|m| m.body) {
-            Ok(ClientBody::MaskedInput { packed }) => packed.to_vec(),
-            _ => out.message.clone(),
-        };
-        let tensor = masked_tensor(&packed).map_err(|e| err(ErrorCode::Internal, e.0))?;
-        let mut payload = job.receipt.clone();
-        payload.outputs = vec![Commitment::to(&tensor, None)];
+        let payload = job.receipt_payload(&out.message)?;
         debug_assert_eq!(payload.outputs[0].name, MASKED_INPUT_NAME);
         let receipt = payload
-            .sign(&job.key)
+            .sign(&state.key)
             .map_err(|e| err(ErrorCode::Internal, e.to_string()))?;
         // §12.4: durable before the reply leaves.
         state.audit.append(&receipt).map_err(ErrorFrame::from)?;
         out.receipt = Some(receipt);
     }
-    if job.client.is_done() || job.client.aborted().is_some() {
+    if answer.finished {
         jobs.remove(&req.job_id);
     }
     Ok(out)
