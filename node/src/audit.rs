@@ -15,6 +15,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
 use anyhow::Context;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use quorate_protocol::audit_log::{MAGIC, record, scan};
 use quorate_protocol::messages::{ErrorCode, ErrorFrame};
 use quorate_protocol::receipt::MAX_RECEIPT_LEN;
@@ -23,6 +24,8 @@ use quorate_protocol::receipt::MAX_RECEIPT_LEN;
 pub struct AuditLog {
     file: Mutex<Tail>,
     path: PathBuf,
+    /// Seconds each durable append took (§12.7).
+    fsync: Histogram,
 }
 
 /// The file and the length of its complete records.
@@ -112,6 +115,8 @@ impl AuditLog {
                     dirty: false,
                 }),
                 path: path.to_path_buf(),
+                // 10 µs to about 5 s.
+                fsync: Histogram::new(exponential_buckets(1e-5, 2.0, 20)),
             },
             count,
         ))
@@ -134,6 +139,7 @@ impl AuditLog {
             durable_len,
             dirty,
         } = &mut *tail;
+        let started = std::time::Instant::now();
         let attempt = (|| {
             if *dirty {
                 // Cut what an earlier failed append left, before writing after it.
@@ -148,6 +154,7 @@ impl AuditLog {
         match attempt {
             Ok(()) => {
                 *durable_len += record.len() as u64;
+                self.fsync.observe(started.elapsed().as_secs_f64());
                 Ok(())
             }
             Err(source) => {
@@ -163,6 +170,19 @@ impl AuditLog {
                 })
             }
         }
+    }
+
+    /// The append-and-fsync latency histogram, shared with the metrics registry (§12.7).
+    pub fn fsync_histogram(&self) -> Histogram {
+        self.fsync.clone()
+    }
+
+    /// Bytes of complete, durable records (the header included).
+    pub fn durable_len(&self) -> u64 {
+        self.file
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .durable_len
     }
 
     /// The log's path.

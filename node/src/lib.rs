@@ -9,3 +9,4 @@ pub mod clock;
 pub mod fhe;
 pub mod files;
 pub mod mesh;
+pub mod metrics;

@@ -52,6 +52,10 @@ pub struct NodeConfig {
     /// rules of §10.3 (SIGHUP reloads at once). 0 turns the polling off.
     #[serde(default = "default_roster_reload")]
     pub roster_reload_secs: u64,
+    /// Local address of the Prometheus/OpenMetrics endpoint (`GET /metrics`, §12.7); none
+    /// by default. Keep it on loopback or a management network: it is plain HTTP.
+    #[serde(default)]
+    pub metrics_listen: Option<SocketAddr>,
     /// Decompressed TFHE server keys kept at once (about 172 MiB each; §16.3).
     #[serde(default = "default_fhe_keys")]
     pub fhe_max_keys: usize,

@@ -4,6 +4,7 @@
 //! answered with a typed error if it is bad; nothing a peer sends can take the node down.
 //! Every receipt is appended to the audit log and fsynced before the reply leaves.
 
+use crate::metrics::{self, Metrics, Sampled, request_kind};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -45,11 +46,13 @@ pub struct NodeState {
     ensemble: Arc<EnsembleService>,
     /// Encrypted inference: qlinear models and server keys (§16).
     pub fhe: Arc<FheService>,
-    // Handed to the FHE service; the other services hold their own handle.
-    #[cfg_attr(not(feature = "fhe"), allow(dead_code))]
+    // Handed to the FHE service and sampled by the metrics; the other services hold their
+    // own handle.
     audit: Arc<AuditLog>,
     /// The roster in use and its reload rules (§10.3).
     pub roster: Arc<RosterKeeper>,
+    /// What operators see (§12.7).
+    pub metrics: Arc<Metrics>,
 }
 
 impl NodeState {
@@ -127,6 +130,7 @@ impl NodeState {
                 },
             )),
             admission: Arc::new(Admission::new(cfg.max_concurrent, cfg.max_input_elements)),
+            metrics: Arc::new(Metrics::new(audit.fsync_histogram())),
             fhe: Arc::new(fhe),
             key,
             models,
@@ -140,7 +144,9 @@ impl NodeState {
     pub async fn handle(self: Arc<Self>, peer: PublicKey, bytes: Vec<u8>) -> Vec<u8> {
         // §10.3: no request is served under an expired roster, nor by a node the current
         // roster no longer lists with its key.
+        let started = std::time::Instant::now();
         if let Some(why) = self.roster.refusal(unix_now()) {
+            self.metrics.refused(ErrorCode::NoValidRoster);
             return Response::Error(ErrorFrame::new(ErrorCode::NoValidRoster, why))
                 .encode()
                 .unwrap_or_default();
@@ -163,6 +169,7 @@ impl NodeState {
         if let Some(lie) = lie {
             return lie;
         }
+        let kind = request_kind(&request);
         // One arm per request kind, no catch-all: a new kind does not compile until it is
         // served. Every job kind goes through the one admission control.
         let response = match request {
@@ -204,6 +211,7 @@ impl NodeState {
                     .map_or_else(Response::Error, Response::Fhe)
             }
         };
+        self.metrics.observe(kind, &response, started.elapsed());
         let encoded = response.encode().unwrap_or_else(|e| {
             Response::Error(ErrorFrame::new(ErrorCode::Internal, e.to_string()))
                 .encode()
@@ -316,6 +324,32 @@ pub async fn serve(cfg: NodeConfig) -> anyhow::Result<()> {
         poll,
         hangup,
     ));
+    let _metrics_task = match cfg.metrics_listen {
+        None => None,
+        Some(listen) => {
+            let sampled: Sampled = {
+                let state = state.clone();
+                Arc::new(move || {
+                    let roster = state.roster.roster();
+                    let left = i64::try_from(roster.expires_at).unwrap_or(i64::MAX)
+                        - i64::try_from(unix_now()).unwrap_or(i64::MAX);
+                    (
+                        state.admission.in_flight(),
+                        state.audit.durable_len(),
+                        roster.serial,
+                        left,
+                    )
+                })
+            };
+            let (bound, task) = metrics::serve(listen, state.metrics.clone(), sampled).await?;
+            // stderr: the first line on stdout is the readiness line below.
+            eprintln!(
+                "quorate node {}: metrics on http://{bound}/metrics",
+                state.name
+            );
+            Some(task)
+        }
+    };
     let addr = endpoint.local_addr()?;
     println!(
         "quorate node {} listening on {addr} with {} models",
