@@ -153,6 +153,8 @@ pub fn run(args: &BenchPoisoningArgs) -> anyhow::Result<std::process::ExitCode> 
         "starting {n} node processes ({n_honest} honest, {} misbehaving)…",
         modes.len()
     );
+    // The misbehaving nodes' test-only keys make the local mesh run them as the test-only
+    // `quorate-adversary` binary found beside this one; the honest nodes run `quorate node`.
     let config = |i: usize| {
         if i < n_honest {
             format!("intra_threads = {}\n", HONEST_THREADS[i])

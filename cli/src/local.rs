@@ -1,5 +1,9 @@
 //! A local mesh of `quorate node` processes on loopback (used by `quorate demo` and tests):
 //! fresh keys, a fresh signed roster, one process per node, all stopped on drop.
+//!
+//! A node whose configuration carries test-harness keys (`test_*`: lie, stall, crash, tamper)
+//! runs as `quorate-adversary node` instead, the test-only binary built beside `quorate`:
+//! the `quorate` binary itself refuses those keys.
 
 use std::io::{BufRead, BufReader};
 use std::net::{SocketAddr, UdpSocket};
@@ -28,6 +32,35 @@ pub struct LocalMesh {
     pub client_key_path: PathBuf,
     /// Node processes by name.
     pub nodes: Vec<(String, Child)>,
+}
+
+/// Name of the test-only node binary that honours the `test_*` configuration keys.
+pub const ADVERSARY_BIN: &str = "quorate-adversary";
+
+/// Whether a node.toml fragment sets a test-harness key (`test_*`), which only
+/// `quorate-adversary` honours.
+pub fn has_test_keys(config: &str) -> bool {
+    config.lines().any(|l| l.trim_start().starts_with("test_"))
+}
+
+/// The `quorate-adversary` binary beside the `quorate` binary `exe`, or an error telling how
+/// to build it.
+pub fn adversary_exe(exe: &Path) -> anyhow::Result<PathBuf> {
+    let path = exe.with_file_name(format!("{ADVERSARY_BIN}{}", std::env::consts::EXE_SUFFIX));
+    if path.is_file() {
+        return Ok(path);
+    }
+    let profile = if exe.parent().is_some_and(|d| d.ends_with("release")) {
+        " --release"
+    } else {
+        ""
+    };
+    bail!(
+        "a misbehaving node runs as the test-only binary {ADVERSARY_BIN}, which is not built \
+         beside {} (the quorate binary never misbehaves); build it with \
+         `cargo build{profile} -p {ADVERSARY_BIN}` (./scripts/demo and ./scripts/test do)",
+        exe.display()
+    )
 }
 
 /// What [`LocalMesh::start_custom`] varies per node, and the roster's governance.
@@ -195,8 +228,14 @@ impl LocalMesh {
                 dir.join("admin.pub").display(),
                 providers(i),
             );
-            std::fs::write(&cfg, text + &extra_config(i))?;
-            configs.push((name, cfg, env(i)));
+            let extra = extra_config(i);
+            let program = if has_test_keys(&extra) {
+                adversary_exe(exe)?
+            } else {
+                exe.to_path_buf()
+            };
+            std::fs::write(&cfg, text + &extra)?;
+            configs.push((name, cfg, program, env(i)));
         }
         let now = unix_now();
         let roster = Roster {
@@ -215,8 +254,8 @@ impl LocalMesh {
             client_key_path,
             nodes: Vec::new(),
         };
-        for (name, cfg, vars) in configs {
-            let child = Command::new(exe)
+        for (name, cfg, program, vars) in configs {
+            let child = Command::new(&program)
                 .args(["node", "--config"])
                 .arg(&cfg)
                 .envs(vars)
@@ -225,7 +264,7 @@ impl LocalMesh {
                     cfg.with_file_name("node.log"),
                 )?))
                 .spawn()
-                .with_context(|| format!("cannot start {}", exe.display()))?;
+                .with_context(|| format!("cannot start {}", program.display()))?;
             mesh.nodes.push((name, child));
         }
         for (name, child) in &mut mesh.nodes {
@@ -323,4 +362,36 @@ fn stop_child(child: &mut Child, grace: Duration) -> anyhow::Result<()> {
     child.kill()?;
     child.wait()?;
     Ok(())
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_configs_with_test_keys_need_the_adversary() {
+        assert!(!has_test_keys(""));
+        assert!(!has_test_keys("intra_threads = 2\n# a test_ comment\n"));
+        assert!(has_test_keys(
+            "intra_threads = 2\ntest_misbehave = \"garbage\"\n"
+        ));
+        assert!(has_test_keys("  test_delay_ms = 10\n"));
+    }
+
+    #[test]
+    fn a_missing_adversary_binary_is_a_clear_error_saying_how_to_build_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let release = dir.path().join("release");
+        std::fs::create_dir_all(&release).unwrap();
+        let err = adversary_exe(&release.join("quorate")).unwrap_err();
+        let text = format!("{err:#}");
+        assert!(
+            text.contains("cargo build --release -p quorate-adversary"),
+            "{text}"
+        );
+        let adversary = release.join(format!("{ADVERSARY_BIN}{}", std::env::consts::EXE_SUFFIX));
+        std::fs::write(&adversary, b"").unwrap();
+        assert_eq!(adversary_exe(&release.join("quorate")).unwrap(), adversary);
+    }
 }

@@ -1,6 +1,7 @@
 //! The crate graph points one way (CONTRIBUTING.md, "Layering"), and the offline verifier
 //! pulls in nothing heavy: no ONNX Runtime, QUIC, async runtime, TFHE, C code or OS
-//! randomness, so it builds for the browser and under Python.
+//! randomness, so it builds for the browser and under Python. The `quorate` binary carries
+//! no test-only misbehaviour: only `quorate-adversary` turns on quorate-node's `test-util`.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
@@ -37,6 +38,8 @@ const ALLOWED: &[(&str, &[&str])] = &[
             "node",
         ],
     ),
+    // The test-only lying node: a node and nothing else.
+    ("adversary", &["node"]),
 ];
 
 /// The `quorate-*` crates named in the `[dependencies]` table of `dir/Cargo.toml`.
@@ -142,5 +145,65 @@ fn the_verifier_pulls_in_no_runtime_network_tfhe_c_code_or_os_randomness() {
                 "quorate-verify depends on {heavy} for {target}"
             );
         }
+    }
+}
+
+/// The features of `of` enabled when `package` is built alone (normal and build dependencies,
+/// as `cargo build -p <package>` resolves them), as `cargo tree` prints them.
+fn features_when_built_alone(package: &str, of: &str) -> String {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let out = Command::new(cargo)
+        .current_dir(repo_root())
+        .args([
+            "tree",
+            "--offline",
+            "-p",
+            package,
+            "-e",
+            "normal,build,features",
+            "-i",
+            of,
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "cargo tree failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+#[test]
+fn the_quorate_binary_built_alone_has_no_test_util_and_only_the_adversary_turns_it_on() {
+    // Cargo unifies features across the packages of one build, so this is about `quorate`
+    // built on its own (`cargo build -p quorate-cli`, as ./scripts/demo does).
+    let cli = features_when_built_alone("quorate-cli", "quorate-node");
+    assert!(
+        cli.contains("quorate-node feature \"fhe\""),
+        "the tree was not read: {cli}"
+    );
+    assert!(
+        !cli.contains("test-util"),
+        "quorate-cli turns on quorate-node's test-util:\n{cli}"
+    );
+    let adversary = features_when_built_alone("quorate-adversary", "quorate-node");
+    assert!(
+        adversary.contains("quorate-node feature \"test-util\""),
+        "{adversary}"
+    );
+    // No manifest but quorate-node's own (which defines it) and the adversary's names it.
+    let root = repo_root();
+    let manifest = std::fs::read_to_string(root.join("Cargo.toml")).unwrap();
+    let members = manifest
+        .lines()
+        .find(|l| l.starts_with("members"))
+        .expect("workspace members line");
+    for name in members.split('"').skip(1).step_by(2) {
+        let text = std::fs::read_to_string(root.join(name).join("Cargo.toml")).unwrap();
+        assert!(
+            name == "node" || name == "adversary" || !text.contains("test-util"),
+            "{name}/Cargo.toml turns on test-util; only quorate-adversary may"
+        );
     }
 }

@@ -36,6 +36,8 @@ pub async fn run(models: &Path, dir: &Path) -> anyhow::Result<()> {
         stages_dir.display()
     );
     let exe = std::env::current_exe().context("cannot find the quorate binary")?;
+    // node-3's test-only keys make the local mesh run it as `quorate-adversary`, found beside
+    // this binary.
     let mesh = tokio::task::block_in_place(|| {
         LocalMesh::start_with_models(
             &dir.join("mesh"),

@@ -26,7 +26,9 @@ pub const POISONED_MODEL: &str = "logistic.onnx";
 /// The poisoned node's misbehaviour.
 pub const POISON: &str = "noise:0.05";
 
-/// Extra node.toml lines for node `i` of `n` in the demo: the last node is poisoned.
+/// Extra node.toml lines for node `i` of `n` in the demo: the last node is poisoned. Its
+/// test-only keys make the local mesh run it as `quorate-adversary` (the `quorate` binary
+/// refuses them), found beside the running `quorate`.
 pub fn node_config(i: usize, n: usize) -> String {
     if n >= 3 && i == n - 1 {
         format!("test_misbehave = \"{POISON}\"\ntest_misbehave_model = \"{POISONED_MODEL}\"\n")

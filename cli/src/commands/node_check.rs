@@ -120,12 +120,12 @@ pub fn check_config(path: &Path) -> anyhow::Result<ExitCode> {
             ),
         }
     }
-    match Models::load(&cfg.models, &cfg.name, cfg.intra_threads, &providers, None) {
-        Ok((models, _)) if models.is_empty() => r.warn(
+    match Models::load(&cfg.models, &cfg.name, cfg.intra_threads, &providers) {
+        Ok(models) if models.is_empty() => r.warn(
             "models",
             format!("{} holds no *.onnx model", cfg.models.display()),
         ),
-        Ok((models, _)) => {
+        Ok(models) => {
             r.ok("models", format!("{} models load", models.len()));
             if let Some(e) = &entry {
                 let unlisted = models

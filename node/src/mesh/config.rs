@@ -59,23 +59,57 @@ pub struct NodeConfig {
     /// Decompressed TFHE server keys kept at once (about 172 MiB each; §16.3).
     #[serde(default = "default_fhe_keys")]
     pub fhe_max_keys: usize,
+    // The keys below exist only in builds with the `test-util` feature (the
+    // `quorate-adversary` binary); other builds refuse them (`ConfigError::TestOnlyKey`).
     /// Test harness only: milliseconds to wait before answering an inference, so tests can
     /// stop a node in the middle of a request. Never set in production.
+    #[cfg(feature = "test-util")]
     #[serde(default)]
     pub test_delay_ms: u64,
     /// Test harness only: make this node lie (`noise:1e-3`, `sign_flip`, `stale`, `replay`,
     /// `sign_other`, `garbage`; see `mesh::misbehave`). Never set in production.
+    #[cfg(feature = "test-util")]
     #[serde(default)]
     pub test_misbehave: Option<String>,
     /// Test harness only: restrict `test_misbehave` to the model with this file name.
+    #[cfg(feature = "test-util")]
     #[serde(default)]
     pub test_misbehave_model: Option<String>,
     /// Test harness only: exit the process on receiving this ensemble round (0..=4).
+    #[cfg(feature = "test-util")]
     #[serde(default)]
     pub test_exit_at_round: Option<u8>,
     /// Test harness only: send a bad masked input (`malformed`, `oversized`, `short`).
+    #[cfg(feature = "test-util")]
     #[serde(default)]
     pub test_tamper_masked: Option<String>,
+}
+
+/// A configuration the node refuses before reading it field by field.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConfigError {
+    /// A `test_*` key (a test-harness setting that makes a node lie, stall, crash or tamper)
+    /// in a build without the `test-util` feature.
+    #[error(
+        "config key `{key}` is a test-harness setting, and this build lacks the test-util \
+         feature: a `quorate` node never misbehaves on request. Remove the key, or run the \
+         node with the test-only `quorate-adversary` binary (cargo build -p quorate-adversary)"
+    )]
+    TestOnlyKey {
+        /// The key found.
+        key: String,
+    },
+}
+
+/// The `test_*` keys of a configuration text, in file order.
+fn test_keys(text: &str) -> anyhow::Result<Vec<String>> {
+    let table: toml::Table = toml::from_str(text)?;
+    Ok(table
+        .keys()
+        .filter(|k| k.starts_with("test_"))
+        .cloned()
+        .collect())
 }
 
 fn default_providers() -> Vec<String> {
@@ -114,6 +148,13 @@ impl NodeConfig {
     pub fn load(path: &Path) -> anyhow::Result<Self> {
         let text = std::fs::read_to_string(path)
             .with_context(|| format!("cannot read config {}", path.display()))?;
+        if !cfg!(feature = "test-util") {
+            let keys = test_keys(&text).with_context(|| format!("config {}", path.display()))?;
+            if let Some(key) = keys.into_iter().next() {
+                return Err(anyhow::Error::new(ConfigError::TestOnlyKey { key })
+                    .context(format!("config {}", path.display())));
+            }
+        }
         let mut cfg: NodeConfig =
             toml::from_str(&text).with_context(|| format!("config {}", path.display()))?;
         let base = path.parent().unwrap_or(Path::new("."));
@@ -178,5 +219,41 @@ mod tests {
         assert!(format!("{err:#}").contains("roster_reload_secs"), "{err:#}");
         let err = load("roster_reload = 5\n").unwrap_err();
         assert!(format!("{err:#}").contains("unknown field"), "{err:#}");
+    }
+
+    const TEST_KEYS: [&str; 5] = [
+        "test_delay_ms = 3000\n",
+        "test_misbehave = \"noise:1e-3\"\n",
+        "test_misbehave_model = \"stage-2.onnx\"\n",
+        "test_exit_at_round = 2\n",
+        "test_tamper_masked = \"short\"\n",
+    ];
+
+    #[cfg(not(feature = "test-util"))]
+    #[test]
+    #[allow(clippy::panic)]
+    fn a_build_without_test_util_refuses_every_test_key_by_name() {
+        for line in TEST_KEYS {
+            let err = load(line).unwrap_err();
+            let key = line.split(' ').next().unwrap();
+            match err.downcast_ref::<ConfigError>() {
+                Some(ConfigError::TestOnlyKey { key: k }) => assert_eq!(k, key),
+                other => panic!("{line}: {other:?} ({err:#})"),
+            }
+            let text = format!("{err:#}");
+            assert!(text.contains(key), "{text}");
+            assert!(text.contains("lacks the test-util feature"), "{text}");
+        }
+        // A commented-out key is no key.
+        assert!(load("# test_misbehave = 1\n").is_ok());
+    }
+
+    #[cfg(feature = "test-util")]
+    #[test]
+    fn a_test_util_build_reads_the_test_keys() {
+        for line in TEST_KEYS {
+            load(line).unwrap();
+        }
+        assert_eq!(load(TEST_KEYS[3]).unwrap().test_exit_at_round, Some(2));
     }
 }

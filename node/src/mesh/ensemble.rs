@@ -17,6 +17,7 @@ use quorate_protocol::ensemble::{
 };
 use quorate_protocol::ensemble_rules::{self, RecentInputs};
 use quorate_protocol::messages::{ErrorCode, ErrorFrame};
+#[cfg_attr(not(feature = "test-util"), allow(unused_imports))] // used by the test hook
 use quorate_protocol::secagg::messages::{
     ClientBody, Limits, decode_client_message, encode_client_message,
 };
@@ -37,8 +38,10 @@ pub const JOB_TTL: Duration = Duration::from_secs(120);
 #[derive(Debug, Clone, Default)]
 pub struct TestHooks {
     /// Exit the process on receiving the request of this round (0..=4), as a crash would.
+    #[cfg(feature = "test-util")]
     pub exit_at_round: Option<u8>,
     /// Send a bad masked input in round 2: `malformed`, `oversized` or `short`.
+    #[cfg(feature = "test-util")]
     pub tamper_masked: Option<String>,
 }
 
@@ -82,6 +85,10 @@ fn err(code: ErrorCode, m: impl Into<String>) -> ErrorFrame {
     ErrorFrame::new(code, m)
 }
 
+#[cfg(not(feature = "test-util"))]
+fn exit_if(_: &TestHooks, _: u8) {}
+
+#[cfg(feature = "test-util")]
 fn exit_if(hooks: &TestHooks, round: u8) {
     if hooks.exit_at_round == Some(round) {
         // Test hook: crash without answering, as a killed member would.
@@ -288,6 +295,7 @@ fn round(
     };
     let mut out = answer.reply;
     if out.round == 2 {
+        #[cfg(feature = "test-util")]
         if let Some(how) = &state.hooks.tamper_masked {
             out.message = tamper(&out.message, how, job.limits(), &state.key);
         }
@@ -308,6 +316,7 @@ fn round(
 
 /// Test hook: replaces the masked input with a bad one, re-signed so that only the
 /// aggregator's content checks (not the signature) can catch it.
+#[cfg(feature = "test-util")]
 fn tamper(envelope: &[u8], how: &str, limits: &Limits, key: &SecretKey) -> Vec<u8> {
     let Ok(m) = decode_client_message(envelope, limits) else {
         return envelope.to_vec();

@@ -4,6 +4,7 @@
 //! else of the node.
 
 use std::sync::Arc;
+#[cfg(feature = "test-util")]
 use std::time::Duration;
 
 use quorate_crypto::SecretKey;
@@ -14,6 +15,7 @@ use quorate_runtime::attest::{Committed, JobParams, run_committed};
 
 use crate::audit::AuditLog;
 use crate::clock::unix_now;
+#[cfg(feature = "test-util")]
 use crate::mesh::misbehave::Misbehaviour;
 use crate::mesh::models::Models;
 
@@ -28,8 +30,10 @@ pub struct InferService {
     models: Arc<Models>,
     governance: GovernanceView,
     /// Test harness only: wait this long before answering.
+    #[cfg(feature = "test-util")]
     test_delay: Duration,
     /// Test harness only: lie as configured (§14.8).
+    #[cfg(feature = "test-util")]
     pub(crate) misbehave: Option<Misbehaviour>,
 }
 
@@ -41,16 +45,27 @@ impl InferService {
         audit: Arc<AuditLog>,
         models: Arc<Models>,
         governance: GovernanceView,
-        test_delay: Duration,
-        misbehave: Option<Misbehaviour>,
     ) -> Self {
         Self {
             key,
             audit,
             models,
             governance,
-            test_delay,
+            #[cfg(feature = "test-util")]
+            test_delay: Duration::ZERO,
+            #[cfg(feature = "test-util")]
+            misbehave: None,
+        }
+    }
+
+    /// Test harness only: the same service, waiting `delay` before each answer and lying as
+    /// `misbehave` says (§14.8).
+    #[cfg(feature = "test-util")]
+    pub fn with_test_behaviour(self, delay: Duration, misbehave: Option<Misbehaviour>) -> Self {
+        Self {
+            test_delay: delay,
             misbehave,
+            ..self
         }
     }
 
@@ -81,6 +96,7 @@ impl InferService {
         model: &LoadedModel,
         req: InferRequest,
     ) -> Result<InferResponse, ErrorFrame> {
+        #[cfg(feature = "test-util")]
         std::thread::sleep(self.test_delay);
         let salts = req.input_salts.clone();
         let ordered_names: Vec<String> = req.inputs.iter().map(|t| t.name().to_string()).collect();
@@ -110,14 +126,20 @@ impl InferService {
             policy: req.policy,
         };
         let internal = |e: anyhow::Error| ErrorFrame::new(ErrorCode::Internal, format!("{e:#}"));
-        let mut attested = run_committed(model, inputs, &job, unix_now()).map_err(internal)?;
-        if let Some(m) = self
-            .misbehave
-            .as_ref()
-            .filter(|m| m.applies_to(&model.digest))
-        {
-            m.tamper(&mut attested);
-        }
+        let attested = run_committed(model, inputs, &job, unix_now()).map_err(internal)?;
+        // Test harness only (§14.8): a misbehaving node lies about what it computed.
+        #[cfg(feature = "test-util")]
+        let attested = {
+            let mut attested = attested;
+            if let Some(m) = self
+                .misbehave
+                .as_ref()
+                .filter(|m| m.applies_to(&model.digest))
+            {
+                m.tamper(&mut attested);
+            }
+            attested
+        };
         let receipt = attested
             .payload
             .sign(&self.key)

@@ -1,14 +1,54 @@
-//! Test-only misbehaviour of a node (hidden config key `test_misbehave`), so the poisoning
-//! harness and tests can check that verified jobs (§14) catch every kind of lie over real
-//! QUIC. Applied to whatever model the node runs: on a stage model the poisoned output is an
-//! intermediate activation of the whole model. Never set in production.
+//! Test-only misbehaviour of a node (config keys `test_*`), so the poisoning harness and
+//! tests can check that verified jobs (§14) catch every kind of lie over real QUIC, and that
+//! ensembles (§15) survive members that crash or tamper. Applied to whatever model the node
+//! runs: on a stage model the poisoned output is an intermediate activation of the whole model.
+//!
+//! Compiled only with the `test-util` feature, which only the `quorate-adversary` binary turns
+//! on: a `quorate` node refuses these keys (`config::ConfigError::TestOnlyKey`).
 
 use std::sync::Mutex;
+use std::time::Duration;
+
+use anyhow::Context;
 
 use quorate_protocol::receipt::Commitment;
 use quorate_protocol::tensor::{DType, Tensor};
 
 use quorate_runtime::attest::{Attested, Committed};
+
+use crate::mesh::config::NodeConfig;
+use crate::mesh::ensemble::TestHooks;
+use crate::mesh::infer_service::InferService;
+
+/// The infer service lying and stalling as `test_misbehave`, `test_misbehave_model` and
+/// `test_delay_ms` say.
+pub fn configure_infer(infer: InferService, cfg: &NodeConfig) -> anyhow::Result<InferService> {
+    let only = match cfg.test_misbehave_model.as_deref() {
+        Some(name) => {
+            let path = cfg.models.join(name);
+            let bytes = std::fs::read(&path)
+                .with_context(|| format!("test_misbehave_model: cannot read {}", path.display()))?;
+            Some(quorate_crypto::tensor_digest::sha256(&bytes))
+        }
+        None => None,
+    };
+    let misbehave = cfg
+        .test_misbehave
+        .as_deref()
+        .map(Mode::parse)
+        .transpose()?
+        .map(|m| Misbehaviour::new(m, only));
+    Ok(infer.with_test_behaviour(Duration::from_millis(cfg.test_delay_ms), misbehave))
+}
+
+/// The ensemble member's crash and tamper hooks, as `test_exit_at_round` and
+/// `test_tamper_masked` say.
+pub fn ensemble_hooks(cfg: &NodeConfig) -> TestHooks {
+    TestHooks {
+        exit_at_round: cfg.test_exit_at_round,
+        tamper_masked: cfg.test_tamper_masked.clone(),
+    }
+}
 
 /// One way of lying.
 #[derive(Clone, Copy, Debug, PartialEq)]

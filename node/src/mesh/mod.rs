@@ -7,6 +7,7 @@ pub mod ensemble;
 pub mod ensemble_client;
 pub mod infer_service;
 pub mod job_table;
+#[cfg(feature = "test-util")]
 pub mod misbehave;
 pub mod models;
 pub mod pipeline;

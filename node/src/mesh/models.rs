@@ -17,17 +17,14 @@ pub struct Models {
 
 impl Models {
     /// Loads every `*.onnx` in `dir` on the first provider of `providers` that takes it,
-    /// logging each model and every provider passed over. Returns the models and the digest
-    /// of the file named `mark` (used by the test harness), if any.
+    /// logging each model and every provider passed over.
     pub fn load(
         dir: &Path,
         node: &str,
         intra_threads: usize,
         providers: &[Provider],
-        mark: Option<&str>,
-    ) -> anyhow::Result<(Self, Option<Digest32>)> {
+    ) -> anyhow::Result<Self> {
         let mut onnx = HashMap::new();
-        let mut marked = None;
         let mut entries: Vec<_> = std::fs::read_dir(dir)
             .with_context(|| format!("cannot read models folder {}", dir.display()))?
             .filter_map(Result::ok)
@@ -54,12 +51,9 @@ impl Models {
                 hex::encode(model.digest),
                 model.provider
             );
-            if mark.is_some() && mark == file_name {
-                marked = Some(model.digest);
-            }
             onnx.insert(model.digest, Arc::new(model));
         }
-        Ok((Self { onnx }, marked))
+        Ok(Self { onnx })
     }
 
     /// The model with this digest, or `unknown_model`.

@@ -23,9 +23,8 @@ use crate::fhe::service::FheService;
 use crate::files::{load_public_key, load_secret_key};
 use crate::mesh::admission::Admission;
 use crate::mesh::config::NodeConfig;
-use crate::mesh::ensemble::{EnsembleService, TestHooks};
+use crate::mesh::ensemble::EnsembleService;
 use crate::mesh::infer_service::{GovernanceView, InferService};
-use crate::mesh::misbehave::{Misbehaviour, Mode};
 use crate::mesh::models::Models;
 use crate::mesh::reload::{RosterKeeper, read_roster_file};
 use quorate_transport::{TlsIdentity, TransportSettings, bind_server};
@@ -74,13 +73,7 @@ impl NodeState {
             cfg.key.display()
         );
         let providers = cfg.provider_list()?;
-        let (models, misbehave_only) = Models::load(
-            &cfg.models,
-            &cfg.name,
-            cfg.intra_threads,
-            &providers,
-            cfg.test_misbehave_model.as_deref(),
-        )?;
+        let models = Models::load(&cfg.models, &cfg.name, cfg.intra_threads, &providers)?;
         let models = Arc::new(models);
         let fhe = FheService::load(&cfg.models, &cfg.name, cfg.fhe_max_keys)?;
         let (audit, n) = AuditLog::open(&cfg.audit_log)?;
@@ -103,31 +96,23 @@ impl NodeState {
             let roster = roster.clone();
             Arc::new(move || roster.governance())
         };
-        let misbehave = cfg
-            .test_misbehave
-            .as_deref()
-            .map(Mode::parse)
-            .transpose()?
-            .map(|m| Misbehaviour::new(m, misbehave_only));
+        let infer = InferService::new(key.clone(), audit.clone(), models.clone(), governance);
+        // Test harness only: the `test_*` keys exist in `test-util` builds alone.
+        #[cfg(feature = "test-util")]
+        let infer = crate::mesh::misbehave::configure_infer(infer, cfg)?;
+        #[cfg(feature = "test-util")]
+        let hooks = crate::mesh::misbehave::ensemble_hooks(cfg);
+        #[cfg(not(feature = "test-util"))]
+        let hooks = crate::mesh::ensemble::TestHooks::default();
         Ok(Self {
             name: cfg.name.clone(),
-            infer: Arc::new(InferService::new(
-                key.clone(),
-                audit.clone(),
-                models.clone(),
-                governance,
-                Duration::from_millis(cfg.test_delay_ms),
-                misbehave,
-            )),
+            infer: Arc::new(infer),
             ensemble: Arc::new(EnsembleService::new(
                 key.clone(),
                 audit.clone(),
                 models.clone(),
                 roster.clone(),
-                TestHooks {
-                    exit_at_round: cfg.test_exit_at_round,
-                    tamper_masked: cfg.test_tamper_masked.clone(),
-                },
+                hooks,
             )),
             admission: Arc::new(Admission::new(cfg.max_concurrent, cfg.max_input_elements)),
             metrics: Arc::new(Metrics::new(audit.fsync_histogram())),
@@ -160,13 +145,15 @@ impl NodeState {
         } else {
             Request::decode(&bytes)
         };
-        // Test-only (§14 harness): a misbehaving node may answer with other bytes entirely.
+        // Test harness only (§14 harness): a misbehaving node may answer with other bytes
+        // entirely.
+        #[cfg(feature = "test-util")]
         let misbehave = self.infer.misbehave.as_ref();
-        let lie = match (misbehave, &request) {
+        #[cfg(feature = "test-util")]
+        if let Some(lie) = match (misbehave, &request) {
             (Some(m), Ok(Request::Infer(r))) if m.applies_to(&r.model) => m.replace_response(),
             _ => None,
-        };
-        if let Some(lie) = lie {
+        } {
             return lie;
         }
         let kind = request_kind(&request);
@@ -217,6 +204,7 @@ impl NodeState {
                 .encode()
                 .unwrap_or_default()
         });
+        #[cfg(feature = "test-util")]
         if let (Some(m), Response::Infer(_)) = (misbehave, &response) {
             m.remember_response(&encoded);
         }
