@@ -399,3 +399,64 @@ fn sparse_consistency_digest_binds_the_commitment_list() {
         messages::survivors_digest(&round, &u3)
     );
 }
+
+#[test]
+fn decoders_expect_exactly_the_form_of_the_round_graph() {
+    let sparse = config(session(6));
+    let mut full_cfg = (*sparse).clone();
+    full_cfg.graph = GraphKind::Full;
+    let (ls, lf) = (Limits::of(&sparse), Limits::of(&full_cfg));
+    let key = sim::identity(&IDENTITIES, 1);
+    let digest = sparse.digest();
+    let keys = |graph_commitment| messages::ClientBody::AdvertiseKeys {
+        cipher_pk: quorate_crypto::secagg::ka::KaPublicKey([1; 32]),
+        mask_pk: quorate_crypto::secagg::ka::KaPublicKey([2; 32]),
+        graph_commitment,
+    };
+    let with = messages::encode_client_message(&key, &digest, 1, &keys(Some([3; 32])));
+    let without = messages::encode_client_message(&key, &digest, 1, &keys(None));
+    assert!(messages::decode_client_message(&with, &ls).is_ok());
+    assert!(messages::decode_client_message(&with, &lf).is_err());
+    assert!(messages::decode_client_message(&without, &lf).is_ok());
+    assert!(messages::decode_client_message(&without, &ls).is_err());
+    let reveal = messages::encode_client_message(
+        &key,
+        &digest,
+        1,
+        &messages::ClientBody::GraphContribution {
+            contribution: [4; 32],
+        },
+    );
+    assert!(messages::decode_client_message(&reveal, &ls).is_ok());
+    assert!(messages::decode_client_message(&reveal, &lf).is_err());
+    let list = messages::encode_server_message(
+        &digest,
+        &ServerBody::Commitments {
+            commitments: vec![(1, [5; 32]), (3, [6; 32])],
+        },
+    );
+    assert!(messages::decode_server_message(&list, &ls).is_ok());
+    assert!(messages::decode_server_message(&list, &lf).is_err());
+    let unsorted = messages::encode_server_message(
+        &digest,
+        &ServerBody::Commitments {
+            commitments: vec![(3, [5; 32]), (1, [6; 32])],
+        },
+    );
+    assert!(messages::decode_server_message(&unsorted, &ls).is_err());
+    let key_list = |reveals| {
+        messages::encode_server_message(
+            &digest,
+            &ServerBody::Keys {
+                members: vec![1, 3],
+                envelopes: vec![],
+                reveals,
+            },
+        )
+    };
+    let (kr, kn) = (key_list(Some(vec![(1, [7; 32])])), key_list(None));
+    assert!(messages::decode_server_message(&kr, &ls).is_ok());
+    assert!(messages::decode_server_message(&kr, &lf).is_err());
+    assert!(messages::decode_server_message(&kn, &lf).is_ok());
+    assert!(messages::decode_server_message(&kn, &ls).is_err());
+}
