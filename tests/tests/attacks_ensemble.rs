@@ -208,6 +208,7 @@ fn attack_h2_a_co_member_impersonates_the_aggregator() {
             &ServerBody::Keys {
                 members: vec![0, 1],
                 envelopes: vec![],
+                reveals: None,
             },
         );
         let round = |round: u8, message: Vec<u8>| {

@@ -390,6 +390,7 @@ fn wrong_round_replayed_unknown_and_malformed_messages_get_typed_errors() {
             &quorate_protocol::secagg::messages::ServerBody::Keys {
                 members: vec![0, 1],
                 envelopes: vec![],
+                reveals: None,
             },
         );
         assert_eq!(code(ask(round(1, other)).await), ErrorCode::Replayed);

@@ -91,6 +91,21 @@ fn regenerate() {
         "full-round".into(),
         &client_records.finish(),
     );
+    // Decoder seeds of a sparse-graph round: graph commitments in round 0, the commitment
+    // list, the reveals and the key lists that carry them (§9.5.7).
+    let sparse = fuzzing::fuzz_config_sparse();
+    let res =
+        sim::run(&sparse, &FUZZ_SEED, &inputs, &[], &mut |_| {}).expect("simulated sparse round");
+    for (i, (_, m)) in res.client_messages.iter().enumerate() {
+        write("secagg_client_message", format!("sparse-msg-{i:02}"), m);
+    }
+    for (i, o) in res.server_messages.iter().enumerate() {
+        write(
+            "secagg_server_message",
+            format!("sparse-msg-{i:02}"),
+            &o.bytes,
+        );
+    }
 }
 
 #[test]

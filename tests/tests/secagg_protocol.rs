@@ -420,7 +420,10 @@ fn client_rejects_replayed_and_out_of_round_messages_and_aborts_on_tampering() {
     let limits = Limits::of(&cfg);
     let to1 = keys.iter().find(|o| o.to == 1).unwrap().bytes.clone();
     let m = messages::decode_server_message(&to1, &limits).unwrap();
-    let ServerBody::Keys { members, envelopes } = m.body else {
+    let ServerBody::Keys {
+        members, envelopes, ..
+    } = m.body
+    else {
         panic!()
     };
     let mut forged: Vec<Vec<u8>> = envelopes.iter().map(|e| e.to_vec()).collect();
@@ -432,6 +435,7 @@ fn client_rejects_replayed_and_out_of_round_messages_and_aborts_on_tampering() {
         &ServerBody::Keys {
             members,
             envelopes: refs,
+            reveals: None,
         },
     );
     let e = cs[1].handle_message(&msg, 0).unwrap_err();

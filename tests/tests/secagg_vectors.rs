@@ -11,6 +11,7 @@ use quorate_crypto::secagg::prg;
 use quorate_crypto::secagg::rng::DeterministicRng;
 use quorate_crypto::secagg::shamir::{self, SecretScalar, Share};
 use quorate_protocol::secagg::config::{GraphKind, RoundConfig};
+use quorate_protocol::secagg::graph;
 use quorate_protocol::secagg::messages::Round;
 use quorate_protocol::secagg::server::Outcome;
 use quorate_protocol::secagg::sim;
@@ -76,9 +77,9 @@ fn gen_kdf() -> Value {
     let round = [0x22u8; 32];
     let secret = [0x33u8; 32];
     let members: Vec<u32> = vec![0, 2, 3, 7];
-    let md = quorate_protocol::secagg::graph::members_digest(&members);
+    let (commitments, reveals) = graph_contributions(&round, &members);
     json!({
-        "description": "HKDF-SHA256 derivations and the self-mask commitment (§9.4.2)",
+        "description": "HKDF-SHA256 derivations, the self-mask commitment, the graph commitments of the members' contributions `r = [0x40 + index; 32]` and the graph seed (§9.4.2, §9.5.7)",
         "generated_by": GENERATOR,
         "shared": hex::encode(shared), "round": hex::encode(round), "secret": hex::encode(secret),
         "a": 3, "b": 9, "members": members,
@@ -87,8 +88,26 @@ fn gen_kdf() -> Value {
         "share_key_a_to_b": hex::encode(kdf::share_encryption_key(&shared, &round, 3, 9).as_bytes()),
         "mask_key_private": hex::encode(*kdf::mask_key_private(&secret, &round, 3)),
         "self_mask_commitment": hex::encode(kdf::self_mask_commitment(&secret, &round, 3)),
-        "graph_seed": hex::encode(kdf::graph_seed(&round, &md)),
+        "graph_commitments": commitments.iter().map(|(i, c)| json!([i, hex::encode(c)])).collect::<Vec<_>>(),
+        "graph_seed": hex::encode(graph::contributed_seed(&round, &commitments, &reveals)),
     })
+}
+
+/// The contributions `r_i = [0x40 + i; 32]` of `members` and their commitments.
+#[allow(clippy::type_complexity)]
+fn graph_contributions(
+    round: &[u8; 32],
+    members: &[u32],
+) -> (Vec<(u32, [u8; 32])>, Vec<(u32, [u8; 32])>) {
+    let reveals: Vec<(u32, [u8; 32])> = members
+        .iter()
+        .map(|&m| (m, [0x40u8.wrapping_add(m as u8); 32]))
+        .collect();
+    let commitments = reveals
+        .iter()
+        .map(|(i, r)| (*i, kdf::graph_commitment(r, round, *i)))
+        .collect();
+    (commitments, reveals)
 }
 
 fn check_kdf(v: &Value) -> Result<(), String> {
@@ -106,7 +125,21 @@ fn check_kdf(v: &Value) -> Result<(), String> {
         .filter_map(|m| m.as_u64())
         .map(|m| m as u32)
         .collect();
-    let md = quorate_protocol::secagg::graph::members_digest(&members);
+    let (commitments, reveals) = graph_contributions(&round, &members);
+    let listed: Vec<(u64, Vec<u8>)> = v["graph_commitments"]
+        .as_array()
+        .ok_or("graph_commitments")?
+        .iter()
+        .map(|p| (p[0].as_u64().unwrap_or(u64::MAX), h(&p[1])))
+        .collect();
+    if listed
+        != commitments
+            .iter()
+            .map(|(i, c)| (u64::from(*i), c.to_vec()))
+            .collect::<Vec<_>>()
+    {
+        return Err("graph_commitments mismatch".into());
+    }
     let checks: [(&str, Vec<u8>); 6] = [
         (
             "pairwise_mask_seed",
@@ -132,7 +165,10 @@ fn check_kdf(v: &Value) -> Result<(), String> {
             "self_mask_commitment",
             kdf::self_mask_commitment(&secret, &round, a).to_vec(),
         ),
-        ("graph_seed", kdf::graph_seed(&round, &md).to_vec()),
+        (
+            "graph_seed",
+            graph::contributed_seed(&round, &commitments, &reveals).to_vec(),
+        ),
     ];
     for (name, got) in checks {
         if h(&v[name]) != got {
@@ -201,43 +237,80 @@ fn check_shamir(v: &Value) -> Result<(), String> {
 
 // ---------- One complete round ----------
 
-fn round_setup(seed: &[u8; 32]) -> (Arc<RoundConfig>, Vec<Vec<u64>>, Vec<Option<Round>>) {
+/// The vector round: 4 clients and a full graph, or 5 clients and a sparse graph of degree
+/// 2; the last client drops after ShareKeys.
+fn round_setup(
+    seed: &[u8; 32],
+    sparse: bool,
+) -> (Arc<RoundConfig>, Vec<Vec<u64>>, Vec<Option<Round>>) {
+    let n = if sparse { 5 } else { 4 };
     let cfg = Arc::new(RoundConfig {
         session_id: *seed,
-        roster: (0..4u32)
+        roster: (0..n as u32)
             .map(|i| sim::identity(seed, i).public_key())
             .collect(),
         vector_len: 3,
         modulus_bits: 13,
         threshold: 2,
         min_survivors: 2,
-        graph: GraphKind::Full,
-        max_input: 2000,
+        graph: if sparse {
+            GraphKind::Sparse { degree: 2 }
+        } else {
+            GraphKind::Full
+        },
+        // n · max_input < 2^13 (§9.7.4).
+        max_input: if sparse { 1600 } else { 2000 },
     });
-    let inputs = vec![
+    let mut inputs = vec![
         vec![1, 2, 3],
         vec![1000, 0, 7],
         vec![5, 5, 5],
         vec![2000, 1999, 0],
     ];
-    let drops = vec![None, None, None, Some(Round::MaskedInputCollection)];
+    if sparse {
+        inputs[3] = vec![1600, 1599, 0];
+        inputs.insert(3, vec![17, 0, 1]);
+    }
+    let mut drops = vec![None; n];
+    drops[n - 1] = Some(Round::MaskedInputCollection);
     (cfg, inputs, drops)
 }
 
 fn gen_round() -> Value {
-    let seed = [0x55u8; 32];
-    let (cfg, inputs, drops) = round_setup(&seed);
+    gen_round_of(false)
+}
+
+fn gen_round_sparse() -> Value {
+    gen_round_of(true)
+}
+
+fn check_round_sparse(v: &Value) -> Result<(), String> {
+    check_round_of(v, true)
+}
+
+fn check_round(v: &Value) -> Result<(), String> {
+    check_round_of(v, false)
+}
+
+fn gen_round_of(sparse: bool) -> Value {
+    let seed = [if sparse { 0x56u8 } else { 0x55u8 }; 32];
+    let (cfg, inputs, drops) = round_setup(&seed, sparse);
     let res = sim::run(&cfg, &seed, &inputs, &drops, &mut |_| {}).expect("round");
     let Outcome::Sum(agg) = res.outcome else {
         panic!("vector round aborted")
     };
+    let description = if sparse {
+        "One complete SecAgg+ round (§9.5, §9.5.7): 5 clients, m = 3, b = 13, t = 2, sparse graph of degree 2 drawn from the clients' committed graph contributions; client 4 drops after ShareKeys. Identities and client randomness come from the simulation seed (protocol/src/secagg/sim.rs: identity, rng_seed); timeouts are virtual"
+    } else {
+        "One complete SecAgg round (§9.5): 4 clients, m = 3, b = 13, t = 2, full graph; client 3 drops after ShareKeys. Identities and client randomness come from the simulation seed (protocol/src/secagg/sim.rs: identity, rng_seed); timeouts are virtual"
+    };
     json!({
-        "description": "One complete SecAgg round (§9.5): 4 clients, m = 3, b = 13, t = 2, full graph; client 3 drops after ShareKeys. Identities and client randomness come from the simulation seed (protocol/src/secagg/sim.rs: identity, rng_seed); timeouts are virtual",
+        "description": description,
         "generated_by": GENERATOR,
         "seed": hex::encode(seed),
         "round_digest": hex::encode(cfg.digest()),
         "inputs": inputs,
-        "dropped_before_masked_input": [3],
+        "dropped_before_masked_input": [inputs.len() - 1],
         "client_messages": res.client_messages.iter().map(|(s, m)| json!([s, hex::encode(m)])).collect::<Vec<_>>(),
         "server_messages": res.server_messages.iter().map(|o| json!([o.to, hex::encode(&o.bytes)])).collect::<Vec<_>>(),
         "contributors": agg.contributors,
@@ -245,9 +318,9 @@ fn gen_round() -> Value {
     })
 }
 
-fn check_round(v: &Value) -> Result<(), String> {
+fn check_round_of(v: &Value, sparse: bool) -> Result<(), String> {
     let seed = arr::<32>(&v["seed"]);
-    let (cfg, inputs, drops) = round_setup(&seed);
+    let (cfg, inputs, drops) = round_setup(&seed, sparse);
     if h(&v["round_digest"]) != cfg.digest() {
         return Err("round digest mismatch".into());
     }
@@ -297,7 +370,7 @@ fn check_round(v: &Value) -> Result<(), String> {
     }
     // The sum is the plaintext sum of the survivors.
     let plain: Vec<u64> = (0..3)
-        .map(|j| (inputs[0][j] + inputs[1][j] + inputs[2][j]) % 8192)
+        .map(|j| inputs[..inputs.len() - 1].iter().map(|x| x[j]).sum::<u64>() % 8192)
         .collect();
     if want != plain {
         return Err("stored sum is not the plaintext sum".into());
@@ -332,11 +405,12 @@ type VectorSet = (&'static str, fn() -> Value, Check);
 
 #[test]
 fn secagg_vectors() {
-    let sets: [VectorSet; 4] = [
+    let sets: [VectorSet; 5] = [
         ("prg", gen_prg, check_prg),
         ("kdf", gen_kdf, check_kdf),
         ("shamir", gen_shamir, check_shamir),
         ("round", gen_round, check_round),
+        ("round_sparse", gen_round_sparse, check_round_sparse),
     ];
     if std::env::var("QUORATE_REGENERATE_VECTORS").as_deref() == Ok("1") {
         std::fs::create_dir_all(dir()).expect("vector dir");

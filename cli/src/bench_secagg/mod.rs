@@ -245,7 +245,9 @@ pub fn run(args: &BenchSecaggArgs) -> anyhow::Result<std::process::ExitCode> {
             if dropped[i] && clients[i].round() >= Round::ShareKeys {
                 continue; // dropped after ShareKeys: never sends its masked input
             }
-            let phase = clients[i].round() as usize + 1;
+            // The round of the message this call produces; a sparse round's graph
+            // contribution (§9.5.7) counts with ShareKeys.
+            let phase = clients[i].round().next(false) as usize;
             let t0 = Instant::now();
             let reply = clients[i].handle_message(&o.bytes, now);
             let e = t0.elapsed();

@@ -19,10 +19,13 @@ pub const LABEL_SELF_MASK: &[u8] = b"quorate/v1/secagg/self-mask\0";
 pub const LABEL_SHARE_ENCRYPTION: &[u8] = b"quorate/v1/secagg/share-encryption\0";
 /// X25519 mask-key private key from the Shamir-shared mask-key secret (§9.4.2).
 pub const LABEL_MASK_KEY: &[u8] = b"quorate/v1/secagg/mask-key\0";
-/// Seed of the SecAgg+ neighbour-graph permutation (§9.6).
-pub const LABEL_GRAPH: &[u8] = b"quorate/v1/secagg/graph\0";
+/// Seed of the SecAgg+ neighbour-graph permutation, from `U1` and the clients' committed
+/// contributions (§9.4.2, §9.6).
+pub const LABEL_GRAPH: &[u8] = b"quorate/v1/secagg/graph-contributed\0";
 /// The deterministic generator of simulations and vectors (§9.4.6).
 pub const LABEL_DETERMINISTIC_RNG: &[u8] = b"quorate/v1/secagg/deterministic-rng\0";
+/// Domain tag of a client's commitment to its graph contribution (SHA-256, §9.4.2, §9.5.7).
+pub const TAG_GRAPH_COMMITMENT: &[u8] = b"quorate/v1/secagg/graph-commitment\0";
 /// Domain tag of the self-mask commitment (SHA-256, §9.4.2).
 pub const TAG_SELF_MASK_COMMITMENT: &[u8] = b"quorate/v1/secagg/self-mask-commitment\0";
 
@@ -149,10 +152,34 @@ pub fn self_mask_commitment(secret: &[u8; 32], round: &[u8; 32], owner: u32) -> 
         .into()
 }
 
-/// The 32-byte seed of the SecAgg+ graph permutation (§9.6).
-pub fn graph_seed(round: &[u8; 32], members_digest: &[u8; 32]) -> [u8; 32] {
+/// A client's commitment to its graph contribution `r` (§9.4.2, §9.5.1):
+/// SHA-256(tag || round || owner || r).
+pub fn graph_commitment(contribution: &[u8; 32], round: &[u8; 32], owner: u32) -> [u8; 32] {
+    Sha256::new()
+        .chain_update(TAG_GRAPH_COMMITMENT)
+        .chain_update(round)
+        .chain_update(owner.to_be_bytes())
+        .chain_update(contribution)
+        .finalize()
+        .into()
+}
+
+/// The 32-byte seed of the SecAgg+ graph permutation (§9.4.2, §9.6): salt = round digest,
+/// ikm = the digests of `U1`, of the commitment list and of the reveals (32 bytes each).
+/// Every client of `U1` contributed to it, so no party that does not know every honest
+/// client's contribution in advance can choose it (§17.3).
+pub fn graph_seed(
+    round: &[u8; 32],
+    members_digest: &[u8; 32],
+    commitments_digest: &[u8; 32],
+    reveals_digest: &[u8; 32],
+) -> [u8; 32] {
+    let mut ikm = [0u8; 96];
+    ikm[..32].copy_from_slice(members_digest);
+    ikm[32..64].copy_from_slice(commitments_digest);
+    ikm[64..].copy_from_slice(reveals_digest);
     let mut out = [0u8; 32];
-    let _ = hkdf(round, members_digest, &[LABEL_GRAPH], &mut out);
+    let _ = hkdf(round, &ikm, &[LABEL_GRAPH], &mut out);
     out
 }
 

@@ -318,6 +318,9 @@ fn body_round(body: &ServerBody<'_>) -> u8 {
         ServerBody::Survivors { .. } => 3,
         ServerBody::Signatures { .. } => 4,
         ServerBody::Abort { .. } => ROUND_ABORT,
+        // Sparse graphs only (§9.5.7); ensembles use the full graph, whose decoder refuses
+        // it, so no ensemble round carries it.
+        ServerBody::Commitments { .. } => u8::MAX,
     }
 }
 

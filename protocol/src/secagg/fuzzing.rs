@@ -48,19 +48,31 @@ pub fn client_message(data: &[u8]) {
         &Limits {
             clients: u32::MAX,
             packed_len: 1 << 16,
+            sparse: false,
         },
     );
+    let _ = messages::decode_client_message(data, &Limits::of(&fuzz_config_sparse()));
 }
 
-/// Decodes `data` as a server message; a success must re-encode to exactly `data`.
+/// The fuzzing round with a sparse graph of degree 2 (graph commitments in round 0 and
+/// the GraphContribution round, §9.5.7), for the decoder hooks.
+pub fn fuzz_config_sparse() -> Arc<RoundConfig> {
+    let mut cfg = (*fuzz_config()).clone();
+    cfg.graph = GraphKind::Sparse { degree: 2 };
+    Arc::new(cfg)
+}
+
+/// Decodes `data` as a server message, under the limits of [`fuzz_config`] and of
+/// [`fuzz_config_sparse`]; a success must re-encode to exactly `data`.
 pub fn server_message(data: &[u8]) {
-    let limits = Limits::of(&fuzz_config());
-    if let Ok(m) = messages::decode_server_message(data, &limits) {
-        let again = messages::encode_server_message(&m.round_digest, &m.body);
-        assert_eq!(
-            again, data,
-            "server message decode/encode is not a bijection"
-        );
+    for cfg in [fuzz_config(), fuzz_config_sparse()] {
+        if let Ok(m) = messages::decode_server_message(data, &Limits::of(&cfg)) {
+            let again = messages::encode_server_message(&m.round_digest, &m.body);
+            assert_eq!(
+                again, data,
+                "server message decode/encode is not a bijection"
+            );
+        }
     }
 }
 
@@ -96,7 +108,7 @@ pub fn server(data: &[u8]) -> bool {
             _ => {
                 let (Ok(sender), Ok(round), Ok(body)) = (
                     r.u32("sender", FUZZ_CLIENTS as u32 - 1),
-                    r.uint("round", 4),
+                    r.uint("round", 5),
                     r.bytes("body", 1 << 16),
                 ) else {
                     break;
@@ -217,7 +229,11 @@ fn resign_server(digest: &[u8; 32], bytes: &[u8], limits: &Limits) -> Option<Vec
             .collect()
     };
     let body = match &m.body {
-        messages::ServerBody::Keys { members, envelopes } => {
+        messages::ServerBody::Keys {
+            members,
+            envelopes,
+            reveals,
+        } => {
             let e = fix(envelopes);
             let refs: Vec<&[u8]> = e.iter().map(|v| v.as_slice()).collect();
             return Some(messages::encode_server_message(
@@ -225,6 +241,7 @@ fn resign_server(digest: &[u8; 32], bytes: &[u8], limits: &Limits) -> Option<Vec
                 &messages::ServerBody::Keys {
                     members: members.clone(),
                     envelopes: refs,
+                    reveals: reveals.clone(),
                 },
             ));
         }

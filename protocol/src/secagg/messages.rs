@@ -21,6 +21,9 @@ pub const VERSION: u64 = 1;
 pub const TAG_CLIENT_MESSAGE: &[u8] = b"quorate/v1/secagg/client-message\0";
 /// Domain tag of the survivor-set digest signed in the consistency check (§9.5.4).
 pub const TAG_SURVIVORS: &[u8] = b"quorate/v1/secagg/survivors\0";
+/// Domain tag of the survivor-set digest of a sparse-graph round, which also binds the
+/// commitment list of the graph contributions (§9.5.4, §9.5.7).
+pub const TAG_SURVIVORS_GRAPH: &[u8] = b"quorate/v1/secagg/survivors-graph\0";
 /// Plaintext of one share ciphertext: owner ‖ holder (u32 BE each) ‖ mask-key share ‖
 /// self-mask share (32 bytes each).
 pub const SHARE_PLAINTEXT_LEN: usize = 72;
@@ -29,8 +32,10 @@ pub const SHARE_CIPHERTEXT_LEN: usize = SHARE_PLAINTEXT_LEN + 16;
 /// Smallest possible encoded envelope (used to bound array counts).
 const MIN_ENVELOPE: usize = 68;
 
-/// The five rounds of §9.5.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+/// The rounds of §9.5. The discriminant is the number on the wire; rounds are ordered as
+/// they run: GraphContribution (sparse graphs only, §9.5.7) comes between AdvertiseKeys
+/// and ShareKeys, but is numbered 5 so that full-graph rounds keep their numbers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Round {
     /// Round 0 (§9.5.1).
     AdvertiseKeys = 0,
@@ -42,6 +47,9 @@ pub enum Round {
     ConsistencyCheck = 3,
     /// Round 4 (§9.5.5).
     Unmasking = 4,
+    /// Round 5, sparse graphs only: the reveal of the graph contributions (§9.5.7). It
+    /// runs after AdvertiseKeys and before ShareKeys.
+    GraphContribution = 5,
 }
 
 impl Round {
@@ -52,8 +60,44 @@ impl Round {
             2 => Self::MaskedInputCollection,
             3 => Self::ConsistencyCheck,
             4 => Self::Unmasking,
+            5 => Self::GraphContribution,
             _ => return Err(DecodeError::Invalid("unknown round")),
         })
+    }
+
+    /// Position in the order the rounds run.
+    fn step(self) -> u8 {
+        match self {
+            Self::AdvertiseKeys => 0,
+            Self::GraphContribution => 1,
+            Self::ShareKeys => 2,
+            Self::MaskedInputCollection => 3,
+            Self::ConsistencyCheck => 4,
+            Self::Unmasking => 5,
+        }
+    }
+
+    /// The round that follows this one, in a round with a sparse graph or not.
+    pub fn next(self, sparse: bool) -> Self {
+        match self {
+            Self::AdvertiseKeys if sparse => Self::GraphContribution,
+            Self::AdvertiseKeys | Self::GraphContribution => Self::ShareKeys,
+            Self::ShareKeys => Self::MaskedInputCollection,
+            Self::MaskedInputCollection => Self::ConsistencyCheck,
+            Self::ConsistencyCheck | Self::Unmasking => Self::Unmasking,
+        }
+    }
+}
+
+impl PartialOrd for Round {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for Round {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        self.step().cmp(&other.step())
     }
 }
 
@@ -70,12 +114,20 @@ impl std::fmt::Debug for ShareValue {
 /// The body of a client message, one variant per round.
 #[derive(Debug, Clone)]
 pub enum ClientBody<'a> {
-    /// Round 0: the two X25519 public keys (§9.5.1).
+    /// Round 0: the two X25519 public keys (§9.5.1) and, in a sparse-graph round only, the
+    /// commitment to the client's graph contribution.
     AdvertiseKeys {
         /// `c_u^PK`, for share encryption.
         cipher_pk: KaPublicKey,
         /// `s_u^PK`, for pairwise masks.
         mask_pk: KaPublicKey,
+        /// `c_u = graph_commitment(r_u)` (sparse graphs only, §9.5.7).
+        graph_commitment: Option<[u8; 32]>,
+    },
+    /// Round 5 (sparse graphs only): the graph contribution `r_u` (§9.5.7).
+    GraphContribution {
+        /// The 32 bytes committed to in round 0.
+        contribution: [u8; 32],
     },
     /// Round 1: one share ciphertext per neighbour, ascending by recipient, and the
     /// commitment to the self-mask secret (§9.5.2).
@@ -110,6 +162,7 @@ impl ClientBody<'_> {
     pub fn round(&self) -> Round {
         match self {
             Self::AdvertiseKeys { .. } => Round::AdvertiseKeys,
+            Self::GraphContribution { .. } => Round::GraphContribution,
             Self::ShareKeys { .. } => Round::ShareKeys,
             Self::MaskedInput { .. } => Round::MaskedInputCollection,
             Self::ConsistencyCheck { .. } => Round::ConsistencyCheck,
@@ -144,6 +197,9 @@ pub struct Limits {
     pub clients: u32,
     /// Exact byte length of a packed masked input.
     pub packed_len: usize,
+    /// Whether the round has a sparse graph, hence graph commitments in round 0 and the
+    /// GraphContribution round (§9.5.7).
+    pub sparse: bool,
 }
 
 impl Limits {
@@ -152,6 +208,7 @@ impl Limits {
         Self {
             clients: cfg.clients() as u32,
             packed_len: cfg.packed_len(),
+            sparse: matches!(cfg.graph, super::config::GraphKind::Sparse { .. }),
         }
     }
 }
@@ -166,9 +223,27 @@ pub fn signature_input(signed: &[u8]) -> Vec<u8> {
 
 /// Digest of a survivor set (§9.5.4): SHA-256(tag || round digest || indices as u32 BE).
 pub fn survivors_digest(round_digest: &[u8; 32], survivors: &[u32]) -> [u8; 32] {
+    survivors_digest_bound(round_digest, None, survivors)
+}
+
+/// Digest of a survivor set (§9.5.4) that, in a sparse-graph round, also binds the digest
+/// of the commitment list the client saw (§9.5.7):
+/// SHA-256(tag' || round digest || commitments digest || indices as u32 BE). With `None`
+/// (full graph) it is [`survivors_digest`].
+pub fn survivors_digest_bound(
+    round_digest: &[u8; 32],
+    commitments_digest: Option<&[u8; 32]>,
+    survivors: &[u32],
+) -> [u8; 32] {
     let mut h = Sha256::new();
-    h.update(TAG_SURVIVORS);
+    match commitments_digest {
+        None => h.update(TAG_SURVIVORS),
+        Some(_) => h.update(TAG_SURVIVORS_GRAPH),
+    }
     h.update(round_digest);
+    if let Some(c) = commitments_digest {
+        h.update(c);
+    }
     for s in survivors {
         h.update(s.to_be_bytes());
     }
@@ -184,12 +259,22 @@ fn write_pairs<'b>(w: &mut Writer, pairs: impl ExactSizeIterator<Item = (u32, &'
 
 fn write_body(w: &mut Writer, body: &ClientBody<'_>) {
     match body {
-        ClientBody::AdvertiseKeys { cipher_pk, mask_pk } => {
-            w.map(2)
+        ClientBody::AdvertiseKeys {
+            cipher_pk,
+            mask_pk,
+            graph_commitment,
+        } => {
+            w.map(if graph_commitment.is_some() { 3 } else { 2 })
                 .uint(1)
                 .bytes(&cipher_pk.0)
                 .uint(2)
                 .bytes(&mask_pk.0);
+            if let Some(c) = graph_commitment {
+                w.uint(3).bytes(c);
+            }
+        }
+        ClientBody::GraphContribution { contribution } => {
+            w.map(1).uint(1).bytes(contribution);
         }
         ClientBody::ShareKeys {
             commitment,
@@ -293,6 +378,21 @@ fn read_pairs<'a>(
     Ok(out)
 }
 
+fn read_pairs32(
+    r: &mut Reader<'_>,
+    what: &'static str,
+    limits: &Limits,
+) -> Result<Vec<(u32, [u8; 32])>, DecodeError> {
+    Ok(read_pairs(r, what, limits, 32)?
+        .into_iter()
+        .map(|(i, b)| {
+            let mut v = [0u8; 32];
+            v.copy_from_slice(b);
+            (i, v)
+        })
+        .collect())
+}
+
 fn read_shares(
     r: &mut Reader<'_>,
     what: &'static str,
@@ -315,14 +415,33 @@ fn read_body<'a>(
 ) -> Result<ClientBody<'a>, DecodeError> {
     Ok(match round {
         Round::AdvertiseKeys => {
-            r.map(2)?;
+            r.map(if limits.sparse { 3 } else { 2 })?;
             r.key(1)?;
             let c = r.bytes_n::<32>("cipher_pk")?;
             r.key(2)?;
             let s = r.bytes_n::<32>("mask_pk")?;
+            let graph_commitment = if limits.sparse {
+                r.key(3)?;
+                Some(r.bytes_n::<32>("graph commitment")?)
+            } else {
+                None
+            };
             ClientBody::AdvertiseKeys {
                 cipher_pk: KaPublicKey(c),
                 mask_pk: KaPublicKey(s),
+                graph_commitment,
+            }
+        }
+        Round::GraphContribution => {
+            if !limits.sparse {
+                return Err(DecodeError::Invalid(
+                    "no GraphContribution round with a full graph",
+                ));
+            }
+            r.map(1)?;
+            r.key(1)?;
+            ClientBody::GraphContribution {
+                contribution: r.bytes_n::<32>("graph contribution")?,
             }
         }
         Round::ShareKeys => {
@@ -395,7 +514,7 @@ pub fn decode_client_message<'a>(
     s.key(3)?;
     let sender = s.u32("sender", limits.clients.saturating_sub(1))?;
     s.key(4)?;
-    let round = Round::from_u64(s.uint("round", 4)?)?;
+    let round = Round::from_u64(s.uint("round", 5)?)?;
     s.key(5)?;
     let body = read_body(&mut s, round, limits)?;
     s.finish()?;
@@ -453,12 +572,21 @@ pub enum AbortCode {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ServerBody<'a> {
     /// Opens round 1: the members U1 and the round-0 envelopes of the recipient's
-    /// neighbours (kind 1).
+    /// neighbours (kind 1); in a sparse-graph round also every member's graph contribution.
     Keys {
         /// U1, ascending.
         members: Vec<u32>,
         /// Relayed AdvertiseKeys envelopes, ascending by sender.
         envelopes: Vec<&'a [u8]>,
+        /// Sparse graphs only: `(client, r_client)` for every client of U1, ascending
+        /// (§9.5.7).
+        reveals: Option<Vec<(u32, [u8; 32])>>,
+    },
+    /// Sparse graphs only, opens round 5: the commitment list `(client, c_client)` of U1,
+    /// ascending (kind 6, §9.5.7).
+    Commitments {
+        /// The commitments of round 0.
+        commitments: Vec<(u32, [u8; 32])>,
     },
     /// Opens round 2: the share ciphertexts addressed to the recipient (kind 2).
     Shares {
@@ -500,6 +628,7 @@ pub fn encode_server_message(round_digest: &[u8; 32], body: &ServerBody<'_>) -> 
         ServerBody::Survivors { .. } => 3,
         ServerBody::Signatures { .. } => 4,
         ServerBody::Abort { .. } => 5,
+        ServerBody::Commitments { .. } => 6,
     };
     w.map(4)
         .uint(1)
@@ -510,8 +639,14 @@ pub fn encode_server_message(round_digest: &[u8; 32], body: &ServerBody<'_>) -> 
         .uint(kind)
         .uint(4);
     match body {
-        ServerBody::Keys { members, envelopes } => {
-            w.map(2).uint(1).array(members.len());
+        ServerBody::Keys {
+            members,
+            envelopes,
+            reveals,
+        } => {
+            w.map(if reveals.is_some() { 3 } else { 2 })
+                .uint(1)
+                .array(members.len());
             for m in members {
                 w.uint(u64::from(*m));
             }
@@ -519,6 +654,14 @@ pub fn encode_server_message(round_digest: &[u8; 32], body: &ServerBody<'_>) -> 
             for e in envelopes {
                 w.raw(e);
             }
+            if let Some(reveals) = reveals {
+                w.uint(3);
+                write_pairs(&mut w, reveals.iter().map(|(i, r)| (*i, &r[..])));
+            }
+        }
+        ServerBody::Commitments { commitments } => {
+            w.map(1).uint(1);
+            write_pairs(&mut w, commitments.iter().map(|(i, c)| (*i, &c[..])));
         }
         ServerBody::Shares { ciphertexts } => {
             w.map(1).uint(1);
@@ -567,17 +710,25 @@ pub fn decode_server_message<'a>(
     r.key(2)?;
     let round_digest = r.bytes_n::<32>("round digest")?;
     r.key(3)?;
-    let kind = r.uint("kind", 5)?;
+    let kind = r.uint("kind", 6)?;
     r.key(4)?;
     let body = match kind {
         1 => {
-            r.map(2)?;
+            r.map(if limits.sparse { 3 } else { 2 })?;
             r.key(1)?;
             let members = read_index_list(&mut r, "members", limits)?;
             r.key(2)?;
+            let envelopes = read_envelopes(&mut r, limits)?;
+            let reveals = if limits.sparse {
+                r.key(3)?;
+                Some(read_pairs32(&mut r, "reveals", limits)?)
+            } else {
+                None
+            };
             ServerBody::Keys {
                 members,
-                envelopes: read_envelopes(&mut r, limits)?,
+                envelopes,
+                reveals,
             }
         }
         2 => {
@@ -611,6 +762,16 @@ pub fn decode_server_message<'a>(
                 _ => return Err(DecodeError::Invalid("unknown abort code")),
             };
             ServerBody::Abort { code }
+        }
+        6 if limits.sparse => {
+            r.map(1)?;
+            r.key(1)?;
+            ServerBody::Commitments {
+                commitments: read_pairs32(&mut r, "commitments", limits)?,
+            }
+        }
+        6 => {
+            return Err(DecodeError::Invalid("no commitment list with a full graph"));
         }
         _ => return Err(DecodeError::Invalid("unknown server message kind")),
     };

@@ -9,6 +9,8 @@
 //! - [`graph`]: the neighbour graph (§9.6);
 //! - [`fuzzing`]: entry points for the fuzz targets and corpus replay.
 
+#[cfg(test)]
+mod attack_l2_tests;
 pub mod client;
 pub mod codec;
 pub mod config;

@@ -63,12 +63,25 @@ pub fn run(
     drop_before: &[Option<Round>],
     tamper: &mut dyn FnMut(&mut Outgoing),
 ) -> Result<SimResult, String> {
+    run_seeded(cfg, seed, seed, inputs, drop_before, tamper)
+}
+
+/// [`run`] with the identities of `seed` and the client randomness of `rng_seed` (so that
+/// the same clients can run the same round again with fresh randomness).
+pub fn run_seeded(
+    cfg: &Arc<RoundConfig>,
+    seed: &[u8; 32],
+    randomness: &[u8; 32],
+    inputs: &[Vec<u64>],
+    drop_before: &[Option<Round>],
+    tamper: &mut dyn FnMut(&mut Outgoing),
+) -> Result<SimResult, String> {
     let n = cfg.clients();
     let mut now = 0u64;
     let mut server = Server::new(cfg.clone(), now, TIMEOUT_MS, 2).map_err(|e| e.to_string())?;
     let mut clients = Vec::with_capacity(n);
     for i in 0..n as u32 {
-        let rng = Box::new(DeterministicRng::from_seed(&rng_seed(seed, i)));
+        let rng = Box::new(DeterministicRng::from_seed(&rng_seed(randomness, i)));
         let c = Client::new(
             cfg.clone(),
             i,
@@ -87,6 +100,7 @@ pub fn run(
             .flatten()
             .is_some_and(|d| d <= r)
     };
+    let sparse = matches!(cfg.graph, super::config::GraphKind::Sparse { .. });
     let mut client_messages = Vec::new();
     let mut server_messages = Vec::new();
     for (i, c) in clients.iter_mut().enumerate() {
@@ -122,12 +136,7 @@ pub fn run(
             let Some(c) = clients.get_mut(i) else {
                 continue;
             };
-            let next = match c.round() {
-                Round::AdvertiseKeys => Round::ShareKeys,
-                Round::ShareKeys => Round::MaskedInputCollection,
-                Round::MaskedInputCollection => Round::ConsistencyCheck,
-                _ => Round::Unmasking,
-            };
+            let next = c.round().next(sparse);
             if silent(i, next) {
                 continue;
             }

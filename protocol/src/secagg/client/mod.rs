@@ -1,8 +1,9 @@
 //! The client state machine (§9.5), sans-IO: bytes and `now` (milliseconds on any
 //! monotonic clock the driver chooses) in, bytes out.
 //!
-//! One method per spec step: [`Client::start`] is AdvertiseKeys (§9.5.1); receiving the
-//! server's key list runs ShareKeys (§9.5.2); receiving the share ciphertexts runs
+//! One method per spec step: [`Client::start`] is AdvertiseKeys (§9.5.1); in a
+//! sparse-graph round, receiving the commitment list runs GraphContribution (§9.5.7);
+//! receiving the server's key list runs ShareKeys (§9.5.2); receiving the share ciphertexts runs
 //! MaskedInputCollection (§9.5.3); receiving the survivor set runs ConsistencyCheck
 //! (§9.5.4); receiving the signatures runs Unmasking (§9.5.5).
 //!
@@ -10,6 +11,7 @@
 //! with a non-fatal error and leave the state unchanged. Anything that shows a
 //! misbehaving server or peer (bad signatures, inconsistent sets, too few neighbours,
 //! failed decryption) aborts the client for good: it never sends another message.
+mod contribution;
 mod error;
 mod steps;
 
@@ -23,7 +25,7 @@ use quorate_crypto::secagg::shamir::{SecretScalar, Share};
 use zeroize::Zeroizing;
 
 use crate::secagg::WorkCounters;
-use crate::secagg::config::RoundConfig;
+use crate::secagg::config::{GraphKind, RoundConfig};
 use crate::secagg::encoding::{self};
 use crate::secagg::messages::{self, ClientBody, Limits, Round, ServerBody};
 
@@ -37,16 +39,28 @@ struct Held {
     self_mask: Share,
 }
 
+/// What AdvertiseKeys drew, kept until ShareKeys.
+struct Secrets {
+    input: Zeroizing<Vec<u64>>,
+    cipher_sk: KaSecretKey,
+    mask_sk: KaSecretKey,
+    mask_secret: SecretScalar,
+    self_secret: SecretScalar,
+}
+
 enum State {
     Ready {
         input: Zeroizing<Vec<u64>>,
     },
     Advertised {
-        input: Zeroizing<Vec<u64>>,
-        cipher_sk: KaSecretKey,
-        mask_sk: KaSecretKey,
-        mask_secret: SecretScalar,
-        self_secret: SecretScalar,
+        secrets: Secrets,
+        /// Sparse graphs only: the graph contribution `r_u` committed to (§9.5.7).
+        contribution: Option<Zeroizing<[u8; 32]>>,
+    },
+    /// Sparse graphs only: the contribution was revealed after this commitment list.
+    Contributed {
+        secrets: Secrets,
+        commitments: Vec<(u32, [u8; 32])>,
     },
     SharedKeys {
         input: Zeroizing<Vec<u64>>,
@@ -76,7 +90,11 @@ impl State {
     fn waiting_for(&self) -> &'static str {
         match self {
             Self::Ready { .. } => "start",
-            Self::Advertised { .. } => "the key list (round 1)",
+            Self::Advertised {
+                contribution: Some(_),
+                ..
+            } => "the commitment list (round 5)",
+            Self::Advertised { .. } | Self::Contributed { .. } => "the key list (round 1)",
             Self::SharedKeys { .. } => "share ciphertexts (round 2)",
             Self::MaskedInputSent { .. } => "the survivor set (round 3)",
             Self::ConsistencySent { .. } => "consistency signatures (round 4)",
@@ -88,6 +106,7 @@ impl State {
     fn round(&self) -> Round {
         match self {
             Self::Ready { .. } | Self::Advertised { .. } => Round::AdvertiseKeys,
+            Self::Contributed { .. } => Round::GraphContribution,
             Self::SharedKeys { .. } => Round::ShareKeys,
             Self::MaskedInputSent { .. } => Round::MaskedInputCollection,
             Self::ConsistencySent { .. } => Round::ConsistencyCheck,
@@ -99,6 +118,7 @@ impl State {
 fn kind_name(b: &ServerBody<'_>) -> &'static str {
     match b {
         ServerBody::Keys { .. } => "the key list (round 1)",
+        ServerBody::Commitments { .. } => "the commitment list (round 5)",
         ServerBody::Shares { .. } => "share ciphertexts (round 2)",
         ServerBody::Survivors { .. } => "the survivor set (round 3)",
         ServerBody::Signatures { .. } => "consistency signatures (round 4)",
@@ -117,6 +137,9 @@ pub struct Client {
     timeout_ms: u64,
     deadline: Option<u64>,
     state: State,
+    /// Sparse graphs only: the digest of the commitment list this client revealed after,
+    /// bound into its ConsistencyCheck signature (§9.5.4, §9.5.7).
+    commitments_digest: Option<[u8; 32]>,
     counters: WorkCounters,
 }
 
@@ -162,6 +185,7 @@ impl Client {
             timeout_ms,
             deadline: None,
             state: State::Ready { input },
+            commitments_digest: None,
             counters: WorkCounters::default(),
         })
     }
@@ -224,7 +248,8 @@ impl Client {
     }
 
     /// AdvertiseKeys (§9.5.1): draws the two X25519 key pairs and the two Shamir-shared
-    /// secrets, and returns the signed message with both public keys.
+    /// secrets (and, with a sparse graph, the graph contribution), and returns the signed
+    /// message with both public keys (and the commitment to the contribution).
     pub fn start(&mut self, now: u64) -> Result<Vec<u8>, ClientError> {
         let State::Ready { .. } = self.state else {
             return Err(ClientError::WrongState);
@@ -251,16 +276,30 @@ impl Client {
             self.me,
         ));
         self.counters.x25519_keygens += 2;
+        let contribution = match self.cfg.graph {
+            GraphKind::Full => None,
+            GraphKind::Sparse { .. } => {
+                let mut r = Zeroizing::new([0u8; 32]);
+                self.rng.fill_bytes(r.as_mut()).map_err(crypto(None))?;
+                Some(r)
+            }
+        };
         let msg = self.sign(&ClientBody::AdvertiseKeys {
             cipher_pk: cipher_sk.public_key(),
             mask_pk: mask_sk.public_key(),
+            graph_commitment: contribution
+                .as_ref()
+                .map(|r| kdf::graph_commitment(r, &self.digest, self.me)),
         });
         self.state = State::Advertised {
-            input,
-            cipher_sk,
-            mask_sk,
-            mask_secret,
-            self_secret,
+            secrets: Secrets {
+                input,
+                cipher_sk,
+                mask_sk,
+                mask_secret,
+                self_secret,
+            },
+            contribution,
         };
         Ok(msg)
     }
@@ -296,21 +335,38 @@ impl Client {
         let result = match (state, msg.body) {
             (
                 State::Advertised {
-                    input,
-                    cipher_sk,
-                    mask_sk,
-                    mask_secret,
-                    self_secret,
+                    secrets,
+                    contribution: Some(contribution),
                 },
-                ServerBody::Keys { members, envelopes },
+                ServerBody::Commitments { commitments },
+            ) => self.graph_contribution(secrets, contribution, commitments),
+            (
+                State::Advertised {
+                    secrets,
+                    contribution: None,
+                },
+                ServerBody::Keys {
+                    members,
+                    envelopes,
+                    reveals,
+                },
+            ) => self.share_keys(secrets, None, &members, &envelopes, reveals.as_deref()),
+            (
+                State::Contributed {
+                    secrets,
+                    commitments,
+                },
+                ServerBody::Keys {
+                    members,
+                    envelopes,
+                    reveals,
+                },
             ) => self.share_keys(
-                input,
-                cipher_sk,
-                mask_sk,
-                mask_secret,
-                self_secret,
+                secrets,
+                Some(&commitments),
                 &members,
                 &envelopes,
+                reveals.as_deref(),
             ),
             (
                 State::SharedKeys {

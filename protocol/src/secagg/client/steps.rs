@@ -14,21 +14,26 @@ use crate::secagg::encoding::{self};
 use crate::secagg::graph::Graph;
 use crate::secagg::messages::{self, ClientBody, Round, SHARE_PLAINTEXT_LEN, ShareValue};
 
-use super::{Client, ClientError, Held, State, crypto};
+use super::{Client, ClientError, Held, Secrets, State, crypto};
 
 impl Client {
-    /// ShareKeys (§9.5.2).
-    #[allow(clippy::too_many_arguments)]
+    /// ShareKeys (§9.5.2). `commitments` is the list this client revealed after (sparse
+    /// graphs, §9.5.7), `reveals` the contributions the server relays.
     pub(super) fn share_keys(
         &mut self,
-        input: Zeroizing<Vec<u64>>,
-        cipher_sk: KaSecretKey,
-        mask_sk: KaSecretKey,
-        mask_secret: SecretScalar,
-        self_secret: SecretScalar,
+        secrets: Secrets,
+        commitments: Option<&[(u32, [u8; 32])]>,
         members: &[u32],
         envelopes: &[&[u8]],
+        reveals: Option<&[(u32, [u8; 32])]>,
     ) -> Result<Option<Vec<u8>>, ClientError> {
+        let Secrets {
+            input,
+            cipher_sk,
+            mask_sk,
+            mask_secret,
+            self_secret,
+        } = secrets;
         if members.binary_search(&self.me).is_err() {
             return Err(ClientError::NotAMember("U1"));
         }
@@ -39,7 +44,8 @@ impl Client {
                 need: self.cfg.min_survivors,
             });
         }
-        let graph = Graph::new(self.cfg.graph, members, &self.digest);
+        let seed = self.checked_graph_seed(commitments, members, reveals)?;
+        let graph = Graph::new(self.cfg.graph, members, &seed);
         let neighbours = graph.neighbours(self.me);
         let t = self.cfg.threshold;
         if neighbours.len() + 1 < t {
@@ -64,12 +70,18 @@ impl Client {
         let mut peer_cipher_pk = Vec::with_capacity(neighbours.len());
         let mut peer_mask_pk = Vec::with_capacity(neighbours.len());
         for m in &decoded {
-            let ClientBody::AdvertiseKeys { cipher_pk, mask_pk } = &m.body else {
+            let ClientBody::AdvertiseKeys {
+                cipher_pk,
+                mask_pk,
+                graph_commitment,
+            } = &m.body
+            else {
                 return Err(ClientError::BadPeerMessage {
                     peer: m.sender,
                     problem: "not an AdvertiseKeys body",
                 });
             };
+            self.check_neighbour_commitment(commitments, m.sender, graph_commitment.as_ref())?;
             if !seen.insert(cipher_pk.0) || !seen.insert(mask_pk.0) {
                 return Err(ClientError::BadPeerMessage {
                     peer: m.sender,
@@ -267,7 +279,11 @@ impl Client {
                 ));
             }
         }
-        let digest = messages::survivors_digest(&self.digest, &survivors);
+        let digest = messages::survivors_digest_bound(
+            &self.digest,
+            self.commitments_digest.as_ref(),
+            &survivors,
+        );
         let msg = self.sign(&ClientBody::ConsistencyCheck {
             survivors_digest: digest,
         });

@@ -8,6 +8,7 @@
 //! final unmasking (Shamir reconstruction, key agreement with dropped clients, mask
 //! regeneration) runs on `threads` threads.
 
+mod contribution;
 mod outcome;
 mod unmask;
 
@@ -27,6 +28,8 @@ pub use outcome::{AbortReason, Aggregate, Outcome, Outgoing, Reject};
 struct Advertised {
     envelope: Vec<u8>,
     mask_pk: KaPublicKey,
+    /// Sparse graphs only: the commitment to the client's graph contribution (§9.5.7).
+    graph_commitment: Option<[u8; 32]>,
 }
 
 struct SharedKeys {
@@ -51,6 +54,11 @@ pub struct Server {
     deadline: u64,
     graph: Option<Graph>,
     advertised: BTreeMap<u32, Advertised>,
+    /// Sparse graphs only: the commitment list sent in round 5 and its digest (§9.5.7).
+    commitments: Vec<(u32, [u8; 32])>,
+    commitments_digest: Option<[u8; 32]>,
+    /// Sparse graphs only: the revealed graph contributions (§9.5.7).
+    reveals: BTreeMap<u32, [u8; 32]>,
     shared: BTreeMap<u32, SharedKeys>,
     u3: Vec<u32>,
     sum: Vec<u64>,
@@ -98,6 +106,9 @@ impl Server {
             deadline: now.saturating_add(timeout_ms),
             graph: None,
             advertised: BTreeMap::new(),
+            commitments: Vec::new(),
+            commitments_digest: None,
+            reveals: BTreeMap::new(),
             shared: BTreeMap::new(),
             u3: Vec::new(),
             consistency: BTreeMap::new(),
@@ -155,7 +166,9 @@ impl Server {
     fn eligible(&self) -> Vec<u32> {
         match self.round {
             Round::AdvertiseKeys => (0..self.cfg.clients() as u32).collect(),
-            Round::ShareKeys => self.advertised.keys().copied().collect(),
+            Round::GraphContribution | Round::ShareKeys => {
+                self.advertised.keys().copied().collect()
+            }
             Round::MaskedInputCollection => self.shared.keys().copied().collect(),
             Round::ConsistencyCheck => self.u3.clone(),
             Round::Unmasking => self.consistency.keys().copied().collect(),
@@ -165,6 +178,7 @@ impl Server {
     fn answered(&self) -> usize {
         match self.round {
             Round::AdvertiseKeys => self.advertised.len(),
+            Round::GraphContribution => self.reveals.len(),
             Round::ShareKeys => self.shared.len(),
             Round::MaskedInputCollection => self.u3.len(),
             Round::ConsistencyCheck => self.consistency.len(),
@@ -175,7 +189,7 @@ impl Server {
     fn is_eligible(&self, u: u32) -> bool {
         match self.round {
             Round::AdvertiseKeys => (u as usize) < self.cfg.clients(),
-            Round::ShareKeys => self.advertised.contains_key(&u),
+            Round::GraphContribution | Round::ShareKeys => self.advertised.contains_key(&u),
             Round::MaskedInputCollection => self.shared.contains_key(&u),
             Round::ConsistencyCheck => self.u3.binary_search(&u).is_ok(),
             Round::Unmasking => self.consistency.contains_key(&u),
@@ -185,6 +199,7 @@ impl Server {
     fn has_answered(&self, u: u32) -> bool {
         match self.round {
             Round::AdvertiseKeys => self.advertised.contains_key(&u),
+            Round::GraphContribution => self.reveals.contains_key(&u),
             Round::ShareKeys => self.shared.contains_key(&u),
             Round::MaskedInputCollection => self.u3.binary_search(&u).is_ok(),
             Round::ConsistencyCheck => self.consistency.contains_key(&u),
@@ -219,14 +234,22 @@ impl Server {
             return Err(Reject::Duplicate(u));
         }
         match msg.body {
-            ClientBody::AdvertiseKeys { mask_pk, .. } => {
+            ClientBody::AdvertiseKeys {
+                mask_pk,
+                graph_commitment,
+                ..
+            } => {
                 self.advertised.insert(
                     u,
                     Advertised {
                         envelope: bytes.to_vec(),
                         mask_pk,
+                        graph_commitment,
                     },
                 );
+            }
+            ClientBody::GraphContribution { contribution } => {
+                self.accept_contribution(u, contribution)?;
             }
             ClientBody::ShareKeys {
                 commitment,
@@ -362,27 +385,13 @@ impl Server {
                 if !self.need(self.advertised.len(), self.cfg.min_survivors.max(2)) {
                     return;
                 }
-                let members: Vec<u32> = self.advertised.keys().copied().collect();
-                let graph = Graph::new(self.cfg.graph, &members, &self.digest);
-                for &u in &members {
-                    let nb = graph.neighbours(u);
-                    let envelopes: Vec<&[u8]> = nb
-                        .iter()
-                        .filter_map(|v| self.advertised.get(v))
-                        .map(|a| a.envelope.as_slice())
-                        .collect();
-                    let bytes = messages::encode_server_message(
-                        &self.digest,
-                        &ServerBody::Keys {
-                            members: members.clone(),
-                            envelopes,
-                        },
-                    );
-                    self.outbox.push(Outgoing { to: u, bytes });
+                if self.limits.sparse {
+                    self.open_graph_contribution();
+                } else {
+                    self.open_share_keys(&[0; 32], None);
                 }
-                self.graph = Some(graph);
-                self.round = Round::ShareKeys;
             }
+            Round::GraphContribution => self.close_graph_contribution(),
             Round::ShareKeys => {
                 if !self.need(self.shared.len(), self.cfg.min_survivors) {
                     return;
@@ -411,7 +420,11 @@ impl Server {
                 if !self.need(self.u3.len(), self.cfg.min_survivors) {
                     return;
                 }
-                self.survivors_digest = messages::survivors_digest(&self.digest, &self.u3);
+                self.survivors_digest = messages::survivors_digest_bound(
+                    &self.digest,
+                    self.commitments_digest.as_ref(),
+                    &self.u3,
+                );
                 let bytes = messages::encode_server_message(
                     &self.digest,
                     &ServerBody::Survivors {

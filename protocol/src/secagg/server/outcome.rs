@@ -60,6 +60,17 @@ pub enum AbortReason {
         /// Required.
         need: usize,
     },
+    /// A client of the commitment list did not reveal its graph contribution (§9.5.7). The
+    /// graph cannot be computed without it (and must not be computed without it: choosing
+    /// whose reveals count would let the server choose the graph, §17.3); the session is
+    /// retried.
+    #[error("missing graph contributions: {have} revealed of {need} committed")]
+    MissingContributions {
+        /// Reveals received.
+        have: usize,
+        /// Clients in the commitment list.
+        need: usize,
+    },
     /// Too few shares arrived to reconstruct a client's secret.
     #[error("too few shares for client {owner}: {have}, threshold {need}")]
     TooFewShares {
@@ -87,7 +98,9 @@ pub enum AbortReason {
 impl AbortReason {
     pub(super) fn code(&self) -> AbortCode {
         match self {
-            Self::TooFewClients { .. } | Self::TooFewShares { .. } => AbortCode::TooFewClients,
+            Self::TooFewClients { .. }
+            | Self::TooFewShares { .. }
+            | Self::MissingContributions { .. } => AbortCode::TooFewClients,
             _ => AbortCode::ReconstructionFailed,
         }
     }
