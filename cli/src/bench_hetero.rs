@@ -22,11 +22,9 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
-use quorate_crypto::tensor_digest::{SALT_LEN, sha256};
+use quorate_crypto::tensor_digest::sha256;
 use quorate_protocol::governance::{Governance, Grant, Scope, VerificationRule};
-use quorate_protocol::messages::InferRequest;
 use quorate_protocol::policy::Policy;
-use quorate_protocol::receipt::JobKind;
 use quorate_protocol::roster::Entry;
 use quorate_protocol::tensor::Tensor;
 use quorate_runtime::LoadedModel;
@@ -35,6 +33,7 @@ use serde_json::{Value, json};
 use crate::commands::calibrate::generated_input;
 use crate::local::{Custom, LocalMesh};
 use quorate_node::mesh::client::MeshClient;
+use quorate_node::mesh::client::fresh_request;
 use quorate_node::mesh::verified::{self, Outcome};
 
 /// Arguments of `quorate bench hetero`.
@@ -268,21 +267,7 @@ pub fn run(args: &BenchHeteroArgs) -> anyhow::Result<std::process::ExitCode> {
     };
     let run_on =
         |model: [u8; 32], candidates: Vec<Entry>, inputs: Vec<Tensor>| -> anyhow::Result<Outcome> {
-            let req = InferRequest {
-                job_id: quorate_crypto::random::bytes()?,
-                nonce: quorate_crypto::random::bytes::<32>()?.to_vec(),
-                kind: JobKind::Infer,
-                model,
-                input_salts: Some(
-                    inputs
-                        .iter()
-                        .map(|_| quorate_crypto::random::bytes::<SALT_LEN>())
-                        .collect::<Result<_, _>>()?,
-                ),
-                inputs,
-                policy: Some(policy.digest()?),
-                previous: None,
-            };
+            let req = fresh_request(model, inputs, Some(&policy))?;
             Ok(rt.block_on(verified::run(
                 &client,
                 req,

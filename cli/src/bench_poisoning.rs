@@ -17,10 +17,8 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
-use quorate_crypto::tensor_digest::{SALT_LEN, sha256};
-use quorate_protocol::messages::InferRequest;
+use quorate_crypto::tensor_digest::sha256;
 use quorate_protocol::policy::Policy;
-use quorate_protocol::receipt::JobKind;
 use quorate_protocol::roster::Entry;
 use quorate_protocol::tensor::Tensor;
 use quorate_protocol::tensor_file::parse_npy;
@@ -28,6 +26,7 @@ use serde_json::json;
 
 use crate::local::LocalMesh;
 use quorate_node::mesh::client::MeshClient;
+use quorate_node::mesh::client::fresh_request;
 use quorate_node::mesh::verified::{self, Outcome};
 
 /// Arguments of `quorate bench poisoning`.
@@ -190,16 +189,7 @@ pub fn run(args: &BenchPoisoningArgs) -> anyhow::Result<std::process::ExitCode> 
         Duration::from_secs(30),
     )?;
     let run_on = |model, candidates: Vec<Entry>, input: Tensor| -> anyhow::Result<Outcome> {
-        let req = InferRequest {
-            job_id: quorate_crypto::random::bytes()?,
-            nonce: quorate_crypto::random::bytes::<32>()?.to_vec(),
-            kind: JobKind::Infer,
-            model,
-            inputs: vec![input],
-            input_salts: Some(vec![quorate_crypto::random::bytes::<SALT_LEN>()?]),
-            policy: Some(policy.digest()?),
-            previous: None,
-        };
+        let req = fresh_request(model, vec![input], Some(&policy))?;
         Ok(rt.block_on(verified::run(
             &client,
             req,

@@ -13,15 +13,13 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use quorate_cli::local::{Custom, LocalMesh};
-use quorate_crypto::tensor_digest::{SALT_LEN, sha256};
+use quorate_crypto::tensor_digest::sha256;
 use quorate_node::clock::unix_now;
 use quorate_node::files::load_secret_key;
-use quorate_node::mesh::client::MeshClient;
+use quorate_node::mesh::client::{MeshClient, fresh_request};
 use quorate_node::mesh::verified;
 use quorate_protocol::governance::Governance;
-use quorate_protocol::messages::InferRequest;
 use quorate_protocol::policy::Policy;
-use quorate_protocol::receipt::JobKind;
 use quorate_protocol::roster::{MAX_SKEW_SECS, Roster};
 use quorate_protocol::tensor_file::parse_npy;
 use quorate_tests::{quorate_bin, repo_root};
@@ -119,16 +117,12 @@ fn skewed_clocks_follow_the_roster_rules_and_receipts_keep_their_signers_time() 
     )
     .unwrap();
     let policy = Policy::Exact;
-    let request = InferRequest {
-        job_id: quorate_crypto::random::bytes().unwrap(),
-        nonce: quorate_crypto::random::bytes::<32>().unwrap().to_vec(),
-        kind: JobKind::Infer,
-        model: sha256(&std::fs::read(models.join("mlp.onnx")).unwrap()),
-        inputs: vec![input],
-        input_salts: Some(vec![quorate_crypto::random::bytes::<SALT_LEN>().unwrap()]),
-        policy: Some(policy.digest().unwrap()),
-        previous: None,
-    };
+    let request = fresh_request(
+        sha256(&std::fs::read(models.join("mlp.onnx")).unwrap()),
+        vec![input],
+        Some(&policy),
+    )
+    .unwrap();
     let nodes: Vec<_> = ["node-1", "node-2", "node-3"]
         .iter()
         .map(|n| mesh.roster.by_name(n).unwrap().clone())

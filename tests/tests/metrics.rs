@@ -9,10 +9,8 @@ use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::time::Duration;
 
 use quorate_cli::local::LocalMesh;
-use quorate_crypto::tensor_digest::{SALT_LEN, sha256};
-use quorate_node::mesh::client::MeshClient;
-use quorate_protocol::messages::InferRequest;
-use quorate_protocol::receipt::JobKind;
+use quorate_crypto::tensor_digest::sha256;
+use quorate_node::mesh::client::{MeshClient, fresh_request};
 use quorate_protocol::tensor_file::parse_npy;
 use quorate_tests::{quorate_bin, repo_root};
 
@@ -71,16 +69,7 @@ fn metrics_count_jobs_by_kind_and_outcome_and_show_audit_and_roster_state() {
         "features",
     )
     .unwrap();
-    let job = |model: [u8; 32]| InferRequest {
-        job_id: quorate_crypto::random::bytes().unwrap(),
-        nonce: quorate_crypto::random::bytes::<32>().unwrap().to_vec(),
-        kind: JobKind::Infer,
-        model,
-        inputs: vec![input.clone()],
-        input_salts: Some(vec![quorate_crypto::random::bytes::<SALT_LEN>().unwrap()]),
-        policy: None,
-        previous: None,
-    };
+    let job = |model: [u8; 32]| fresh_request(model, vec![input.clone()], None).unwrap();
     let mlp = sha256(&std::fs::read(models.join("mlp.onnx")).unwrap());
     rt.block_on(client.infer(&node, &job(mlp))).unwrap();
     rt.block_on(client.infer(&node, &job(mlp))).unwrap();

@@ -14,11 +14,9 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use quorate_cli::local::LocalMesh;
-use quorate_crypto::tensor_digest::{SALT_LEN, sha256};
-use quorate_node::mesh::client::MeshClient;
+use quorate_crypto::tensor_digest::sha256;
+use quorate_node::mesh::client::{MeshClient, fresh_request};
 use quorate_protocol::audit_log::scan;
-use quorate_protocol::messages::InferRequest;
-use quorate_protocol::receipt::JobKind;
 use quorate_protocol::tensor_file::parse_npy;
 use quorate_tests::{quorate_bin, repo_root};
 
@@ -127,16 +125,7 @@ fn a_full_audit_disk_is_answered_storage_unavailable_and_the_node_recovers_by_it
     )
     .unwrap();
     let model = sha256(&std::fs::read(models.join("mlp.onnx")).unwrap());
-    let job = || InferRequest {
-        job_id: quorate_crypto::random::bytes().unwrap(),
-        nonce: quorate_crypto::random::bytes::<32>().unwrap().to_vec(),
-        kind: JobKind::Infer,
-        model,
-        inputs: vec![input.clone()],
-        input_salts: Some(vec![quorate_crypto::random::bytes::<SALT_LEN>().unwrap()]),
-        policy: None,
-        previous: None,
-    };
+    let job = || fresh_request(model, vec![input.clone()], None).unwrap();
     let mut answered = Vec::new();
     // Ok(true): answered (its receipt kept); Ok(false): refused with storage_unavailable.
     let mut run = |what: &str| -> bool {

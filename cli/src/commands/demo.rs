@@ -6,9 +6,7 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 use quorate_crypto::SecretKey;
-use quorate_crypto::tensor_digest::{SALT_LEN, sha256};
-use quorate_protocol::messages::InferRequest;
-use quorate_protocol::receipt::JobKind;
+use quorate_crypto::tensor_digest::sha256;
 use quorate_protocol::roster::Role;
 use quorate_protocol::tensor_file::{parse_npy, salted_tensors_json};
 
@@ -16,6 +14,7 @@ use crate::local::LocalMesh;
 use crate::verify_files::{collect_files, verify_files};
 use quorate_node::files::write_atomic;
 use quorate_node::mesh::client::MeshClient;
+use quorate_node::mesh::client::fresh_request;
 use quorate_verify::TrustStore;
 use quorate_verify::receipts::human_line;
 
@@ -185,16 +184,7 @@ async fn run_jobs(
         "3. one patient's features through mlp.onnx on every node, each result checked on arrival:"
     );
     for e in mesh.roster.entries.iter().filter(|e| e.role == Role::Node) {
-        let req = InferRequest {
-            job_id: quorate_crypto::random::bytes()?,
-            nonce: quorate_crypto::random::bytes::<32>()?.to_vec(),
-            kind: JobKind::Infer,
-            model: mlp,
-            inputs: vec![sample.clone()],
-            input_salts: Some(vec![quorate_crypto::random::bytes::<SALT_LEN>()?]),
-            policy: None,
-            previous: None,
-        };
+        let req = fresh_request(mlp, vec![sample.clone()], None)?;
         let (resp, payload) = client.infer(e, &req).await?;
         write_atomic(
             &receipts.join(format!("mlp-{}.cose", e.name)),

@@ -5,10 +5,8 @@ use std::path::Path;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
-use quorate_crypto::tensor_digest::{SALT_LEN, sha256};
-use quorate_protocol::messages::InferRequest;
+use quorate_crypto::tensor_digest::sha256;
 use quorate_protocol::policy::Policy;
-use quorate_protocol::receipt::JobKind;
 use quorate_protocol::roster::Role;
 use quorate_protocol::tensor_file::parse_npy;
 
@@ -16,6 +14,7 @@ use crate::commands::infer_verified::write_outcome;
 use crate::local::LocalMesh;
 use crate::verify_files::verify_bundles;
 use quorate_node::mesh::client::MeshClient;
+use quorate_node::mesh::client::fresh_request;
 use quorate_node::mesh::verified;
 use quorate_verify::TrustStore;
 use quorate_verify::bundle::human_lines;
@@ -61,16 +60,11 @@ pub async fn run(mesh: &LocalMesh, models: &Path, dir: &Path) -> anyhow::Result<
         &std::fs::read(models.join("samples/features.npy"))?,
         "features",
     )?;
-    let request = InferRequest {
-        job_id: quorate_crypto::random::bytes()?,
-        nonce: quorate_crypto::random::bytes::<32>()?.to_vec(),
-        kind: JobKind::Infer,
-        model: sha256(&std::fs::read(models.join(POISONED_MODEL))?),
-        inputs: vec![sample],
-        input_salts: Some(vec![quorate_crypto::random::bytes::<SALT_LEN>()?]),
-        policy: Some(policy.digest()?),
-        previous: None,
-    };
+    let request = fresh_request(
+        sha256(&std::fs::read(models.join(POISONED_MODEL))?),
+        vec![sample],
+        Some(&policy),
+    )?;
     let client = MeshClient::new(
         &mesh.client_key,
         mesh.roster.clone(),

@@ -5,12 +5,10 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
-use quorate_crypto::tensor_digest::SALT_LEN;
-use quorate_protocol::messages::InferRequest;
-use quorate_protocol::receipt::JobKind;
 use quorate_protocol::tensor_file::{self, MAX_FILE_LEN, salted_tensors_json};
 
 use quorate_node::files::{read_limited, write_atomic};
+use quorate_node::mesh::client::fresh_request;
 
 use super::infer_verified::{self, ReplicaArgs};
 use super::session::{MeshArgs, Session, print_output, resolve_model};
@@ -67,20 +65,7 @@ pub fn run(args: &InferArgs) -> anyhow::Result<ExitCode> {
         .into_iter()
         .map(|r| r.tensor)
         .collect();
-    let input_salts = inputs
-        .iter()
-        .map(|_| quorate_crypto::random::bytes::<SALT_LEN>())
-        .collect::<Result<Vec<_>, _>>()?;
-    let req = InferRequest {
-        job_id: quorate_crypto::random::bytes()?,
-        nonce: quorate_crypto::random::bytes::<32>()?.to_vec(),
-        kind: JobKind::Infer,
-        model,
-        inputs,
-        input_salts: Some(input_salts),
-        policy: None,
-        previous: None,
-    };
+    let req = fresh_request(model, inputs, None)?;
     let timeout = Duration::from_secs(args.timeout);
     if let Some(replicas) = args.verified.replicas {
         return infer_verified::run(&args.verified, replicas, timeout, &args.out, &session, req);

@@ -11,8 +11,10 @@ use quorate_crypto::SecretKey;
 use quorate_protocol::messages::{
     HealthInfo, InferRequest, InferResponse, Request, Response, check_infer_response,
 };
-use quorate_protocol::receipt::ReceiptPayload;
+use quorate_protocol::policy::Policy;
+use quorate_protocol::receipt::{JobKind, ReceiptPayload};
 use quorate_protocol::roster::{Entry, Role, Roster};
+use quorate_protocol::tensor::Tensor;
 
 use quorate_transport::{
     MeshEndpoint, PeerConnection, TlsIdentity, TransportError, TransportSettings, bind_client,
@@ -183,4 +185,27 @@ impl MeshClient {
         }
         self.endpoint.close();
     }
+}
+
+/// A fresh inference request (§11.3): a random job id and nonce, one random input salt per
+/// input (§3.3), and the digest of `policy` when the job is verified (§14.1).
+pub fn fresh_request(
+    model: [u8; 32],
+    inputs: Vec<Tensor>,
+    policy: Option<&Policy>,
+) -> anyhow::Result<InferRequest> {
+    let input_salts = inputs
+        .iter()
+        .map(|_| quorate_crypto::random::bytes::<{ quorate_crypto::tensor_digest::SALT_LEN }>())
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(InferRequest {
+        job_id: quorate_crypto::random::bytes()?,
+        nonce: quorate_crypto::random::bytes::<32>()?.to_vec(),
+        kind: JobKind::Infer,
+        model,
+        inputs,
+        input_salts: Some(input_salts),
+        policy: policy.map(Policy::digest).transpose()?,
+        previous: None,
+    })
 }
