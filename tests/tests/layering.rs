@@ -207,3 +207,21 @@ fn the_quorate_binary_built_alone_has_no_test_util_and_only_the_adversary_turns_
         );
     }
 }
+
+/// The Python package is its own cargo workspace (`python/`) with its own lock file, which
+/// `./scripts/test-python` builds with `--locked`: a dependency added to a crate it uses must
+/// be recorded there too, or that step fails at the very end of CI.
+#[test]
+fn the_python_packages_lock_file_records_every_dependency_of_the_crates_it_uses() {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let out = Command::new(cargo)
+        .current_dir(repo_root().join("python"))
+        .args(["metadata", "--locked", "--format-version", "1"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "python/Cargo.lock is stale; run `cd python && cargo update -w` and commit it:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
