@@ -30,7 +30,7 @@ use quorate_protocol::tensor::Tensor;
 use quorate_runtime::LoadedModel;
 use serde_json::{Value, json};
 
-use crate::commands::calibrate::generated_input;
+use crate::commands::calibrate::{generated_input, xorshift};
 use crate::local::{Custom, LocalMesh};
 use quorate_node::mesh::client::MeshClient;
 use quorate_node::mesh::client::fresh_request;
@@ -238,10 +238,7 @@ pub fn run(args: &BenchHeteroArgs) -> anyhow::Result<std::process::ExitCode> {
             env: &|_| Vec::new(),
         },
     )?;
-    let nodes: Vec<Entry> = (1..=n)
-        .map(|i| mesh.roster.by_name(&format!("node-{i}")).cloned())
-        .collect::<Option<_>>()
-        .context("roster incomplete")?;
+    let nodes = mesh.node_entries()?;
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
@@ -251,14 +248,8 @@ pub fn run(args: &BenchHeteroArgs) -> anyhow::Result<std::process::ExitCode> {
         mesh.roster.clone(),
         Duration::from_secs(120),
     )?;
-    let mut seed = u64::from_le_bytes(quorate_crypto::random::bytes::<8>()?) | 1;
+    let mut next = xorshift(u64::from_le_bytes(quorate_crypto::random::bytes::<8>()?));
     let mut input = || -> anyhow::Result<Vec<Tensor>> {
-        let mut next = || {
-            seed ^= seed << 13;
-            seed ^= seed >> 7;
-            seed ^= seed << 17;
-            seed
-        };
         let seq = args.seq_min + next() % (args.seq_max - args.seq_min + 1);
         specs
             .iter()

@@ -21,10 +21,9 @@ use quorate_crypto::tensor_digest::sha256;
 use quorate_protocol::policy::Policy;
 use quorate_protocol::roster::Entry;
 use quorate_protocol::tensor::Tensor;
-use quorate_protocol::tensor_file::parse_npy;
 use serde_json::json;
 
-use crate::local::LocalMesh;
+use crate::local::{LocalMesh, mlp_sample};
 use quorate_node::mesh::client::MeshClient;
 use quorate_node::mesh::client::fresh_request;
 use quorate_node::mesh::verified::{self, Outcome};
@@ -170,15 +169,8 @@ pub fn run(args: &BenchPoisoningArgs) -> anyhow::Result<std::process::ExitCode> 
     let mesh = LocalMesh::start_with_models(dir.path(), n, &args.models, &exe, &config, &|_| {
         stages.clone()
     })?;
-    let base = parse_npy(
-        &std::fs::read(args.models.join("samples/features.npy"))?,
-        "features",
-    )?;
-    let model = sha256(&std::fs::read(args.models.join("mlp.onnx"))?);
-    let nodes: Vec<Entry> = (1..=n)
-        .map(|i| mesh.roster.by_name(&format!("node-{i}")).cloned())
-        .collect::<Option<_>>()
-        .context("roster incomplete")?;
+    let (base, model) = mlp_sample(&args.models)?;
+    let nodes = mesh.node_entries()?;
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;

@@ -16,6 +16,8 @@ use quorate_crypto::SecretKey;
 use quorate_crypto::tensor_digest::sha256;
 use quorate_protocol::governance::Governance;
 use quorate_protocol::roster::{Entry, Role, Roster};
+use quorate_protocol::tensor::Tensor;
+use quorate_protocol::tensor_file::parse_npy;
 
 use quorate_node::clock::unix_now;
 use quorate_node::files::{write_atomic, write_keypair};
@@ -61,6 +63,17 @@ pub fn adversary_exe(exe: &Path) -> anyhow::Result<PathBuf> {
          `cargo build{profile} -p {ADVERSARY_BIN}` (./scripts/demo and ./scripts/test do)",
         exe.display()
     )
+}
+
+/// The bundled sample in `models` (`samples/features.npy`, one patient's features) as the
+/// tensor `features`, and the SHA-256 of `mlp.onnx` that takes it.
+pub fn mlp_sample(models: &Path) -> anyhow::Result<(Tensor, [u8; 32])> {
+    let npy = models.join("samples/features.npy");
+    let bytes = std::fs::read(&npy).with_context(|| format!("cannot read {}", npy.display()))?;
+    let input = parse_npy(&bytes, "features")?;
+    let mlp = models.join("mlp.onnx");
+    let model = std::fs::read(&mlp).with_context(|| format!("cannot read {}", mlp.display()))?;
+    Ok((input, sha256(&model)))
 }
 
 /// What [`LocalMesh::start_custom`] varies per node, and the roster's governance.
@@ -271,6 +284,14 @@ impl LocalMesh {
             wait_ready(name, child, Duration::from_secs(60))?;
         }
         Ok(mesh)
+    }
+
+    /// The roster entries of the nodes, in order (`node-1`, `node-2`, …).
+    pub fn node_entries(&self) -> anyhow::Result<Vec<Entry>> {
+        (1..=self.nodes.len())
+            .map(|i| self.roster.by_name(&format!("node-{i}")).cloned())
+            .collect::<Option<_>>()
+            .context("roster incomplete")
     }
 
     /// The node log of `name`.

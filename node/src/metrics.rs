@@ -46,9 +46,20 @@ pub struct Metrics {
     roster_expiry: Gauge,
 }
 
-/// Values a scrape reads from the node: in-flight jobs, audit-log bytes, roster serial and
-/// seconds to expiry.
-pub type Sampled = Arc<dyn Fn() -> (u64, u64, u64, i64) + Send + Sync>;
+/// What a scrape reads from the node at that moment.
+pub struct Sample {
+    /// Jobs holding a slot.
+    pub in_flight: u64,
+    /// Durable size of the audit log.
+    pub audit_bytes: u64,
+    /// Serial of the roster in use.
+    pub roster_serial: u64,
+    /// Seconds until it expires, negative once expired.
+    pub roster_expiry_secs: i64,
+}
+
+/// Reads a [`Sample`] from the node.
+pub type Sampled = Arc<dyn Fn() -> Sample + Send + Sync>;
 
 fn latency_histogram() -> Histogram {
     // 100 µs to about 26 s.
@@ -139,14 +150,12 @@ impl Metrics {
 
     /// The OpenMetrics text of every metric, after sampling the node.
     pub fn render(&self, sampled: &Sampled) -> String {
-        let (in_flight, audit_bytes, serial, expiry) = sampled();
-        self.in_flight
-            .set(i64::try_from(in_flight).unwrap_or(i64::MAX));
-        self.audit_bytes
-            .set(i64::try_from(audit_bytes).unwrap_or(i64::MAX));
-        self.roster_serial
-            .set(i64::try_from(serial).unwrap_or(i64::MAX));
-        self.roster_expiry.set(expiry);
+        let now = sampled();
+        let gauge = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);
+        self.in_flight.set(gauge(now.in_flight));
+        self.audit_bytes.set(gauge(now.audit_bytes));
+        self.roster_serial.set(gauge(now.roster_serial));
+        self.roster_expiry.set(now.roster_expiry_secs);
         let mut text = String::new();
         // Writing into a String cannot fail.
         let _ = prometheus_client::encoding::text::encode(&mut text, &self.registry);
@@ -247,7 +256,12 @@ mod tests {
             Duration::from_millis(1),
         );
         m.refused(ErrorCode::NoValidRoster);
-        let sampled: Sampled = Arc::new(|| (2, 4096, 7, -5));
+        let sampled: Sampled = Arc::new(|| Sample {
+            in_flight: 2,
+            audit_bytes: 4096,
+            roster_serial: 7,
+            roster_expiry_secs: -5,
+        });
         let text = m.render(&sampled);
         for line in [
             "quorate_requests_total{kind=\"infer\",outcome=\"storage_unavailable\"} 1",

@@ -12,8 +12,7 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use quorate_cli::local::{Custom, LocalMesh};
-use quorate_crypto::tensor_digest::sha256;
+use quorate_cli::local::{Custom, LocalMesh, mlp_sample};
 use quorate_node::clock::unix_now;
 use quorate_node::files::load_secret_key;
 use quorate_node::mesh::client::{MeshClient, fresh_request};
@@ -21,7 +20,6 @@ use quorate_node::mesh::verified;
 use quorate_protocol::governance::Governance;
 use quorate_protocol::policy::Policy;
 use quorate_protocol::roster::{MAX_SKEW_SECS, Roster};
-use quorate_protocol::tensor_file::parse_npy;
 use quorate_tests::{quorate_bin, repo_root};
 
 const LIBFAKETIME: &str = "/usr/lib/x86_64-linux-gnu/faketime/libfaketimeMT.so.1";
@@ -110,19 +108,9 @@ fn skewed_clocks_follow_the_roster_rules_and_receipts_keep_their_signers_time() 
         Duration::from_secs(30),
     )
     .unwrap();
-    let models = repo_root().join("models");
-    let input = parse_npy(
-        &std::fs::read(models.join("samples/features.npy")).unwrap(),
-        "features",
-    )
-    .unwrap();
+    let (input, mlp) = mlp_sample(&repo_root().join("models")).unwrap();
     let policy = Policy::Exact;
-    let request = fresh_request(
-        sha256(&std::fs::read(models.join("mlp.onnx")).unwrap()),
-        vec![input],
-        Some(&policy),
-    )
-    .unwrap();
+    let request = fresh_request(mlp, vec![input], Some(&policy)).unwrap();
     let nodes: Vec<_> = ["node-1", "node-2", "node-3"]
         .iter()
         .map(|n| mesh.roster.by_name(n).unwrap().clone())

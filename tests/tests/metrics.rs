@@ -8,10 +8,8 @@ use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::time::Duration;
 
-use quorate_cli::local::LocalMesh;
-use quorate_crypto::tensor_digest::sha256;
+use quorate_cli::local::{LocalMesh, mlp_sample};
 use quorate_node::mesh::client::{MeshClient, fresh_request};
-use quorate_protocol::tensor_file::parse_npy;
 use quorate_tests::{quorate_bin, repo_root};
 
 fn get(addr: SocketAddr, path: &str) -> String {
@@ -63,14 +61,8 @@ fn metrics_count_jobs_by_kind_and_outcome_and_show_audit_and_roster_state() {
     )
     .unwrap();
     let node = mesh.roster.by_name("node-1").unwrap().clone();
-    let models = repo_root().join("models");
-    let input = parse_npy(
-        &std::fs::read(models.join("samples/features.npy")).unwrap(),
-        "features",
-    )
-    .unwrap();
+    let (input, mlp) = mlp_sample(&repo_root().join("models")).unwrap();
     let job = |model: [u8; 32]| fresh_request(model, vec![input.clone()], None).unwrap();
-    let mlp = sha256(&std::fs::read(models.join("mlp.onnx")).unwrap());
     rt.block_on(client.infer(&node, &job(mlp))).unwrap();
     rt.block_on(client.infer(&node, &job(mlp))).unwrap();
     assert!(rt.block_on(client.infer(&node, &job([7; 32]))).is_err());

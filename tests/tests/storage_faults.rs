@@ -13,11 +13,9 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use quorate_cli::local::LocalMesh;
-use quorate_crypto::tensor_digest::sha256;
+use quorate_cli::local::{LocalMesh, mlp_sample};
 use quorate_node::mesh::client::{MeshClient, fresh_request};
 use quorate_protocol::audit_log::scan;
-use quorate_protocol::tensor_file::parse_npy;
 use quorate_tests::{quorate_bin, repo_root};
 
 /// Mounts a tmpfs of `kib` KiB on `dir`, unmounted on drop.
@@ -118,13 +116,7 @@ fn a_full_audit_disk_is_answered_storage_unavailable_and_the_node_recovers_by_it
     )
     .unwrap();
     let entry = mesh.roster.by_name("node-1").unwrap().clone();
-    let models = repo_root().join("models");
-    let input = parse_npy(
-        &std::fs::read(models.join("samples/features.npy")).unwrap(),
-        "features",
-    )
-    .unwrap();
-    let model = sha256(&std::fs::read(models.join("mlp.onnx")).unwrap());
+    let (input, model) = mlp_sample(&repo_root().join("models")).unwrap();
     let job = || fresh_request(model, vec![input.clone()], None).unwrap();
     let mut answered = Vec::new();
     // Ok(true): answered (its receipt kept); Ok(false): refused with storage_unavailable.

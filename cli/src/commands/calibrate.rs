@@ -225,13 +225,7 @@ fn generated_samples(
         "need 1 <= --seq-min <= --seq-max <= 16384"
     );
     anyhow::ensure!(args.vocab >= 1, "--vocab must be at least 1");
-    let mut rng = args.seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
-    let mut next = move || {
-        rng ^= rng << 13;
-        rng ^= rng >> 7;
-        rng ^= rng << 17;
-        rng
-    };
+    let mut next = xorshift(args.seed.wrapping_mul(0x9e37_79b9_7f4a_7c15));
     let mut out = Vec::with_capacity(args.samples);
     for _ in 0..args.samples {
         let seq = args.seq_min + next() % (args.seq_max - args.seq_min + 1);
@@ -242,6 +236,17 @@ fn generated_samples(
         out.push(sample);
     }
     Ok(out)
+}
+
+/// A xorshift64 generator for generated sample inputs (not cryptographic: test data only).
+pub(crate) fn xorshift(seed: u64) -> impl FnMut() -> u64 {
+    let mut state = seed | 1;
+    move || {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        state
+    }
 }
 
 pub(crate) fn generated_input(

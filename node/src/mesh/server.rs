@@ -4,7 +4,7 @@
 //! answered with a typed error if it is bad; nothing a peer sends can take the node down.
 //! Every receipt is appended to the audit log and fsynced before the reply leaves.
 
-use crate::metrics::{self, Metrics, Sampled, request_kind};
+use crate::metrics::{self, Metrics, Sample, Sampled, request_kind};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -321,12 +321,12 @@ pub async fn serve(cfg: NodeConfig) -> anyhow::Result<()> {
                     let roster = state.roster.roster();
                     let left = i64::try_from(roster.expires_at).unwrap_or(i64::MAX)
                         - i64::try_from(unix_now()).unwrap_or(i64::MAX);
-                    (
-                        state.admission.in_flight(),
-                        state.audit.durable_len(),
-                        roster.serial,
-                        left,
-                    )
+                    Sample {
+                        in_flight: state.admission.in_flight(),
+                        audit_bytes: state.audit.durable_len(),
+                        roster_serial: roster.serial,
+                        roster_expiry_secs: left,
+                    }
                 })
             };
             let (bound, task) = metrics::serve(listen, state.metrics.clone(), sampled).await?;
