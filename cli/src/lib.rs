@@ -9,6 +9,7 @@ pub mod bench_fhe;
 pub mod bench_hetero;
 pub mod bench_poisoning;
 pub mod bench_secagg;
+pub mod bench_soak;
 pub mod commands;
 pub mod local;
 pub mod verify_files;

@@ -70,6 +70,9 @@ enum BenchCommand {
     /// transformer under its calibrated policy (§14.10): honest jobs and poisoning at
     /// multiples of the honest envelope.
     Hetero(quorate_cli::bench_hetero::BenchHeteroArgs),
+    /// A live mesh under valid and hostile traffic for minutes: every valid job answered,
+    /// every receipt logged, hostile traffic refused, memory and descriptors bounded.
+    Soak(quorate_cli::bench_soak::BenchSoakArgs),
     /// Encrypted dot product: naive scalar multiplications against pre-shifted planes.
     #[cfg(feature = "fhe")]
     Fhe(quorate_cli::bench_fhe::BenchFheArgs),
@@ -93,6 +96,7 @@ fn main() -> std::process::ExitCode {
         Command::Bench(BenchCommand::Secagg(args)) => bench_secagg::run(&args),
         Command::Bench(BenchCommand::Poisoning(args)) => bench_poisoning::run(&args),
         Command::Bench(BenchCommand::Hetero(args)) => quorate_cli::bench_hetero::run(&args),
+        Command::Bench(BenchCommand::Soak(args)) => quorate_cli::bench_soak::run(&args),
         #[cfg(feature = "fhe")]
         Command::Fhe(cmd) => commands::fhe::run(&cmd),
         #[cfg(feature = "fhe")]

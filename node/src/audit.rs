@@ -95,8 +95,8 @@ impl AuditLog {
         } else {
             let s = scan(&bytes).with_context(|| format!("audit log {}", path.display()))?;
             if s.torn_bytes > 0 {
-                eprintln!(
-                    "quorate: audit log {}: dropping a torn tail of {} bytes after {} complete records",
+                tracing::warn!(
+                    "audit log {}: dropping a torn tail of {} bytes after {} complete records",
                     path.display(),
                     s.torn_bytes,
                     s.records.len()
@@ -164,6 +164,12 @@ impl AuditLog {
                     .set_len(*durable_len)
                     .and_then(|()| file.sync_data())
                     .is_err();
+                // §12.4.1: the operator must learn of it; the job is answered with
+                // `storage_unavailable`.
+                tracing::error!(
+                    "audit log {}: cannot make a receipt durable ({source}); answering jobs with storage_unavailable until it can",
+                    self.path.display()
+                );
                 Err(AppendError::StorageUnavailable {
                     path: self.path.clone(),
                     source,

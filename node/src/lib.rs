@@ -8,5 +8,6 @@ pub mod audit;
 pub mod clock;
 pub mod fhe;
 pub mod files;
+pub mod logging;
 pub mod mesh;
 pub mod metrics;

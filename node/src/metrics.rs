@@ -126,10 +126,7 @@ impl Metrics {
 
     /// Counts one answered request and its latency.
     pub fn observe(&self, kind: &'static str, response: &MeshResponse, took: Duration) {
-        let outcome = match response {
-            MeshResponse::Error(e) => error_name(e.code),
-            _ => "ok".to_string(),
-        };
+        let outcome = outcome_name(response);
         self.requests
             .get_or_create(&RequestLabels { kind, outcome })
             .inc();
@@ -172,6 +169,14 @@ pub fn request_kind<E>(request: &Result<MeshRequest, E>) -> &'static str {
         Ok(MeshRequest::EnsembleRound(_)) => "ensemble_round",
         Ok(MeshRequest::Fhe(_)) => "fhe",
         Err(_) => "undecodable",
+    }
+}
+
+/// `ok`, or the §11.5 name of the error a response carries.
+pub fn outcome_name(response: &MeshResponse) -> String {
+    match response {
+        MeshResponse::Error(e) => error_name(e.code),
+        _ => "ok".to_string(),
     }
 }
 

@@ -75,9 +75,9 @@ pub type Observer = Arc<dyn Fn(&ServerEvent) + Send + Sync>;
 /// (§10.3: a node with no valid roster accepts no new connections).
 pub type Admission = Arc<dyn Fn() -> Result<(), String> + Send + Sync>;
 
-/// The default observer: refusals and abandoned streams go to stderr; nothing secret is in
+/// The default observer: refusals and abandoned streams go to the log (§12.8); nothing secret is in
 /// an event.
-fn stderr_observer() -> Observer {
+fn log_observer() -> Observer {
     Arc::new(|event: &ServerEvent| match event {
         ServerEvent::Connected { .. } | ServerEvent::AddressValidation { .. } => {}
         // Refused before the handshake: the node logs why once, not per attempt.
@@ -86,10 +86,10 @@ fn stderr_observer() -> Observer {
             ..
         } => {}
         ServerEvent::HandshakeFailed { remote, error } => {
-            eprintln!("quorate transport: refused connection from {remote}: {error}");
+            tracing::warn!(%remote, "refused connection: {error}");
         }
         ServerEvent::StreamAbandoned { peer, code } => {
-            eprintln!("quorate transport: abandoned a request from {peer}: {code}");
+            tracing::warn!(%peer, "abandoned a request: {code}");
         }
     })
 }
@@ -196,7 +196,7 @@ pub fn bind_server(
             settings,
             transport,
             server_base: Some(base),
-            observer: std::sync::RwLock::new(stderr_observer()),
+            observer: std::sync::RwLock::new(log_observer()),
             admission: std::sync::RwLock::new(None),
             live: Mutex::new(HashMap::new()),
             handshakes: Arc::new(tokio::sync::Semaphore::new(max_handshakes)),
@@ -222,7 +222,7 @@ pub fn bind_client(
             settings,
             transport,
             server_base: None,
-            observer: std::sync::RwLock::new(stderr_observer()),
+            observer: std::sync::RwLock::new(log_observer()),
             admission: std::sync::RwLock::new(None),
             live: Mutex::new(HashMap::new()),
             handshakes: Arc::new(tokio::sync::Semaphore::new(max_handshakes)),

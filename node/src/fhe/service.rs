@@ -37,8 +37,9 @@ pub fn load_models(dir: &Path, node: &str) -> anyhow::Result<HashMap<Digest32, A
         let bytes = crate::files::read_limited(&path, MAX_MODEL_LEN)?;
         let model = QLinear::parse(&bytes).with_context(|| format!("model {}", path.display()))?;
         let digest = sha256(&bytes);
-        eprintln!(
-            "quorate node {node}: serving {} sha256:{} on tfhe (encrypted inference)",
+        tracing::info!(
+            node = %node,
+            "serving {} sha256:{} on tfhe (encrypted inference)",
             path.file_name()
                 .map(|n| n.to_string_lossy())
                 .unwrap_or_default(),

@@ -56,6 +56,13 @@ pub struct NodeConfig {
     /// by default. Keep it on loopback or a management network: it is plain HTTP.
     #[serde(default)]
     pub metrics_listen: Option<SocketAddr>,
+    /// Log lines as `text` (default) or `json` (§12.8).
+    #[serde(default)]
+    pub log_format: crate::logging::LogFormat,
+    /// Least severe level logged: `error`, `warn`, `info` (default), `debug` (one event per
+    /// request), `trace` (§12.8).
+    #[serde(default)]
+    pub log_level: crate::logging::LogLevel,
     /// Decompressed TFHE server keys kept at once (about 172 MiB each; §16.3).
     #[serde(default = "default_fhe_keys")]
     pub fhe_max_keys: usize,

@@ -39,14 +39,12 @@ impl Models {
                 LoadedModel::with_providers(&bytes, intra_threads, providers)
                     .with_context(|| format!("model {}", path.display()))?;
             for why in passed_over {
-                eprintln!(
-                    "quorate node {node}: {}: provider passed over: {why}",
-                    path.display()
-                );
+                tracing::warn!(node = %node, "{}: provider passed over: {why}", path.display());
             }
             let file_name = path.file_name().and_then(|n| n.to_str());
-            eprintln!(
-                "quorate node {node}: serving {} sha256:{} on {}",
+            tracing::info!(
+                node = %node,
+                "serving {} sha256:{} on {}",
                 file_name.unwrap_or_default(),
                 hex::encode(model.digest),
                 model.provider

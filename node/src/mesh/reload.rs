@@ -229,18 +229,18 @@ impl RosterKeeper {
             if !held.expired_logged {
                 held.expired_logged = true;
                 held.warned = true;
-                eprintln!(
-                    "quorate node {}: roster serial {serial} expired at {}: refusing new connections and requests until a newer roster is loaded from {} (SIGHUP or file change)",
-                    self.node,
+                tracing::error!(
+                    node = %self.node,
+                    "roster serial {serial} expired at {}: refusing new connections and requests until a newer roster is loaded from {} (SIGHUP or file change)",
                     utc(expires_at),
                     self.path.display()
                 );
             }
         } else if now >= warn_from && !held.warned {
             held.warned = true;
-            eprintln!(
-                "quorate node {}: warning: roster serial {serial} expires at {} (in {} s); the roster authority must issue a new one, and this node loads it from {} on SIGHUP or when the file changes",
-                self.node,
+            tracing::warn!(
+                node = %self.node,
+                "roster serial {serial} expires at {} (in {} s); the roster authority must issue a new one, and this node loads it from {} on SIGHUP or when the file changes",
                 utc(expires_at),
                 expires_at - now,
                 self.path.display()
@@ -360,8 +360,9 @@ pub fn apply(
     match outcome {
         Reload::NotChanged | Reload::Unchanged => 0,
         Reload::Refused { code, reason } => {
-            eprintln!(
-                "quorate node {node}: roster reload {trigger} refused ({code}), keeping serial {}: {reason}",
+            tracing::warn!(
+                node = %node,
+                "roster reload {trigger} refused ({code}), keeping serial {}: {reason}",
                 keeper.serial()
             );
             0
@@ -377,12 +378,14 @@ pub fn apply(
         } => {
             // §10.3: connections authenticated with a key the new roster removed are closed.
             let closed = endpoint.close_unpinned("the key is no longer on the roster");
-            eprintln!(
-                "quorate node {node}: roster serial {from} -> {to} {trigger}: +{added} members, -{removed} members, {changed} changed, closed {closed} connections{names}"
+            tracing::info!(
+                node = %node,
+                "roster serial {from} -> {to} {trigger}: +{added} members, -{removed} members, {changed} changed, closed {closed} connections{names}"
             );
             if !standing.is_listed() {
-                eprintln!(
-                    "quorate node {node}: roster serial {to} revokes this node ({standing}): refusing new connections and requests until a roster that lists it with its key is loaded"
+                tracing::error!(
+                    node = %node,
+                    "roster serial {to} revokes this node ({standing}): refusing new connections and requests until a roster that lists it with its key is loaded"
                 );
             }
             closed
@@ -436,7 +439,7 @@ pub async fn watch(
                 // A roster that is already about to expire warns at once.
                 keeper.check_expiry(unix_now());
             }
-            Err(e) => eprintln!("quorate node {}: roster reload failed: {e}", keeper.node),
+            Err(e) => tracing::warn!(node = %keeper.node, "roster reload failed: {e}"),
         }
     }
 }

@@ -77,9 +77,10 @@ impl NodeState {
         let models = Arc::new(models);
         let fhe = FheService::load(&cfg.models, &cfg.name, cfg.fhe_max_keys)?;
         let (audit, n) = AuditLog::open(&cfg.audit_log)?;
-        eprintln!(
-            "quorate node {}: audit log {} holds {n} receipts",
-            cfg.name,
+        tracing::info!(
+            node = %cfg.name,
+            receipts = n,
+            "audit log {} holds {n} receipts",
             cfg.audit_log.display()
         );
         let audit = Arc::new(audit);
@@ -198,7 +199,16 @@ impl NodeState {
                     .map_or_else(Response::Error, Response::Fhe)
             }
         };
-        self.metrics.observe(kind, &response, started.elapsed());
+        let took = started.elapsed();
+        self.metrics.observe(kind, &response, took);
+        // §12.8: one event per request at debug; no job ids, digests or data at any level.
+        tracing::debug!(
+            kind,
+            outcome = %metrics::outcome_name(&response),
+            micros = took.as_micros() as u64,
+            peer = %peer.key_id(),
+            "request answered"
+        );
         let encoded = response.encode().unwrap_or_else(|e| {
             Response::Error(ErrorFrame::new(ErrorCode::Internal, e.to_string()))
                 .encode()
@@ -275,6 +285,7 @@ impl NodeState {
 
 /// Runs a node until SIGINT or SIGTERM, then drains in-flight requests and exits.
 pub async fn serve(cfg: NodeConfig) -> anyhow::Result<()> {
+    crate::logging::init(cfg.log_format, cfg.log_level);
     let state = Arc::new(NodeState::load(&cfg)?);
     let identity = Arc::new(TlsIdentity::from_secret_key(&state.key)?);
     let pinned = state.roster.pinned().clone();
@@ -298,9 +309,9 @@ pub async fn serve(cfg: NodeConfig) -> anyhow::Result<()> {
     let hangup = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
         Ok(s) => Some(s),
         Err(e) => {
-            eprintln!(
-                "quorate node {}: cannot handle SIGHUP ({e}); the roster is reloaded only when its file changes",
-                state.name
+            tracing::warn!(
+                node = %state.name,
+                "cannot handle SIGHUP ({e}); the roster is reloaded only when its file changes"
             );
             None
         }
@@ -331,10 +342,7 @@ pub async fn serve(cfg: NodeConfig) -> anyhow::Result<()> {
             };
             let (bound, task) = metrics::serve(listen, state.metrics.clone(), sampled).await?;
             // stderr: the first line on stdout is the readiness line below.
-            eprintln!(
-                "quorate node {}: metrics on http://{bound}/metrics",
-                state.name
-            );
+            tracing::info!(node = %state.name, "metrics on http://{bound}/metrics");
             Some(task)
         }
     };
@@ -354,9 +362,10 @@ pub async fn serve(cfg: NodeConfig) -> anyhow::Result<()> {
         })
     };
     shutdown_signal().await;
-    eprintln!(
-        "quorate node {}: shutting down, finishing in-flight requests",
-        state.name
+    tracing::info!(
+        node = %state.name,
+        in_flight = state.admission.in_flight(),
+        "shutting down, finishing in-flight requests"
     );
     state.admission.begin_shutdown();
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
@@ -369,7 +378,7 @@ pub async fn serve(cfg: NodeConfig) -> anyhow::Result<()> {
     let _ = tokio::time::timeout(Duration::from_secs(2), endpoint.wait_idle()).await;
     serving.abort();
     watching.abort();
-    eprintln!("quorate node {}: stopped", state.name);
+    tracing::info!(node = %state.name, "stopped");
     Ok(())
 }
 
