@@ -2,9 +2,11 @@
 //! that the test mounts (CI runs as root): a full disk is answered `storage_unavailable` with
 //! no result, health keeps being answered, the node recovers by itself when space returns
 //! (twice), and afterwards the log holds exactly the receipts of the jobs that were answered,
-//! in order, nothing torn, and verifies. (Linux refuses to remount a file system read-only
-//! while the node holds its log open for writing, so that case, which takes the same path
-//! in the node, is not performed here.)
+//! in order, nothing torn, and verifies. A file system that goes read-only under the node
+//! (ext4 on a loop device, `errors=remount-ro`, an error injected through ext4's
+//! `trigger_fs_error`) is answered the same way; such a file system stays read-only until it
+//! is unmounted, so the test then stops the node, mounts it again as an operator would and
+//! finds every answered receipt in the log.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
@@ -79,22 +81,23 @@ fn start_node(config: &Path) -> Child {
     child
 }
 
-#[test]
-fn a_full_audit_disk_is_answered_storage_unavailable_and_the_node_recovers_by_itself() {
-    let dir = tempfile::tempdir().unwrap();
+/// A one-node local mesh, stopped: its keys, roster and node.toml are what the tests reuse.
+fn stopped_mesh(dir: &Path) -> LocalMesh {
     let mut mesh = LocalMesh::start(
-        &dir.path().join("mesh"),
+        &dir.join("mesh"),
         1,
         &repo_root().join("models"),
         &quorate_bin(),
     )
     .unwrap();
     mesh.stop_all().unwrap();
-    // The same node, its audit log on a 256 KiB tmpfs.
-    let disk = Tmpfs::mount(&dir.path().join("disk"), 256);
-    let log = disk.0.join("audit.qlog");
+    mesh
+}
+
+/// node-1's configuration with its audit log at `log`.
+fn config_with_log(mesh: &LocalMesh, log: &Path) -> std::path::PathBuf {
     let node_dir = mesh.dir.join("nodes/node-1");
-    let config = node_dir.join("node-tmpfs.toml");
+    let config = node_dir.join("node-faulty-disk.toml");
     let text = std::fs::read_to_string(node_dir.join("node.toml")).unwrap();
     assert!(text.contains("audit_log = \"audit.qlog\""));
     std::fs::write(
@@ -105,6 +108,149 @@ fn a_full_audit_disk_is_answered_storage_unavailable_and_the_node_recovers_by_it
         ),
     )
     .unwrap();
+    config
+}
+
+/// A 16 MiB ext4 file system on a loop device, mounted with `errors=remount-ro`; unmounted
+/// and detached on drop.
+struct LoopExt4 {
+    image: std::path::PathBuf,
+    device: String,
+    mount: std::path::PathBuf,
+}
+
+fn run_ok(program: &str, args: &[&str]) -> String {
+    let o = Command::new(program).args(args).output().unwrap();
+    assert!(
+        o.status.success(),
+        "{program} {args:?} failed (this test needs root and loop devices; CI runs as root): {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    String::from_utf8_lossy(&o.stdout).trim().to_string()
+}
+
+impl LoopExt4 {
+    fn create(dir: &Path) -> Self {
+        let image = dir.join("disk.img");
+        std::fs::File::create(&image)
+            .unwrap()
+            .set_len(16 << 20)
+            .unwrap();
+        let device = run_ok("losetup", &["-f", "--show", image.to_str().unwrap()]);
+        run_ok("mkfs.ext4", &["-q", &device]);
+        let disk = Self {
+            image,
+            device,
+            mount: dir.join("ext4"),
+        };
+        disk.mount();
+        disk
+    }
+
+    fn mount(&self) {
+        std::fs::create_dir_all(&self.mount).unwrap();
+        let mount = self.mount.to_str().unwrap();
+        run_ok("mount", &["-o", "errors=remount-ro", &self.device, mount]);
+    }
+
+    fn unmount(&self) {
+        run_ok("umount", &[self.mount.to_str().unwrap()]);
+    }
+
+    /// Makes ext4 record an error, which (`errors=remount-ro`) turns it read-only at once.
+    fn inject_error(&self) {
+        let name = Path::new(&self.device).file_name().unwrap();
+        let trigger = Path::new("/sys/fs/ext4")
+            .join(name)
+            .join("trigger_fs_error");
+        std::fs::write(&trigger, "1").unwrap_or_else(|e| {
+            panic!(
+                "cannot inject an ext4 error through {}: {e}",
+                trigger.display()
+            )
+        });
+    }
+}
+
+impl Drop for LoopExt4 {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(&self.mount).status();
+        let _ = Command::new("losetup").args(["-d", &self.device]).status();
+        let _ = std::fs::remove_file(&self.image);
+    }
+}
+
+#[test]
+fn a_file_system_gone_read_only_is_answered_storage_unavailable_and_loses_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let mesh = stopped_mesh(dir.path());
+    let disk = LoopExt4::create(dir.path());
+    let log = disk.mount.join("audit.qlog");
+    let config = config_with_log(&mesh, &log);
+    let mut node = start_node(&config);
+
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let _guard = rt.enter();
+    let client = MeshClient::new(
+        &mesh.client_key,
+        mesh.roster.clone(),
+        Duration::from_secs(20),
+    )
+    .unwrap();
+    let entry = mesh.roster.by_name("node-1").unwrap().clone();
+    let (input, model) = mlp_sample(&repo_root().join("models")).unwrap();
+    let job = || fresh_request(model, vec![input.clone()], None).unwrap();
+    let mut answered = Vec::new();
+    for _ in 0..3 {
+        answered.push(rt.block_on(client.infer(&entry, &job())).unwrap().0.receipt);
+    }
+    disk.inject_error();
+    for i in 0..4 {
+        let e = rt
+            .block_on(client.infer(&entry, &job()))
+            .map(|_| ())
+            .expect_err("a job was answered while the audit log could not be written");
+        let e = format!("{e:#}");
+        assert!(e.contains("StorageUnavailable"), "job {i}: {e}");
+        rt.block_on(client.health(&entry))
+            .expect("health is answered while the disk is read-only");
+    }
+    assert!(node.try_wait().unwrap().is_none(), "the node exited");
+    client.close();
+    node.kill().unwrap();
+    node.wait().unwrap();
+
+    // The operator unmounts and mounts the file system again: every answered receipt is
+    // there, nothing else, nothing torn, and a node started on it serves again.
+    disk.unmount();
+    disk.mount();
+    let s = scan(&std::fs::read(&log).unwrap()).unwrap();
+    assert_eq!(s.torn_bytes, 0);
+    assert_eq!(s.records, answered);
+    let mut node = start_node(&config);
+    let client = MeshClient::new(
+        &mesh.client_key,
+        mesh.roster.clone(),
+        Duration::from_secs(20),
+    )
+    .unwrap();
+    let after = rt.block_on(client.infer(&entry, &job())).unwrap().0.receipt;
+    client.close();
+    node.kill().unwrap();
+    node.wait().unwrap();
+    let s = scan(&std::fs::read(&log).unwrap()).unwrap();
+    assert_eq!(s.records.len(), answered.len() + 1);
+    assert_eq!(s.records.last(), Some(&after));
+}
+
+#[test]
+fn a_full_audit_disk_is_answered_storage_unavailable_and_the_node_recovers_by_itself() {
+    let dir = tempfile::tempdir().unwrap();
+    let mesh = stopped_mesh(dir.path());
+    // The same node, its audit log on a 256 KiB tmpfs.
+    let disk = Tmpfs::mount(&dir.path().join("disk"), 256);
+    let log = disk.0.join("audit.qlog");
+    let config = config_with_log(&mesh, &log);
     let mut node = start_node(&config);
 
     let rt = tokio::runtime::Runtime::new().unwrap();
