@@ -98,7 +98,7 @@ impl Metrics {
         );
         registry.register(
             "audit_fsync_seconds",
-            "Time to append and fsync one receipt",
+            "Time to write and fsync one group commit of receipts",
             fsync,
         );
         let roster_serial = Gauge::default();
