@@ -418,7 +418,9 @@ mod tests {
         };
         let run = |seed| {
             let mut rng = Rng::new(seed);
-            (0..20_000).map(|_| draw(&imp, &mut rng)).collect::<Vec<_>>()
+            (0..20_000)
+                .map(|_| draw(&imp, &mut rng))
+                .collect::<Vec<_>>()
         };
         let a = run(7);
         assert_eq!(a, run(7), "the same seed draws the same fates");
@@ -544,7 +546,11 @@ mod tests {
             assert_eq!(delivered + lost, 1000, "every datagram reached the relay");
             assert!((140..=260).contains(&lost), "lost {lost} of 1000 at 20%");
             assert_eq!((cut, dup), (0, 0));
-            assert_eq!(got.len() as u64, delivered, "the echo saw what was delivered");
+            assert_eq!(
+                got.len() as u64,
+                delivered,
+                "the echo saw what was delivered"
+            );
 
             let twice = Impairment {
                 duplicate: 1.0,

@@ -419,7 +419,11 @@ fn a_node_partitioned_mid_job_is_replaced_or_the_job_aborts_clearly() {
     cut();
     let (e, contributors) = ensemble_job(&bed, "ensemble-t2", "2", 2);
     answered(&e, "ensemble with threshold 2 and one member cut off");
-    assert_eq!(contributors, vec![0, 2], "node-2 was cut off and must have dropped");
+    assert_eq!(
+        contributors,
+        vec![0, 2],
+        "node-2 was cut off and must have dropped"
+    );
     bed.wait_healed();
 
     // Ensemble needing all three: a clear abort naming the missing member.

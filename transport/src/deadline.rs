@@ -66,8 +66,14 @@ mod tests {
             assert!(m >= last, "not monotonic at {ms} ms");
             last = m;
         }
-        assert_eq!(network_margin(Duration::from_secs(3600)), RESPONSE_MARGIN_CAP);
+        assert_eq!(
+            network_margin(Duration::from_secs(3600)),
+            RESPONSE_MARGIN_CAP
+        );
         assert_eq!(network_margin(Duration::MAX), RESPONSE_MARGIN_CAP);
-        assert_eq!(response_deadline(Duration::MAX, Duration::MAX), Duration::MAX);
+        assert_eq!(
+            response_deadline(Duration::MAX, Duration::MAX),
+            Duration::MAX
+        );
     }
 }
