@@ -164,7 +164,9 @@ enum Ended {
     Aborted(String),
 }
 
-fn ended(o: &Output) -> Ended {
+fn ended(name: &str, o: &Output) -> Ended {
+    // Shown with --nocapture, and by the test harness when the test fails.
+    eprintln!("== {name} (exit {:?})\n{}", o.status.code(), text(o));
     if o.status.success() {
         Ended::Answered(text(o))
     } else {
@@ -228,7 +230,7 @@ fn verified_job(bed: &Bed, name: &str, budget: &str, want: &[Tensor]) -> Ended {
         "--out",
         s(&out),
     ]);
-    let e = ended(&o);
+    let e = ended(name, &o);
     match &e {
         Ended::Answered(t) => {
             assert_eq!(tensors(&out.join("outputs.json")), want, "{name}: {t}");
@@ -258,7 +260,7 @@ fn pipeline_job(bed: &Bed, name: &str, budget: &str, want: &[Tensor]) -> Ended {
         "--out",
         s(&out),
     ]);
-    let e = ended(&o);
+    let e = ended(name, &o);
     match &e {
         Ended::Answered(t) => {
             assert_eq!(tensors(&out.join("outputs.json")), want, "{name}: {t}");
@@ -291,7 +293,7 @@ fn ensemble_job(bed: &Bed, name: &str, budget: &str, threshold: usize) -> (Ended
         "--out",
         s(&out),
     ]);
-    let e = ended(&o);
+    let e = ended(name, &o);
     let mut contributors = Vec::new();
     match &e {
         Ended::Answered(t) => {
