@@ -59,6 +59,47 @@ fn free_subnet(seed: u32) -> Result<u8, String> {
         .ok_or_else(|| "no free 10.S.0.0/16 subnet for the test namespaces".to_string())
 }
 
+/// The pid in a name this module gives (`qn<pid>c`, `qn<pid>n<i>`, `qn<pid>v<i>`).
+fn pid_of(name: &str) -> Option<u32> {
+    let rest = name.strip_prefix("qn")?;
+    let digits: String = rest.chars().take_while(char::is_ascii_digit).collect();
+    let tail = rest.get(digits.len()..)?;
+    if tail.starts_with(['c', 'n', 'v']) {
+        digits.parse().ok()
+    } else {
+        None
+    }
+}
+
+/// Removes the namespaces and links of earlier runs whose process is gone (killed before
+/// it could clean up). Those of running processes are left alone.
+fn remove_stale() {
+    let dead = |name: &str| {
+        pid_of(name).is_some_and(|pid| !std::path::Path::new(&format!("/proc/{pid}")).exists())
+    };
+    let list = |args: &[&str]| {
+        Command::new("ip")
+            .args(args)
+            .output()
+            .map(|o| String::from_utf8_lossy(&o.stdout).to_string())
+            .unwrap_or_default()
+    };
+    for line in list(&["netns", "list"]).lines() {
+        let name = line.split_whitespace().next().unwrap_or_default();
+        if dead(name) {
+            let _ = ip(&["netns", "del", name]);
+        }
+    }
+    for line in list(&["-o", "link", "show"]).lines() {
+        // `7: qn123v1@if6: <...>`
+        let name = line.split(':').nth(1).unwrap_or_default().trim();
+        let name = name.split('@').next().unwrap_or_default();
+        if dead(name) {
+            let _ = ip(&["link", "del", name]);
+        }
+    }
+}
+
 impl Lab {
     /// Creates the client namespace and `nodes` node namespaces. Fails with a message saying
     /// why (a test must then fail, not pass silently).
@@ -74,6 +115,7 @@ impl Lab {
             namespaces: Vec::new(),
             links: Vec::new(),
         };
+        remove_stale();
         // Leftovers of an earlier run that had the same pid and crashed.
         for i in 0..=nodes {
             let _ = ip(&["netns", "del", &lab.ns(i)]);
@@ -180,5 +222,20 @@ impl Drop for Lab {
         for ns in &self.namespaces {
             let _ = ip(&["netns", "del", ns]);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_carry_their_pid() {
+        assert_eq!(pid_of("qn4194304c"), Some(4_194_304));
+        assert_eq!(pid_of("qn12n3"), Some(12));
+        assert_eq!(pid_of("qn12v3p"), Some(12));
+        assert_eq!(pid_of("qn12x"), None);
+        assert_eq!(pid_of("qnc"), None);
+        assert_eq!(pid_of("eth0"), None);
     }
 }
