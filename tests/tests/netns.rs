@@ -234,6 +234,17 @@ fn verified_job(bed: &Bed, name: &str, budget: &str, want: &[Tensor]) -> Ended {
     match &e {
         Ended::Answered(t) => {
             assert_eq!(tensors(&out.join("outputs.json")), want, "{name}: {t}");
+            let verdict = read_json(&out.join("verdict.json"));
+            let agreeing = verdict["agreeing"].as_array().unwrap();
+            assert!(
+                agreeing.len() >= 2,
+                "{name}: accepted below the quorum: {t}"
+            );
+            assert_eq!(
+                verdict["disagreeing"].as_array().unwrap().len(),
+                0,
+                "{name}: {t}"
+            );
             let receipts = std::fs::read_dir(out.join("receipts")).unwrap().count();
             assert!(receipts >= 2, "{name}: fewer receipts than the quorum: {t}");
             let (ok, v) = bed.verify(&out.join("receipts"));
