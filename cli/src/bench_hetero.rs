@@ -235,7 +235,7 @@ pub fn run(args: &BenchHeteroArgs) -> anyhow::Result<std::process::ExitCode> {
             extra_models: &extra_models,
             providers: &providers,
             governance: governance(&[model, stage1], policy),
-            env: &|_| Vec::new(),
+            ..Custom::default()
         },
     )?;
     let nodes = mesh.node_entries()?;

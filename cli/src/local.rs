@@ -89,6 +89,35 @@ pub struct Custom<'a> {
     pub governance: Governance,
     /// Extra environment variables of node `i`'s process (e.g. a shifted clock).
     pub env: &'a dyn Fn(usize) -> Vec<(String, String)>,
+    /// Where node `i` runs; `None`: on a free loopback port, advertised as such.
+    pub placement: &'a dyn Fn(usize) -> Option<Placement>,
+}
+
+impl Default for Custom<'_> {
+    /// Loopback nodes serving the bundled models on XNNPACK then CPU, default governance.
+    fn default() -> Self {
+        Self {
+            extra_config: &|_| String::new(),
+            extra_models: &|_| Vec::new(),
+            providers: &|_| vec!["xnnpack".to_string(), "cpu".to_string()],
+            governance: Governance::default(),
+            env: &|_| Vec::new(),
+            placement: &|_| None,
+        }
+    }
+}
+
+/// Where a node listens, what the roster advertises for it, and how its process is started:
+/// a node behind a relay or a NAT listens on one address and is reached at another.
+#[derive(Debug, Clone)]
+pub struct Placement {
+    /// The node's `listen` address.
+    pub listen: SocketAddr,
+    /// The address the roster lists for it (what clients connect to).
+    pub advertise: SocketAddr,
+    /// A command the node's command line is appended to (e.g. `ip netns exec NS`); empty
+    /// to start the node directly.
+    pub prefix: Vec<String>,
 }
 
 /// A free UDP port on 127.0.0.1 (released at once; a small race is acceptable on loopback).
@@ -152,8 +181,6 @@ impl LocalMesh {
         extra_config: &dyn Fn(usize) -> String,
         extra_models: &dyn Fn(usize) -> Vec<PathBuf>,
     ) -> anyhow::Result<Self> {
-        let default_providers = |_: usize| vec!["xnnpack".to_string(), "cpu".to_string()];
-        let no_env = |_: usize| Vec::new();
         Self::start_custom(
             dir,
             n,
@@ -162,9 +189,7 @@ impl LocalMesh {
             &Custom {
                 extra_config,
                 extra_models,
-                providers: &default_providers,
-                governance: Governance::default(),
-                env: &no_env,
+                ..Custom::default()
             },
         )
     }
@@ -184,6 +209,7 @@ impl LocalMesh {
             providers,
             governance,
             env,
+            placement,
         } = custom;
         anyhow::ensure!((1..=32).contains(&n), "a local mesh has 1 to 32 nodes");
         let keys = dir.join("keys");
@@ -223,12 +249,18 @@ impl LocalMesh {
                 let file = m.file_name().context("model without a name")?;
                 std::fs::write(model_dir.join(file), &bytes)?;
             }
-            let addr = free_port()?;
+            let (addr, advertise, prefix) = match placement(i) {
+                Some(p) => (p.listen, p.advertise, p.prefix),
+                None => {
+                    let a = free_port()?;
+                    (a, a, Vec::new())
+                }
+            };
             entries.push(Entry {
                 name: name.clone(),
                 key: key.public_key(),
                 role: Role::Node,
-                addresses: vec![addr.to_string()],
+                addresses: vec![advertise.to_string()],
                 models: digests,
                 providers: providers(i),
             });
@@ -248,7 +280,7 @@ impl LocalMesh {
                 exe.to_path_buf()
             };
             std::fs::write(&cfg, text + &extra)?;
-            configs.push((name, cfg, program, env(i)));
+            configs.push((name, cfg, program, env(i), prefix));
         }
         let now = unix_now();
         let roster = Roster {
@@ -267,8 +299,18 @@ impl LocalMesh {
             client_key_path,
             nodes: Vec::new(),
         };
-        for (name, cfg, program, vars) in configs {
-            let child = Command::new(&program)
+        for (name, cfg, program, vars, prefix) in configs {
+            // With a prefix, the node's command line is its argument list: `ip netns exec`
+            // and the like replace themselves with the node, so the child is the node.
+            let mut command = match prefix.split_first() {
+                Some((first, rest)) => {
+                    let mut c = Command::new(first);
+                    c.args(rest).arg(&program);
+                    c
+                }
+                None => Command::new(&program),
+            };
+            let child = command
                 .args(["node", "--config"])
                 .arg(&cfg)
                 .envs(vars)

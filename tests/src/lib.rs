@@ -4,6 +4,9 @@
 // Test helpers: failing loudly is their job.
 #![allow(clippy::panic, clippy::unwrap_used, clippy::expect_used)]
 
+pub mod impair;
+pub mod netns;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 

@@ -17,7 +17,6 @@ use quorate_node::clock::unix_now;
 use quorate_node::files::load_secret_key;
 use quorate_node::mesh::client::{MeshClient, fresh_request};
 use quorate_node::mesh::verified;
-use quorate_protocol::governance::Governance;
 use quorate_protocol::policy::Policy;
 use quorate_protocol::roster::{MAX_SKEW_SECS, Roster};
 use quorate_tests::{quorate_bin, repo_root};
@@ -90,11 +89,9 @@ fn skewed_clocks_follow_the_roster_rules_and_receipts_keep_their_signers_time() 
         &repo_root().join("models"),
         &quorate_bin(),
         &Custom {
-            extra_config: &|_| String::new(),
-            extra_models: &|_| Vec::new(),
             providers: &|_| vec!["cpu".into()],
-            governance: Governance::default(),
             env: &|i| shifted(offsets[i]),
+            ..Custom::default()
         },
     )
     .unwrap();

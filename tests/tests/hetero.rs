@@ -124,7 +124,7 @@ fn a_minilm_pipeline_split_at_layer_boundaries_on_a_mixed_mesh_convicts_the_pois
             extra_models: &|_| files.clone(),
             providers: &|i| vec![providers[i].to_string()],
             governance,
-            env: &|_| Vec::new(),
+            ..Custom::default()
         },
     )
     .unwrap();

@@ -126,6 +126,21 @@ impl PeerConnection {
         request(&self.conn, payload, timeout).await
     }
 
+    /// Sends one request on a fresh stream and waits for the response as long as the
+    /// compute `budget` plus network time following the measured RTT (§7.6.1).
+    pub async fn request_within(
+        &self,
+        payload: &[u8],
+        budget: Duration,
+    ) -> Result<Vec<u8>, TransportError> {
+        crate::exchange::request_within(&self.conn, payload, budget).await
+    }
+
+    /// The smoothed round-trip time measured on this connection (RFC 9002 §5.3).
+    pub fn rtt(&self) -> Duration {
+        self.conn.rtt()
+    }
+
     /// Closes the connection in an orderly way.
     pub fn close(&self) {
         close(&self.conn, CloseCode::Done, b"done");

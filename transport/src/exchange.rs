@@ -1,15 +1,19 @@
 //! One request, one response: the stream-per-request exchange of §7.5 on the client side,
 //! and the frame reading both sides share, through the sans-IO frame codec of §8.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use quinn::{ReadError, RecvStream};
 use quorate_protocol::wire::frame::{FrameDecoder, FrameError, MAX_FRAME_LEN, encode_header};
 
+use crate::deadline::response_deadline;
 use crate::error::{TransportError, connection_error, frame_error, read_error, write_error};
 
 /// Largest chunk read from a stream at once.
 const READ_CHUNK: usize = 64 * 1024;
+
+/// The longest any exchange is waited for, whatever the budget (30 days).
+const LONGEST_WAIT: Duration = Duration::from_secs(30 * 86_400);
 
 /// Why reading a frame from a stream failed.
 #[derive(Debug)]
@@ -55,6 +59,39 @@ pub async fn request(
     request_with_limit(conn, payload, MAX_FRAME_LEN, timeout).await
 }
 
+/// Sends one request like [`request`], waiting for the response as long as the compute
+/// `budget` plus network time that follows the connection's measured RTT (§7.6.1). The RTT is
+/// read again whenever the deadline comes, so a path that turns slow during the exchange
+/// extends it, within [`crate::deadline::RESPONSE_MARGIN_CAP`].
+pub async fn request_within(
+    conn: &quinn::Connection,
+    payload: &[u8],
+    budget: Duration,
+) -> Result<Vec<u8>, TransportError> {
+    let start = Instant::now();
+    // Clamped so that a huge budget cannot overflow the clock.
+    let deadline = || {
+        let wait = response_deadline(budget, conn.rtt()).min(LONGEST_WAIT);
+        start.checked_add(wait).unwrap_or(start)
+    };
+    let exchange = request_with_limit(conn, payload, MAX_FRAME_LEN, Duration::MAX);
+    tokio::pin!(exchange);
+    loop {
+        let due = deadline();
+        match tokio::time::timeout_at(due.into(), &mut exchange).await {
+            Ok(answer) => return answer,
+            // The RTT rose while we waited: the deadline moved on.
+            Err(_) if Instant::now() < deadline() => {}
+            Err(_) => {
+                return Err(TransportError::Timeout {
+                    after: start.elapsed(),
+                    during: "waiting for a response",
+                });
+            }
+        }
+    }
+}
+
 /// [`request`] with a lower limit on the response payload (§8.2).
 pub async fn request_with_limit(
     conn: &quinn::Connection,
@@ -81,6 +118,9 @@ pub async fn request_with_limit(
                 ReadFailure::Stream(e) => read_error(e),
             })
     };
+    if timeout == Duration::MAX {
+        return exchange.await;
+    }
     tokio::time::timeout(timeout, exchange)
         .await
         .map_err(|_| TransportError::Timeout {

@@ -18,6 +18,7 @@
 #![deny(missing_docs)]
 #![cfg_attr(not(test), deny(clippy::unwrap_used))]
 
+pub mod deadline;
 pub mod endpoint;
 pub mod error;
 mod exchange;
@@ -30,6 +31,6 @@ mod tests;
 
 pub use endpoint::{MeshEndpoint, Observer, PeerConnection, ServerEvent, bind_client, bind_server};
 pub use error::TransportError;
-pub use exchange::{request, request_with_limit};
+pub use exchange::{request, request_with_limit, request_within};
 pub use settings::TransportSettings;
 pub use tls::{ALPN, PeerRefusal, PinnedKeys, TlsError, TlsIdentity, peer_key, public_key_of};

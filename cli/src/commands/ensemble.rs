@@ -68,7 +68,8 @@ pub struct EnsembleArgs {
     /// Output directory.
     #[arg(long, value_name = "DIR")]
     pub out: PathBuf,
-    /// Seconds to wait for each member in each round.
+    /// Seconds each member may take to answer in each round; network time on top follows the
+    /// measured round-trip time (spec §7.6.1).
     #[arg(long, default_value_t = 10)]
     pub timeout: u64,
 }

@@ -69,7 +69,8 @@ pub struct InferArgs {
     /// Directory for result.json, the ciphertexts and the receipts.
     #[arg(long, value_name = "DIR")]
     pub out: PathBuf,
-    /// Seconds to wait for each request.
+    /// Seconds a node may take to answer each request; network time on top follows the
+    /// measured round-trip time (spec §7.6.1).
     #[arg(long, default_value_t = 120)]
     pub timeout: u64,
 }

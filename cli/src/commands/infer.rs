@@ -47,7 +47,8 @@ pub struct InferArgs {
     /// Directory for outputs.json, inputs.json and receipt.cose.
     #[arg(long, value_name = "DIR")]
     pub out: PathBuf,
-    /// Seconds to wait for the node.
+    /// Seconds the node may take to answer; network time on top follows the measured
+    /// round-trip time (spec §7.6.1).
     #[arg(long, default_value_t = 30)]
     pub timeout: u64,
     /// Verified-job options (§14).

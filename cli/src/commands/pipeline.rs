@@ -68,7 +68,8 @@ pub struct PipelineArgs {
     /// Output directory.
     #[arg(long, value_name = "DIR")]
     pub out: PathBuf,
-    /// Seconds to wait for each node.
+    /// Seconds each node may take to answer; network time on top follows the measured
+    /// round-trip time (spec §7.6.1).
     #[arg(long, default_value_t = 30)]
     pub timeout: u64,
 }

@@ -27,7 +27,9 @@ pub struct MeshClient {
     connections: tokio::sync::Mutex<HashMap<String, PeerConnection>>,
     /// The verified roster.
     pub roster: Roster,
-    /// Time allowed for one request, connection included.
+    /// The compute budget of one request: how long a node may take to answer. The client
+    /// waits this long plus network time that follows the measured RTT (§7.6.1); connecting
+    /// is bounded separately by the transport's connect timeout (§7.6).
     pub timeout: Duration,
 }
 
@@ -43,6 +45,25 @@ pub fn address_of(entry: &Entry) -> anyhow::Result<SocketAddr> {
         .with_context(|| format!("{text} of {:?} resolves to nothing", entry.name))
 }
 
+/// The address a client endpoint binds (§12.6): the unspecified address of the family of the
+/// roster's node addresses, on an ephemeral port, so that the operating system picks the
+/// source address of the route to each node (loopback, a LAN, a network namespace). IPv6 is
+/// chosen only when every node address is IPv6, since an IPv6 socket may not reach IPv4.
+pub fn client_bind_address(roster: &Roster) -> SocketAddr {
+    let mut families = roster
+        .entries
+        .iter()
+        .filter(|e| e.role == Role::Node)
+        .filter_map(|e| address_of(e).ok())
+        .map(|a| a.is_ipv6());
+    let all_v6 = families.next() == Some(true) && families.all(|v6| v6);
+    if all_v6 {
+        SocketAddr::from((std::net::Ipv6Addr::UNSPECIFIED, 0))
+    } else {
+        SocketAddr::from((std::net::Ipv4Addr::UNSPECIFIED, 0))
+    }
+}
+
 impl MeshClient {
     /// Binds a client endpoint with `key`, which must be in the roster.
     pub fn new(key: &SecretKey, roster: Roster, timeout: Duration) -> anyhow::Result<Self> {
@@ -53,9 +74,11 @@ impl MeshClient {
             );
         }
         let identity = Arc::new(TlsIdentity::from_secret_key(key)?);
-        let bind: SocketAddr = "127.0.0.1:0".parse()?;
+        let bind = client_bind_address(&roster);
         // A short idle timeout with frequent keep-alives notices a crashed node within seconds,
         // while a node that is busy computing still acknowledges the pings and stays connected.
+        // QUIC never lets the idle timeout fall below three probe timeouts (RFC 9000 §10.1),
+        // so on a slow path it grows with the measured RTT (§12.6).
         let settings = TransportSettings {
             idle_timeout: Duration::from_secs(5),
             keep_alive: Some(Duration::from_secs(1)),
@@ -77,20 +100,27 @@ impl MeshClient {
         }
         let addr = address_of(node)?;
         let bytes = request.encode()?;
+        let budget = self.timeout;
         let exchange = async {
             let cached = self.connections.lock().await.get(&node.name).cloned();
             if let Some(conn) = cached {
-                match conn.request(&bytes, self.timeout).await {
+                match conn.request_within(&bytes, budget).await {
                     Ok(answer) => return Ok(answer),
                     // A connection that went stale is replaced once; a refusal is final.
                     Err(TransportError::Closed(_)) => {
                         self.connections.lock().await.remove(&node.name);
                     }
-                    Err(e) => return Err(e),
+                    Err(e) => return Err((e, Some(conn.rtt()))),
                 }
             }
-            let conn = self.endpoint.connect(addr, &node.key).await?;
-            let answer = conn.request(&bytes, self.timeout).await;
+            // Bounded by the transport's connect timeout (§7.6).
+            let conn = self
+                .endpoint
+                .connect(addr, &node.key)
+                .await
+                .map_err(|e| (e, None))?;
+            let answer = conn.request_within(&bytes, budget).await;
+            let rtt = conn.rtt();
             if answer.is_ok() {
                 self.connections
                     .lock()
@@ -99,18 +129,16 @@ impl MeshClient {
             } else {
                 conn.close();
             }
-            answer
+            answer.map_err(|e| (e, Some(rtt)))
         };
-        let answer = tokio::time::timeout(self.timeout, exchange)
-            .await
-            .map_err(|_| {
-                anyhow!(
-                    "node {:?} at {addr} did not answer within {:?}",
-                    node.name,
-                    self.timeout
-                )
-            })?
-            .with_context(|| format!("node {:?} at {addr}", node.name))?;
+        let answer = exchange.await.map_err(|(e, rtt)| match (e, rtt) {
+            (TransportError::Timeout { after, .. }, Some(rtt)) => anyhow!(
+                "node {:?} at {addr} did not answer within {after:.1?} (compute budget {budget:?} \
+                 plus network time for a measured RTT of {rtt:.1?}, §7.6.1)",
+                node.name
+            ),
+            (e, _) => anyhow::Error::new(e).context(format!("node {:?} at {addr}", node.name)),
+        })?;
         Response::decode(&answer)
             .with_context(|| format!("node {:?} sent a malformed response", node.name))
     }
@@ -208,4 +236,47 @@ pub fn fresh_request(
         policy: policy.map(Policy::digest).transpose()?,
         previous: None,
     })
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use quorate_protocol::governance::Governance;
+
+    fn roster(addresses: &[&str]) -> Roster {
+        let key = SecretKey::generate().unwrap().public_key();
+        let entry = |i: usize, a: &str| Entry {
+            name: format!("node-{i}"),
+            key,
+            role: Role::Node,
+            addresses: vec![a.to_string()],
+            models: vec![],
+            providers: vec![],
+        };
+        Roster {
+            governance: Governance::default(),
+            mesh: "m".into(),
+            serial: 1,
+            issued_at: 0,
+            expires_at: 1,
+            entries: addresses
+                .iter()
+                .enumerate()
+                .map(|(i, a)| entry(i, a))
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn the_client_binds_the_unspecified_address_of_the_nodes_family() {
+        let v4 = client_bind_address(&roster(&["10.1.2.3:4433", "127.0.0.1:9"]));
+        assert_eq!(v4, "0.0.0.0:0".parse::<SocketAddr>().unwrap());
+        let v6 = client_bind_address(&roster(&["[fd00::1]:4433", "[::1]:9"]));
+        assert_eq!(v6, "[::]:0".parse::<SocketAddr>().unwrap());
+        // Mixed or empty: IPv4, which reaches IPv4 nodes for sure.
+        let mixed = client_bind_address(&roster(&["[fd00::1]:4433", "10.0.0.1:9"]));
+        assert!(mixed.ip().is_unspecified() && mixed.is_ipv4());
+        assert!(client_bind_address(&roster(&[])).is_ipv4());
+    }
 }

@@ -774,4 +774,5 @@ fn settings_are_validated() {
     });
 }
 
+mod deadline;
 mod screening;
