@@ -26,6 +26,9 @@ use quorate_protocol::tensor_file::parse_npy;
 use quorate_runtime::attest::{JobParams, attested_run, run_and_commit};
 use quorate_runtime::{LoadedModel, environment};
 
+/// Receipts in the audit group.
+const AUDIT_N: usize = 2048;
+
 fn payload(i: u32) -> ReceiptPayload {
     let x = Tensor::from_f32("features", vec![1, 30], &[i as f32; 30]).unwrap();
     let y = Tensor::from_f32("probabilities", vec![1, 2], &[0.25, 0.75]).unwrap();
@@ -127,6 +130,46 @@ fn signatures(c: &mut Criterion) {
     });
     g.finish();
 
+    // An audit (§6.4): 2048 receipts of one node, as in its audit log, through the whole
+    // verifier (parse, key lookup, strict signature), against one core verifying the same
+    // signatures with raw `verify_strict`.
+    let audit: Vec<Vec<u8>> = (0..AUDIT_N as u32)
+        .map(|i| payload(i).sign(&keys[0]).unwrap())
+        .collect();
+    let audit_parsed: Vec<_> = audit.iter().map(|r| receipt::parse(r).unwrap()).collect();
+    let audit_sigs: Vec<ed25519_dalek::Signature> = audit_parsed
+        .iter()
+        .map(|r| ed25519_dalek::Signature::from_slice(&r.sign1.signature).unwrap())
+        .collect();
+    let mut trust = quorate_verify::TrustStore::default();
+    trust.add(keys[0].public_key(), "node-1");
+    let mut g = c.benchmark_group("audit_2048");
+    g.throughput(Throughput::Elements(AUDIT_N as u64));
+    g.bench_function("raw_verify_strict_one_core", |b| {
+        b.iter(|| {
+            for (r, sig) in audit_parsed.iter().zip(&audit_sigs) {
+                raw_keys[0]
+                    .verify_strict(&r.sign1.to_be_signed, sig)
+                    .unwrap();
+            }
+        })
+    });
+    g.bench_function("quorate_verify", |b| {
+        b.iter(|| {
+            let sources = audit
+                .iter()
+                .enumerate()
+                .map(|(i, r)| quorate_verify::receipts::Source {
+                    label: format!("audit.qlog#{i}"),
+                    bytes: Ok(r.clone()),
+                })
+                .collect();
+            let reports = quorate_verify::receipts::verify_receipts(sources, &trust, &[]);
+            assert!(reports.iter().all(|r| r.failure.is_none()));
+        })
+    });
+    g.finish();
+
     let payloads: Vec<ReceiptPayload> = (0..1000).map(payload).collect();
     let mut g = c.benchmark_group("attest_1000");
     g.throughput(Throughput::Elements(1000));
@@ -212,6 +255,20 @@ fn print_ratios() {
         ("run", "attested", "raw_ort"),
         ("run_x1000", "attested_batch", "raw_ort"),
     ];
+    // Goal: an audit at 0.9× or more of the cores' raw verify_strict rate.
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    if let (Some(ours), Some(one_core)) = (
+        median_ns("audit_2048", "quorate_verify"),
+        median_ns("audit_2048", "raw_verify_strict_one_core"),
+    ) {
+        println!(
+            "\naudit of {AUDIT_N} receipts: {:.0} receipts/s; raw verify_strict {:.0}/s on one core, \
+             {cores} cores; audit/cores = {:.2}",
+            AUDIT_N as f64 / (ours / 1e9),
+            AUDIT_N as f64 / (one_core / 1e9),
+            one_core / (cores as f64 * ours)
+        );
+    }
     println!("\nratios of medians (ours / baseline, measured in this run):");
     for (group, ours, base) in pairs {
         match (median_ns(group, ours), median_ns(group, base)) {

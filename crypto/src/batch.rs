@@ -1,24 +1,17 @@
-//! Batch verification that agrees exactly with one-by-one `verify_strict` (§6.2).
+//! Verifying many signatures (§6.2): results exactly those of one-by-one `verify_strict`.
 //!
-//! A random-linear-combination batch check cannot see a torsion component in `R` or `A`
-//! (the combination cancels it with probability up to 1/2, and ed25519-dalek derives its
-//! coefficients from the inputs, so a signer can grind for that), while `verify_strict`
-//! rejects such signatures. So before the batch equation runs, every item must pass the checks
-//! that make the two agree: a 64-byte signature with canonical `s`, and `R` a canonical
-//! encoding of a point in the prime-order subgroup that is not of small order. The identity
-//! is in the prime-order subgroup but is of small order: a key holder signing with nonce
-//! `r = 0` (`R` = identity, `s = H(R || A || M)·a`) satisfies the batch equation while
-//! `verify_strict` refuses the signature, so `R` = identity is refused here too (§6.2,
-//! §17.1). `A` needs no check here: a [`PublicKey`] is neither of small order nor has a
-//! torsion component, by construction (§2.3). Items that fail a pre-check, and every item of a
-//! batch whose equation fails, are settled one by one with `verify_strict`, so each result is
-//! exactly what single verification says.
-//!
-//! The subgroup check of `R` costs about as much as one single verification, so batching
-//! buys no speed by itself; the work is split across threads instead (measured in
-//! `node/benches/attestation.rs`).
+//! An exact batch needs pre-checks: a random-linear-combination equation cannot see a
+//! torsion component in `R` (the combination cancels it with probability up to 1/2, and
+//! ed25519-dalek derives its coefficients from the inputs, so a signer can grind for that),
+//! while `verify_strict` rejects such signatures; so every `R` would have to be shown
+//! canonical, in the prime-order subgroup and not the identity before it entered the batch.
+//! That subgroup check costs about as much as one single verification, and measured
+//! (`cli/benches/attestation.rs`, `batch_verify_64`) the exact batch on two cores was slower
+//! than single verification on two cores. So [`verify_all`] verifies one by one, split
+//! across the cores, which agrees with `verify_strict` by construction.
+//! [`all_authentic`] keeps the plain batch equation for the one place where the difference
+//! does not matter (§9.8.3).
 
-use curve25519_dalek::edwards::CompressedEdwardsY;
 use ed25519_dalek::VerifyingKey;
 
 use crate::identity::{IdentityError, PublicKey, parse_signature};
@@ -38,58 +31,35 @@ pub struct Item<'a> {
 const MIN_PER_THREAD: usize = 16;
 
 /// Verifies every item; `result[i]` is exactly `items[i].key.verify(..)`. Large inputs are
-/// split across the available cores, each chunk batch-verified.
+/// split across the available cores.
 pub fn verify_all(items: &[Item<'_>]) -> Vec<Result<(), IdentityError>> {
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
     let chunk = items.len().div_ceil(threads).max(MIN_PER_THREAD);
     if items.len() <= chunk {
-        return verify_chunk(items);
+        return verify_each(items);
     }
     std::thread::scope(|s| {
         let handles: Vec<_> = items
             .chunks(chunk)
-            .map(|c| s.spawn(move || verify_chunk(c)))
+            .map(|c| s.spawn(move || verify_each(c)))
             .collect();
         handles
             .into_iter()
-            .flat_map(|h| {
+            .zip(items.chunks(chunk))
+            .flat_map(|(h, c)| {
+                // A panicking thread verified nothing: its items count as failed.
                 h.join()
-                    .unwrap_or_else(|_| vec![Err(IdentityError::BadSignature); chunk])
+                    .unwrap_or_else(|_| vec![Err(IdentityError::BadSignature); c.len()])
             })
-            .take(items.len())
             .collect()
     })
 }
 
-fn verify_chunk(items: &[Item<'_>]) -> Vec<Result<(), IdentityError>> {
-    let mut results: Vec<Option<Result<(), IdentityError>>> = vec![None; items.len()];
-    let mut batch_idx = Vec::with_capacity(items.len());
-    let mut messages = Vec::with_capacity(items.len());
-    let mut signatures = Vec::with_capacity(items.len());
-    let mut keys: Vec<VerifyingKey> = Vec::with_capacity(items.len());
-    for (i, item) in items.iter().enumerate() {
-        match batchable(item) {
-            Some(sig) => {
-                batch_idx.push(i);
-                messages.push(item.message);
-                signatures.push(sig);
-                keys.push(*item.key.inner());
-            }
-            None => results[i] = Some(item.key.verify(item.message, item.signature)),
-        }
-    }
-    let batch_ok =
-        !batch_idx.is_empty() && ed25519_dalek::verify_batch(&messages, &signatures, &keys).is_ok();
-    for &i in &batch_idx {
-        results[i] = Some(if batch_ok {
-            Ok(())
-        } else {
-            items[i].key.verify(items[i].message, items[i].signature)
-        });
-    }
-    results
-        .into_iter()
-        .map(|r| r.unwrap_or(Err(IdentityError::BadSignature)))
+/// [`verify_all`] on the calling thread only, for callers that split the work themselves.
+pub fn verify_each(items: &[Item<'_>]) -> Vec<Result<(), IdentityError>> {
+    items
+        .iter()
+        .map(|item| item.key.verify(item.message, item.signature))
         .collect()
 }
 
@@ -118,40 +88,11 @@ pub fn all_authentic(items: &[Item<'_>]) -> bool {
     items.is_empty() || ed25519_dalek::verify_batch(&messages, &signatures, &keys).is_ok()
 }
 
-/// The pre-checks under which the batch equation and `verify_strict` agree.
-fn batchable(item: &Item<'_>) -> Option<ed25519_dalek::Signature> {
-    let sig = parse_signature(item.signature).ok()?;
-    let r_bytes = sig.r_bytes();
-    let r = CompressedEdwardsY(*r_bytes).decompress()?;
-    // Canonical encoding of R: re-compressing must give the same bytes. R in the
-    // prime-order subgroup and not of small order: the only small-order point of that
-    // subgroup is the identity, which `verify_strict` refuses (§6.2, §17.1).
-    if r.compress().as_bytes() != r_bytes || r.is_small_order() || !in_prime_order_subgroup(&r) {
-        return None;
-    }
-    // Canonical s (s < l); verify_batch would reject a non-canonical one anyway.
-    let s: Option<curve25519_dalek::Scalar> =
-        curve25519_dalek::Scalar::from_canonical_bytes(*sig.s_bytes()).into();
-    s.map(|_| sig)
-}
-
-/// `[l]P = 0`, computed in variable time as `[l - 1]P = -P` (l itself is not a `Scalar`).
-/// `R` is public, so variable time is fine, and it is several times faster than the
-/// constant-time `is_torsion_free`.
-fn in_prime_order_subgroup(p: &curve25519_dalek::EdwardsPoint) -> bool {
-    let l_minus_one = -curve25519_dalek::Scalar::ONE;
-    let lp = curve25519_dalek::EdwardsPoint::vartime_double_scalar_mul_basepoint(
-        &l_minus_one,
-        p,
-        &curve25519_dalek::Scalar::ZERO,
-    );
-    lp == -p
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::identity::SecretKey;
+    use curve25519_dalek::edwards::CompressedEdwardsY;
 
     #[test]
     fn agrees_with_single_verification() {
@@ -182,30 +123,6 @@ mod tests {
         let want: Vec<_> = (0..5).map(|i| pubs[i].verify(&msgs[i], &sigs[i])).collect();
         assert_eq!(got, want);
         assert!(got[2].is_err() && got[4].is_err() && got[0].is_ok());
-    }
-
-    #[test]
-    fn subgroup_check_agrees_with_dalek() {
-        use curve25519_dalek::constants::ED25519_BASEPOINT_POINT as B;
-        let torsion = CompressedEdwardsY(
-            hex::decode("c7176a703d4dd84fba3c0b760d10670f2a2053fa2c39ccc64ec7fd7792ac037a")
-                .unwrap()
-                .try_into()
-                .unwrap(),
-        )
-        .decompress()
-        .unwrap();
-        for k in 1u64..20 {
-            let p = B * curve25519_dalek::Scalar::from(k);
-            for q in [
-                p,
-                p + torsion,
-                p + torsion + torsion,
-                p + torsion * curve25519_dalek::Scalar::from(4u8),
-            ] {
-                assert_eq!(in_prime_order_subgroup(&q), q.is_torsion_free());
-            }
-        }
     }
 
     /// Signatures that single verification rejects but a naive batch could accept: R with a

@@ -151,12 +151,29 @@ async fn plain_job(t: &Traffic, node: &Entry) -> anyhow::Result<()> {
     anyhow::bail!("{}: busy {BUSY_TRIES} times in a row", node.name)
 }
 
+/// A verified job; one that fails only because nodes answered `Busy` (§12.3) is sent again,
+/// as a client told "retry later" does, and counted as busy.
 async fn verified_job(t: &Traffic, k: usize) -> anyhow::Result<()> {
     let policy = Policy::Default;
-    let req = fresh_request(t.model, vec![t.input.clone()], Some(&policy))?;
     let mut candidates = t.nodes.clone();
     candidates.rotate_left(k % t.nodes.len());
-    let outcome = verified::run(&t.client, req, policy, 3, 2, candidates, &|_| {}).await?;
+    let mut tries = 0;
+    let outcome = loop {
+        let req = fresh_request(t.model, vec![t.input.clone()], Some(&policy))?;
+        match verified::run(&t.client, req, policy, 3, 2, candidates.clone(), &|_| {}).await {
+            Ok(outcome) => break outcome,
+            Err(failed)
+                if tries + 1 < BUSY_TRIES
+                    && !failed.failures.is_empty()
+                    && failed.failures.iter().all(|(_, why)| why.contains("Busy:")) =>
+            {
+                tries += 1;
+                t.tally.busy.fetch_add(1, Ordering::Relaxed);
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            Err(failed) => return Err(failed.into()),
+        }
+    };
     anyhow::ensure!(
         outcome.accepted().is_some(),
         "verified job not accepted: {:?}",
