@@ -124,3 +124,39 @@ pub fn check_vector_header(name: &str, v: &serde_json::Value) {
         "{name}: file name and expectation disagree"
     );
 }
+
+/// The tensors of a JSON tensor file (`outputs.json`).
+pub fn tensors(path: &Path) -> Vec<quorate_protocol::tensor::Tensor> {
+    quorate_protocol::tensor_file::parse_json(&std::fs::read(path).unwrap_or_default())
+        .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+        .into_iter()
+        .map(|r| r.tensor)
+        .collect()
+}
+
+/// The bundled mlp.onnx on the bundled sample, run locally with `quorate run` under `dir`:
+/// the outputs a mesh job on the same input must equal.
+pub fn whole_model_outputs(dir: &Path) -> Vec<quorate_protocol::tensor::Tensor> {
+    let models = repo_root().join("models");
+    let key = dir.join("local.key");
+    let o = quorate([
+        std::ffi::OsStr::new("keygen"),
+        "--out".as_ref(),
+        key.as_os_str(),
+    ]);
+    assert!(o.status.success(), "{}", text(&o));
+    let out = dir.join("whole");
+    let o = quorate([
+        std::ffi::OsStr::new("run"),
+        "--model".as_ref(),
+        models.join("mlp.onnx").as_os_str(),
+        "--input".as_ref(),
+        models.join("samples/features.npy").as_os_str(),
+        "--key".as_ref(),
+        key.as_os_str(),
+        "--out".as_ref(),
+        out.as_os_str(),
+    ]);
+    assert!(o.status.success(), "{}", text(&o));
+    tensors(&out.join("outputs.json"))
+}

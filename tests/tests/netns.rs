@@ -21,10 +21,11 @@ use std::time::{Duration, Instant};
 use quorate_cli::commands::pipeline::write_split;
 use quorate_cli::local::{Custom, LocalMesh, Placement};
 use quorate_protocol::tensor::Tensor;
-use quorate_protocol::tensor_file::parse_json;
 use quorate_tests::impair::{Impairment, Relay};
 use quorate_tests::netns::Lab;
-use quorate_tests::{quorate, quorate_bin, read_json, repo_root, text};
+use quorate_tests::{
+    quorate, quorate_bin, read_json, repo_root, tensors, text, whole_model_outputs,
+};
 
 /// The profiles run one after another: each owns namespaces, a mesh and timing-sensitive
 /// partitions, and two cores are shared with other work.
@@ -177,35 +178,6 @@ fn ended(name: &str, o: &Output) -> Ended {
         );
         Ended::Aborted(t)
     }
-}
-
-fn tensors(path: &Path) -> Vec<Tensor> {
-    parse_json(&std::fs::read(path).unwrap())
-        .unwrap()
-        .into_iter()
-        .map(|r| r.tensor)
-        .collect()
-}
-
-/// mlp.onnx on the sample, run locally with `quorate run` (what the mesh must agree with).
-fn whole_model_outputs(dir: &Path) -> Vec<Tensor> {
-    let key = dir.join("local.key");
-    let o = quorate(["keygen", "--out", s(&key)]);
-    assert!(o.status.success(), "{}", text(&o));
-    let out = dir.join("whole");
-    let o = quorate([
-        "run",
-        "--model",
-        s(&models().join("mlp.onnx")),
-        "--input",
-        s(&models().join("samples/features.npy")),
-        "--key",
-        s(&key),
-        "--out",
-        s(&out),
-    ]);
-    assert!(o.status.success(), "{}", text(&o));
-    tensors(&out.join("outputs.json"))
 }
 
 /// A verified job: 2 replicas, both must agree (quorum 2), failover to the third node.

@@ -8,9 +8,9 @@ use std::path::{Path, PathBuf};
 use quorate_cli::commands::pipeline::write_split;
 use quorate_cli::local::LocalMesh;
 use quorate_protocol::chain::ReceiptChain;
-use quorate_protocol::tensor::Tensor;
-use quorate_protocol::tensor_file::parse_json;
-use quorate_tests::{quorate, quorate_bin, read_json, repo_root, text};
+use quorate_tests::{
+    quorate, quorate_bin, read_json, repo_root, tensors, text, whole_model_outputs,
+};
 
 fn models() -> PathBuf {
     repo_root().join("models")
@@ -85,35 +85,6 @@ fn verify_chain(mesh: &LocalMesh, path: &Path, extra: &[&str]) -> (bool, serde_j
     let v: serde_json::Value = serde_json::from_slice(&o.stdout)
         .unwrap_or_else(|_| panic!("verify printed no JSON: {}", text(&o)));
     (o.status.success(), v)
-}
-
-fn tensors(path: &Path) -> Vec<Tensor> {
-    parse_json(&std::fs::read(path).unwrap())
-        .unwrap()
-        .into_iter()
-        .map(|r| r.tensor)
-        .collect()
-}
-
-/// The whole model run locally with `quorate run`.
-fn whole_model_outputs(dir: &Path) -> Vec<Tensor> {
-    let key = dir.join("local.key");
-    let o = quorate(["keygen", "--out", s(&key)]);
-    assert!(o.status.success(), "{}", text(&o));
-    let out = dir.join("whole");
-    let o = quorate([
-        "run",
-        "--model",
-        s(&models().join("mlp.onnx")),
-        "--input",
-        s(&models().join("samples/features.npy")),
-        "--key",
-        s(&key),
-        "--out",
-        s(&out),
-    ]);
-    assert!(o.status.success(), "{}", text(&o));
-    tensors(&out.join("outputs.json"))
 }
 
 #[test]

@@ -111,6 +111,59 @@ fn config_with_log(mesh: &LocalMesh, log: &Path) -> std::path::PathBuf {
     config
 }
 
+/// A client of node-1 sending the bundled sample to mlp.onnx.
+struct Jobs {
+    rt: tokio::runtime::Runtime,
+    client: MeshClient,
+    entry: quorate_protocol::roster::Entry,
+    input: quorate_protocol::tensor::Tensor,
+    model: [u8; 32],
+}
+
+impl Jobs {
+    fn new(mesh: &LocalMesh) -> Self {
+        let rt = tokio::runtime::Runtime::new().unwrap();
+        let client = {
+            let _guard = rt.enter();
+            MeshClient::new(
+                &mesh.client_key,
+                mesh.roster.clone(),
+                Duration::from_secs(20),
+            )
+            .unwrap()
+        };
+        let (input, model) = mlp_sample(&repo_root().join("models")).unwrap();
+        Self {
+            rt,
+            client,
+            entry: mesh.roster.by_name("node-1").unwrap().clone(),
+            input,
+            model,
+        }
+    }
+
+    /// One job: its receipt, or the client's error in words.
+    fn infer(&self) -> Result<Vec<u8>, String> {
+        let req = fresh_request(self.model, vec![self.input.clone()], None).unwrap();
+        self.rt
+            .block_on(self.client.infer(&self.entry, &req))
+            .map(|(response, _)| response.receipt)
+            .map_err(|e| format!("{e:#}"))
+    }
+
+    fn health(&self) {
+        self.rt
+            .block_on(self.client.health(&self.entry))
+            .expect("health is answered through storage faults");
+    }
+}
+
+impl Drop for Jobs {
+    fn drop(&mut self) {
+        self.client.close();
+    }
+}
+
 /// A 16 MiB ext4 file system on a loop device, mounted with `errors=remount-ro`; unmounted
 /// and detached on drop.
 struct LoopExt4 {
@@ -189,34 +242,21 @@ fn a_file_system_gone_read_only_is_answered_storage_unavailable_and_loses_nothin
     let config = config_with_log(&mesh, &log);
     let mut node = start_node(&config);
 
-    let rt = tokio::runtime::Runtime::new().unwrap();
-    let _guard = rt.enter();
-    let client = MeshClient::new(
-        &mesh.client_key,
-        mesh.roster.clone(),
-        Duration::from_secs(20),
-    )
-    .unwrap();
-    let entry = mesh.roster.by_name("node-1").unwrap().clone();
-    let (input, model) = mlp_sample(&repo_root().join("models")).unwrap();
-    let job = || fresh_request(model, vec![input.clone()], None).unwrap();
+    let jobs = Jobs::new(&mesh);
     let mut answered = Vec::new();
     for _ in 0..3 {
-        answered.push(rt.block_on(client.infer(&entry, &job())).unwrap().0.receipt);
+        answered.push(jobs.infer().unwrap());
     }
     disk.inject_error();
     for i in 0..4 {
-        let e = rt
-            .block_on(client.infer(&entry, &job()))
-            .map(|_| ())
+        let e = jobs
+            .infer()
             .expect_err("a job was answered while the audit log could not be written");
-        let e = format!("{e:#}");
         assert!(e.contains("StorageUnavailable"), "job {i}: {e}");
-        rt.block_on(client.health(&entry))
-            .expect("health is answered while the disk is read-only");
+        jobs.health();
     }
     assert!(node.try_wait().unwrap().is_none(), "the node exited");
-    client.close();
+    drop(jobs);
     node.kill().unwrap();
     node.wait().unwrap();
 
@@ -228,14 +268,7 @@ fn a_file_system_gone_read_only_is_answered_storage_unavailable_and_loses_nothin
     assert_eq!(s.torn_bytes, 0);
     assert_eq!(s.records, answered);
     let mut node = start_node(&config);
-    let client = MeshClient::new(
-        &mesh.client_key,
-        mesh.roster.clone(),
-        Duration::from_secs(20),
-    )
-    .unwrap();
-    let after = rt.block_on(client.infer(&entry, &job())).unwrap().0.receipt;
-    client.close();
+    let after = Jobs::new(&mesh).infer().unwrap();
     node.kill().unwrap();
     node.wait().unwrap();
     let s = scan(&std::fs::read(&log).unwrap()).unwrap();
@@ -253,36 +286,22 @@ fn a_full_audit_disk_is_answered_storage_unavailable_and_the_node_recovers_by_it
     let config = config_with_log(&mesh, &log);
     let mut node = start_node(&config);
 
-    let rt = tokio::runtime::Runtime::new().unwrap();
-    let _guard = rt.enter();
-    let client = MeshClient::new(
-        &mesh.client_key,
-        mesh.roster.clone(),
-        Duration::from_secs(20),
-    )
-    .unwrap();
-    let entry = mesh.roster.by_name("node-1").unwrap().clone();
-    let (input, model) = mlp_sample(&repo_root().join("models")).unwrap();
-    let job = || fresh_request(model, vec![input.clone()], None).unwrap();
+    let jobs = Jobs::new(&mesh);
     let mut answered = Vec::new();
     // Ok(true): answered (its receipt kept); Ok(false): refused with storage_unavailable.
     let mut run = |what: &str| -> bool {
-        match rt.block_on(client.infer(&entry, &job())) {
-            Ok((resp, _)) => {
-                answered.push(resp.receipt);
+        match jobs.infer() {
+            Ok(receipt) => {
+                answered.push(receipt);
                 true
             }
             Err(e) => {
-                let e = format!("{e:#}");
                 assert!(e.contains("StorageUnavailable"), "{what}: {e}");
                 false
             }
         }
     };
-    let healthy = || {
-        rt.block_on(client.health(&entry))
-            .expect("health is answered through storage faults");
-    };
+    let healthy = || jobs.health();
 
     assert!(run("before any fault"));
     // Disk full: the log's last page may still take a few records; then every job is
@@ -309,7 +328,7 @@ fn a_full_audit_disk_is_answered_storage_unavailable_and_the_node_recovers_by_it
     std::fs::remove_file(&filler).unwrap();
     assert!(run("space returned again"));
 
-    client.close();
+    drop(jobs);
     node.kill().unwrap();
     node.wait().unwrap();
     // The log holds exactly the answered receipts, in order, and nothing torn.
