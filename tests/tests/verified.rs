@@ -481,3 +481,45 @@ fn poisoning_harness_small_run_detects_everything_without_false_positives() {
     assert_eq!(rows[8]["detected_above"], 3);
     assert_eq!(v["honest_false_positives"], 0);
 }
+
+/// §12.6: a node at its slot limit answers `Busy` and ran nothing; the client waits for it
+/// instead of counting it failed. Twelve verified jobs needing all three slow nodes at once
+/// (four slots each, 40 ms a job) are all accepted, with every node agreeing.
+#[test]
+fn busy_nodes_are_waited_for_not_replaced() {
+    let dir = tempfile::tempdir().unwrap();
+    let mesh = LocalMesh::start_with(
+        dir.path(),
+        3,
+        &models(),
+        &quorate_bin(),
+        "test_delay_ms = 40\n",
+    )
+    .unwrap();
+    let rt = rt();
+    let _guard = rt.enter();
+    let client = client(&mesh);
+    let candidates: Vec<_> = ["node-1", "node-2", "node-3"]
+        .iter()
+        .map(|n| mesh.roster.by_name(n).unwrap().clone())
+        .collect();
+    let jobs = (0..12).map(|_| {
+        let policy = Policy::Default;
+        verified::run(
+            &client,
+            request(sample(1.0), &policy),
+            policy,
+            3,
+            3,
+            candidates.clone(),
+            &|_| {},
+        )
+    });
+    let outcomes = rt.block_on(futures_util::future::join_all(jobs));
+    for (k, o) in outcomes.into_iter().enumerate() {
+        let o = o.unwrap_or_else(|e| panic!("job {k} failed: {e}"));
+        assert!(o.accepted().is_some(), "job {k}: {:?}", o.verdict);
+        assert_eq!(o.verdict.agreeing.len(), 3, "job {k}: {:?}", o.verdict);
+    }
+    client.close();
+}

@@ -9,7 +9,7 @@ use std::time::Duration;
 use anyhow::{Context, anyhow, bail};
 use quorate_crypto::SecretKey;
 use quorate_protocol::messages::{
-    HealthInfo, InferRequest, InferResponse, Request, Response, check_infer_response,
+    ErrorCode, HealthInfo, InferRequest, InferResponse, Request, Response, check_infer_response,
 };
 use quorate_protocol::policy::Policy;
 use quorate_protocol::receipt::{JobKind, ReceiptPayload};
@@ -63,6 +63,9 @@ pub fn client_bind_address(roster: &Roster) -> SocketAddr {
         SocketAddr::from((std::net::Ipv4Addr::UNSPECIFIED, 0))
     }
 }
+
+/// Pauses a client waits out a `Busy` node for (10 ms doubling: 310 ms in all) (§12.6).
+pub const BUSY_RETRIES: usize = 5;
 
 impl MeshClient {
     /// Binds a client endpoint with `key`, which must be in the roster.
@@ -161,7 +164,37 @@ impl MeshClient {
         node: &Entry,
         req: &InferRequest,
     ) -> anyhow::Result<(InferResponse, ReceiptPayload)> {
-        match self.request(node, &Request::Infer(req.clone())).await? {
+        let response = self.request(node, &Request::Infer(req.clone())).await?;
+        Self::checked_infer(node, req, response)
+    }
+
+    /// [`Self::infer`], asking the same node again after a growing pause while it answers
+    /// `Busy` (§12.6): a node at its slot limit ran nothing and is worth waiting for; after
+    /// [`BUSY_RETRIES`] pauses its answer stands.
+    pub async fn infer_patiently(
+        &self,
+        node: &Entry,
+        req: &InferRequest,
+    ) -> anyhow::Result<(InferResponse, ReceiptPayload)> {
+        let mut pause = Duration::from_millis(10);
+        for _ in 0..BUSY_RETRIES {
+            match self.request(node, &Request::Infer(req.clone())).await? {
+                Response::Error(e) if e.code == ErrorCode::Busy => {
+                    tokio::time::sleep(pause).await;
+                    pause *= 2;
+                }
+                response => return Self::checked_infer(node, req, response),
+            }
+        }
+        self.infer(node, req).await
+    }
+
+    fn checked_infer(
+        node: &Entry,
+        req: &InferRequest,
+        response: Response,
+    ) -> anyhow::Result<(InferResponse, ReceiptPayload)> {
+        match response {
             Response::Infer(r) => {
                 let payload = check_infer_response(req, &r, &node.key).with_context(|| {
                     format!(

@@ -152,7 +152,7 @@ pub async fn run_checked(
     let dispatch = |i: usize| {
         let node = candidates[i].clone();
         let req = &request;
-        async move { (i, client.infer(&node, req).await) }
+        async move { (i, client.infer_patiently(&node, req).await) }
     };
     let mut step = first;
     loop {
