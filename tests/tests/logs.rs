@@ -127,3 +127,47 @@ fn text_logs_name_the_level_and_unknown_formats_are_refused() {
         );
     }
 }
+
+/// §12.8: lines that peers cause are rate-limited, so a stranger's handshake flood does not
+/// grow the log with every attempt; the next line counts what was left out.
+#[test]
+fn a_handshake_flood_from_strangers_writes_a_line_a_second_not_a_line_an_attempt() {
+    use quorate_transport::{TlsIdentity, TransportSettings, bind_client};
+    use std::sync::Arc;
+    let dir = tempfile::tempdir().unwrap();
+    let mut mesh =
+        LocalMesh::start(dir.path(), 1, &repo_root().join("models"), &quorate_bin()).unwrap();
+    let node = mesh.roster.by_name("node-1").unwrap().clone();
+    let addr = quorate_node::mesh::client::address_of(&node).unwrap();
+    let attempts = 60;
+    let started = std::time::Instant::now();
+    rt().block_on(async {
+        for _ in 0..attempts {
+            let stranger = quorate_crypto::SecretKey::generate().unwrap();
+            let id = Arc::new(TlsIdentity::from_secret_key(&stranger).unwrap());
+            let endpoint = bind_client(
+                "127.0.0.1:0".parse().unwrap(),
+                id,
+                TransportSettings::default(),
+            )
+            .unwrap();
+            if let Ok(conn) = endpoint.connect(addr, &node.key).await {
+                assert!(
+                    conn.request(b"\xa0", Duration::from_secs(5)).await.is_err(),
+                    "a stranger was served"
+                );
+            }
+            endpoint.close();
+        }
+    });
+    let seconds = started.elapsed().as_secs() + 1;
+    mesh.stop_all().unwrap();
+    let log = std::fs::read_to_string(mesh.log_of("node-1")).unwrap();
+    let lines = log.matches("refused connection").count() as u64;
+    assert!(lines >= 1, "no refusal logged:\n{log}");
+    assert!(
+        lines <= seconds + 1 && lines < attempts,
+        "{lines} refusal lines for {attempts} strangers in {seconds} s:\n{log}"
+    );
+    assert!(log.contains("left_out="), "{log}");
+}

@@ -75,10 +75,12 @@ pub type Observer = Arc<dyn Fn(&ServerEvent) + Send + Sync>;
 /// (§10.3: a node with no valid roster accepts no new connections).
 pub type Admission = Arc<dyn Fn() -> Result<(), String> + Send + Sync>;
 
-/// The default observer: refusals and abandoned streams go to the log (§12.8); nothing secret is in
-/// an event.
+/// The default observer: refusals and abandoned streams go to the log (§12.8), at most one
+/// line a second of each (peers cause them); nothing secret is in an event.
 fn log_observer() -> Observer {
-    Arc::new(|event: &ServerEvent| match event {
+    let refused = crate::log_throttle::Throttle::default();
+    let abandoned = crate::log_throttle::Throttle::default();
+    Arc::new(move |event: &ServerEvent| match event {
         ServerEvent::Connected { .. } | ServerEvent::AddressValidation { .. } => {}
         // Refused before the handshake: the node logs why once, not per attempt.
         ServerEvent::HandshakeFailed {
@@ -86,10 +88,14 @@ fn log_observer() -> Observer {
             ..
         } => {}
         ServerEvent::HandshakeFailed { remote, error } => {
-            tracing::warn!(%remote, "refused connection: {error}");
+            if let Some(left_out) = refused.admit(std::time::Instant::now()) {
+                tracing::warn!(%remote, left_out, "refused connection: {error}");
+            }
         }
         ServerEvent::StreamAbandoned { peer, code } => {
-            tracing::warn!(%peer, "abandoned a request: {code}");
+            if let Some(left_out) = abandoned.admit(std::time::Instant::now()) {
+                tracing::warn!(%peer, left_out, "abandoned a request: {code}");
+            }
         }
     })
 }

@@ -22,6 +22,7 @@ pub mod deadline;
 pub mod endpoint;
 pub mod error;
 mod exchange;
+pub mod log_throttle;
 pub mod settings;
 pub mod tls;
 
