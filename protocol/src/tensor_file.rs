@@ -423,6 +423,11 @@ fn encode_element(dtype: DType, v: &Value, out: &mut Vec<u8>) -> Result<(), Stri
             let f: f64 = text
                 .parse()
                 .map_err(|_| format!("{text} is not a number"))?;
+            // §3.5: finite only. A literal past f64's range parses as infinity, which JSON
+            // cannot write back (found by the tensor_json fuzz target).
+            if !f.is_finite() {
+                return Err(format!("{text} overflows float64"));
+            }
             out.extend_from_slice(&f.to_le_bytes());
         }
         DType::I8 => out.push(int(i8::MIN as i128, i8::MAX as i128)? as i8 as u8),
@@ -553,6 +558,8 @@ mod tests {
             r#"{"tensors":[{"name":"x","dtype":"int32","shape":[1],"data":[1.5]}]}"#,
             r#"{"tensors":[{"name":"x","dtype":"float32","shape":[2],"data":[1]}]}"#,
             r#"{"tensors":[{"name":"x","dtype":"float32","shape":[1],"data":[1e39]}]}"#,
+            r#"{"tensors":[{"name":"x","dtype":"float64","shape":[1],"data":[1e309]}]}"#,
+            r#"{"tensors":[{"name":"x","dtype":"float64","shape":[1],"data":[-13.8e24219]}]}"#,
             r#"{"tensors":[{"name":"x","dtype":"complex","shape":[1],"data":[1]}]}"#,
             r#"{"tensors":[{"name":"x","dtype":"float32","shape":[1],"data":["1"]}]}"#,
             r#"{"tensors":[{"name":"x","dtype":"float32","shape":[1],"data":[1]},{"name":"x","dtype":"float32","shape":[1],"data":[1]}]}"#,
