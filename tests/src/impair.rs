@@ -100,6 +100,15 @@ pub struct Control {
 }
 
 impl Control {
+    /// The counters of one direction (`forward`: towards the node).
+    fn stats(&self, forward: bool) -> &Counters {
+        if forward {
+            &self.forward
+        } else {
+            &self.backward
+        }
+    }
+
     /// Whether the link is cut.
     pub fn is_partitioned(&self) -> bool {
         self.partitioned.load(Ordering::SeqCst)
@@ -358,11 +367,7 @@ fn schedule(
     socket: Arc<UdpSocket>,
     to: Option<SocketAddr>,
 ) {
-    let stats = if forward {
-        &control.forward
-    } else {
-        &control.backward
-    };
+    let stats = control.stats(forward);
     if control.is_partitioned() {
         Counters::bump(&stats.cut);
         return;
@@ -383,11 +388,7 @@ fn schedule(
     tokio::spawn(async move {
         for d in delays {
             tokio::time::sleep_until(now + d).await;
-            let stats = if forward {
-                &control.forward
-            } else {
-                &control.backward
-            };
+            let stats = control.stats(forward);
             if control.is_partitioned() {
                 Counters::bump(&stats.cut);
                 continue;

@@ -8,6 +8,7 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
+use crate::commands::calibrate::xorshift;
 use quorate_crypto::SecretKey;
 use quorate_crypto::tensor_digest::sha256;
 use quorate_node::mesh::client::{MeshClient, address_of, fresh_request};
@@ -239,7 +240,7 @@ pub async fn hostile_worker(t: Arc<Traffic>, worker: usize) {
         }
     };
     let mut conns: HashMap<usize, PeerConnection> = HashMap::new();
-    let mut seed = 0x9e37_79b9_7f4a_7c15u64 ^ worker as u64;
+    let mut next = xorshift(0x9e37_79b9_7f4a_7c15u64 ^ worker as u64);
     let mut k = worker;
     while t.running() {
         k += 1;
@@ -256,7 +257,7 @@ pub async fn hostile_worker(t: Arc<Traffic>, worker: usize) {
         let outcome = match kind {
             Hostile::StrangerFlood => stranger_flood(&t, node).await,
             _ => {
-                let frame = match hostile_frame(&t, kind, &mut seed) {
+                let frame = match hostile_frame(&t, kind, &mut next) {
                     Ok(f) => f,
                     Err(e) => {
                         t.tally
@@ -301,33 +302,30 @@ fn any_port() -> SocketAddr {
     SocketAddr::from(([127, 0, 0, 1], 0))
 }
 
-fn xorshift(s: &mut u64) -> u64 {
-    *s ^= *s << 13;
-    *s ^= *s >> 7;
-    *s ^= *s << 17;
-    *s
-}
-
-fn hostile_frame(t: &Traffic, kind: Hostile, seed: &mut u64) -> anyhow::Result<Vec<u8>> {
+fn hostile_frame(
+    t: &Traffic,
+    kind: Hostile,
+    next: &mut impl FnMut() -> u64,
+) -> anyhow::Result<Vec<u8>> {
     let valid = || -> anyhow::Result<Vec<u8>> {
         Ok(Request::Infer(fresh_request(t.model, vec![t.input.clone()], None)?).encode()?)
     };
     Ok(match kind {
         Hostile::Garbage => {
-            let len = 1 + (xorshift(seed) % 4096) as usize;
-            (0..len).map(|_| xorshift(seed) as u8).collect()
+            let len = 1 + (next() % 4096) as usize;
+            (0..len).map(|_| next() as u8).collect()
         }
         Hostile::Truncated => {
             let mut f = valid()?;
-            let cut = 1 + (xorshift(seed) as usize % (f.len() - 1));
+            let cut = 1 + (next() as usize % (f.len() - 1));
             f.truncate(cut);
             f
         }
         Hostile::Oversized => vec![0xa0; t.max_request_bytes + 1],
         Hostile::WrongRound => Request::EnsembleRound(EnsembleRound {
             job_id: quorate_crypto::random::bytes()?,
-            round: 1 + (xorshift(seed) % 4) as u8,
-            message: (0..64).map(|_| xorshift(seed) as u8).collect(),
+            round: 1 + (next() % 4) as u8,
+            message: (0..64).map(|_| next() as u8).collect(),
         })
         .encode()?,
         Hostile::Replay | Hostile::StrangerFlood => valid()?,
