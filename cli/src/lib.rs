@@ -7,6 +7,7 @@
 #[cfg(feature = "fhe")]
 pub mod bench_fhe;
 pub mod bench_hetero;
+pub mod bench_mesh;
 pub mod bench_poisoning;
 pub mod bench_secagg;
 pub mod bench_soak;

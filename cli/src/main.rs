@@ -73,6 +73,9 @@ enum BenchCommand {
     /// A live mesh under valid and hostile traffic for minutes: every valid job answered,
     /// every receipt logged, hostile traffic refused, memory and descriptors bounded.
     Soak(quorate_cli::bench_soak::BenchSoakArgs),
+    /// The hot path against its parts: latency, throughput, local batches, audits and
+    /// ensembles, each a ratio to a baseline measured in the same run.
+    Mesh(quorate_cli::bench_mesh::BenchMeshArgs),
     /// Encrypted dot product: naive scalar multiplications against pre-shifted planes.
     #[cfg(feature = "fhe")]
     Fhe(quorate_cli::bench_fhe::BenchFheArgs),
@@ -97,6 +100,7 @@ fn main() -> std::process::ExitCode {
         Command::Bench(BenchCommand::Poisoning(args)) => bench_poisoning::run(&args),
         Command::Bench(BenchCommand::Hetero(args)) => quorate_cli::bench_hetero::run(&args),
         Command::Bench(BenchCommand::Soak(args)) => quorate_cli::bench_soak::run(&args),
+        Command::Bench(BenchCommand::Mesh(args)) => quorate_cli::bench_mesh::run(&args),
         #[cfg(feature = "fhe")]
         Command::Fhe(cmd) => commands::fhe::run(&cmd),
         #[cfg(feature = "fhe")]

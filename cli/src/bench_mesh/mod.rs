@@ -1,0 +1,212 @@
+//! `quorate bench mesh` (§12.10): the hot path's figures on the user's own hardware, each a
+//! ratio against a baseline measured in the same run, ending in one summary line.
+
+mod audit;
+mod batch;
+mod ensemble;
+mod latency;
+mod sample;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::Context;
+use quorate_node::mesh::client::MeshClient;
+
+use crate::local::{LocalMesh, mlp_sample};
+use latency::Target;
+
+/// Arguments of `quorate bench mesh`.
+#[derive(clap::Args, Debug, Clone)]
+#[command(
+    after_help = "Starts five `quorate node` processes on loopback and measures, each against a \
+baseline taken in the same run (medians; a figure and its baseline are sampled in turn):\n\
+  latency/parts   one verified job over (local ONNX Runtime run + one QUIC round trip of the \
+same sizes + one durable append)            goal <= 1.5\n\
+  jobs_per_s      verified jobs per second one node serves to --clients clients  goal >= 10000\n\
+  batch/raw       --batch local runs with one batch receipt over as many raw ONNX Runtime \
+calls                                        goal <= 1.25\n\
+  audit/cores     `quorate verify` of an audit log of --audit receipts over (cores x one \
+core's raw verify_strict rate)              goal >= 0.9\n\
+  ensemble/plain  a SecAgg ensemble of five over five concurrent plain verified jobs  goal <= 3\n\n\
+The last line sums it up:\n  latency/parts=R1 jobs_per_s=N1 batch/raw=R2 audit/cores=R3 ensemble/plain=R4\n\n\
+A quick look:\n  quorate bench mesh --rounds 30 --seconds 1 --batch 100 --audit 5000 --ensembles 3"
+)]
+pub struct BenchMeshArgs {
+    /// Samples of the verified job and of each of its parts.
+    #[arg(long, default_value_t = 300)]
+    pub rounds: usize,
+    /// Concurrent clients of the throughput run, each with its own connection.
+    #[arg(long, default_value_t = 16)]
+    pub clients: usize,
+    /// Seconds of the throughput run (and of the raw ONNX Runtime run beside it).
+    #[arg(long, default_value_t = 5.0)]
+    pub seconds: f64,
+    /// Local runs in the batch.
+    #[arg(long, default_value_t = 1000)]
+    pub batch: usize,
+    /// Receipts in the audit log.
+    #[arg(long, default_value_t = 100_000)]
+    pub audit: usize,
+    /// Ensemble jobs timed (and as many rounds of five plain jobs).
+    #[arg(long, default_value_t = 20)]
+    pub ensembles: usize,
+    /// Also write every figure to this file as JSON.
+    #[arg(long, value_name = "FILE")]
+    pub json: Option<PathBuf>,
+    /// The folder holding the bundled models.
+    #[arg(long, value_name = "DIR", default_value = concat!(env!("CARGO_MANIFEST_DIR"), "/../models"))]
+    pub models: PathBuf,
+}
+
+fn us(ns: f64) -> String {
+    format!("{:.1} µs", ns / 1e3)
+}
+
+fn ms(ns: f64) -> String {
+    format!("{:.2} ms", ns / 1e6)
+}
+
+/// Runs the bench.
+pub fn run(args: &BenchMeshArgs) -> anyhow::Result<ExitCode> {
+    anyhow::ensure!(args.rounds >= 5, "--rounds must be at least 5");
+    anyhow::ensure!(
+        (1..=1024).contains(&args.clients),
+        "--clients must be 1 to 1024"
+    );
+    anyhow::ensure!(
+        args.seconds > 0.0 && args.seconds <= 3600.0,
+        "--seconds must be above 0 and at most an hour"
+    );
+    anyhow::ensure!(
+        (1..=1 << 20).contains(&args.batch),
+        "--batch must be 1 to 1048576 (§5.1)"
+    );
+    anyhow::ensure!(
+        (1..=10_000_000).contains(&args.audit),
+        "--audit must be 1 to 10,000,000"
+    );
+    anyhow::ensure!(args.ensembles >= 1, "--ensembles must be at least 1");
+    let dir = tempfile::tempdir()?;
+    let exe = std::env::current_exe().context("cannot find the quorate binary")?;
+    let (input, digest) = mlp_sample(&args.models)?;
+    let mlp = std::fs::read(args.models.join("mlp.onnx"))?;
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+
+    eprintln!("starting 5 node processes…");
+    let mesh = LocalMesh::start(dir.path(), 5, &args.models, &exe)?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    let client = {
+        let _entered = rt.enter();
+        MeshClient::new(
+            &mesh.client_key,
+            mesh.roster.clone(),
+            Duration::from_secs(30),
+        )?
+    };
+    let node = mesh
+        .roster
+        .by_name("node-1")
+        .context("the mesh has no node-1")?
+        .clone();
+    let target = Target {
+        mesh: &mesh,
+        node: &node,
+        model: (&mlp, digest),
+        input: &input,
+    };
+    println!("machine: {cores} cores");
+
+    eprintln!("latency: {} rounds…", args.rounds);
+    let lat = latency::latency(&rt, &client, &target, args.rounds, dir.path())?;
+    println!(
+        "latency     verified job {} / (local ORT {} + QUIC round trip {} ({} B out, {} B back) \
+         + durable append {}) = {:.2}   goal <= 1.5",
+        us(lat.job),
+        us(lat.ort),
+        us(lat.round_trip),
+        lat.sizes.0,
+        lat.sizes.1,
+        us(lat.append),
+        lat.ratio()
+    );
+
+    eprintln!(
+        "throughput: {} clients for {} s…",
+        args.clients, args.seconds
+    );
+    let tp = latency::throughput(&rt, &target, args.clients, args.seconds)?;
+    let (jobs_per_s, failed) = (tp.jobs_per_s, tp.failed);
+    let raw_per_s = latency::raw_throughput(&mlp, &input, args.seconds)?;
+    println!(
+        "throughput  {jobs_per_s:.0} verified jobs/s from {} clients ({failed} failed); \
+         local ORT on {cores} cores {raw_per_s:.0} runs/s; ratio {:.2}   goal >= 10000 jobs/s",
+        args.clients,
+        jobs_per_s / raw_per_s
+    );
+    if let Some(e) = &tp.first_error {
+        println!("            first failure: {e}");
+    }
+
+    eprintln!("batch: {} runs…", args.batch);
+    let b = batch::batch(&mlp, &input, args.batch, 10)?;
+    println!(
+        "batch       {} attested runs, one batch receipt {} / {} raw ORT calls {} = {:.2}   goal <= 1.25",
+        b.n,
+        ms(b.attested),
+        b.n,
+        ms(b.raw),
+        b.ratio()
+    );
+
+    eprintln!(
+        "audit: writing and verifying a log of {} receipts…",
+        args.audit
+    );
+    let a = audit::audit(dir.path(), args.audit, 3)?;
+    println!(
+        "audit       quorate verify {:.0} receipts/s / ({cores} cores x raw verify_strict {:.0}/s) = {:.2}   goal >= 0.9",
+        a.verify_rate,
+        a.raw_one_core,
+        a.ratio()
+    );
+
+    eprintln!("ensembles: {} rounds…", args.ensembles);
+    let e = ensemble::ensemble(&rt, &client, &mesh, &args.models, &input, args.ensembles)?;
+    println!(
+        "ensemble    SecAgg ensemble of 5 {} / 5 concurrent plain verified jobs {} = {:.2}   goal <= 3",
+        ms(e.ensemble),
+        ms(e.plain),
+        e.ratio()
+    );
+
+    let summary = format!(
+        "latency/parts={:.2} jobs_per_s={jobs_per_s:.0} batch/raw={:.2} audit/cores={:.2} ensemble/plain={:.2}",
+        lat.ratio(),
+        b.ratio(),
+        a.ratio(),
+        e.ratio()
+    );
+    if let Some(path) = &args.json {
+        let doc = serde_json::json!({
+            "cores": cores,
+            "latency": {"job_ns": lat.job, "ort_ns": lat.ort, "round_trip_ns": lat.round_trip,
+                        "append_ns": lat.append, "request_bytes": lat.sizes.0,
+                        "response_bytes": lat.sizes.1, "ratio": lat.ratio()},
+            "throughput": {"clients": args.clients, "jobs_per_s": jobs_per_s, "failed": failed,
+                           "raw_ort_runs_per_s": raw_per_s},
+            "batch": {"n": b.n, "attested_ns": b.attested, "raw_ns": b.raw, "ratio": b.ratio()},
+            "audit": {"n": a.n, "verify_per_s": a.verify_rate, "raw_one_core_per_s": a.raw_one_core,
+                      "ratio": a.ratio()},
+            "ensemble": {"plain_ns": e.plain, "ensemble_ns": e.ensemble, "ratio": e.ratio()},
+            "summary": summary,
+        });
+        std::fs::write(path, serde_json::to_vec_pretty(&doc)?)
+            .with_context(|| format!("cannot write {}", path.display()))?;
+    }
+    println!("{summary}");
+    Ok(ExitCode::SUCCESS)
+}
