@@ -144,11 +144,12 @@ pub fn attested_run(
 /// Runs `model` once per input set and signs every result under one batch root (§5): the
 /// results in order, and one batch receipt per result, each of which verifies alone. Job ids
 /// and salts for the whole batch come from one read of the operating system's random source
-/// (a read per salt costs about as much as a small model's run); the batch shares one nonce.
+/// (a read per salt costs about as much as a small model's run); the batch shares `nonce`.
 pub fn attested_batch(
     model: &LoadedModel,
     batch: Vec<Vec<Tensor>>,
     salted: bool,
+    nonce: Vec<u8>,
     key: &SecretKey,
     now: u64,
 ) -> anyhow::Result<(Vec<Attested>, Vec<Vec<u8>>)> {
@@ -160,7 +161,6 @@ pub fn attested_batch(
         };
     let mut pool = zeroize::Zeroizing::new(vec![0u8; per_job * batch.len()]);
     quorate_crypto::random::fill(&mut pool)?;
-    let nonce = quorate_crypto::random::bytes::<32>()?.to_vec();
     let mut draws = pool.chunks_exact(per_job);
     let mut results = Vec::with_capacity(batch.len());
     for inputs in batch {

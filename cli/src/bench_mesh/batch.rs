@@ -58,7 +58,7 @@ pub fn batch(model: &[u8], input: &Tensor, n: usize, rounds: usize) -> anyhow::R
         &mut [
             &mut || {
                 let inputs = vec![vec![input.clone()]; n];
-                attested_batch(&loaded, inputs, true, &key, 0).is_ok()
+                attested_batch(&loaded, inputs, true, vec![9; 32], &key, 0).is_ok()
             },
             &mut || {
                 (0..n).all(|_| {

@@ -19,6 +19,7 @@ pub mod node_check;
 pub mod pipeline;
 pub mod roster;
 pub mod run;
+pub mod run_batch;
 pub mod session;
 pub mod split;
 pub mod verify;

@@ -18,15 +18,27 @@ use quorate_runtime::attest::{Committed, JobParams, attested_run};
 DIR/inputs.json (the inputs with their salts, to reveal them to an auditor) and DIR/receipt.cose.\n\
 Commitments are salted by default so the receipt alone does not let anyone test guesses of\n\
 the input (§3.3).\n\n\
-Example:\n  quorate run --model models/mlp.onnx --input models/samples/features.npy \\\n      --key keys/node1.key --out out/\n  quorate verify out/receipt.cose --trust keys/node1.key.pub --tensor probabilities=out/outputs.json"
+Example:\n  quorate run --model models/mlp.onnx --input models/samples/features.npy \\\n      --key keys/node1.key --out out/\n  quorate verify out/receipt.cose --trust keys/node1.key.pub --tensor probabilities=out/outputs.json\n\n\
+Many inputs at once (--inputs DIR: every .npy, .npz and .json file in DIR is one job): the\n\
+results are signed under one batch root (§5), and each receipt in DIR/receipts/ still\n\
+verifies alone:\n  quorate run --model models/mlp.onnx --inputs patients/ --key keys/node1.key --out out/\n  quorate verify out/receipts/ --trust keys/node1.key.pub"
 )]
 pub struct RunArgs {
     /// The ONNX model file.
     #[arg(long, value_name = "FILE")]
     pub model: PathBuf,
     /// Input tensors: a .npy file (one input) or a JSON tensor list (§3.5).
-    #[arg(long, value_name = "FILE")]
-    pub input: PathBuf,
+    #[arg(
+        long,
+        value_name = "FILE",
+        required_unless_present = "inputs",
+        conflicts_with = "inputs"
+    )]
+    pub input: Option<PathBuf>,
+    /// A folder of input files (.npy, .npz or JSON, §3.5), one job each, in name order:
+    /// all results are signed under one batch root (§5).
+    #[arg(long, value_name = "DIR")]
+    pub inputs: Option<PathBuf>,
     /// Name of the model input a .npy file feeds (default: the model's only input).
     #[arg(long, value_name = "NAME")]
     pub input_name: Option<String>,
@@ -51,7 +63,44 @@ pub struct RunArgs {
 pub fn run(args: &RunArgs) -> anyhow::Result<ExitCode> {
     let key = load_secret_key(&args.key)?;
     let model = LoadedModel::from_file(&args.model, args.threads)?;
-    let bytes = read_limited(&args.input, MAX_FILE_LEN as u64)?;
+    if let Some(dir) = &args.inputs {
+        return super::run_batch::run(args, dir, &model, &key);
+    }
+    let input = args
+        .input
+        .as_ref()
+        .context("give --input FILE or --inputs DIR")?;
+    let tensors = load_inputs(&model, input, args)?;
+    let mut job = JobParams::fresh_local(!args.no_salt)?;
+    if let Some(n) = &args.nonce {
+        job.nonce = parse_nonce(n)?;
+    }
+    let (attested, receipt) = attested_run(&model, tensors, &job, &key, unix_now())?;
+    write_results(&args.out, "", &attested, &receipt)?;
+    print_run(&model, &attested, &key, &job);
+    println!(
+        "wrote     {}/outputs.json, inputs.json, receipt.cose",
+        args.out.display()
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The client nonce of `--nonce`: hex, 16 to 64 bytes (§4.2).
+pub fn parse_nonce(hex_text: &str) -> anyhow::Result<Vec<u8>> {
+    let nonce = hex::decode(hex_text).context("--nonce must be hex")?;
+    if !quorate_protocol::receipt::NONCE_LEN.contains(&nonce.len()) {
+        bail!("--nonce must be 16 to 64 bytes, found {}", nonce.len());
+    }
+    Ok(nonce)
+}
+
+/// Reads one input file and checks it against the model's inputs.
+pub fn load_inputs(
+    model: &LoadedModel,
+    path: &std::path::Path,
+    args: &RunArgs,
+) -> anyhow::Result<Vec<quorate_protocol::tensor::Tensor>> {
+    let bytes = read_limited(path, MAX_FILE_LEN as u64)?;
     let npy_name = match (&args.input_name, model.inputs.as_slice()) {
         (Some(n), _) => n.clone(),
         (None, [only]) => only.name.clone(),
@@ -64,41 +113,67 @@ pub fn run(args: &RunArgs) -> anyhow::Result<ExitCode> {
         );
     }
     let tensors = tensor_file::parse_any(&bytes, &npy_name)
-        .with_context(|| format!("input {}", args.input.display()))?;
-    let tensors = model
+        .with_context(|| format!("input {}", path.display()))?;
+    model
         .check_inputs(tensors.into_iter().map(|r| r.tensor).collect())
         .with_context(|| {
             format!(
                 "input {} does not fit model {}",
-                args.input.display(),
+                path.display(),
                 args.model.display()
             )
-        })?;
-    let mut job = JobParams::fresh_local(!args.no_salt)?;
-    if let Some(n) = &args.nonce {
-        let nonce = hex::decode(n).context("--nonce must be hex")?;
-        if !quorate_protocol::receipt::NONCE_LEN.contains(&nonce.len()) {
-            bail!("--nonce must be 16 to 64 bytes, found {}", nonce.len());
-        }
-        job.nonce = nonce;
-    }
-    let (attested, receipt) = attested_run(&model, tensors, &job, &key, unix_now())?;
+        })
+}
 
-    std::fs::create_dir_all(&args.out)
-        .with_context(|| format!("cannot create {}", args.out.display()))?;
+/// Writes `out/outputs.json`, `out/inputs.json` (private: it reveals the inputs and their
+/// salts) and `out/receipt.cose`; for a job of a batch, `job_name` names it and its files go
+/// to `out/outputs/`, `out/inputs/` and `out/receipts/`.
+pub fn write_results(
+    out: &std::path::Path,
+    job_name: &str,
+    attested: &quorate_runtime::attest::Attested,
+    receipt: &[u8],
+) -> anyhow::Result<()> {
     let doc = |list: &[Committed]| tensors_json(list.iter().map(|c| (&c.tensor, c.salt.as_ref())));
+    let (outputs, inputs, receipt_path) = if job_name.is_empty() {
+        (
+            out.join("outputs.json"),
+            out.join("inputs.json"),
+            out.join("receipt.cose"),
+        )
+    } else {
+        (
+            out.join("outputs").join(format!("{job_name}.json")),
+            out.join("inputs").join(format!("{job_name}.json")),
+            out.join("receipts").join(format!("{job_name}.cose")),
+        )
+    };
+    for p in [&outputs, &inputs, &receipt_path] {
+        if let Some(parent) = p.parent() {
+            std::fs::create_dir_all(parent)
+                .with_context(|| format!("cannot create {}", parent.display()))?;
+        }
+    }
     write_atomic(
-        &args.out.join("outputs.json"),
+        &outputs,
         serde_json::to_vec_pretty(&doc(&attested.outputs))?.as_slice(),
         0o644,
     )?;
     write_atomic(
-        &args.out.join("inputs.json"),
+        &inputs,
         serde_json::to_vec_pretty(&doc(&attested.inputs))?.as_slice(),
         0o600,
     )?;
-    write_atomic(&args.out.join("receipt.cose"), &receipt, 0o644)?;
+    write_atomic(&receipt_path, receipt, 0o644)?;
+    Ok(())
+}
 
+fn print_run(
+    model: &LoadedModel,
+    attested: &quorate_runtime::attest::Attested,
+    key: &quorate_crypto::SecretKey,
+    job: &JobParams,
+) {
     println!("model     sha256:{}", hex::encode(model.digest));
     println!(
         "runtime   {} on {}",
@@ -121,9 +196,4 @@ pub fn run(args: &RunArgs) -> anyhow::Result<ExitCode> {
         key.public_key().key_id(),
         hex::encode(job.job_id)
     );
-    println!(
-        "wrote     {}/outputs.json, inputs.json, receipt.cose",
-        args.out.display()
-    );
-    Ok(ExitCode::SUCCESS)
 }

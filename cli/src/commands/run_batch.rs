@@ -1,0 +1,103 @@
+//! `quorate run --inputs DIR`: one attested job per input file, all signed under one batch
+//! root (§5), each result with a receipt that verifies alone.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::{Context, bail};
+use quorate_crypto::SecretKey;
+use quorate_node::clock::unix_now;
+use quorate_runtime::LoadedModel;
+use quorate_runtime::attest::attested_batch;
+
+use super::run::{RunArgs, load_inputs, parse_nonce, write_results};
+
+/// Most input files in one batch (§5.1: a batch holds at most 2^20 leaves).
+const MAX_BATCH: usize = 1 << 20;
+
+/// The input files in `dir` (`.npy`, `.npz`, `.json`), in name order.
+fn input_files(dir: &Path) -> anyhow::Result<Vec<PathBuf>> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
+        .with_context(|| format!("cannot read the folder {}", dir.display()))?
+        .map(|e| e.map(|e| e.path()))
+        .collect::<Result<_, _>>()
+        .with_context(|| format!("cannot list {}", dir.display()))?;
+    files.retain(|p| {
+        p.is_file()
+            && p.extension()
+                .is_some_and(|e| e == "npy" || e == "npz" || e == "json")
+    });
+    files.sort();
+    if files.is_empty() {
+        bail!(
+            "{} holds no input files (.npy, .npz or .json, one job each)",
+            dir.display()
+        );
+    }
+    if files.len() > MAX_BATCH {
+        bail!(
+            "{} holds {} input files; a batch takes at most {MAX_BATCH} (§5.1): split the folder",
+            dir.display(),
+            files.len()
+        );
+    }
+    Ok(files)
+}
+
+/// Runs the batch and writes each job's files under `--out`, named after its input file.
+pub fn run(
+    args: &RunArgs,
+    dir: &Path,
+    model: &LoadedModel,
+    key: &SecretKey,
+) -> anyhow::Result<ExitCode> {
+    let files = input_files(dir)?;
+    let names: Vec<String> = files
+        .iter()
+        .map(|p| {
+            p.file_stem()
+                .map_or_else(String::new, |s| s.to_string_lossy().into_owned())
+        })
+        .collect();
+    let mut seen = std::collections::HashSet::new();
+    if let Some(dup) = names.iter().find(|n| !seen.insert(n.as_str())) {
+        bail!(
+            "two input files in {} are named {dup:?} (say {dup}.npy and {dup}.json): their results would overwrite each other",
+            dir.display()
+        );
+    }
+    // Every input is read and checked before anything runs: a bad file stops the batch
+    // with its name, and nothing is signed.
+    let inputs = files
+        .iter()
+        .map(|f| load_inputs(model, f, args))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let nonce = match &args.nonce {
+        Some(n) => parse_nonce(n)?,
+        None => quorate_crypto::random::bytes::<32>()?.to_vec(),
+    };
+    let (results, receipts) = attested_batch(model, inputs, !args.no_salt, nonce, key, unix_now())?;
+    let total = results.len();
+    let show = total >= 1000 && std::io::IsTerminal::is_terminal(&std::io::stderr());
+    for (i, ((attested, receipt), name)) in results.iter().zip(&receipts).zip(&names).enumerate() {
+        write_results(&args.out, name, attested, receipt)?;
+        if show && (i + 1) % 500 == 0 {
+            eprint!("\rwrote {} of {total} results", i + 1);
+        }
+    }
+    if show {
+        eprintln!();
+    }
+    println!("model     sha256:{}", hex::encode(model.digest));
+    println!(
+        "ran       {total} jobs from {} on {}, signed under one batch root by {}",
+        dir.display(),
+        model.provider,
+        key.public_key().key_id()
+    );
+    println!(
+        "wrote     {}/receipts/NAME.cose, outputs/NAME.json, inputs/NAME.json for each input NAME",
+        args.out.display()
+    );
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,143 @@
+//! `quorate run --inputs DIR` (§5): one job per input file, signed under one batch root;
+//! every receipt verifies alone with `quorate verify`, its revealed output matches its
+//! commitment, and a receipt moved to another job's output, or altered, fails. Bad folders
+//! are refused before anything is signed.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::path::Path;
+
+use quorate_protocol::tensor::Tensor;
+use quorate_protocol::tensor_file::{parse_npy, to_npy};
+use quorate_tests::{quorate, repo_root, text};
+
+fn keygen(dir: &Path) -> (String, String) {
+    let key = dir.join("node.key");
+    let o = quorate(["keygen", "--out", key.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", text(&o));
+    let key = key.to_str().unwrap().to_string();
+    (key.clone(), format!("{key}.pub"))
+}
+
+/// Writes `n` different patients (the bundled sample, shifted) as `.npy` files.
+fn patients(dir: &Path, n: usize) {
+    let sample = std::fs::read(repo_root().join("models/samples/features.npy")).unwrap();
+    let base = parse_npy(&sample, "features").unwrap().to_f64_vec();
+    std::fs::create_dir_all(dir).unwrap();
+    for i in 0..n {
+        let values: Vec<f32> = base.iter().map(|v| *v as f32 + i as f32 * 0.1).collect();
+        let t = Tensor::from_f32("features", vec![1, 30], &values).unwrap();
+        std::fs::write(dir.join(format!("patient-{i:02}.npy")), to_npy(&t)).unwrap();
+    }
+}
+
+fn run_batch(inputs: &Path, key: &str, out: &Path) -> std::process::Output {
+    quorate([
+        "run",
+        "--model",
+        repo_root().join("models/mlp.onnx").to_str().unwrap(),
+        "--inputs",
+        inputs.to_str().unwrap(),
+        "--key",
+        key,
+        "--out",
+        out.to_str().unwrap(),
+    ])
+}
+
+#[test]
+fn every_batch_receipt_verifies_alone_and_binds_its_own_output() {
+    let dir = tempfile::tempdir().unwrap();
+    let (key, public) = keygen(dir.path());
+    let inputs = dir.path().join("patients");
+    patients(&inputs, 5);
+    let out = dir.path().join("out");
+    let o = run_batch(&inputs, &key, &out);
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(text(&o).contains("ran       5 jobs"), "{}", text(&o));
+
+    // All five at once, then each alone with its revealed output.
+    let o = quorate([
+        "verify",
+        out.join("receipts").to_str().unwrap(),
+        "--trust",
+        &public,
+    ]);
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(
+        text(&o).contains("5 of 5 receipts verified"),
+        "{}",
+        text(&o)
+    );
+    for i in [0, 4] {
+        let receipt = out.join(format!("receipts/patient-{i:02}.cose"));
+        let output = out.join(format!("outputs/patient-{i:02}.json"));
+        let o = quorate([
+            "verify",
+            receipt.to_str().unwrap(),
+            "--trust",
+            &public,
+            "--tensor",
+            &format!("probabilities={}", output.display()),
+        ]);
+        assert!(o.status.success(), "{}", text(&o));
+        // A batch receipt starts with an array of five (§5.4), not a COSE tag.
+        assert_eq!(std::fs::read(&receipt).unwrap()[0], 0x85);
+    }
+    // Another job's output does not match this receipt's commitment.
+    let o = quorate([
+        "verify",
+        out.join("receipts/patient-00.cose").to_str().unwrap(),
+        "--trust",
+        &public,
+        "--tensor",
+        &format!(
+            "probabilities={}",
+            out.join("outputs/patient-01.json").display()
+        ),
+    ]);
+    assert!(!o.status.success(), "{}", text(&o));
+    assert!(text(&o).contains("does not match"), "{}", text(&o));
+    // One flipped byte in the leaf payload breaks its inclusion proof.
+    let path = out.join("receipts/patient-02.cose");
+    let mut bytes = std::fs::read(&path).unwrap();
+    bytes[40] ^= 1;
+    std::fs::write(&path, bytes).unwrap();
+    let o = quorate(["verify", path.to_str().unwrap(), "--trust", &public]);
+    assert!(!o.status.success(), "{}", text(&o));
+    // The inputs (with their salts) are private.
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(out.join("inputs/patient-03.json"))
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o600);
+}
+
+#[test]
+fn bad_folders_are_refused_before_anything_is_signed() {
+    let dir = tempfile::tempdir().unwrap();
+    let (key, _) = keygen(dir.path());
+    let empty = dir.path().join("empty");
+    std::fs::create_dir_all(&empty).unwrap();
+    let out = dir.path().join("out");
+    let o = run_batch(&empty, &key, &out);
+    assert!(!o.status.success());
+    assert!(text(&o).contains("holds no input files"), "{}", text(&o));
+
+    let mixed = dir.path().join("mixed");
+    patients(&mixed, 3);
+    std::fs::write(mixed.join("patient-01.json"), b"[]").unwrap();
+    let o = run_batch(&mixed, &key, &out);
+    assert!(!o.status.success());
+    assert!(text(&o).contains("named \"patient-01\""), "{}", text(&o));
+
+    let wrong = dir.path().join("wrong");
+    patients(&wrong, 2);
+    let t = Tensor::from_f32("features", vec![1, 3], &[1.0, 2.0, 3.0]).unwrap();
+    std::fs::write(wrong.join("short.npy"), to_npy(&t)).unwrap();
+    let o = run_batch(&wrong, &key, &out);
+    assert!(!o.status.success());
+    assert!(text(&o).contains("short.npy"), "{}", text(&o));
+    assert!(!out.join("receipts").exists(), "nothing may be written");
+}
