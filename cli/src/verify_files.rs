@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 
 use quorate_crypto::{KeyId, PublicKey};
 use quorate_node::files::read_limited;
+use quorate_protocol::audit_log::{MAGIC, RECORD_HEADER, RecordReader};
 use quorate_protocol::chain::{MAX_CHAIN_LEN, Pipeline};
 use quorate_protocol::ensemble::{MAX_AGGREGATE_LEN, MAX_TRANSCRIPT_LEN};
 use quorate_protocol::evidence::MAX_BUNDLE_LEN;
@@ -15,7 +16,7 @@ use quorate_verify::TrustStore;
 use quorate_verify::bundle::{BundleFileReport, looks_like_bundle, verify_bundle};
 use quorate_verify::chain::{ChainReport, verify_chain};
 use quorate_verify::receipts::{
-    Failure, FileReport, MAX_AUDIT_LOG_LEN, Source, expand, verify_receipts,
+    Failure, FileReport, RevealedBlob, Source, check_blobs, verify_receipts,
 };
 
 /// The file extension of a chain document.
@@ -65,58 +66,197 @@ fn read_capped(path: &Path, limit: u64) -> Result<Vec<u8>, String> {
     read_limited(path, limit).map_err(|e| format!("{e:#}"))
 }
 
-/// Reads and verifies receipt files and audit logs; the signatures of all of them are
-/// checked in one batch. Audit logs (§12.4) count as one receipt per record, `FILE#N`.
+/// Reads and verifies receipt files and audit logs, returning every report (for callers
+/// that need them all; `quorate verify` streams with [`verify_streaming`] instead).
 pub fn verify_files(
     files: &[PathBuf],
     trust: &TrustStore,
     reveals: &[RevealedTensor],
 ) -> Vec<FileReport> {
-    let sources = files
-        .iter()
-        .flat_map(|path| {
-            let limit = if path.extension().is_some_and(|e| e == "qlog") {
-                MAX_AUDIT_LOG_LEN
-            } else {
-                MAX_RECEIPT_LEN as u64
-            };
-            match read_limited(path, limit) {
-                Ok(bytes) => expand(&label(path), bytes),
-                Err(e) => vec![Source {
-                    label: label(path),
-                    bytes: Err(Failure::Io(format!("{e:#}"))),
-                }],
-            }
-        })
-        .collect::<Vec<Source>>();
-    let total = sources.len();
-    // Progress on a terminal for long audits (§6.4): the receipts go through in rounds, each
-    // split across the cores, and a line on stderr says how far it got.
-    let show = total >= PROGRESS_FROM && std::io::stderr().is_terminal();
-    if !show {
-        return verify_receipts(sources, trust, reveals);
-    }
-    let started = std::time::Instant::now();
-    let mut reports = Vec::with_capacity(total);
-    let mut rest = sources.into_iter().peekable();
-    while rest.peek().is_some() {
-        let round: Vec<Source> = rest.by_ref().take(PROGRESS_ROUND).collect();
-        reports.extend(verify_receipts(round, trust, reveals));
-        let rate = reports.len() as f64 / started.elapsed().as_secs_f64().max(1e-9);
-        eprint!(
-            "\rverified {} of {total} receipts ({}%, {rate:.0}/s)   ",
-            reports.len(),
-            reports.len() * 100 / total
-        );
-    }
-    eprintln!();
+    let mut reports = Vec::new();
+    verify_streaming(files, trust, reveals, &[], &mut |r| reports.push(r));
     reports
 }
 
-/// Receipts below which no progress is shown.
-const PROGRESS_FROM: usize = 20_000;
-/// Receipts per progress step.
-const PROGRESS_ROUND: usize = 8192;
+/// How many receipts a streaming verification saw, and how many failed.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Tally {
+    /// Receipts (audit-log records count one each; a torn tail counts as one failure).
+    pub total: usize,
+    /// Those that failed.
+    pub failed: usize,
+}
+
+/// Reads and verifies receipt files and audit logs (§6.4) in rounds of [`ROUND`] receipts,
+/// each round split across the cores, and hands every report to `on_report` in order,
+/// keeping none: an audit log of any length is read record by record and checked in
+/// bounded memory. Audit-log records are labelled `FILE#N`, a torn tail `FILE#tail`.
+/// Revealed blobs (§16.6) are checked against every receipt that verified. On a terminal,
+/// long audits show their progress on stderr.
+pub fn verify_streaming(
+    files: &[PathBuf],
+    trust: &TrustStore,
+    reveals: &[RevealedTensor],
+    blobs: &[RevealedBlob],
+    on_report: &mut dyn FnMut(FileReport),
+) -> Tally {
+    let total_bytes: u64 = files
+        .iter()
+        .filter_map(|p| std::fs::metadata(p).ok())
+        .map(|m| m.len())
+        .sum();
+    let show = total_bytes >= PROGRESS_FROM_BYTES && std::io::stderr().is_terminal();
+    let started = std::time::Instant::now();
+    let mut sources = Sources::new(files);
+    let mut tally = Tally::default();
+    loop {
+        let round: Vec<Source> = sources.by_ref().take(ROUND).collect();
+        if round.is_empty() {
+            break;
+        }
+        let mut reports = verify_receipts(round, trust, reveals);
+        check_blobs(&mut reports, blobs);
+        for r in reports {
+            tally.total += 1;
+            tally.failed += usize::from(r.failure.is_some());
+            on_report(r);
+        }
+        if show {
+            let rate = tally.total as f64 / started.elapsed().as_secs_f64().max(1e-9);
+            eprint!(
+                "\rverified {} receipts ({}% of {} MB, {rate:.0}/s)   ",
+                tally.total,
+                sources.bytes_read * 100 / total_bytes.max(1),
+                total_bytes >> 20
+            );
+        }
+    }
+    if show {
+        eprintln!();
+    }
+    tally
+}
+
+/// Bytes of input below which no progress is shown (about 20,000 receipts).
+const PROGRESS_FROM_BYTES: u64 = 10 << 20;
+/// Receipts per round: enough to keep every core busy, few enough to bound memory.
+pub const ROUND: usize = 8192;
+
+/// The receipts of a list of files, read lazily: a receipt file whole (within its size
+/// bound), an audit log record by record.
+struct Sources<'a> {
+    files: std::slice::Iter<'a, PathBuf>,
+    log: Option<(
+        String,
+        usize,
+        RecordReader<std::io::BufReader<std::fs::File>>,
+    )>,
+    bytes_read: u64,
+}
+
+impl<'a> Sources<'a> {
+    fn new(files: &'a [PathBuf]) -> Self {
+        Self {
+            files: files.iter(),
+            log: None,
+            bytes_read: 0,
+        }
+    }
+
+    /// The next record of the open audit log, its torn tail, or `None` when it is done.
+    fn next_record(&mut self) -> Option<Source> {
+        let (label, index, reader) = self.log.as_mut()?;
+        let at = format!("{label}#{index}");
+        match reader.next_record() {
+            Ok(Some(bytes)) => {
+                *index += 1;
+                self.bytes_read += (RECORD_HEADER + bytes.len()) as u64;
+                Some(Source {
+                    label: at,
+                    bytes: Ok(bytes),
+                })
+            }
+            Ok(None) => {
+                let torn = reader.torn_bytes;
+                let tail = format!("{label}#tail");
+                self.bytes_read += torn;
+                self.log = None;
+                (torn > 0).then(|| Source {
+                    label: tail,
+                    bytes: Err(Failure::Malformed(format!("torn tail of {torn} bytes"))),
+                })
+            }
+            Err(e) => {
+                self.log = None;
+                Some(Source {
+                    label: at,
+                    bytes: Err(Failure::Io(format!("reading stopped: {e}"))),
+                })
+            }
+        }
+    }
+
+    /// Opens `path`: an audit log becomes the open log, anything else one receipt.
+    fn open(&mut self, path: &Path) -> Option<Source> {
+        let fail = |e: String| {
+            Some(Source {
+                label: label(path),
+                bytes: Err(Failure::Io(e)),
+            })
+        };
+        let mut head = [0u8; MAGIC.len()];
+        let is_log = std::fs::File::open(path)
+            .and_then(|mut f| std::io::Read::read(&mut f, &mut head))
+            .is_ok_and(|n| n == head.len() && &head == MAGIC);
+        if !is_log {
+            return match read_limited(path, MAX_RECEIPT_LEN as u64) {
+                Ok(bytes) => {
+                    self.bytes_read += bytes.len() as u64;
+                    Some(Source {
+                        label: label(path),
+                        bytes: Ok(bytes),
+                    })
+                }
+                Err(e) => fail(format!("{e:#}")),
+            };
+        }
+        let file = match std::fs::File::open(path) {
+            Ok(f) => f,
+            Err(e) => return fail(format!("cannot open {}: {e}", path.display())),
+        };
+        match RecordReader::new(std::io::BufReader::with_capacity(1 << 20, file)) {
+            Ok(Ok(reader)) => {
+                self.bytes_read += MAGIC.len() as u64;
+                self.log = Some((label(path), 0, reader));
+                self.next()
+            }
+            Ok(Err(e)) => Some(Source {
+                label: label(path),
+                bytes: Err(Failure::Malformed(e.to_string())),
+            }),
+            Err(e) => fail(format!("cannot read {}: {e}", path.display())),
+        }
+    }
+}
+
+impl Iterator for Sources<'_> {
+    type Item = Source;
+
+    fn next(&mut self) -> Option<Source> {
+        loop {
+            if self.log.is_some() {
+                if let Some(s) = self.next_record() {
+                    return Some(s);
+                }
+                continue;
+            }
+            let path = self.files.next()?;
+            if let Some(s) = self.open(path) {
+                return Some(s);
+            }
+        }
+    }
+}
 
 fn is_bundle_file(path: &Path) -> bool {
     if path.extension().is_some_and(|e| e == "bundle") {

@@ -31,27 +31,95 @@ pub fn scan(bytes: &[u8]) -> Result<Scan, NotAnAuditLog> {
     if !is_audit_log(bytes) {
         return Err(NotAnAuditLog);
     }
-    let mut pos = MAGIC.len();
+    let mut reader = RecordReader::after_magic(&bytes[MAGIC.len()..]);
     let mut records = Vec::new();
-    while bytes.len() - pos >= RECORD_HEADER {
-        let len = u32::from_be_bytes([bytes[pos], bytes[pos + 1], bytes[pos + 2], bytes[pos + 3]])
-            as usize;
-        let body = pos + RECORD_HEADER;
-        if len > MAX_RECEIPT_LEN || bytes.len() - body < len {
-            break;
-        }
-        let record = &bytes[body..body + len];
-        if sha256(record)[..] != bytes[pos + 4..body] {
-            break;
-        }
-        records.push(record.to_vec());
-        pos = body + len;
+    // Reading a slice cannot fail; an error would only end the records early.
+    while let Ok(Some(record)) = reader.next_record() {
+        records.push(record);
     }
     Ok(Scan {
         records,
-        good_len: pos as u64,
-        torn_bytes: (bytes.len() - pos) as u64,
+        good_len: reader.good_len,
+        torn_bytes: reader.torn_bytes,
     })
+}
+
+/// Reads an audit log's records one at a time from any reader (a file, a slice), so that a
+/// log of any length is checked in bounded memory (§6.4): at most one record of
+/// [`MAX_RECEIPT_LEN`] bytes is held. It ends at the first incomplete or mismatching record,
+/// with the bytes from there to the end counted in [`Self::torn_bytes`].
+pub struct RecordReader<R> {
+    inner: R,
+    /// Offset just past the last complete record.
+    pub good_len: u64,
+    /// Bytes after it, known once the reader has ended.
+    pub torn_bytes: u64,
+    ended: bool,
+}
+
+impl<R: std::io::Read> RecordReader<R> {
+    /// Checks the magic, then reads records from what follows.
+    pub fn new(mut inner: R) -> std::io::Result<Result<Self, NotAnAuditLog>> {
+        let mut magic = [0u8; MAGIC.len()];
+        if read_up_to(&mut inner, &mut magic)? < MAGIC.len() || &magic != MAGIC {
+            return Ok(Err(NotAnAuditLog));
+        }
+        Ok(Ok(Self::after_magic(inner)))
+    }
+
+    fn after_magic(inner: R) -> Self {
+        Self {
+            inner,
+            good_len: MAGIC.len() as u64,
+            torn_bytes: 0,
+            ended: false,
+        }
+    }
+
+    /// The next complete record, or `None` at the end of the log or of its good part.
+    pub fn next_record(&mut self) -> std::io::Result<Option<Vec<u8>>> {
+        if self.ended {
+            return Ok(None);
+        }
+        let mut header = [0u8; RECORD_HEADER];
+        let got = read_up_to(&mut self.inner, &mut header)?;
+        if got < RECORD_HEADER {
+            return self.end(got);
+        }
+        let len = u32::from_be_bytes([header[0], header[1], header[2], header[3]]) as usize;
+        if len > MAX_RECEIPT_LEN {
+            return self.end(got);
+        }
+        let mut record = vec![0u8; len];
+        let body = read_up_to(&mut self.inner, &mut record)?;
+        if body < len || sha256(&record)[..] != header[4..] {
+            return self.end(got + body);
+        }
+        self.good_len += (RECORD_HEADER + len) as u64;
+        Ok(Some(record))
+    }
+
+    /// Ends the log: `read` bytes of a bad record were consumed; the rest is counted too.
+    fn end(&mut self, read: usize) -> std::io::Result<Option<Vec<u8>>> {
+        self.ended = true;
+        let rest = std::io::copy(&mut self.inner, &mut std::io::sink())?;
+        self.torn_bytes = read as u64 + rest;
+        Ok(None)
+    }
+}
+
+/// Fills `buf` as far as the reader goes; returns how many bytes it got.
+fn read_up_to(r: &mut impl std::io::Read, buf: &mut [u8]) -> std::io::Result<usize> {
+    let mut got = 0;
+    while got < buf.len() {
+        match r.read(&mut buf[got..]) {
+            Ok(0) => break,
+            Ok(n) => got += n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(got)
 }
 
 /// Whether the bytes are an audit log (by its magic).
@@ -66,4 +134,78 @@ pub fn record(receipt: &[u8]) -> Vec<u8> {
     record.extend_from_slice(&sha256(receipt));
     record.extend_from_slice(receipt);
     record
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    fn log(records: &[Vec<u8>]) -> Vec<u8> {
+        let mut out = MAGIC.to_vec();
+        for r in records {
+            out.extend(record(r));
+        }
+        out
+    }
+
+    /// A reader that hands out one byte per call, as a slow pipe might.
+    struct Trickle<'a>(&'a [u8]);
+    impl std::io::Read for Trickle<'_> {
+        fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+            match (self.0.split_first(), buf.first_mut()) {
+                (Some((b, rest)), Some(slot)) => {
+                    *slot = *b;
+                    self.0 = rest;
+                    Ok(1)
+                }
+                _ => Ok(0),
+            }
+        }
+    }
+
+    #[test]
+    fn every_cut_of_a_log_keeps_exactly_the_complete_records() {
+        let records: Vec<Vec<u8>> = (0..4u8).map(|i| vec![i; 10 + usize::from(i)]).collect();
+        let full = log(&records);
+        let mut ends = vec![MAGIC.len()];
+        for r in &records {
+            ends.push(ends[ends.len() - 1] + RECORD_HEADER + r.len());
+        }
+        for cut in MAGIC.len()..=full.len() {
+            let bytes = &full[..cut];
+            let whole = ends.iter().filter(|&&e| e <= cut).count() - 1;
+            let scan = scan(bytes).unwrap();
+            assert_eq!(scan.records, records[..whole], "cut at {cut}");
+            assert_eq!(scan.good_len, ends[whole] as u64);
+            assert_eq!(scan.torn_bytes, (cut - ends[whole]) as u64);
+            // The same through a reader that gets one byte at a time.
+            let mut reader = RecordReader::new(Trickle(bytes)).unwrap().unwrap();
+            let mut streamed = Vec::new();
+            while let Some(r) = reader.next_record().unwrap() {
+                streamed.push(r);
+            }
+            assert_eq!(streamed, scan.records);
+            assert_eq!(reader.torn_bytes, scan.torn_bytes);
+        }
+    }
+
+    #[test]
+    fn a_mismatching_or_oversized_record_ends_the_good_part() {
+        let records: Vec<Vec<u8>> = (0..3u8).map(|i| vec![i; 20]).collect();
+        let mut bytes = log(&records);
+        let second = MAGIC.len() + RECORD_HEADER + 20;
+        bytes[second + RECORD_HEADER] ^= 1; // second record's body
+        let scan1 = scan(&bytes).unwrap();
+        assert_eq!(scan1.records.len(), 1);
+        assert_eq!(scan1.torn_bytes, (bytes.len() - second) as u64);
+
+        let mut bytes = log(&records);
+        bytes[second..second + 4].copy_from_slice(&u32::MAX.to_be_bytes());
+        let scan2 = scan(&bytes).unwrap();
+        assert_eq!(scan2.records.len(), 1);
+        assert_eq!(scan2.good_len, second as u64);
+        assert!(scan(b"not a log").is_err());
+        assert!(RecordReader::new(&b"QUORATE"[..]).unwrap().is_err());
+    }
 }

@@ -274,35 +274,46 @@ pub fn human_line(r: &FileReport) -> String {
 
 /// The machine-readable form (§6.3).
 pub fn json_report(reports: &[FileReport]) -> serde_json::Value {
-    let items: Vec<serde_json::Value> = reports
-        .iter()
-        .map(|r| {
-            let mut o = json!({
-                "path": r.label,
-                "ok": r.failure.is_none(),
-            });
-            if let Some(f) = &r.failure {
-                o["error"] = json!(failure_code(f));
-                o["reason"] = json!(f.to_string());
-            }
-            if let Some(receipt) = &r.receipt {
-                let p = receipt.payload();
-                o["form"] = json!(if matches!(receipt, AnyReceipt::Batch(_)) { "batch" } else { "single" });
-                o["kid"] = json!(receipt.kid().to_string());
-                o["signer"] = json!(r.signer);
-                o["kind"] = json!(p.kind.name());
-                o["job_id"] = json!(hex::encode(p.job_id));
-                o["model_digest"] = json!(hex::encode(p.model_digest));
-                o["issued_at"] = json!(p.issued_at);
-                o["provider"] = json!(p.provider);
-                o["runtime"] = json!(p.runtime);
-                o["outputs"] = json!(p.outputs.iter().map(|c| json!({"name": c.name, "digest": hex::encode(c.digest), "salted": c.salted})).collect::<Vec<_>>());
-                o["tensors_checked"] = json!(r.tensors_checked);
-            }
-            o
-        })
-        .collect();
+    let items: Vec<serde_json::Value> = reports.iter().map(json_entry).collect();
     json!({ "ok": reports.iter().all(|r| r.failure.is_none()) && !reports.is_empty(), "receipts": items })
+}
+
+/// One report's entry in the machine-readable form (§6.3).
+pub fn json_entry(r: &FileReport) -> serde_json::Value {
+    let mut o = json!({
+        "path": r.label,
+        "ok": r.failure.is_none(),
+    });
+    if let Some(f) = &r.failure {
+        o["error"] = json!(failure_code(f));
+        o["reason"] = json!(f.to_string());
+    }
+    if let Some(receipt) = &r.receipt {
+        let p = receipt.payload();
+        o["form"] = json!(if matches!(receipt, AnyReceipt::Batch(_)) {
+            "batch"
+        } else {
+            "single"
+        });
+        o["kid"] = json!(receipt.kid().to_string());
+        o["signer"] = json!(r.signer);
+        o["kind"] = json!(p.kind.name());
+        o["job_id"] = json!(hex::encode(p.job_id));
+        o["model_digest"] = json!(hex::encode(p.model_digest));
+        o["issued_at"] = json!(p.issued_at);
+        o["provider"] = json!(p.provider);
+        o["runtime"] = json!(p.runtime);
+        o["outputs"] = json!(
+            p.outputs
+                .iter()
+                .map(
+                    |c| json!({"name": c.name, "digest": hex::encode(c.digest), "salted": c.salted})
+                )
+                .collect::<Vec<_>>()
+        );
+        o["tensors_checked"] = json!(r.tensors_checked);
+    }
+    o
 }
 
 /// Stable machine-readable failure codes (§6.3).

@@ -6,10 +6,12 @@ use std::process::ExitCode;
 use anyhow::{Context, bail};
 use quorate_protocol::tensor_file::{self, MAX_FILE_LEN, RevealedTensor};
 
-use crate::verify_files::{collect_files, verify_files};
+use std::io::Write;
+
+use crate::verify_files::{collect_files, verify_streaming};
 use quorate_node::files::{load_public_key, read_limited};
 use quorate_verify::TrustStore;
-use quorate_verify::receipts::{human_line, json_report};
+use quorate_verify::receipts::{human_line, json_entry};
 
 /// Arguments of `quorate verify`.
 #[derive(clap::Args)]
@@ -178,72 +180,115 @@ pub fn run(args: &VerifyArgs) -> anyhow::Result<ExitCode> {
         .map(|p| (p, crate::verify_files::verify_aggregate_file(p, &lookup)))
         .collect();
     let ensembles_failed = ensemble_results.iter().filter(|(_, r)| r.is_err()).count();
-    let mut reports = verify_files(
-        &files,
-        &trust,
-        if chains.is_empty() { &reveals } else { &[] },
-    );
-    quorate_verify::receipts::check_blobs(&mut reports, &blobs);
-    let receipts_failed = reports.iter().filter(|r| r.failure.is_some()).count();
-    let failed = receipts_failed + chains_failed + ensembles_failed;
-    if args.json {
-        let mut doc = json_report(&reports);
-        if !ensemble_results.is_empty() {
-            doc["aggregates"] = serde_json::json!(
-                ensemble_results
-                    .iter()
-                    .map(|(p, r)| serde_json::json!({
-                        "path": p.display().to_string(), "ok": r.is_ok(),
-                        "detail": match r { Ok(s) | Err(s) => s },
-                    }))
-                    .collect::<Vec<_>>()
-            );
-            doc["ok"] = (failed == 0).into();
-        }
-        if !chain_reports.is_empty() {
-            doc["chains"] = chain_reports
-                .iter()
-                .map(quorate_verify::chain::json_entry)
-                .collect();
-            doc["ok"] = (failed == 0).into();
-        }
-        if !bundle_reports.is_empty() {
-            doc["bundles"] =
-                quorate_verify::bundle::json_report(&bundle_reports, &trust)["bundles"].take();
-            doc["ok"] = serde_json::json!(doc["ok"] == true && bundles_ok);
-        }
-        println!("{}", serde_json::to_string_pretty(&doc)?);
+    // Receipts stream through (§6.4): each report is printed as soon as its round is done and
+    // then dropped, so an audit log of any length is verified in bounded memory.
+    let reveals = if chains.is_empty() { &reveals[..] } else { &[] };
+    let stdout = std::io::stdout();
+    let mut out = std::io::BufWriter::new(stdout.lock());
+    let mut write_error = None;
+    let mut first = true;
+    let tally = if args.json {
+        write!(out, "{{\n  \"receipts\": [")?;
+        let tally = verify_streaming(&files, &trust, reveals, &blobs, &mut |r| {
+            let entry = serde_json::to_string(&json_entry(&r)).unwrap_or_default();
+            let sep = if std::mem::take(&mut first) {
+                "\n    "
+            } else {
+                ",\n    "
+            };
+            if let Err(e) = write!(out, "{sep}{entry}") {
+                write_error.get_or_insert(e);
+            }
+        });
+        write!(out, "{}],", if first { "" } else { "\n  " })?;
+        tally
     } else {
         for r in &chain_reports {
-            println!("{}", quorate_verify::chain::human_line(r));
+            writeln!(out, "{}", quorate_verify::chain::human_line(r))?;
         }
-        for r in &reports {
-            println!("{}", human_line(r));
+        verify_streaming(&files, &trust, reveals, &blobs, &mut |r| {
+            if let Err(e) = writeln!(out, "{}", human_line(&r)) {
+                write_error.get_or_insert(e);
+            }
+        })
+    };
+    if let Some(e) = write_error {
+        return Err(anyhow::Error::new(e).context("cannot write the report"));
+    }
+    let receipts_failed = tally.failed;
+    let failed = receipts_failed + chains_failed + ensembles_failed;
+    if args.json {
+        let mut rest = serde_json::Map::new();
+        let mut ok = tally.failed == 0 && tally.total > 0;
+        if !ensemble_results.is_empty() {
+            rest.insert(
+                "aggregates".into(),
+                serde_json::json!(
+                    ensemble_results
+                        .iter()
+                        .map(|(p, r)| serde_json::json!({
+                            "path": p.display().to_string(), "ok": r.is_ok(),
+                            "detail": match r { Ok(s) | Err(s) => s },
+                        }))
+                        .collect::<Vec<_>>()
+                ),
+            );
+            ok = failed == 0;
         }
+        if !chain_reports.is_empty() {
+            rest.insert(
+                "chains".into(),
+                chain_reports
+                    .iter()
+                    .map(quorate_verify::chain::json_entry)
+                    .collect(),
+            );
+            ok = failed == 0;
+        }
+        if !bundle_reports.is_empty() {
+            rest.insert(
+                "bundles".into(),
+                quorate_verify::bundle::json_report(&bundle_reports, &trust)["bundles"].take(),
+            );
+            ok = ok && bundles_ok;
+        }
+        rest.insert("ok".into(), ok.into());
+        let rest = serde_json::to_string_pretty(&serde_json::Value::Object(rest))?;
+        // The rest of the document after the streamed array: its members without the braces.
+        let members = rest
+            .trim()
+            .strip_prefix('{')
+            .and_then(|r| r.strip_suffix('}'))
+            .unwrap_or_default();
+        writeln!(out, "{}}}", members.trim_end())?;
+    } else {
         for (p, r) in &ensemble_results {
             match r {
-                Ok(line) => println!("OK   {}: {line}", p.display()),
-                Err(e) => println!("FAIL {}: {e}", p.display()),
+                Ok(line) => writeln!(out, "OK   {}: {line}", p.display())?,
+                Err(e) => writeln!(out, "FAIL {}: {e}", p.display())?,
             }
         }
-        let total = reports.len() + ensemble_results.len();
-        println!(
+        let total = tally.total + ensemble_results.len();
+        writeln!(
+            out,
             "{} of {total} receipts verified",
             total - receipts_failed - ensembles_failed
-        );
+        )?;
         if !chain_reports.is_empty() {
-            println!(
+            writeln!(
+                out,
                 "{} of {} receipt chains verified",
                 chain_reports.len() - chains_failed,
                 chain_reports.len()
-            );
+            )?;
         }
         for r in &bundle_reports {
             for line in quorate_verify::bundle::human_lines(r, &trust) {
-                println!("{line}");
+                writeln!(out, "{line}")?;
             }
         }
     }
+    out.flush()?;
     Ok(if failed == 0 && bundles_ok {
         ExitCode::SUCCESS
     } else {
