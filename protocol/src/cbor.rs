@@ -111,14 +111,17 @@ pub fn decode_deterministic_with(bytes: &[u8], limits: &Limits) -> Result<Value,
             limit: limits.max_len,
         });
     }
-    check_structure(bytes, limits)?;
+    let shown_deterministic = walk(bytes, limits)?;
     let mut rest = bytes;
     let value: Value = ciborium::de::from_reader_with_recursion_limit(&mut rest, MAX_DEPTH)
         .map_err(|e| CborError::Malformed(describe(e)))?;
     if !rest.is_empty() {
         return Err(CborError::TrailingBytes(rest.len()));
     }
-    if encode(&value)? != bytes {
+    // The walk proves most documents deterministic on their bytes; for the rest (and for
+    // every violation, so that the error reported is always the same) the rule itself
+    // decides: re-encoding the value must give back exactly the bytes received.
+    if !shown_deterministic && encode(&value)? != bytes {
         return Err(CborError::NotDeterministic);
     }
     Ok(value)
@@ -137,13 +140,43 @@ fn invalid_at(pos: usize) -> CborError {
 /// bytes, and `limits` respected. Memory used is bounded by `limits.max_depth`, whatever
 /// the input. Determinism itself (shortest forms, key order) is checked after decoding.
 pub fn check_structure(bytes: &[u8], limits: &Limits) -> Result<(), CborError> {
-    // Items still to read in each open container; the bottom entry is the one top-level item.
-    let mut open: Vec<u64> = Vec::with_capacity(limits.max_depth.min(MAX_DEPTH) + 1);
-    open.push(1);
+    walk(bytes, limits).map(drop)
+}
+
+/// One open array, map or tag of [`walk`].
+struct Frame {
+    /// Items still to read (a map's keys and values both count).
+    left: u64,
+    /// Whether it is a map, whose items alternate key, value.
+    map: bool,
+    /// Where the key being read began.
+    key_start: usize,
+    /// The previous key's bytes (start, end), to check the order of the next one.
+    previous_key: Option<(usize, usize)>,
+}
+
+/// [`check_structure`], and whether the bytes are shown deterministic on their own (RFC 8949
+/// §4.2.1): every argument in its shortest form, and every map's keys in strictly increasing
+/// order of their encoded bytes. It says `false`, leaving the decision to the re-encoding
+/// rule, for anything it does not prove: a violation, any major-type-7 item other than
+/// `false`, `true` and `null` (floats have shortest-form rules of their own), and the bignum
+/// tags 2 and 3 (the decoder turns a small bignum into an integer).
+fn walk(bytes: &[u8], limits: &Limits) -> Result<bool, CborError> {
+    let mut open: Vec<Frame> = Vec::with_capacity(limits.max_depth.min(MAX_DEPTH) + 1);
+    open.push(Frame {
+        left: 1,
+        map: false,
+        key_start: 0,
+        previous_key: None,
+    });
+    let mut shown = true;
     let mut pos = 0usize;
     let mut items = 0usize;
-    while !open.is_empty() {
+    while let Some(top) = open.last_mut() {
         let start = pos;
+        if top.map && top.left % 2 == 0 {
+            top.key_start = start;
+        }
         let initial = *bytes.get(pos).ok_or_else(truncated)?;
         pos += 1;
         let major = initial >> 5;
@@ -161,6 +194,20 @@ pub fn check_structure(bytes: &[u8], limits: &Limits) -> Result<(), CborError> {
             31 if (2..=5).contains(&major) => return Err(CborError::NotDeterministic),
             _ => return Err(invalid_at(start)),
         };
+        if major == 7 {
+            shown &= (20..=22).contains(&info);
+        } else {
+            // The shortest form: an argument below 24 in the initial byte, else in the
+            // fewest bytes that hold it.
+            let shortest = match info {
+                24 => arg >= 24,
+                25 => arg > 0xff,
+                26 => arg > 0xffff,
+                27 => arg > 0xffff_ffff,
+                _ => true,
+            };
+            shown &= shortest && !(major == 6 && (arg == 2 || arg == 3));
+        }
         items += 1;
         if items > limits.max_items {
             return Err(CborError::TooManyItems {
@@ -200,13 +247,26 @@ pub fn check_structure(bytes: &[u8], limits: &Limits) -> Result<(), CborError> {
                     limit: limits.max_depth,
                 });
             }
-            open.push(children);
+            open.push(Frame {
+                left: children,
+                map: major == 5,
+                key_start: 0,
+                previous_key: None,
+            });
             continue;
         }
-        // The item is complete: close every container it completes.
-        while let Some(left) = open.last_mut() {
-            *left -= 1;
-            if *left > 0 {
+        // The item is complete: close every container it completes, checking each map key
+        // completed on the way against the key before it.
+        while let Some(frame) = open.last_mut() {
+            if frame.map && frame.left % 2 == 0 {
+                let key = (frame.key_start, pos);
+                if let Some(previous) = frame.previous_key {
+                    shown &= bytes[previous.0..previous.1] < bytes[key.0..key.1];
+                }
+                frame.previous_key = Some(key);
+            }
+            frame.left -= 1;
+            if frame.left > 0 {
                 break;
             }
             open.pop();
@@ -215,7 +275,7 @@ pub fn check_structure(bytes: &[u8], limits: &Limits) -> Result<(), CborError> {
     if pos < bytes.len() {
         return Err(CborError::TrailingBytes(bytes.len() - pos));
     }
-    Ok(())
+    Ok(shown)
 }
 
 /// A reader's decoding error in words (ciborium's own text is its debug form).
@@ -392,6 +452,7 @@ pub mod read {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 
@@ -555,5 +616,121 @@ mod tests {
     fn deep_nesting_is_refused_without_panic() {
         let bytes = vec![0x81u8; 10_000];
         assert!(decode_deterministic(&bytes, 1 << 20).is_err());
+    }
+
+    /// The rule itself, as it was before the walk could vouch for a document: decode, then
+    /// re-encode and compare.
+    fn decode_by_reencoding(bytes: &[u8]) -> Result<Value, CborError> {
+        let limits = Limits::with_len(1 << 20);
+        check_structure(bytes, &limits)?;
+        let mut rest = bytes;
+        let value: Value = ciborium::de::from_reader_with_recursion_limit(&mut rest, MAX_DEPTH)
+            .map_err(|e| CborError::Malformed(describe(e)))?;
+        if !rest.is_empty() {
+            return Err(CborError::TrailingBytes(rest.len()));
+        }
+        if encode(&value)? != bytes {
+            return Err(CborError::NotDeterministic);
+        }
+        Ok(value)
+    }
+
+    fn any_value() -> impl proptest::strategy::Strategy<Value = Value> {
+        use proptest::prelude::*;
+        let leaf = prop_oneof![
+            any::<u64>().prop_map(|i| Value::Integer(i.into())),
+            any::<i64>().prop_map(|i| Value::Integer(i.into())),
+            (0u8..30).prop_map(|i| Value::Integer(i.into())),
+            proptest::collection::vec(any::<u8>(), 0..40).prop_map(Value::Bytes),
+            "[a-c]{0,3}".prop_map(Value::Text),
+            any::<bool>().prop_map(Value::Bool),
+            Just(Value::Null),
+            any::<f32>().prop_map(|f| Value::Float(f64::from(f))),
+            (0u64..5, proptest::collection::vec(any::<u8>(), 0..10))
+                .prop_map(|(t, b)| Value::Tag(t, Box::new(Value::Bytes(b)))),
+        ];
+        leaf.prop_recursive(4, 40, 6, |inner| {
+            prop_oneof![
+                proptest::collection::vec(inner.clone(), 0..6).prop_map(Value::Array),
+                proptest::collection::vec(
+                    (
+                        prop_oneof![
+                            (0u8..6).prop_map(|i| Value::Integer(i.into())),
+                            "[a-b]{0,2}".prop_map(Value::Text),
+                            (-3i8..0).prop_map(|i| Value::Integer(i.into())),
+                        ],
+                        inner.clone()
+                    ),
+                    0..5
+                )
+                .prop_map(Value::Map),
+                inner.prop_map(|v| Value::Tag(18, Box::new(v))),
+            ]
+        })
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(2000))]
+        /// Whatever the walk vouches for, the re-encoding rule accepts identically, and every
+        /// document gets the same verdict and error either way: maps in any key order, with
+        /// duplicate keys, floats, bignum tags, and heads widened past their shortest form.
+        #[test]
+        fn the_walk_never_changes_a_verdict(v in any_value(), widen in proptest::num::usize::ANY, to in 24u8..28) {
+            let mut plain = Vec::new();
+            ciborium::ser::into_writer(&v, &mut plain).unwrap();
+            let mut docs = vec![plain.clone()];
+            if let Ok(canonical) = encode(&v) {
+                docs.push(canonical);
+            }
+            // Widen one integer head (major 0) to a longer argument form.
+            let heads: Vec<usize> = (0..plain.len()).filter(|&i| plain[i] < 24).collect();
+            if !heads.is_empty() {
+                let at = heads[widen % heads.len()];
+                let mut wide = plain[..at].to_vec();
+                wide.push(to);
+                let n = 1usize << (to - 24);
+                let mut arg = vec![0u8; n];
+                arg[n - 1] = plain[at];
+                wide.extend(arg);
+                wide.extend(&plain[at + 1..]);
+                docs.push(wide);
+            }
+            for doc in docs {
+                proptest::prop_assert_eq!(
+                    decode_deterministic(&doc, 1 << 20),
+                    decode_by_reencoding(&doc),
+                    "{}", hex::encode(&doc)
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn the_walk_vouches_only_for_what_it_proves() {
+        let limits = Limits::with_len(64);
+        // Shortest heads, sorted keys: shown.
+        assert_eq!(walk(&[0xa2, 0x01, 0x00, 0x02, 0x00], &limits), Ok(true));
+        assert_eq!(walk(&[0x18, 0x18], &limits), Ok(true));
+        // A one-byte argument below 24, keys out of order, a duplicate key, a float, a
+        // bignum tag: not shown, left to the rule.
+        assert_eq!(walk(&[0x18, 0x17], &limits), Ok(false));
+        assert_eq!(walk(&[0x19, 0x00, 0xff], &limits), Ok(false));
+        assert_eq!(walk(&[0xa2, 0x02, 0x00, 0x01, 0x00], &limits), Ok(false));
+        assert_eq!(walk(&[0xa2, 0x01, 0x00, 0x01, 0x00], &limits), Ok(false));
+        assert_eq!(walk(&[0xf9, 0x3c, 0x00], &limits), Ok(false));
+        assert_eq!(walk(&[0xc2, 0x41, 0x01], &limits), Ok(false));
+        // Keys that are containers are compared by their whole encoding.
+        assert_eq!(
+            walk(&[0xa2, 0x81, 0x01, 0x00, 0x81, 0x02, 0x00], &limits),
+            Ok(true)
+        );
+        assert_eq!(
+            walk(&[0xa2, 0x81, 0x02, 0x00, 0x81, 0x01, 0x00], &limits),
+            Ok(false)
+        );
+        assert_eq!(
+            decode_deterministic(&[0xa2, 0x01, 0x00, 0x01, 0x00], 64),
+            Err(CborError::DuplicateKey)
+        );
     }
 }
