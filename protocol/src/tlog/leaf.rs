@@ -113,8 +113,10 @@ pub fn inclusion_receipts_of(receipt: &[u8]) -> Result<Vec<Vec<u8>>, TlogError> 
     }
     list.iter()
         .map(|r| match r {
-            Value::Bytes(b) => Ok(b.clone()),
-            _ => Err(TlogError::Header("header 394 holds byte strings".into())),
+            Value::Bytes(b) if b.len() <= MAX_COSE_RECEIPT_LEN => Ok(b.clone()),
+            _ => Err(TlogError::Header(format!(
+                "header 394 holds byte strings of at most {MAX_COSE_RECEIPT_LEN} bytes"
+            ))),
         })
         .collect()
 }
