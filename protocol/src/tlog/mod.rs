@@ -68,3 +68,6 @@ pub const MAX_ATTACHED_RECEIPTS: usize = 4;
 pub const MAX_PROMISE_WINDOW_SECS: u64 = 3600;
 
 pub use quorate_crypto::merkle::{MAX_PROOF_HASHES, MAX_TREE_SIZE};
+
+#[cfg(test)]
+mod tests;
