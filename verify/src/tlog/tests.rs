@@ -254,3 +254,29 @@ fn an_audit_log_reproduces_its_head() {
         "mismatch"
     );
 }
+
+#[test]
+fn receipt_verification_checks_the_inclusion_receipts_it_carries() {
+    use crate::receipts::{Source, failure_code, verify_receipts};
+    let k = key(1);
+    let (receipts, log) = log_of(4, &k);
+    let inc = sign_inclusion_receipt(&log, 2, 4, T0, &k).unwrap();
+    let good = tlog::attach_inclusion_receipts(&receipts[2], std::slice::from_ref(&inc)).unwrap();
+    let moved = tlog::attach_inclusion_receipts(&receipts[1], std::slice::from_ref(&inc)).unwrap();
+    let mut trust = crate::TrustStore::default();
+    trust.add(pk(&k), "node");
+    let sources = [good, moved, receipts[0].clone()]
+        .into_iter()
+        .enumerate()
+        .map(|(i, b)| Source {
+            label: format!("r{i}"),
+            bytes: Ok(b),
+        })
+        .collect();
+    let reports = verify_receipts(sources, &trust, &[]);
+    let codes: Vec<Option<&str>> = reports
+        .iter()
+        .map(|r| r.failure.as_ref().map(failure_code))
+        .collect();
+    assert_eq!(codes, [None, Some("inclusion"), None]);
+}
