@@ -1,11 +1,32 @@
-//! RFC 9162 §2.1 Merkle tree hashing with SHA-256, and inclusion proofs (§5).
+//! RFC 9162 §2.1 Merkle tree hashing with SHA-256: inclusion proofs (§5, §18.2) and
+//! consistency proofs (RFC 9162 §2.1.4, §18.2), over a slice of leaf hashes or an
+//! append-only [`MerkleLog`].
+//!
+//! The proofs are hand-written rather than taken from `ct-merkle`: that crate hashes leaf
+//! *values* itself (it cannot be driven from leaf hashes, which batch receipts, promises
+//! and proof requests by leaf hash need), its verifiers check against a known root instead
+//! of returning the root a proof computes (RFC 9942 receipts detach the root and the
+//! verifier recomputes it), and its tree proves only against its current size, while a log
+//! proves against the sizes of heads it signed earlier. It serves as an independent oracle
+//! in the tests.
 
 use sha2::{Digest, Sha256};
 
 use crate::tensor_digest::Digest32;
 
+mod consistency;
+mod log;
+
+pub use consistency::{consistency_proof, roots_from_consistency};
+pub use log::{LogFull, MerkleLog};
+
 /// Largest tree a batch may cover; bounds proof length (log2 = 20 hashes) and memory.
 pub const MAX_LEAVES: u64 = 1 << 20;
+/// Largest transparency log (§18.9): 2^40 leaves, so no proof exceeds 40 hashes and every
+/// index fits comfortably in `u64` arithmetic.
+pub const MAX_TREE_SIZE: u64 = 1 << 40;
+/// Most hashes in any proof a decoder accepts (§18.9), checked before allocating.
+pub const MAX_PROOF_HASHES: usize = 64;
 
 /// `SHA-256(0x00 || data)`: RFC 9162 leaf hash.
 pub fn leaf_hash(data: &[u8]) -> Digest32 {
@@ -26,8 +47,8 @@ pub fn node_hash(left: &Digest32, right: &Digest32) -> Digest32 {
         .into()
 }
 
-/// Largest power of two strictly smaller than `n` (n >= 2).
-fn split(n: usize) -> usize {
+/// Largest power of two strictly smaller than `n` (n >= 2): RFC 9162 §2.1.1's `k`.
+pub(crate) fn split(n: u64) -> u64 {
     let mut k = 1;
     while k << 1 < n {
         k <<= 1;
@@ -35,15 +56,42 @@ fn split(n: usize) -> usize {
     k
 }
 
+/// MTH({}) = SHA-256 of the empty string (RFC 9162 §2.1.1).
+pub fn empty_root() -> Digest32 {
+    Sha256::digest([]).into()
+}
+
 /// MTH over already-hashed leaves. The empty tree hashes to SHA-256 of the empty string.
 pub fn root(leaves: &[Digest32]) -> Digest32 {
     match leaves.len() {
-        0 => Sha256::digest([]).into(),
+        0 => empty_root(),
         1 => leaves[0],
         n => {
-            let k = split(n);
+            let k = split(n as u64) as usize;
             node_hash(&root(&leaves[..k]), &root(&leaves[k..]))
         }
+    }
+}
+
+/// RFC 9162 §2.1.3.1 PATH(m, D[start..start + n]), with subtree hashes drawn from `sub`
+/// (`sub(start, len)` = MTH of those `len >= 1` leaves). Shared by slices and [`MerkleLog`].
+pub(crate) fn path_with(
+    sub: &impl Fn(u64, u64) -> Digest32,
+    m: u64,
+    start: u64,
+    n: u64,
+    out: &mut Vec<Digest32>,
+) {
+    if n <= 1 {
+        return;
+    }
+    let k = split(n);
+    if m < k {
+        path_with(sub, m, start, k, out);
+        out.push(sub(start + k, n - k));
+    } else {
+        path_with(sub, m - k, start + k, n - k, out);
+        out.push(sub(start, k));
     }
 }
 
@@ -53,7 +101,8 @@ pub fn inclusion_proof(leaves: &[Digest32], index: usize) -> Option<Vec<Digest32
         return None;
     }
     let mut path = Vec::new();
-    path_into(leaves, index, &mut path);
+    let sub = |s: u64, l: u64| root(&leaves[s as usize..(s + l) as usize]);
+    path_with(&sub, index as u64, 0, leaves.len() as u64, &mut path);
     Some(path)
 }
 
@@ -71,7 +120,7 @@ fn fill_proofs(leaves: &[Digest32], offset: usize, proofs: &mut [Vec<Digest32>])
         0 => root(leaves),
         1 => leaves[0],
         n => {
-            let k = split(n);
+            let k = split(n as u64) as usize;
             let left = fill_proofs(&leaves[..k], offset, proofs);
             let right = fill_proofs(&leaves[k..], offset + k, proofs);
             for p in &mut proofs[offset..offset + k] {
@@ -85,21 +134,6 @@ fn fill_proofs(leaves: &[Digest32], offset: usize, proofs: &mut [Vec<Digest32>])
     }
 }
 
-fn path_into(leaves: &[Digest32], m: usize, out: &mut Vec<Digest32>) {
-    let n = leaves.len();
-    if n <= 1 {
-        return;
-    }
-    let k = split(n);
-    if m < k {
-        path_into(&leaves[..k], m, out);
-        out.push(root(&leaves[k..]));
-    } else {
-        path_into(&leaves[k..], m - k, out);
-        out.push(root(&leaves[..k]));
-    }
-}
-
 /// RFC 9162 §2.1.3.2: recomputes the root from a leaf hash and its inclusion proof.
 /// Returns `None` when the proof has the wrong length for `(index, size)`.
 pub fn root_from_inclusion(
@@ -108,7 +142,7 @@ pub fn root_from_inclusion(
     size: u64,
     proof: &[Digest32],
 ) -> Option<Digest32> {
-    if index >= size || size > MAX_LEAVES {
+    if index >= size || size > MAX_TREE_SIZE || proof.len() > MAX_PROOF_HASHES {
         return None;
     }
     let (mut fn_, mut sn) = (index, size - 1);

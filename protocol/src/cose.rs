@@ -2,7 +2,8 @@
 //!
 //! Profile: tagged COSE_Sign1 (tag 18); protected header exactly {1: alg, 3: content type,
 //! 4: kid}, alg EdDSA (-8) when signing, EdDSA or Ed25519 (-19, RFC 9864) accepted; empty
-//! unprotected header; embedded payload; no `crit`; the whole structure deterministic CBOR.
+//! unprotected header (receipts alone may carry header 394, their inclusion receipts,
+//! §18.4); embedded payload; no `crit`; the whole structure deterministic CBOR.
 
 use coset::{CoseSign1, CoseSign1Builder, HeaderBuilder, TaggedCborSerializable, iana};
 use quorate_crypto::{KeyId, PublicKey, SecretKey, identity::KEY_ID_LEN};
@@ -94,6 +95,45 @@ pub fn parse(
     content_type: &'static str,
     limit: usize,
 ) -> Result<UncheckedSign1, CoseError> {
+    parse_profile(bytes, content_type, limit, false)
+}
+
+/// [`parse`] for receipts: the unprotected header is empty or holds only header 394, an
+/// array of 1 to 4 byte strings (the receipt's inclusion receipts, §4.1, §18.4). They are
+/// outside the signature; `quorate-verify` checks each one.
+pub fn parse_receipt(
+    bytes: &[u8],
+    content_type: &'static str,
+    limit: usize,
+) -> Result<UncheckedSign1, CoseError> {
+    parse_profile(bytes, content_type, limit, true)
+}
+
+/// Header 394 (RFC 9942 `receipts`) as §18.4 allows it on a receipt.
+fn is_inclusion_receipts_header(h: &coset::Header) -> bool {
+    let mut others = h.clone();
+    others.rest.clear();
+    if !others.is_empty() {
+        return false;
+    }
+    match h.rest.as_slice() {
+        [(coset::Label::Int(394), ciborium::value::Value::Array(list))] => {
+            (1..=crate::tlog::MAX_ATTACHED_RECEIPTS).contains(&list.len())
+                && list.iter().all(|r| {
+                    matches!(r, ciborium::value::Value::Bytes(b)
+                        if b.len() <= crate::tlog::MAX_COSE_RECEIPT_LEN)
+                })
+        }
+        _ => false,
+    }
+}
+
+fn parse_profile(
+    bytes: &[u8],
+    content_type: &'static str,
+    limit: usize,
+    allow_inclusion_receipts: bool,
+) -> Result<UncheckedSign1, CoseError> {
     cbor::decode_deterministic(bytes, limit)?;
     let sign1 =
         CoseSign1::from_tagged_slice(bytes).map_err(|e| CoseError::Structure(e.to_string()))?;
@@ -116,8 +156,14 @@ pub fn parse(
         }
         _ => return Err(header("protected header is empty")),
     }
-    if !sign1.unprotected.is_empty() {
-        return Err(header("unprotected header must be empty"));
+    let unprotected_ok = sign1.unprotected.is_empty()
+        || (allow_inclusion_receipts && is_inclusion_receipts_header(&sign1.unprotected));
+    if !unprotected_ok {
+        return Err(header(if allow_inclusion_receipts {
+            "unprotected header must be empty or hold only 394 (inclusion receipts, §18.4)"
+        } else {
+            "unprotected header must be empty"
+        }));
     }
     let alg = match &p.alg {
         Some(coset::Algorithm::Assigned(a)) => *a as i64,

@@ -264,3 +264,63 @@ pub fn fhe_messages(data: &[u8]) {
         }
     }
 }
+
+/// Transparency-log decoding (§18): `data` is tried as a signed tree head, a promise, an
+/// inclusion receipt, a consistency receipt, an equivocation bundle, a bare proof and a
+/// receipt carrying header 394. Whatever decodes re-encodes to the bytes it came from, and
+/// recomputing roots and checking signatures never panics.
+pub fn tlog(data: &[u8]) {
+    use crate::tlog::{
+        ConsistencyProof, ConsistencyReceipt, EquivocationBundle, InclusionProof, InclusionReceipt,
+        Promise, TreeHead,
+    };
+    let key = quorate_crypto::SecretKey::from_seed(&[1; 32]).public_key();
+    if let Ok(h) = TreeHead::parse(data) {
+        assert_eq!(h.body.to_cbor().ok(), Some(h.sign1.payload.clone()), "head");
+        let _ = h.sign1.verify(&key);
+    }
+    if let Ok(p) = Promise::parse(data) {
+        assert_eq!(
+            p.body.to_cbor().ok(),
+            Some(p.sign1.payload.clone()),
+            "promise"
+        );
+    }
+    if let Ok(r) = InclusionReceipt::parse(data) {
+        assert_eq!(
+            r.proof.to_cbor().ok(),
+            Some(r.cose.proof.clone()),
+            "inclusion"
+        );
+        if let Some(root) = r.root_for(&[0; 32]) {
+            let _ = r
+                .cose
+                .to_be_signed(&root)
+                .map(|m| key.verify(&m, &r.cose.signature));
+        }
+    }
+    if let Ok(r) = ConsistencyReceipt::parse(data) {
+        assert_eq!(
+            r.proof.to_cbor().ok(),
+            Some(r.cose.proof.clone()),
+            "consistency"
+        );
+        let _ = r.new_root();
+    }
+    if let Ok(b) = EquivocationBundle::from_cbor(data) {
+        assert_eq!(b.to_cbor().ok().as_deref(), Some(data), "bundle");
+    }
+    if let Ok(p) = InclusionProof::from_cbor(data) {
+        assert_eq!(p.to_cbor().ok().as_deref(), Some(data), "inclusion proof");
+    }
+    if let Ok(p) = ConsistencyProof::from_cbor(data) {
+        assert_eq!(p.to_cbor().ok().as_deref(), Some(data), "consistency proof");
+    }
+    if let Ok(leaf) = crate::tlog::leaf_bytes(data) {
+        assert_eq!(crate::tlog::leaf_bytes(&leaf).ok(), Some(leaf), "leaf form");
+        if let Ok(list) = crate::tlog::inclusion_receipts_of(data) {
+            let again = crate::tlog::attach_inclusion_receipts(data, &list);
+            assert_eq!(again.ok().as_deref(), Some(data), "header 394");
+        }
+    }
+}

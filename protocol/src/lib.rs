@@ -28,5 +28,6 @@ pub mod secagg;
 pub mod tensor;
 pub mod tensor_file;
 pub mod time;
+pub mod tlog;
 pub mod verified_job;
 pub mod wire;

@@ -373,14 +373,19 @@ impl UncheckedReceipt {
 
 /// Parses a single receipt strictly (§4.4 steps 1–4).
 pub fn parse(bytes: &[u8]) -> Result<UncheckedReceipt, ReceiptError> {
-    let sign1 = cose::parse(bytes, RECEIPT_CONTENT_TYPE, MAX_RECEIPT_LEN)?;
+    let sign1 = cose::parse_receipt(bytes, RECEIPT_CONTENT_TYPE, MAX_RECEIPT_LEN)?;
     let payload = ReceiptPayload::from_cbor(&sign1.payload)?;
     Ok(UncheckedReceipt { sign1, payload })
 }
 
-/// The digest of a receipt (§4.5): SHA-256 over the receipt's bytes, as stored.
+/// The digest of a receipt (§4.5): SHA-256 over the receipt's bytes as signed, that is
+/// without the inclusion receipts of header 394 (§18.1), so attaching them later changes
+/// neither chains nor evidence. Bytes that are not a receipt are hashed as they are.
 pub fn receipt_digest(bytes: &[u8]) -> Digest32 {
-    sha256(bytes)
+    match crate::tlog::leaf_bytes(bytes) {
+        Ok(leaf) => sha256(&leaf),
+        Err(_) => sha256(bytes),
+    }
 }
 
 #[cfg(test)]

@@ -83,3 +83,8 @@ fn ensemble_aggregate_corpus() {
 fn fhe_messages_corpus() {
     replay("fhe_messages", fuzzing::fhe_messages);
 }
+
+#[test]
+fn tlog_corpus() {
+    replay("tlog", fuzzing::tlog);
+}

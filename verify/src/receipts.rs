@@ -9,6 +9,7 @@ use quorate_protocol::audit_log;
 use quorate_protocol::batch_receipt::{self, AnyReceipt};
 use quorate_protocol::receipt::MAX_RECEIPT_LEN;
 use quorate_protocol::tensor_file::RevealedTensor;
+use quorate_protocol::tlog;
 use serde_json::json;
 
 use crate::TrustStore;
@@ -35,6 +36,9 @@ pub enum Failure {
     /// A tensor was revealed for a name the receipt does not commit to.
     #[error("the receipt commits to no tensor named {0:?}")]
     NoSuchTensor(String),
+    /// An inclusion receipt the receipt carries in header 394 does not prove it (§18.8.2).
+    #[error("inclusion receipt: {0}")]
+    Inclusion(String),
 }
 
 /// The verdict on one receipt.
@@ -115,11 +119,19 @@ fn verify_here(
     trust: &TrustStore,
     reveals: &[RevealedTensor],
 ) -> Vec<FileReport> {
+    // Receipts that carry inclusion receipts (header 394, §18.4), checked once the
+    // receipt's own signature holds.
+    let mut carried: Vec<(usize, Vec<u8>)> = Vec::new();
     let mut reports: Vec<FileReport> = sources
         .into_iter()
-        .map(|Source { label, bytes }| {
+        .enumerate()
+        .map(|(i, Source { label, bytes })| {
             let parsed = bytes.and_then(|b| {
-                batch_receipt::parse_any(&b).map_err(|e| Failure::Malformed(e.to_string()))
+                let r = batch_receipt::parse_any(&b).map_err(|e| Failure::Malformed(e.to_string()));
+                if r.is_ok() && tlog::inclusion_receipts_of(&b).is_ok_and(|l| !l.is_empty()) {
+                    carried.push((i, b));
+                }
+                r
             });
             let (receipt, failure) = match parsed {
                 Ok(r) => (Some(r), None),
@@ -169,6 +181,15 @@ fn verify_here(
         let kid = reports[i].receipt.as_ref().map(AnyReceipt::kid);
         if let Some(kid) = kid {
             reports[i].failure = Some(Failure::BadSignature(kid));
+        }
+    }
+
+    for (i, bytes) in carried {
+        let key = pending.iter().find(|(j, _)| *j == i).map(|(_, k)| k);
+        if let (Some(key), None) = (key, &reports[i].failure)
+            && let Err(e) = crate::tlog::verify_receipt_inclusions(&bytes, key)
+        {
+            reports[i].failure = Some(Failure::Inclusion(e.to_string()));
         }
     }
 
@@ -325,6 +346,7 @@ pub fn failure_code(f: &Failure) -> &'static str {
         Failure::BadSignature(_) => "bad_signature",
         Failure::TensorMismatch(_) => "tensor_mismatch",
         Failure::NoSuchTensor(_) => "no_such_tensor",
+        Failure::Inclusion(_) => "inclusion",
     }
 }
 

@@ -1,0 +1,122 @@
+//! Receipts as log leaves (§18.1), and the inclusion receipts a receipt carries in its
+//! unprotected header 394 (§18.4).
+//!
+//! The leaf of a receipt is its COSE_Sign1 with an empty unprotected header: exactly the
+//! bytes the node signed and appended to its audit log. Attaching or removing header 394
+//! therefore never changes the leaf, and the inclusion receipts inside it prove the
+//! receipt that carries them.
+
+use ciborium::value::{Integer, Value};
+use quorate_crypto::merkle;
+use quorate_crypto::tensor_digest::Digest32;
+
+use super::{HEADER_RECEIPTS, MAX_ATTACHED_RECEIPTS, MAX_COSE_RECEIPT_LEN, TlogError};
+use crate::cbor;
+use crate::receipt::MAX_RECEIPT_LEN;
+
+/// The four parts of a tagged COSE_Sign1, decoded deterministically.
+fn split(receipt: &[u8]) -> Result<Vec<Value>, TlogError> {
+    let value = cbor::decode_deterministic(receipt, MAX_RECEIPT_LEN)?;
+    match value {
+        Value::Tag(18, inner) => match *inner {
+            Value::Array(parts) if parts.len() == 4 && matches!(parts[1], Value::Map(_)) => {
+                Ok(parts)
+            }
+            _ => Err(TlogError::Structure(
+                "COSE_Sign1 is [bstr, map, payload, bstr]".into(),
+            )),
+        },
+        _ => Err(TlogError::Structure(
+            "not a tagged COSE_Sign1 (tag 18)".into(),
+        )),
+    }
+}
+
+fn join(parts: Vec<Value>) -> Result<Vec<u8>, TlogError> {
+    let bytes = cbor::encode(&Value::Tag(18, Box::new(Value::Array(parts))))?;
+    if bytes.len() > MAX_RECEIPT_LEN {
+        return Err(TlogError::Size(format!(
+            "a receipt of {} bytes exceeds {MAX_RECEIPT_LEN}",
+            bytes.len()
+        )));
+    }
+    Ok(bytes)
+}
+
+/// The leaf bytes of a receipt (§18.1): the receipt with an empty unprotected header.
+pub fn leaf_bytes(receipt: &[u8]) -> Result<Vec<u8>, TlogError> {
+    let mut parts = split(receipt)?;
+    parts[1] = Value::Map(Vec::new());
+    join(parts)
+}
+
+/// The RFC 9162 leaf hash of a receipt: `SHA-256(0x00 || leaf_bytes)` (§18.1, §18.2).
+pub fn receipt_leaf_hash(receipt: &[u8]) -> Result<Digest32, TlogError> {
+    Ok(merkle::leaf_hash(&leaf_bytes(receipt)?))
+}
+
+/// The receipt with header 394 set to `inclusion_receipts` (replacing any it carried);
+/// an empty list removes the header (§18.4).
+pub fn attach_inclusion_receipts(
+    receipt: &[u8],
+    inclusion_receipts: &[Vec<u8>],
+) -> Result<Vec<u8>, TlogError> {
+    if inclusion_receipts.len() > MAX_ATTACHED_RECEIPTS {
+        return Err(TlogError::Header(format!(
+            "at most {MAX_ATTACHED_RECEIPTS} inclusion receipts in header 394"
+        )));
+    }
+    if inclusion_receipts
+        .iter()
+        .any(|r| r.len() > MAX_COSE_RECEIPT_LEN)
+    {
+        return Err(TlogError::Size(format!(
+            "an inclusion receipt exceeds {MAX_COSE_RECEIPT_LEN} bytes"
+        )));
+    }
+    let mut parts = split(receipt)?;
+    parts[1] = if inclusion_receipts.is_empty() {
+        Value::Map(Vec::new())
+    } else {
+        let list = inclusion_receipts
+            .iter()
+            .map(|r| Value::Bytes(r.clone()))
+            .collect();
+        Value::Map(vec![(
+            Value::Integer(Integer::from(HEADER_RECEIPTS)),
+            Value::Array(list),
+        )])
+    };
+    join(parts)
+}
+
+/// The inclusion receipts a receipt carries in header 394, in order; empty when it has none.
+/// Header 394 must be the only unprotected parameter (§4.1).
+pub fn inclusion_receipts_of(receipt: &[u8]) -> Result<Vec<Vec<u8>>, TlogError> {
+    let parts = split(receipt)?;
+    let Value::Map(unprotected) = &parts[1] else {
+        return Ok(Vec::new());
+    };
+    let list = match unprotected.as_slice() {
+        [] => return Ok(Vec::new()),
+        [(Value::Integer(k), Value::Array(list))] if i128::from(*k) == 394 => list,
+        _ => {
+            return Err(TlogError::Header(
+                "the unprotected header holds only 394, an array of byte strings".into(),
+            ));
+        }
+    };
+    if list.is_empty() || list.len() > MAX_ATTACHED_RECEIPTS {
+        return Err(TlogError::Header(format!(
+            "header 394 holds 1 to {MAX_ATTACHED_RECEIPTS} inclusion receipts"
+        )));
+    }
+    list.iter()
+        .map(|r| match r {
+            Value::Bytes(b) if b.len() <= MAX_COSE_RECEIPT_LEN => Ok(b.clone()),
+            _ => Err(TlogError::Header(format!(
+                "header 394 holds byte strings of at most {MAX_COSE_RECEIPT_LEN} bytes"
+            ))),
+        })
+        .collect()
+}
