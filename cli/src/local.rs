@@ -265,15 +265,21 @@ impl LocalMesh {
                 providers: providers(i),
             });
             let cfg = node_dir.join("node.toml");
+            let extra = extra_config(i);
+            // Four job slots unless the caller sets its own (a key may appear only once).
+            let slots = if extra.contains("max_concurrent") {
+                ""
+            } else {
+                "max_concurrent = 4\n"
+            };
             let text = format!(
                 "name = \"{name}\"\nkey = \"{}\"\nroster = \"{}\"\nadmin = \"{}\"\nlisten = \"{addr}\"\nmodels = \"models\"\n\
-                 providers = {:?}\naudit_log = \"audit.qlog\"\nmax_concurrent = 4\n",
+                 providers = {:?}\naudit_log = \"audit.qlog\"\n{slots}",
                 key_path.display(),
                 dir.join("roster.cose").display(),
                 dir.join("admin.pub").display(),
                 providers(i),
             );
-            let extra = extra_config(i);
             let program = if has_test_keys(&extra) {
                 adversary_exe(exe)?
             } else {

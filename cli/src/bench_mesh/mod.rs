@@ -95,7 +95,19 @@ pub fn run(args: &BenchMeshArgs) -> anyhow::Result<ExitCode> {
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
 
     eprintln!("starting 5 node processes…");
-    let mesh = LocalMesh::start(dir.path(), 5, &args.models, &exe)?;
+    // A job slot per client: the throughput figure is what the node does at that
+    // concurrency, not how often it turns clients away (§12.3).
+    let slots = format!("max_concurrent = {}\n", args.clients.max(4));
+    let mesh = LocalMesh::start_custom(
+        dir.path(),
+        5,
+        &args.models,
+        &exe,
+        &crate::local::Custom {
+            extra_config: &|_| slots.clone(),
+            ..crate::local::Custom::default()
+        },
+    )?;
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;

@@ -25,3 +25,4 @@ pub mod split;
 pub mod verify;
 pub mod verify_bundles;
 pub mod verify_serve;
+pub mod verify_tlog;

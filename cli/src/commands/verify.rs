@@ -8,6 +8,7 @@ use quorate_protocol::tensor_file::{self, MAX_FILE_LEN, RevealedTensor};
 
 use std::io::Write;
 
+use crate::commands::verify_tlog;
 use crate::verify_files::{collect_files, verify_streaming};
 use quorate_node::files::{load_public_key, read_limited};
 use quorate_verify::TrustStore;
@@ -23,8 +24,10 @@ Evidence bundles (*.bundle, §14.7) are recognised and re-checked: signatures, c
 and which nodes their own signed outputs prove wrong (--json lists them under \"convicted\"),\n\
 under the roster's governance (§10.6: granted policy, minimum quorum, witnesses of the accused's\n\
 provider); with --trust keys and no --roster the default governance applies.\n\
-Aggregate receipts of private ensembles (§15.5) are audited by replaying their transcript.\n\n\
-Examples:\n  quorate verify out/receipt.cose --trust keys/node1.key.pub\n  quorate verify receipts/ --trust a.pub --trust b.pub --json\n  quorate verify out/receipt.cose --trust keys/node1.key.pub --tensor probabilities=out/outputs.json\n  quorate verify out/receipts/node-1-eval.cose --roster roster.cose --admin admin.pub --blob fhe:input=out/input.ct\n  quorate verify --serve 127.0.0.1:8080"
+Aggregate receipts of private ensembles (§15.5) are audited by replaying their transcript.\n\
+Transparency logs (§18): --head checks audit logs against a signed tree head, and\n\
+equivocation bundles (*.equivocation) convict a log that signed two roots for one size.\n\n\
+Examples:\n  quorate verify out/receipt.cose --trust keys/node1.key.pub\n  quorate verify receipts/ --trust a.pub --trust b.pub --json\n  quorate verify out/receipt.cose --trust keys/node1.key.pub --tensor probabilities=out/outputs.json\n  quorate verify out/receipts/node-1-eval.cose --roster roster.cose --admin admin.pub --blob fhe:input=out/input.ct\n  quorate verify keep/node-1/audit.qlog --head keep/node-1/head.cose --trust keys/node1.key.pub\n  quorate verify --serve 127.0.0.1:8080"
 )]
 pub struct VerifyArgs {
     /// Receipt files, receipt chains (*.qchain, §13.2), audit logs, or directories searched for them.
@@ -49,6 +52,10 @@ pub struct VerifyArgs {
     /// NAME=FILE, e.g. fhe:input=out/input.ct.
     #[arg(long, value_name = "NAME=FILE")]
     pub blob: Vec<String>,
+    /// Check the audit logs (*.qlog) given against this signed tree head of their node's
+    /// log (§18.8.6): the first `size` records must reproduce its root. Repeat for several.
+    #[arg(long, value_name = "HEAD")]
+    pub head: Vec<PathBuf>,
     /// Print a JSON report instead of lines.
     #[arg(long)]
     pub json: bool,
@@ -69,6 +76,25 @@ fn load_reveal(spec: &str) -> anyhow::Result<RevealedTensor> {
     all.into_iter()
         .find(|r| r.tensor.name() == name)
         .with_context(|| format!("{file} holds no tensor named {name:?}"))
+}
+
+/// Splits equivocation bundles (§18.7) from the other paths: files that are one, and
+/// `*.equivocation` files under directories.
+fn split_equivocations(paths: Vec<PathBuf>) -> anyhow::Result<(Vec<PathBuf>, Vec<PathBuf>)> {
+    let mut found = Vec::new();
+    let mut rest = Vec::new();
+    for p in paths {
+        if p.is_dir() {
+            crate::verify_files::walk(&p, &[verify_tlog::EQUIVOCATION_EXTENSION], &mut found)
+                .with_context(|| format!("cannot list {}", p.display()))?;
+            rest.push(p);
+        } else if verify_tlog::is_equivocation_file(&p) {
+            found.push(p);
+        } else {
+            rest.push(p);
+        }
+    }
+    Ok((found, rest))
 }
 
 /// Runs `quorate verify`.
@@ -134,11 +160,13 @@ pub fn run(args: &VerifyArgs) -> anyhow::Result<ExitCode> {
         .collect::<anyhow::Result<Vec<_>>>()?;
     // §14.7: evidence bundles are recognised by content type and checked on their own.
     let (bundles, rest) = crate::verify_files::split_paths(&args.paths)?;
+    // §18.7: equivocation bundles, given or found under a directory, are judged on their own.
+    let (equivocations, rest) = split_equivocations(rest)?;
     let (chains, files): (Vec<PathBuf>, Vec<PathBuf>) = collect_files(&rest)
         .context("cannot list receipts")?
         .into_iter()
         .partition(|p| crate::verify_files::is_chain_file(p));
-    if !bundles.is_empty() && files.is_empty() && chains.is_empty() {
+    if !bundles.is_empty() && files.is_empty() && chains.is_empty() && equivocations.is_empty() {
         return crate::commands::verify_bundles::run(&bundles, &trust, args.json);
     }
     let blobs = args
@@ -158,11 +186,17 @@ pub fn run(args: &VerifyArgs) -> anyhow::Result<ExitCode> {
         .collect::<anyhow::Result<Vec<_>>>()?;
     let bundle_reports = crate::verify_files::verify_bundles(&bundles, &trust);
     let bundles_ok = bundle_reports.iter().all(|r| r.ok());
-    if files.is_empty() && chains.is_empty() {
+    if files.is_empty() && chains.is_empty() && equivocations.is_empty() {
         bail!(
-            "no receipt files found (directories are searched for *.cose, *.qlog, *.qchain and *.bundle)"
+            "no receipt files found (directories are searched for *.cose, *.qlog, *.qchain, *.bundle and *.equivocation)"
         );
     }
+    let tlog_lines: Vec<verify_tlog::TlogLine> =
+        verify_tlog::check_heads(&args.head, &files, &trust)
+            .into_iter()
+            .chain(verify_tlog::check_equivocations(&equivocations, &trust))
+            .collect();
+    let tlog_failed = tlog_lines.iter().filter(|l| l.outcome.is_err()).count();
     let pipeline = args
         .pipeline
         .as_ref()
@@ -216,7 +250,7 @@ pub fn run(args: &VerifyArgs) -> anyhow::Result<ExitCode> {
         return Err(anyhow::Error::new(e).context("cannot write the report"));
     }
     let receipts_failed = tally.failed;
-    let failed = receipts_failed + chains_failed + ensembles_failed;
+    let failed = receipts_failed + chains_failed + ensembles_failed + tlog_failed;
     if args.json {
         let mut rest = serde_json::Map::new();
         let mut ok = tally.failed == 0 && tally.total > 0;
@@ -245,6 +279,10 @@ pub fn run(args: &VerifyArgs) -> anyhow::Result<ExitCode> {
             );
             ok = failed == 0;
         }
+        if !tlog_lines.is_empty() {
+            rest.insert("transparency_log".into(), verify_tlog::json(&tlog_lines));
+            ok = failed == 0;
+        }
         if !bundle_reports.is_empty() {
             rest.insert(
                 "bundles".into(),
@@ -268,12 +306,23 @@ pub fn run(args: &VerifyArgs) -> anyhow::Result<ExitCode> {
                 Err(e) => writeln!(out, "FAIL {}: {e}", p.display())?,
             }
         }
+        for line in verify_tlog::human(&tlog_lines) {
+            writeln!(out, "{line}")?;
+        }
         let total = tally.total + ensemble_results.len();
         writeln!(
             out,
             "{} of {total} receipts verified",
             total - receipts_failed - ensembles_failed
         )?;
+        if !tlog_lines.is_empty() {
+            writeln!(
+                out,
+                "{} of {} transparency-log checks held",
+                tlog_lines.len() - tlog_failed,
+                tlog_lines.len()
+            )?;
+        }
         if !chain_reports.is_empty() {
             writeln!(
                 out,

@@ -1,0 +1,203 @@
+//! The transparency-log side of `quorate verify` (§18.8): audit logs against signed tree
+//! heads (`--head`), and equivocation bundles (`*.equivocation`, or any file that decodes as
+//! one), each judged under the trusted key of the log it names.
+
+use std::path::{Path, PathBuf};
+
+use quorate_crypto::KeyId;
+use quorate_node::files::read_limited;
+use quorate_protocol::audit_log;
+use quorate_protocol::batch_receipt::parse_any;
+use quorate_protocol::tlog::{EquivocationBundle, MAX_BUNDLE_LEN, MAX_SIGNED_DOC_LEN, TreeHead};
+use quorate_verify::TrustStore;
+use quorate_verify::receipts::MAX_AUDIT_LOG_LEN;
+use quorate_verify::tlog::{NotProven, Verdict, convict, verify_audit_log};
+
+/// The file extension of an equivocation bundle written by a monitor.
+pub const EQUIVOCATION_EXTENSION: &str = "equivocation";
+
+/// One line of the report: what was checked, and the verdict in words.
+pub struct TlogLine {
+    /// The file or pair of files.
+    pub label: String,
+    /// `Ok(what held)` or `Err(why not)`.
+    pub outcome: Result<String, String>,
+}
+
+/// Whether `path` holds an equivocation bundle (§18.7): by extension, or by content.
+pub fn is_equivocation_file(path: &Path) -> bool {
+    path.extension()
+        .is_some_and(|e| e == EQUIVOCATION_EXTENSION)
+        || (path.is_file()
+            && read_limited(path, MAX_BUNDLE_LEN as u64)
+                .is_ok_and(|b| EquivocationBundle::from_cbor(&b).is_ok()))
+}
+
+/// Judges every equivocation bundle (§18.8.5) under the trusted key of the log its heads
+/// name. A bundle is `Ok` when it convicts: it is evidence, and it holds.
+pub fn check_equivocations(files: &[PathBuf], trust: &TrustStore) -> Vec<TlogLine> {
+    files
+        .iter()
+        .map(|path| TlogLine {
+            label: path.display().to_string(),
+            outcome: judge(path, trust),
+        })
+        .collect()
+}
+
+fn judge(path: &Path, trust: &TrustStore) -> Result<String, String> {
+    let bytes = read_limited(path, MAX_BUNDLE_LEN as u64).map_err(|e| format!("{e:#}"))?;
+    let bundle = EquivocationBundle::from_cbor(&bytes)
+        .map_err(|e| format!("not an equivocation bundle: {e}"))?;
+    let kid = TreeHead::parse(&bundle.head_a)
+        .map_err(|e| format!("its first head does not decode: {e}"))?
+        .sign1
+        .kid;
+    let (key, name) = trust
+        .get(&kid)
+        .cloned()
+        .ok_or_else(|| format!("the log {kid} is not among the trusted keys"))?;
+    match convict(&bytes, &key) {
+        Verdict::Equivocated(e) => Ok(format!(
+            "log of {name} [{kid}] EQUIVOCATED: it signed two roots for size {}: {}… ({}) and {}… ({})",
+            e.size,
+            &hex::encode(e.first.0)[..16],
+            e.first.1,
+            &hex::encode(e.second.0)[..16],
+            e.second.1
+        )),
+        Verdict::NotProven(why) => Err(format!(
+            "proves nothing against the log of {name}: {}",
+            not_proven(&why)
+        )),
+    }
+}
+
+fn not_proven(why: &NotProven) -> String {
+    match why {
+        NotProven::Malformed(e) => format!("malformed ({e})"),
+        NotProven::DifferentLogs => "its heads belong to two different logs".into(),
+        NotProven::NotSigned(e) => format!("a document is not the log's signed statement ({e})"),
+        NotProven::SameTree => "both heads are one tree (same size, same root)".into(),
+        NotProven::NoConsistencyReceipt => {
+            "heads of different sizes and no consistency receipt: not provable offline".into()
+        }
+        NotProven::OtherSizes => "its consistency receipt is about other sizes".into(),
+        NotProven::Consistent => "its consistency receipt links the two heads".into(),
+        _ => format!("{why:?}"),
+    }
+}
+
+/// The key id that signed an audit log's first record, if it has one.
+fn log_signer(bytes: &[u8]) -> Option<KeyId> {
+    let scan = audit_log::scan(bytes).ok()?;
+    scan.records
+        .first()
+        .and_then(|r| parse_any(r).ok())
+        .map(|r| r.kid())
+}
+
+/// Checks each audit log among `files` against each head of the same log (§18.8.6): the
+/// head verifies under the log's trusted key, and the log's first `size` records reproduce
+/// its root. A head that matches no log given is reported as a failure.
+pub fn check_heads(heads: &[PathBuf], files: &[PathBuf], trust: &TrustStore) -> Vec<TlogLine> {
+    let logs: Vec<(&PathBuf, Result<Vec<u8>, String>)> = files
+        .iter()
+        .filter(|p| p.extension().is_some_and(|e| e == "qlog"))
+        .map(|p| {
+            (
+                p,
+                read_limited(p, MAX_AUDIT_LOG_LEN).map_err(|e| format!("{e:#}")),
+            )
+        })
+        .collect();
+    let mut lines = Vec::new();
+    for head_path in heads {
+        let mut line = |label: String, outcome| lines.push(TlogLine { label, outcome });
+        let head = match read_limited(head_path, MAX_SIGNED_DOC_LEN as u64)
+            .map_err(|e| format!("{e:#}"))
+            .and_then(|b| {
+                TreeHead::parse(&b)
+                    .map(|h| (b, h))
+                    .map_err(|e| e.to_string())
+            }) {
+            Ok(h) => h,
+            Err(e) => {
+                line(
+                    head_path.display().to_string(),
+                    Err(format!("not a signed tree head: {e}")),
+                );
+                continue;
+            }
+        };
+        let (bytes, parsed) = head;
+        let kid = parsed.sign1.kid;
+        let Some((key, name)) = trust.get(&kid).cloned() else {
+            line(
+                head_path.display().to_string(),
+                Err(format!("the log {kid} is not among the trusted keys")),
+            );
+            continue;
+        };
+        let mut matched = false;
+        for (log_path, log) in &logs {
+            let label = format!("{} against {}", log_path.display(), head_path.display());
+            let log = match log {
+                Ok(b) if log_signer(b) == Some(kid) => b,
+                Ok(_) => continue,
+                Err(e) => {
+                    line(label, Err(e.clone()));
+                    continue;
+                }
+            };
+            matched = true;
+            line(
+                label,
+                verify_audit_log(log, &bytes, &key)
+                    .map(|m| {
+                        format!(
+                            "the first {} of its {} records reproduce the signed head of {name} (root {}…)",
+                            m.size,
+                            m.records,
+                            &hex::encode(parsed.body.root)[..16]
+                        )
+                    })
+                    .map_err(|e| format!("{} ({})", e, e.code())),
+            );
+        }
+        if !matched {
+            line(
+                head_path.display().to_string(),
+                Err(format!(
+                    "no audit log of {name} was given to check this head against"
+                )),
+            );
+        }
+    }
+    lines
+}
+
+/// The lines as `OK`/`FAIL` text.
+pub fn human(lines: &[TlogLine]) -> Vec<String> {
+    lines
+        .iter()
+        .map(|l| match &l.outcome {
+            Ok(s) => format!("OK   {}: {s}", l.label),
+            Err(e) => format!("FAIL {}: {e}", l.label),
+        })
+        .collect()
+}
+
+/// The lines as JSON entries.
+pub fn json(lines: &[TlogLine]) -> serde_json::Value {
+    lines
+        .iter()
+        .map(|l| {
+            serde_json::json!({
+                "path": l.label,
+                "ok": l.outcome.is_ok(),
+                "detail": match &l.outcome { Ok(s) | Err(s) => s },
+            })
+        })
+        .collect()
+}
