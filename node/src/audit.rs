@@ -16,13 +16,19 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock};
 
 use anyhow::Context;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
-use quorate_protocol::audit_log::{MAGIC, record, scan};
+use quorate_crypto::SecretKey;
+use quorate_crypto::merkle::{MerkleLog, leaf_hash};
+use quorate_crypto::tensor_digest::Digest32;
+use quorate_protocol::audit_log::{MAGIC, RECORD_HEADER, record, scan};
 use quorate_protocol::messages::{ErrorCode, ErrorFrame};
 use quorate_protocol::receipt::MAX_RECEIPT_LEN;
+use quorate_protocol::tlog::TreeHead;
 
 /// An open audit log.
 pub struct AuditLog {
     file: Mutex<Tail>,
+    /// The RFC 9162 tree over the durable records, in file order (§18.1, §18.11.1).
+    tree: Mutex<Tree>,
     /// Receipts waiting for the next group commit.
     queue: Mutex<Queue>,
     /// Signalled when a commit ends.
@@ -39,6 +45,18 @@ struct Tail {
     durable_len: u64,
     /// A failed append may have left bytes after `durable_len` that could not be cut.
     dirty: bool,
+}
+
+/// The log's Merkle tree and the size of the last head signed over it.
+struct Tree {
+    leaves: MerkleLog,
+    signed: Option<u64>,
+}
+
+/// A record's leaf hash (§18.1). The node's records are receipts as it signed them, with an
+/// empty unprotected header, so a record's bytes are its leaf (a test holds this).
+fn leaf_of(record: &[u8]) -> Digest32 {
+    leaf_hash(record)
 }
 
 /// The result of a commit as every receipt of its group sees it: the I/O error's kind and
@@ -107,6 +125,7 @@ impl AuditLog {
             .with_context(|| format!("cannot open audit log {}", path.display()))?;
         let mut bytes = Vec::new();
         file.read_to_end(&mut bytes)?;
+        let mut leaves = MerkleLog::new();
         let count = if bytes.is_empty() {
             file.write_all(MAGIC)?;
             file.sync_all()?;
@@ -126,6 +145,11 @@ impl AuditLog {
                 file.set_len(s.good_len)?;
                 file.sync_all()?;
             }
+            for r in &s.records {
+                leaves
+                    .push(leaf_of(r))
+                    .map_err(|e| anyhow::anyhow!("audit log {}: {e}", path.display()))?;
+            }
             s.records.len()
         };
         let durable_len = file.seek(SeekFrom::End(0))?;
@@ -135,6 +159,10 @@ impl AuditLog {
                     file,
                     durable_len,
                     dirty: false,
+                }),
+                tree: Mutex::new(Tree {
+                    leaves,
+                    signed: None,
                 }),
                 queue: Mutex::default(),
                 turn: Condvar::new(),
@@ -218,6 +246,13 @@ impl AuditLog {
             Ok(()) => {
                 *durable_len += bytes.len() as u64;
                 self.fsync.observe(started.elapsed().as_secs_f64());
+                // §18.11.1: the leaves join the tree in file order (the tail lock is held).
+                let mut tree = lock(&self.tree);
+                for (r, _) in group {
+                    if let Err(e) = tree.leaves.push(leaf_of(&r[RECORD_HEADER..])) {
+                        tracing::error!("audit log {}: {e}", self.path.display());
+                    }
+                }
                 Ok(())
             }
             Err(source) => {
@@ -237,6 +272,42 @@ impl AuditLog {
                 Err((source.kind(), source.to_string()))
             }
         }
+    }
+
+    /// Signs a tree head over every durable record (§18.3, §18.11.2) if records were made
+    /// durable since the last head it signed (or none was signed yet); `None` otherwise.
+    pub fn sign_head(&self, key: &SecretKey, now: u64) -> anyhow::Result<Option<Vec<u8>>> {
+        let mut tree = lock(&self.tree);
+        let size = tree.leaves.len();
+        if tree.signed == Some(size) {
+            return Ok(None);
+        }
+        let root = tree
+            .leaves
+            .root(size)
+            .ok_or_else(|| anyhow::anyhow!("no root for the log's own size {size}"))?;
+        let head = TreeHead {
+            log_id: key.public_key().key_id(),
+            size,
+            root,
+            issued_at: now,
+        }
+        .sign(key)?;
+        tree.signed = Some(size);
+        Ok(Some(head))
+    }
+
+    /// The head last signed was not kept (its file could not be written): the next call of
+    /// [`Self::sign_head`] signs again even if no record was added.
+    pub fn head_not_kept(&self) {
+        lock(&self.tree).signed = None;
+    }
+
+    /// Where the latest signed tree head is kept: beside the log, `LOG.head`.
+    pub fn head_path(&self) -> PathBuf {
+        let mut name = self.path.as_os_str().to_owned();
+        name.push(".head");
+        PathBuf::from(name)
     }
 
     /// The append-and-fsync latency histogram, shared with the metrics registry (§12.7).
@@ -351,5 +422,63 @@ mod tests {
                 .collect();
             assert_eq!(order, (0..100).collect::<Vec<_>>(), "thread {t}");
         }
+    }
+
+    fn signed_receipt(i: u8, key: &SecretKey) -> Vec<u8> {
+        use quorate_protocol::receipt::{JobKind, ReceiptPayload};
+        ReceiptPayload {
+            job_id: [i; 16],
+            nonce: vec![i; 16],
+            kind: JobKind::Infer,
+            model_digest: [1; 32],
+            inputs: vec![],
+            outputs: vec![],
+            provider: "CPUExecutionProvider".into(),
+            runtime: "onnxruntime".into(),
+            issued_at: 1_700_000_000 + u64::from(i),
+            previous: None,
+            policy: None,
+        }
+        .sign(key)
+        .unwrap()
+    }
+
+    /// Heads cover exactly the durable records, with the §18.1 leaves (a record's bytes are
+    /// its leaf), survive a reopen, and are signed only when the log grew.
+    #[test]
+    fn tree_heads_cover_the_durable_records() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("audit.qlog");
+        let key = SecretKey::from_seed(&[4; 32]);
+        let (log, _) = AuditLog::open(&path).unwrap();
+        let receipts: Vec<Vec<u8>> = (0..5).map(|i| signed_receipt(i, &key)).collect();
+        for r in &receipts {
+            log.append(r).unwrap();
+        }
+        let expected = {
+            let mut tree = MerkleLog::new();
+            for r in &receipts {
+                let leaf = quorate_protocol::tlog::receipt_leaf_hash(r).unwrap();
+                assert_eq!(leaf, leaf_of(r));
+                tree.push(leaf).unwrap();
+            }
+            tree.root(5).unwrap()
+        };
+        let head = log.sign_head(&key, 1_800_000_000).unwrap().unwrap();
+        let parsed = TreeHead::parse(&head).unwrap();
+        parsed.sign1.verify(&key.public_key()).unwrap();
+        assert_eq!((parsed.body.size, parsed.body.root), (5, expected));
+        assert!(log.sign_head(&key, 1_800_000_001).unwrap().is_none());
+        log.head_not_kept();
+        assert!(log.sign_head(&key, 1_800_000_002).unwrap().is_some());
+        drop(log);
+        let (again, n) = AuditLog::open(&path).unwrap();
+        assert_eq!(n, 5);
+        let head = again.sign_head(&key, 1_800_000_003).unwrap().unwrap();
+        assert_eq!(TreeHead::parse(&head).unwrap().body.root, expected);
+        again.append(&signed_receipt(9, &key)).unwrap();
+        let grown = again.sign_head(&key, 1_800_000_004).unwrap().unwrap();
+        assert_eq!(TreeHead::parse(&grown).unwrap().body.size, 6);
+        assert_eq!(again.head_path(), dir.path().join("audit.qlog.head"));
     }
 }

@@ -126,6 +126,33 @@ pub fn run(args: &DemoArgs) -> anyhow::Result<ExitCode> {
     if !failed.is_empty() {
         bail!("{} receipts failed verification", failed.len());
     }
+    // §18: each node signed a tree head over its audit log; the auditor checks that the log
+    // reproduces it, so a log rewritten or cut after the fact would be caught.
+    let logs: Vec<PathBuf> = mesh
+        .nodes
+        .iter()
+        .map(|(name, _)| mesh.audit_of(name))
+        .collect();
+    let heads: Vec<PathBuf> = logs
+        .iter()
+        .map(|l| {
+            let mut name = l.as_os_str().to_owned();
+            name.push(".head");
+            PathBuf::from(name)
+        })
+        .collect();
+    let lines = crate::commands::verify_tlog::check_heads(&heads, &logs, &trust);
+    println!(
+        "7. each node's signed tree head (its transparency log, §18) matches its audit log: {} of {}",
+        lines.iter().filter(|l| l.outcome.is_ok()).count(),
+        lines.len()
+    );
+    for line in crate::commands::verify_tlog::human(&lines) {
+        println!("   {line}");
+    }
+    if lines.is_empty() || lines.iter().any(|l| l.outcome.is_err()) {
+        bail!("a node's audit log does not match its signed tree head");
+    }
     println!("\nWhy this can be trusted:");
     println!(
         "  - only roster members could connect: TLS 1.3 with Ed25519 keys pinned from the signed roster, both ways;"
@@ -145,6 +172,15 @@ pub fn run(args: &DemoArgs) -> anyhow::Result<ExitCode> {
             d.join("roster.cose").display(),
             d.join("admin.pub").display()
         );
+        if let (Some(log), Some(head)) = (logs.first(), heads.first()) {
+            println!(
+                "  quorate verify {} --head {} --roster {} --admin {}",
+                log.display(),
+                head.display(),
+                d.join("roster.cose").display(),
+                d.join("admin.pub").display()
+            );
+        }
     }
     Ok(ExitCode::SUCCESS)
 }

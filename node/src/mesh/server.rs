@@ -361,6 +361,7 @@ pub async fn serve(cfg: NodeConfig) -> anyhow::Result<()> {
                 .await
         })
     };
+    let heads = tokio::spawn(sign_heads(state.clone()));
     shutdown_signal().await;
     tracing::info!(
         node = %state.name,
@@ -378,8 +379,41 @@ pub async fn serve(cfg: NodeConfig) -> anyhow::Result<()> {
     let _ = tokio::time::timeout(Duration::from_secs(2), endpoint.wait_idle()).await;
     serving.abort();
     watching.abort();
+    heads.abort();
+    // A last head over everything logged, so the log's final state is signed (§18.11.2).
+    write_head(&state);
     tracing::info!(node = %state.name, "stopped");
     Ok(())
+}
+
+/// How often a node with new leaves signs a tree head (§18.11.2).
+const HEAD_INTERVAL: Duration = Duration::from_secs(5);
+
+/// Signs a tree head every [`HEAD_INTERVAL`] while the audit log has new records.
+async fn sign_heads(state: Arc<NodeState>) {
+    let mut tick = tokio::time::interval(HEAD_INTERVAL);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let state = state.clone();
+        let _ = tokio::task::spawn_blocking(move || write_head(&state)).await;
+    }
+}
+
+/// Signs a head if the log grew since the last one and writes it beside the log, atomically;
+/// a failure is logged and tried again at the next interval.
+fn write_head(state: &NodeState) {
+    match state.audit.sign_head(&state.key, unix_now()) {
+        Ok(None) => {}
+        Ok(Some(head)) => {
+            let path = state.audit.head_path();
+            if let Err(e) = crate::files::write_atomic(&path, &head, 0o644) {
+                state.audit.head_not_kept();
+                tracing::warn!(node = %state.name, "cannot write the tree head {}: {e:#}", path.display());
+            }
+        }
+        Err(e) => tracing::warn!(node = %state.name, "cannot sign a tree head: {e:#}"),
+    }
 }
 
 async fn shutdown_signal() {
