@@ -107,30 +107,43 @@ pub fn verify_streaming(
         .sum();
     let show = total_bytes >= PROGRESS_FROM_BYTES && std::io::stderr().is_terminal();
     let started = std::time::Instant::now();
-    let mut sources = Sources::new(files);
+    let bytes_read = std::sync::atomic::AtomicU64::new(0);
     let mut tally = Tally::default();
-    loop {
-        let round: Vec<Source> = sources.by_ref().take(ROUND).collect();
-        if round.is_empty() {
-            break;
+    // A reader thread reads the next round while the cores verify this one; one round
+    // waits in the channel at most, so memory stays bounded by three rounds.
+    std::thread::scope(|scope| {
+        let (send, receive) = std::sync::mpsc::sync_channel::<Vec<Source>>(1);
+        let bytes_read = &bytes_read;
+        scope.spawn(move || {
+            let mut sources = Sources::new(files);
+            loop {
+                let round: Vec<Source> = sources.by_ref().take(ROUND).collect();
+                bytes_read.store(sources.bytes_read, std::sync::atomic::Ordering::Relaxed);
+                if round.is_empty() || send.send(round).is_err() {
+                    break;
+                }
+            }
+        });
+        for round in receive {
+            let mut reports = verify_receipts(round, trust, reveals);
+            check_blobs(&mut reports, blobs);
+            for r in reports {
+                tally.total += 1;
+                tally.failed += usize::from(r.failure.is_some());
+                on_report(r);
+            }
+            if show {
+                let rate = tally.total as f64 / started.elapsed().as_secs_f64().max(1e-9);
+                let read = bytes_read.load(std::sync::atomic::Ordering::Relaxed);
+                eprint!(
+                    "\rverified {} receipts ({}% of {} MB read, {rate:.0}/s)   ",
+                    tally.total,
+                    read * 100 / total_bytes.max(1),
+                    total_bytes >> 20
+                );
+            }
         }
-        let mut reports = verify_receipts(round, trust, reveals);
-        check_blobs(&mut reports, blobs);
-        for r in reports {
-            tally.total += 1;
-            tally.failed += usize::from(r.failure.is_some());
-            on_report(r);
-        }
-        if show {
-            let rate = tally.total as f64 / started.elapsed().as_secs_f64().max(1e-9);
-            eprint!(
-                "\rverified {} receipts ({}% of {} MB, {rate:.0}/s)   ",
-                tally.total,
-                sources.bytes_read * 100 / total_bytes.max(1),
-                total_bytes >> 20
-            );
-        }
-    }
+    });
     if show {
         eprintln!();
     }

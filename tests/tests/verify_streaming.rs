@@ -16,7 +16,7 @@ use quorate_tests::quorate_bin;
 /// Records in the log: about 27 MB, several rounds of the verifier.
 const N: usize = 60_000;
 /// The verifier's largest resident memory allowed, in KiB. Holding every report of this log
-/// at once (as `quorate verify` once did) took about 180 MiB; streaming takes about 35 MiB.
+/// at once (as `quorate verify` once did) took about 180 MiB; streaming takes about 40 MiB.
 const MAX_RSS_KIB: u64 = 96 * 1024;
 
 fn receipt(i: usize, key: &SecretKey) -> Vec<u8> {
