@@ -6,12 +6,11 @@ use std::path::{Path, PathBuf};
 
 use quorate_crypto::KeyId;
 use quorate_node::files::read_limited;
-use quorate_protocol::audit_log;
+use quorate_protocol::audit_log::RecordReader;
 use quorate_protocol::batch_receipt::parse_any;
 use quorate_protocol::tlog::{EquivocationBundle, MAX_BUNDLE_LEN, MAX_SIGNED_DOC_LEN, TreeHead};
 use quorate_verify::TrustStore;
-use quorate_verify::receipts::MAX_AUDIT_LOG_LEN;
-use quorate_verify::tlog::{NotProven, Verdict, convict, verify_audit_log};
+use quorate_verify::tlog::{NotProven, Verdict, convict, verify_records};
 
 /// The file extension of an equivocation bundle written by a monitor.
 pub const EQUIVOCATION_EXTENSION: &str = "equivocation";
@@ -88,28 +87,43 @@ fn not_proven(why: &NotProven) -> String {
     }
 }
 
+/// An audit log's records, read one at a time (§6.4).
+fn records(path: &Path) -> Result<impl Iterator<Item = Result<Vec<u8>, String>>, String> {
+    let file =
+        std::fs::File::open(path).map_err(|e| format!("cannot open {}: {e}", path.display()))?;
+    let mut reader = RecordReader::new(std::io::BufReader::with_capacity(1 << 20, file))
+        .map_err(|e| format!("cannot read {}: {e}", path.display()))?
+        .map_err(|e| e.to_string())?;
+    let mut failed = false;
+    Ok(std::iter::from_fn(move || {
+        if failed {
+            return None;
+        }
+        match reader.next_record() {
+            Ok(r) => r.map(Ok),
+            Err(e) => {
+                failed = true;
+                Some(Err(format!("reading stopped: {e}")))
+            }
+        }
+    }))
+}
+
 /// The key id that signed an audit log's first record, if it has one.
-fn log_signer(bytes: &[u8]) -> Option<KeyId> {
-    let scan = audit_log::scan(bytes).ok()?;
-    scan.records
-        .first()
-        .and_then(|r| parse_any(r).ok())
-        .map(|r| r.kid())
+fn log_signer(path: &Path) -> Result<Option<KeyId>, String> {
+    let first = records(path)?.next().transpose()?;
+    Ok(first.and_then(|r| parse_any(&r).ok()).map(|r| r.kid()))
 }
 
 /// Checks each audit log among `files` against each head of the same log (§18.8.6): the
 /// head verifies under the log's trusted key, and the log's first `size` records reproduce
-/// its root. A head that matches no log given is reported as a failure.
+/// its root. Logs are read record by record, in bounded memory. A head that matches no log
+/// given is reported as a failure.
 pub fn check_heads(heads: &[PathBuf], files: &[PathBuf], trust: &TrustStore) -> Vec<TlogLine> {
-    let logs: Vec<(&PathBuf, Result<Vec<u8>, String>)> = files
+    let logs: Vec<(&PathBuf, Result<Option<KeyId>, String>)> = files
         .iter()
         .filter(|p| p.extension().is_some_and(|e| e == "qlog"))
-        .map(|p| {
-            (
-                p,
-                read_limited(p, MAX_AUDIT_LOG_LEN).map_err(|e| format!("{e:#}")),
-            )
-        })
+        .map(|p| (p, log_signer(p)))
         .collect();
     let mut lines = Vec::new();
     for head_path in heads {
@@ -140,20 +154,19 @@ pub fn check_heads(heads: &[PathBuf], files: &[PathBuf], trust: &TrustStore) -> 
             continue;
         };
         let mut matched = false;
-        for (log_path, log) in &logs {
+        for (log_path, signer) in &logs {
             let label = format!("{} against {}", log_path.display(), head_path.display());
-            let log = match log {
-                Ok(b) if log_signer(b) == Some(kid) => b,
+            match signer {
+                Ok(Some(k)) if *k == kid => {}
                 Ok(_) => continue,
                 Err(e) => {
                     line(label, Err(e.clone()));
                     continue;
                 }
-            };
+            }
             matched = true;
-            line(
-                label,
-                verify_audit_log(log, &bytes, &key)
+            let outcome = records(log_path).and_then(|records| {
+                verify_records(records, &bytes, &key)
                     .map(|m| {
                         format!(
                             "the first {} of its {} records reproduce the signed head of {name} (root {}…)",
@@ -162,8 +175,9 @@ pub fn check_heads(heads: &[PathBuf], files: &[PathBuf], trust: &TrustStore) -> 
                             &hex::encode(parsed.body.root)[..16]
                         )
                     })
-                    .map_err(|e| format!("{} ({})", e, e.code())),
-            );
+                    .map_err(|e| format!("{} ({})", e, e.code()))
+            });
+            line(label, outcome);
         }
         if !matched {
             line(

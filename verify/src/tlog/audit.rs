@@ -23,21 +23,37 @@ pub fn verify_audit_log(
     head: &[u8],
     key: &PublicKey,
 ) -> Result<AuditLogMatch, TlogVerifyError> {
-    let head = verify_tree_head(head, key)?;
     let scan = audit_log::scan(log).map_err(|e| TlogVerifyError::AuditLog(e.to_string()))?;
-    let records = scan.records.len() as u64;
-    if records < head.size {
+    verify_records(scan.records.into_iter().map(Ok), head, key)
+}
+
+/// [`verify_audit_log`] over an audit log's records as they are read, one at a time, so a
+/// log of any length is checked in bounded memory (§6.4). A record that could not be read
+/// (`Err`, with the reason) fails the check.
+pub fn verify_records(
+    records: impl IntoIterator<Item = Result<Vec<u8>, String>>,
+    head: &[u8],
+    key: &PublicKey,
+) -> Result<AuditLogMatch, TlogVerifyError> {
+    let head = verify_tree_head(head, key)?;
+    let mut tree = MerkleLog::new();
+    let mut count = 0u64;
+    for record in records {
+        let record = record.map_err(TlogVerifyError::AuditLog)?;
+        if count < head.size {
+            let leaf = tlog::receipt_leaf_hash(&record).map_err(|e| {
+                TlogVerifyError::AuditLog(format!("record {count} is not a receipt: {e}"))
+            })?;
+            tree.push(leaf)
+                .map_err(|e| TlogVerifyError::AuditLog(e.to_string()))?;
+        }
+        count += 1;
+    }
+    if count < head.size {
         return Err(TlogVerifyError::AuditLog(format!(
-            "the head covers {} records, the log holds {records}",
+            "the head covers {} records, the log holds {count}",
             head.size
         )));
-    }
-    let mut tree = MerkleLog::new();
-    for (i, record) in scan.records.iter().take(head.size as usize).enumerate() {
-        let leaf = tlog::receipt_leaf_hash(record)
-            .map_err(|e| TlogVerifyError::AuditLog(format!("record {i} is not a receipt: {e}")))?;
-        tree.push(leaf)
-            .map_err(|e| TlogVerifyError::AuditLog(e.to_string()))?;
     }
     if tree.root(head.size) != Some(head.root) {
         return Err(TlogVerifyError::Mismatch(format!(
@@ -47,6 +63,6 @@ pub fn verify_audit_log(
     }
     Ok(AuditLogMatch {
         size: head.size,
-        records,
+        records: count,
     })
 }

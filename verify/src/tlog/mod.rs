@@ -10,7 +10,7 @@ mod head;
 mod inclusion;
 mod promise;
 
-pub use audit::{AuditLogMatch, verify_audit_log};
+pub use audit::{AuditLogMatch, verify_audit_log, verify_records};
 pub use consistency::{VerifiedConsistency, verify_consistency, verify_consistency_receipt};
 pub use equivocation::{Equivocation, NotProven, Verdict, convict};
 pub use head::verify_tree_head;

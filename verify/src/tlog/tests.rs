@@ -253,6 +253,15 @@ fn an_audit_log_reproduces_its_head() {
             .code(),
         "mismatch"
     );
+    // Record by record: the same verdicts, and a record that could not be read fails.
+    let stream = |n: usize| receipts[..n].iter().cloned().map(Ok).collect::<Vec<_>>();
+    let m = verify_records(stream(7), &head(&log, 5, &k), &pk(&k)).unwrap();
+    assert_eq!((m.size, m.records), (5, 7));
+    let mut broken = stream(3);
+    broken.push(Err("disk gone".into()));
+    let e = verify_records(broken, &head(&log, 3, &k), &pk(&k)).unwrap_err();
+    assert_eq!(e.code(), "audit_log");
+    assert!(e.to_string().contains("disk gone"), "{e}");
 }
 
 #[test]
