@@ -217,11 +217,14 @@ impl<'a> Sources<'a> {
                 bytes: Err(Failure::Io(e)),
             })
         };
+        // One open: the magic is sniffed from the file the log is then read from. A file
+        // that cannot be opened is read as a receipt, whose reader says why not.
         let mut head = [0u8; MAGIC.len()];
-        let is_log = std::fs::File::open(path)
-            .and_then(|mut f| std::io::Read::read(&mut f, &mut head))
-            .is_ok_and(|n| n == head.len() && &head == MAGIC);
-        if !is_log {
+        let log = std::fs::File::open(path).ok().filter(|mut f| {
+            std::io::Read::read(&mut f, &mut head).is_ok_and(|n| n == head.len() && &head == MAGIC)
+                && std::io::Seek::rewind(&mut f).is_ok()
+        });
+        let Some(file) = log else {
             return match read_limited(path, MAX_RECEIPT_LEN as u64) {
                 Ok(bytes) => {
                     self.bytes_read += bytes.len() as u64;
@@ -232,10 +235,6 @@ impl<'a> Sources<'a> {
                 }
                 Err(e) => fail(format!("{e:#}")),
             };
-        }
-        let file = match std::fs::File::open(path) {
-            Ok(f) => f,
-            Err(e) => return fail(format!("cannot open {}: {e}", path.display())),
         };
         match RecordReader::new(std::io::BufReader::with_capacity(1 << 20, file)) {
             Ok(Ok(reader)) => {

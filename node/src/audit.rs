@@ -59,6 +59,14 @@ fn leaf_of(record: &[u8]) -> Digest32 {
     leaf_hash(record)
 }
 
+/// Where a node keeps the latest signed tree head of the audit log `log`: beside it,
+/// `LOG.head` (§18.11).
+pub fn head_path_of(log: &Path) -> PathBuf {
+    let mut name = log.as_os_str().to_owned();
+    name.push(".head");
+    PathBuf::from(name)
+}
+
 /// The result of a commit as every receipt of its group sees it: the I/O error's kind and
 /// text (an `io::Error` cannot be shared).
 type CommitResult = Result<(), (std::io::ErrorKind, String)>;
@@ -303,11 +311,9 @@ impl AuditLog {
         lock(&self.tree).signed = None;
     }
 
-    /// Where the latest signed tree head is kept: beside the log, `LOG.head`.
+    /// Where the latest signed tree head is kept: [`head_path_of`] this log.
     pub fn head_path(&self) -> PathBuf {
-        let mut name = self.path.as_os_str().to_owned();
-        name.push(".head");
-        PathBuf::from(name)
+        head_path_of(&self.path)
     }
 
     /// The append-and-fsync latency histogram, shared with the metrics registry (§12.7).

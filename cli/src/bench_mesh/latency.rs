@@ -61,10 +61,10 @@ pub fn latency(
     rounds: usize,
     dir: &std::path::Path,
 ) -> anyhow::Result<Latency> {
-    let request = |()| fresh_request(t.model.1, vec![t.input.clone()], None);
-    let (response, _) = rt.block_on(client.infer(t.node, &request(())?))?;
+    let request = || fresh_request(t.model.1, vec![t.input.clone()], None);
+    let (response, _) = rt.block_on(client.infer(t.node, &request()?))?;
     let sizes = (
-        Request::Infer(request(())?).encode()?.len(),
+        Request::Infer(request()?).encode()?.len(),
         Response::Infer(response).encode()?.len(),
     );
 
@@ -93,7 +93,7 @@ pub fn latency(
         2,
         BLOCK,
         &mut [
-            &mut || request(()).is_ok_and(|r| rt.block_on(client.infer(t.node, &r)).is_ok()),
+            &mut || request().is_ok_and(|r| rt.block_on(client.infer(t.node, &r)).is_ok()),
             &mut || local.run(std::slice::from_ref(t.input)).is_ok(),
             &mut || {
                 rt.block_on(conn.request(&payload, Duration::from_secs(10)))

@@ -4,6 +4,8 @@
 
 use std::time::Instant;
 
+pub use crate::bench_secagg::bound::median;
+
 /// Nanoseconds one call of `f` took, and what it returned.
 pub fn time_ns<T>(f: &mut dyn FnMut() -> T) -> (f64, T) {
     let start = Instant::now();
@@ -42,31 +44,10 @@ pub fn interleaved(
     Ok(samples.into_iter().map(median).collect())
 }
 
-/// The median of `v` (the mean of the middle two for an even count); NaN when empty.
-pub fn median(mut v: Vec<f64>) -> f64 {
-    if v.is_empty() {
-        return f64::NAN;
-    }
-    v.sort_by(f64::total_cmp);
-    let mid = v.len() / 2;
-    if v.len() % 2 == 1 {
-        v[mid]
-    } else {
-        (v[mid - 1] + v[mid]) / 2.0
-    }
-}
-
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn median_of_odd_even_and_empty() {
-        assert_eq!(median(vec![5.0, 1.0, 3.0]), 3.0);
-        assert_eq!(median(vec![4.0, 1.0, 3.0, 2.0]), 2.5);
-        assert!(median(vec![]).is_nan());
-    }
 
     #[test]
     fn interleaved_keeps_rounds_after_warm_up_for_each_function() {

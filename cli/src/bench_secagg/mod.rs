@@ -13,7 +13,7 @@
 //! the server are run again alone on their recorded messages, each replay followed by a
 //! repetition of its bound, and the medians are compared.
 
-mod bound;
+pub(crate) mod bound;
 mod replay;
 
 use std::sync::Arc;

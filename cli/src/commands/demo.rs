@@ -135,11 +135,7 @@ pub fn run(args: &DemoArgs) -> anyhow::Result<ExitCode> {
         .collect();
     let heads: Vec<PathBuf> = logs
         .iter()
-        .map(|l| {
-            let mut name = l.as_os_str().to_owned();
-            name.push(".head");
-            PathBuf::from(name)
-        })
+        .map(|l| quorate_node::audit::head_path_of(l))
         .collect();
     let lines = crate::commands::verify_tlog::check_heads(&heads, &logs, &trust);
     println!(
