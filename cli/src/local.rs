@@ -360,6 +360,41 @@ impl LocalMesh {
         Ok(())
     }
 
+    /// Starts a stopped node again with `program` (the `quorate` or adversary binary) and
+    /// its configuration file, appending `extra_config` to it first; waits until it listens.
+    pub fn restart(
+        &mut self,
+        name: &str,
+        program: &Path,
+        extra_config: &str,
+    ) -> anyhow::Result<()> {
+        let cfg = self.dir.join("nodes").join(name).join("node.toml");
+        if !extra_config.is_empty() {
+            let mut text = std::fs::read_to_string(&cfg)?;
+            text.push('\n');
+            text.push_str(extra_config);
+            std::fs::write(&cfg, text)?;
+        }
+        let mut child = Command::new(program)
+            .args(["node", "--config"])
+            .arg(&cfg)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::from(
+                std::fs::OpenOptions::new()
+                    .append(true)
+                    .create(true)
+                    .open(cfg.with_file_name("node.log"))?,
+            ))
+            .spawn()
+            .with_context(|| format!("cannot start {}", program.display()))?;
+        wait_ready(name, &mut child, Duration::from_secs(60))?;
+        match self.nodes.iter_mut().find(|(n, _)| n == name) {
+            Some((_, old)) => *old = child,
+            None => self.nodes.push((name.to_string(), child)),
+        }
+        Ok(())
+    }
+
     /// Kills one node at once (SIGKILL), as a crash would.
     pub fn kill(&mut self, name: &str) -> anyhow::Result<()> {
         if let Some((_, child)) = self.nodes.iter_mut().find(|(n, _)| n == name) {

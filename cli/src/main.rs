@@ -39,6 +39,9 @@ enum Command {
     Ensemble(commands::ensemble::EnsembleArgs),
     /// Verify receipts offline against trusted public keys.
     Verify(commands::verify::VerifyArgs),
+    /// Ask nodes for their transparency logs' heads and proofs, and monitor them.
+    #[command(subcommand)]
+    Log(commands::log::LogCommand),
     /// Build, sign and inspect the signed roster (the mesh's allowlist).
     #[command(subcommand)]
     Roster(commands::roster::RosterCommand),
@@ -92,6 +95,7 @@ fn main() -> std::process::ExitCode {
         Command::Ensemble(args) => commands::ensemble::run(&args),
         Command::Verify(args) => commands::verify::run(&args),
         Command::Roster(cmd) => commands::roster::run(&cmd),
+        Command::Log(cmd) => commands::log::run(&cmd),
         Command::Calibrate(args) => commands::calibrate::run(&args),
         Command::GenModel(args) => commands::gen_model::run(&args),
         Command::Split(args) => commands::split::run(&args),

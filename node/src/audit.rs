@@ -47,11 +47,20 @@ struct Tail {
     dirty: bool,
 }
 
-/// The log's Merkle tree and the size of the last head signed over it.
+/// The log's Merkle tree, what the node signed over it, and the key that signs the
+/// statement of each group commit when replies carry inclusion receipts (§18.11.3).
 struct Tree {
     leaves: MerkleLog,
+    /// The size of the last head signed, `None` before the first or after one not kept.
     signed: Option<u64>,
+    /// The bytes of the latest head signed.
+    latest: Option<Vec<u8>>,
+    history: tlog::HeadHistory,
+    inline: Option<Arc<SecretKey>>,
 }
+
+mod tlog;
+pub use tlog::LogServiceError;
 
 /// A record's leaf hash (§18.1). The node's records are receipts as it signed them, with an
 /// empty unprotected header, so a record's bytes are its leaf (a test holds this).
@@ -67,11 +76,20 @@ pub fn head_path_of(log: &Path) -> PathBuf {
     PathBuf::from(name)
 }
 
+/// Seconds between two tree heads while the log grows (§18.11.2).
+pub const HEAD_INTERVAL_SECS: u64 = 5;
+
 /// The result of a commit as every receipt of its group sees it: the I/O error's kind and
 /// text (an `io::Error` cannot be shared).
 type CommitResult = Result<(), (std::io::ErrorKind, String)>;
-/// Where a receipt's waiter finds the result of the commit that carried it.
-type Outcome = OnceLock<CommitResult>;
+/// Where a receipt's waiter finds the result of the commit that carried it, and its
+/// inclusion receipt when it asked for one (§18.11.3).
+#[derive(Default)]
+struct Outcome {
+    done: OnceLock<CommitResult>,
+    wants_proof: bool,
+    inclusion: OnceLock<Vec<u8>>,
+}
 
 /// Receipts appended but not yet taken by a commit.
 #[derive(Default)]
@@ -169,8 +187,11 @@ impl AuditLog {
                     dirty: false,
                 }),
                 tree: Mutex::new(Tree {
+                    history: tlog::HeadHistory::indexing(&leaves),
                     leaves,
                     signed: None,
+                    latest: None,
+                    inline: None,
                 }),
                 queue: Mutex::default(),
                 turn: Condvar::new(),
@@ -190,16 +211,35 @@ impl AuditLog {
     /// returns only once its own receipt is durable; if the commit fails, every receipt of the
     /// group is cut from the log and every caller gets the error.
     pub fn append(&self, receipt: &[u8]) -> Result<(), AppendError> {
+        self.append_inner(receipt, false).map(|_| ())
+    }
+
+    /// [`Self::append`], returning the receipt's inclusion receipt (§18.4) under the one
+    /// statement its group commit signed, when [`Self::prove_in_replies`] set a key;
+    /// `None` otherwise.
+    pub fn append_proved(&self, receipt: &[u8]) -> Result<Option<Vec<u8>>, AppendError> {
+        self.append_inner(receipt, true)
+    }
+
+    fn append_inner(
+        &self,
+        receipt: &[u8],
+        wants_proof: bool,
+    ) -> Result<Option<Vec<u8>>, AppendError> {
         if receipt.len() > MAX_RECEIPT_LEN {
             return Err(AppendError::TooLarge(receipt.len()));
         }
-        let mine = Arc::new(OnceLock::new());
+        let mine = Arc::new(Outcome {
+            wants_proof,
+            ..Outcome::default()
+        });
         let mut queue = lock(&self.queue);
         queue.pending.push((record(receipt), mine.clone()));
         loop {
-            if let Some(result) = mine.get() {
+            if let Some(result) = mine.done.get() {
                 return result
                     .clone()
+                    .map(|()| mine.inclusion.get().cloned())
                     .map_err(|(kind, message)| AppendError::StorageUnavailable {
                         path: self.path.clone(),
                         source: std::io::Error::new(kind, message),
@@ -220,7 +260,7 @@ impl AuditLog {
             let result = self.commit(&group);
             queue = lock(&self.queue);
             for (_, outcome) in &group {
-                let _ = outcome.set(result.clone());
+                let _ = outcome.done.set(result.clone());
             }
             queue.committing = false;
             self.turn.notify_all();
@@ -256,11 +296,14 @@ impl AuditLog {
                 self.fsync.observe(started.elapsed().as_secs_f64());
                 // §18.11.1: the leaves join the tree in file order (the tail lock is held).
                 let mut tree = lock(&self.tree);
+                let mut indices = Vec::with_capacity(group.len());
                 for (r, _) in group {
-                    if let Err(e) = tree.leaves.push(leaf_of(&r[RECORD_HEADER..])) {
+                    indices.push(tree.push(leaf_of(&r[RECORD_HEADER..])));
+                    if let Some(Err(e)) = indices.last() {
                         tracing::error!("audit log {}: {e}", self.path.display());
                     }
                 }
+                tree.prove_group(group, &indices, &self.path);
                 Ok(())
             }
             Err(source) => {
@@ -302,6 +345,8 @@ impl AuditLog {
         }
         .sign(key)?;
         tree.signed = Some(size);
+        tree.history.signed(size, now);
+        tree.latest = Some(head.clone());
         Ok(Some(head))
     }
 

@@ -9,8 +9,8 @@ use quorate_crypto::PublicKey;
 use quorate_protocol::cose;
 use quorate_protocol::governance::Governance;
 use quorate_protocol::messages::{
-    ErrorCode, ErrorFrame, HealthInfo, InferRequest, InferResponse, Request, Response,
-    ResponseRejected, check_infer_response,
+    ErrorCode, ErrorFrame, HealthInfo, InferRequest, InferResponse, LogRequest, LogResponse,
+    Request, Response, ResponseRejected, check_infer_response,
 };
 use quorate_protocol::receipt::JobKind;
 use quorate_protocol::roster::{Entry, MAX_ROSTER_LEN, ROSTER_CONTENT_TYPE, Role, Roster};
@@ -171,6 +171,15 @@ fn request_from_json(d: &Value) -> Request {
             policy: opt_digest(&d["policy"]),
             previous: opt_digest(&d["previous"]),
         }),
+        "log_head" => Request::Log(LogRequest::Head),
+        "log_prove" => Request::Log(LogRequest::Prove {
+            leaf_hash: digest(&d["leaf_hash"]),
+            tree_size: d["tree_size"].as_u64(),
+        }),
+        "log_consistency" => Request::Log(LogRequest::Consistency {
+            old_size: u(&d["old_size"]),
+            new_size: u(&d["new_size"]),
+        }),
         t => panic!("unknown request type {t}"),
     }
 }
@@ -198,7 +207,18 @@ fn response_from_json(d: &Value) -> Response {
             outputs: tensors(&d["outputs"]),
             output_salts: salts(&d["output_salts"]),
             receipt: unhex(&d["receipt"]),
+            promise: (!d["promise"].is_null()).then(|| unhex(&d["promise"])),
         }),
+        "log_head" => Response::Log(LogResponse::Head {
+            head: unhex(&d["head"]),
+            witnessed: d["witnessed"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(unhex)
+                .collect(),
+        }),
+        "log_proof" => Response::Log(LogResponse::Proof(unhex(&d["proof"]))),
         "error" => Response::Error(ErrorFrame {
             code: ERROR_CODES
                 .into_iter()

@@ -483,6 +483,7 @@ mod tests {
             outputs: vec![],
             output_salts: None,
             receipt: vec![1, 2, 3],
+            promise: None,
         })
         .encode()
         .unwrap();
@@ -526,6 +527,7 @@ mod tests {
             outputs: vec![],
             output_salts: None,
             receipt: vec![0xa0],
+            promise: None,
         })
         .encode()
         .unwrap();

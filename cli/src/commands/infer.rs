@@ -96,7 +96,18 @@ pub fn run(args: &InferArgs) -> anyhow::Result<ExitCode> {
             }
         };
         let node = &nodes[0];
-        let (response, payload) = client.infer(node, &req).await?;
+        let (mut response, payload) = client.infer(node, &req).await?;
+        // §18.6: a promise is upgraded before anything is written, so the stored receipt
+        // carries its inclusion receipt either way.
+        if let Some(promise) = response.promise.take() {
+            eprintln!(
+                "log       {} promised to log the receipt; waiting for its next tree head to upgrade the promise",
+                node.name
+            );
+            response.receipt = client
+                .upgrade_promise(node, &response.receipt, &promise)
+                .await?;
+        }
         client.close();
         Ok((node.name.clone(), response, payload))
     })?;
@@ -124,7 +135,7 @@ pub fn run(args: &InferArgs) -> anyhow::Result<ExitCode> {
         print_output(t);
     }
     println!(
-        "receipt   verified: signed by {node_name}'s pinned key, job {} , commitments match",
+        "receipt   verified: signed by {node_name}'s pinned key, job {} , commitments match, in the node's log",
         hex::encode(payload.job_id)
     );
     println!(

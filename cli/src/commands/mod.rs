@@ -14,6 +14,7 @@ pub mod gen_model;
 pub mod infer;
 pub mod infer_verified;
 pub mod keygen;
+pub mod log;
 pub mod node;
 pub mod node_check;
 pub mod pipeline;

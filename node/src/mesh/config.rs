@@ -66,6 +66,15 @@ pub struct NodeConfig {
     /// Decompressed TFHE server keys kept at once (about 172 MiB each; §16.3).
     #[serde(default = "default_fhe_keys")]
     pub fhe_max_keys: usize,
+    /// How a reply proves that its receipt is in the log (§18.11.3): `inclusion` (default:
+    /// an inclusion receipt in the receipt's header 394, one signature per group commit)
+    /// or `promise` (a signed promise the client upgrades after its deadline).
+    #[serde(default)]
+    pub log_replies: LogReplies,
+    /// Seconds between two fetches of every peer's tree head, kept and served as witnessed
+    /// heads (§18.11.6); 0 turns gossip off.
+    #[serde(default = "default_gossip")]
+    pub gossip_secs: u64,
     // The keys below exist only in builds with the `test-util` feature (the
     // `quorate-adversary` binary); other builds refuse them (`ConfigError::TestOnlyKey`).
     /// Test harness only: milliseconds to wait before answering an inference, so tests can
@@ -90,6 +99,27 @@ pub struct NodeConfig {
     #[cfg(feature = "test-util")]
     #[serde(default)]
     pub test_tamper_masked: Option<String>,
+    /// Test harness only: answer inference jobs without appending their receipts to the
+    /// audit log (the reply still carries a promise or a forged inclusion receipt).
+    #[cfg(feature = "test-util")]
+    #[serde(default)]
+    pub test_omit_from_log: bool,
+    /// Test harness only: answer head requests from the roster member of this name with a
+    /// head over another root (a split view, §18.7).
+    #[cfg(feature = "test-util")]
+    #[serde(default)]
+    pub test_split_view_for: Option<String>,
+}
+
+/// How a reply proves inclusion of its receipt (§18.11.3).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogReplies {
+    /// An inclusion receipt in header 394 under the statement of the receipt's group commit.
+    #[default]
+    Inclusion,
+    /// A promise (§18.6) with a deadline of the head interval plus one second.
+    Promise,
 }
 
 /// A configuration the node refuses before reading it field by field.
@@ -143,6 +173,9 @@ fn default_in_flight() -> u64 {
 /// Longest interval between two looks at the roster file.
 pub const MAX_ROSTER_RELOAD_SECS: u64 = 86_400;
 
+fn default_gossip() -> u64 {
+    30
+}
 fn default_roster_reload() -> u64 {
     5
 }

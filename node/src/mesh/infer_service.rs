@@ -10,11 +10,13 @@ use std::time::Duration;
 use quorate_crypto::SecretKey;
 use quorate_protocol::governance::Governance;
 use quorate_protocol::messages::{ErrorCode, ErrorFrame, InferRequest, InferResponse};
+use quorate_protocol::tlog;
 use quorate_runtime::LoadedModel;
 use quorate_runtime::attest::{Committed, JobParams, run_committed};
 
-use crate::audit::AuditLog;
+use crate::audit::{AuditLog, HEAD_INTERVAL_SECS};
 use crate::clock::unix_now;
+use crate::mesh::config::LogReplies;
 #[cfg(feature = "test-util")]
 use crate::mesh::misbehave::Misbehaviour;
 use crate::mesh::models::Models;
@@ -29,13 +31,22 @@ pub struct InferService {
     audit: Arc<AuditLog>,
     models: Arc<Models>,
     governance: GovernanceView,
+    /// How replies prove inclusion (§18.11.3).
+    replies: LogReplies,
     /// Test harness only: wait this long before answering.
     #[cfg(feature = "test-util")]
     test_delay: Duration,
     /// Test harness only: lie as configured (§14.8).
     #[cfg(feature = "test-util")]
     pub(crate) misbehave: Option<Misbehaviour>,
+    /// Test harness only: leave receipts out of the audit log.
+    #[cfg(feature = "test-util")]
+    pub(crate) omit_from_log: bool,
 }
+
+/// Seconds between a promise and its deadline: the head interval, plus one second for the
+/// head's signing and one for rounding to whole seconds (§18.11.3).
+pub const PROMISE_WINDOW_SECS: u64 = HEAD_INTERVAL_SECS + 2;
 
 impl InferService {
     /// A service signing with `key` into `audit`, serving `models`, refusing verified jobs
@@ -45,26 +56,39 @@ impl InferService {
         audit: Arc<AuditLog>,
         models: Arc<Models>,
         governance: GovernanceView,
+        replies: LogReplies,
     ) -> Self {
+        if replies == LogReplies::Inclusion {
+            audit.prove_in_replies(key.clone());
+        }
         Self {
             key,
             audit,
             models,
             governance,
+            replies,
             #[cfg(feature = "test-util")]
             test_delay: Duration::ZERO,
             #[cfg(feature = "test-util")]
             misbehave: None,
+            #[cfg(feature = "test-util")]
+            omit_from_log: false,
         }
     }
 
     /// Test harness only: the same service, waiting `delay` before each answer and lying as
     /// `misbehave` says (§14.8).
     #[cfg(feature = "test-util")]
-    pub fn with_test_behaviour(self, delay: Duration, misbehave: Option<Misbehaviour>) -> Self {
+    pub fn with_test_behaviour(
+        self,
+        delay: Duration,
+        misbehave: Option<Misbehaviour>,
+        omit_from_log: bool,
+    ) -> Self {
         Self {
             test_delay: delay,
             misbehave,
+            omit_from_log,
             ..self
         }
     }
@@ -144,14 +168,55 @@ impl InferService {
             .payload
             .sign(&self.key)
             .map_err(|e| internal(e.into()))?;
-        // §12.4: durable before the reply leaves.
-        self.audit.append(&receipt)?;
+        let (receipt, promise) = self.log(receipt)?;
         Ok(InferResponse {
             output_salts: job
                 .salted
                 .then(|| attested.outputs.iter().filter_map(|c| c.salt).collect()),
             outputs: attested.outputs.into_iter().map(|c| c.tensor).collect(),
             receipt,
+            promise,
         })
+    }
+
+    /// Makes the receipt durable before the reply leaves (§12.4) and proves it is in the log
+    /// (§18.11.3): the receipt with its inclusion receipt in header 394, or the receipt as
+    /// signed and a promise.
+    fn log(&self, receipt: Vec<u8>) -> Result<(Vec<u8>, Option<Vec<u8>>), ErrorFrame> {
+        #[cfg(feature = "test-util")]
+        let omit = self.omit_from_log;
+        #[cfg(not(feature = "test-util"))]
+        let omit = false;
+        let internal = |e: String| ErrorFrame::new(ErrorCode::Internal, e);
+        match self.replies {
+            LogReplies::Inclusion => {
+                let inclusion = if omit {
+                    None
+                } else {
+                    self.audit.append_proved(&receipt)?
+                };
+                let Some(inclusion) = inclusion else {
+                    return Ok((receipt, None));
+                };
+                let proved = tlog::attach_inclusion_receipts(&receipt, &[inclusion])
+                    .map_err(|e| internal(e.to_string()))?;
+                Ok((proved, None))
+            }
+            LogReplies::Promise => {
+                if !omit {
+                    self.audit.append(&receipt)?;
+                }
+                let now = unix_now();
+                let promise = tlog::Promise {
+                    log_id: self.key.public_key().key_id(),
+                    leaf_hash: quorate_crypto::merkle::leaf_hash(&receipt),
+                    issued_at: now,
+                    deadline: now + PROMISE_WINDOW_SECS,
+                }
+                .sign(&self.key)
+                .map_err(|e| internal(e.to_string()))?;
+                Ok((receipt, Some(promise)))
+            }
+        }
     }
 }

@@ -38,7 +38,11 @@ pub fn configure_infer(infer: InferService, cfg: &NodeConfig) -> anyhow::Result<
         .map(Mode::parse)
         .transpose()?
         .map(|m| Misbehaviour::new(m, only));
-    Ok(infer.with_test_behaviour(Duration::from_millis(cfg.test_delay_ms), misbehave))
+    Ok(infer.with_test_behaviour(
+        Duration::from_millis(cfg.test_delay_ms),
+        misbehave,
+        cfg.test_omit_from_log,
+    ))
 }
 
 /// The ensemble member's crash and tamper hooks, as `test_exit_at_round` and

@@ -7,6 +7,8 @@ pub mod ensemble;
 pub mod ensemble_client;
 pub mod infer_service;
 pub mod job_table;
+pub mod log_client;
+pub mod log_service;
 #[cfg(feature = "test-util")]
 pub mod misbehave;
 pub mod models;

@@ -25,6 +25,7 @@ use crate::mesh::admission::Admission;
 use crate::mesh::config::NodeConfig;
 use crate::mesh::ensemble::EnsembleService;
 use crate::mesh::infer_service::{GovernanceView, InferService};
+use crate::mesh::log_service::LogService;
 use crate::mesh::models::Models;
 use crate::mesh::reload::{RosterKeeper, read_roster_file};
 use quorate_transport::{TlsIdentity, TransportSettings, bind_server};
@@ -43,6 +44,8 @@ pub struct NodeState {
     admission: Arc<Admission>,
     infer: Arc<InferService>,
     ensemble: Arc<EnsembleService>,
+    /// Log requests and witnessed peer heads (§18.12).
+    pub log: Arc<LogService>,
     /// Encrypted inference: qlinear models and server keys (§16).
     pub fhe: Arc<FheService>,
     // Handed to the FHE service and sampled by the metrics; the other services hold their
@@ -84,6 +87,12 @@ impl NodeState {
             cfg.audit_log.display()
         );
         let audit = Arc::new(audit);
+        // §18.11.2: leaves the last head covered are proved against it after a restart.
+        if let Ok(kept) = std::fs::read(audit.head_path())
+            && !audit.adopt_kept_head(&key, &kept)
+        {
+            tracing::warn!(node = %cfg.name, "{} is not a head of this log; ignored", audit.head_path().display());
+        }
         let key = Arc::new(key);
         let roster = Arc::new(RosterKeeper::new(
             &cfg.name,
@@ -97,7 +106,13 @@ impl NodeState {
             let roster = roster.clone();
             Arc::new(move || roster.governance())
         };
-        let infer = InferService::new(key.clone(), audit.clone(), models.clone(), governance);
+        let infer = InferService::new(
+            key.clone(),
+            audit.clone(),
+            models.clone(),
+            governance,
+            cfg.log_replies,
+        );
         // Test harness only: the `test_*` keys exist in `test-util` builds alone.
         #[cfg(feature = "test-util")]
         let infer = crate::mesh::misbehave::configure_infer(infer, cfg)?;
@@ -105,7 +120,14 @@ impl NodeState {
         let hooks = crate::mesh::misbehave::ensemble_hooks(cfg);
         #[cfg(not(feature = "test-util"))]
         let hooks = crate::mesh::ensemble::TestHooks::default();
+        #[allow(unused_mut)]
+        let mut log = LogService::new(key.clone(), audit.clone(), roster.clone());
+        #[cfg(feature = "test-util")]
+        {
+            log.split_view_for = cfg.test_split_view_for.clone();
+        }
         Ok(Self {
+            log: Arc::new(log),
             name: cfg.name.clone(),
             infer: Arc::new(infer),
             ensemble: Arc::new(EnsembleService::new(
@@ -197,6 +219,17 @@ impl NodeState {
                 self.admitted(job)
                     .await
                     .map_or_else(Response::Error, Response::Fhe)
+            }
+            // A log request costs at most one signature: no job slot, so monitors are
+            // answered while the node is at capacity (§18.12).
+            Ok(Request::Log(req)) => {
+                let log = self.log.clone();
+                tokio::task::spawn_blocking(move || log.handle(&peer, req))
+                    .await
+                    .unwrap_or_else(|_| {
+                        Err(ErrorFrame::new(ErrorCode::Internal, "log task failed"))
+                    })
+                    .map_or_else(Response::Error, Response::Log)
             }
         };
         let took = started.elapsed();
@@ -362,6 +395,13 @@ pub async fn serve(cfg: NodeConfig) -> anyhow::Result<()> {
         })
     };
     let heads = tokio::spawn(sign_heads(state.clone()));
+    let gossip = (cfg.gossip_secs > 0).then(|| {
+        tokio::spawn(crate::mesh::log_service::gossip(
+            state.log.clone(),
+            state.name.clone(),
+            Duration::from_secs(cfg.gossip_secs),
+        ))
+    });
     shutdown_signal().await;
     tracing::info!(
         node = %state.name,
@@ -380,6 +420,9 @@ pub async fn serve(cfg: NodeConfig) -> anyhow::Result<()> {
     serving.abort();
     watching.abort();
     heads.abort();
+    if let Some(g) = gossip {
+        g.abort();
+    }
     // A last head over everything logged, so the log's final state is signed (§18.11.2).
     write_head(&state);
     tracing::info!(node = %state.name, "stopped");
@@ -387,7 +430,7 @@ pub async fn serve(cfg: NodeConfig) -> anyhow::Result<()> {
 }
 
 /// How often a node with new leaves signs a tree head (§18.11.2).
-const HEAD_INTERVAL: Duration = Duration::from_secs(5);
+const HEAD_INTERVAL: Duration = Duration::from_secs(crate::audit::HEAD_INTERVAL_SECS);
 
 /// Signs a tree head every [`HEAD_INTERVAL`] while the audit log has new records.
 async fn sign_heads(state: Arc<NodeState>) {

@@ -65,10 +65,14 @@ pub enum ErrorCode {
     /// The node cannot make a receipt durable (its audit log's storage is full, read-only or
     /// failing, §12.4.1); nothing was answered. Retry elsewhere or later.
     StorageUnavailable,
+    /// A log request names a leaf, a tree size or a pair of sizes the node has no signed
+    /// statement for (§18.12).
+    NotInLog,
 }
 
 impl ErrorCode {
-    const ALL: [ErrorCode; 14] = [
+    const ALL: [ErrorCode; 15] = [
+        ErrorCode::NotInLog,
         ErrorCode::StorageUnavailable,
         ErrorCode::NotAllowed,
         ErrorCode::NoValidRoster,
@@ -101,6 +105,7 @@ impl ErrorCode {
             ErrorCode::NoValidRoster => 12,
             ErrorCode::NotAllowed => 13,
             ErrorCode::StorageUnavailable => 14,
+            ErrorCode::NotInLog => 15,
         }
     }
     pub(crate) fn from_code(c: u64) -> Option<Self> {

@@ -17,12 +17,14 @@ use crate::receipt::{self, JOB_ID_LEN, JobKind, NONCE_LEN, ReceiptPayload};
 use crate::tensor::Tensor;
 
 pub mod common;
+pub mod log;
 
 pub use common::{
     ErrorCode, ErrorFrame, MAX_MESSAGE_CONTAINER, MAX_MESSAGE_ITEMS, MAX_MESSAGE_LEN, MAX_TENSORS,
     MESSAGE_LIMITS, MessageError, ResponseRejected,
 };
 use common::{tensors_from, tensors_value};
+pub use log::{LogRequest, LogResponse};
 
 mod ty {
     pub const HEALTH: u64 = 1;
@@ -51,6 +53,8 @@ pub enum Request {
     EnsembleRound(crate::ensemble::EnsembleRound),
     /// Encrypted inference (§16).
     Fhe(crate::fhe::FheRequest),
+    /// A request about the node's transparency log (§18.12).
+    Log(LogRequest),
 }
 
 /// An inference request (§11.3).
@@ -87,6 +91,8 @@ pub enum Response {
     Error(ErrorFrame),
     /// Answer to [`Request::Fhe`] (§16).
     Fhe(crate::fhe::FheResponse),
+    /// Answer to [`Request::Log`] (§18.12).
+    Log(LogResponse),
 }
 
 /// Health of a node (§11.2).
@@ -111,8 +117,12 @@ pub struct InferResponse {
     pub outputs: Vec<Tensor>,
     /// Salts of the output commitments, or `None` when unsalted.
     pub output_salts: Option<Vec<[u8; SALT_LEN]>>,
-    /// The signed receipt.
+    /// The signed receipt; with its inclusion receipt in header 394 when the node proves
+    /// inclusion in its reply (§18.11.3).
     pub receipt: Vec<u8>,
+    /// The node's promise to include the receipt in its log (§18.6), when it answers with
+    /// one instead of an inclusion receipt (field 5; absent otherwise).
+    pub promise: Option<Vec<u8>>,
 }
 
 fn salts_value(s: &Option<Vec<[u8; SALT_LEN]>>) -> Value {
@@ -211,6 +221,7 @@ impl Request {
                 map(f)
             }
             Request::Fhe(r) => map(r.entries()),
+            Request::Log(r) => map(r.entries()),
         }
     }
 
@@ -222,6 +233,7 @@ impl Request {
             (k, _) if crate::fhe::FheRequest::is_type(k) => {
                 Ok(Request::Fhe(crate::fhe::FheRequest::decode(k, &f)?))
             }
+            (k, _) if LogRequest::is_type(k) => Ok(Request::Log(LogRequest::decode(k, &f)?)),
             (ty::INFER, 9) => {
                 let kind_code = read::uint(&f[3], "kind")?;
                 let kind = JobKind::from_code(kind_code)
@@ -279,12 +291,18 @@ impl Response {
                 (5, read::int(h.in_flight)),
                 (6, read::int(h.capacity)),
             ]),
-            Response::Infer(r) => map(vec![
-                (1, read::int(ty::INFER_OK)),
-                (2, tensors_value(&r.outputs)),
-                (3, salts_value(&r.output_salts)),
-                (4, Value::Bytes(r.receipt.clone())),
-            ]),
+            Response::Infer(r) => {
+                let mut f = vec![
+                    (1, read::int(ty::INFER_OK)),
+                    (2, tensors_value(&r.outputs)),
+                    (3, salts_value(&r.output_salts)),
+                    (4, Value::Bytes(r.receipt.clone())),
+                ];
+                if let Some(p) = &r.promise {
+                    f.push((5, Value::Bytes(p.clone())));
+                }
+                map(f)
+            }
             Response::Ensemble(r) => {
                 let mut f = vec![(1, read::int(ty::ENSEMBLE_REPLY))];
                 f.extend(r.fields());
@@ -296,6 +314,7 @@ impl Response {
                 (3, Value::Text(e.message.clone())),
             ]),
             Response::Fhe(r) => map(r.entries()),
+            Response::Log(r) => map(r.entries()),
         }
     }
 
@@ -306,6 +325,7 @@ impl Response {
             (k, _) if crate::fhe::FheResponse::is_type(k) => {
                 Ok(Response::Fhe(crate::fhe::FheResponse::decode(k, &f)?))
             }
+            (k, _) if LogResponse::is_type(k) => Ok(Response::Log(LogResponse::decode(k, &f)?)),
             (ty::HEALTH_OK, 6) => Ok(Response::Health(HealthInfo {
                 version: read::text(&f[1], "version", 64)?.to_string(),
                 models: read::array(&f[2], "models", MAX_TENSORS)?
@@ -319,12 +339,19 @@ impl Response {
                 in_flight: read::uint(&f[4], "in_flight")?,
                 capacity: read::uint(&f[5], "capacity")?,
             })),
-            (ty::INFER_OK, 4) => {
+            (ty::INFER_OK, 4 | 5) => {
                 let r = InferResponse {
                     outputs: tensors_from(&f[1])?,
                     output_salts: salts_from(&f[2])?,
                     receipt: read::bytes_range(&f[3], "receipt", 1, receipt::MAX_RECEIPT_LEN)?
                         .to_vec(),
+                    promise: f
+                        .get(4)
+                        .map(|p| {
+                            read::bytes_range(p, "promise", 1, crate::tlog::MAX_SIGNED_DOC_LEN)
+                        })
+                        .transpose()?
+                        .map(<[u8]>::to_vec),
                 };
                 if r.output_salts
                     .as_ref()
@@ -489,6 +516,7 @@ mod tests {
             outputs: vec![out.clone()],
             output_salts: Some(vec![[5; 32]]),
             receipt: payload.sign(&key).unwrap(),
+            promise: None,
         };
         assert!(check_infer_response(&req, &resp, &key.public_key()).is_ok());
         let other = quorate_crypto::SecretKey::from_seed(&[8; 32]).public_key();

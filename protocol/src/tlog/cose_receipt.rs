@@ -96,6 +96,44 @@ pub(super) fn sign(
     root: &Digest32,
     key: &SecretKey,
 ) -> Result<Vec<u8>, TlogError> {
+    sign_statement(binding, root, key)?.receipt(kind, proof)
+}
+
+/// The node's signature over "the tree of `tree size` leaves has root `root`" (§18.4): the
+/// protected header and the signature of a COSE receipt, which cover the root and not the
+/// proof. One statement serves every leaf of that tree: each leaf's inclusion receipt is the
+/// statement with that leaf's proof in the unprotected header (§18.11.3).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SignedStatement {
+    protected: Vec<u8>,
+    signature: Vec<u8>,
+}
+
+impl SignedStatement {
+    /// The COSE receipt of this statement carrying `proof` under `kind`.
+    pub(super) fn receipt(&self, kind: ProofKind, proof: Vec<u8>) -> Result<Vec<u8>, TlogError> {
+        let vdp = Value::Map(vec![(
+            int(kind.vdp_key()),
+            Value::Array(vec![Value::Bytes(proof)]),
+        )]);
+        Ok(cbor::encode(&Value::Tag(
+            COSE_SIGN1_TAG,
+            Box::new(Value::Array(vec![
+                Value::Bytes(self.protected.clone()),
+                Value::Map(vec![(int(HEADER_VDP), vdp)]),
+                Value::Null,
+                Value::Bytes(self.signature.clone()),
+            ])),
+        ))?)
+    }
+}
+
+/// Signs the statement of `binding` about `root` (§18.4, §18.5).
+pub(super) fn sign_statement(
+    binding: &Binding,
+    root: &Digest32,
+    key: &SecretKey,
+) -> Result<SignedStatement, TlogError> {
     let mut protected = vec![
         (int(LABEL_ALG), int(ALG_EDDSA)),
         (
@@ -112,19 +150,10 @@ pub(super) fn sign(
     }
     let protected = cbor::encode(&Value::Map(protected))?;
     let signature = key.sign(&sig_structure(&protected, root)?);
-    let vdp = Value::Map(vec![(
-        int(kind.vdp_key()),
-        Value::Array(vec![Value::Bytes(proof)]),
-    )]);
-    Ok(cbor::encode(&Value::Tag(
-        COSE_SIGN1_TAG,
-        Box::new(Value::Array(vec![
-            Value::Bytes(protected),
-            Value::Map(vec![(int(HEADER_VDP), vdp)]),
-            Value::Null,
-            Value::Bytes(signature.0.to_vec()),
-        ])),
-    ))?)
+    Ok(SignedStatement {
+        protected,
+        signature: signature.0.to_vec(),
+    })
 }
 
 fn label(k: &Value) -> Option<i64> {

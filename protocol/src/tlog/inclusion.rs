@@ -76,3 +76,60 @@ pub fn sign_inclusion_receipt(
     };
     cose_receipt::sign(&binding, ProofKind::Inclusion, proof.to_cbor()?, &root, key)
 }
+
+/// One signature over the root of a tree, from which the inclusion receipt of any of its
+/// leaves is assembled without signing again (§18.11.3): a node signs one per group of
+/// receipts it makes durable together.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TreeStatement {
+    /// The tree's size.
+    pub tree_size: u64,
+    /// When the node signed, Unix seconds.
+    pub issued_at: u64,
+    signed: cose_receipt::SignedStatement,
+}
+
+impl TreeStatement {
+    /// Signs "the tree of `log`'s first `tree_size` leaves has its root" at `issued_at`.
+    pub fn sign(
+        log: &MerkleLog,
+        tree_size: u64,
+        issued_at: u64,
+        key: &SecretKey,
+    ) -> Result<Self, TlogError> {
+        let root = log
+            .root(tree_size)
+            .filter(|_| tree_size > 0)
+            .ok_or_else(|| {
+                TlogError::Size(format!(
+                    "no tree of {tree_size} leaves in a log of {}",
+                    log.len()
+                ))
+            })?;
+        let binding = Binding {
+            tree_size,
+            issued_at,
+            old: None,
+        };
+        Ok(Self {
+            tree_size,
+            issued_at,
+            signed: cose_receipt::sign_statement(&binding, &root, key)?,
+        })
+    }
+
+    /// The inclusion receipt of leaf `leaf_index` under this statement; `path` is its
+    /// RFC 9162 inclusion path in the tree of [`Self::tree_size`] leaves.
+    pub fn inclusion_receipt(
+        &self,
+        leaf_index: u64,
+        path: Vec<Digest32>,
+    ) -> Result<Vec<u8>, TlogError> {
+        let proof = InclusionProof {
+            tree_size: self.tree_size,
+            leaf_index,
+            path,
+        };
+        self.signed.receipt(ProofKind::Inclusion, proof.to_cbor()?)
+    }
+}

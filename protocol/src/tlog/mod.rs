@@ -21,7 +21,7 @@ pub use consistency::{ConsistencyReceipt, sign_consistency_receipt};
 pub use cose_receipt::{ProofKind, UncheckedCoseReceipt};
 pub use equivocation::EquivocationBundle;
 pub use error::TlogError;
-pub use inclusion::{InclusionReceipt, sign_inclusion_receipt};
+pub use inclusion::{InclusionReceipt, TreeStatement, sign_inclusion_receipt};
 pub use leaf::{attach_inclusion_receipts, inclusion_receipts_of, leaf_bytes, receipt_leaf_hash};
 pub use promise::Promise;
 pub use proofs::{ConsistencyProof, InclusionProof};

@@ -8,7 +8,8 @@ use quorate_crypto::SecretKey;
 use quorate_crypto::tensor_digest::sha256;
 use quorate_protocol::cbor;
 use quorate_protocol::messages::{
-    ErrorCode, ErrorFrame, HealthInfo, InferRequest, InferResponse, Request, Response,
+    ErrorCode, ErrorFrame, HealthInfo, InferRequest, InferResponse, LogRequest, LogResponse,
+    Request, Response,
 };
 use quorate_protocol::receipt::{Commitment, JobKind, ReceiptPayload};
 use quorate_protocol::tensor::{DType, Tensor};
@@ -41,6 +42,16 @@ fn request_json(r: &Request) -> Value {
         // Ensemble messages (§15) have their own vectors in v1/ensemble/.
         Request::EnsembleStart(_) | Request::EnsembleRound(_) => json!({"type": "ensemble"}),
         Request::Fhe(_) => json!({"type": "fhe (§16, vectors in v1/fhe)"}),
+        Request::Log(LogRequest::Head) => json!({"type": "log_head"}),
+        Request::Log(LogRequest::Prove {
+            leaf_hash,
+            tree_size,
+        }) => {
+            json!({"type": "log_prove", "leaf_hash": hex::encode(leaf_hash), "tree_size": tree_size})
+        }
+        Request::Log(LogRequest::Consistency { old_size, new_size }) => {
+            json!({"type": "log_consistency", "old_size": old_size, "new_size": new_size})
+        }
     }
 }
 
@@ -59,10 +70,19 @@ fn response_json(r: &Response) -> Value {
             "outputs": r.outputs.iter().map(tensor_json).collect::<Vec<_>>(),
             "output_salts": salts_json(&r.output_salts),
             "receipt": hex::encode(&r.receipt),
+            "promise": r.promise.as_ref().map(hex::encode),
         }),
         Response::Error(e) => json!({"type": "error", "code": e.code.code(), "message": e.message}),
         Response::Ensemble(_) => json!({"type": "ensemble"}),
         Response::Fhe(_) => json!({"type": "fhe (§16, vectors in v1/fhe)"}),
+        Response::Log(LogResponse::Head { head, witnessed }) => json!({
+            "type": "log_head",
+            "head": hex::encode(head),
+            "witnessed": witnessed.iter().map(hex::encode).collect::<Vec<_>>(),
+        }),
+        Response::Log(LogResponse::Proof(p)) => {
+            json!({"type": "log_proof", "proof": hex::encode(p)})
+        }
     }
 }
 
@@ -232,6 +252,7 @@ pub(super) fn messages(out: &mut BTreeMap<String, Value>) {
         outputs: vec![output()],
         output_salts: Some(vec![SALT_OUT]),
         receipt: receipt_for(&ir, &output(), &node_key()),
+        promise: None,
     };
     put(
         "message_infer_response",
@@ -267,6 +288,8 @@ pub(super) fn messages(out: &mut BTreeMap<String, Value>) {
     );
     v["reencodes"] = json!(false);
     put("message_error_response_unknown_code", v);
+
+    log_messages(&mut put);
 
     // Bad twins.
     let mut trailing = health.clone();
@@ -472,6 +495,145 @@ pub(super) fn messages(out: &mut BTreeMap<String, Value>) {
             &impostor,
             &ir,
             Some("receipt"),
+        ),
+    );
+}
+
+/// Log requests and answers (§18.12), good and bad.
+fn log_messages(put: &mut impl FnMut(&str, Value)) {
+    let req = |desc: &str, r: LogRequest| {
+        let r = Request::Log(r);
+        let b = r.encode().unwrap();
+        let mut v = message_vector(desc, "request", &b, Some(request_json(&r)), None);
+        v["spec"] = json!("§18.12");
+        v
+    };
+    let resp = |desc: &str, r: LogResponse| {
+        let r = Response::Log(r);
+        let b = r.encode().unwrap();
+        let mut v = message_vector(desc, "response", &b, Some(response_json(&r)), None);
+        v["spec"] = json!("§18.12");
+        v
+    };
+    let bad = |desc: &str, dir: &str, b: &[u8], why: &str| {
+        let mut v = message_vector(desc, dir, b, None, Some(why));
+        v["spec"] = json!("§18.12");
+        v
+    };
+    put(
+        "message_log_head_request",
+        req("the latest signed tree head: {1: 5}", LogRequest::Head),
+    );
+    put(
+        "message_log_prove_request",
+        req(
+            "the inclusion receipt of a leaf against the first head containing it",
+            LogRequest::Prove {
+                leaf_hash: sha256(b"a leaf"),
+                tree_size: None,
+            },
+        ),
+    );
+    put(
+        "message_log_prove_at_size_request",
+        req(
+            "the inclusion receipt of a leaf against the head of 8 leaves",
+            LogRequest::Prove {
+                leaf_hash: sha256(b"a leaf"),
+                tree_size: Some(8),
+            },
+        ),
+    );
+    put(
+        "message_log_consistency_request",
+        req(
+            "the consistency receipt between sizes 3 and 8",
+            LogRequest::Consistency {
+                old_size: 3,
+                new_size: 8,
+            },
+        ),
+    );
+    let k = node_key();
+    let head = quorate_protocol::tlog::TreeHead {
+        log_id: k.public_key().key_id(),
+        size: 8,
+        root: sha256(b"a root"),
+        issued_at: ISSUED_AT + 60,
+    }
+    .sign(&k)
+    .unwrap();
+    let peer = key(0x52);
+    let peer_head = quorate_protocol::tlog::TreeHead {
+        log_id: peer.public_key().key_id(),
+        size: 3,
+        root: sha256(b"another root"),
+        issued_at: ISSUED_AT + 55,
+    }
+    .sign(&peer)
+    .unwrap();
+    put(
+        "message_log_head_response",
+        resp(
+            "a head of 8 leaves and one witnessed peer head",
+            LogResponse::Head {
+                head: head.clone(),
+                witnessed: vec![peer_head],
+            },
+        ),
+    );
+    let consistency = Request::Log(LogRequest::Consistency {
+        old_size: 3,
+        new_size: 8,
+    })
+    .encode()
+    .unwrap();
+    put(
+        "message_bad_log_consistency_zero",
+        bad(
+            "a consistency request from size 0: RFC 9162 proofs start at size 1",
+            "request",
+            &edited(&consistency, |m| m[1].1 = int(0)),
+            "1 ≤ old size ≤ new size",
+        ),
+    );
+    put(
+        "message_bad_log_consistency_backwards",
+        bad(
+            "a consistency request from size 8 back to 3",
+            "request",
+            &edited(&consistency, |m| {
+                m[1].1 = int(8);
+                m[2].1 = int(3);
+            }),
+            "1 ≤ old size ≤ new size",
+        ),
+    );
+    let head_ok = Response::Log(LogResponse::Head {
+        head,
+        witnessed: vec![],
+    })
+    .encode()
+    .unwrap();
+    put(
+        "message_bad_log_head_oversized",
+        bad(
+            "a head answer whose head exceeds 1024 bytes (§18.9)",
+            "response",
+            &edited(&head_ok, |m| m[1].1 = Cbor::Bytes(vec![0; 1025])),
+            "head",
+        ),
+    );
+    put(
+        "message_bad_log_proof_empty",
+        bad(
+            "a proof answer with an empty document",
+            "response",
+            &edited(
+                &Response::Log(LogResponse::Proof(vec![1])).encode().unwrap(),
+                |m| m[1].1 = Cbor::Bytes(vec![]),
+            ),
+            "log proof",
         ),
     );
 }

@@ -1,0 +1,275 @@
+//! The node's side of the transparency log (§18.11): the heads it signed, an index of its
+//! leaves, one signed statement per group commit for the inclusion receipts of replies, and
+//! the answers to log requests (§18.12).
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::Arc;
+
+use quorate_crypto::SecretKey;
+use quorate_crypto::merkle::LogFull;
+use quorate_crypto::tensor_digest::Digest32;
+use quorate_protocol::messages::{ErrorCode, ErrorFrame};
+use quorate_protocol::tlog::{
+    TreeHead, TreeStatement, sign_consistency_receipt, sign_inclusion_receipt,
+};
+
+use super::{AuditLog, Outcome, Tree, lock};
+
+/// Why a log request cannot be answered.
+#[derive(Debug, thiserror::Error)]
+pub enum LogServiceError {
+    /// The leaf, size or pair of sizes is not one the node has a signed statement for.
+    #[error("{0}")]
+    NotInLog(String),
+    /// Signing failed.
+    #[error("cannot sign: {0}")]
+    Internal(String),
+}
+
+impl From<LogServiceError> for ErrorFrame {
+    fn from(e: LogServiceError) -> Self {
+        match e {
+            LogServiceError::NotInLog(m) => ErrorFrame::new(ErrorCode::NotInLog, m),
+            LogServiceError::Internal(m) => ErrorFrame::new(ErrorCode::Internal, m),
+        }
+    }
+}
+
+/// Every head the node signed, as (size, time) in signing order, and the index of each
+/// leaf hash (its first occurrence). A few bytes per head and about 40 per leaf (§18.11.2).
+#[derive(Default)]
+pub(super) struct HeadHistory {
+    heads: Vec<(u64, u64)>,
+    index: HashMap<Digest32, u64>,
+}
+
+impl HeadHistory {
+    /// A history that indexes the leaves already in `log` and knows no head yet.
+    pub(super) fn indexing(log: &quorate_crypto::merkle::MerkleLog) -> Self {
+        let mut h = Self::default();
+        for i in 0..log.len() {
+            if let Some(leaf) = log.leaf(i) {
+                h.index.entry(*leaf).or_insert(i);
+            }
+        }
+        h
+    }
+
+    /// Records a head of `size` signed at `time`; a head re-signed at the same size keeps
+    /// the first time, the one promises are judged by (§18.6).
+    pub(super) fn signed(&mut self, size: u64, time: u64) {
+        if self.heads.last().is_none_or(|(s, _)| *s < size) {
+            self.heads.push((size, time));
+        }
+    }
+
+    /// The first head whose tree contains leaf `index`.
+    fn first_containing(&self, index: u64) -> Option<(u64, u64)> {
+        let at = self.heads.partition_point(|(s, _)| *s <= index);
+        self.heads.get(at).copied()
+    }
+
+    /// The head of exactly `size` leaves.
+    fn of_size(&self, size: u64) -> Option<(u64, u64)> {
+        let at = self.heads.partition_point(|(s, _)| *s < size);
+        self.heads.get(at).copied().filter(|(s, _)| *s == size)
+    }
+}
+
+impl Tree {
+    /// Appends a leaf to the tree and the index.
+    pub(super) fn push(&mut self, leaf: Digest32) -> Result<u64, LogFull> {
+        let i = self.leaves.push(leaf)?;
+        self.history.index.entry(leaf).or_insert(i);
+        Ok(i)
+    }
+
+    /// Signs one statement over the tree that now holds a whole group and hands each
+    /// record that asked for one its inclusion receipt under it (§18.11.3): one signature
+    /// per commit, however many receipts it carried.
+    pub(super) fn prove_group(
+        &self,
+        group: &[(Vec<u8>, Arc<Outcome>)],
+        indices: &[Result<u64, LogFull>],
+        path: &Path,
+    ) {
+        let Some(key) = &self.inline else { return };
+        if !group.iter().any(|(_, o)| o.wants_proof) {
+            return;
+        }
+        let size = self.leaves.len();
+        let statement = match TreeStatement::sign(&self.leaves, size, crate::clock::unix_now(), key)
+        {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::error!(
+                    "audit log {}: cannot sign the group's statement: {e}",
+                    path.display()
+                );
+                return;
+            }
+        };
+        for ((_, outcome), index) in group.iter().zip(indices) {
+            let Ok(index) = index else { continue };
+            if !outcome.wants_proof {
+                continue;
+            }
+            let proof = self
+                .leaves
+                .inclusion_proof(*index, size)
+                .map(|p| statement.inclusion_receipt(*index, p));
+            if let Some(Ok(receipt)) = proof {
+                let _ = outcome.inclusion.set(receipt);
+            }
+        }
+    }
+}
+
+impl AuditLog {
+    /// Replies carry inclusion receipts (§18.11.3): every group commit that holds a receipt
+    /// appended with [`AuditLog::append_proved`] signs one statement with `key`.
+    pub fn prove_in_replies(&self, key: Arc<SecretKey>) {
+        lock(&self.tree).inline = Some(key);
+    }
+
+    /// The latest signed head, signing a new one first if the log grew since (§18.11.2:
+    /// "on request").
+    pub fn latest_head(&self, key: &SecretKey, now: u64) -> Result<Vec<u8>, LogServiceError> {
+        self.sign_head(key, now)
+            .map_err(|e| LogServiceError::Internal(format!("{e:#}")))?;
+        lock(&self.tree)
+            .latest
+            .clone()
+            .ok_or_else(|| LogServiceError::Internal("no head is signed".into()))
+    }
+
+    /// Adopts a head the node signed before it restarted (its `LOG.head`), so that leaves
+    /// it covers are proved against it; ignored unless it is this log's and matches the
+    /// tree (§18.11.2).
+    pub fn adopt_kept_head(&self, key: &SecretKey, bytes: &[u8]) -> bool {
+        let Ok(head) = TreeHead::parse(bytes) else {
+            return false;
+        };
+        let mut tree = lock(&self.tree);
+        let ok = head.sign1.verify(&key.public_key()).is_ok()
+            && head.body.log_id == key.public_key().key_id()
+            && tree.leaves.root(head.body.size) == Some(head.body.root);
+        if ok {
+            tree.history.signed(head.body.size, head.body.issued_at);
+        }
+        ok
+    }
+
+    /// The inclusion receipt of `leaf` (§18.12): against the head of `tree_size` leaves, or
+    /// by default the first head containing it, signed with that head's time so that it
+    /// keeps a promise made before the head (§18.6).
+    pub fn prove(
+        &self,
+        key: &SecretKey,
+        leaf: &Digest32,
+        tree_size: Option<u64>,
+    ) -> Result<Vec<u8>, LogServiceError> {
+        let tree = lock(&self.tree);
+        let index = *tree.history.index.get(leaf).ok_or_else(|| {
+            LogServiceError::NotInLog("no receipt with this leaf hash is in the log".into())
+        })?;
+        let head = match tree_size {
+            None => tree.history.first_containing(index).ok_or_else(|| {
+                LogServiceError::NotInLog(format!(
+                    "leaf {index} is not covered by a signed head yet; ask again after the next head"
+                ))
+            })?,
+            Some(size) => tree
+                .history
+                .of_size(size)
+                .filter(|(s, _)| *s > index)
+                .ok_or_else(|| {
+                    LogServiceError::NotInLog(format!(
+                        "no signed head of {size} leaves contains leaf {index}"
+                    ))
+                })?,
+        };
+        sign_inclusion_receipt(&tree.leaves, index, head.0, head.1, key)
+            .map_err(|e| LogServiceError::Internal(e.to_string()))
+    }
+
+    /// The consistency receipt between the trees of `old_size` and `new_size` leaves
+    /// (§18.5, §18.12); both at most the size of the latest signed head.
+    pub fn consistency(
+        &self,
+        key: &SecretKey,
+        old_size: u64,
+        new_size: u64,
+        now: u64,
+    ) -> Result<Vec<u8>, LogServiceError> {
+        let tree = lock(&self.tree);
+        let signed = tree.history.heads.last().map_or(0, |(s, _)| *s);
+        if old_size == 0 || old_size > new_size || new_size > signed {
+            return Err(LogServiceError::NotInLog(format!(
+                "no consistency between sizes {old_size} and {new_size}: the latest signed head has {signed} leaves"
+            )));
+        }
+        sign_consistency_receipt(&tree.leaves, old_size, new_size, now, key)
+            .map_err(|e| LogServiceError::Internal(e.to_string()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use quorate_protocol::tlog::{InclusionReceipt, receipt_leaf_hash};
+
+    fn receipt(i: u8, key: &SecretKey) -> Vec<u8> {
+        use quorate_protocol::receipt::{JobKind, ReceiptPayload};
+        ReceiptPayload {
+            job_id: [i; 16],
+            nonce: vec![i; 16],
+            kind: JobKind::Infer,
+            model_digest: [1; 32],
+            inputs: vec![],
+            outputs: vec![],
+            provider: "CPUExecutionProvider".into(),
+            runtime: "onnxruntime".into(),
+            issued_at: 1_700_000_000,
+            previous: None,
+            policy: None,
+        }
+        .sign(key)
+        .unwrap()
+    }
+
+    /// Replies get inclusion receipts of their own leaf; proofs are against the first head
+    /// containing the leaf with its time; sizes nobody signed are refused.
+    #[test]
+    fn replies_and_requests_are_proved() {
+        let dir = tempfile::tempdir().unwrap();
+        let key = Arc::new(SecretKey::from_seed(&[6; 32]));
+        let (log, _) = AuditLog::open(&dir.path().join("a.qlog")).unwrap();
+        log.prove_in_replies(key.clone());
+        let r0 = receipt(0, &key);
+        let inc = log.append_proved(&r0).unwrap().unwrap();
+        let parsed = InclusionReceipt::parse(&inc).unwrap();
+        let leaf = receipt_leaf_hash(&r0).unwrap();
+        assert_eq!((parsed.proof.leaf_index, parsed.proof.tree_size), (0, 1));
+        assert!(parsed.root_for(&leaf).is_some());
+        assert!(log.append(&receipt(1, &key)).is_ok());
+        // Not covered by a head yet.
+        assert!(matches!(
+            log.prove(&key, &leaf, None),
+            Err(LogServiceError::NotInLog(_))
+        ));
+        log.sign_head(&key, 1_000).unwrap().unwrap();
+        log.append(&receipt(2, &key)).unwrap();
+        log.sign_head(&key, 2_000).unwrap().unwrap();
+        let p = InclusionReceipt::parse(&log.prove(&key, &leaf, None).unwrap()).unwrap();
+        assert_eq!((p.cose.tree_size, p.cose.issued_at), (2, 1_000));
+        let p = InclusionReceipt::parse(&log.prove(&key, &leaf, Some(3)).unwrap()).unwrap();
+        assert_eq!((p.cose.tree_size, p.cose.issued_at), (3, 2_000));
+        assert!(log.prove(&key, &leaf, Some(1)).is_err());
+        assert!(log.prove(&key, &[9; 32], None).is_err());
+        assert!(log.consistency(&key, 1, 3, 3_000).is_ok());
+        assert!(log.consistency(&key, 1, 4, 3_000).is_err());
+        assert!(log.consistency(&key, 0, 3, 3_000).is_err());
+    }
+}
