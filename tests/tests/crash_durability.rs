@@ -47,7 +47,11 @@ fn one_kill_under_load(round: u64) {
                     // `infer` returns only a response whose receipt verified (§11.4): that
                     // is what a client accepts and may act on.
                     match client.infer(&entry, &req).await {
-                        Ok((response, _)) => accepted.push(response.receipt),
+                        // The log holds the receipt as signed, without the inclusion
+                        // receipt the reply added in header 394 (§18.1).
+                        Ok((response, _)) => accepted.push(
+                            quorate_protocol::tlog::leaf_bytes(&response.receipt).unwrap(),
+                        ),
                         // `Busy` is the node at its slot limit, answering; the rest are
                         // requests the kill cut.
                         Err(e) if format!("{e:#}").contains("Busy") => {}

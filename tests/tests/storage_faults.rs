@@ -142,12 +142,13 @@ impl Jobs {
         }
     }
 
-    /// One job: its receipt, or the client's error in words.
+    /// One job: its receipt as the log holds it (§18.1: without the inclusion receipt the
+    /// reply added in header 394), or the client's error in words.
     fn infer(&self) -> Result<Vec<u8>, String> {
         let req = fresh_request(self.model, vec![self.input.clone()], None).unwrap();
         self.rt
             .block_on(self.client.infer(&self.entry, &req))
-            .map(|(response, _)| response.receipt)
+            .map(|(response, _)| quorate_protocol::tlog::leaf_bytes(&response.receipt).unwrap())
             .map_err(|e| format!("{e:#}"))
     }
 

@@ -64,9 +64,13 @@ impl Tally {
         }
     }
 
+    /// Keeps the digest of the receipt as the node's log holds it: without the inclusion
+    /// receipt its reply added in header 394 (§18.1). A receipt that is not a COSE_Sign1
+    /// is kept as it is, and then found in no log.
     fn keep_receipt(&self, node: &str, receipt: &[u8]) {
+        let leaf = quorate_protocol::tlog::leaf_bytes(receipt).unwrap_or_else(|_| receipt.to_vec());
         if let Ok(mut r) = self.receipts.lock() {
-            r.entry(node.to_string()).or_default().push(sha256(receipt));
+            r.entry(node.to_string()).or_default().push(sha256(&leaf));
         }
     }
 

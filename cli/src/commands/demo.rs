@@ -64,8 +64,9 @@ pub fn run(args: &DemoArgs) -> anyhow::Result<ExitCode> {
         args.nodes
     );
     let n = usize::from(args.nodes);
+    // Nodes fetch each other's heads every 2 s, so the monitor has witnessed heads to compare.
     let mut mesh = LocalMesh::start_with_each(dir, n, &args.models, &exe, &|i| {
-        super::demo_verified::node_config(i, n)
+        format!("gossip_secs = 2\n{}", super::demo_verified::node_config(i, n))
     })?;
     println!(
         "1. roster signed by a fresh roster authority ({}), listing:",
@@ -133,9 +134,17 @@ pub fn run(args: &DemoArgs) -> anyhow::Result<ExitCode> {
         .iter()
         .map(|(name, _)| mesh.audit_of(name))
         .collect();
+    // The heads each node left beside its log, and those the monitor kept: both are
+    // signed by the node and both must match its log (§18.8.6).
+    let monitor_state = dir.join("monitor");
     let heads: Vec<PathBuf> = logs
         .iter()
         .map(|l| quorate_node::audit::head_path_of(l))
+        .chain(
+            mesh.nodes
+                .iter()
+                .map(|(name, _)| monitor_state.join(format!("{name}.head"))),
+        )
         .collect();
     let lines = crate::commands::verify_tlog::check_heads(&heads, &logs, &trust);
     println!(
@@ -177,8 +186,30 @@ pub fn run(args: &DemoArgs) -> anyhow::Result<ExitCode> {
                 d.join("admin.pub").display()
             );
         }
+        if let (Some(log), Some((name, _))) = (logs.first(), mesh.nodes.first()) {
+            println!(
+                "  quorate verify {} --head {} --roster {} --admin {}",
+                log.display(),
+                monitor_state.join(format!("{name}.head")).display(),
+                d.join("roster.cose").display(),
+                d.join("admin.pub").display()
+            );
+        }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// One monitor sweep over every node; any problem or evidence fails the demo.
+async fn monitor(client: &MeshClient, state: &Path, title: &str) -> anyhow::Result<()> {
+    println!("{title}");
+    let found = crate::commands::log::monitor::sweep(client, state).await?;
+    for line in &found.lines {
+        println!("   {line}");
+    }
+    if !found.problems.is_empty() || !found.evidence.is_empty() {
+        bail!("the log monitor found problems: {:?}", found.problems);
+    }
+    Ok(())
 }
 
 async fn run_jobs(
@@ -235,9 +266,37 @@ async fn run_jobs(
             e.name, p[0], p[1], payload.runtime, payload.provider
         );
     }
+    let monitor_state = receipts
+        .parent()
+        .unwrap_or(receipts)
+        .join("monitor");
+    println!(
+        "   each receipt carries the node's inclusion receipt (RFC 9942, header 394): it is in the node's log"
+    );
+    monitor(
+        &client,
+        &monitor_state,
+        "3a. a log monitor keeps every node's signed tree head (§18.13):",
+    )
+    .await?;
     client.close();
     super::demo_verified::run(mesh, models, receipts.parent().unwrap_or(receipts)).await?;
     super::demo_pipeline::run(models, receipts.parent().unwrap_or(receipts)).await?;
+    // Give every node a gossip round after the last jobs, so the heads peers witnessed are
+    // the latest.
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let client = MeshClient::new(
+        &mesh.client_key,
+        mesh.roster.clone(),
+        Duration::from_secs(30),
+    )?;
+    monitor(
+        &client,
+        &monitor_state,
+        "\n== the log monitor again (§18.13): every log only grew, and peers saw the same heads",
+    )
+    .await?;
+    client.close();
     if fhe {
         #[cfg(feature = "fhe")]
         crate::commands::demo_fhe::run(mesh, models, receipts).await?;

@@ -263,6 +263,38 @@ pub(super) fn messages(out: &mut BTreeMap<String, Value>) {
             None,
         ),
     );
+    let leaf = quorate_crypto::merkle::leaf_hash(&good.receipt);
+    let promised = InferResponse {
+        promise: Some(
+            quorate_protocol::tlog::Promise {
+                log_id: node_key().public_key().key_id(),
+                leaf_hash: leaf,
+                issued_at: ISSUED_AT + 60,
+                deadline: ISSUED_AT + 67,
+            }
+            .sign(&node_key())
+            .unwrap(),
+        ),
+        ..good.clone()
+    };
+    let mut v = checked_response(
+        "an infer response carrying a promise of inclusion (field 5, §18.6) for its receipt's leaf",
+        &promised,
+        &ir,
+        None,
+    );
+    v["spec"] = json!("§11.3, §18.6, §18.11.3");
+    put("message_infer_response_promise", v);
+    let promised_bytes = Response::Infer(promised).encode().unwrap();
+    put(
+        "message_bad_infer_response_promise_null",
+        bad(
+            "an infer response with field 5 present as null: a response without a promise has 4 fields",
+            "response",
+            &edited(&promised_bytes, |m| m[4].1 = Cbor::Null),
+            "promise",
+        ),
+    );
     put(
         "message_error_response",
         resp(

@@ -1,6 +1,6 @@
 //! `quorate log`: ask nodes about their transparency logs (§18.12) and monitor them (§18.13).
 
-mod monitor;
+pub mod monitor;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -15,7 +15,6 @@ use quorate_protocol::tlog;
 use quorate_verify::tlog::{verify_consistency_receipt, verify_inclusion, verify_tree_head};
 
 use super::session::{MeshArgs, Session};
-pub use monitor::MonitorArgs;
 
 /// `quorate log` subcommands.
 #[derive(clap::Subcommand)]
@@ -28,7 +27,7 @@ pub enum LogCommand {
     /// Fetch the consistency receipt between two sizes of a node's log (§18.5) and verify it.
     Consistency(ConsistencyArgs),
     /// Check every node's log for truncation, rewrites and split views (§18.13).
-    Monitor(MonitorArgs),
+    Monitor(monitor::MonitorArgs),
 }
 
 /// The node a request goes to.

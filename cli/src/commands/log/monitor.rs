@@ -54,16 +54,24 @@ fn verified(bytes: Vec<u8>, key: &PublicKey) -> anyhow::Result<Head> {
     Ok(Head { bytes, body })
 }
 
-/// What one run found.
+/// What one sweep found, and what it says of it line by line.
 #[derive(Default)]
-struct Findings {
-    problems: Vec<String>,
-    evidence: Vec<PathBuf>,
+pub struct Findings {
+    /// The report, one line per finding.
+    pub lines: Vec<String>,
+    /// What is wrong, whether provable offline or not.
+    pub problems: Vec<String>,
+    /// Equivocation bundles written, each convicting its node (§18.8.5).
+    pub evidence: Vec<PathBuf>,
 }
 
 impl Findings {
+    fn say(&mut self, line: String) {
+        self.lines.push(line);
+    }
+
     fn problem(&mut self, text: String) {
-        println!("PROBLEM   {text}");
+        self.say(format!("PROBLEM   {text}"));
         self.problems.push(text);
     }
 }
@@ -71,84 +79,15 @@ impl Findings {
 /// Runs `quorate log monitor`.
 pub fn run(args: &MonitorArgs) -> anyhow::Result<ExitCode> {
     let session = Session::open(&args.mesh)?;
-    std::fs::create_dir_all(args.state.join("evidence"))
-        .with_context(|| format!("cannot create {}", args.state.display()))?;
-    let nodes: Vec<Entry> = session
-        .roster
-        .entries
-        .iter()
-        .filter(|e| e.role == Role::Node)
-        .cloned()
-        .collect();
-    let mut found = Findings::default();
-    session.rt.block_on(async {
+    let found = session.rt.block_on(async {
         let client = session.client(Duration::from_secs(args.timeout))?;
-        let mut own: BTreeMap<String, Head> = BTreeMap::new();
-        let mut witnessed: Vec<(String, Head)> = Vec::new();
-        for node in &nodes {
-            let (head, seen) = match client.log_head(node).await {
-                Ok(h) => h,
-                Err(e) => {
-                    found.problem(format!("{}: no head: {e:#}", node.name));
-                    continue;
-                }
-            };
-            let head = match verified(head, &node.key) {
-                Ok(h) => h,
-                Err(e) => {
-                    found.problem(format!("{}: its head does not verify: {e}", node.name));
-                    continue;
-                }
-            };
-            println!(
-                "head      {}: {} leaves, root {}",
-                node.name,
-                head.body.size,
-                &hex::encode(head.body.root)[..16]
-            );
-            against_kept(&client, node, &head, &args.state, &mut found).await?;
-            for w in seen {
-                let Some(peer) = nodes
-                    .iter()
-                    .find(|n| TreeHead::parse(&w).is_ok_and(|h| h.sign1.kid == n.key.key_id()))
-                else {
-                    continue;
-                };
-                match verified(w, &peer.key) {
-                    Ok(h) => witnessed.push((peer.name.clone(), h)),
-                    Err(e) => found.problem(format!(
-                        "{}: witnessed a head of {} that does not verify: {e}",
-                        node.name, peer.name
-                    )),
-                }
-            }
-            own.insert(node.name.clone(), head);
-        }
-        for (name, w) in &witnessed {
-            let (Some(node), Some(head)) = (nodes.iter().find(|n| &n.name == name), own.get(name))
-            else {
-                continue;
-            };
-            compare(
-                &client,
-                node,
-                head,
-                w,
-                "a head another node witnessed",
-                &args.state,
-                &mut found,
-            )
-            .await?;
-        }
+        let found = sweep(&client, &args.state).await;
         client.close();
-        anyhow::Ok(())
+        found
     })?;
-    println!(
-        "monitor   {} nodes, {} problems, {} evidence bundles",
-        nodes.len(),
-        found.problems.len(),
-        found.evidence.len()
-    );
+    for line in &found.lines {
+        println!("{line}");
+    }
     for e in &found.evidence {
         println!("evidence  {} (check it with `quorate verify`)", e.display());
     }
@@ -157,6 +96,80 @@ pub fn run(args: &MonitorArgs) -> anyhow::Result<ExitCode> {
     } else {
         ExitCode::from(1)
     })
+}
+
+/// One pass over every node of the client's roster (§18.13), keeping heads in `state`.
+pub async fn sweep(client: &MeshClient, state: &Path) -> anyhow::Result<Findings> {
+    std::fs::create_dir_all(state.join("evidence"))
+        .with_context(|| format!("cannot create {}", state.display()))?;
+    let nodes: Vec<Entry> = client
+        .roster
+        .entries
+        .iter()
+        .filter(|e| e.role == Role::Node)
+        .cloned()
+        .collect();
+    let mut found = Findings::default();
+    let mut own: BTreeMap<String, Head> = BTreeMap::new();
+    let mut witnessed: Vec<(String, Head)> = Vec::new();
+    for node in &nodes {
+        let (head, seen) = match client.log_head(node).await {
+            Ok(h) => h,
+            Err(e) => {
+                found.problem(format!("{}: no head: {e:#}", node.name));
+                continue;
+            }
+        };
+        let head = match verified(head, &node.key) {
+            Ok(h) => h,
+            Err(e) => {
+                found.problem(format!("{}: its head does not verify: {e}", node.name));
+                continue;
+            }
+        };
+        found.say(format!(
+            "head      {}: {} leaves, root {}…, {} peer heads witnessed",
+            node.name,
+            head.body.size,
+            &hex::encode(head.body.root)[..16],
+            seen.len()
+        ));
+        against_kept(client, node, &head, state, &mut found).await?;
+        for w in seen {
+            let Some(peer) = nodes
+                .iter()
+                .find(|n| TreeHead::parse(&w).is_ok_and(|h| h.sign1.kid == n.key.key_id()))
+            else {
+                continue;
+            };
+            match verified(w, &peer.key) {
+                Ok(h) => witnessed.push((peer.name.clone(), h)),
+                Err(e) => found.problem(format!(
+                    "{}: witnessed a head of {} that does not verify: {e}",
+                    node.name, peer.name
+                )),
+            }
+        }
+        own.insert(node.name.clone(), head);
+    }
+    let mut compared = 0;
+    for (name, w) in &witnessed {
+        let (Some(node), Some(head)) = (nodes.iter().find(|n| &n.name == name), own.get(name))
+        else {
+            continue;
+        };
+        compared += 1;
+        let what = "a head another node witnessed";
+        compare(client, node, head, w, what, state, &mut found).await?;
+    }
+    found.say(format!(
+        "monitor   {} nodes, {} witnessed heads compared, {} problems, {} evidence bundles",
+        nodes.len(),
+        compared,
+        found.problems.len(),
+        found.evidence.len()
+    ));
+    Ok(found)
 }
 
 fn kept_path(state: &Path, node: &str) -> PathBuf {
@@ -197,6 +210,12 @@ async fn against_kept(
     };
     if holds && kept.as_ref().is_none_or(|k| k.body.size <= head.body.size) {
         write_atomic(&path, &head.bytes, 0o644)?;
+        if let Some(k) = kept.filter(|k| k.body.size < head.body.size) {
+            found.say(format!(
+                "append-only {}: {} → {} leaves, linked by its consistency receipt",
+                node.name, k.body.size, head.body.size
+            ));
+        }
     }
     Ok(())
 }
@@ -291,18 +310,18 @@ fn bundle(
                 .join("evidence")
                 .join(format!("{}-{}.equivocation", node.name, e.size));
             write_atomic(&path, &bytes, 0o644)?;
-            println!(
+            found.say(format!(
                 "EQUIVOCATION {}: two signed roots for {} leaves; bundle {}",
                 node.name,
                 e.size,
                 path.display()
-            );
+            ));
             found.evidence.push(path);
         }
-        Verdict::NotProven(why) => println!(
+        Verdict::NotProven(why) => found.say(format!(
             "note      {}: the documents do not prove equivocation offline ({why:?})",
             node.name
-        ),
+        )),
     }
     Ok(())
 }
