@@ -250,6 +250,25 @@ fn demo_runs_a_mesh_and_its_kept_receipts_verify() {
     assert!(t.contains("audit-log records, 0 failures"), "{t}");
     // The verified job (§14): the poisoned last node caught, its bundle kept and verified.
     assert!(t.contains("CAUGHT node-3"), "{t}");
+    // The log monitor (§18.13) kept every node's head and saw each log only grow.
+    assert!(
+        t.contains("3a. a log monitor keeps every node's signed tree head"),
+        "{t}"
+    );
+    assert!(t.contains("append-only node-1"), "{t}");
+    assert!(t.contains("0 problems, 0 evidence bundles"), "{t}");
+    let m = quorate([
+        "verify",
+        keep.join("monitor").to_str().unwrap(),
+        "--roster",
+        keep.join("roster.cose").to_str().unwrap(),
+        "--admin",
+        keep.join("admin.pub").to_str().unwrap(),
+    ]);
+    let mt = text(&m);
+    assert!(m.status.success(), "{mt}");
+    assert!(mt.contains("signed tree head of node-1"), "{mt}");
+    assert!(mt.contains("consistency receipt of node-1"), "{mt}");
     let bundles: Vec<_> = std::fs::read_dir(keep.join("evidence")).unwrap().collect();
     assert_eq!(bundles.len(), 1, "{t}");
     let b = quorate([
@@ -273,6 +292,12 @@ fn demo_runs_a_mesh_and_its_kept_receipts_verify() {
         keep.join("admin.pub").to_str().unwrap(),
     ]);
     assert!(v.status.success(), "{}", text(&v));
+    // Receipts returned by the mesh carry their node's inclusion receipt (§18.11.3).
+    assert!(
+        text(&v).contains("mlp-node-1.cose") && text(&v).contains("in the signer's log: leaf"),
+        "{}",
+        text(&v)
+    );
     // 3 mlp jobs, 2 ensemble members (the third is killed mid-round), the ensemble's
     // aggregate receipt, and whatever the later steps add: every one verifies.
     let line = text(&v)

@@ -49,9 +49,8 @@ fn one_kill_under_load(round: u64) {
                     match client.infer(&entry, &req).await {
                         // The log holds the receipt as signed, without the inclusion
                         // receipt the reply added in header 394 (§18.1).
-                        Ok((response, _)) => accepted.push(
-                            quorate_protocol::tlog::leaf_bytes(&response.receipt).unwrap(),
-                        ),
+                        Ok((response, _)) => accepted
+                            .push(quorate_protocol::tlog::leaf_bytes(&response.receipt).unwrap()),
                         // `Busy` is the node at its slot limit, answering; the rest are
                         // requests the kill cut.
                         Err(e) if format!("{e:#}").contains("Busy") => {}

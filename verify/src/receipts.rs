@@ -53,6 +53,8 @@ pub struct FileReport {
     pub failure: Option<Failure>,
     /// Tensors checked against commitments.
     pub tensors_checked: Vec<String>,
+    /// The inclusion receipts it carries (header 394), each verified (§18.8.2).
+    pub logged: Vec<crate::tlog::VerifiedInclusion>,
 }
 
 /// One receipt to check: its label and its bytes, or why there are none.
@@ -105,6 +107,7 @@ pub fn verify_receipts(
                             signer: None,
                             failure: Some(Failure::Malformed("verification failed".into())),
                             tensors_checked: Vec::new(),
+                            logged: Vec::new(),
                         })
                         .collect()
                 })
@@ -143,6 +146,7 @@ fn verify_here(
                 signer: None,
                 failure,
                 tensors_checked: Vec::new(),
+                logged: Vec::new(),
             }
         })
         .collect();
@@ -186,10 +190,11 @@ fn verify_here(
 
     for (i, bytes) in carried {
         let key = pending.iter().find(|(j, _)| *j == i).map(|(_, k)| k);
-        if let (Some(key), None) = (key, &reports[i].failure)
-            && let Err(e) = crate::tlog::verify_receipt_inclusions(&bytes, key)
-        {
-            reports[i].failure = Some(Failure::Inclusion(e.to_string()));
+        if let (Some(key), None) = (key, &reports[i].failure) {
+            match crate::tlog::verify_receipt_inclusions(&bytes, key) {
+                Ok(logged) => reports[i].logged = logged,
+                Err(e) => reports[i].failure = Some(Failure::Inclusion(e.to_string())),
+            }
         }
     }
 
@@ -287,6 +292,12 @@ pub fn human_line(r: &FileReport) -> String {
                     r.tensors_checked.join(", ")
                 ));
             }
+            for i in &r.logged {
+                line.push_str(&format!(
+                    "; in the signer's log: leaf {} of {}",
+                    i.leaf_index, i.tree_size
+                ));
+            }
             line
         }
         (None, None) => format!("FAIL {path}: no receipt"),
@@ -324,6 +335,14 @@ pub fn json_entry(r: &FileReport) -> serde_json::Value {
         o["issued_at"] = json!(p.issued_at);
         o["provider"] = json!(p.provider);
         o["runtime"] = json!(p.runtime);
+        if !r.logged.is_empty() {
+            o["log_inclusions"] = json!(
+                r.logged
+                    .iter()
+                    .map(|i| json!({"leaf_index": i.leaf_index, "tree_size": i.tree_size, "issued_at": i.issued_at}))
+                    .collect::<Vec<_>>()
+            );
+        }
         o["outputs"] = json!(
             p.outputs
                 .iter()

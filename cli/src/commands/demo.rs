@@ -66,7 +66,10 @@ pub fn run(args: &DemoArgs) -> anyhow::Result<ExitCode> {
     let n = usize::from(args.nodes);
     // Nodes fetch each other's heads every 2 s, so the monitor has witnessed heads to compare.
     let mut mesh = LocalMesh::start_with_each(dir, n, &args.models, &exe, &|i| {
-        format!("gossip_secs = 2\n{}", super::demo_verified::node_config(i, n))
+        format!(
+            "gossip_secs = 2\n{}",
+            super::demo_verified::node_config(i, n)
+        )
     })?;
     println!(
         "1. roster signed by a fresh roster authority ({}), listing:",
@@ -266,10 +269,7 @@ async fn run_jobs(
             e.name, p[0], p[1], payload.runtime, payload.provider
         );
     }
-    let monitor_state = receipts
-        .parent()
-        .unwrap_or(receipts)
-        .join("monitor");
+    let monitor_state = receipts.parent().unwrap_or(receipts).join("monitor");
     println!(
         "   each receipt carries the node's inclusion receipt (RFC 9942, header 394): it is in the node's log"
     );

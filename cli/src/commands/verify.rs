@@ -25,9 +25,11 @@ and which nodes their own signed outputs prove wrong (--json lists them under \"
 under the roster's governance (§10.6: granted policy, minimum quorum, witnesses of the accused's\n\
 provider); with --trust keys and no --roster the default governance applies.\n\
 Aggregate receipts of private ensembles (§15.5) are audited by replaying their transcript.\n\
-Transparency logs (§18): --head checks audit logs against a signed tree head, and\n\
-equivocation bundles (*.equivocation) convict a log that signed two roots for one size.\n\n\
-Examples:\n  quorate verify out/receipt.cose --trust keys/node1.key.pub\n  quorate verify receipts/ --trust a.pub --trust b.pub --json\n  quorate verify out/receipt.cose --trust keys/node1.key.pub --tensor probabilities=out/outputs.json\n  quorate verify out/receipts/node-1-eval.cose --roster roster.cose --admin admin.pub --blob fhe:input=out/input.ct\n  quorate verify keep/node-1/audit.qlog --head keep/node-1/head.cose --trust keys/node1.key.pub\n  quorate verify --serve 127.0.0.1:8080"
+Transparency logs (§18): --head checks audit logs against a signed tree head; signed heads\n\
+(*.head) and consistency receipts (*.consistency) are verified under their log's key;\n\
+equivocation bundles (*.equivocation) convict a log that signed two roots for one size;\n\
+inclusion receipts a receipt carries (header 394) are checked against its own leaf.\n\n\
+Examples:\n  quorate verify out/receipt.cose --trust keys/node1.key.pub\n  quorate verify receipts/ --trust a.pub --trust b.pub --json\n  quorate verify out/receipt.cose --trust keys/node1.key.pub --tensor probabilities=out/outputs.json\n  quorate verify out/receipts/node-1-eval.cose --roster roster.cose --admin admin.pub --blob fhe:input=out/input.ct\n  quorate verify keep/nodes/node-1/audit.qlog --head keep/nodes/node-1/audit.qlog.head --trust keys/node1.key.pub\n  quorate verify keep/monitor --roster keep/roster.cose --admin keep/admin.pub\n  quorate verify --serve 127.0.0.1:8080"
 )]
 pub struct VerifyArgs {
     /// Receipt files, receipt chains (*.qchain, §13.2), audit logs, or directories searched for them.
@@ -78,23 +80,32 @@ fn load_reveal(spec: &str) -> anyhow::Result<RevealedTensor> {
         .with_context(|| format!("{file} holds no tensor named {name:?}"))
 }
 
-/// Splits equivocation bundles (§18.7) from the other paths: files that are one, and
-/// `*.equivocation` files under directories.
-fn split_equivocations(paths: Vec<PathBuf>) -> anyhow::Result<(Vec<PathBuf>, Vec<PathBuf>)> {
+/// Splits equivocation bundles (§18.7), signed tree heads and consistency receipts (§18.3,
+/// §18.5) from the other paths: files that are one, and such files under directories.
+/// Returns (bundles, documents, the rest).
+#[allow(clippy::type_complexity)]
+fn split_tlog_files(
+    paths: Vec<PathBuf>,
+) -> anyhow::Result<(Vec<PathBuf>, Vec<PathBuf>, Vec<PathBuf>)> {
     let mut found = Vec::new();
+    let mut docs = Vec::new();
     let mut rest = Vec::new();
     for p in paths {
         if p.is_dir() {
             crate::verify_files::walk(&p, &[verify_tlog::EQUIVOCATION_EXTENSION], &mut found)
                 .with_context(|| format!("cannot list {}", p.display()))?;
+            crate::verify_files::walk(&p, &verify_tlog::DOCUMENT_EXTENSIONS, &mut docs)
+                .with_context(|| format!("cannot list {}", p.display()))?;
             rest.push(p);
         } else if verify_tlog::is_equivocation_file(&p) {
             found.push(p);
+        } else if verify_tlog::is_document_file(&p) {
+            docs.push(p);
         } else {
             rest.push(p);
         }
     }
-    Ok((found, rest))
+    Ok((found, docs, rest))
 }
 
 /// Runs `quorate verify`.
@@ -161,12 +172,14 @@ pub fn run(args: &VerifyArgs) -> anyhow::Result<ExitCode> {
     // §14.7: evidence bundles are recognised by content type and checked on their own.
     let (bundles, rest) = crate::verify_files::split_paths(&args.paths)?;
     // §18.7: equivocation bundles, given or found under a directory, are judged on their own.
-    let (equivocations, rest) = split_equivocations(rest)?;
+    let (equivocations, documents, rest) = split_tlog_files(rest)?;
     let (chains, files): (Vec<PathBuf>, Vec<PathBuf>) = collect_files(&rest)
         .context("cannot list receipts")?
         .into_iter()
         .partition(|p| crate::verify_files::is_chain_file(p));
-    if !bundles.is_empty() && files.is_empty() && chains.is_empty() && equivocations.is_empty() {
+    let only_bundles =
+        files.is_empty() && chains.is_empty() && equivocations.is_empty() && documents.is_empty();
+    if !bundles.is_empty() && only_bundles {
         return crate::commands::verify_bundles::run(&bundles, &trust, args.json);
     }
     let blobs = args
@@ -186,15 +199,16 @@ pub fn run(args: &VerifyArgs) -> anyhow::Result<ExitCode> {
         .collect::<anyhow::Result<Vec<_>>>()?;
     let bundle_reports = crate::verify_files::verify_bundles(&bundles, &trust);
     let bundles_ok = bundle_reports.iter().all(|r| r.ok());
-    if files.is_empty() && chains.is_empty() && equivocations.is_empty() {
+    if only_bundles {
         bail!(
-            "no receipt files found (directories are searched for *.cose, *.qlog, *.qchain, *.bundle and *.equivocation)"
+            "no receipt files found (directories are searched for *.cose, *.qlog, *.qchain, *.bundle, *.equivocation, *.head and *.consistency)"
         );
     }
     let tlog_lines: Vec<verify_tlog::TlogLine> =
         verify_tlog::check_heads(&args.head, &files, &trust)
             .into_iter()
             .chain(verify_tlog::check_equivocations(&equivocations, &trust))
+            .chain(verify_tlog::check_documents(&documents, &trust))
             .collect();
     let tlog_failed = tlog_lines.iter().filter(|l| l.outcome.is_err()).count();
     let pipeline = args

@@ -1,6 +1,7 @@
 //! The transparency-log side of `quorate verify` (§18.8): audit logs against signed tree
-//! heads (`--head`), and equivocation bundles (`*.equivocation`, or any file that decodes as
-//! one), each judged under the trusted key of the log it names.
+//! heads (`--head`), equivocation bundles (`*.equivocation`, or any file that decodes as
+//! one), and signed tree heads and consistency receipts (`*.head`, `*.consistency`), each
+//! judged under the trusted key of the log it names.
 
 use std::path::{Path, PathBuf};
 
@@ -8,12 +9,69 @@ use quorate_crypto::KeyId;
 use quorate_node::files::read_limited;
 use quorate_protocol::audit_log::RecordReader;
 use quorate_protocol::batch_receipt::parse_any;
-use quorate_protocol::tlog::{EquivocationBundle, MAX_BUNDLE_LEN, MAX_SIGNED_DOC_LEN, TreeHead};
+use quorate_protocol::tlog::{
+    ConsistencyReceipt, EquivocationBundle, MAX_BUNDLE_LEN, MAX_COSE_RECEIPT_LEN,
+    MAX_SIGNED_DOC_LEN, TreeHead,
+};
 use quorate_verify::TrustStore;
-use quorate_verify::tlog::{NotProven, Verdict, convict, verify_records};
+use quorate_verify::tlog::{
+    NotProven, Verdict, convict, verify_consistency_receipt, verify_records, verify_tree_head,
+};
 
 /// The file extension of an equivocation bundle written by a monitor.
 pub const EQUIVOCATION_EXTENSION: &str = "equivocation";
+/// The file extensions of signed tree heads and consistency receipts, as nodes and monitors
+/// write them (`LOG.head`, `NODE.head`, `NODE.consistency`, §18.11.2, §18.13).
+pub const DOCUMENT_EXTENSIONS: [&str; 2] = ["head", "consistency"];
+
+/// Whether `path` is named as a signed tree head or a consistency receipt.
+pub fn is_document_file(path: &Path) -> bool {
+    path.extension()
+        .is_some_and(|e| DOCUMENT_EXTENSIONS.iter().any(|d| e == *d))
+}
+
+/// Verifies each signed tree head (§18.8.1) and consistency receipt (§18.8.3 steps 1–6)
+/// under the trusted key of the log it names.
+pub fn check_documents(files: &[PathBuf], trust: &TrustStore) -> Vec<TlogLine> {
+    files
+        .iter()
+        .map(|path| TlogLine {
+            label: path.display().to_string(),
+            outcome: document(path, trust),
+        })
+        .collect()
+}
+
+fn document(path: &Path, trust: &TrustStore) -> Result<String, String> {
+    let bytes = read_limited(path, MAX_COSE_RECEIPT_LEN as u64).map_err(|e| format!("{e:#}"))?;
+    let lookup = |kid: KeyId| {
+        trust
+            .get(&kid)
+            .cloned()
+            .ok_or_else(|| format!("the log {kid} is not among the trusted keys"))
+    };
+    if let Ok(head) = TreeHead::parse(&bytes) {
+        let (key, name) = lookup(head.sign1.kid)?;
+        let h = verify_tree_head(&bytes, &key).map_err(|e| format!("{e} ({})", e.code()))?;
+        return Ok(format!(
+            "signed tree head of {name}: {} leaves, root {}…, signed {}",
+            h.size,
+            &hex::encode(h.root)[..16],
+            quorate_protocol::time::utc(h.issued_at)
+        ));
+    }
+    let receipt = ConsistencyReceipt::parse(&bytes)
+        .map_err(|e| format!("neither a signed tree head nor a consistency receipt: {e}"))?;
+    let (key, name) = lookup(receipt.cose.kid)?;
+    let c = verify_consistency_receipt(&bytes, &key).map_err(|e| format!("{e} ({})", e.code()))?;
+    Ok(format!(
+        "consistency receipt of {name}: its {} leaves (root {}…) are a prefix of its {} (root {}…)",
+        c.old_size,
+        &hex::encode(c.old_root)[..16],
+        c.new_size,
+        &hex::encode(c.new_root)[..16]
+    ))
+}
 
 /// One line of the report: what was checked, and the verdict in words.
 pub struct TlogLine {
