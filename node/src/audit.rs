@@ -345,7 +345,12 @@ impl AuditLog {
         }
         .sign(key)?;
         tree.signed = Some(size);
-        tree.history.signed(size, now);
+        if tree.history.signed(size, now) && size > 0 {
+            // §18.12: proofs against this head then cost no signature.
+            let statement =
+                quorate_protocol::tlog::TreeStatement::sign(&tree.leaves, size, now, key)?;
+            tree.history.keep_statement(statement);
+        }
         tree.latest = Some(head.clone());
         Ok(Some(head))
     }

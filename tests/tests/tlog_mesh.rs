@@ -75,8 +75,14 @@ fn write_pub(dir: &Path, e: &Entry) -> String {
 fn replies_carry_inclusion_receipts_and_log_requests_are_answered() {
     let dir = tempfile::tempdir().unwrap();
     let models = repo_root().join("models");
-    let mesh =
-        LocalMesh::start_with(dir.path(), 2, &models, &quorate_bin(), "gossip_secs = 1\n").unwrap();
+    let mesh = LocalMesh::start_with(
+        dir.path(),
+        2,
+        &models,
+        &quorate_bin(),
+        "gossip_secs = 1\nlog_replies = \"inclusion\"\n",
+    )
+    .unwrap();
     let rt = runtime();
     let nodes = mesh.node_entries().unwrap();
     let receipts = jobs(&rt, &mesh, &nodes[0], 5);
@@ -186,10 +192,11 @@ fn replies_carry_inclusion_receipts_and_log_requests_are_answered() {
 fn promises_are_upgraded_and_receipts_left_out_of_the_log_are_caught() {
     let dir = tempfile::tempdir().unwrap();
     let models = repo_root().join("models");
+    // node-1 and node-2 answer with promises (the default), node-3 with inclusion receipts.
     let mesh = LocalMesh::start_with_each(dir.path(), 3, &models, &quorate_bin(), &|i| match i {
-        0 => "log_replies = \"promise\"\n".into(),
-        1 => "log_replies = \"promise\"\ntest_omit_from_log = true\n".into(),
-        _ => "test_omit_from_log = true\n".into(),
+        0 => String::new(),
+        1 => "test_omit_from_log = true\n".into(),
+        _ => "log_replies = \"inclusion\"\ntest_omit_from_log = true\n".into(),
     })
     .unwrap();
     let rt = runtime();
@@ -197,6 +204,19 @@ fn promises_are_upgraded_and_receipts_left_out_of_the_log_are_caught() {
     let (input, model) = mlp_sample(&models).unwrap();
     let _guard = rt.enter();
     let c = client(&mesh);
+    // One signed promise serves every reply of its window: of three quick jobs, at least two
+    // (all three unless a 5 s boundary falls between them) carry the same promise bytes.
+    let quick: Vec<Vec<u8>> = (0..3)
+        .map(|_| {
+            let req = fresh_request(model, vec![input.clone()], None).unwrap();
+            rt.block_on(c.infer(&nodes[0], &req))
+                .unwrap()
+                .0
+                .promise
+                .unwrap()
+        })
+        .collect();
+    assert!(quick[0] == quick[1] || quick[1] == quick[2]);
     let req = fresh_request(model, vec![input.clone()], None).unwrap();
     let (honest, _) = rt.block_on(c.infer(&nodes[0], &req)).unwrap();
     let req = fresh_request(model, vec![input.clone()], None).unwrap();
@@ -215,7 +235,7 @@ fn promises_are_upgraded_and_receipts_left_out_of_the_log_are_caught() {
     });
     let upgraded = kept.unwrap();
     let inc = verify_receipt_inclusions(&upgraded, &nodes[0].key).unwrap();
-    assert_eq!(inc[0].leaf_index, 0);
+    assert_eq!(inc[0].leaf_index, 3);
     let e = format!("{:#}", broken.unwrap_err());
     assert!(e.contains("broke its promise"), "{e}");
     assert!(e.contains("no receipt with this leaf hash"), "{e}");

@@ -51,6 +51,10 @@ pub struct InferArgs {
     /// round-trip time (spec §7.6.1).
     #[arg(long, default_value_t = 30)]
     pub timeout: u64,
+    /// When the node answers with a promise to log the receipt (§18.6), wait for its
+    /// deadline (a few seconds) and store the receipt carrying its inclusion receipt.
+    #[arg(long)]
+    pub wait_for_log: bool,
     /// Verified-job options (§14).
     #[command(flatten)]
     pub verified: ReplicaArgs,
@@ -97,12 +101,18 @@ pub fn run(args: &InferArgs) -> anyhow::Result<ExitCode> {
         };
         let node = &nodes[0];
         let (mut response, payload) = client.infer(node, &req).await?;
-        // §18.6: a promise is upgraded before anything is written, so the stored receipt
-        // carries its inclusion receipt either way.
-        if let Some(promise) = response.promise.take() {
+        // §18.6: with --wait-for-log a promise is upgraded before anything is written, so
+        // the stored receipt carries its inclusion receipt.
+        if args.wait_for_log
+            && let Some(promise) = response.promise.take()
+        {
+            let deadline = quorate_protocol::tlog::Promise::parse(&promise)
+                .map(|p| p.body.deadline)
+                .unwrap_or_default();
             eprintln!(
-                "log       {} promised to log the receipt; waiting for its next tree head to upgrade the promise",
-                node.name
+                "log       {} promised to log the receipt by {}; waiting to upgrade the promise",
+                node.name,
+                quorate_protocol::time::utc(deadline)
             );
             response.receipt = client
                 .upgrade_promise(node, &response.receipt, &promise)
@@ -127,6 +137,9 @@ pub fn run(args: &InferArgs) -> anyhow::Result<ExitCode> {
         0o600,
     )?;
     write_atomic(&args.out.join("receipt.cose"), &response.receipt, 0o644)?;
+    if let Some(promise) = &response.promise {
+        write_atomic(&args.out.join("receipt.promise"), promise, 0o644)?;
+    }
     println!(
         "node      {node_name} ({} on {})",
         payload.runtime, payload.provider
@@ -135,12 +148,19 @@ pub fn run(args: &InferArgs) -> anyhow::Result<ExitCode> {
         print_output(t);
     }
     println!(
-        "receipt   verified: signed by {node_name}'s pinned key, job {} , commitments match, in the node's log",
+        "receipt   verified: signed by {node_name}'s pinned key, job {} , commitments match",
         hex::encode(payload.job_id)
     );
     println!(
         "wrote     {}/outputs.json, inputs.json, receipt.cose",
         args.out.display()
     );
+    if response.promise.is_some() {
+        let out = args.out.display();
+        println!(
+            "log       {node_name} promised to log the receipt (receipt.promise); after its deadline (seconds), upgrade it with\n          \
+             quorate log prove --roster ... --node {node_name} --receipt {out}/receipt.cose --promise {out}/receipt.promise --out {out}/receipt.cose"
+        );
+    }
     Ok(ExitCode::SUCCESS)
 }

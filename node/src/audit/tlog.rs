@@ -10,9 +10,7 @@ use quorate_crypto::SecretKey;
 use quorate_crypto::merkle::LogFull;
 use quorate_crypto::tensor_digest::Digest32;
 use quorate_protocol::messages::{ErrorCode, ErrorFrame};
-use quorate_protocol::tlog::{
-    TreeHead, TreeStatement, sign_consistency_receipt, sign_inclusion_receipt,
-};
+use quorate_protocol::tlog::{TreeHead, TreeStatement, sign_consistency_receipt};
 
 use super::{AuditLog, Outcome, Tree, lock};
 
@@ -42,6 +40,9 @@ impl From<LogServiceError> for ErrorFrame {
 pub(super) struct HeadHistory {
     heads: Vec<(u64, u64)>,
     index: HashMap<Digest32, u64>,
+    /// The statement over each head's tree (§18.4), signed with the head, so that proofs
+    /// against a head cost no signature (§18.12): about 150 bytes per head.
+    statements: HashMap<u64, TreeStatement>,
 }
 
 impl HeadHistory {
@@ -57,11 +58,18 @@ impl HeadHistory {
     }
 
     /// Records a head of `size` signed at `time`; a head re-signed at the same size keeps
-    /// the first time, the one promises are judged by (§18.6).
-    pub(super) fn signed(&mut self, size: u64, time: u64) {
-        if self.heads.last().is_none_or(|(s, _)| *s < size) {
+    /// the first time, the one promises are judged by (§18.6). Returns whether it is new.
+    pub(super) fn signed(&mut self, size: u64, time: u64) -> bool {
+        let new = self.heads.last().is_none_or(|(s, _)| *s < size);
+        if new {
             self.heads.push((size, time));
         }
+        new
+    }
+
+    /// Keeps the statement signed with the head of its size.
+    pub(super) fn keep_statement(&mut self, statement: TreeStatement) {
+        self.statements.insert(statement.tree_size, statement);
     }
 
     /// The first head whose tree contains leaf `index`.
@@ -170,7 +178,7 @@ impl AuditLog {
         leaf: &Digest32,
         tree_size: Option<u64>,
     ) -> Result<Vec<u8>, LogServiceError> {
-        let tree = lock(&self.tree);
+        let mut tree = lock(&self.tree);
         let index = *tree.history.index.get(leaf).ok_or_else(|| {
             LogServiceError::NotInLog("no receipt with this leaf hash is in the log".into())
         })?;
@@ -190,8 +198,21 @@ impl AuditLog {
                     ))
                 })?,
         };
-        sign_inclusion_receipt(&tree.leaves, index, head.0, head.1, key)
-            .map_err(|e| LogServiceError::Internal(e.to_string()))
+        let internal =
+            |e: quorate_protocol::tlog::TlogError| LogServiceError::Internal(e.to_string());
+        let path = tree.leaves.inclusion_proof(index, head.0).ok_or_else(|| {
+            LogServiceError::Internal(format!("no path for leaf {index} at size {}", head.0))
+        })?;
+        match tree.history.statements.get(&head.0) {
+            Some(s) if s.issued_at == head.1 => s.inclusion_receipt(index, path).map_err(internal),
+            // A head adopted after a restart: its statement is signed once, on first use.
+            _ => {
+                let s = TreeStatement::sign(&tree.leaves, head.0, head.1, key).map_err(internal)?;
+                let receipt = s.inclusion_receipt(index, path).map_err(internal);
+                tree.history.keep_statement(s);
+                receipt
+            }
+        }
     }
 
     /// The consistency receipt between the trees of `old_size` and `new_size` leaves

@@ -202,9 +202,10 @@ impl MeshClient {
                         node.name
                     )
                 })?;
-                crate::mesh::log_client::check_log_proof(node, &r).with_context(|| {
-                    format!("node {:?} did not prove its receipt is logged", node.name)
-                })?;
+                crate::mesh::log_client::check_log_proof(node, &r, payload.issued_at)
+                    .with_context(|| {
+                        format!("node {:?} did not prove its receipt is logged", node.name)
+                    })?;
                 Ok((r, payload))
             }
             Response::Error(e) => Err(anyhow!("node {:?} refused the job: {e}", node.name)),

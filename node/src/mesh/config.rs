@@ -66,9 +66,10 @@ pub struct NodeConfig {
     /// Decompressed TFHE server keys kept at once (about 172 MiB each; §16.3).
     #[serde(default = "default_fhe_keys")]
     pub fhe_max_keys: usize,
-    /// How a reply proves that its receipt is in the log (§18.11.3): `inclusion` (default:
-    /// an inclusion receipt in the receipt's header 394, one signature per group commit)
-    /// or `promise` (a signed promise the client upgrades after its deadline).
+    /// How a reply proves that its receipt is in the log (§18.11.3): `promise` (default: the
+    /// signed promise of the current 5 s window, one signature per window, which the client
+    /// upgrades after its deadline) or `inclusion` (an inclusion receipt in the receipt's
+    /// header 394 at once, one signature per group commit).
     #[serde(default)]
     pub log_replies: LogReplies,
     /// Seconds between two fetches of every peer's tree head, kept and served as witnessed
@@ -115,11 +116,12 @@ pub struct NodeConfig {
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum LogReplies {
-    /// An inclusion receipt in header 394 under the statement of the receipt's group commit.
+    /// The promise (§18.6) of the window the receipt was issued in: heads are signed, not
+    /// leaves.
     #[default]
-    Inclusion,
-    /// A promise (§18.6) with a deadline of the head interval plus one second.
     Promise,
+    /// An inclusion receipt in header 394 under the statement of the receipt's group commit.
+    Inclusion,
 }
 
 /// A configuration the node refuses before reading it field by field.

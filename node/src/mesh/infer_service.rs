@@ -33,6 +33,7 @@ pub struct InferService {
     governance: GovernanceView,
     /// How replies prove inclusion (§18.11.3).
     replies: LogReplies,
+    promises: PromiseWindow,
     /// Test harness only: wait this long before answering.
     #[cfg(feature = "test-util")]
     test_delay: Duration,
@@ -44,9 +45,43 @@ pub struct InferService {
     pub(crate) omit_from_log: bool,
 }
 
-/// Seconds between a promise and its deadline: the head interval, plus one second for the
-/// head's signing and one for rounding to whole seconds (§18.11.3).
-pub const PROMISE_WINDOW_SECS: u64 = HEAD_INTERVAL_SECS + 2;
+/// The window one promise covers: the head interval (§18.11.3).
+pub const PROMISE_WINDOW_SECS: u64 = HEAD_INTERVAL_SECS;
+/// Seconds from the end of a promise's window to its deadline: the head interval, plus one
+/// second for the head's signing and one for rounding to whole seconds (§18.11.3).
+pub const PROMISE_GRACE_SECS: u64 = HEAD_INTERVAL_SECS + 2;
+
+/// The promise of the current window (§18.6), signed once and shared by every reply whose
+/// receipt falls in it.
+#[derive(Default)]
+struct PromiseWindow {
+    current: std::sync::Mutex<Option<(tlog::Promise, Vec<u8>)>>,
+}
+
+impl PromiseWindow {
+    /// The signed promise covering a receipt issued at `issued_at`.
+    fn covering(&self, issued_at: u64, key: &SecretKey) -> Result<Vec<u8>, tlog::TlogError> {
+        let mut current = self
+            .current
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some((p, bytes)) = current.as_ref()
+            && p.covers(issued_at)
+        {
+            return Ok(bytes.clone());
+        }
+        let from = issued_at - issued_at % PROMISE_WINDOW_SECS;
+        let p = tlog::Promise {
+            log_id: key.public_key().key_id(),
+            from,
+            until: from + PROMISE_WINDOW_SECS,
+            deadline: from + PROMISE_WINDOW_SECS + PROMISE_GRACE_SECS,
+        };
+        let bytes = p.sign(key)?;
+        *current = Some((p, bytes.clone()));
+        Ok(bytes)
+    }
+}
 
 impl InferService {
     /// A service signing with `key` into `audit`, serving `models`, refusing verified jobs
@@ -67,6 +102,7 @@ impl InferService {
             models,
             governance,
             replies,
+            promises: PromiseWindow::default(),
             #[cfg(feature = "test-util")]
             test_delay: Duration::ZERO,
             #[cfg(feature = "test-util")]
@@ -168,7 +204,7 @@ impl InferService {
             .payload
             .sign(&self.key)
             .map_err(|e| internal(e.into()))?;
-        let (receipt, promise) = self.log(receipt)?;
+        let (receipt, promise) = self.log(receipt, attested.payload.issued_at)?;
         Ok(InferResponse {
             output_salts: job
                 .salted
@@ -182,7 +218,11 @@ impl InferService {
     /// Makes the receipt durable before the reply leaves (§12.4) and proves it is in the log
     /// (§18.11.3): the receipt with its inclusion receipt in header 394, or the receipt as
     /// signed and a promise.
-    fn log(&self, receipt: Vec<u8>) -> Result<(Vec<u8>, Option<Vec<u8>>), ErrorFrame> {
+    fn log(
+        &self,
+        receipt: Vec<u8>,
+        issued_at: u64,
+    ) -> Result<(Vec<u8>, Option<Vec<u8>>), ErrorFrame> {
         #[cfg(feature = "test-util")]
         let omit = self.omit_from_log;
         #[cfg(not(feature = "test-util"))]
@@ -206,15 +246,10 @@ impl InferService {
                 if !omit {
                     self.audit.append(&receipt)?;
                 }
-                let now = unix_now();
-                let promise = tlog::Promise {
-                    log_id: self.key.public_key().key_id(),
-                    leaf_hash: quorate_crypto::merkle::leaf_hash(&receipt),
-                    issued_at: now,
-                    deadline: now + PROMISE_WINDOW_SECS,
-                }
-                .sign(&self.key)
-                .map_err(|e| internal(e.to_string()))?;
+                let promise = self
+                    .promises
+                    .covering(issued_at, &self.key)
+                    .map_err(|e| internal(e.to_string()))?;
                 Ok((receipt, Some(promise)))
             }
         }

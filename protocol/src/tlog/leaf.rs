@@ -74,6 +74,9 @@ pub fn attach_inclusion_receipts(
             "an inclusion receipt exceeds {MAX_COSE_RECEIPT_LEN} bytes"
         )));
     }
+    if let Some(fast) = splice_into_empty(receipt, inclusion_receipts)? {
+        return Ok(fast);
+    }
     let mut parts = split(receipt)?;
     parts[1] = if inclusion_receipts.is_empty() {
         Value::Map(Vec::new())
@@ -119,4 +122,111 @@ pub fn inclusion_receipts_of(receipt: &[u8]) -> Result<Vec<Vec<u8>>, TlogError> 
             ))),
         })
         .collect()
+}
+
+/// Where the unprotected header of a receipt in its signed form begins: after the tag, the
+/// array head and the protected byte string, when that header is the empty map (0xa0).
+fn empty_unprotected_at(receipt: &[u8]) -> Option<usize> {
+    let [0xd2, 0x84, head, rest @ ..] = receipt else {
+        return None;
+    };
+    let (skip, len) = match *head {
+        h @ 0x40..=0x57 => (0, usize::from(h - 0x40)),
+        0x58 => (1, usize::from(*rest.first()?)),
+        0x59 => (
+            2,
+            usize::from(u16::from_be_bytes([*rest.first()?, *rest.get(1)?])),
+        ),
+        _ => return None,
+    };
+    let at = 3 + skip + len;
+    (receipt.get(at) == Some(&0xa0)).then_some(at)
+}
+
+/// The hot path of [`attach_inclusion_receipts`] for a receipt as the node signed it (empty
+/// unprotected header): the header is spliced in place of the empty map without decoding the
+/// payload. The bytes are those the general path writes (a test holds this); `None` when the
+/// receipt is not in that form, for the general path to handle.
+fn splice_into_empty(
+    receipt: &[u8],
+    inclusion_receipts: &[Vec<u8>],
+) -> Result<Option<Vec<u8>>, TlogError> {
+    let Some(at) = empty_unprotected_at(receipt).filter(|_| !inclusion_receipts.is_empty()) else {
+        return Ok(None);
+    };
+    let header = cbor::encode(&Value::Map(vec![(
+        Value::Integer(Integer::from(HEADER_RECEIPTS)),
+        Value::Array(
+            inclusion_receipts
+                .iter()
+                .map(|r| Value::Bytes(r.clone()))
+                .collect(),
+        ),
+    )]))?;
+    let mut out = Vec::with_capacity(receipt.len() + header.len());
+    out.extend_from_slice(&receipt[..at]);
+    out.extend_from_slice(&header);
+    out.extend_from_slice(&receipt[at + 1..]);
+    if out.len() > MAX_RECEIPT_LEN {
+        return Err(TlogError::Size(format!(
+            "a receipt of {} bytes exceeds {MAX_RECEIPT_LEN}",
+            out.len()
+        )));
+    }
+    Ok(Some(out))
+}
+
+#[cfg(test)]
+mod splice_tests {
+    use super::*;
+
+    /// The spliced header gives exactly the bytes of the general path, for receipts whose
+    /// protected header takes each length form.
+    #[test]
+    fn splicing_equals_re_encoding() {
+        let key = quorate_crypto::SecretKey::from_seed(&[5; 32]);
+        let receipt = crate::receipt::ReceiptPayload {
+            job_id: [1; 16],
+            nonce: vec![2; 16],
+            kind: crate::receipt::JobKind::Infer,
+            model_digest: [3; 32],
+            inputs: vec![],
+            outputs: vec![],
+            provider: "CPUExecutionProvider".into(),
+            runtime: "onnxruntime".into(),
+            issued_at: 1,
+            previous: None,
+            policy: None,
+        }
+        .sign(&key)
+        .unwrap();
+        for n in 1..=MAX_ATTACHED_RECEIPTS {
+            let list: Vec<Vec<u8>> = (0..n).map(|i| vec![i as u8; 100 + 300 * i]).collect();
+            let fast = splice_into_empty(&receipt, &list).unwrap().unwrap();
+            let mut parts = split(&receipt).unwrap();
+            parts[1] = Value::Map(vec![(
+                Value::Integer(Integer::from(HEADER_RECEIPTS)),
+                Value::Array(list.iter().map(|r| Value::Bytes(r.clone())).collect()),
+            )]);
+            assert_eq!(fast, join(parts).unwrap());
+            assert_eq!(leaf_bytes(&fast).unwrap(), receipt);
+        }
+        // Protected headers of every length form.
+        for len in [0usize, 23, 24, 255, 256, 1000] {
+            let mut fake = vec![0xd2, 0x84];
+            match len {
+                0..=23 => fake.push(0x40 + len as u8),
+                24..=255 => fake.extend([0x58, len as u8]),
+                _ => fake.extend([0x59, (len >> 8) as u8, len as u8]),
+            }
+            fake.extend(vec![0xa1; len]);
+            fake.push(0xa0);
+            assert_eq!(empty_unprotected_at(&fake), Some(fake.len() - 1), "{len}");
+        }
+        // Already carrying a header, or not a COSE_Sign1: the general path decides.
+        let carried = attach_inclusion_receipts(&receipt, &[vec![7; 10]]).unwrap();
+        assert!(empty_unprotected_at(&carried).is_none());
+        assert!(empty_unprotected_at(b"\xd2\x84").is_none());
+        assert!(empty_unprotected_at(&[]).is_none());
+    }
 }

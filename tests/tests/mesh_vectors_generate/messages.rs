@@ -263,14 +263,14 @@ pub(super) fn messages(out: &mut BTreeMap<String, Value>) {
             None,
         ),
     );
-    let leaf = quorate_crypto::merkle::leaf_hash(&good.receipt);
+    // The receipt was issued at ISSUED_AT + 60: the promise of the window holding it.
     let promised = InferResponse {
         promise: Some(
             quorate_protocol::tlog::Promise {
                 log_id: node_key().public_key().key_id(),
-                leaf_hash: leaf,
-                issued_at: ISSUED_AT + 60,
-                deadline: ISSUED_AT + 67,
+                from: ISSUED_AT + 60,
+                until: ISSUED_AT + 65,
+                deadline: ISSUED_AT + 72,
             }
             .sign(&node_key())
             .unwrap(),
@@ -278,7 +278,7 @@ pub(super) fn messages(out: &mut BTreeMap<String, Value>) {
         ..good.clone()
     };
     let mut v = checked_response(
-        "an infer response carrying a promise of inclusion (field 5, §18.6) for its receipt's leaf",
+        "an infer response carrying the promise of inclusion (field 5, §18.6) of the window its receipt was issued in",
         &promised,
         &ir,
         None,

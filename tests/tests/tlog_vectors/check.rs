@@ -59,9 +59,14 @@ pub fn check(v: &Value, key: &PublicKey) -> Option<String> {
         )
         .err()
         .and_then(code),
-        "promise" => verify::verify_promise(&bytes(v, "promise"), &bytes(v, "inclusion"), key)
-            .err()
-            .and_then(code),
+        "promise" => verify::verify_promise(
+            &bytes(v, "promise"),
+            &bytes(v, "receipt"),
+            &bytes(v, "inclusion"),
+            key,
+        )
+        .err()
+        .and_then(code),
         "equivocation" => match verify::convict(&bytes(v, "bundle"), key) {
             Verdict::Equivocated(e) => {
                 assert_eq!(e.size, v["size"].as_u64().unwrap());

@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 
 use quorate_protocol::audit_log;
-use quorate_protocol::tlog::{self, EquivocationBundle, Promise, sign_inclusion_receipt};
+use quorate_protocol::tlog::{EquivocationBundle, Promise, sign_inclusion_receipt};
 use serde_json::{Value, json};
 
 use super::fixture::{Fixture, T0, flip_first_hash, h, head, put, vector};
@@ -56,24 +56,24 @@ pub fn judgements(f: &Fixture, out: &mut BTreeMap<String, Value>) {
         ),
     );
 
-    // §18.6 promises.
-    let leaf = tlog::receipt_leaf_hash(&log.receipts[4]).unwrap();
+    // §18.6 promises: receipt 4 was issued at T0+4, in the window [T0, T0+5).
     let promise = Promise {
         log_id: k.public_key().key_id(),
-        leaf_hash: leaf,
-        issued_at: T0 + 100,
+        from: T0,
+        until: T0 + 5,
         deadline: T0 + 106,
     }
     .sign(k)
     .unwrap();
+    let r4 = &log.receipts[4];
     put(
         out,
         "promise_good",
         vector(
             "promise",
-            "leaf 4 promised by T0+106, included at T0+106",
+            "receipt 4 (issued T0+4) under a promise for [T0, T0+5) by T0+106, included at T0+106",
             None,
-            json!({"promise": h(&promise), "inclusion": h(inc)}),
+            json!({"promise": h(&promise), "receipt": h(r4), "inclusion": h(inc)}),
         ),
     );
     let late = sign_inclusion_receipt(&log.tree, 4, 9, T0 + 109, k).unwrap();
@@ -84,7 +84,28 @@ pub fn judgements(f: &Fixture, out: &mut BTreeMap<String, Value>) {
             "promise",
             "the only inclusion receipt shown is signed after the deadline",
             Some("late"),
-            json!({"promise": h(&promise), "inclusion": h(&late)}),
+            json!({"promise": h(&promise), "receipt": h(r4), "inclusion": h(&late)}),
+        ),
+    );
+    let inc6 = sign_inclusion_receipt(&log.tree, 6, 9, T0 + 100, k).unwrap();
+    put(
+        out,
+        "promise_bad_outside_window",
+        vector(
+            "promise",
+            "receipt 6 was issued at T0+6, after the window [T0, T0+5): the promise does not cover it",
+            Some("mismatch"),
+            json!({"promise": h(&promise), "receipt": h(&log.receipts[6]), "inclusion": h(&inc6)}),
+        ),
+    );
+    put(
+        out,
+        "promise_bad_other_receipt",
+        vector(
+            "promise",
+            "receipt 3's bytes shown with receipt 4's inclusion receipt",
+            Some("bad_signature"),
+            json!({"promise": h(&promise), "receipt": h(&log.receipts[3]), "inclusion": h(inc)}),
         ),
     );
 

@@ -27,6 +27,15 @@ pub fn verify_inclusion(
     leaf_hash: &Digest32,
     key: &PublicKey,
 ) -> Result<VerifiedInclusion, TlogVerifyError> {
+    verify_inclusion_with(inclusion_receipt, leaf_hash, key, None)
+}
+
+fn verify_inclusion_with(
+    inclusion_receipt: &[u8],
+    leaf_hash: &Digest32,
+    key: &PublicKey,
+    cache: Option<&StatementCache>,
+) -> Result<VerifiedInclusion, TlogVerifyError> {
     let r = InclusionReceipt::parse(inclusion_receipt)?;
     check_kid(r.cose.kid, key)?;
     let root = r
@@ -34,14 +43,82 @@ pub fn verify_inclusion(
         .ok_or(TlogVerifyError::ProofShape("inclusion"))?;
     // The detached payload is the recomputed root: a wrong leaf, index or path gives
     // another root, and the node's signature does not cover it.
-    key.verify(&r.cose.to_be_signed(&root)?, &r.cose.signature)
-        .map_err(|_| TlogVerifyError::BadSignature("inclusion receipt over the recomputed root"))?;
+    let tbs = r.cose.to_be_signed(&root)?;
+    let statement = cache.map(|_| statement_digest(key, &tbs, &r.cose.signature));
+    let known = matches!((cache, &statement), (Some(c), Some(d)) if c.contains(d));
+    if !known {
+        key.verify(&tbs, &r.cose.signature).map_err(|_| {
+            TlogVerifyError::BadSignature("inclusion receipt over the recomputed root")
+        })?;
+        if let (Some(c), Some(d)) = (cache, statement) {
+            c.insert(d);
+        }
+    }
     Ok(VerifiedInclusion {
         leaf_index: r.proof.leaf_index,
         tree_size: r.proof.tree_size,
         root,
         issued_at: r.cose.issued_at,
     })
+}
+
+/// SHA-256 over everything a statement's verification depends on: the key, the signed
+/// structure (kid, tree size, time, root) and the signature.
+pub(super) fn statement_digest(key: &PublicKey, tbs: &[u8], signature: &[u8]) -> Digest32 {
+    let mut all = Vec::with_capacity(32 + tbs.len() + signature.len());
+    all.extend_from_slice(&key.to_bytes());
+    all.extend_from_slice(tbs);
+    all.extend_from_slice(signature);
+    quorate_crypto::tensor_digest::sha256(&all)
+}
+
+/// The statements (a log's signature over the root of one tree, §18.4) a client verified
+/// last. A node signs one statement per group commit and every reply of the group carries
+/// it (§18.11.3), so a client that receives several replies of one group checks the
+/// signature once. An entry is the digest of the key, the signed structure and the
+/// signature together, so only a verification with exactly those inputs is skipped.
+pub struct StatementCache {
+    recent: std::sync::Mutex<std::collections::VecDeque<Digest32>>,
+    capacity: usize,
+}
+
+impl StatementCache {
+    /// A cache of the last `capacity` statements.
+    pub fn new(capacity: usize) -> Self {
+        Self {
+            recent: std::sync::Mutex::new(std::collections::VecDeque::with_capacity(capacity)),
+            capacity,
+        }
+    }
+
+    pub(super) fn contains(&self, d: &Digest32) -> bool {
+        self.recent
+            .lock()
+            .is_ok_and(|r| r.iter().rev().any(|x| x == d))
+    }
+
+    pub(super) fn insert(&self, d: Digest32) {
+        if let Ok(mut r) = self.recent.lock() {
+            if r.len() >= self.capacity {
+                r.pop_front();
+            }
+            r.push_back(d);
+        }
+    }
+}
+
+/// [`verify_receipt_inclusions`], skipping the signature check of statements `cache` saw
+/// verified (every other step is done in full).
+pub fn verify_receipt_inclusions_cached(
+    receipt: &[u8],
+    key: &PublicKey,
+    cache: &StatementCache,
+) -> Result<Vec<VerifiedInclusion>, TlogVerifyError> {
+    let leaf = tlog::receipt_leaf_hash(receipt)?;
+    tlog::inclusion_receipts_of(receipt)?
+        .iter()
+        .map(|r| verify_inclusion_with(r, &leaf, key, Some(cache)))
+        .collect()
 }
 
 /// Verifies every inclusion receipt a receipt carries in header 394 against the receipt's
@@ -56,4 +133,46 @@ pub fn verify_receipt_inclusions(
         .iter()
         .map(|r| verify_inclusion(r, &leaf, key))
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use quorate_crypto::SecretKey;
+    use quorate_crypto::merkle::MerkleLog;
+    use quorate_protocol::tlog::TreeStatement;
+
+    /// A cached statement skips only the signature check of exactly that statement: a
+    /// forged signature or another key still fails, and so does a wrong leaf.
+    #[test]
+    fn the_cache_skips_only_a_statement_already_verified() {
+        let key = SecretKey::from_seed(&[3; 32]);
+        let other = SecretKey::from_seed(&[4; 32]).public_key();
+        let leaves: Vec<Digest32> = (0..5u8).map(|i| [i; 32]).collect();
+        let log = MerkleLog::from_leaves(leaves.iter().copied()).unwrap();
+        let s = TreeStatement::sign(&log, 5, 9, &key).unwrap();
+        let inc = |i: u64| {
+            s.inclusion_receipt(i, log.inclusion_proof(i, 5).unwrap())
+                .unwrap()
+        };
+        let cache = StatementCache::new(4);
+        let pk = key.public_key();
+        for i in 0..5u64 {
+            let v = verify_inclusion_with(&inc(i), &leaves[i as usize], &pk, Some(&cache)).unwrap();
+            assert_eq!(v.leaf_index, i);
+        }
+        assert_eq!(cache.recent.lock().unwrap().len(), 1);
+        // A flipped signature byte is another statement: verified, and refused.
+        let mut forged = inc(1);
+        let n = forged.len();
+        forged[n - 1] ^= 1;
+        assert!(verify_inclusion_with(&forged, &leaves[1], &pk, Some(&cache)).is_err());
+        assert!(verify_inclusion_with(&inc(1), &leaves[2], &pk, Some(&cache)).is_err());
+        assert!(verify_inclusion_with(&inc(1), &leaves[1], &other, Some(&cache)).is_err());
+        // Capacity bounds it.
+        for i in 0..10u8 {
+            cache.insert([i; 32]);
+        }
+        assert_eq!(cache.recent.lock().unwrap().len(), 4);
+    }
 }

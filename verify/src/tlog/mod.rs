@@ -14,8 +14,11 @@ pub use audit::{AuditLogMatch, verify_audit_log, verify_records};
 pub use consistency::{VerifiedConsistency, verify_consistency, verify_consistency_receipt};
 pub use equivocation::{Equivocation, NotProven, Verdict, convict};
 pub use head::verify_tree_head;
-pub use inclusion::{VerifiedInclusion, verify_inclusion, verify_receipt_inclusions};
-pub use promise::{PromiseKept, verify_promise};
+pub use inclusion::{
+    StatementCache, VerifiedInclusion, verify_inclusion, verify_receipt_inclusions,
+    verify_receipt_inclusions_cached,
+};
+pub use promise::{PromiseKept, verify_promise, verify_promise_doc, verify_promise_doc_cached};
 
 use quorate_crypto::KeyId;
 use quorate_protocol::tlog::TlogError;

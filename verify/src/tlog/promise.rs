@@ -1,11 +1,14 @@
 //! Promises against later inclusion receipts (§18.8.4).
 
 use quorate_crypto::PublicKey;
-use quorate_protocol::tlog::Promise;
+use quorate_protocol::receipt;
+use quorate_protocol::tlog::{self, Promise};
 
+use super::inclusion::StatementCache;
 use super::{TlogVerifyError, VerifiedInclusion, check_kid, verify_inclusion};
 
-/// A promise shown kept: the leaf is in a tree the node signed by the deadline.
+/// A promise shown kept for one receipt: the receipt is in a tree the node signed by the
+/// deadline.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct PromiseKept {
     /// The promise.
@@ -14,29 +17,70 @@ pub struct PromiseKept {
     pub inclusion: VerifiedInclusion,
 }
 
-/// Verifies a promise and an inclusion receipt of its leaf, both by the log's key, and that
-/// the receipt was signed no later than the deadline (§18.8.4). [`TlogVerifyError::Late`]
-/// shows only that this receipt does not keep the promise: a node re-proves old leaves at
-/// later heads, so a late receipt is never evidence against it (§18.6).
+/// Verifies a promise, the receipt it covers and an inclusion receipt of that receipt's
+/// leaf, all by the log's key, and that the inclusion was signed no later than the deadline
+/// (§18.8.4). [`TlogVerifyError::Late`] shows only that this inclusion receipt does not keep
+/// the promise: a node re-proves old leaves at later heads, so a late receipt is never
+/// evidence against it (§18.6).
 pub fn verify_promise(
     promise: &[u8],
+    receipt_bytes: &[u8],
     inclusion_receipt: &[u8],
     key: &PublicKey,
 ) -> Result<PromiseKept, TlogVerifyError> {
+    let p = verify_promise_doc(promise, key)?;
+    let r = receipt::parse(receipt_bytes)
+        .map_err(|e| TlogVerifyError::Mismatch(format!("the receipt does not parse: {e}")))?;
+    check_kid(r.sign1.kid, key)?;
+    r.sign1
+        .verify(key)
+        .map_err(|_| TlogVerifyError::BadSignature("receipt"))?;
+    if !p.covers(r.payload.issued_at) {
+        return Err(TlogVerifyError::Mismatch(format!(
+            "the receipt was issued at {}, outside the promise's window [{}, {})",
+            r.payload.issued_at, p.from, p.until
+        )));
+    }
+    let leaf = tlog::receipt_leaf_hash(receipt_bytes)?;
+    let inclusion = verify_inclusion(inclusion_receipt, &leaf, key)?;
+    if inclusion.issued_at > p.deadline {
+        return Err(TlogVerifyError::Late {
+            included_at: inclusion.issued_at,
+            deadline: p.deadline,
+        });
+    }
+    Ok(PromiseKept {
+        promise: p,
+        inclusion,
+    })
+}
+
+/// Verifies a promise on its own (§18.8.4 first step): decoding, window, kid and signature.
+pub fn verify_promise_doc(promise: &[u8], key: &PublicKey) -> Result<Promise, TlogVerifyError> {
     let p = Promise::parse(promise)?;
     check_kid(p.sign1.kid, key)?;
     p.sign1
         .verify(key)
         .map_err(|_| TlogVerifyError::BadSignature("promise"))?;
-    let inclusion = verify_inclusion(inclusion_receipt, &p.body.leaf_hash, key)?;
-    if inclusion.issued_at > p.body.deadline {
-        return Err(TlogVerifyError::Late {
-            included_at: inclusion.issued_at,
-            deadline: p.body.deadline,
-        });
+    Ok(p.body)
+}
+
+/// [`verify_promise_doc`], skipping the signature check of a promise `cache` saw verified
+/// under the same key: a node signs one promise per window and every reply of the window
+/// carries it (§18.11.3).
+pub fn verify_promise_doc_cached(
+    promise: &[u8],
+    key: &PublicKey,
+    cache: &StatementCache,
+) -> Result<Promise, TlogVerifyError> {
+    let p = Promise::parse(promise)?;
+    check_kid(p.sign1.kid, key)?;
+    let d = super::inclusion::statement_digest(key, promise, &[]);
+    if !cache.contains(&d) {
+        p.sign1
+            .verify(key)
+            .map_err(|_| TlogVerifyError::BadSignature("promise"))?;
+        cache.insert(d);
     }
-    Ok(PromiseKept {
-        promise: p.body,
-        inclusion,
-    })
+    Ok(p.body)
 }

@@ -121,20 +121,20 @@ fn consistency_links_heads_and_refuses_a_fork() {
 fn promises_are_kept_only_by_timely_inclusion() {
     let k = key(1);
     let (receipts, log) = log_of(5, &k);
-    let leaf = tlog::receipt_leaf_hash(&receipts[2]).unwrap();
+    let issued = receipt::parse(&receipts[2]).unwrap().payload.issued_at;
     let promise = Promise {
         log_id: pk(&k).key_id(),
-        leaf_hash: leaf,
-        issued_at: T0,
+        from: issued,
+        until: issued + 1,
         deadline: T0 + 5,
     }
     .sign(&k)
     .unwrap();
     let timely = sign_inclusion_receipt(&log, 2, 5, T0 + 5, &k).unwrap();
-    assert!(verify_promise(&promise, &timely, &pk(&k)).is_ok());
+    assert!(verify_promise(&promise, &receipts[2], &timely, &pk(&k)).is_ok());
     let late = sign_inclusion_receipt(&log, 2, 5, T0 + 6, &k).unwrap();
     assert_eq!(
-        verify_promise(&promise, &late, &pk(&k)),
+        verify_promise(&promise, &receipts[2], &late, &pk(&k)),
         Err(TlogVerifyError::Late {
             included_at: T0 + 6,
             deadline: T0 + 5
@@ -142,10 +142,26 @@ fn promises_are_kept_only_by_timely_inclusion() {
     );
     let other_leaf = sign_inclusion_receipt(&log, 3, 5, T0, &k).unwrap();
     assert_eq!(
-        verify_promise(&promise, &other_leaf, &pk(&k))
+        verify_promise(&promise, &receipts[2], &other_leaf, &pk(&k))
             .unwrap_err()
             .code(),
         "bad_signature"
+    );
+    // A receipt issued outside the window is not covered, even with a timely inclusion.
+    let outside = sign_inclusion_receipt(&log, 3, 5, T0 + 5, &k).unwrap();
+    assert_eq!(
+        verify_promise(&promise, &receipts[3], &outside, &pk(&k))
+            .unwrap_err()
+            .code(),
+        "mismatch"
+    );
+    // Another key's receipt is not this log's.
+    let stranger = receipt(2, &key(9));
+    assert_eq!(
+        verify_promise(&promise, &stranger, &timely, &pk(&k))
+            .unwrap_err()
+            .code(),
+        "wrong_key"
     );
 }
 

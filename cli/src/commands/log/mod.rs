@@ -12,7 +12,9 @@ use quorate_protocol::receipt::MAX_RECEIPT_LEN;
 use quorate_protocol::roster::Entry;
 use quorate_protocol::time::utc;
 use quorate_protocol::tlog;
-use quorate_verify::tlog::{verify_consistency_receipt, verify_inclusion, verify_tree_head};
+use quorate_verify::tlog::{
+    verify_consistency_receipt, verify_inclusion, verify_promise, verify_tree_head,
+};
 
 use super::session::{MeshArgs, Session};
 
@@ -71,6 +73,10 @@ pub struct ProveArgs {
     /// Prove against the head of this many leaves (default: the first head containing it).
     #[arg(long, value_name = "N")]
     size: Option<u64>,
+    /// The node's promise for this receipt (`receipt.promise` from `quorate infer`): also
+    /// check that the proof keeps it (§18.8.4).
+    #[arg(long, value_name = "FILE")]
+    promise: Option<PathBuf>,
     /// Write the receipt carrying the inclusion receipt in header 394 here.
     #[arg(long, value_name = "FILE")]
     out: Option<PathBuf>,
@@ -164,6 +170,23 @@ fn prove(args: &ProveArgs) -> anyhow::Result<ExitCode> {
         node.name,
         utc(v.issued_at)
     );
+    if let Some(path) = &args.promise {
+        let promise = read_limited(path, tlog::MAX_SIGNED_DOC_LEN as u64)?;
+        let kept =
+            verify_promise(&promise, &receipt, &inclusion, &node.key).with_context(|| {
+                format!(
+                    "node {:?} did not keep its promise {}",
+                    node.name,
+                    path.display()
+                )
+            })?;
+        println!(
+            "kept      the promise for [{}, {}) by {}",
+            kept.promise.from,
+            kept.promise.until,
+            utc(kept.promise.deadline)
+        );
+    }
     if let Some(out) = &args.out {
         let mut list = tlog::inclusion_receipts_of(&receipt).unwrap_or_default();
         if list.len() >= tlog::MAX_ATTACHED_RECEIPTS {
