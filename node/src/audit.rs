@@ -60,7 +60,7 @@ struct Tree {
 }
 
 mod tlog;
-pub use tlog::LogServiceError;
+pub use tlog::{LogServiceError, heads_path_of};
 
 /// A record's leaf hash (§18.1). The node's records are receipts as it signed them, with an
 /// empty unprotected header, so a record's bytes are its leaf (a test holds this).
@@ -345,7 +345,11 @@ impl AuditLog {
         }
         .sign(key)?;
         tree.signed = Some(size);
-        if tree.history.signed(size, now) && size > 0 {
+        let new = tree.history.signed(size, now);
+        if new {
+            self.keep_head_record(size, now);
+        }
+        if new && size > 0 {
             // §18.12: proofs against this head then cost no signature.
             let statement =
                 quorate_protocol::tlog::TreeStatement::sign(&tree.leaves, size, now, key)?;

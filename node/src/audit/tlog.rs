@@ -134,7 +134,61 @@ impl Tree {
     }
 }
 
+/// Where a node keeps the size and time of every head it signed: `LOG.heads` beside the log
+/// `LOG`, 16 bytes per head (size, then time, both big-endian u64), appended as they are
+/// signed (§18.11.2).
+pub fn heads_path_of(log: &Path) -> std::path::PathBuf {
+    let mut name = log.as_os_str().to_owned();
+    name.push(".heads");
+    std::path::PathBuf::from(name)
+}
+
+/// Largest `LOG.heads` read back: a head every 5 s for about 25 years.
+const MAX_HEADS_FILE: u64 = 16 << 24;
+
 impl AuditLog {
+    /// Appends a new head's size and time to `LOG.heads`; a failure is logged, the head
+    /// stays in memory.
+    pub(super) fn keep_head_record(&self, size: u64, time: u64) {
+        use std::io::Write;
+        let path = heads_path_of(&self.path);
+        let mut record = [0u8; 16];
+        record[..8].copy_from_slice(&size.to_be_bytes());
+        record[8..].copy_from_slice(&time.to_be_bytes());
+        let kept = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&path)
+            .and_then(|mut f| f.write_all(&record).and_then(|()| f.sync_data()));
+        if let Err(e) = kept {
+            tracing::warn!(
+                "cannot keep the head of {size} leaves in {}: {e}",
+                path.display()
+            );
+        }
+    }
+
+    /// Reads back `LOG.heads` after a restart, so that leaves are proved against the first
+    /// head that contained them, with its time (§18.6). Records beyond the log's size or out
+    /// of order, and a torn last record, are ignored. Returns the heads adopted.
+    pub fn adopt_head_history(&self) -> usize {
+        let path = heads_path_of(&self.path);
+        let Ok(bytes) = crate::files::read_limited(&path, MAX_HEADS_FILE) else {
+            return 0;
+        };
+        let mut tree = lock(&self.tree);
+        let len = tree.leaves.len();
+        let mut adopted = 0;
+        for r in bytes.chunks_exact(16) {
+            let size = u64::from_be_bytes(r[..8].try_into().unwrap_or_default());
+            let time = u64::from_be_bytes(r[8..].try_into().unwrap_or_default());
+            if size <= len && tree.history.signed(size, time) {
+                adopted += 1;
+            }
+        }
+        adopted
+    }
+
     /// Replies carry inclusion receipts (§18.11.3): every group commit that holds a receipt
     /// appended with [`AuditLog::append_proved`] signs one statement with `key`.
     pub fn prove_in_replies(&self, key: Arc<SecretKey>) {
@@ -292,5 +346,35 @@ mod tests {
         assert!(log.consistency(&key, 1, 3, 3_000).is_ok());
         assert!(log.consistency(&key, 1, 4, 3_000).is_err());
         assert!(log.consistency(&key, 0, 3, 3_000).is_err());
+    }
+
+    /// After a restart the node proves old leaves against the head that first held them,
+    /// with its time, read back from `LOG.heads`; a torn record is ignored.
+    #[test]
+    fn heads_survive_a_restart() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("a.qlog");
+        let key = SecretKey::from_seed(&[7; 32]);
+        let r0 = receipt(0, &key);
+        {
+            let (log, _) = AuditLog::open(&path).unwrap();
+            log.append(&r0).unwrap();
+            log.sign_head(&key, 1_000).unwrap().unwrap();
+            log.append(&receipt(1, &key)).unwrap();
+            log.sign_head(&key, 2_000).unwrap().unwrap();
+        }
+        let mut heads = std::fs::read(heads_path_of(&path)).unwrap();
+        assert_eq!(heads.len(), 32);
+        heads.extend([0xff; 7]);
+        std::fs::write(heads_path_of(&path), heads).unwrap();
+        let (log, _) = AuditLog::open(&path).unwrap();
+        assert_eq!(log.adopt_head_history(), 2);
+        let leaf = receipt_leaf_hash(&r0).unwrap();
+        let p = InclusionReceipt::parse(&log.prove(&key, &leaf, None).unwrap()).unwrap();
+        assert_eq!((p.cose.tree_size, p.cose.issued_at), (1, 1_000));
+        // A fresh log ignores a stale history beyond its size.
+        std::fs::remove_file(&path).unwrap();
+        let (fresh, _) = AuditLog::open(&path).unwrap();
+        assert_eq!(fresh.adopt_head_history(), 0);
     }
 }

@@ -87,7 +87,9 @@ impl NodeState {
             cfg.audit_log.display()
         );
         let audit = Arc::new(audit);
-        // §18.11.2: leaves the last head covered are proved against it after a restart.
+        // §18.11.2: leaves are proved against the heads signed before a restart.
+        let adopted = audit.adopt_head_history();
+        tracing::debug!(node = %cfg.name, heads = adopted, "head history read back");
         if let Ok(kept) = std::fs::read(audit.head_path())
             && !audit.adopt_kept_head(&key, &kept)
         {
