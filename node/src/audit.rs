@@ -392,6 +392,7 @@ impl AuditLog {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::test_support::signed_receipt;
     use quorate_crypto::tensor_digest::sha256;
 
     #[test]
@@ -482,25 +483,6 @@ mod tests {
                 .collect();
             assert_eq!(order, (0..100).collect::<Vec<_>>(), "thread {t}");
         }
-    }
-
-    fn signed_receipt(i: u8, key: &SecretKey) -> Vec<u8> {
-        use quorate_protocol::receipt::{JobKind, ReceiptPayload};
-        ReceiptPayload {
-            job_id: [i; 16],
-            nonce: vec![i; 16],
-            kind: JobKind::Infer,
-            model_digest: [1; 32],
-            inputs: vec![],
-            outputs: vec![],
-            provider: "CPUExecutionProvider".into(),
-            runtime: "onnxruntime".into(),
-            issued_at: 1_700_000_000 + u64::from(i),
-            previous: None,
-            policy: None,
-        }
-        .sign(key)
-        .unwrap()
     }
 
     /// Heads cover exactly the durable records, with the §18.1 leaves (a record's bytes are

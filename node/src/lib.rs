@@ -11,3 +11,5 @@ pub mod files;
 pub mod logging;
 pub mod mesh;
 pub mod metrics;
+#[cfg(test)]
+mod test_support;

@@ -314,6 +314,11 @@ impl Roster {
         self.entries.iter().find(|e| &e.key == key)
     }
 
+    /// The node entries (not clients), in roster order.
+    pub fn nodes(&self) -> impl Iterator<Item = &Entry> {
+        self.entries.iter().filter(|e| e.role == Role::Node)
+    }
+
     /// Nodes serving a model digest.
     pub fn serving(&self, model: &Digest32) -> impl Iterator<Item = &Entry> {
         self.entries

@@ -160,3 +160,11 @@ pub fn whole_model_outputs(dir: &Path) -> Vec<quorate_protocol::tensor::Tensor> 
     assert!(o.status.success(), "{}", text(&o));
     tensors(&out.join("outputs.json"))
 }
+
+/// A multi-threaded tokio runtime with I/O and timers, as the mesh client needs.
+pub fn rt() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("a tokio runtime")
+}

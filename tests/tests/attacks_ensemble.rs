@@ -23,7 +23,7 @@ use quorate_protocol::roster::Entry;
 use quorate_protocol::secagg::messages::{AbortCode, ServerBody, encode_server_message};
 use quorate_protocol::tensor::Tensor;
 use quorate_protocol::tensor_file::parse_npy;
-use quorate_tests::{quorate_bin, repo_root};
+use quorate_tests::{quorate_bin, repo_root, rt};
 
 fn models() -> PathBuf {
     repo_root().join("models")
@@ -39,13 +39,6 @@ fn sample() -> Tensor {
 
 fn hospital(i: usize) -> [u8; 32] {
     sha256(&std::fs::read(models().join(format!("hospital-{i}.onnx"))).unwrap())
-}
-
-fn rt() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .unwrap()
 }
 
 fn mesh(dir: &std::path::Path, extra: &dyn Fn(usize) -> String) -> LocalMesh {

@@ -13,15 +13,8 @@ use quorate_protocol::messages::{InferRequest, Response};
 use quorate_protocol::receipt::JobKind;
 use quorate_protocol::tensor::Tensor;
 use quorate_protocol::tensor_file::parse_npy;
-use quorate_tests::{quorate_bin, repo_root};
+use quorate_tests::{quorate_bin, repo_root, rt};
 use quorate_transport::{TlsIdentity, TransportSettings, bind_client};
-
-fn rt() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .unwrap()
-}
 
 /// Resident memory of a process: (now, peak), in bytes.
 fn rss(pid: u32) -> (u64, u64) {

@@ -19,7 +19,7 @@ use quorate_protocol::messages::{ErrorCode, Request, Response};
 use quorate_protocol::roster::Entry;
 use quorate_protocol::tensor::Tensor;
 use quorate_protocol::tensor_file::parse_npy;
-use quorate_tests::{quorate, quorate_bin, repo_root, text};
+use quorate_tests::{quorate, quorate_bin, repo_root, rt, text};
 
 fn models() -> PathBuf {
     repo_root().join("models")
@@ -45,13 +45,6 @@ fn expected_probs() -> Vec<[f64; 2]> {
             [p[0].as_f64().unwrap(), p[1].as_f64().unwrap()]
         })
         .collect()
-}
-
-fn rt() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .unwrap()
 }
 
 fn members(mesh: &LocalMesh, n: usize) -> Vec<Entry> {

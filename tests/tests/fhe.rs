@@ -15,7 +15,7 @@ use quorate_node::mesh::client::MeshClient;
 use quorate_protocol::fhe::{FheRequest, KeyChunk, MAX_INPUT_CIPHERTEXT_LEN};
 use quorate_protocol::messages::{ErrorCode, Request, Response};
 use quorate_protocol::roster::Entry;
-use quorate_tests::{quorate, quorate_bin, read_json, repo_root, text};
+use quorate_tests::{quorate, quorate_bin, read_json, repo_root, rt, text};
 
 fn models() -> std::path::PathBuf {
     repo_root().join("models")
@@ -43,13 +43,6 @@ fn node<'a>(mesh: &'a LocalMesh, name: &str) -> &'a Entry {
     mesh.roster.by_name(name).unwrap()
 }
 
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .unwrap()
-}
-
 #[test]
 fn encrypted_ensemble_of_two_members_decrypts_to_the_exact_plaintext_score() {
     let dir = tempfile::tempdir().unwrap();
@@ -57,7 +50,7 @@ fn encrypted_ensemble_of_two_members_decrypts_to_the_exact_plaintext_score() {
     let keys = keys();
     let known = job::known_models(&models()).unwrap();
     let members = [node(&mesh, "node-1").clone(), node(&mesh, "node-2").clone()];
-    let result = runtime().block_on(async {
+    let result = rt().block_on(async {
         let client = MeshClient::new(
             &mesh.client_key,
             mesh.roster.clone(),
@@ -166,7 +159,7 @@ fn bad_keys_and_ciphertexts_fail_cleanly_and_the_node_keeps_serving() {
     .unwrap()
     .quantize(&raw_features())
     .unwrap();
-    runtime().block_on(async {
+    rt().block_on(async {
         let client = MeshClient::new(
             &mesh.client_key,
             mesh.roster.clone(),

@@ -9,14 +9,7 @@ use std::time::Duration;
 
 use quorate_cli::local::{LocalMesh, mlp_sample};
 use quorate_node::mesh::client::{MeshClient, fresh_request};
-use quorate_tests::{quorate, quorate_bin, repo_root, text};
-
-fn rt() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .unwrap()
-}
+use quorate_tests::{quorate, quorate_bin, repo_root, rt, text};
 
 #[test]
 fn json_logs_are_one_object_per_line_with_a_debug_event_per_request_and_no_secrets() {

@@ -16,7 +16,7 @@ use quorate_protocol::receipt::JobKind;
 use quorate_protocol::roster::{Entry, Role, Roster};
 use quorate_protocol::tensor::Tensor;
 use quorate_protocol::tensor_file::parse_npy;
-use quorate_tests::{quorate, quorate_bin, repo_root, text};
+use quorate_tests::{quorate, quorate_bin, repo_root, rt, text};
 use quorate_transport::{PinnedKeys, TlsIdentity, TransportSettings, bind_client, bind_server};
 
 fn models() -> std::path::PathBuf {
@@ -46,13 +46,6 @@ fn request(model: [u8; 32], input: Tensor) -> InferRequest {
         policy: None,
         previous: None,
     }
-}
-
-fn rt() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .unwrap()
 }
 
 fn node<'a>(mesh: &'a LocalMesh, name: &str) -> &'a Entry {

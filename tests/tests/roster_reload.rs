@@ -21,7 +21,7 @@ use quorate_protocol::messages::{ErrorCode, InferRequest, Request, Response};
 use quorate_protocol::receipt::JobKind;
 use quorate_protocol::roster::{Entry, Role, Roster};
 use quorate_protocol::tensor_file::parse_npy;
-use quorate_tests::{quorate_bin, repo_root};
+use quorate_tests::{quorate_bin, repo_root, rt};
 use quorate_transport::{
     MeshEndpoint, PeerConnection, TlsIdentity, TransportError, TransportSettings, bind_client,
 };
@@ -32,13 +32,6 @@ const REQ: Duration = Duration::from_secs(20);
 
 fn models() -> std::path::PathBuf {
     repo_root().join("models")
-}
-
-fn rt() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .unwrap()
 }
 
 fn infer_request() -> Request {

@@ -11,15 +11,8 @@ use quorate_cli::local::{LocalMesh, mlp_sample};
 use quorate_node::mesh::client::{MeshClient, fresh_request};
 use quorate_protocol::audit_log;
 use quorate_protocol::roster::Entry;
-use quorate_tests::{quorate, quorate_bin, repo_root, text};
+use quorate_tests::{quorate, quorate_bin, repo_root, rt, text};
 use quorate_verify::tlog::{verify_receipt_inclusions, verify_tree_head};
-
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .unwrap()
-}
 
 fn client(mesh: &LocalMesh) -> MeshClient {
     MeshClient::new(
@@ -83,7 +76,7 @@ fn replies_carry_inclusion_receipts_and_log_requests_are_answered() {
         "gossip_secs = 1\nlog_replies = \"inclusion\"\n",
     )
     .unwrap();
-    let rt = runtime();
+    let rt = rt();
     let nodes = mesh.node_entries().unwrap();
     let receipts = jobs(&rt, &mesh, &nodes[0], 5);
     for (i, r) in receipts.iter().enumerate() {
@@ -216,7 +209,7 @@ fn promises_are_upgraded_and_receipts_left_out_of_the_log_are_caught() {
         _ => "log_replies = \"inclusion\"\ntest_omit_from_log = true\n".into(),
     })
     .unwrap();
-    let rt = runtime();
+    let rt = rt();
     let nodes = mesh.node_entries().unwrap();
     let (input, model) = mlp_sample(&models).unwrap();
     let _guard = rt.enter();
@@ -299,7 +292,7 @@ fn the_monitor_catches_split_views_rewrites_and_truncation() {
         c
     })
     .unwrap();
-    let rt = runtime();
+    let rt = rt();
     let nodes = mesh.node_entries().unwrap();
     for n in &nodes {
         jobs(&rt, &mesh, n, 4);

@@ -18,7 +18,7 @@ use quorate_protocol::receipt::JobKind;
 use quorate_protocol::tensor::Tensor;
 use quorate_protocol::tensor_file::parse_npy;
 use quorate_protocol::verified_job::JobError;
-use quorate_tests::{quorate, quorate_bin, repo_root, text};
+use quorate_tests::{quorate, quorate_bin, repo_root, rt, text};
 
 fn models() -> PathBuf {
     repo_root().join("models")
@@ -45,13 +45,6 @@ fn request(input: Tensor, policy: &Policy) -> InferRequest {
         policy: Some(policy.digest().unwrap()),
         previous: None,
     }
-}
-
-fn rt() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .unwrap()
 }
 
 fn client(mesh: &LocalMesh) -> MeshClient {

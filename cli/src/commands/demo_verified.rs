@@ -7,7 +7,6 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use quorate_crypto::tensor_digest::sha256;
 use quorate_protocol::policy::Policy;
-use quorate_protocol::roster::Role;
 use quorate_protocol::tensor_file::parse_npy;
 
 use crate::commands::infer_verified::write_outcome;
@@ -39,13 +38,7 @@ pub fn node_config(i: usize, n: usize) -> String {
 /// Runs a verified job on the last three nodes (the last one poisoned), writes the outcome
 /// under `dir/verified/` and the bundle under `dir/evidence/`, and checks the bundle offline.
 pub async fn run(mesh: &LocalMesh, models: &Path, dir: &Path) -> anyhow::Result<()> {
-    let nodes: Vec<_> = mesh
-        .roster
-        .entries
-        .iter()
-        .filter(|e| e.role == Role::Node)
-        .cloned()
-        .collect();
+    let nodes: Vec<_> = mesh.roster.nodes().cloned().collect();
     println!(
         "\n== verified job: 3 replicas compare outputs; one node is poisoned ({POISON} on {POISONED_MODEL})"
     );

@@ -293,26 +293,8 @@ impl AuditLog {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::test_support::signed_receipt as receipt;
     use quorate_protocol::tlog::{InclusionReceipt, receipt_leaf_hash};
-
-    fn receipt(i: u8, key: &SecretKey) -> Vec<u8> {
-        use quorate_protocol::receipt::{JobKind, ReceiptPayload};
-        ReceiptPayload {
-            job_id: [i; 16],
-            nonce: vec![i; 16],
-            kind: JobKind::Infer,
-            model_digest: [1; 32],
-            inputs: vec![],
-            outputs: vec![],
-            provider: "CPUExecutionProvider".into(),
-            runtime: "onnxruntime".into(),
-            issued_at: 1_700_000_000,
-            previous: None,
-            policy: None,
-        }
-        .sign(key)
-        .unwrap()
-    }
 
     /// Replies get inclusion receipts of their own leaf; proofs are against the first head
     /// containing the leaf with its time; sizes nobody signed are refused.

@@ -194,9 +194,9 @@ impl MeshClient {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::test_support::signed_receipt as receipt;
     use quorate_crypto::SecretKey;
     use quorate_crypto::merkle::MerkleLog;
-    use quorate_protocol::receipt::{JobKind, ReceiptPayload};
     use quorate_protocol::roster::Role;
     use quorate_protocol::tlog::TreeStatement;
 
@@ -209,24 +209,6 @@ mod tests {
             models: vec![],
             providers: vec![],
         }
-    }
-
-    fn receipt(i: u8, key: &SecretKey) -> Vec<u8> {
-        ReceiptPayload {
-            job_id: [i; 16],
-            nonce: vec![i; 16],
-            kind: JobKind::Infer,
-            model_digest: [1; 32],
-            inputs: vec![],
-            outputs: vec![],
-            provider: "CPUExecutionProvider".into(),
-            runtime: "onnxruntime".into(),
-            issued_at: 1_700_000_000,
-            previous: None,
-            policy: None,
-        }
-        .sign(key)
-        .unwrap()
     }
 
     /// The receipt `of` with the inclusion receipt, signed by `signer`, of leaf `index` in

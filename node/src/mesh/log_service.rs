@@ -8,7 +8,6 @@ use std::time::Duration;
 
 use quorate_crypto::{PublicKey, SecretKey};
 use quorate_protocol::messages::{ErrorFrame, LogRequest, LogResponse};
-use quorate_protocol::roster::Role;
 #[cfg(feature = "test-util")]
 use quorate_protocol::tlog::TreeHead;
 
@@ -142,10 +141,7 @@ pub async fn gossip(service: Arc<LogService>, me: String, every: Duration) {
                 continue;
             }
         };
-        let peers = roster
-            .entries
-            .iter()
-            .filter(|e| e.role == Role::Node && e.name != me);
+        let peers = roster.nodes().filter(|e| e.name != me);
         for peer in peers {
             match client.log_head(peer).await {
                 Ok((head, _)) => {

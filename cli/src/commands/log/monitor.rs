@@ -12,7 +12,7 @@ use anyhow::Context;
 use quorate_crypto::PublicKey;
 use quorate_node::files::{read_limited, write_atomic};
 use quorate_node::mesh::client::MeshClient;
-use quorate_protocol::roster::{Entry, Role};
+use quorate_protocol::roster::Entry;
 use quorate_protocol::tlog::{EquivocationBundle, MAX_SIGNED_DOC_LEN, TreeHead};
 use quorate_verify::tlog::{Verdict, convict, verify_consistency, verify_tree_head};
 
@@ -102,13 +102,7 @@ pub fn run(args: &MonitorArgs) -> anyhow::Result<ExitCode> {
 pub async fn sweep(client: &MeshClient, state: &Path) -> anyhow::Result<Findings> {
     std::fs::create_dir_all(state.join("evidence"))
         .with_context(|| format!("cannot create {}", state.display()))?;
-    let nodes: Vec<Entry> = client
-        .roster
-        .entries
-        .iter()
-        .filter(|e| e.role == Role::Node)
-        .cloned()
-        .collect();
+    let nodes: Vec<Entry> = client.roster.nodes().cloned().collect();
     let mut found = Findings::default();
     let mut own: BTreeMap<String, Head> = BTreeMap::new();
     let mut witnessed: Vec<(String, Head)> = Vec::new();
