@@ -151,7 +151,13 @@ impl AuditLog {
             .with_context(|| format!("cannot open audit log {}", path.display()))?;
         let mut bytes = Vec::new();
         file.read_to_end(&mut bytes)?;
-        let mut leaves = MerkleLog::new();
+        let mut tree = Tree {
+            leaves: MerkleLog::new(),
+            signed: None,
+            latest: None,
+            history: tlog::HeadHistory::default(),
+            inline: None,
+        };
         let count = if bytes.is_empty() {
             file.write_all(MAGIC)?;
             file.sync_all()?;
@@ -172,8 +178,7 @@ impl AuditLog {
                 file.sync_all()?;
             }
             for r in &s.records {
-                leaves
-                    .push(leaf_of(r))
+                tree.push(leaf_of(r))
                     .map_err(|e| anyhow::anyhow!("audit log {}: {e}", path.display()))?;
             }
             s.records.len()
@@ -186,13 +191,7 @@ impl AuditLog {
                     durable_len,
                     dirty: false,
                 }),
-                tree: Mutex::new(Tree {
-                    history: tlog::HeadHistory::indexing(&leaves),
-                    leaves,
-                    signed: None,
-                    latest: None,
-                    inline: None,
-                }),
+                tree: Mutex::new(tree),
                 queue: Mutex::default(),
                 turn: Condvar::new(),
                 path: path.to_path_buf(),

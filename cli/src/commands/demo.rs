@@ -94,7 +94,14 @@ pub fn run(args: &DemoArgs) -> anyhow::Result<ExitCode> {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
-    let outcome = rt.block_on(run_jobs(&mesh, &args.models, &receipts, args.fhe));
+    let monitor_state = dir.join("monitor");
+    let outcome = rt.block_on(run_jobs(
+        &mesh,
+        &args.models,
+        &receipts,
+        &monitor_state,
+        args.fhe,
+    ));
     if let Err(e) = outcome {
         for (name, _) in &mesh.nodes {
             eprintln!("  (log of {name}: {})", mesh.log_of(name).display());
@@ -139,7 +146,6 @@ pub fn run(args: &DemoArgs) -> anyhow::Result<ExitCode> {
         .collect();
     // The heads each node left beside its log, and those the monitor kept: both are
     // signed by the node and both must match its log (§18.8.6).
-    let monitor_state = dir.join("monitor");
     let heads: Vec<PathBuf> = logs
         .iter()
         .map(|l| quorate_node::audit::head_path_of(l))
@@ -256,6 +262,7 @@ async fn run_jobs(
     mesh: &LocalMesh,
     models: &Path,
     receipts: &Path,
+    monitor_state: &Path,
     fhe: bool,
 ) -> anyhow::Result<()> {
     let client = MeshClient::new(
@@ -310,13 +317,12 @@ async fn run_jobs(
             e.name, p[0], p[1], payload.runtime, payload.provider
         );
     }
-    let monitor_state = receipts.parent().unwrap_or(receipts).join("monitor");
     println!(
         "   each node promised to log its receipt within seconds (one signed promise per 5 s window, §18.6)"
     );
     monitor(
         &client,
-        &monitor_state,
+        monitor_state,
         "3a. a log monitor keeps every node's signed tree head (§18.13):",
     )
     .await?;
@@ -333,7 +339,7 @@ async fn run_jobs(
     )?;
     monitor(
         &client,
-        &monitor_state,
+        monitor_state,
         "\n== the log monitor again (§18.13): every log only grew, and peers saw the same heads",
     )
     .await?;

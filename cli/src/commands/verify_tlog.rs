@@ -5,7 +5,7 @@
 
 use std::path::{Path, PathBuf};
 
-use quorate_crypto::KeyId;
+use quorate_crypto::{KeyId, PublicKey};
 use quorate_node::files::read_limited;
 use quorate_protocol::audit_log::RecordReader;
 use quorate_protocol::batch_receipt::parse_any;
@@ -33,25 +33,36 @@ pub fn is_document_file(path: &Path) -> bool {
 /// Verifies each signed tree head (§18.8.1) and consistency receipt (§18.8.3 steps 1–6)
 /// under the trusted key of the log it names.
 pub fn check_documents(files: &[PathBuf], trust: &TrustStore) -> Vec<TlogLine> {
+    per_file(files, trust, document)
+}
+
+/// One line per file, judged by `check`.
+fn per_file(
+    files: &[PathBuf],
+    trust: &TrustStore,
+    check: fn(&Path, &TrustStore) -> Result<String, String>,
+) -> Vec<TlogLine> {
     files
         .iter()
         .map(|path| TlogLine {
             label: path.display().to_string(),
-            outcome: document(path, trust),
+            outcome: check(path, trust),
         })
         .collect()
 }
 
+/// The trusted key and name of the log `kid`, or why there is none.
+fn trusted(trust: &TrustStore, kid: KeyId) -> Result<(PublicKey, String), String> {
+    trust
+        .get(&kid)
+        .cloned()
+        .ok_or_else(|| format!("the log {kid} is not among the trusted keys"))
+}
+
 fn document(path: &Path, trust: &TrustStore) -> Result<String, String> {
     let bytes = read_limited(path, MAX_COSE_RECEIPT_LEN as u64).map_err(|e| format!("{e:#}"))?;
-    let lookup = |kid: KeyId| {
-        trust
-            .get(&kid)
-            .cloned()
-            .ok_or_else(|| format!("the log {kid} is not among the trusted keys"))
-    };
     if let Ok(head) = TreeHead::parse(&bytes) {
-        let (key, name) = lookup(head.sign1.kid)?;
+        let (key, name) = trusted(trust, head.sign1.kid)?;
         let h = verify_tree_head(&bytes, &key).map_err(|e| format!("{e} ({})", e.code()))?;
         return Ok(format!(
             "signed tree head of {name}: {} leaves, root {}…, signed {}",
@@ -62,7 +73,7 @@ fn document(path: &Path, trust: &TrustStore) -> Result<String, String> {
     }
     let receipt = ConsistencyReceipt::parse(&bytes)
         .map_err(|e| format!("neither a signed tree head nor a consistency receipt: {e}"))?;
-    let (key, name) = lookup(receipt.cose.kid)?;
+    let (key, name) = trusted(trust, receipt.cose.kid)?;
     let c = verify_consistency_receipt(&bytes, &key).map_err(|e| format!("{e} ({})", e.code()))?;
     Ok(format!(
         "consistency receipt of {name}: its {} leaves (root {}…) are a prefix of its {} (root {}…)",
@@ -93,13 +104,7 @@ pub fn is_equivocation_file(path: &Path) -> bool {
 /// Judges every equivocation bundle (§18.8.5) under the trusted key of the log its heads
 /// name. A bundle is `Ok` when it convicts: it is evidence, and it holds.
 pub fn check_equivocations(files: &[PathBuf], trust: &TrustStore) -> Vec<TlogLine> {
-    files
-        .iter()
-        .map(|path| TlogLine {
-            label: path.display().to_string(),
-            outcome: judge(path, trust),
-        })
-        .collect()
+    per_file(files, trust, judge)
 }
 
 fn judge(path: &Path, trust: &TrustStore) -> Result<String, String> {
@@ -110,10 +115,7 @@ fn judge(path: &Path, trust: &TrustStore) -> Result<String, String> {
         .map_err(|e| format!("its first head does not decode: {e}"))?
         .sign1
         .kid;
-    let (key, name) = trust
-        .get(&kid)
-        .cloned()
-        .ok_or_else(|| format!("the log {kid} is not among the trusted keys"))?;
+    let (key, name) = trusted(trust, kid)?;
     match convict(&bytes, &key) {
         Verdict::Equivocated(e) => Ok(format!(
             "log of {name} [{kid}] EQUIVOCATED: it signed two roots for size {}: {}… ({}) and {}… ({})",
@@ -204,12 +206,12 @@ pub fn check_heads(heads: &[PathBuf], files: &[PathBuf], trust: &TrustStore) -> 
         };
         let (bytes, parsed) = head;
         let kid = parsed.sign1.kid;
-        let Some((key, name)) = trust.get(&kid).cloned() else {
-            line(
-                head_path.display().to_string(),
-                Err(format!("the log {kid} is not among the trusted keys")),
-            );
-            continue;
+        let (key, name) = match trusted(trust, kid) {
+            Ok(t) => t,
+            Err(e) => {
+                line(head_path.display().to_string(), Err(e));
+                continue;
+            }
         };
         let mut matched = false;
         for (log_path, signer) in &logs {

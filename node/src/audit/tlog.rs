@@ -46,17 +46,6 @@ pub(super) struct HeadHistory {
 }
 
 impl HeadHistory {
-    /// A history that indexes the leaves already in `log` and knows no head yet.
-    pub(super) fn indexing(log: &quorate_crypto::merkle::MerkleLog) -> Self {
-        let mut h = Self::default();
-        for i in 0..log.len() {
-            if let Some(leaf) = log.leaf(i) {
-                h.index.entry(*leaf).or_insert(i);
-            }
-        }
-        h
-    }
-
     /// Records a head of `size` signed at `time`; a head re-signed at the same size keeps
     /// the first time, the one promises are judged by (§18.6). Returns whether it is new.
     pub(super) fn signed(&mut self, size: u64, time: u64) -> bool {

@@ -10,7 +10,7 @@ use quorate_protocol::messages::{InferResponse, LogRequest, LogResponse, Request
 use quorate_protocol::roster::Entry;
 use quorate_protocol::tlog::{self, Promise};
 use quorate_verify::tlog::{
-    StatementCache, verify_promise, verify_promise_doc_cached, verify_receipt_inclusions_cached,
+    StatementCache, verify_promise, verify_promise_doc, verify_receipt_inclusions_cached,
 };
 
 use crate::clock::unix_now;
@@ -60,7 +60,7 @@ fn promise_of(bytes: &[u8], node: &Entry) -> anyhow::Result<Promise> {
     {
         return Ok(*p);
     }
-    let p = verify_promise_doc_cached(bytes, &node.key, &STATEMENTS)
+    let p = verify_promise_doc(bytes, &node.key)
         .context("the node's promise does not verify under its key (§18.8.4)")?;
     let mut kept = lock();
     if kept.len() >= 16 {

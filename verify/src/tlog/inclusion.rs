@@ -64,7 +64,7 @@ fn verify_inclusion_with(
 
 /// SHA-256 over everything a statement's verification depends on: the key, the signed
 /// structure (kid, tree size, time, root) and the signature.
-pub(super) fn statement_digest(key: &PublicKey, tbs: &[u8], signature: &[u8]) -> Digest32 {
+fn statement_digest(key: &PublicKey, tbs: &[u8], signature: &[u8]) -> Digest32 {
     let mut all = Vec::with_capacity(32 + tbs.len() + signature.len());
     all.extend_from_slice(&key.to_bytes());
     all.extend_from_slice(tbs);
@@ -91,13 +91,13 @@ impl StatementCache {
         }
     }
 
-    pub(super) fn contains(&self, d: &Digest32) -> bool {
+    fn contains(&self, d: &Digest32) -> bool {
         self.recent
             .lock()
             .is_ok_and(|r| r.iter().rev().any(|x| x == d))
     }
 
-    pub(super) fn insert(&self, d: Digest32) {
+    fn insert(&self, d: Digest32) {
         if let Ok(mut r) = self.recent.lock() {
             if r.len() >= self.capacity {
                 r.pop_front();

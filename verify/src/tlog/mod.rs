@@ -18,7 +18,7 @@ pub use inclusion::{
     StatementCache, VerifiedInclusion, verify_inclusion, verify_receipt_inclusions,
     verify_receipt_inclusions_cached,
 };
-pub use promise::{PromiseKept, verify_promise, verify_promise_doc, verify_promise_doc_cached};
+pub use promise::{PromiseKept, verify_promise, verify_promise_doc};
 
 use quorate_crypto::KeyId;
 use quorate_protocol::tlog::TlogError;

@@ -4,7 +4,6 @@ use quorate_crypto::PublicKey;
 use quorate_protocol::receipt;
 use quorate_protocol::tlog::{self, Promise};
 
-use super::inclusion::StatementCache;
 use super::{TlogVerifyError, VerifiedInclusion, check_kid, verify_inclusion};
 
 /// A promise shown kept for one receipt: the receipt is in a tree the node signed by the
@@ -62,25 +61,5 @@ pub fn verify_promise_doc(promise: &[u8], key: &PublicKey) -> Result<Promise, Tl
     p.sign1
         .verify(key)
         .map_err(|_| TlogVerifyError::BadSignature("promise"))?;
-    Ok(p.body)
-}
-
-/// [`verify_promise_doc`], skipping the signature check of a promise `cache` saw verified
-/// under the same key: a node signs one promise per window and every reply of the window
-/// carries it (§18.11.3).
-pub fn verify_promise_doc_cached(
-    promise: &[u8],
-    key: &PublicKey,
-    cache: &StatementCache,
-) -> Result<Promise, TlogVerifyError> {
-    let p = Promise::parse(promise)?;
-    check_kid(p.sign1.kid, key)?;
-    let d = super::inclusion::statement_digest(key, promise, &[]);
-    if !cache.contains(&d) {
-        p.sign1
-            .verify(key)
-            .map_err(|_| TlogVerifyError::BadSignature("promise"))?;
-        cache.insert(d);
-    }
     Ok(p.body)
 }
