@@ -12,7 +12,7 @@
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 
 use anyhow::Context;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
@@ -31,8 +31,6 @@ pub struct AuditLog {
     tree: Mutex<Tree>,
     /// Receipts waiting for the next group commit.
     queue: Mutex<Queue>,
-    /// Signalled when a commit ends.
-    turn: Condvar,
     path: PathBuf,
     /// Seconds each durable append took (§12.7).
     fsync: Histogram,
@@ -84,11 +82,14 @@ pub const HEAD_INTERVAL_SECS: u64 = 5;
 type CommitResult = Result<(), (std::io::ErrorKind, String)>;
 /// Where a receipt's waiter finds the result of the commit that carried it, and its
 /// inclusion receipt when it asked for one (§18.11.3).
-#[derive(Default)]
 struct Outcome {
     done: OnceLock<CommitResult>,
     wants_proof: bool,
     inclusion: OnceLock<Vec<u8>>,
+    /// The appending thread, parked until its result is in or it is to lead a commit: the
+    /// leader wakes exactly the threads of its group and the next leader, rather than every
+    /// waiter contending for the queue after each commit.
+    waiter: std::thread::Thread,
 }
 
 /// Receipts appended but not yet taken by a commit.
@@ -193,7 +194,6 @@ impl AuditLog {
                 }),
                 tree: Mutex::new(tree),
                 queue: Mutex::default(),
-                turn: Condvar::new(),
                 path: path.to_path_buf(),
                 // 10 µs to about 5 s.
                 fsync: Histogram::new(exponential_buckets(1e-5, 2.0, 20)),
@@ -229,8 +229,10 @@ impl AuditLog {
             return Err(AppendError::TooLarge(receipt.len()));
         }
         let mine = Arc::new(Outcome {
+            done: OnceLock::new(),
             wants_proof,
-            ..Outcome::default()
+            inclusion: OnceLock::new(),
+            waiter: std::thread::current(),
         });
         let mut queue = lock(&self.queue);
         queue.pending.push((record(receipt), mine.clone()));
@@ -245,10 +247,11 @@ impl AuditLog {
                     });
             }
             if queue.committing {
-                queue = self
-                    .turn
-                    .wait(queue)
-                    .unwrap_or_else(std::sync::PoisonError::into_inner);
+                // An unpark that comes between the unlock and the park is kept, and a
+                // spurious wake-up only loops: the checks above decide.
+                drop(queue);
+                std::thread::park();
+                queue = lock(&self.queue);
                 continue;
             }
             // Lead one commit: everything waiting now, this receipt included unless an
@@ -260,9 +263,13 @@ impl AuditLog {
             queue = lock(&self.queue);
             for (_, outcome) in &group {
                 let _ = outcome.done.set(result.clone());
+                outcome.waiter.unpark();
             }
             queue.committing = false;
-            self.turn.notify_all();
+            // Whoever appended first since the commit began leads the next one.
+            if let Some((_, next)) = queue.pending.first() {
+                next.waiter.unpark();
+            }
         }
     }
 

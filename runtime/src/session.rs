@@ -367,6 +367,17 @@ impl LoadedModel {
         Self::from_bytes(&bytes, intra_threads).with_context(|| format!("model {}", path.display()))
     }
 
+    /// Calls `f` with the model's ONNX Runtime session, under the lock [`Self::run`] takes:
+    /// for baselines that call ONNX Runtime directly on the session a node serves with (the
+    /// same providers, threads and options), without quorate's tensor conversions.
+    pub fn with_session<R>(&self, f: impl FnOnce(&mut Session) -> R) -> anyhow::Result<R> {
+        let mut session = self
+            .session
+            .lock()
+            .map_err(|_| anyhow!("model session poisoned by a panic"))?;
+        Ok(f(&mut session))
+    }
+
     /// Checks `tensors` against the declared inputs: the same names, types and shapes.
     /// Returns them in declaration order.
     pub fn check_inputs(&self, mut tensors: Vec<Tensor>) -> Result<Vec<Tensor>, InputError> {

@@ -25,6 +25,8 @@ fn short_run_measures_every_figure_and_sums_them_up() {
         "300",
         "--ensembles",
         "2",
+        "--minilm-seq",
+        "16",
         "--json",
         json.to_str().unwrap(),
     ]);
@@ -70,7 +72,53 @@ fn short_run_measures_every_figure_and_sums_them_up() {
         assert!(v.is_finite() && v > 0.0, "{section}.{part} = {v}");
     }
     assert_eq!(doc["audit"]["n"], 300);
+    // The transformer's figure (./scripts/test fetches the model): both sides ran.
+    let minilm = &doc["minilm"];
+    for part in ["jobs_per_s", "raw_ort_runs_per_s", "ratio"] {
+        let v = minilm[part]
+            .as_f64()
+            .unwrap_or_else(|| panic!("minilm.{part}: {doc}"));
+        assert!(v.is_finite() && v > 0.0, "minilm.{part} = {v}");
+    }
+    assert_eq!(minilm["tokens"], 16);
+    assert_eq!(minilm["failed"], 0, "{out}");
+    assert!(out.contains("\nminilm      "), "{out}");
     assert_eq!(doc["batch"]["n"], 50);
+}
+
+#[test]
+fn a_missing_transformer_is_skipped_saying_how_to_fetch_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let json = dir.path().join("mesh.json");
+    let missing = dir.path().join("no-such-model.onnx");
+    let o = quorate([
+        "bench",
+        "mesh",
+        "--rounds",
+        "5",
+        "--clients",
+        "1",
+        "--seconds",
+        "0.1",
+        "--batch",
+        "1",
+        "--audit",
+        "1",
+        "--ensembles",
+        "1",
+        "--minilm",
+        missing.to_str().unwrap(),
+        "--json",
+        json.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", text(&o));
+    let out = String::from_utf8(o.stdout).unwrap();
+    assert!(
+        out.contains("minilm      skipped:") && out.contains("fetch-models.sh"),
+        "{out}"
+    );
+    let doc: serde_json::Value = serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
+    assert!(doc["minilm"].is_null(), "{doc}");
 }
 
 #[test]
@@ -80,6 +128,7 @@ fn bad_arguments_are_refused_with_a_reason() {
         (vec!["--batch", "0"], "--batch must be 1 to"),
         (vec!["--seconds", "0"], "--seconds must be above 0"),
         (vec!["--clients", "0"], "--clients must be 1 to 1024"),
+        (vec!["--minilm-seq", "0"], "--minilm-seq must be 1 to 512"),
     ] {
         let mut all = vec!["bench", "mesh"];
         all.extend(args);

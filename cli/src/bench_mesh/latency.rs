@@ -43,10 +43,10 @@ pub struct Target<'a> {
     pub mesh: &'a LocalMesh,
     /// The node the jobs go to.
     pub node: &'a Entry,
-    /// The model's bytes (`mlp.onnx`) and digest.
+    /// The model's bytes and digest.
     pub model: (&'a [u8], [u8; 32]),
     /// One input set.
-    pub input: &'a Tensor,
+    pub inputs: &'a [Tensor],
 }
 
 /// Calls of each in a row per round.
@@ -61,7 +61,7 @@ pub fn latency(
     rounds: usize,
     dir: &std::path::Path,
 ) -> anyhow::Result<Latency> {
-    let request = || fresh_request(t.model.1, vec![t.input.clone()], None);
+    let request = || fresh_request(t.model.1, t.inputs.to_vec(), None);
     let (response, _) = rt.block_on(client.infer(t.node, &request()?))?;
     let sizes = (
         Request::Infer(request()?).encode()?.len(),
@@ -94,7 +94,7 @@ pub fn latency(
         BLOCK,
         &mut [
             &mut || request().is_ok_and(|r| rt.block_on(client.infer(t.node, &r)).is_ok()),
-            &mut || local.run(std::slice::from_ref(t.input)).is_ok(),
+            &mut || local.run(t.inputs).is_ok(),
             &mut || {
                 rt.block_on(conn.request(&payload, Duration::from_secs(10)))
                     .is_ok()
@@ -146,6 +146,9 @@ fn echo_server(
 pub struct Throughput {
     /// Verified jobs completed per second.
     pub jobs_per_s: f64,
+    /// CPU seconds per completed job of the node's process and of this process (the
+    /// clients), where the operating system reports them (Linux).
+    pub cpu_per_job: Option<(f64, f64)>,
     /// Jobs that failed (a node still busy after the client's patience counts).
     pub failed: u64,
     /// Why the first of them failed.
@@ -180,6 +183,13 @@ pub fn throughput(
     let done = Arc::new(AtomicU64::new(0));
     let failed = Arc::new(AtomicU64::new(0));
     let first_error = Arc::new(std::sync::Mutex::new(None::<String>));
+    let node_pid = t
+        .mesh
+        .nodes
+        .iter()
+        .find(|(name, _)| *name == t.node.name)
+        .map(|(_, child)| child.id());
+    let cpu_before = node_pid.and_then(|pid| Some((cpu_seconds(pid)?, own_cpu_seconds()?)));
     let start = Instant::now();
     let deadline = start + Duration::from_secs_f64(seconds);
     rt.block_on(async {
@@ -189,10 +199,10 @@ pub fn throughput(
                 let (c, node, done, failed) =
                     (c.clone(), t.node.clone(), done.clone(), failed.clone());
                 let first_error = first_error.clone();
-                let (model, input) = (t.model.1, t.input.clone());
+                let (model, inputs) = (t.model.1, t.inputs.to_vec());
                 tokio::spawn(async move {
                     while Instant::now() < deadline {
-                        let outcome = match fresh_request(model, vec![input.clone()], None) {
+                        let outcome = match fresh_request(model, inputs.clone(), None) {
                             Ok(r) => c.infer_patiently(&node, &r).await.map(drop),
                             Err(e) => Err(e),
                         };
@@ -215,11 +225,41 @@ pub fn throughput(
     });
     let elapsed = start.elapsed().as_secs_f64();
     let first_error = first_error.lock().ok().and_then(|mut e| e.take());
+    let jobs = done.load(Ordering::Relaxed);
+    let cpu_per_job = cpu_before.zip(node_pid).and_then(|((node, own), pid)| {
+        let n = jobs.max(1) as f64;
+        Some((
+            (cpu_seconds(pid)? - node) / n,
+            (own_cpu_seconds()? - own) / n,
+        ))
+    });
     Ok(Throughput {
-        jobs_per_s: done.load(Ordering::Relaxed) as f64 / elapsed,
+        cpu_per_job,
+        jobs_per_s: jobs as f64 / elapsed,
         failed: failed.load(Ordering::Relaxed),
         first_error,
     })
+}
+
+/// User and system CPU seconds a process has used so far: fields 14 and 15 of
+/// `/proc/PID/stat`, in the kernel's fixed 100 ticks per second (`USER_HZ`); `None` where
+/// there is no such file.
+fn cpu_seconds(pid: u32) -> Option<f64> {
+    proc_stat_cpu(&std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?)
+}
+
+/// [`cpu_seconds`] of this process (the bench's clients).
+fn own_cpu_seconds() -> Option<f64> {
+    proc_stat_cpu(&std::fs::read_to_string("/proc/self/stat").ok()?)
+}
+
+fn proc_stat_cpu(stat: &str) -> Option<f64> {
+    // The command name (field 2) is in parentheses and may hold spaces: count from after it.
+    let rest = &stat[stat.rfind(')')? + 1..];
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    // `rest` starts at field 3 (state), so utime (14) and stime (15) are at 11 and 12.
+    let ticks: u64 = fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
+    Some(ticks as f64 / 100.0)
 }
 
 /// Raw ONNX Runtime runs per second of the same model in this process with one session per
@@ -249,4 +289,33 @@ pub fn raw_throughput(model: &[u8], input: &Tensor, seconds: f64) -> anyhow::Res
         handles.into_iter().map(|h| h.join().unwrap_or(0)).sum()
     });
     Ok(runs as f64 / start.elapsed().as_secs_f64())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cpu_time_is_read_after_a_command_name_with_spaces() {
+        // Fields 3.. of a real line; the name holds a space and a parenthesis.
+        let stat = "4242 (tokio rt) x) S 1 4242 4242 0 -1 4194560 1234 0 0 0 250 37 0 0 20 0 9 0";
+        assert_eq!(proc_stat_cpu(stat), Some(2.87));
+        assert_eq!(proc_stat_cpu("4242 (short"), None);
+        assert_eq!(proc_stat_cpu("4242 (x) S 1 2"), None);
+    }
+
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn this_process_has_used_some_cpu() {
+        let spin = Instant::now();
+        while spin.elapsed() < Duration::from_millis(30) {
+            std::hint::black_box(spin.elapsed());
+        }
+        let own = own_cpu_seconds().unwrap_or_default();
+        assert!(own > 0.0, "{own}");
+        assert_eq!(
+            cpu_seconds(std::process::id()).map(|c| c >= own),
+            Some(true)
+        );
+    }
 }

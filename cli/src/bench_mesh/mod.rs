@@ -5,6 +5,7 @@ mod audit;
 mod batch;
 mod ensemble;
 mod latency;
+mod minilm;
 mod sample;
 
 use std::path::PathBuf;
@@ -25,12 +26,15 @@ baseline taken in the same run (medians; a figure and its baseline are sampled i
   latency/parts   one verified job over (local ONNX Runtime run + one QUIC round trip of the \
 same sizes + one durable append)            goal <= 1.5\n\
   jobs_per_s      verified jobs per second one node serves to --clients clients  goal >= 10000\n\
+  minilm          the same on all-MiniLM-L6-v2 (--minilm) over raw ONNX Runtime runs of the \
+node's session settings at the same concurrency                                   goal >= 0.9\n\
   batch/raw       --batch local runs with one batch receipt over as many raw ONNX Runtime \
 calls                                        goal <= 1.25\n\
   audit/cores     `quorate verify` of an audit log of --audit receipts over (cores x one \
 core's raw verify_strict rate)              goal >= 0.9\n\
   ensemble/plain  a SecAgg ensemble of five over five concurrent plain verified jobs  goal <= 3\n\n\
-The last line sums it up:\n  latency/parts=R1 jobs_per_s=N1 batch/raw=R2 audit/cores=R3 ensemble/plain=R4\n\n\
+The MiniLM line is skipped, saying so, when the model file is missing \
+(./scripts/fetch-models.sh fetches it). The last line sums up the figures of the mesh model:\n  latency/parts=R1 jobs_per_s=N1 batch/raw=R2 audit/cores=R3 ensemble/plain=R4\n\n\
 A quick look:\n  quorate bench mesh --rounds 30 --seconds 1 --batch 100 --audit 5000 --ensembles 3"
 )]
 pub struct BenchMeshArgs {
@@ -52,6 +56,16 @@ pub struct BenchMeshArgs {
     /// Ensemble jobs timed (and as many rounds of five plain jobs).
     #[arg(long, default_value_t = 20)]
     pub ensembles: usize,
+    /// The transformer of the MiniLM throughput figure (skipped if the file is missing).
+    #[arg(long, value_name = "FILE", default_value = concat!(env!("CARGO_MANIFEST_DIR"), "/../third_party/models/all-MiniLM-L6-v2-int8.onnx"))]
+    pub minilm: PathBuf,
+    /// ONNX Runtime intra-op threads of the MiniLM session, on the node and in the baseline
+    /// (a node's `intra_threads`, one unless configured).
+    #[arg(long, value_name = "N", default_value_t = 1)]
+    pub minilm_threads: usize,
+    /// Tokens per MiniLM input.
+    #[arg(long, default_value_t = 128)]
+    pub minilm_seq: u64,
     /// Also write every figure to this file as JSON.
     #[arg(long, value_name = "FILE")]
     pub json: Option<PathBuf>,
@@ -88,6 +102,14 @@ pub fn run(args: &BenchMeshArgs) -> anyhow::Result<ExitCode> {
         "--audit must be 1 to 10,000,000"
     );
     anyhow::ensure!(args.ensembles >= 1, "--ensembles must be at least 1");
+    anyhow::ensure!(
+        (1..=512).contains(&args.minilm_seq),
+        "--minilm-seq must be 1 to 512 (the model's positions)"
+    );
+    anyhow::ensure!(
+        (1..=256).contains(&args.minilm_threads),
+        "--minilm-threads must be 1 to 256"
+    );
     let dir = tempfile::tempdir()?;
     let exe = std::env::current_exe().context("cannot find the quorate binary")?;
     let (input, digest) = mlp_sample(&args.models)?;
@@ -128,7 +150,7 @@ pub fn run(args: &BenchMeshArgs) -> anyhow::Result<ExitCode> {
         mesh: &mesh,
         node: &node,
         model: (&mlp, digest),
-        input: &input,
+        inputs: std::slice::from_ref(&input),
     };
     println!("machine: {cores} cores");
 
@@ -153,8 +175,15 @@ pub fn run(args: &BenchMeshArgs) -> anyhow::Result<ExitCode> {
     let tp = latency::throughput(&rt, &target, args.clients, args.seconds)?;
     let (jobs_per_s, failed) = (tp.jobs_per_s, tp.failed);
     let raw_per_s = latency::raw_throughput(&mlp, &input, args.seconds)?;
+    let cpu = tp.cpu_per_job.map_or(String::new(), |(node, clients)| {
+        format!(
+            "; CPU per job: node {}, clients {}",
+            us(node * 1e9),
+            us(clients * 1e9)
+        )
+    });
     println!(
-        "throughput  {jobs_per_s:.0} verified jobs/s from {} clients ({failed} failed); \
+        "throughput  {jobs_per_s:.0} verified jobs/s from {} clients ({failed} failed){cpu}; \
          local ORT on {cores} cores {raw_per_s:.0} runs/s; ratio {:.2}   goal >= 10000 jobs/s",
         args.clients,
         jobs_per_s / raw_per_s
@@ -162,6 +191,40 @@ pub fn run(args: &BenchMeshArgs) -> anyhow::Result<ExitCode> {
     if let Some(e) = &tp.first_error {
         println!("            first failure: {e}");
     }
+
+    let mini = if args.minilm.is_file() {
+        eprintln!(
+            "minilm: {} clients for {} s, {} tokens per input…",
+            args.clients, args.seconds, args.minilm_seq
+        );
+        let m = minilm::minilm(&rt, dir.path(), &exe, args)?;
+        println!(
+            "minilm      {:.1} verified jobs/s from {} clients ({} failed) / raw ORT {:.1} runs/s \
+             (from {} threads {:.1}, from one {:.1}; {} tokens, {}, {} intra-op thread{}) = {:.2}   goal >= 0.9",
+            m.jobs_per_s,
+            args.clients,
+            m.failed,
+            m.raw_per_s,
+            args.clients,
+            m.raw_segments[0],
+            m.raw_segments[1],
+            m.seq,
+            m.provider,
+            m.threads,
+            if m.threads == 1 { "" } else { "s" },
+            m.ratio()
+        );
+        if let Some(e) = &m.first_error {
+            println!("            first failure: {e}");
+        }
+        Some(m)
+    } else {
+        println!(
+            "minilm      skipped: {} is missing (./scripts/fetch-models.sh fetches it)",
+            args.minilm.display()
+        );
+        None
+    };
 
     eprintln!("batch: {} runs…", args.batch);
     let b = batch::batch(&mlp, &input, args.batch, 10)?;
@@ -209,7 +272,15 @@ pub fn run(args: &BenchMeshArgs) -> anyhow::Result<ExitCode> {
                         "append_ns": lat.append, "request_bytes": lat.sizes.0,
                         "response_bytes": lat.sizes.1, "ratio": lat.ratio()},
             "throughput": {"clients": args.clients, "jobs_per_s": jobs_per_s, "failed": failed,
+                           "node_cpu_s_per_job": tp.cpu_per_job.map(|c| c.0),
+                           "clients_cpu_s_per_job": tp.cpu_per_job.map(|c| c.1),
                            "raw_ort_runs_per_s": raw_per_s},
+            "minilm": mini.as_ref().map(|m| serde_json::json!({
+                "clients": args.clients, "tokens": m.seq, "intra_threads": m.threads,
+                "provider": m.provider, "mesh_segments": m.mesh_segments,
+                "raw_segments": m.raw_segments,
+                "jobs_per_s": m.jobs_per_s, "failed": m.failed,
+                "raw_ort_runs_per_s": m.raw_per_s, "ratio": m.ratio()})),
             "batch": {"n": b.n, "attested_ns": b.attested, "raw_ns": b.raw, "ratio": b.ratio()},
             "audit": {"n": a.n, "verify_per_s": a.verify_rate, "raw_one_core_per_s": a.raw_one_core,
                       "ratio": a.ratio()},
