@@ -108,28 +108,76 @@ pub fn inclusion_proof(leaves: &[Digest32], index: usize) -> Option<Vec<Digest32
 
 /// Inclusion proofs of every leaf, computed bottom-up in O(n log n) hashing.
 pub fn inclusion_proofs(leaves: &[Digest32]) -> Vec<Vec<Digest32>> {
-    let mut proofs = vec![Vec::new(); leaves.len()];
-    fill_proofs(leaves, 0, &mut proofs);
-    proofs
+    let all = InclusionProofs::new(leaves);
+    (0..leaves.len())
+        .map(|i| all.get(i).unwrap_or_default().to_vec())
+        .collect()
 }
 
-/// Appends to `proofs[offset..offset + leaves.len()]` the path siblings of this subtree and
-/// returns its root, so each subtree root is hashed once.
-fn fill_proofs(leaves: &[Digest32], offset: usize, proofs: &mut [Vec<Digest32>]) -> Digest32 {
-    match leaves.len() {
-        0 => root(leaves),
-        1 => leaves[0],
-        n => {
-            let k = split(n as u64) as usize;
-            let left = fill_proofs(&leaves[..k], offset, proofs);
-            let right = fill_proofs(&leaves[k..], offset + k, proofs);
-            for p in &mut proofs[offset..offset + k] {
-                p.push(right);
+/// The root and the inclusion proof of every leaf of one tree, each subtree root hashed
+/// once, the proofs in one allocation: a batch (§5.1) proves thousands of leaves at once.
+#[derive(Clone, Debug)]
+pub struct InclusionProofs {
+    root: Digest32,
+    /// Room per leaf: the longest path, ceil(log2 n) hashes.
+    stride: usize,
+    lens: Vec<u8>,
+    hashes: Vec<Digest32>,
+}
+
+impl InclusionProofs {
+    /// Proves every leaf of the tree over `leaves` (already hashed).
+    pub fn new(leaves: &[Digest32]) -> Self {
+        let n = leaves.len();
+        let stride = match n {
+            0 | 1 => 0,
+            n => (usize::BITS - (n - 1).leading_zeros()) as usize,
+        };
+        let mut all = Self {
+            root: [0; 32],
+            stride,
+            lens: vec![0; n],
+            hashes: vec![[0; 32]; n * stride],
+        };
+        all.root = all.fill(leaves, 0);
+        all
+    }
+
+    /// MTH of the leaves (RFC 9162 §2.1.1), as [`root`] gives it.
+    pub fn root(&self) -> Digest32 {
+        self.root
+    }
+
+    /// PATH(index, D[n]) (RFC 9162 §2.1.3.1), as [`inclusion_proof`] gives it.
+    pub fn get(&self, index: usize) -> Option<&[Digest32]> {
+        let len = usize::from(*self.lens.get(index)?);
+        let start = index * self.stride;
+        self.hashes.get(start..start + len)
+    }
+
+    /// Appends `sibling` to the paths of leaves `range`.
+    fn push(&mut self, range: std::ops::Range<usize>, sibling: Digest32) {
+        for i in range {
+            let len = &mut self.lens[i];
+            self.hashes[i * self.stride + usize::from(*len)] = sibling;
+            *len += 1;
+        }
+    }
+
+    /// Appends the path siblings of this subtree (leaves `offset..offset + leaves.len()`)
+    /// and returns its root.
+    fn fill(&mut self, leaves: &[Digest32], offset: usize) -> Digest32 {
+        match leaves.len() {
+            0 => empty_root(),
+            1 => leaves[0],
+            n => {
+                let k = split(n as u64) as usize;
+                let left = self.fill(&leaves[..k], offset);
+                let right = self.fill(&leaves[k..], offset + k);
+                self.push(offset..offset + k, right);
+                self.push(offset + k..offset + n, left);
+                node_hash(&left, &right)
             }
-            for p in &mut proofs[offset + k..offset + n] {
-                p.push(left);
-            }
-            node_hash(&left, &right)
         }
     }
 }
@@ -177,9 +225,12 @@ mod tests {
         for n in 1..=33usize {
             let leaves: Vec<Digest32> = (0..n).map(|i| leaf_hash(&[i as u8])).collect();
             let r = root(&leaves);
+            assert_eq!(InclusionProofs::new(&leaves).root(), r);
+            assert_eq!(InclusionProofs::new(&leaves).get(n), None);
             for i in 0..n {
                 let proof = inclusion_proof(&leaves, i).unwrap();
                 assert_eq!(inclusion_proofs(&leaves)[i], proof);
+                assert_eq!(InclusionProofs::new(&leaves).get(i), Some(proof.as_slice()));
                 assert_eq!(
                     root_from_inclusion(&leaves[i], i as u64, n as u64, &proof),
                     Some(r)

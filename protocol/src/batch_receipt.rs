@@ -1,6 +1,8 @@
 //! Batch receipts (§5): one signature over an RFC 9162 Merkle root covering many receipt
 //! payloads; each result carries its payload, its inclusion proof and the signed root.
 
+use std::borrow::Borrow;
+
 use ciborium::value::Value;
 use quorate_crypto::merkle::{self, MAX_LEAVES};
 use quorate_crypto::tensor_digest::Digest32;
@@ -65,8 +67,9 @@ impl BatchRoot {
 }
 
 /// Signs many payloads at once: returns one batch receipt per payload, in order (§5.1).
-pub fn sign_batch(
-    payloads: &[ReceiptPayload],
+/// Takes the payloads or references to them, so a caller keeps its own.
+pub fn sign_batch<P: Borrow<ReceiptPayload>>(
+    payloads: &[P],
     key: &SecretKey,
     issued_at: u64,
 ) -> Result<Vec<Vec<u8>>, ReceiptError> {
@@ -75,23 +78,29 @@ pub fn sign_batch(
             "a batch holds 1 to {MAX_LEAVES} receipts"
         )));
     }
-    let leaves: Vec<Vec<u8>> = payloads
-        .iter()
-        .map(ReceiptPayload::to_cbor)
-        .collect::<Result<_, _>>()?;
-    let hashes: Vec<Digest32> = leaves.iter().map(|l| merkle::leaf_hash(l)).collect();
+    // Every leaf is encoded once, into one buffer, and copied once, into its receipt.
+    let mut leaves = Vec::with_capacity(payloads.len() * 512);
+    let mut ends = Vec::with_capacity(payloads.len());
+    for p in payloads {
+        p.borrow().write_cbor(&mut leaves)?;
+        ends.push(leaves.len());
+    }
+    let leaf = |i: usize| &leaves[if i == 0 { 0 } else { ends[i - 1] }..ends[i]];
+    let hashes: Vec<Digest32> = (0..ends.len()).map(|i| merkle::leaf_hash(leaf(i))).collect();
+    let proofs = merkle::InclusionProofs::new(&hashes);
     let root = BatchRoot {
-        root: merkle::root(&hashes),
-        size: leaves.len() as u64,
+        root: proofs.root(),
+        size: hashes.len() as u64,
         issued_at,
     };
     let signed_root = cose::sign(root.to_cbor()?, BATCH_ROOT_CONTENT_TYPE, key)?;
-    let proofs = merkle::inclusion_proofs(&hashes);
-    leaves
-        .into_iter()
-        .zip(proofs)
-        .enumerate()
-        .map(|(i, (leaf, path))| encode_batch_receipt(&leaf, i as u64, &path, &signed_root))
+    (0..ends.len())
+        .map(|i| {
+            let path = proofs
+                .get(i)
+                .ok_or_else(|| ReceiptError::Payload(format!("no inclusion proof for leaf {i}")))?;
+            encode_batch_receipt(leaf(i), i as u64, path, &signed_root)
+        })
         .collect()
 }
 

@@ -222,10 +222,17 @@ impl ReceiptPayload {
     /// them, whose shortest heads ciborium-ll writes. Every payload signed takes this path,
     /// so it builds no value tree; a test holds it equal to the generic encoder.
     pub fn to_cbor(&self) -> Result<Vec<u8>, ReceiptError> {
-        use ciborium_ll::{Encoder, Header, simple};
         let commitments = self.inputs.len() + self.outputs.len();
         let mut out = Vec::with_capacity(200 + self.nonce.len() + 64 * commitments);
-        let mut enc = Encoder::from(&mut out);
+        self.write_cbor(&mut out)?;
+        Ok(out)
+    }
+
+    /// Appends [`Self::to_cbor`]'s bytes to `out`, so that many payloads can share one buffer
+    /// (a batch, §5.1).
+    pub fn write_cbor(&self, out: &mut Vec<u8>) -> Result<(), ReceiptError> {
+        use ciborium_ll::{Encoder, Header, simple};
+        let mut enc = Encoder::from(out);
         let fields = 10 + usize::from(self.previous.is_some()) + usize::from(self.policy.is_some());
         let written: Result<(), std::io::Error> = (|| {
             enc.push(Header::Map(Some(fields)))?;
@@ -267,8 +274,7 @@ impl ReceiptPayload {
             }
             Ok(())
         })();
-        written.map_err(|e| ReceiptError::Payload(format!("cannot encode the payload: {e}")))?;
-        Ok(out)
+        written.map_err(|e| ReceiptError::Payload(format!("cannot encode the payload: {e}")))
     }
 
     /// The same encoding through the generic deterministic encoder (§1.3).

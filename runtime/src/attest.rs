@@ -89,8 +89,7 @@ pub fn run_committed(
     job: &JobParams,
     now: u64,
 ) -> anyhow::Result<Attested> {
-    let tensors: Vec<Tensor> = inputs.iter().map(|c| c.tensor.clone()).collect();
-    let outputs = commit_all(model.run(&tensors)?, job.salted)?;
+    let outputs = commit_all(model.run(inputs.iter().map(|c| &c.tensor))?, job.salted)?;
     Ok(attest(model, inputs, outputs, job, now))
 }
 
@@ -162,7 +161,17 @@ pub fn attested_batch(
     let mut pool = zeroize::Zeroizing::new(vec![0u8; per_job * batch.len()]);
     quorate_crypto::random::fill(&mut pool)?;
     let mut draws = pool.chunks_exact(per_job);
+    let mut job = JobParams {
+        job_id: [0; JOB_ID_LEN],
+        nonce,
+        kind: JobKind::Local,
+        salted,
+        previous: None,
+        policy: None,
+    };
     let mut results = Vec::with_capacity(batch.len());
+    // One hold on the session for the whole batch rather than a lock per run.
+    let mut session = model.lock()?;
     for inputs in batch {
         let draw = draws
             .next()
@@ -189,19 +198,12 @@ pub fn attested_batch(
                 .collect()
         };
         let committed = commit(inputs)?;
-        let tensors: Vec<Tensor> = committed.iter().map(|c| c.tensor.clone()).collect();
-        let outputs = commit(model.run(&tensors)?)?;
-        let job = JobParams {
-            job_id: job_id.try_into()?,
-            nonce: nonce.clone(),
-            kind: JobKind::Local,
-            salted,
-            previous: None,
-            policy: None,
-        };
+        let outputs = commit(session.run(committed.iter().map(|c| &c.tensor))?)?;
+        job.job_id = job_id.try_into()?;
         results.push(attest(model, committed, outputs, &job, now));
     }
-    let payloads: Vec<ReceiptPayload> = results.iter().map(|a| a.payload.clone()).collect();
+    drop(session);
+    let payloads: Vec<&ReceiptPayload> = results.iter().map(|a| &a.payload).collect();
     let receipts = quorate_protocol::batch_receipt::sign_batch(&payloads, key, now)?;
     Ok((results, receipts))
 }
