@@ -279,7 +279,7 @@ impl ReceiptPayload {
 
     /// The same encoding through the generic deterministic encoder (§1.3).
     #[cfg(test)]
-    fn to_cbor_by_value(&self) -> Result<Vec<u8>, ReceiptError> {
+    pub(crate) fn to_cbor_by_value(&self) -> Result<Vec<u8>, ReceiptError> {
         let mut m = vec![
             (read::int(key::VERSION), read::int(RECEIPT_VERSION)),
             (read::int(key::JOB_ID), Value::Bytes(self.job_id.to_vec())),
@@ -465,6 +465,10 @@ mod tests {
         fn direct_encoding_is_the_deterministic_encoding(p in payload()) {
             let direct = p.to_cbor().unwrap();
             prop_assert_eq!(&direct, &p.to_cbor_by_value().unwrap());
+            // Appended after other bytes (a batch's shared buffer), it is the same encoding.
+            let mut shared = vec![0xa5; 3];
+            p.write_cbor(&mut shared).unwrap();
+            prop_assert_eq!(&shared[3..], &direct[..]);
             // Payloads the strict decoder accepts (names unique and bounded, §4.2) come back.
             if let Ok(back) = ReceiptPayload::from_cbor(&direct) {
                 prop_assert_eq!(back, p);
