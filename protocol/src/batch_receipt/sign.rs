@@ -85,7 +85,7 @@ impl BatchSigner {
         let mut path = Vec::with_capacity(depth as usize);
         for i in 0..self.len() {
             tree.path_into(i, &mut path);
-            encode_batch_receipt(&mut out.bytes, self.leaf(i), i as u64, &path, &signed_root)?;
+            encode_batch_receipt(&mut out.bytes, self.leaf(i), i as u64, &path, &signed_root);
             out.ends.push(out.bytes.len());
         }
         Ok(out)
@@ -152,28 +152,23 @@ pub fn sign_batch<P: Borrow<ReceiptPayload>>(
 }
 
 /// Appends the deterministic encoding of a batch receipt (§5.3) to `out`, written head by
-/// head: it holds only an array, unsigned integers and byte strings, whose shortest heads
-/// ciborium-ll writes, and no map to sort, so the value tree the generic encoder builds would
-/// only cost time.
+/// head: it holds only an array, unsigned integers and byte strings, and no map to sort, so
+/// the value tree the generic encoder builds would only cost time.
 pub(super) fn encode_batch_receipt(
     out: &mut Vec<u8>,
     leaf: &[u8],
     index: u64,
     path: &[Digest32],
     signed_root: &[u8],
-) -> Result<(), ReceiptError> {
-    use ciborium_ll::{Encoder, Header};
-    let mut enc = Encoder::from(out);
-    let written: Result<(), std::io::Error> = (|| {
-        enc.push(Header::Array(Some(5)))?;
-        enc.push(Header::Positive(BATCH_VERSION))?;
-        enc.bytes(leaf, None)?;
-        enc.push(Header::Positive(index))?;
-        enc.push(Header::Array(Some(path.len())))?;
-        for h in path {
-            enc.bytes(h, None)?;
-        }
-        enc.bytes(signed_root, None)
-    })();
-    written.map_err(|e| ReceiptError::Payload(format!("cannot encode a batch receipt: {e}")))
+) {
+    use crate::cbor::write::{array, bytes, uint};
+    array(out, 5);
+    uint(out, BATCH_VERSION);
+    bytes(out, leaf);
+    uint(out, index);
+    array(out, path.len());
+    for h in path {
+        bytes(out, h);
+    }
+    bytes(out, signed_root);
 }
