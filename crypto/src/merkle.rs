@@ -179,7 +179,10 @@ fn fill_tree(leaves: &[Digest32], nodes: &mut [Digest32]) -> Digest32 {
         n => {
             let k = split(n as u64) as usize;
             let (left, right) = nodes[1..].split_at_mut(2 * k - 1);
-            node_hash(&fill_tree(&leaves[..k], left), &fill_tree(&leaves[k..], right))
+            node_hash(
+                &fill_tree(&leaves[..k], left),
+                &fill_tree(&leaves[k..], right),
+            )
         }
     };
     nodes[0] = root;

@@ -35,8 +35,16 @@ pub fn tensor_digest(
     // small tensors, §5). Ranks beyond the protocol's (MAX_RANK is 8) take the long way.
     let mut head = [0u8; HEAD_ROOM];
     let mut at = 0;
-    let tag: &[u8] = if salt.is_some() { SALTED_TENSOR_TAG } else { TENSOR_TAG };
-    for part in [tag, salt.map_or(&[][..], |s| &s[..]), &[dtype, shape.len() as u8]] {
+    let tag: &[u8] = if salt.is_some() {
+        SALTED_TENSOR_TAG
+    } else {
+        TENSOR_TAG
+    };
+    for part in [
+        tag,
+        salt.map_or(&[][..], |s| &s[..]),
+        &[dtype, shape.len() as u8],
+    ] {
         head[at..at + part.len()].copy_from_slice(part);
         at += part.len();
     }

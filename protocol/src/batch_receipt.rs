@@ -2,9 +2,9 @@
 //! payloads; each result carries its payload, its inclusion proof and the signed root.
 
 use ciborium::value::Value;
+use quorate_crypto::KeyId;
 use quorate_crypto::merkle::{self, MAX_LEAVES};
 use quorate_crypto::tensor_digest::Digest32;
-use quorate_crypto::KeyId;
 
 use crate::cbor::{self, read};
 use crate::cose::{self, UncheckedSign1};
@@ -177,7 +177,8 @@ mod tests {
             size: leaves.len() as u64,
             issued_at: t,
         };
-        let signed_root = cose::sign(root.to_cbor().unwrap(), BATCH_ROOT_CONTENT_TYPE, key).unwrap();
+        let signed_root =
+            cose::sign(root.to_cbor().unwrap(), BATCH_ROOT_CONTENT_TYPE, key).unwrap();
         leaves
             .iter()
             .enumerate()
@@ -232,7 +233,11 @@ mod tests {
             let payloads: Vec<ReceiptPayload> = (0..n).map(payload).collect();
             let expected = reference_batch(&payloads, &key, 1_763_900_000);
             let refs: Vec<&ReceiptPayload> = payloads.iter().collect();
-            assert_eq!(sign_batch(&refs, &key, 1_763_900_000).unwrap(), expected, "n = {n}");
+            assert_eq!(
+                sign_batch(&refs, &key, 1_763_900_000).unwrap(),
+                expected,
+                "n = {n}"
+            );
             let mut signer = BatchSigner::with_capacity(1);
             for p in &payloads {
                 signer.push(p).unwrap();

@@ -43,8 +43,9 @@ pub(crate) fn to_ort(t: &Tensor) -> anyhow::Result<SessionInputValue<'_>> {
         DType::I32 => view!(i32),
         DType::I64 => view!(i64),
         // One-byte types have no byte order and no alignment.
-        DType::I8 => TensorRef::from_array_view((shape_of(t), bytemuck::cast_slice::<u8, i8>(d)))?
-            .into(),
+        DType::I8 => {
+            TensorRef::from_array_view((shape_of(t), bytemuck::cast_slice::<u8, i8>(d)))?.into()
+        }
         DType::U8 => TensorRef::from_array_view((shape_of(t), d))?.into(),
         _ => copied(t)?,
     })
@@ -68,8 +69,7 @@ fn copied(t: &Tensor) -> anyhow::Result<SessionInputValue<'static>> {
         DType::I64 => OrtTensor::from_array((shape, le_vec!(i64, d)))?.into(),
         DType::U8 => OrtTensor::from_array((shape, d.to_vec()))?.into(),
         DType::Bool => {
-            OrtTensor::from_array((shape, d.iter().map(|&b| b != 0).collect::<Vec<bool>>()))?
-                .into()
+            OrtTensor::from_array((shape, d.iter().map(|&b| b != 0).collect::<Vec<bool>>()))?.into()
         }
         other => bail!("unsupported input type {other}"),
     })
@@ -137,7 +137,11 @@ mod tests {
         for dtype in DType::ALL {
             let t = sample(dtype);
             assert_eq!(from_ort("x", &to_ort(&t).unwrap()).unwrap(), t, "{dtype}");
-            assert_eq!(from_ort("x", &copied(&t).unwrap()).unwrap(), t, "{dtype} copied");
+            assert_eq!(
+                from_ort("x", &copied(&t).unwrap()).unwrap(),
+                t,
+                "{dtype} copied"
+            );
         }
         // A scalar and an empty tensor too.
         let scalar = Tensor::new("s", DType::I64, vec![], 7i64.to_le_bytes().to_vec()).unwrap();

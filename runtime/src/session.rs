@@ -1,8 +1,8 @@
 //! ONNX Runtime: finding the library, one environment per process, sessions, and
 //! converting between quorate tensors and ORT values.
 
-use std::path::{Path, PathBuf};
 use std::borrow::Cow;
+use std::path::{Path, PathBuf};
 use std::sync::{Mutex, MutexGuard, OnceLock};
 
 use anyhow::{Context, anyhow, bail};

@@ -5,9 +5,9 @@
 
 use std::borrow::Borrow;
 
+use quorate_crypto::SecretKey;
 use quorate_crypto::merkle::{self, MAX_LEAVES};
 use quorate_crypto::tensor_digest::Digest32;
-use quorate_crypto::SecretKey;
 
 use super::{BATCH_ROOT_CONTENT_TYPE, BATCH_VERSION, BatchRoot};
 use crate::cose;

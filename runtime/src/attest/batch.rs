@@ -139,8 +139,8 @@ mod tests {
     /// build (§4.2), as `sign_batch` signs them: no byte of any receipt depends on the path.
     #[test]
     fn batch_receipts_are_those_of_the_single_run_payloads() {
-        let bytes = std::fs::read(concat!(env!("CARGO_MANIFEST_DIR"), "/../models/mlp.onnx"))
-            .unwrap();
+        let bytes =
+            std::fs::read(concat!(env!("CARGO_MANIFEST_DIR"), "/../models/mlp.onnx")).unwrap();
         let model = LoadedModel::from_bytes(&bytes, 1).unwrap();
         let key = SecretKey::from_seed(&[4; 32]);
         let (nonce, now, n) = (vec![5u8; 32], 1_763_900_000, 7usize);
@@ -193,15 +193,18 @@ mod tests {
                     attest(&model, inputs, outputs, &job, now).payload
                 })
                 .collect();
-            assert_eq!(receipts.to_vecs(), sign_batch(&payloads, &key, now).unwrap());
+            assert_eq!(
+                receipts.to_vecs(),
+                sign_batch(&payloads, &key, now).unwrap()
+            );
             for (i, job) in jobs.iter().enumerate() {
                 let parsed = parse_any(receipts.get(i).unwrap()).unwrap();
                 assert_eq!(parsed.payload(), &payloads[i]);
                 assert!(parsed.sign1().verify(&key.public_key()).is_ok());
-                assert!(parsed.payload().outputs[0].matches(
-                    &job.outputs[0].tensor,
-                    job.outputs[0].salt.as_ref()
-                ));
+                assert!(
+                    parsed.payload().outputs[0]
+                        .matches(&job.outputs[0].tensor, job.outputs[0].salt.as_ref())
+                );
             }
         }
     }
