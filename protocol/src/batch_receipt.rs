@@ -208,7 +208,7 @@ mod tests {
                 .map(|k| Commitment {
                     name: name(&format!("in{k}")),
                     digest: [(i + k) as u8; 32],
-                    salted: i % 2 == 0,
+                    salted: i.is_multiple_of(2),
                 })
                 .collect(),
             outputs: vec![Commitment {
@@ -219,8 +219,8 @@ mod tests {
             provider: "CPUExecutionProvider".into(),
             runtime: "onnxruntime 1.31.1".into(),
             issued_at: 1_700_000_000 + i as u64,
-            previous: (i % 3 == 0).then_some([1; 32]),
-            policy: (i % 5 == 0).then_some([2; 32]),
+            previous: i.is_multiple_of(3).then_some([1; 32]),
+            policy: i.is_multiple_of(5).then_some([2; 32]),
         }
     }
 
