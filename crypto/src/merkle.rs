@@ -108,30 +108,85 @@ pub fn inclusion_proof(leaves: &[Digest32], index: usize) -> Option<Vec<Digest32
 
 /// Inclusion proofs of every leaf, computed bottom-up in O(n log n) hashing.
 pub fn inclusion_proofs(leaves: &[Digest32]) -> Vec<Vec<Digest32>> {
-    let mut proofs = vec![Vec::new(); leaves.len()];
-    fill_proofs(leaves, 0, &mut proofs);
-    proofs
+    let tree = Tree::new(leaves);
+    (0..leaves.len())
+        .map(|i| {
+            let mut path = Vec::new();
+            tree.path_into(i, &mut path);
+            path
+        })
+        .collect()
 }
 
-/// Appends to `proofs[offset..offset + leaves.len()]` the path siblings of this subtree and
-/// returns its root, so each subtree root is hashed once.
-fn fill_proofs(leaves: &[Digest32], offset: usize, proofs: &mut [Vec<Digest32>]) -> Digest32 {
-    match leaves.len() {
-        0 => root(leaves),
+/// Every subtree root of one tree, each hashed once, kept so that any leaf's inclusion
+/// proof is read out without hashing: a batch (§5.1) proves thousands of leaves at once.
+#[derive(Clone, Debug)]
+pub struct Tree {
+    /// Subtree roots in pre-order (a node, its left subtree, its right subtree): a subtree
+    /// of `n` leaves takes `2n - 1` places, so positions follow from sizes alone.
+    nodes: Vec<Digest32>,
+    leaves: usize,
+}
+
+impl Tree {
+    /// The tree over `leaves` (already hashed).
+    pub fn new(leaves: &[Digest32]) -> Self {
+        let mut nodes = vec![[0; 32]; (2 * leaves.len()).saturating_sub(1)];
+        if !leaves.is_empty() {
+            fill_tree(leaves, &mut nodes);
+        }
+        Self {
+            nodes,
+            leaves: leaves.len(),
+        }
+    }
+
+    /// MTH of the leaves (RFC 9162 §2.1.1), as [`root`] gives it.
+    pub fn root(&self) -> Digest32 {
+        self.nodes.first().copied().unwrap_or_else(empty_root)
+    }
+
+    /// Replaces `path` with PATH(index, D[n]) (RFC 9162 §2.1.3.1), as [`inclusion_proof`]
+    /// gives it; false (and `path` empty) when `index` is out of range.
+    pub fn path_into(&self, index: usize, path: &mut Vec<Digest32>) -> bool {
+        path.clear();
+        if index >= self.leaves {
+            return false;
+        }
+        // Walk down from the root, noting each sibling; the proof lists them bottom-up.
+        let (mut at, mut start, mut n) = (0, 0, self.leaves);
+        while n > 1 {
+            let k = split(n as u64) as usize;
+            let (left, right) = (at + 1, at + 2 * k);
+            if index < start + k {
+                path.push(self.nodes[right]);
+                (at, n) = (left, k);
+            } else {
+                path.push(self.nodes[left]);
+                (at, start, n) = (right, start + k, n - k);
+            }
+        }
+        path.reverse();
+        true
+    }
+}
+
+/// Writes the pre-order subtree roots of `leaves` (at least one) into `nodes`, which has
+/// `2 * leaves.len() - 1` places, and returns the root.
+fn fill_tree(leaves: &[Digest32], nodes: &mut [Digest32]) -> Digest32 {
+    let root = match leaves.len() {
         1 => leaves[0],
         n => {
             let k = split(n as u64) as usize;
-            let left = fill_proofs(&leaves[..k], offset, proofs);
-            let right = fill_proofs(&leaves[k..], offset + k, proofs);
-            for p in &mut proofs[offset..offset + k] {
-                p.push(right);
-            }
-            for p in &mut proofs[offset + k..offset + n] {
-                p.push(left);
-            }
-            node_hash(&left, &right)
+            let (left, right) = nodes[1..].split_at_mut(2 * k - 1);
+            node_hash(
+                &fill_tree(&leaves[..k], left),
+                &fill_tree(&leaves[k..], right),
+            )
         }
-    }
+    };
+    nodes[0] = root;
+    root
 }
 
 /// RFC 9162 §2.1.3.2: recomputes the root from a leaf hash and its inclusion proof.
@@ -177,9 +232,15 @@ mod tests {
         for n in 1..=33usize {
             let leaves: Vec<Digest32> = (0..n).map(|i| leaf_hash(&[i as u8])).collect();
             let r = root(&leaves);
+            assert_eq!(Tree::new(&leaves).root(), r);
+            let mut path = vec![[7; 32]];
+            assert!(!Tree::new(&leaves).path_into(n, &mut path) && path.is_empty());
             for i in 0..n {
                 let proof = inclusion_proof(&leaves, i).unwrap();
                 assert_eq!(inclusion_proofs(&leaves)[i], proof);
+                let mut path = vec![[7; 32]];
+                assert!(Tree::new(&leaves).path_into(i, &mut path));
+                assert_eq!(path, proof);
                 assert_eq!(
                     root_from_inclusion(&leaves[i], i as u64, n as u64, &proof),
                     Some(r)
@@ -213,6 +274,7 @@ mod tests {
         // Three leaves: root = H(1 || H(1 || l0 || l1) || l2).
         let l: Vec<Digest32> = (0..3u8).map(|i| leaf_hash(&[i])).collect();
         assert_eq!(root(&l), node_hash(&node_hash(&l[0], &l[1]), &l[2]));
+        assert_eq!(Tree::new(&[]).root(), root(&[]));
         assert_eq!(
             hex::encode(root(&[])),
             "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"

@@ -2,13 +2,17 @@
 //! payloads; each result carries its payload, its inclusion proof and the signed root.
 
 use ciborium::value::Value;
+use quorate_crypto::KeyId;
 use quorate_crypto::merkle::{self, MAX_LEAVES};
 use quorate_crypto::tensor_digest::Digest32;
-use quorate_crypto::{KeyId, SecretKey};
 
 use crate::cbor::{self, read};
 use crate::cose::{self, UncheckedSign1};
 use crate::receipt::{MAX_RECEIPT_LEN, ReceiptError, ReceiptPayload, UncheckedReceipt};
+
+mod sign;
+
+pub use sign::{BatchReceipts, BatchSigner, sign_batch};
 
 /// Content type of a signed batch root (§5.2).
 pub const BATCH_ROOT_CONTENT_TYPE: &str = "application/vnd.quorate.batch-root+cbor";
@@ -62,64 +66,6 @@ impl BatchRoot {
             issued_at: read::uint(m[3].1, "time")?,
         })
     }
-}
-
-/// Signs many payloads at once: returns one batch receipt per payload, in order (§5.1).
-pub fn sign_batch(
-    payloads: &[ReceiptPayload],
-    key: &SecretKey,
-    issued_at: u64,
-) -> Result<Vec<Vec<u8>>, ReceiptError> {
-    if payloads.is_empty() || payloads.len() as u64 > MAX_LEAVES {
-        return Err(ReceiptError::Payload(format!(
-            "a batch holds 1 to {MAX_LEAVES} receipts"
-        )));
-    }
-    let leaves: Vec<Vec<u8>> = payloads
-        .iter()
-        .map(ReceiptPayload::to_cbor)
-        .collect::<Result<_, _>>()?;
-    let hashes: Vec<Digest32> = leaves.iter().map(|l| merkle::leaf_hash(l)).collect();
-    let root = BatchRoot {
-        root: merkle::root(&hashes),
-        size: leaves.len() as u64,
-        issued_at,
-    };
-    let signed_root = cose::sign(root.to_cbor()?, BATCH_ROOT_CONTENT_TYPE, key)?;
-    let proofs = merkle::inclusion_proofs(&hashes);
-    leaves
-        .into_iter()
-        .zip(proofs)
-        .enumerate()
-        .map(|(i, (leaf, path))| encode_batch_receipt(&leaf, i as u64, &path, &signed_root))
-        .collect()
-}
-
-/// The deterministic encoding of a batch receipt (§5.3), written head by head: it holds only
-/// an array, unsigned integers and byte strings, whose shortest heads ciborium-ll writes, and
-/// no map to sort, so the value tree [`cbor::encode`] builds would only cost time.
-fn encode_batch_receipt(
-    leaf: &[u8],
-    index: u64,
-    path: &[Digest32],
-    signed_root: &[u8],
-) -> Result<Vec<u8>, ReceiptError> {
-    use ciborium_ll::{Encoder, Header};
-    let mut out = Vec::with_capacity(leaf.len() + signed_root.len() + 34 * path.len() + 24);
-    let mut enc = Encoder::from(&mut out);
-    let written: Result<(), std::io::Error> = (|| {
-        enc.push(Header::Array(Some(5)))?;
-        enc.push(Header::Positive(BATCH_VERSION))?;
-        enc.bytes(leaf, None)?;
-        enc.push(Header::Positive(index))?;
-        enc.push(Header::Array(Some(path.len())))?;
-        for h in path {
-            enc.bytes(h, None)?;
-        }
-        enc.bytes(signed_root, None)
-    })();
-    written.map_err(|e| ReceiptError::Payload(format!("cannot encode a batch receipt: {e}")))?;
-    Ok(out)
 }
 
 /// A batch receipt whose inclusion proof checks out and whose root signature is unchecked.
@@ -215,6 +161,96 @@ pub fn parse_any(bytes: &[u8]) -> Result<AnyReceipt, ReceiptError> {
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
+    use quorate_crypto::SecretKey;
+
+    /// Batch receipts as the generic encoders give them, one leaf at a time: the payload
+    /// map and the receipt array through the value-tree encoder of §1.3, each proof by the
+    /// recursive PATH of RFC 9162 §2.1.3.1, the root by MTH.
+    fn reference_batch(payloads: &[ReceiptPayload], key: &SecretKey, t: u64) -> Vec<Vec<u8>> {
+        let leaves: Vec<Vec<u8>> = payloads
+            .iter()
+            .map(|p| p.to_cbor_by_value().unwrap())
+            .collect();
+        let hashes: Vec<Digest32> = leaves.iter().map(|l| merkle::leaf_hash(l)).collect();
+        let root = BatchRoot {
+            root: merkle::root(&hashes),
+            size: leaves.len() as u64,
+            issued_at: t,
+        };
+        let signed_root =
+            cose::sign(root.to_cbor().unwrap(), BATCH_ROOT_CONTENT_TYPE, key).unwrap();
+        leaves
+            .iter()
+            .enumerate()
+            .map(|(i, leaf)| {
+                let path = merkle::inclusion_proof(&hashes, i).unwrap();
+                cbor::encode(&Value::Array(vec![
+                    read::int(BATCH_VERSION),
+                    Value::Bytes(leaf.clone()),
+                    read::int(i as u64),
+                    Value::Array(path.iter().map(|h| Value::Bytes(h.to_vec())).collect()),
+                    Value::Bytes(signed_root.clone()),
+                ]))
+                .unwrap()
+            })
+            .collect()
+    }
+
+    fn payload(i: usize) -> ReceiptPayload {
+        use crate::receipt::{Commitment, JobKind};
+        let name = |s: &str| s.repeat(1 + i % 3);
+        ReceiptPayload {
+            job_id: [i as u8; 16],
+            nonce: vec![7; 16 + i % 49],
+            kind: JobKind::Local,
+            model_digest: [3; 32],
+            inputs: (0..1 + i % 2)
+                .map(|k| Commitment {
+                    name: name(&format!("in{k}")),
+                    digest: [(i + k) as u8; 32],
+                    salted: i.is_multiple_of(2),
+                })
+                .collect(),
+            outputs: vec![Commitment {
+                name: name("probabilities"),
+                digest: [!(i as u8); 32],
+                salted: true,
+            }],
+            provider: "CPUExecutionProvider".into(),
+            runtime: "onnxruntime 1.31.1".into(),
+            issued_at: 1_700_000_000 + i as u64,
+            previous: i.is_multiple_of(3).then_some([1; 32]),
+            policy: i.is_multiple_of(5).then_some([2; 32]),
+        }
+    }
+
+    /// Signing a batch gives, byte for byte, what the generic encoders give: the receipts of
+    /// given payloads, key and time never change (§5.3), whatever the batch's size.
+    #[test]
+    fn batch_receipts_equal_the_generic_encoding() {
+        let key = SecretKey::from_seed(&[9; 32]);
+        for n in [1usize, 2, 3, 5, 8, 13, 64, 100, 1000] {
+            let payloads: Vec<ReceiptPayload> = (0..n).map(payload).collect();
+            let expected = reference_batch(&payloads, &key, 1_763_900_000);
+            let refs: Vec<&ReceiptPayload> = payloads.iter().collect();
+            assert_eq!(
+                sign_batch(&refs, &key, 1_763_900_000).unwrap(),
+                expected,
+                "n = {n}"
+            );
+            let mut signer = BatchSigner::with_capacity(1);
+            for p in &payloads {
+                signer.push(p).unwrap();
+            }
+            let receipts = signer.sign(&key, 1_763_900_000).unwrap();
+            assert_eq!(receipts.len(), n);
+            assert_eq!(receipts.get(n), None);
+            assert!(receipts.iter().eq(expected.iter().map(Vec::as_slice)));
+        }
+        let none: [ReceiptPayload; 0] = [];
+        assert!(sign_batch(&none, &key, 1).is_err());
+        assert!(BatchSigner::default().sign(&key, 1).is_err());
+    }
 
     /// The head-by-head encoding is exactly what the deterministic encoder of §1.3 gives,
     /// across the head widths a batch can reach (one-byte to eight-byte arguments).
@@ -239,8 +275,10 @@ mod tests {
                 Value::Bytes(root.clone()),
             ]))
             .unwrap();
+            let mut direct = vec![0xee];
+            sign::encode_batch_receipt(&mut direct, &leaf, index, &path, &root);
             assert_eq!(
-                encode_batch_receipt(&leaf, index, &path, &root).unwrap(),
+                direct[1..],
                 expected,
                 "leaf {leaf_len}, index {index}, path {path_len}, root {root_len}"
             );

@@ -15,6 +15,8 @@
 
 use ciborium::value::Value;
 
+pub(crate) mod write;
+
 /// Hard cap on the nesting depth accepted from the wire.
 pub const MAX_DEPTH: usize = 16;
 /// Most data items in one document unless the structure sets its own limit (§1.3).

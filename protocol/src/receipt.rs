@@ -219,61 +219,59 @@ impl ReceiptPayload {
     /// Deterministic CBOR encoding of the payload map (§4.2), written head by head: the keys
     /// 1 to 12 are one byte each, so their numeric order is the order of their encodings
     /// (§1.3), and the values are integers, byte and text strings, booleans and arrays of
-    /// them, whose shortest heads ciborium-ll writes. Every payload signed takes this path,
-    /// so it builds no value tree; a test holds it equal to the generic encoder.
+    /// them, each written with its shortest head. Every payload signed takes this path, so it
+    /// builds no value tree; a test holds it equal to the generic encoder.
     pub fn to_cbor(&self) -> Result<Vec<u8>, ReceiptError> {
-        use ciborium_ll::{Encoder, Header, simple};
         let commitments = self.inputs.len() + self.outputs.len();
         let mut out = Vec::with_capacity(200 + self.nonce.len() + 64 * commitments);
-        let mut enc = Encoder::from(&mut out);
-        let fields = 10 + usize::from(self.previous.is_some()) + usize::from(self.policy.is_some());
-        let written: Result<(), std::io::Error> = (|| {
-            enc.push(Header::Map(Some(fields)))?;
-            enc.push(Header::Positive(key::VERSION))?;
-            enc.push(Header::Positive(RECEIPT_VERSION))?;
-            enc.push(Header::Positive(key::JOB_ID))?;
-            enc.bytes(&self.job_id, None)?;
-            enc.push(Header::Positive(key::NONCE))?;
-            enc.bytes(&self.nonce, None)?;
-            enc.push(Header::Positive(key::KIND))?;
-            enc.push(Header::Positive(self.kind.code()))?;
-            enc.push(Header::Positive(key::MODEL))?;
-            enc.bytes(&self.model_digest, None)?;
-            for (k, list) in [(key::INPUTS, &self.inputs), (key::OUTPUTS, &self.outputs)] {
-                enc.push(Header::Positive(k))?;
-                enc.push(Header::Array(Some(list.len())))?;
-                for c in list {
-                    enc.push(Header::Array(Some(3)))?;
-                    enc.text(&c.name, None)?;
-                    enc.bytes(&c.digest, None)?;
-                    enc.push(Header::Simple(if c.salted {
-                        simple::TRUE
-                    } else {
-                        simple::FALSE
-                    }))?;
-                }
-            }
-            enc.push(Header::Positive(key::PROVIDER))?;
-            enc.text(&self.provider, None)?;
-            enc.push(Header::Positive(key::RUNTIME))?;
-            enc.text(&self.runtime, None)?;
-            enc.push(Header::Positive(key::TIME))?;
-            enc.push(Header::Positive(self.issued_at))?;
-            for (k, digest) in [(key::PREVIOUS, &self.previous), (key::POLICY, &self.policy)] {
-                if let Some(d) = digest {
-                    enc.push(Header::Positive(k))?;
-                    enc.bytes(d, None)?;
-                }
-            }
-            Ok(())
-        })();
-        written.map_err(|e| ReceiptError::Payload(format!("cannot encode the payload: {e}")))?;
+        self.write_cbor(&mut out)?;
         Ok(out)
+    }
+
+    /// Appends [`Self::to_cbor`]'s bytes to `out`, so that many payloads can share one buffer
+    /// (a batch, §5.1).
+    pub fn write_cbor(&self, out: &mut Vec<u8>) -> Result<(), ReceiptError> {
+        use crate::cbor::write::{array, boolean, bytes, map, text, uint};
+        let fields = 10 + usize::from(self.previous.is_some()) + usize::from(self.policy.is_some());
+        map(out, fields);
+        uint(out, key::VERSION);
+        uint(out, RECEIPT_VERSION);
+        uint(out, key::JOB_ID);
+        bytes(out, &self.job_id);
+        uint(out, key::NONCE);
+        bytes(out, &self.nonce);
+        uint(out, key::KIND);
+        uint(out, self.kind.code());
+        uint(out, key::MODEL);
+        bytes(out, &self.model_digest);
+        for (k, list) in [(key::INPUTS, &self.inputs), (key::OUTPUTS, &self.outputs)] {
+            uint(out, k);
+            array(out, list.len());
+            for c in list {
+                array(out, 3);
+                text(out, &c.name);
+                bytes(out, &c.digest);
+                boolean(out, c.salted);
+            }
+        }
+        uint(out, key::PROVIDER);
+        text(out, &self.provider);
+        uint(out, key::RUNTIME);
+        text(out, &self.runtime);
+        uint(out, key::TIME);
+        uint(out, self.issued_at);
+        for (k, digest) in [(key::PREVIOUS, &self.previous), (key::POLICY, &self.policy)] {
+            if let Some(d) = digest {
+                uint(out, k);
+                bytes(out, d);
+            }
+        }
+        Ok(())
     }
 
     /// The same encoding through the generic deterministic encoder (§1.3).
     #[cfg(test)]
-    fn to_cbor_by_value(&self) -> Result<Vec<u8>, ReceiptError> {
+    pub(crate) fn to_cbor_by_value(&self) -> Result<Vec<u8>, ReceiptError> {
         let mut m = vec![
             (read::int(key::VERSION), read::int(RECEIPT_VERSION)),
             (read::int(key::JOB_ID), Value::Bytes(self.job_id.to_vec())),
@@ -459,6 +457,10 @@ mod tests {
         fn direct_encoding_is_the_deterministic_encoding(p in payload()) {
             let direct = p.to_cbor().unwrap();
             prop_assert_eq!(&direct, &p.to_cbor_by_value().unwrap());
+            // Appended after other bytes (a batch's shared buffer), it is the same encoding.
+            let mut shared = vec![0xa5; 3];
+            p.write_cbor(&mut shared).unwrap();
+            prop_assert_eq!(&shared[3..], &direct[..]);
             // Payloads the strict decoder accepts (names unique and bounded, §4.2) come back.
             if let Ok(back) = ReceiptPayload::from_cbor(&direct) {
                 prop_assert_eq!(back, p);

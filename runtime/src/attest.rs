@@ -7,6 +7,10 @@ use quorate_protocol::tensor::Tensor;
 
 use crate::LoadedModel;
 
+mod batch;
+
+pub use batch::{BatchJob, attested_batch};
+
 /// A tensor with the salt its commitment used (`None`: plain commitment).
 pub struct Committed {
     /// The tensor.
@@ -89,8 +93,7 @@ pub fn run_committed(
     job: &JobParams,
     now: u64,
 ) -> anyhow::Result<Attested> {
-    let tensors: Vec<Tensor> = inputs.iter().map(|c| c.tensor.clone()).collect();
-    let outputs = commit_all(model.run(&tensors)?, job.salted)?;
+    let outputs = commit_all(model.run(inputs.iter().map(|c| &c.tensor))?, job.salted)?;
     Ok(attest(model, inputs, outputs, job, now))
 }
 
@@ -139,69 +142,4 @@ pub fn attested_run(
     let attested = run_and_commit(model, inputs, job, now)?;
     let receipt = attested.payload.sign(key)?;
     Ok((attested, receipt))
-}
-
-/// Runs `model` once per input set and signs every result under one batch root (§5): the
-/// results in order, and one batch receipt per result, each of which verifies alone. Job ids
-/// and salts for the whole batch come from one read of the operating system's random source
-/// (a read per salt costs about as much as a small model's run); the batch shares `nonce`.
-pub fn attested_batch(
-    model: &LoadedModel,
-    batch: Vec<Vec<Tensor>>,
-    salted: bool,
-    nonce: Vec<u8>,
-    key: &SecretKey,
-    now: u64,
-) -> anyhow::Result<(Vec<Attested>, Vec<Vec<u8>>)> {
-    let per_job = JOB_ID_LEN
-        + if salted {
-            SALT_LEN * (model.inputs.len() + model.outputs.len())
-        } else {
-            0
-        };
-    let mut pool = zeroize::Zeroizing::new(vec![0u8; per_job * batch.len()]);
-    quorate_crypto::random::fill(&mut pool)?;
-    let mut draws = pool.chunks_exact(per_job);
-    let mut results = Vec::with_capacity(batch.len());
-    for inputs in batch {
-        let draw = draws
-            .next()
-            .ok_or_else(|| anyhow::anyhow!("more input sets than random draws"))?;
-        let (job_id, mut salts) = draw.split_at(JOB_ID_LEN);
-        // Pairs each tensor with the next salt; a set with more tensors than the model
-        // declares would run out, and is refused rather than committed unsalted.
-        let mut commit = |tensors: Vec<Tensor>| -> anyhow::Result<Vec<Committed>> {
-            tensors
-                .into_iter()
-                .map(|tensor| {
-                    if !salted {
-                        return Ok(Committed { tensor, salt: None });
-                    }
-                    let (s, rest) = salts
-                        .split_first_chunk::<SALT_LEN>()
-                        .ok_or_else(|| anyhow::anyhow!("more tensors than the model declares"))?;
-                    salts = rest;
-                    Ok(Committed {
-                        tensor,
-                        salt: Some(*s),
-                    })
-                })
-                .collect()
-        };
-        let committed = commit(inputs)?;
-        let tensors: Vec<Tensor> = committed.iter().map(|c| c.tensor.clone()).collect();
-        let outputs = commit(model.run(&tensors)?)?;
-        let job = JobParams {
-            job_id: job_id.try_into()?,
-            nonce: nonce.clone(),
-            kind: JobKind::Local,
-            salted,
-            previous: None,
-            policy: None,
-        };
-        results.push(attest(model, committed, outputs, &job, now));
-    }
-    let payloads: Vec<ReceiptPayload> = results.iter().map(|a| a.payload.clone()).collect();
-    let receipts = quorate_protocol::batch_receipt::sign_batch(&payloads, key, now)?;
-    Ok((results, receipts))
 }

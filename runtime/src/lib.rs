@@ -6,6 +6,7 @@
 #![cfg_attr(not(test), deny(clippy::unwrap_used))]
 
 pub mod attest;
+mod convert;
 pub mod plugin;
 pub mod providers;
 mod session;

@@ -1,16 +1,18 @@
 //! ONNX Runtime: finding the library, one environment per process, sessions, and
 //! converting between quorate tensors and ORT values.
 
+use std::borrow::Cow;
 use std::path::{Path, PathBuf};
-use std::sync::{Mutex, OnceLock};
+use std::sync::{Mutex, MutexGuard, OnceLock};
 
 use anyhow::{Context, anyhow, bail};
 use ort::environment::Environment;
 use ort::session::builder::AutoDevicePolicy;
 use ort::session::{Session, SessionInputValue};
-use ort::value::{DynValue, Tensor as OrtTensor, TensorElementType, ValueType};
+use ort::value::{TensorElementType, ValueType};
 use quorate_protocol::tensor::{DType, Tensor};
 
+use crate::convert::{from_ort, to_ort};
 use crate::plugin::{
     CPU_EP_NAME, OPENVINO_EP_NAME, device_kind, openvino_plugin, runtime_with_plugin,
 };
@@ -141,7 +143,7 @@ impl std::fmt::Display for IoSpec {
     }
 }
 
-fn to_dtype(t: TensorElementType) -> Option<DType> {
+pub(crate) fn to_dtype(t: TensorElementType) -> Option<DType> {
     Some(match t {
         TensorElementType::Float32 => DType::F32,
         TensorElementType::Float64 => DType::F64,
@@ -433,19 +435,50 @@ impl LoadedModel {
     }
 
     /// Runs the model on inputs already checked by [`Self::check_inputs`].
-    pub fn run(&self, inputs: &[Tensor]) -> anyhow::Result<Vec<Tensor>> {
-        let values: Vec<(String, SessionInputValue<'_>)> = inputs
-            .iter()
-            .map(|t| Ok((t.name().to_string(), SessionInputValue::from(to_ort(t)?))))
-            .collect::<anyhow::Result<_>>()?;
-        let mut session = self
+    pub fn run<'t>(
+        &self,
+        inputs: impl IntoIterator<Item = &'t Tensor>,
+    ) -> anyhow::Result<Vec<Tensor>> {
+        self.lock()?.run(inputs)
+    }
+
+    /// Holds the model's session for many runs in a row (a batch, §5): one lock, not one
+    /// per run.
+    pub fn lock(&self) -> anyhow::Result<Runner<'_>> {
+        let session = self
             .session
             .lock()
             .map_err(|_| anyhow!("model session poisoned by a panic"))?;
-        let outputs = session
+        Ok(Runner {
+            model: self,
+            session,
+        })
+    }
+}
+
+/// A model whose session is held by one caller; see [`LoadedModel::lock`].
+pub struct Runner<'m> {
+    model: &'m LoadedModel,
+    session: MutexGuard<'m, Session>,
+}
+
+impl Runner<'_> {
+    /// Runs the model on inputs already checked by [`LoadedModel::check_inputs`]. The
+    /// inputs are borrowed: ORT reads their bytes in place where it can.
+    pub fn run<'t>(
+        &mut self,
+        inputs: impl IntoIterator<Item = &'t Tensor>,
+    ) -> anyhow::Result<Vec<Tensor>> {
+        let values: Vec<(Cow<'_, str>, SessionInputValue<'_>)> = inputs
+            .into_iter()
+            .map(|t| Ok((Cow::Borrowed(t.name()), to_ort(t)?)))
+            .collect::<anyhow::Result<_>>()?;
+        let outputs = self
+            .session
             .run(values)
             .map_err(|e| anyhow!("inference failed: {e}"))?;
-        self.outputs
+        self.model
+            .outputs
             .iter()
             .map(|spec| {
                 let v = outputs
@@ -498,73 +531,4 @@ pub enum InputError {
     /// The model declares an input type quorate does not handle.
     #[error("model input {0} has a type quorate does not support")]
     UnsupportedType(String),
-}
-
-macro_rules! le_vec {
-    ($t:ty, $data:expr) => {
-        $data
-            .chunks_exact(std::mem::size_of::<$t>())
-            .map(|c| <$t>::from_le_bytes(c.try_into().unwrap_or_default()))
-            .collect::<Vec<$t>>()
-    };
-}
-
-fn to_ort(t: &Tensor) -> anyhow::Result<DynValue> {
-    let shape: Vec<i64> = t.shape().iter().map(|&d| d as i64).collect();
-    let d = t.data();
-    let value = match t.dtype() {
-        DType::F32 => OrtTensor::from_array((shape, le_vec!(f32, d)))?.into_dyn(),
-        DType::F64 => OrtTensor::from_array((shape, le_vec!(f64, d)))?.into_dyn(),
-        DType::I8 => {
-            OrtTensor::from_array((shape, d.iter().map(|&b| b as i8).collect::<Vec<i8>>()))?
-                .into_dyn()
-        }
-        DType::I16 => OrtTensor::from_array((shape, le_vec!(i16, d)))?.into_dyn(),
-        DType::I32 => OrtTensor::from_array((shape, le_vec!(i32, d)))?.into_dyn(),
-        DType::I64 => OrtTensor::from_array((shape, le_vec!(i64, d)))?.into_dyn(),
-        DType::U8 => OrtTensor::from_array((shape, d.to_vec()))?.into_dyn(),
-        DType::Bool => {
-            OrtTensor::from_array((shape, d.iter().map(|&b| b != 0).collect::<Vec<bool>>()))?
-                .into_dyn()
-        }
-        other => bail!("unsupported input type {other}"),
-    };
-    Ok(value)
-}
-
-fn from_ort(name: &str, v: &DynValue) -> anyhow::Result<Tensor> {
-    let ValueType::Tensor { ty, .. } = v.dtype() else {
-        bail!("output {name:?} is not a tensor");
-    };
-    let dtype =
-        to_dtype(*ty).ok_or_else(|| anyhow!("output {name:?} has unsupported type {ty:?}"))?;
-    macro_rules! bytes_of {
-        ($t:ty) => {{
-            let (shape, data) = v.try_extract_tensor::<$t>()?;
-            (
-                shape.iter().map(|&d| d as u64).collect::<Vec<u64>>(),
-                data.iter()
-                    .flat_map(|x| x.to_le_bytes())
-                    .collect::<Vec<u8>>(),
-            )
-        }};
-    }
-    let (shape, data) = match dtype {
-        DType::F32 => bytes_of!(f32),
-        DType::F64 => bytes_of!(f64),
-        DType::I8 => bytes_of!(i8),
-        DType::I16 => bytes_of!(i16),
-        DType::I32 => bytes_of!(i32),
-        DType::I64 => bytes_of!(i64),
-        DType::U8 => bytes_of!(u8),
-        DType::Bool => {
-            let (shape, data) = v.try_extract_tensor::<bool>()?;
-            (
-                shape.iter().map(|&d| d as u64).collect(),
-                data.iter().map(|&b| b as u8).collect(),
-            )
-        }
-        other => bail!("unsupported output type {other}"),
-    };
-    Ok(Tensor::new(name, dtype, shape, data)?)
 }

@@ -76,7 +76,12 @@ pub fn run(args: &RunArgs) -> anyhow::Result<ExitCode> {
         job.nonce = parse_nonce(n)?;
     }
     let (attested, receipt) = attested_run(&model, tensors, &job, &key, unix_now())?;
-    write_results(&args.out, "", &attested, &receipt)?;
+    write_results(
+        &args.out,
+        "",
+        (&attested.inputs, &attested.outputs),
+        &receipt,
+    )?;
     print_run(&model, &attested, &key, &job);
     println!(
         "wrote     {}/outputs.json, inputs.json, receipt.cose",
@@ -131,7 +136,7 @@ pub fn load_inputs(
 pub fn write_results(
     out: &std::path::Path,
     job_name: &str,
-    attested: &quorate_runtime::attest::Attested,
+    (committed_inputs, committed_outputs): (&[Committed], &[Committed]),
     receipt: &[u8],
 ) -> anyhow::Result<()> {
     let doc = |list: &[Committed]| tensors_json(list.iter().map(|c| (&c.tensor, c.salt.as_ref())));
@@ -156,12 +161,12 @@ pub fn write_results(
     }
     write_atomic(
         &outputs,
-        serde_json::to_vec_pretty(&doc(&attested.outputs))?.as_slice(),
+        serde_json::to_vec_pretty(&doc(committed_outputs))?.as_slice(),
         0o644,
     )?;
     write_atomic(
         &inputs,
-        serde_json::to_vec_pretty(&doc(&attested.inputs))?.as_slice(),
+        serde_json::to_vec_pretty(&doc(committed_inputs))?.as_slice(),
         0o600,
     )?;
     write_atomic(&receipt_path, receipt, 0o644)?;

@@ -79,8 +79,8 @@ pub fn run(
     let (results, receipts) = attested_batch(model, inputs, !args.no_salt, nonce, key, unix_now())?;
     let total = results.len();
     let show = total >= 1000 && std::io::IsTerminal::is_terminal(&std::io::stderr());
-    for (i, ((attested, receipt), name)) in results.iter().zip(&receipts).zip(&names).enumerate() {
-        write_results(&args.out, name, attested, receipt)?;
+    for (i, ((job, receipt), name)) in results.iter().zip(receipts.iter()).zip(&names).enumerate() {
+        write_results(&args.out, name, (&job.inputs, &job.outputs), receipt)?;
         if show && (i + 1) % 500 == 0 {
             eprint!("\rwrote {} of {total} results", i + 1);
         }
