@@ -6,12 +6,6 @@
 use clap::{Parser, Subcommand};
 use quorate_cli::{bench_poisoning, bench_secagg, commands};
 
-/// mimalloc keeps freed pages for reuse, where glibc's allocator hands them back to the kernel
-/// and faults them in again: a local batch (§5) allocates its results and receipts afresh
-/// each time, and spent about a tenth of its time in page faults.
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 /// quorate: attested, cross-verified, privacy-preserving inference.
 ///
 /// Every result quorate returns carries a signed receipt (COSE_Sign1, Ed25519) that commits
