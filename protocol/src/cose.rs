@@ -5,7 +5,9 @@
 //! unprotected header (receipts alone may carry header 394, their inclusion receipts,
 //! §18.4); embedded payload; no `crit`; the whole structure deterministic CBOR.
 
-use coset::{CoseSign1, CoseSign1Builder, HeaderBuilder, TaggedCborSerializable, iana};
+use coset::{
+    AsCborValue, CoseSign1, CoseSign1Builder, HeaderBuilder, TaggedCborSerializable, iana,
+};
 use quorate_crypto::{KeyId, PublicKey, SecretKey, identity::KEY_ID_LEN};
 
 use crate::cbor::{self, CborError};
@@ -134,9 +136,16 @@ fn parse_profile(
     limit: usize,
     allow_inclusion_receipts: bool,
 ) -> Result<UncheckedSign1, CoseError> {
-    cbor::decode_deterministic(bytes, limit)?;
-    let sign1 =
-        CoseSign1::from_tagged_slice(bytes).map_err(|e| CoseError::Structure(e.to_string()))?;
+    // The value the deterministic decoding (§1.3) built is the one coset would build from
+    // the same bytes, so a tagged COSE_Sign1 is taken from it rather than decoded again;
+    // anything else goes through coset's own reading, for its own error.
+    let sign1 = match cbor::decode_deterministic(bytes, limit)? {
+        ciborium::value::Value::Tag(tag, inner) if tag == CoseSign1::TAG => {
+            CoseSign1::from_cbor_value(*inner)
+        }
+        _ => CoseSign1::from_tagged_slice(bytes),
+    }
+    .map_err(|e| CoseError::Structure(e.to_string()))?;
     let p = &sign1.protected.header;
     let header = |m: &str| CoseError::Header(m.to_string());
     if !p.crit.is_empty() {
@@ -195,12 +204,87 @@ fn parse_profile(
             p.key_id.len()
         ))
     })?;
-    let payload = sign1.payload.clone().ok_or(CoseError::NoPayload)?;
+    let payload = sign1.payload.ok_or(CoseError::NoPayload)?;
+    // The protected header was decoded from bytes, so coset's `tbs_data` would sign over
+    // those bytes as they came (checked non-empty above).
+    let protected = sign1.protected.original_data.unwrap_or_default();
     Ok(UncheckedSign1 {
         kid,
         alg,
-        to_be_signed: sign1.tbs_data(&[]),
-        signature: sign1.signature.clone(),
+        to_be_signed: sign1_sig_structure(&protected, &payload),
+        signature: sign1.signature,
         payload,
     })
+}
+
+/// The Sig_structure of a COSE_Sign1 with empty external data (RFC 9052 §4.4):
+/// `["Signature1", protected, h'', payload]` in deterministic CBOR (§1.3), the bytes coset's
+/// `tbs_data` writes (a test holds them equal) without building and serialising a value tree.
+fn sign1_sig_structure(protected: &[u8], payload: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(protected.len() + payload.len() + 32);
+    out.push(0x84); // an array of four
+    out.push(0x6a); // a text string of ten bytes
+    out.extend_from_slice(b"Signature1");
+    byte_string(&mut out, protected);
+    out.push(0x40); // the empty external data
+    byte_string(&mut out, payload);
+    out
+}
+
+/// Appends `bytes` as a CBOR byte string, its length in the shortest form (§1.3).
+fn byte_string(out: &mut Vec<u8>, bytes: &[u8]) {
+    let len = bytes.len() as u64;
+    match len {
+        0..=23 => out.push(0x40 | len as u8),
+        24..=0xff => out.extend_from_slice(&[0x58, len as u8]),
+        0x100..=0xffff => {
+            out.push(0x59);
+            out.extend_from_slice(&(len as u16).to_be_bytes());
+        }
+        0x1_0000..=0xffff_ffff => {
+            out.push(0x5a);
+            out.extend_from_slice(&(len as u32).to_be_bytes());
+        }
+        _ => {
+            out.push(0x5b);
+            out.extend_from_slice(&len.to_be_bytes());
+        }
+    }
+    out.extend_from_slice(bytes);
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    /// The Sig_structure written directly is coset's, across every length form of the
+    /// protected header and the payload.
+    #[test]
+    fn sig_structure_is_cosets() {
+        for (protected_len, payload_len) in [
+            (0, 0),
+            (1, 23),
+            (23, 24),
+            (24, 255),
+            (255, 256),
+            (256, 65_535),
+            (40, 65_536),
+        ] {
+            let header = HeaderBuilder::new()
+                .key_id(vec![9; protected_len.max(1)])
+                .build();
+            let mut sign1 = CoseSign1Builder::new()
+                .protected(header)
+                .payload(vec![7; payload_len])
+                .build();
+            let protected = vec![0xa5; protected_len];
+            sign1.protected.original_data = Some(protected.clone());
+            assert_eq!(
+                sign1_sig_structure(&protected, &vec![7; payload_len]),
+                sign1.tbs_data(&[]),
+                "{protected_len} {payload_len}"
+            );
+        }
+    }
 }
