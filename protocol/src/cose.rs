@@ -136,16 +136,16 @@ fn parse_profile(
     limit: usize,
     allow_inclusion_receipts: bool,
 ) -> Result<UncheckedSign1, CoseError> {
-    // The value the deterministic decoding (§1.3) built is the one coset would build from
-    // the same bytes, so a tagged COSE_Sign1 is taken from it rather than decoded again;
-    // anything else goes through coset's own reading, for its own error.
-    let sign1 = match cbor::decode_deterministic(bytes, limit)? {
-        ciborium::value::Value::Tag(tag, inner) if tag == CoseSign1::TAG => {
-            CoseSign1::from_cbor_value(*inner)
-        }
-        _ => CoseSign1::from_tagged_slice(bytes),
-    }
-    .map_err(|e| CoseError::Structure(e.to_string()))?;
+    // A receipt as signed is taken from the value its deterministic decoding (§1.3) built;
+    // anything else is read by coset, for coset's own error.
+    let value = cbor::decode_deterministic(bytes, limit)?;
+    let (sign1, protected_checked) = match sign1_from_value(value, limit) {
+        Some(sign1) => (sign1, true),
+        None => (
+            CoseSign1::from_tagged_slice(bytes).map_err(|e| CoseError::Structure(e.to_string()))?,
+            false,
+        ),
+    };
     let p = &sign1.protected.header;
     let header = |m: &str| CoseError::Header(m.to_string());
     if !p.crit.is_empty() {
@@ -161,7 +161,9 @@ fn parse_profile(
     }
     match &sign1.protected.original_data {
         Some(d) if !d.is_empty() => {
-            cbor::decode_deterministic(d, limit)?;
+            if !protected_checked {
+                cbor::decode_deterministic(d, limit)?;
+            }
         }
         _ => return Err(header("protected header is empty")),
     }
@@ -217,6 +219,49 @@ fn parse_profile(
     })
 }
 
+/// The COSE_Sign1 coset reads from the bytes `value` was decoded from, built from `value`
+/// itself, with the protected header taken from its own deterministic decoding (§1.3)
+/// rather than decoded by coset a second time: ciborium, under coset and under
+/// [`cbor::decode_deterministic`] alike, builds the same value from the same bytes. `None`
+/// for anything off that path (an error anywhere, an empty protected header, a detached
+/// payload), which coset then reads itself.
+fn sign1_from_value(value: ciborium::value::Value, limit: usize) -> Option<CoseSign1> {
+    use ciborium::value::Value;
+    let Value::Tag(CoseSign1::TAG, inner) = value else {
+        return None;
+    };
+    let Value::Array(mut parts) = *inner else {
+        return None;
+    };
+    if parts.len() != 4 {
+        return None;
+    }
+    let Value::Bytes(signature) = parts.remove(3) else {
+        return None;
+    };
+    let Value::Bytes(payload) = parts.remove(2) else {
+        return None;
+    };
+    let unprotected = coset::Header::from_cbor_value(parts.remove(1)).ok()?;
+    let Value::Bytes(protected) = parts.remove(0) else {
+        return None;
+    };
+    if protected.is_empty() {
+        return None;
+    }
+    let header =
+        coset::Header::from_cbor_value(cbor::decode_deterministic(&protected, limit).ok()?).ok()?;
+    Some(CoseSign1 {
+        protected: coset::ProtectedHeader {
+            original_data: Some(protected),
+            header,
+        },
+        unprotected,
+        payload: Some(payload),
+        signature,
+    })
+}
+
 /// The Sig_structure of a COSE_Sign1 with empty external data (RFC 9052 §4.4):
 /// `["Signature1", protected, h'', payload]` in deterministic CBOR (§1.3), the bytes coset's
 /// `tbs_data` writes (a test holds them equal) without building and serialising a value tree.
@@ -257,6 +302,24 @@ fn byte_string(out: &mut Vec<u8>, bytes: &[u8]) {
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
+
+    /// A signed receipt read from its decoded value is the COSE_Sign1 coset reads from its
+    /// bytes; what it does not take (a detached payload) is left to coset.
+    #[test]
+    fn sign1_from_value_is_cosets() {
+        let key = SecretKey::from_seed(&[3; 32]);
+        let bytes = sign(vec![0xa1, 1, 2], "application/test", &key).unwrap();
+        let value = cbor::decode_deterministic(&bytes, 1 << 16).unwrap();
+        assert_eq!(
+            sign1_from_value(value, 1 << 16),
+            Some(CoseSign1::from_tagged_slice(&bytes).unwrap())
+        );
+        let mut detached = CoseSign1::from_tagged_slice(&bytes).unwrap();
+        detached.payload = None;
+        let detached = detached.to_tagged_vec().unwrap();
+        let value = cbor::decode_deterministic(&detached, 1 << 16).unwrap();
+        assert_eq!(sign1_from_value(value, 1 << 16), None);
+    }
 
     /// The Sig_structure written directly is coset's, across every length form of the
     /// protected header and the payload.
