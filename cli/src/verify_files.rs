@@ -1,8 +1,13 @@
 //! The file side of `quorate verify`: find artefacts under the paths given, read each with
 //! its size bound, and hand the bytes to `quorate_verify`, which does every check (§6).
 
+use std::collections::BTreeMap;
 use std::io::IsTerminal;
+use std::panic::AssertUnwindSafe;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Condvar, Mutex, MutexGuard, PoisonError};
+use std::time::{Duration, Instant};
 
 use quorate_crypto::{KeyId, PublicKey};
 use quorate_node::files::read_limited;
@@ -16,7 +21,8 @@ use quorate_verify::TrustStore;
 use quorate_verify::bundle::{BundleFileReport, looks_like_bundle, verify_bundle};
 use quorate_verify::chain::{ChainReport, verify_chain};
 use quorate_verify::receipts::{
-    Failure, FileReport, RevealedBlob, Source, check_blobs, verify_receipts,
+    Failure, FileReport, RevealedBlob, Source, check_blobs, verification_failed,
+    verify_receipts_here,
 };
 
 /// The file extension of a chain document.
@@ -87,12 +93,13 @@ pub struct Tally {
     pub failed: usize,
 }
 
-/// Reads and verifies receipt files and audit logs (§6.4) in rounds of [`ROUND`] receipts,
-/// each round split across the cores, and hands every report to `on_report` in order,
-/// keeping none: an audit log of any length is read record by record and checked in
-/// bounded memory. Audit-log records are labelled `FILE#N`, a torn tail `FILE#tail`.
-/// Revealed blobs (§16.6) are checked against every receipt that verified. On a terminal,
-/// long audits show their progress on stderr.
+/// Reads and verifies receipt files and audit logs (§6.4) and hands every report to
+/// `on_report` in order, keeping none: an audit log of any length is read record by record
+/// and checked in bounded memory. One worker per core takes the next [`CHUNK`] receipts
+/// from the shared reader whenever it is free, so no core waits for another until the last
+/// chunk; at most [`IN_FLIGHT`] chunks are read and not yet reported. Audit-log records are
+/// labelled `FILE#N`, a torn tail `FILE#tail`. Revealed blobs (§16.6) are checked against
+/// every receipt that verified. On a terminal, long audits show their progress on stderr.
 pub fn verify_streaming(
     files: &[PathBuf],
     trust: &TrustStore,
@@ -106,54 +113,180 @@ pub fn verify_streaming(
         .map(|m| m.len())
         .sum();
     let show = total_bytes >= PROGRESS_FROM_BYTES && std::io::stderr().is_terminal();
-    let started = std::time::Instant::now();
-    let bytes_read = std::sync::atomic::AtomicU64::new(0);
+    let started = Instant::now();
+    let bytes_read = AtomicU64::new(0);
+    let shared = Shared {
+        state: Mutex::new(Reading {
+            sources: Sources::new(files),
+            taken: 0,
+            reported: 0,
+            closed: false,
+        }),
+        room: Condvar::new(),
+    };
+    let workers = std::thread::available_parallelism().map_or(1, |n| n.get());
     let mut tally = Tally::default();
-    // A reader thread reads the next round while the cores verify this one; one round
-    // waits in the channel at most, so memory stays bounded by three rounds.
     std::thread::scope(|scope| {
-        let (send, receive) = std::sync::mpsc::sync_channel::<Vec<Source>>(1);
-        let bytes_read = &bytes_read;
-        scope.spawn(move || {
-            let mut sources = Sources::new(files);
-            loop {
-                let round: Vec<Source> = sources.by_ref().take(ROUND).collect();
-                bytes_read.store(sources.bytes_read, std::sync::atomic::Ordering::Relaxed);
-                if round.is_empty() || send.send(round).is_err() {
-                    break;
+        let (done, finished) = std::sync::mpsc::channel::<(usize, Vec<FileReport>)>();
+        for _ in 0..workers {
+            let done = done.clone();
+            let (shared, bytes_read) = (&shared, &bytes_read);
+            scope.spawn(move || {
+                while let Some((n, mut chunk)) = shared.take(bytes_read) {
+                    // The labels are kept aside (moved, not copied) so that a panic while
+                    // checking fails the chunk's receipts, named, instead of leaving a hole
+                    // in the log's order that the reporter would wait on.
+                    let labels: Vec<String> = chunk
+                        .iter_mut()
+                        .map(|s| std::mem::take(&mut s.label))
+                        .collect();
+                    let verified = std::panic::catch_unwind(AssertUnwindSafe(|| {
+                        let mut reports = verify_receipts_here(chunk, trust, reveals);
+                        check_blobs(&mut reports, blobs);
+                        reports
+                    }));
+                    let reports = match verified {
+                        // One report per source, in order (verify_receipts_here).
+                        Ok(mut reports) if reports.len() == labels.len() => {
+                            for (r, label) in reports.iter_mut().zip(labels) {
+                                r.label = label;
+                            }
+                            reports
+                        }
+                        _ => verification_failed(labels),
+                    };
+                    if done.send((n, reports)).is_err() {
+                        break;
+                    }
                 }
+            });
+        }
+        drop(done);
+        // Stops the workers however this thread leaves the scope (a panicking `on_report`
+        // included), so that none waits for room that would never come.
+        let _close = Close(&shared);
+        // Chunks verified ahead of an earlier one still being verified wait here, at most
+        // IN_FLIGHT of them, and are reported in log order (§6.4).
+        let mut ahead: BTreeMap<usize, Vec<FileReport>> = BTreeMap::new();
+        let mut next = 0usize;
+        let mut shown = started;
+        for (n, reports) in finished {
+            ahead.insert(n, reports);
+            while let Some(reports) = ahead.remove(&next) {
+                for r in reports {
+                    tally.total += 1;
+                    tally.failed += usize::from(r.failure.is_some());
+                    on_report(r);
+                }
+                next += 1;
+                shared.reported(next);
             }
-        });
-        for round in receive {
-            let mut reports = verify_receipts(round, trust, reveals);
-            check_blobs(&mut reports, blobs);
-            for r in reports {
-                tally.total += 1;
-                tally.failed += usize::from(r.failure.is_some());
-                on_report(r);
-            }
-            if show {
-                let rate = tally.total as f64 / started.elapsed().as_secs_f64().max(1e-9);
-                let read = bytes_read.load(std::sync::atomic::Ordering::Relaxed);
-                eprint!(
-                    "\rverified {} receipts ({}% of {} MB read, {rate:.0}/s)   ",
-                    tally.total,
-                    read * 100 / total_bytes.max(1),
-                    total_bytes >> 20
+            if show && shown.elapsed() >= PROGRESS_EVERY {
+                shown = Instant::now();
+                progress(
+                    &tally,
+                    bytes_read.load(Ordering::Relaxed),
+                    total_bytes,
+                    started,
                 );
             }
         }
     });
     if show {
+        progress(
+            &tally,
+            bytes_read.load(Ordering::Relaxed),
+            total_bytes,
+            started,
+        );
         eprintln!();
     }
     tally
 }
 
+/// Redraws the progress line on stderr.
+fn progress(tally: &Tally, read: u64, total_bytes: u64, started: Instant) {
+    let rate = tally.total as f64 / started.elapsed().as_secs_f64().max(1e-9);
+    eprint!(
+        "\rverified {} receipts ({}% of {} MB read, {rate:.0}/s)   ",
+        tally.total,
+        read * 100 / total_bytes.max(1),
+        total_bytes >> 20
+    );
+}
+
 /// Bytes of input below which no progress is shown (about 20,000 receipts).
 const PROGRESS_FROM_BYTES: u64 = 10 << 20;
-/// Receipts per round: enough to keep every core busy, few enough to bound memory.
-pub const ROUND: usize = 8192;
+/// How often the progress line is redrawn.
+const PROGRESS_EVERY: Duration = Duration::from_millis(200);
+/// Receipts a worker takes at a time: few enough that the cores finish the log together
+/// (the last chunk is the only time one waits for another, about 128 × 40 µs = 5 ms),
+/// enough that taking them from the shared reader and handing the reports back cost nothing
+/// next to their signatures.
+pub const CHUNK: usize = 128;
+/// Chunks read and not yet reported, at most (8,192 receipts): memory stays bounded whatever
+/// the log's length (§6.4), with room for every core to run ahead of a slower one.
+pub const IN_FLIGHT: usize = 64;
+
+/// The reader the workers share, and how far reporting has got.
+struct Shared<'a> {
+    state: Mutex<Reading<'a>>,
+    /// Signalled when a chunk is reported (room to read another) or reporting stops.
+    room: Condvar,
+}
+
+struct Reading<'a> {
+    sources: Sources<'a>,
+    /// Chunks taken so far; the next one taken is numbered `taken`.
+    taken: usize,
+    /// Chunks reported so far.
+    reported: usize,
+    /// Set when reporting stops: workers take nothing more.
+    closed: bool,
+}
+
+impl<'a> Shared<'a> {
+    fn lock(&self) -> MutexGuard<'_, Reading<'a>> {
+        // A worker that panicked while reading left the reader where it stopped; the scope
+        // re-raises that panic once the others are done.
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// The next chunk of receipts and its number, once fewer than IN_FLIGHT chunks wait to
+    /// be reported; `None` when the input is done or reporting stopped.
+    fn take(&self, bytes_read: &AtomicU64) -> Option<(usize, Vec<Source>)> {
+        let mut s = self.lock();
+        while !s.closed && s.taken - s.reported >= IN_FLIGHT {
+            s = self.room.wait(s).unwrap_or_else(PoisonError::into_inner);
+        }
+        if s.closed {
+            return None;
+        }
+        let chunk: Vec<Source> = s.sources.by_ref().take(CHUNK).collect();
+        bytes_read.store(s.sources.bytes_read, Ordering::Relaxed);
+        if chunk.is_empty() {
+            return None;
+        }
+        s.taken += 1;
+        Some((s.taken - 1, chunk))
+    }
+
+    /// Records that the first `n` chunks are reported.
+    fn reported(&self, n: usize) {
+        self.lock().reported = n;
+        self.room.notify_all();
+    }
+}
+
+/// Stops the workers when dropped.
+struct Close<'a, 'b>(&'a Shared<'b>);
+
+impl Drop for Close<'_, '_> {
+    fn drop(&mut self) {
+        self.0.lock().closed = true;
+        self.0.room.notify_all();
+    }
+}
 
 /// The receipts of a list of files, read lazily: a receipt file whole (within its size
 /// bound), an audit log record by record.

@@ -5,7 +5,9 @@
 //! unprotected header (receipts alone may carry header 394, their inclusion receipts,
 //! §18.4); embedded payload; no `crit`; the whole structure deterministic CBOR.
 
-use coset::{CoseSign1, CoseSign1Builder, HeaderBuilder, TaggedCborSerializable, iana};
+use coset::{
+    AsCborValue, CoseSign1, CoseSign1Builder, HeaderBuilder, TaggedCborSerializable, iana,
+};
 use quorate_crypto::{KeyId, PublicKey, SecretKey, identity::KEY_ID_LEN};
 
 use crate::cbor::{self, CborError};
@@ -134,9 +136,16 @@ fn parse_profile(
     limit: usize,
     allow_inclusion_receipts: bool,
 ) -> Result<UncheckedSign1, CoseError> {
-    cbor::decode_deterministic(bytes, limit)?;
-    let sign1 =
-        CoseSign1::from_tagged_slice(bytes).map_err(|e| CoseError::Structure(e.to_string()))?;
+    // A receipt as signed is taken from the value its deterministic decoding (§1.3) built;
+    // anything else is read by coset, for coset's own error.
+    let value = cbor::decode_deterministic(bytes, limit)?;
+    let (sign1, protected_checked) = match sign1_from_value(value, limit) {
+        Some(sign1) => (sign1, true),
+        None => (
+            CoseSign1::from_tagged_slice(bytes).map_err(|e| CoseError::Structure(e.to_string()))?,
+            false,
+        ),
+    };
     let p = &sign1.protected.header;
     let header = |m: &str| CoseError::Header(m.to_string());
     if !p.crit.is_empty() {
@@ -152,7 +161,9 @@ fn parse_profile(
     }
     match &sign1.protected.original_data {
         Some(d) if !d.is_empty() => {
-            cbor::decode_deterministic(d, limit)?;
+            if !protected_checked {
+                cbor::decode_deterministic(d, limit)?;
+            }
         }
         _ => return Err(header("protected header is empty")),
     }
@@ -195,12 +206,148 @@ fn parse_profile(
             p.key_id.len()
         ))
     })?;
-    let payload = sign1.payload.clone().ok_or(CoseError::NoPayload)?;
+    let payload = sign1.payload.ok_or(CoseError::NoPayload)?;
+    // The protected header was decoded from bytes, so coset's `tbs_data` would sign over
+    // those bytes as they came (checked non-empty above).
+    let protected = sign1.protected.original_data.unwrap_or_default();
     Ok(UncheckedSign1 {
         kid,
         alg,
-        to_be_signed: sign1.tbs_data(&[]),
-        signature: sign1.signature.clone(),
+        to_be_signed: sign1_sig_structure(&protected, &payload),
+        signature: sign1.signature,
         payload,
     })
+}
+
+/// The COSE_Sign1 coset reads from the bytes `value` was decoded from, built from `value`
+/// itself, with the protected header taken from its own deterministic decoding (§1.3)
+/// rather than decoded by coset a second time: ciborium, under coset and under
+/// [`cbor::decode_deterministic`] alike, builds the same value from the same bytes. `None`
+/// for anything off that path (an error anywhere, an empty protected header, a detached
+/// payload), which coset then reads itself.
+fn sign1_from_value(value: ciborium::value::Value, limit: usize) -> Option<CoseSign1> {
+    use ciborium::value::Value;
+    let Value::Tag(CoseSign1::TAG, inner) = value else {
+        return None;
+    };
+    let Value::Array(mut parts) = *inner else {
+        return None;
+    };
+    if parts.len() != 4 {
+        return None;
+    }
+    let Value::Bytes(signature) = parts.remove(3) else {
+        return None;
+    };
+    let Value::Bytes(payload) = parts.remove(2) else {
+        return None;
+    };
+    let unprotected = coset::Header::from_cbor_value(parts.remove(1)).ok()?;
+    let Value::Bytes(protected) = parts.remove(0) else {
+        return None;
+    };
+    if protected.is_empty() {
+        return None;
+    }
+    let header =
+        coset::Header::from_cbor_value(cbor::decode_deterministic(&protected, limit).ok()?).ok()?;
+    Some(CoseSign1 {
+        protected: coset::ProtectedHeader {
+            original_data: Some(protected),
+            header,
+        },
+        unprotected,
+        payload: Some(payload),
+        signature,
+    })
+}
+
+/// The Sig_structure of a COSE_Sign1 with empty external data (RFC 9052 §4.4):
+/// `["Signature1", protected, h'', payload]` in deterministic CBOR (§1.3), the bytes coset's
+/// `tbs_data` writes (a test holds them equal) without building and serialising a value tree.
+fn sign1_sig_structure(protected: &[u8], payload: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(protected.len() + payload.len() + 32);
+    out.push(0x84); // an array of four
+    out.push(0x6a); // a text string of ten bytes
+    out.extend_from_slice(b"Signature1");
+    byte_string(&mut out, protected);
+    out.push(0x40); // the empty external data
+    byte_string(&mut out, payload);
+    out
+}
+
+/// Appends `bytes` as a CBOR byte string, its length in the shortest form (§1.3).
+fn byte_string(out: &mut Vec<u8>, bytes: &[u8]) {
+    let len = bytes.len() as u64;
+    match len {
+        0..=23 => out.push(0x40 | len as u8),
+        24..=0xff => out.extend_from_slice(&[0x58, len as u8]),
+        0x100..=0xffff => {
+            out.push(0x59);
+            out.extend_from_slice(&(len as u16).to_be_bytes());
+        }
+        0x1_0000..=0xffff_ffff => {
+            out.push(0x5a);
+            out.extend_from_slice(&(len as u32).to_be_bytes());
+        }
+        _ => {
+            out.push(0x5b);
+            out.extend_from_slice(&len.to_be_bytes());
+        }
+    }
+    out.extend_from_slice(bytes);
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    /// A signed receipt read from its decoded value is the COSE_Sign1 coset reads from its
+    /// bytes; what it does not take (a detached payload) is left to coset.
+    #[test]
+    fn sign1_from_value_is_cosets() {
+        let key = SecretKey::from_seed(&[3; 32]);
+        let bytes = sign(vec![0xa1, 1, 2], "application/test", &key).unwrap();
+        let value = cbor::decode_deterministic(&bytes, 1 << 16).unwrap();
+        assert_eq!(
+            sign1_from_value(value, 1 << 16),
+            Some(CoseSign1::from_tagged_slice(&bytes).unwrap())
+        );
+        let mut detached = CoseSign1::from_tagged_slice(&bytes).unwrap();
+        detached.payload = None;
+        let detached = detached.to_tagged_vec().unwrap();
+        let value = cbor::decode_deterministic(&detached, 1 << 16).unwrap();
+        assert_eq!(sign1_from_value(value, 1 << 16), None);
+    }
+
+    /// The Sig_structure written directly is coset's, across every length form of the
+    /// protected header and the payload.
+    #[test]
+    fn sig_structure_is_cosets() {
+        for (protected_len, payload_len) in [
+            (0, 0),
+            (1, 23),
+            (23, 24),
+            (24, 255),
+            (255, 256),
+            (256, 65_535),
+            (40, 65_536),
+        ] {
+            let header = HeaderBuilder::new()
+                .key_id(vec![9; protected_len.max(1)])
+                .build();
+            let mut sign1 = CoseSign1Builder::new()
+                .protected(header)
+                .payload(vec![7; payload_len])
+                .build();
+            let protected = vec![0xa5; protected_len];
+            sign1.protected.original_data = Some(protected.clone());
+            assert_eq!(
+                sign1_sig_structure(&protected, &vec![7; payload_len]),
+                sign1.tbs_data(&[]),
+                "{protected_len} {payload_len}"
+            );
+        }
+    }
 }

@@ -79,7 +79,7 @@ pub fn verify_receipts(
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
     let per = sources.len().div_ceil(threads).max(MIN_PER_THREAD);
     if sources.len() <= per {
-        return verify_here(sources, trust, reveals);
+        return verify_receipts_here(sources, trust, reveals);
     }
     let mut chunks: Vec<Vec<Source>> = Vec::new();
     let mut rest = sources.into_iter().peekable();
@@ -91,33 +91,41 @@ pub fn verify_receipts(
             .into_iter()
             .map(|c| {
                 let labels: Vec<String> = c.iter().map(|s| s.label.clone()).collect();
-                (s.spawn(move || verify_here(c, trust, reveals)), labels)
+                (
+                    s.spawn(move || verify_receipts_here(c, trust, reveals)),
+                    labels,
+                )
             })
             .collect();
         handles
             .into_iter()
             .flat_map(|(h, labels)| {
                 // A panicking thread verified nothing: its receipts fail, named.
-                h.join().unwrap_or_else(|_| {
-                    labels
-                        .into_iter()
-                        .map(|label| FileReport {
-                            label,
-                            receipt: None,
-                            signer: None,
-                            failure: Some(Failure::Malformed("verification failed".into())),
-                            tensors_checked: Vec::new(),
-                            logged: Vec::new(),
-                        })
-                        .collect()
-                })
+                h.join().unwrap_or_else(|_| verification_failed(labels))
             })
             .collect()
     })
 }
 
-/// [`verify_receipts`] on the calling thread.
-fn verify_here(
+/// The reports of receipts whose verification panicked: each fails, named, so that a
+/// verifier that broke down never passes for one that found nothing wrong.
+pub fn verification_failed(labels: Vec<String>) -> Vec<FileReport> {
+    labels
+        .into_iter()
+        .map(|label| FileReport {
+            label,
+            receipt: None,
+            signer: None,
+            failure: Some(Failure::Malformed("verification failed".into())),
+            tensors_checked: Vec::new(),
+            logged: Vec::new(),
+        })
+        .collect()
+}
+
+/// [`verify_receipts`] on the calling thread, for callers that spread the work across the
+/// cores themselves (the streaming audit of §6.4).
+pub fn verify_receipts_here(
     sources: Vec<Source>,
     trust: &TrustStore,
     reveals: &[RevealedTensor],
@@ -131,7 +139,12 @@ fn verify_here(
         .map(|(i, Source { label, bytes })| {
             let parsed = bytes.and_then(|b| {
                 let r = batch_receipt::parse_any(&b).map_err(|e| Failure::Malformed(e.to_string()));
-                if r.is_ok() && tlog::inclusion_receipts_of(&b).is_ok_and(|l| !l.is_empty()) {
+                // Most receipts carry none: their empty unprotected header is seen in their
+                // first bytes, without decoding the receipt a second time (§18.4).
+                if r.is_ok()
+                    && !tlog::unprotected_header_is_empty(&b)
+                    && tlog::inclusion_receipts_of(&b).is_ok_and(|l| !l.is_empty())
+                {
                     carried.push((i, b));
                 }
                 r

@@ -124,6 +124,14 @@ pub fn inclusion_receipts_of(receipt: &[u8]) -> Result<Vec<Vec<u8>>, TlogError> 
         .collect()
 }
 
+/// Whether a well-formed receipt's unprotected header is the empty map, read off its first
+/// bytes without decoding it: such a receipt carries no inclusion receipts, and
+/// [`inclusion_receipts_of`] would find none. `false` says nothing (the header may still be
+/// empty in a form this does not recognise).
+pub fn unprotected_header_is_empty(receipt: &[u8]) -> bool {
+    empty_unprotected_at(receipt).is_some()
+}
+
 /// Where the unprotected header of a receipt in its signed form begins: after the tag, the
 /// array head and the protected byte string, when that header is the empty map (0xa0).
 fn empty_unprotected_at(receipt: &[u8]) -> Option<usize> {

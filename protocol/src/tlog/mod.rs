@@ -22,7 +22,10 @@ pub use cose_receipt::{ProofKind, UncheckedCoseReceipt};
 pub use equivocation::EquivocationBundle;
 pub use error::TlogError;
 pub use inclusion::{InclusionReceipt, TreeStatement, sign_inclusion_receipt};
-pub use leaf::{attach_inclusion_receipts, inclusion_receipts_of, leaf_bytes, receipt_leaf_hash};
+pub use leaf::{
+    attach_inclusion_receipts, inclusion_receipts_of, leaf_bytes, receipt_leaf_hash,
+    unprotected_header_is_empty,
+};
 pub use promise::Promise;
 pub use proofs::{ConsistencyProof, InclusionProof};
 pub use signed_doc::SignedDoc;
