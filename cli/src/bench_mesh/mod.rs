@@ -241,7 +241,7 @@ pub fn run(args: &BenchMeshArgs) -> anyhow::Result<ExitCode> {
         "audit: writing and verifying a log of {} receipts…",
         args.audit
     );
-    let a = audit::audit(dir.path(), args.audit, 3)?;
+    let a = audit::audit(&exe, dir.path(), args.audit, 3)?;
     println!(
         "audit       quorate verify {:.0} receipts/s / ({cores} cores x raw verify_strict {:.0}/s) = {:.2}   goal >= 0.9",
         a.verify_rate,
