@@ -15,7 +15,11 @@
 
 use ciborium::value::Value;
 
+mod build;
+pub mod read;
 pub(crate) mod write;
+
+use build::build;
 
 /// Hard cap on the nesting depth accepted from the wire.
 pub const MAX_DEPTH: usize = 16;
@@ -286,80 +290,6 @@ fn walk(bytes: &[u8], limits: &Limits) -> Result<bool, CborError> {
     Ok(shown)
 }
 
-/// Nesting [`build`] reads, well inside ciborium's recursion limit of [`MAX_DEPTH`] (deeper
-/// documents are left to ciborium).
-const BUILD_DEPTH: usize = MAX_DEPTH / 2;
-
-/// The value ciborium would decode from `bytes`, which [`walk`] has shown to be one
-/// well-formed deterministic item within its limits, read straight off the bytes (about a
-/// fifth of ciborium's cost: no serde visitors, no scratch buffer). `None` for anything not
-/// built exactly as ciborium builds it: invalid UTF-8, simple values other than `false`,
-/// `true` and `null`, floats, the bignum tags, nesting deeper than [`BUILD_DEPTH`].
-fn build(bytes: &[u8]) -> Option<Value> {
-    let mut pos = 0;
-    let value = build_item(bytes, &mut pos, 0)?;
-    (pos == bytes.len()).then_some(value)
-}
-
-fn build_item(bytes: &[u8], pos: &mut usize, depth: usize) -> Option<Value> {
-    let initial = *bytes.get(*pos)?;
-    *pos += 1;
-    let (major, info) = (initial >> 5, initial & 0x1f);
-    let arg = match info {
-        0..=23 => u64::from(info),
-        24..=27 => {
-            let n = 1usize << (info - 24);
-            let raw = bytes.get(*pos..pos.checked_add(n)?)?;
-            *pos += n;
-            raw.iter().fold(0u64, |acc, b| (acc << 8) | u64::from(*b))
-        }
-        _ => return None,
-    };
-    let nested = depth < BUILD_DEPTH;
-    Some(match major {
-        0 => Value::Integer(arg.into()),
-        1 => Value::Integer(ciborium::value::Integer::try_from(-1 - i128::from(arg)).ok()?),
-        2 | 3 => {
-            let end = pos.checked_add(usize::try_from(arg).ok()?)?;
-            let raw = bytes.get(*pos..end)?;
-            *pos = end;
-            if major == 2 {
-                Value::Bytes(raw.to_vec())
-            } else {
-                Value::Text(std::str::from_utf8(raw).ok()?.to_owned())
-            }
-        }
-        4 if nested => {
-            // Every element takes a byte at least: the capacity is bounded by the input.
-            let n = usize::try_from(arg).ok()?;
-            let mut items = Vec::with_capacity(n.min(bytes.len() - *pos));
-            for _ in 0..n {
-                items.push(build_item(bytes, pos, depth + 1)?);
-            }
-            Value::Array(items)
-        }
-        5 if nested => {
-            let n = usize::try_from(arg).ok()?;
-            let mut entries = Vec::with_capacity(n.min(bytes.len() - *pos));
-            for _ in 0..n {
-                let key = build_item(bytes, pos, depth + 1)?;
-                entries.push((key, build_item(bytes, pos, depth + 1)?));
-            }
-            Value::Map(entries)
-        }
-        6 if nested && arg != 2 && arg != 3 => {
-            Value::Tag(arg, Box::new(build_item(bytes, pos, depth + 1)?))
-        }
-        7 => match info {
-            20 => Value::Bool(false),
-            21 => Value::Bool(true),
-            22 => Value::Null,
-            _ => return None,
-        },
-        _ => return None,
-    })
-}
-
 /// A reader's decoding error in words (ciborium's own text is its debug form).
 fn describe(e: ciborium::de::Error<std::io::Error>) -> String {
     use ciborium::de::Error;
@@ -409,133 +339,10 @@ fn canonicalize(value: &Value) -> Result<Value, CborError> {
     })
 }
 
-/// Helpers to read typed fields out of a decoded map with clear errors.
-pub mod read {
-    use ciborium::value::{Integer, Value};
-
-    /// A field-level decoding error: which field, and what was wrong.
-    #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-    #[error("field {field}: {problem}")]
-    pub struct FieldError {
-        /// The field's name in the spec.
-        pub field: &'static str,
-        /// What was wrong with it.
-        pub problem: String,
-    }
-
-    fn err(field: &'static str, problem: impl Into<String>) -> FieldError {
-        FieldError {
-            field,
-            problem: problem.into(),
-        }
-    }
-
-    /// An unsigned integer.
-    pub fn uint(v: &Value, field: &'static str) -> Result<u64, FieldError> {
-        match v {
-            Value::Integer(i) => {
-                u64::try_from(*i).map_err(|_| err(field, "must be an unsigned integer"))
-            }
-            _ => Err(err(field, "must be an unsigned integer")),
-        }
-    }
-
-    /// A byte string of exactly `N` bytes.
-    pub fn bytes_n<const N: usize>(v: &Value, field: &'static str) -> Result<[u8; N], FieldError> {
-        match v {
-            Value::Bytes(b) => b
-                .as_slice()
-                .try_into()
-                .map_err(|_| err(field, format!("must be {N} bytes, found {}", b.len()))),
-            _ => Err(err(field, "must be a byte string")),
-        }
-    }
-
-    /// A byte string with a length in `min..=max`.
-    pub fn bytes_range<'a>(
-        v: &'a Value,
-        field: &'static str,
-        min: usize,
-        max: usize,
-    ) -> Result<&'a [u8], FieldError> {
-        match v {
-            Value::Bytes(b) if (min..=max).contains(&b.len()) => Ok(b),
-            Value::Bytes(b) => Err(err(
-                field,
-                format!("must be {min} to {max} bytes, found {}", b.len()),
-            )),
-            _ => Err(err(field, "must be a byte string")),
-        }
-    }
-
-    /// A text string of at most `max` bytes.
-    pub fn text<'a>(v: &'a Value, field: &'static str, max: usize) -> Result<&'a str, FieldError> {
-        match v {
-            Value::Text(t) if t.len() <= max => Ok(t),
-            Value::Text(_) => Err(err(field, format!("longer than {max} bytes"))),
-            _ => Err(err(field, "must be a text string")),
-        }
-    }
-
-    /// A boolean.
-    pub fn boolean(v: &Value, field: &'static str) -> Result<bool, FieldError> {
-        match v {
-            Value::Bool(b) => Ok(*b),
-            _ => Err(err(field, "must be a boolean")),
-        }
-    }
-
-    /// An array of at most `max` items.
-    pub fn array<'a>(
-        v: &'a Value,
-        field: &'static str,
-        max: usize,
-    ) -> Result<&'a [Value], FieldError> {
-        match v {
-            Value::Array(a) if a.len() <= max => Ok(a),
-            Value::Array(a) => Err(err(
-                field,
-                format!("has {} items, at most {max} allowed", a.len()),
-            )),
-            _ => Err(err(field, "must be an array")),
-        }
-    }
-
-    /// A map with small unsigned-integer keys, returned as (key, value) pairs in order.
-    /// Keys outside `allowed` are rejected.
-    pub fn int_map<'a>(
-        v: &'a Value,
-        field: &'static str,
-        allowed: &[u64],
-    ) -> Result<Vec<(u64, &'a Value)>, FieldError> {
-        let Value::Map(entries) = v else {
-            return Err(err(field, "must be a map"));
-        };
-        entries
-            .iter()
-            .map(|(k, v)| {
-                let key = match k {
-                    Value::Integer(i) => u64::try_from(*i).ok(),
-                    _ => None,
-                }
-                .ok_or_else(|| err(field, "map keys must be unsigned integers"))?;
-                if !allowed.contains(&key) {
-                    return Err(err(field, format!("unknown key {key}")));
-                }
-                Ok((key, v))
-            })
-            .collect()
-    }
-
-    /// Builds an integer CBOR value.
-    pub fn int(i: u64) -> Value {
-        Value::Integer(Integer::from(i))
-    }
-}
-
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
+    use super::build::BUILD_DEPTH;
     use super::*;
 
     #[test]

@@ -26,7 +26,7 @@ macro_rules! le_vec {
 }
 
 /// An ORT input over `t`: a view of its bytes where they can be read in place, else a copy.
-pub(crate) fn to_ort(t: &Tensor) -> anyhow::Result<SessionInputValue<'_>> {
+pub fn to_ort(t: &Tensor) -> anyhow::Result<SessionInputValue<'_>> {
     let d = t.data();
     macro_rules! view {
         ($t:ty) => {

@@ -11,4 +11,5 @@ pub mod plugin;
 pub mod providers;
 mod session;
 
+pub use convert::to_ort;
 pub use session::*;

@@ -369,17 +369,6 @@ impl LoadedModel {
         Self::from_bytes(&bytes, intra_threads).with_context(|| format!("model {}", path.display()))
     }
 
-    /// Calls `f` with the model's ONNX Runtime session, under the lock [`Self::run`] takes:
-    /// for baselines that call ONNX Runtime directly on the session a node serves with (the
-    /// same providers, threads and options), without quorate's tensor conversions.
-    pub fn with_session<R>(&self, f: impl FnOnce(&mut Session) -> R) -> anyhow::Result<R> {
-        let mut session = self
-            .session
-            .lock()
-            .map_err(|_| anyhow!("model session poisoned by a panic"))?;
-        Ok(f(&mut session))
-    }
-
     /// Checks `tensors` against the declared inputs: the same names, types and shapes.
     /// Returns them in declaration order.
     pub fn check_inputs(&self, mut tensors: Vec<Tensor>) -> Result<Vec<Tensor>, InputError> {
@@ -463,6 +452,12 @@ pub struct Runner<'m> {
 }
 
 impl Runner<'_> {
+    /// The held ONNX Runtime session itself: for baselines that call ONNX Runtime directly on
+    /// the session a node serves with (the same providers, threads and options).
+    pub fn session(&mut self) -> &mut Session {
+        &mut self.session
+    }
+
     /// Runs the model on inputs already checked by [`LoadedModel::check_inputs`]. The
     /// inputs are borrowed: ORT reads their bytes in place where it can.
     pub fn run<'t>(

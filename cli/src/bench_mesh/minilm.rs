@@ -4,23 +4,20 @@
 //!
 //! The node is a `quorate node` process of its own serving the model with `--minilm-threads`
 //! ONNX Runtime intra-op threads (`intra_threads`; a node's default is one), on XNNPACK then
-//! CPU as every bench node. The
-//! baseline loads the same file with the same providers and threads in this process and
-//! calls `Session::run` on inputs converted once (no commitments, receipts, QUIC or audit
-//! log), from as many threads as there are clients and from one: the faster counts. Both
-//! sides take one lock per run, as ONNX Runtime's API in this crate requires (`run` borrows
-//! the session mutably).
+//! CPU as every bench node. The baseline loads the same file with the same providers and
+//! threads in this process and calls `Session::run` on the inputs lent in place, as the
+//! node's runs lend them (no commitments, receipts, QUIC or audit log), from as many threads
+//! as there are clients and from one: the faster counts. Both sides take one lock per run,
+//! as ONNX Runtime's API in this crate requires (`run` borrows the session mutably).
 
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
-use ort::session::SessionInputValue;
-use ort::value::{DynValue, Tensor as OrtTensor};
-use quorate_protocol::tensor::{DType, Tensor};
-use quorate_runtime::LoadedModel;
+use quorate_protocol::tensor::Tensor;
 use quorate_runtime::providers::Provider;
+use quorate_runtime::{LoadedModel, to_ort};
 
 use super::BenchMeshArgs;
 use super::latency::{self, Target};
@@ -106,11 +103,7 @@ pub fn minilm(
             ..Custom::default()
         },
     )?;
-    let node = mesh
-        .roster
-        .by_name("node-1")
-        .context("the mesh has no node-1")?
-        .clone();
+    let node = super::node_1(&mesh)?;
     let target = Target {
         mesh: &mesh,
         node: &node,
@@ -140,17 +133,21 @@ pub fn minilm(
 }
 
 /// `Session::run` calls per second from `clients` threads sharing `model`'s session, each
-/// feeding the inputs it converted before the clock started.
+/// lending it the inputs in place as the node's runs do ([`to_ort`]).
 fn raw_throughput(
     model: &LoadedModel,
     inputs: &[Tensor],
     clients: usize,
     seconds: f64,
 ) -> anyhow::Result<f64> {
-    let feed = inputs
-        .iter()
-        .map(|t| Ok((t.name().to_string(), ort_value(t)?)))
-        .collect::<anyhow::Result<Vec<(String, DynValue)>>>()?;
+    let run = || -> anyhow::Result<()> {
+        let values = inputs
+            .iter()
+            .map(|t| Ok((t.name(), to_ort(t)?)))
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        model.lock()?.session().run(values)?;
+        Ok(())
+    };
     let runs = AtomicU64::new(0);
     let failure = std::sync::Mutex::new(None::<String>);
     let start = Instant::now();
@@ -161,20 +158,13 @@ fn raw_throughput(
                 // At least one run each, so that a warm-up of zero seconds still runs.
                 let mut first = true;
                 while std::mem::take(&mut first) || Instant::now() < deadline {
-                    let ran = model.with_session(|session| {
-                        let values: Vec<(&str, SessionInputValue<'_>)> = feed
-                            .iter()
-                            .map(|(name, v)| (name.as_str(), SessionInputValue::from(v)))
-                            .collect();
-                        session.run(values).map(drop).map_err(|e| e.to_string())
-                    });
-                    match ran.map_err(|e| e.to_string()).and_then(|r| r) {
+                    match run() {
                         Ok(()) => {
                             runs.fetch_add(1, Ordering::Relaxed);
                         }
                         Err(e) => {
                             if let Ok(mut f) = failure.lock() {
-                                f.get_or_insert(e);
+                                f.get_or_insert(format!("{e:#}"));
                             }
                             return;
                         }
@@ -187,34 +177,4 @@ fn raw_throughput(
         bail!("ONNX Runtime failed a raw run: {e}");
     }
     Ok(runs.load(Ordering::Relaxed) as f64 / start.elapsed().as_secs_f64())
-}
-
-/// One tensor as an ONNX Runtime value (the types the transformer takes).
-fn ort_value(t: &Tensor) -> anyhow::Result<DynValue> {
-    let shape: Vec<i64> = t.shape().iter().map(|&d| d as i64).collect();
-    let d = t.data();
-    Ok(match t.dtype() {
-        DType::I64 => OrtTensor::from_array((
-            shape,
-            d.chunks_exact(8)
-                .map(|c| i64::from_le_bytes(c.try_into().unwrap_or_default()))
-                .collect::<Vec<i64>>(),
-        ))?
-        .into_dyn(),
-        DType::I32 => OrtTensor::from_array((
-            shape,
-            d.chunks_exact(4)
-                .map(|c| i32::from_le_bytes(c.try_into().unwrap_or_default()))
-                .collect::<Vec<i32>>(),
-        ))?
-        .into_dyn(),
-        DType::F32 => OrtTensor::from_array((
-            shape,
-            d.chunks_exact(4)
-                .map(|c| f32::from_le_bytes(c.try_into().unwrap_or_default()))
-                .collect::<Vec<f32>>(),
-        ))?
-        .into_dyn(),
-        other => bail!("the MiniLM baseline feeds int64, int32 or float32 inputs, not {other}"),
-    })
 }

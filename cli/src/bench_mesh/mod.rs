@@ -74,6 +74,14 @@ pub struct BenchMeshArgs {
     pub models: PathBuf,
 }
 
+/// The roster entry of the mesh's first node, which every figure's jobs go to.
+fn node_1(mesh: &LocalMesh) -> anyhow::Result<quorate_protocol::roster::Entry> {
+    mesh.roster
+        .by_name("node-1")
+        .context("the mesh has no node-1")
+        .cloned()
+}
+
 fn us(ns: f64) -> String {
     format!("{:.1} µs", ns / 1e3)
 }
@@ -141,11 +149,7 @@ pub fn run(args: &BenchMeshArgs) -> anyhow::Result<ExitCode> {
             Duration::from_secs(30),
         )?
     };
-    let node = mesh
-        .roster
-        .by_name("node-1")
-        .context("the mesh has no node-1")?
-        .clone();
+    let node = node_1(&mesh)?;
     let target = Target {
         mesh: &mesh,
         node: &node,

@@ -32,20 +32,24 @@ pub fn attested_batch(
     key: &SecretKey,
     now: u64,
 ) -> anyhow::Result<(Vec<BatchJob>, BatchReceipts)> {
-    let per_job = JOB_ID_LEN
-        + if salted {
-            SALT_LEN * (model.inputs.len() + model.outputs.len())
-        } else {
-            0
-        };
-    let mut pool = zeroize::Zeroizing::new(vec![0u8; per_job * batch.len()]);
+    let mut pool = zeroize::Zeroizing::new(vec![0u8; draw_len(model, salted) * batch.len()]);
     quorate_crypto::random::fill(&mut pool)?;
-    batch_with_draws(model, batch, salted, nonce, key, now, &pool, per_job)
+    batch_with_draws(model, batch, salted, nonce, key, now, &pool)
 }
 
-/// [`attested_batch`] with its random draws given: `per_job` bytes per input set, the job
-/// id then the salts of the inputs and of the outputs, in order.
-#[allow(clippy::too_many_arguments)]
+/// Random bytes one input set takes: the job id, then the salts of the inputs and of the
+/// outputs when `salted`.
+fn draw_len(model: &LoadedModel, salted: bool) -> usize {
+    let salts = if salted {
+        model.inputs.len() + model.outputs.len()
+    } else {
+        0
+    };
+    JOB_ID_LEN + SALT_LEN * salts
+}
+
+/// [`attested_batch`] with its random draws given: [`draw_len`] bytes per input set, the
+/// job id then the salts of the inputs and of the outputs, in order.
 fn batch_with_draws(
     model: &LoadedModel,
     batch: Vec<Vec<Tensor>>,
@@ -54,9 +58,8 @@ fn batch_with_draws(
     key: &SecretKey,
     now: u64,
     pool: &[u8],
-    per_job: usize,
 ) -> anyhow::Result<(Vec<BatchJob>, BatchReceipts)> {
-    let mut draws = pool.chunks_exact(per_job);
+    let mut draws = pool.chunks_exact(draw_len(model, salted));
     // The payload of every job (§4.2); only the job id and commitments change between jobs.
     let mut payload = ReceiptPayload {
         job_id: [0; JOB_ID_LEN],
@@ -161,7 +164,6 @@ mod tests {
                 &key,
                 now,
                 &pool,
-                per_job,
             )
             .unwrap();
             let payloads: Vec<ReceiptPayload> = pool
