@@ -6,7 +6,7 @@
 //! the `quorate` binary itself refuses those keys.
 
 use std::io::{BufRead, BufReader};
-use std::net::{SocketAddr, UdpSocket};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -21,6 +21,10 @@ use quorate_protocol::tensor_file::parse_npy;
 
 use quorate_node::clock::unix_now;
 use quorate_node::files::{write_atomic, write_keypair};
+
+mod ports;
+
+pub use ports::loopback_port;
 
 /// A running local mesh.
 pub struct LocalMesh {
@@ -118,11 +122,6 @@ pub struct Placement {
     /// A command the node's command line is appended to (e.g. `ip netns exec NS`); empty
     /// to start the node directly.
     pub prefix: Vec<String>,
-}
-
-/// A free UDP port on 127.0.0.1 (released at once; a small race is acceptable on loopback).
-fn free_port() -> anyhow::Result<SocketAddr> {
-    Ok(UdpSocket::bind("127.0.0.1:0")?.local_addr()?)
 }
 
 /// Which bundled models node `i` (0-based) of `n` serves: every node serves mlp and logistic,
@@ -252,7 +251,7 @@ impl LocalMesh {
             let (addr, advertise, prefix) = match placement(i) {
                 Some(p) => (p.listen, p.advertise, p.prefix),
                 None => {
-                    let a = free_port()?;
+                    let a = loopback_port()?;
                     (a, a, Vec::new())
                 }
             };

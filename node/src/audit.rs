@@ -86,10 +86,55 @@ struct Outcome {
     done: OnceLock<CommitResult>,
     wants_proof: bool,
     inclusion: OnceLock<Vec<u8>>,
-    /// The appending thread, parked until its result is in or it is to lead a commit: the
-    /// leader wakes exactly the threads of its group and the next leader, rather than every
-    /// waiter contending for the queue after each commit.
-    waiter: std::thread::Thread,
+    /// Who waits for the result: the leader wakes exactly the waiters of its group and the
+    /// next leader, rather than every waiter contending for the queue after each commit.
+    waiter: Waiter,
+}
+
+/// Who appended a receipt and waits for its commit.
+enum Waiter {
+    /// A blocking thread, parked until its result is in or it is to lead a commit.
+    Thread(std::thread::Thread),
+    /// An async task ([`AuditLog::append_async`]): it never leads a commit (an `fdatasync`
+    /// would stall its runtime thread); it is told through this channel that its result is in.
+    Task(Mutex<Option<tokio::sync::oneshot::Sender<()>>>),
+}
+
+impl Outcome {
+    fn new(wants_proof: bool, waiter: Waiter) -> Arc<Self> {
+        Arc::new(Self {
+            done: OnceLock::new(),
+            wants_proof,
+            inclusion: OnceLock::new(),
+            waiter,
+        })
+    }
+
+    /// Wakes the waiter: to read its result, or (a thread) to lead the next commit.
+    fn wake(&self) {
+        match &self.waiter {
+            Waiter::Thread(t) => t.unpark(),
+            Waiter::Task(tx) => {
+                if let Some(tx) = lock(tx).take() {
+                    let _ = tx.send(());
+                }
+            }
+        }
+    }
+
+    /// The waiter's result, once its commit is over.
+    fn result(&self, path: &Path) -> Option<Result<Option<Vec<u8>>, AppendError>> {
+        let result = self.done.get()?;
+        Some(
+            result
+                .clone()
+                .map(|()| self.inclusion.get().cloned())
+                .map_err(|(kind, message)| AppendError::StorageUnavailable {
+                    path: path.to_path_buf(),
+                    source: std::io::Error::new(kind, message),
+                }),
+        )
+    }
 }
 
 /// Receipts appended but not yet taken by a commit.
@@ -228,23 +273,12 @@ impl AuditLog {
         if receipt.len() > MAX_RECEIPT_LEN {
             return Err(AppendError::TooLarge(receipt.len()));
         }
-        let mine = Arc::new(Outcome {
-            done: OnceLock::new(),
-            wants_proof,
-            inclusion: OnceLock::new(),
-            waiter: std::thread::current(),
-        });
+        let mine = Outcome::new(wants_proof, Waiter::Thread(std::thread::current()));
         let mut queue = lock(&self.queue);
         queue.pending.push((record(receipt), mine.clone()));
         loop {
-            if let Some(result) = mine.done.get() {
-                return result
-                    .clone()
-                    .map(|()| mine.inclusion.get().cloned())
-                    .map_err(|(kind, message)| AppendError::StorageUnavailable {
-                        path: self.path.clone(),
-                        source: std::io::Error::new(kind, message),
-                    });
+            if let Some(result) = mine.result(&self.path) {
+                return result;
             }
             if queue.committing {
                 // An unpark that comes between the unlock and the park is kept, and a
@@ -254,21 +288,75 @@ impl AuditLog {
                 queue = lock(&self.queue);
                 continue;
             }
-            // Lead one commit: everything waiting now, this receipt included unless an
-            // earlier leader took it already.
+            // Lead: everything waiting now, this receipt included unless an earlier leader
+            // took it already.
             queue.committing = true;
+            queue = self.lead(queue);
+        }
+    }
+
+    /// [`Self::append_proved`] (or [`Self::append`] when `wants_proof` is false) for async
+    /// callers: the task waits without holding a thread. Receipts of tasks and of threads join
+    /// the same groups; when no commit is under way, one is led from the blocking thread pool,
+    /// so a burst of tasks costs one hand-over per group rather than one per receipt.
+    pub async fn append_async(
+        self: &Arc<Self>,
+        receipt: &[u8],
+        wants_proof: bool,
+    ) -> Result<Option<Vec<u8>>, AppendError> {
+        if receipt.len() > MAX_RECEIPT_LEN {
+            return Err(AppendError::TooLarge(receipt.len()));
+        }
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let mine = Outcome::new(wants_proof, Waiter::Task(Mutex::new(Some(tx))));
+        {
+            let mut queue = lock(&self.queue);
+            queue.pending.push((record(receipt), mine.clone()));
+            if !queue.committing {
+                queue.committing = true;
+                drop(queue);
+                let log = self.clone();
+                tokio::task::spawn_blocking(move || drop(log.lead(lock(&log.queue))));
+            }
+        }
+        // The sender is dropped unsent only if the leading task was never run (the runtime
+        // is shutting down): the receipt's fate is then unknown and no result is released.
+        let _ = rx.await;
+        mine.result(&self.path).unwrap_or_else(|| {
+            Err(AppendError::StorageUnavailable {
+                path: self.path.clone(),
+                source: std::io::Error::other("the commit of this receipt did not run"),
+            })
+        })
+    }
+
+    /// Commits groups while this caller leads (`queue.committing` is set by the caller): the
+    /// pending group, then, as long as the next waiter is a task (which cannot lead), the
+    /// group that gathered meanwhile. Hands over to a waiting thread, or stops when nothing
+    /// is pending.
+    fn lead<'q>(&'q self, mut queue: MutexGuard<'q, Queue>) -> MutexGuard<'q, Queue> {
+        loop {
             let group = std::mem::take(&mut queue.pending);
             drop(queue);
             let result = self.commit(&group);
             queue = lock(&self.queue);
             for (_, outcome) in &group {
                 let _ = outcome.done.set(result.clone());
-                outcome.waiter.unpark();
+                outcome.wake();
             }
-            queue.committing = false;
-            // Whoever appended first since the commit began leads the next one.
-            if let Some((_, next)) = queue.pending.first() {
-                next.waiter.unpark();
+            let next = queue.pending.first().map(|(_, o)| o.clone());
+            match next {
+                Some(next) if matches!(next.waiter, Waiter::Task(_)) => continue,
+                Some(next) => {
+                    // Whoever appended first since the commit began leads the next one.
+                    queue.committing = false;
+                    next.wake();
+                    return queue;
+                }
+                None => {
+                    queue.committing = false;
+                    return queue;
+                }
             }
         }
     }
@@ -489,6 +577,74 @@ mod tests {
                 .collect();
             assert_eq!(order, (0..100).collect::<Vec<_>>(), "thread {t}");
         }
+    }
+
+    /// Tasks and threads appending at once share group commits: every receipt is durable
+    /// when its append returns, exactly once and whole, and each appender's receipts keep
+    /// their order.
+    #[test]
+    fn async_and_blocking_appends_share_commits_and_lose_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("audit.qlog");
+        let (log, _) = AuditLog::open(&path).unwrap();
+        let log = Arc::new(log);
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap();
+        let receipt = |who: &str, i: u32| format!("{who}/{i:04}").repeat(1 + i as usize % 5);
+        let tasks: Vec<_> = (0..12)
+            .map(|t| {
+                let log = log.clone();
+                rt.spawn(async move {
+                    for i in 0..150u32 {
+                        let r = receipt(&format!("task{t}"), i);
+                        let proof = log.append_async(r.as_bytes(), false).await.unwrap();
+                        assert!(proof.is_none());
+                        assert!(log.durable_len() >= r.len() as u64);
+                    }
+                })
+            })
+            .collect();
+        let threads: Vec<_> = (0..4)
+            .map(|t| {
+                let log = log.clone();
+                std::thread::spawn(move || {
+                    for i in 0..150u32 {
+                        log.append(receipt(&format!("thread{t}"), i).as_bytes())
+                            .unwrap();
+                    }
+                })
+            })
+            .collect();
+        for t in tasks {
+            rt.block_on(t).unwrap();
+        }
+        for t in threads {
+            t.join().unwrap();
+        }
+        let s = scan(&std::fs::read(&path).unwrap()).unwrap();
+        assert_eq!(s.torn_bytes, 0);
+        assert_eq!(s.records.len(), 16 * 150);
+        let who: Vec<String> = (0..12)
+            .map(|t| format!("task{t}"))
+            .chain((0..4).map(|t| format!("thread{t}")))
+            .collect();
+        for w in &who {
+            let mine: Vec<&Vec<u8>> = s
+                .records
+                .iter()
+                .filter(|r| r.starts_with(format!("{w}/").as_bytes()))
+                .collect();
+            let want: Vec<Vec<u8>> = (0..150).map(|i| receipt(w, i).into_bytes()).collect();
+            assert_eq!(mine.len(), 150, "{w}");
+            assert!(
+                mine.iter().zip(&want).all(|(a, b)| *a == b),
+                "{w} out of order"
+            );
+        }
+        assert_eq!(log.durable_len(), std::fs::metadata(&path).unwrap().len());
     }
 
     /// Heads cover exactly the durable records, with the §18.1 leaves (a record's bytes are

@@ -5,10 +5,10 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{SocketAddr, TcpStream};
 use std::time::Duration;
 
-use quorate_cli::local::{LocalMesh, mlp_sample};
+use quorate_cli::local::{LocalMesh, loopback_port, mlp_sample};
 use quorate_node::mesh::client::{MeshClient, fresh_request};
 use quorate_tests::{quorate_bin, repo_root};
 
@@ -39,10 +39,7 @@ fn sample(text: &str, name: &str) -> f64 {
 
 #[test]
 fn metrics_count_jobs_by_kind_and_outcome_and_show_audit_and_roster_state() {
-    let port = TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap();
+    let port = loopback_port().unwrap();
     let dir = tempfile::tempdir().unwrap();
     let mesh = LocalMesh::start_with(
         dir.path(),

@@ -3,11 +3,13 @@
 //! log, the models, a view of the current roster's governance — so it reaches into nothing
 //! else of the node.
 
+use std::collections::HashMap;
 use std::sync::Arc;
-#[cfg(feature = "test-util")]
-use std::time::Duration;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
 
 use quorate_crypto::SecretKey;
+use quorate_crypto::tensor_digest::SALT_LEN;
 use quorate_protocol::governance::Governance;
 use quorate_protocol::messages::{ErrorCode, ErrorFrame, InferRequest, InferResponse};
 use quorate_protocol::tlog;
@@ -34,6 +36,9 @@ pub struct InferService {
     /// How replies prove inclusion (§18.11.3).
     replies: LogReplies,
     promises: PromiseWindow,
+    /// What one job of each model cost lately, in nanoseconds (`u64::MAX`: not run yet);
+    /// see [`Self::runs_inline`].
+    costs: HashMap<[u8; 32], AtomicU64>,
     /// Test harness only: wait this long before answering.
     #[cfg(feature = "test-util")]
     test_delay: Duration,
@@ -43,6 +48,19 @@ pub struct InferService {
     /// Test harness only: leave receipts out of the audit log.
     #[cfg(feature = "test-util")]
     pub(crate) omit_from_log: bool,
+}
+
+/// The longest a job may have taken lately for the next of its model to be computed on an
+/// async runtime thread: well under what one poll may hold such a thread without delaying
+/// the network I/O of other requests noticeably.
+pub const INLINE_MAX: Duration = Duration::from_micros(100);
+
+/// A job computed and signed, not yet in the audit log.
+pub struct Signed {
+    outputs: Vec<quorate_protocol::tensor::Tensor>,
+    output_salts: Option<Vec<[u8; SALT_LEN]>>,
+    receipt: Vec<u8>,
+    issued_at: u64,
 }
 
 /// The window one promise covers: the head interval (§18.11.3).
@@ -96,6 +114,10 @@ impl InferService {
         if replies == LogReplies::Inclusion {
             audit.prove_in_replies(key.clone());
         }
+        let costs = models
+            .providers()
+            .map(|(digest, _)| (digest, AtomicU64::new(u64::MAX)))
+            .collect();
         Self {
             key,
             audit,
@@ -103,6 +125,7 @@ impl InferService {
             governance,
             replies,
             promises: PromiseWindow::default(),
+            costs,
             #[cfg(feature = "test-util")]
             test_delay: Duration::ZERO,
             #[cfg(feature = "test-util")]
@@ -150,14 +173,25 @@ impl InferService {
             })
     }
 
-    /// Runs one request (blocking: call it off the async threads).
-    pub fn handle(
-        &self,
-        model: &LoadedModel,
-        req: InferRequest,
-    ) -> Result<InferResponse, ErrorFrame> {
+    /// Whether a request for `model` may be computed on an async runtime thread rather than
+    /// handed to the blocking pool (§12.3): only when the model's recent runs, commitments and
+    /// signature took under [`INLINE_MAX`]. A model not yet run, or a slow one, goes to the pool.
+    pub fn runs_inline(&self, model: &[u8; 32]) -> bool {
+        #[cfg(feature = "test-util")]
+        if !self.test_delay.is_zero() {
+            return false;
+        }
+        self.costs
+            .get(model)
+            .is_some_and(|c| c.load(Ordering::Relaxed) < INLINE_MAX.as_nanos() as u64)
+    }
+
+    /// Runs one request, commits and signs its receipt: the CPU part of a job, without the
+    /// audit log. Blocking unless [`Self::runs_inline`] says the model is quick.
+    pub fn compute(&self, model: &LoadedModel, req: InferRequest) -> Result<Signed, ErrorFrame> {
         #[cfg(feature = "test-util")]
         std::thread::sleep(self.test_delay);
+        let started = Instant::now();
         let salts = req.input_salts.clone();
         let ordered_names: Vec<String> = req.inputs.iter().map(|t| t.name().to_string()).collect();
         let checked = model
@@ -204,12 +238,41 @@ impl InferService {
             .payload
             .sign(&self.key)
             .map_err(|e| internal(e.into()))?;
-        let (receipt, promise) = self.log(receipt, attested.payload.issued_at)?;
-        Ok(InferResponse {
+        self.note_cost(&model.digest, started.elapsed());
+        Ok(Signed {
             output_salts: job
                 .salted
                 .then(|| attested.outputs.iter().filter_map(|c| c.salt).collect()),
             outputs: attested.outputs.into_iter().map(|c| c.tensor).collect(),
+            receipt,
+            issued_at: attested.payload.issued_at,
+        })
+    }
+
+    /// Keeps a running estimate of what one job of `model` costs (an exponential average
+    /// weighting the newest run by 1/4, so that a model that turns slow leaves the async
+    /// threads after a few runs).
+    fn note_cost(&self, model: &[u8; 32], took: Duration) {
+        let Some(cost) = self.costs.get(model) else {
+            return;
+        };
+        let took = u64::try_from(took.as_nanos()).unwrap_or(u64::MAX);
+        let old = cost.load(Ordering::Relaxed);
+        let new = if old == u64::MAX {
+            took
+        } else {
+            old / 4 * 3 + took / 4
+        };
+        cost.store(new, Ordering::Relaxed);
+    }
+
+    /// The rest of a job after [`Self::compute`]: the receipt made durable, and proved to be
+    /// in the log (§12.4, §18.11.3); the reply may leave once this returns.
+    pub async fn finish(&self, signed: Signed) -> Result<InferResponse, ErrorFrame> {
+        let (receipt, promise) = self.log(signed.receipt, signed.issued_at).await?;
+        Ok(InferResponse {
+            output_salts: signed.output_salts,
+            outputs: signed.outputs,
             receipt,
             promise,
         })
@@ -218,7 +281,7 @@ impl InferService {
     /// Makes the receipt durable before the reply leaves (§12.4) and proves it is in the log
     /// (§18.11.3): the receipt with its inclusion receipt in header 394, or the receipt as
     /// signed and a promise.
-    fn log(
+    async fn log(
         &self,
         receipt: Vec<u8>,
         issued_at: u64,
@@ -233,7 +296,7 @@ impl InferService {
                 let inclusion = if omit {
                     None
                 } else {
-                    self.audit.append_proved(&receipt)?
+                    self.audit.append_async(&receipt, true).await?
                 };
                 let Some(inclusion) = inclusion else {
                     return Ok((receipt, None));
@@ -244,7 +307,7 @@ impl InferService {
             }
             LogReplies::Promise => {
                 if !omit {
-                    self.audit.append(&receipt)?;
+                    self.audit.append_async(&receipt, false).await?;
                 }
                 let promise = self
                     .promises
@@ -253,5 +316,75 @@ impl InferService {
                 Ok((receipt, Some(promise)))
             }
         }
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use crate::mesh::client::fresh_request;
+    use quorate_protocol::audit_log::scan;
+    use quorate_protocol::tensor::Tensor;
+    use quorate_runtime::providers::Provider;
+
+    fn service(dir: &std::path::Path) -> (InferService, Arc<LoadedModel>) {
+        let models_dir = dir.join("models");
+        std::fs::create_dir_all(&models_dir).unwrap();
+        let mlp = concat!(env!("CARGO_MANIFEST_DIR"), "/../models/mlp.onnx");
+        std::fs::copy(mlp, models_dir.join("mlp.onnx")).unwrap();
+        let models = Arc::new(Models::load(&models_dir, "test", 1, &[Provider::Cpu]).unwrap());
+        let digest = models.providers().next().unwrap().0;
+        let model = models.onnx(&digest).unwrap();
+        let (audit, _) = AuditLog::open(&dir.join("audit.qlog")).unwrap();
+        let service = InferService::new(
+            Arc::new(SecretKey::from_seed(&[3; 32])),
+            Arc::new(audit),
+            models,
+            Arc::new(Governance::default),
+            LogReplies::Promise,
+        );
+        (service, model)
+    }
+
+    /// A model goes to the async threads only once its jobs are known to be quick, and
+    /// leaves them when they turn slow (§12.3).
+    #[test]
+    fn only_quick_models_run_inline() {
+        let dir = tempfile::tempdir().unwrap();
+        let (service, model) = service(dir.path());
+        assert!(!service.runs_inline(&model.digest), "not run yet");
+        assert!(!service.runs_inline(&[0; 32]), "not served");
+        let x = Tensor::from_f32("features", vec![1, 30], &[0.5; 30]).unwrap();
+        let req = fresh_request(model.digest, vec![x], None).unwrap();
+        service.compute(&model, req).unwrap();
+        let cost = service.costs[&model.digest].load(Ordering::Relaxed);
+        assert_eq!(
+            service.runs_inline(&model.digest),
+            cost < INLINE_MAX.as_nanos() as u64
+        );
+        service.note_cost(&model.digest, Duration::from_micros(10));
+        for _ in 0..4 {
+            service.note_cost(&model.digest, Duration::from_millis(20));
+        }
+        assert!(!service.runs_inline(&model.digest), "slow runs move it off");
+    }
+
+    /// `finish` returns only once the receipt is durable in the audit log, with the promise
+    /// of its window.
+    #[test]
+    fn finish_makes_the_receipt_durable_before_it_returns() {
+        let dir = tempfile::tempdir().unwrap();
+        let (service, model) = service(dir.path());
+        let x = Tensor::from_f32("features", vec![1, 30], &[0.25; 30]).unwrap();
+        let req = fresh_request(model.digest, vec![x], None).unwrap();
+        let signed = service.compute(&model, req).unwrap();
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        let response = rt.block_on(service.finish(signed)).unwrap();
+        assert!(response.promise.is_some());
+        let log = scan(&std::fs::read(dir.path().join("audit.qlog")).unwrap()).unwrap();
+        assert_eq!(log.records, vec![response.receipt]);
     }
 }

@@ -13,9 +13,10 @@ use quorate_crypto::tensor_digest::Digest32;
 use quorate_crypto::{PublicKey, SecretKey};
 use quorate_protocol::fhe::{FheRequest, FheResponse};
 use quorate_protocol::messages::{
-    ErrorCode, ErrorFrame, HealthInfo, MessageError, Request, Response,
+    ErrorCode, ErrorFrame, HealthInfo, InferRequest, InferResponse, MessageError, Request, Response,
 };
 use quorate_protocol::roster::Roster;
+use quorate_runtime::LoadedModel;
 
 use crate::audit::AuditLog;
 use crate::clock::unix_now;
@@ -188,13 +189,12 @@ impl NodeState {
             Err(e) => Response::Error(ErrorFrame::new(ErrorCode::BadRequest, e.to_string())),
             Ok(Request::Health) => Response::Health(self.health()),
             Ok(Request::Infer(req)) => {
-                let infer = self.infer.clone();
                 let job = self.admission.check_inputs(&req.inputs).and_then(|()| {
-                    let model = infer.model(&req.model)?;
-                    infer.check_governance(&req)?;
-                    Ok(move || infer.handle(&model, req))
+                    let model = self.infer.model(&req.model)?;
+                    self.infer.check_governance(&req)?;
+                    Ok((model, req))
                 });
-                self.admitted(job)
+                self.infer_job(job)
                     .await
                     .map_or_else(Response::Error, Response::Infer)
             }
@@ -272,6 +272,29 @@ impl NodeState {
         })
         .await
         .unwrap_or_else(|_| Err(ErrorFrame::new(ErrorCode::Internal, "job task failed")))
+    }
+
+    /// An inference job that passed its checks, under a job slot (§12.3): computed on this
+    /// async thread when its model is quick (no hand-over to the blocking pool and back),
+    /// in the blocking pool otherwise; then its receipt made durable without holding a
+    /// thread (the group commit wakes this task, §12.4).
+    async fn infer_job(
+        &self,
+        job: Result<(Arc<LoadedModel>, InferRequest), ErrorFrame>,
+    ) -> Result<InferResponse, ErrorFrame> {
+        let slot = self.admission.admit()?;
+        let (model, req) = job?;
+        let signed = if self.infer.runs_inline(&model.digest) {
+            self.infer.compute(&model, req)?
+        } else {
+            let infer = self.infer.clone();
+            tokio::task::spawn_blocking(move || infer.compute(&model, req))
+                .await
+                .unwrap_or_else(|_| Err(ErrorFrame::new(ErrorCode::Internal, "job task failed")))?
+        };
+        let answer = self.infer.finish(signed).await;
+        drop(slot);
+        answer
     }
 
     /// An encrypted-inference job (§16), or a refusal when built without TFHE.
