@@ -5,9 +5,7 @@
 //! unprotected header (receipts alone may carry header 394, their inclusion receipts,
 //! §18.4); embedded payload; no `crit`; the whole structure deterministic CBOR.
 
-use coset::{
-    AsCborValue, CoseSign1, CoseSign1Builder, HeaderBuilder, TaggedCborSerializable, iana,
-};
+use coset::{AsCborValue, CoseSign1, TaggedCborSerializable};
 use quorate_crypto::{KeyId, PublicKey, SecretKey, identity::KEY_ID_LEN};
 
 use crate::cbor::{self, CborError};
@@ -69,26 +67,37 @@ impl UncheckedSign1 {
 }
 
 /// Signs `payload` as a tagged COSE_Sign1 with the §4.1 profile.
+///
+/// Every byte is written in its deterministic form directly (§1.3): the protected header
+/// `{1: -8, 3: content type, 4: kid}` (keys in order), the RFC 9052 `Sig_structure`
+/// `["Signature1", protected, h'', payload]`, then `18([protected, {}, payload, signature])`.
+/// A test holds this equal to building the document with `coset` and re-encoding it.
 pub fn sign(payload: Vec<u8>, content_type: &str, key: &SecretKey) -> Result<Vec<u8>, CoseError> {
+    use crate::cbor::write;
     let kid = key.public_key().key_id();
-    let protected = HeaderBuilder::new()
-        .algorithm(iana::Algorithm::EdDSA)
-        .content_type(content_type.to_string())
-        .key_id(kid.0.to_vec())
-        .build();
-    let sign1 = CoseSign1Builder::new()
-        .protected(protected)
-        .payload(payload)
-        .create_signature(&[], |tbs| key.sign(tbs).0.to_vec())
-        .build();
-    let bytes = sign1
-        .to_tagged_vec()
-        .map_err(|e| CoseError::Structure(e.to_string()))?;
-    // Re-encode the outer structure deterministically; the signed byte strings inside are
-    // carried unchanged, so the signature stays valid.
-    let value: ciborium::value::Value = ciborium::de::from_reader(bytes.as_slice())
-        .map_err(|e| CborError::Malformed(e.to_string()))?;
-    Ok(cbor::encode(&value)?)
+    let mut protected = Vec::with_capacity(8 + content_type.len() + KEY_ID_LEN);
+    write::map(&mut protected, 3);
+    write::uint(&mut protected, 1);
+    write::int(&mut protected, ALG_EDDSA);
+    write::uint(&mut protected, 3);
+    write::text(&mut protected, content_type);
+    write::uint(&mut protected, 4);
+    write::bytes(&mut protected, &kid.0);
+    let mut to_be_signed = Vec::with_capacity(32 + protected.len() + payload.len());
+    write::array(&mut to_be_signed, 4);
+    write::text(&mut to_be_signed, "Signature1");
+    write::bytes(&mut to_be_signed, &protected);
+    write::bytes(&mut to_be_signed, &[]);
+    write::bytes(&mut to_be_signed, &payload);
+    let signature = key.sign(&to_be_signed).0;
+    let mut out = Vec::with_capacity(96 + protected.len() + payload.len());
+    out.push(0xd2); // tag 18, COSE_Sign1
+    write::array(&mut out, 4);
+    write::bytes(&mut out, &protected);
+    write::map(&mut out, 0);
+    write::bytes(&mut out, &payload);
+    write::bytes(&mut out, &signature);
+    Ok(out)
 }
 
 /// Parses a COSE_Sign1 under the §4.1 profile, checking the content type.
@@ -302,6 +311,7 @@ fn byte_string(out: &mut Vec<u8>, bytes: &[u8]) {
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
+    use coset::{CoseSign1Builder, HeaderBuilder, iana};
 
     /// A signed receipt read from its decoded value is the COSE_Sign1 coset reads from its
     /// bytes; what it does not take (a detached payload) is left to coset.
@@ -319,6 +329,44 @@ mod tests {
         let detached = detached.to_tagged_vec().unwrap();
         let value = cbor::decode_deterministic(&detached, 1 << 16).unwrap();
         assert_eq!(sign1_from_value(value, 1 << 16), None);
+    }
+
+    /// The document `sign` writes directly is the one coset builds, re-encoded
+    /// deterministically, for every length form of the payload and several content types.
+    #[test]
+    fn direct_signing_is_coset_reencoded() {
+        let key = SecretKey::from_seed(&[9; 32]);
+        let by_coset = |payload: Vec<u8>, content_type: &str| {
+            let protected = HeaderBuilder::new()
+                .algorithm(iana::Algorithm::EdDSA)
+                .content_type(content_type.to_string())
+                .key_id(key.public_key().key_id().0.to_vec())
+                .build();
+            let bytes = CoseSign1Builder::new()
+                .protected(protected)
+                .payload(payload)
+                .create_signature(&[], |tbs| key.sign(tbs).0.to_vec())
+                .build()
+                .to_tagged_vec()
+                .unwrap();
+            let value: ciborium::value::Value =
+                ciborium::de::from_reader(bytes.as_slice()).unwrap();
+            cbor::encode(&value).unwrap()
+        };
+        for len in [0usize, 1, 23, 24, 255, 256, 65_535, 65_536] {
+            for content_type in [
+                "a",
+                "application/vnd.quorate.receipt+cbor",
+                &"t".repeat(300),
+            ] {
+                let payload: Vec<u8> = (0..len).map(|i| (i * 7) as u8).collect();
+                assert_eq!(
+                    sign(payload.clone(), content_type, &key).unwrap(),
+                    by_coset(payload, content_type),
+                    "payload {len}, content type {content_type}"
+                );
+            }
+        }
     }
 
     /// The Sig_structure written directly is coset's, across every length form of the

@@ -28,6 +28,14 @@ pub(crate) fn uint(out: &mut Vec<u8>, n: u64) {
     head(out, 0, n);
 }
 
+/// An integer: unsigned (major type 0) or negative (major type 1, argument `-1 - n`).
+pub(crate) fn int(out: &mut Vec<u8>, n: i64) {
+    match u64::try_from(n) {
+        Ok(u) => head(out, 0, u),
+        Err(_) => head(out, 1, !(n as u64)),
+    }
+}
+
 /// A byte string (major type 2).
 pub(crate) fn bytes(out: &mut Vec<u8>, b: &[u8]) {
     head(out, 2, b.len() as u64);
@@ -82,6 +90,23 @@ mod tests {
             let mut out = Vec::new();
             uint(&mut out, n);
             assert_eq!(out, encode(&read::int(n)).unwrap(), "uint {n}");
+        }
+        for n in [
+            -1i64,
+            -8,
+            -24,
+            -25,
+            -256,
+            -257,
+            -65_537,
+            i64::MIN,
+            0,
+            7,
+            i64::MAX,
+        ] {
+            let mut out = Vec::new();
+            int(&mut out, n);
+            assert_eq!(out, encode(&Value::Integer(n.into())).unwrap(), "int {n}");
         }
         for len in [0usize, 23, 24, 255, 256, 65_535, 65_536, 70_000] {
             let b = vec![0xa5; len];
