@@ -170,10 +170,19 @@ pub(crate) fn tensor_value(t: &Tensor) -> Value {
 
 /// Decodes a tensor written by [`tensor_value`].
 pub(crate) fn tensor_from(v: &Value) -> Result<Tensor, MessageError> {
-    let [name, dtype, shape, data] = read::array(v, "tensor", 4)? else {
-        return Err(MessageError(
-            "a tensor is [name, dtype, shape, data]".into(),
-        ));
+    tensor_take(&mut v.clone())
+}
+
+/// [`tensor_from`], moving the tensor's data out of the decoded value instead of copying it
+/// (a message's value is dropped once decoded, §11.1).
+fn tensor_take(v: &mut Value) -> Result<Tensor, MessageError> {
+    let shape_err = || MessageError("a tensor is [name, dtype, shape, data]".into());
+    read::array(v, "tensor", 4)?;
+    let Value::Array(items) = v else {
+        return Err(shape_err());
+    };
+    let [name, dtype, shape, data] = items.as_mut_slice() else {
+        return Err(shape_err());
     };
     let code = read::uint(dtype, "dtype")?;
     let dtype = u8::try_from(code)
@@ -191,7 +200,7 @@ pub(crate) fn tensor_from(v: &Value) -> Result<Tensor, MessageError> {
         read::text(name, "tensor name", MAX_NAME_LEN)?,
         dtype,
         shape,
-        data.clone(),
+        std::mem::take(data),
     )?)
 }
 
@@ -201,11 +210,12 @@ pub(crate) fn tensors_value(list: &[Tensor]) -> Value {
 }
 
 /// Decodes at most [`MAX_TENSORS`] tensors written by [`tensors_value`].
-pub(crate) fn tensors_from(v: &Value) -> Result<Vec<Tensor>, MessageError> {
-    read::array(v, "tensors", MAX_TENSORS)?
-        .iter()
-        .map(tensor_from)
-        .collect()
+pub(crate) fn tensors_from(v: &mut Value) -> Result<Vec<Tensor>, MessageError> {
+    read::array(v, "tensors", MAX_TENSORS)?;
+    let Value::Array(list) = v else {
+        return Err(MessageError("tensors must be an array".into()));
+    };
+    list.iter_mut().map(tensor_take).collect()
 }
 
 /// Why a client refuses a node's answer (§11.4).

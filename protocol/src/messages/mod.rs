@@ -17,6 +17,7 @@ use crate::receipt::{self, JOB_ID_LEN, JobKind, NONCE_LEN, ReceiptPayload};
 use crate::tensor::Tensor;
 
 pub mod common;
+mod direct;
 pub mod log;
 
 pub use common::{
@@ -125,13 +126,6 @@ pub struct InferResponse {
     pub promise: Option<Vec<u8>>,
 }
 
-fn salts_value(s: &Option<Vec<[u8; SALT_LEN]>>) -> Value {
-    match s {
-        None => Value::Null,
-        Some(list) => Value::Array(list.iter().map(|s| Value::Bytes(s.to_vec())).collect()),
-    }
-}
-
 fn salts_from(v: &Value) -> Result<Option<Vec<[u8; SALT_LEN]>>, MessageError> {
     match v {
         Value::Null => Ok(None),
@@ -142,10 +136,6 @@ fn salts_from(v: &Value) -> Result<Option<Vec<[u8; SALT_LEN]>>, MessageError> {
                 .collect::<Result<_, _>>()?,
         )),
     }
-}
-
-fn opt_digest(d: &Option<Digest32>) -> Value {
-    d.map_or(Value::Null, |d| Value::Bytes(d.to_vec()))
 }
 
 fn digest_from(v: &Value, field: &'static str) -> Result<Option<Digest32>, MessageError> {
@@ -199,17 +189,7 @@ impl Request {
     pub fn encode(&self) -> Result<Vec<u8>, MessageError> {
         match self {
             Request::Health => map(vec![(1, read::int(ty::HEALTH))]),
-            Request::Infer(r) => map(vec![
-                (1, read::int(ty::INFER)),
-                (2, Value::Bytes(r.job_id.to_vec())),
-                (3, Value::Bytes(r.nonce.clone())),
-                (4, read::int(r.kind.code())),
-                (5, Value::Bytes(r.model.to_vec())),
-                (6, tensors_value(&r.inputs)),
-                (7, salts_value(&r.input_salts)),
-                (8, opt_digest(&r.policy)),
-                (9, opt_digest(&r.previous)),
-            ]),
+            Request::Infer(r) => Ok(direct::infer_request(r)),
             Request::EnsembleStart(r) => {
                 let mut f = vec![(1, read::int(ty::ENSEMBLE_START))];
                 f.extend(r.fields(tensors_value(&r.inputs)));
@@ -227,7 +207,7 @@ impl Request {
 
     /// Strict decoding.
     pub fn decode(bytes: &[u8]) -> Result<Self, MessageError> {
-        let (kind, f) = fields(bytes, 9)?;
+        let (kind, mut f) = fields(bytes, 9)?;
         match (kind, f.len()) {
             (ty::HEALTH, 1) => Ok(Request::Health),
             (k, _) if crate::fhe::FheRequest::is_type(k) => {
@@ -247,7 +227,7 @@ impl Request {
                         .to_vec(),
                     kind,
                     model: read::bytes_n(&f[4], "model")?,
-                    inputs: tensors_from(&f[5])?,
+                    inputs: tensors_from(&mut f[5])?,
                     input_salts: salts_from(&f[6])?,
                     policy: digest_from(&f[7], "policy")?,
                     previous: digest_from(&f[8], "previous")?,
@@ -260,9 +240,10 @@ impl Request {
                 }
                 Ok(Request::Infer(r))
             }
-            (ty::ENSEMBLE_START, 8) => Ok(Request::EnsembleStart(
-                crate::ensemble::EnsembleStart::from_fields(&f, tensors_from(&f[4])?)?,
-            )),
+            (ty::ENSEMBLE_START, 8) => Ok(Request::EnsembleStart({
+                let inputs = tensors_from(&mut f[4])?;
+                crate::ensemble::EnsembleStart::from_fields(&f, inputs)?
+            })),
             (ty::ENSEMBLE_ROUND, 4) => Ok(Request::EnsembleRound(
                 crate::ensemble::EnsembleRound::from_fields(&f)?,
             )),
@@ -291,18 +272,7 @@ impl Response {
                 (5, read::int(h.in_flight)),
                 (6, read::int(h.capacity)),
             ]),
-            Response::Infer(r) => {
-                let mut f = vec![
-                    (1, read::int(ty::INFER_OK)),
-                    (2, tensors_value(&r.outputs)),
-                    (3, salts_value(&r.output_salts)),
-                    (4, Value::Bytes(r.receipt.clone())),
-                ];
-                if let Some(p) = &r.promise {
-                    f.push((5, Value::Bytes(p.clone())));
-                }
-                map(f)
-            }
+            Response::Infer(r) => Ok(direct::infer_response(r)),
             Response::Ensemble(r) => {
                 let mut f = vec![(1, read::int(ty::ENSEMBLE_REPLY))];
                 f.extend(r.fields());
@@ -320,7 +290,7 @@ impl Response {
 
     /// Strict decoding.
     pub fn decode(bytes: &[u8]) -> Result<Self, MessageError> {
-        let (kind, f) = fields(bytes, 6)?;
+        let (kind, mut f) = fields(bytes, 6)?;
         match (kind, f.len()) {
             (k, _) if crate::fhe::FheResponse::is_type(k) => {
                 Ok(Response::Fhe(crate::fhe::FheResponse::decode(k, &f)?))
@@ -341,7 +311,7 @@ impl Response {
             })),
             (ty::INFER_OK, 4 | 5) => {
                 let r = InferResponse {
-                    outputs: tensors_from(&f[1])?,
+                    outputs: tensors_from(&mut f[1])?,
                     output_salts: salts_from(&f[2])?,
                     receipt: read::bytes_range(&f[3], "receipt", 1, receipt::MAX_RECEIPT_LEN)?
                         .to_vec(),
