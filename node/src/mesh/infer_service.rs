@@ -192,10 +192,10 @@ impl InferService {
         #[cfg(feature = "test-util")]
         std::thread::sleep(self.test_delay);
         let started = Instant::now();
-        let salts = req.input_salts.clone();
+        let salts = req.input_salts;
         let ordered_names: Vec<String> = req.inputs.iter().map(|t| t.name().to_string()).collect();
         let checked = model
-            .check_inputs(req.inputs.clone())
+            .check_inputs(req.inputs)
             .map_err(|e| ErrorFrame::new(ErrorCode::InvalidInput, e.to_string()))?;
         // Keep each input's salt with it through the reordering to declaration order.
         let inputs: Vec<Committed> = checked
@@ -213,7 +213,7 @@ impl InferService {
             .collect();
         let job = JobParams {
             job_id: req.job_id,
-            nonce: req.nonce.clone(),
+            nonce: req.nonce,
             kind: req.kind,
             salted: salts.is_some(),
             previous: req.previous,
