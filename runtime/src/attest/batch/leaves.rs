@@ -1,0 +1,125 @@
+//! The leaves of a batch (§5.1): each run's commitments, its payload's encoding and its leaf
+//! hash, made in the order of the runs. This is the part of a batch that can leave the thread
+//! holding the session (see `pipeline`).
+
+use quorate_crypto::SecretKey;
+use quorate_crypto::tensor_digest::SALT_LEN;
+use quorate_protocol::batch_receipt::{BatchReceipts, BatchSigner};
+use quorate_protocol::receipt::{Commitment, JOB_ID_LEN, JobKind, ReceiptPayload};
+use quorate_protocol::tensor::Tensor;
+
+use super::BatchJob;
+use crate::LoadedModel;
+use crate::attest::Committed;
+
+/// One run of a batch as the model left it, not yet committed to: its random draw (the job
+/// id, then the salts of the inputs and of the outputs when salted) and its tensors.
+pub(super) struct Ran<'d> {
+    pub draw: &'d [u8],
+    pub inputs: Vec<Tensor>,
+    pub outputs: Vec<Tensor>,
+}
+
+/// The runs committed to so far, and the signer holding their leaves.
+pub(super) struct Leaves {
+    /// The payload of every job (§4.2); only the job id and commitments change between jobs.
+    payload: ReceiptPayload,
+    salted: bool,
+    signer: BatchSigner,
+    results: Vec<BatchJob>,
+}
+
+impl Leaves {
+    /// Room for `n` runs of `model`, all under `nonce`, issued at `now`; their commitments
+    /// salted when `salted`.
+    pub fn new(model: &LoadedModel, salted: bool, nonce: Vec<u8>, now: u64, n: usize) -> Self {
+        Self {
+            payload: ReceiptPayload {
+                job_id: [0; JOB_ID_LEN],
+                nonce,
+                kind: JobKind::Local,
+                model_digest: model.digest,
+                inputs: Vec::new(),
+                outputs: Vec::new(),
+                provider: model.provider.clone(),
+                runtime: model.runtime.clone(),
+                issued_at: now,
+                previous: None,
+                policy: None,
+            },
+            salted,
+            signer: BatchSigner::with_capacity(n),
+            results: Vec::with_capacity(n),
+        }
+    }
+
+    /// Commits to the next run and adds its payload as the next leaf.
+    pub fn add(&mut self, ran: Ran<'_>) -> anyhow::Result<()> {
+        let (job_id, mut salts) = ran.draw.split_at(JOB_ID_LEN);
+        let inputs = pair_salts(ran.inputs, self.salted, &mut salts)?;
+        let outputs = pair_salts(ran.outputs, self.salted, &mut salts)?;
+        self.payload.job_id = job_id.try_into()?;
+        recommit(&mut self.payload.inputs, &inputs);
+        recommit(&mut self.payload.outputs, &outputs);
+        self.signer.push(&self.payload)?;
+        self.results.push(BatchJob { inputs, outputs });
+        Ok(())
+    }
+
+    /// Signs the batch, which must hold `n` runs: a batch that lost a run on its way is
+    /// refused rather than signed short.
+    pub fn sign(
+        self,
+        n: usize,
+        key: &SecretKey,
+        now: u64,
+    ) -> anyhow::Result<(Vec<BatchJob>, BatchReceipts)> {
+        anyhow::ensure!(
+            self.results.len() == n,
+            "{} of {n} runs reached their commitments",
+            self.results.len()
+        );
+        Ok((self.results, self.signer.sign(key, now)?))
+    }
+}
+
+/// Pairs each tensor with the next salt of `salts` when `salted`; running out is an error,
+/// never an unsalted commitment.
+fn pair_salts(
+    tensors: Vec<Tensor>,
+    salted: bool,
+    salts: &mut &[u8],
+) -> anyhow::Result<Vec<Committed>> {
+    tensors
+        .into_iter()
+        .map(|tensor| {
+            if !salted {
+                return Ok(Committed { tensor, salt: None });
+            }
+            let (s, rest) = salts
+                .split_first_chunk::<SALT_LEN>()
+                .ok_or_else(|| anyhow::anyhow!("more tensors than the model declares"))?;
+            *salts = rest;
+            Ok(Committed {
+                tensor,
+                salt: Some(*s),
+            })
+        })
+        .collect()
+}
+
+/// Makes `list` the commitments to `committed` (as [`Commitment::to`] makes them), reusing
+/// the names' buffers.
+fn recommit(list: &mut Vec<Commitment>, committed: &[Committed]) {
+    list.truncate(committed.len());
+    for (i, c) in committed.iter().enumerate() {
+        let Some(slot) = list.get_mut(i) else {
+            list.push(Commitment::to(&c.tensor, c.salt.as_ref()));
+            continue;
+        };
+        slot.name.clear();
+        slot.name.push_str(c.tensor.name());
+        slot.digest = c.tensor.digest(c.salt.as_ref());
+        slot.salted = c.salt.is_some();
+    }
+}
