@@ -16,7 +16,7 @@ use quorate_protocol::tensor::Tensor;
 
 use super::Committed;
 use crate::LoadedModel;
-use leaves::{Leaves, Ran};
+use leaves::{Draw, Leaves, Ran};
 
 /// One job of a batch: what was committed. Its payload is the leaf of its batch receipt.
 pub struct BatchJob {
@@ -32,13 +32,14 @@ const PIPELINE_MIN: usize = 64;
 
 /// Runs `model` once per input set and signs every result under one batch root (§5): the
 /// results in order, and one batch receipt per result, each of which verifies alone. Job ids
-/// and salts for the whole batch come from one read of the operating system's random source
-/// (a read per salt costs about as much as a small model's run); the batch shares `nonce`.
+/// and salts come from the operating system's random source, read once per chunk of runs
+/// rather than once per salt (a read costs about as much as a small model's run); the batch
+/// shares `nonce`.
 ///
-/// The model runs on the calling thread. From [`PIPELINE_MIN`] runs up, the commitments, the
-/// payloads' encoding and the leaf hashes are computed on a second thread as the runs come,
-/// so a batch takes up to two cores; its results and receipts are byte for byte those of one
-/// thread.
+/// The model runs on the calling thread. From [`PIPELINE_MIN`] runs up, the random draws,
+/// the commitments, the payloads' encoding and the leaf hashes are made on a second thread as
+/// the runs come, so a batch takes up to two cores; its results and receipts are byte for byte
+/// those of one thread given the same draws.
 pub fn attested_batch(
     model: &LoadedModel,
     batch: Vec<Vec<Tensor>>,
@@ -47,9 +48,8 @@ pub fn attested_batch(
     key: &SecretKey,
     now: u64,
 ) -> anyhow::Result<(Vec<BatchJob>, BatchReceipts)> {
-    let mut pool = zeroize::Zeroizing::new(vec![0u8; draw_len(model, salted) * batch.len()]);
-    quorate_crypto::random::fill(&mut pool)?;
-    batch_with_draws(model, batch, salted, nonce, key, now, &pool)
+    let mut os = |buf: &mut [u8]| Ok(quorate_crypto::random::fill(buf)?);
+    batch_with_draws(model, batch, salted, nonce, key, now, &mut os)
 }
 
 /// Random bytes one input set takes: the job id, then the salts of the inputs and of the
@@ -63,8 +63,8 @@ fn draw_len(model: &LoadedModel, salted: bool) -> usize {
     JOB_ID_LEN + SALT_LEN * salts
 }
 
-/// [`attested_batch`] with its random draws given: [`draw_len`] bytes per input set, the
-/// job id then the salts of the inputs and of the outputs, in order.
+/// [`attested_batch`] with its random draws from `draw`: [`draw_len`] bytes per input set,
+/// the job id then the salts of the inputs and of the outputs, in order.
 fn batch_with_draws(
     model: &LoadedModel,
     batch: Vec<Vec<Tensor>>,
@@ -72,17 +72,13 @@ fn batch_with_draws(
     nonce: Vec<u8>,
     key: &SecretKey,
     now: u64,
-    pool: &[u8],
+    draw: Draw<'_>,
 ) -> anyhow::Result<(Vec<BatchJob>, BatchReceipts)> {
     let n = batch.len();
-    let mut draws = pool.chunks_exact(draw_len(model, salted));
-    let mut leaves = Leaves::new(model, salted, nonce, now, n);
+    let mut leaves = Leaves::new(model, salted, draw, nonce, now, n);
     // One hold on the session for the whole batch rather than a lock per run.
     let mut session = model.lock()?;
-    let mut run = |inputs: Vec<Tensor>| -> anyhow::Result<Ran<'_>> {
-        let draw = draws
-            .next()
-            .ok_or_else(|| anyhow::anyhow!("more input sets than random draws"))?;
+    let mut run = |inputs: Vec<Tensor>| -> anyhow::Result<Ran> {
         // A set with more tensors than the model declares would run out of salts: it is
         // refused before it runs rather than committed unsalted. The pairing itself is left
         // to the committer (`Leaves::add`), off the thread that runs the model.
@@ -91,16 +87,14 @@ fn batch_with_draws(
             "more tensors than the model declares"
         );
         let outputs = session.run(&inputs)?;
-        Ok(Ran {
-            draw,
-            inputs,
-            outputs,
-        })
+        Ok(Ran { inputs, outputs })
     };
     if n < PIPELINE_MIN {
-        for inputs in batch {
-            leaves.add(run(inputs)?)?;
-        }
+        let runs = batch
+            .into_iter()
+            .map(&mut run)
+            .collect::<anyhow::Result<_>>()?;
+        leaves.add(runs)?;
     } else {
         leaves = pipeline::pipelined(batch, run, leaves)?;
     }
@@ -144,6 +138,15 @@ mod tests {
             let inputs = mlp_inputs(n);
             let per_job = JOB_ID_LEN + if salted { 2 * SALT_LEN } else { 0 };
             let pool: Vec<u8> = (0..n * per_job).map(|i| (i * 31 % 251) as u8).collect();
+            let mut rest = &pool[..];
+            let mut draw = |buf: &mut [u8]| {
+                let (head, tail) = rest
+                    .split_at_checked(buf.len())
+                    .ok_or_else(|| anyhow::anyhow!("draws exhausted"))?;
+                buf.copy_from_slice(head);
+                rest = tail;
+                Ok(())
+            };
             let (jobs, receipts) = batch_with_draws(
                 &model,
                 inputs.clone(),
@@ -151,9 +154,10 @@ mod tests {
                 nonce.clone(),
                 &key,
                 now,
-                &pool,
+                &mut draw,
             )
             .unwrap();
+            assert!(rest.is_empty());
             let payloads: Vec<ReceiptPayload> = pool
                 .chunks_exact(per_job)
                 .zip(&inputs)

@@ -1,38 +1,53 @@
-//! The leaves of a batch (§5.1): each run's commitments, its payload's encoding and its leaf
-//! hash, made in the order of the runs. This is the part of a batch that can leave the thread
-//! holding the session (see `pipeline`).
+//! The leaves of a batch (§5.1): each run's random draw, commitments, payload encoding and
+//! leaf hash, made in the order of the runs. None of it needs the model's session, so it can
+//! leave the thread that holds it (see `pipeline`).
 
 use quorate_crypto::SecretKey;
 use quorate_crypto::tensor_digest::SALT_LEN;
 use quorate_protocol::batch_receipt::{BatchReceipts, BatchSigner};
 use quorate_protocol::receipt::{Commitment, JOB_ID_LEN, JobKind, ReceiptPayload};
 use quorate_protocol::tensor::Tensor;
+use zeroize::Zeroizing;
 
 use super::BatchJob;
 use crate::LoadedModel;
 use crate::attest::Committed;
 
-/// One run of a batch as the model left it, not yet committed to: its random draw (the job
-/// id, then the salts of the inputs and of the outputs when salted) and its tensors.
-pub(super) struct Ran<'d> {
-    pub draw: &'d [u8],
+/// Where a batch's random bytes come from: fills the buffer it is given with the draws of
+/// the next runs (the operating system's random source, or fixed bytes in tests).
+pub(super) type Draw<'a> = &'a mut (dyn FnMut(&mut [u8]) -> anyhow::Result<()> + Send);
+
+/// One run of a batch as the model left it, not yet committed to.
+pub(super) struct Ran {
     pub inputs: Vec<Tensor>,
     pub outputs: Vec<Tensor>,
 }
 
 /// The runs committed to so far, and the signer holding their leaves.
-pub(super) struct Leaves {
+pub(super) struct Leaves<'a> {
     /// The payload of every job (§4.2); only the job id and commitments change between jobs.
     payload: ReceiptPayload,
     salted: bool,
+    draw: Draw<'a>,
+    /// Bytes of one run's draw: see [`super::draw_len`].
+    draw_len: usize,
+    /// The draws of the runs being committed to; they hold salts, so they are wiped.
+    draws: Zeroizing<Vec<u8>>,
     signer: BatchSigner,
     results: Vec<BatchJob>,
 }
 
-impl Leaves {
+impl<'a> Leaves<'a> {
     /// Room for `n` runs of `model`, all under `nonce`, issued at `now`; their commitments
-    /// salted when `salted`.
-    pub fn new(model: &LoadedModel, salted: bool, nonce: Vec<u8>, now: u64, n: usize) -> Self {
+    /// salted when `salted`, their job ids and salts taken from `draw`.
+    pub fn new(
+        model: &LoadedModel,
+        salted: bool,
+        draw: Draw<'a>,
+        nonce: Vec<u8>,
+        now: u64,
+        n: usize,
+    ) -> Self {
         Self {
             payload: ReceiptPayload {
                 job_id: [0; JOB_ID_LEN],
@@ -48,14 +63,32 @@ impl Leaves {
                 policy: None,
             },
             salted,
+            draw,
+            draw_len: super::draw_len(model, salted),
+            draws: Zeroizing::new(Vec::new()),
             signer: BatchSigner::with_capacity(n),
             results: Vec::with_capacity(n),
         }
     }
 
-    /// Commits to the next run and adds its payload as the next leaf.
-    pub fn add(&mut self, ran: Ran<'_>) -> anyhow::Result<()> {
-        let (job_id, mut salts) = ran.draw.split_at(JOB_ID_LEN);
+    /// Commits to the next runs, in order, and adds their payloads as the next leaves. Their
+    /// draws are read in one piece: a read of the random source per run would cost about as
+    /// much as a small model's run.
+    pub fn add(&mut self, runs: Vec<Ran>) -> anyhow::Result<()> {
+        let mut draws = std::mem::take(&mut self.draws);
+        draws.resize(runs.len() * self.draw_len, 0);
+        (self.draw)(&mut draws)?;
+        for (ran, draw) in runs.into_iter().zip(draws.chunks_exact(self.draw_len)) {
+            self.add_one(ran, draw)?;
+        }
+        self.draws = draws;
+        Ok(())
+    }
+
+    /// Commits to one run with `draw`: the job id, then the salts of the inputs and of the
+    /// outputs when salted.
+    fn add_one(&mut self, ran: Ran, draw: &[u8]) -> anyhow::Result<()> {
+        let (job_id, mut salts) = draw.split_at(JOB_ID_LEN);
         let inputs = pair_salts(ran.inputs, self.salted, &mut salts)?;
         let outputs = pair_salts(ran.outputs, self.salted, &mut salts)?;
         self.payload.job_id = job_id.try_into()?;

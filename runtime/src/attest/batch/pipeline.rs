@@ -1,6 +1,6 @@
 //! A batch on two threads: the calling thread runs the model (its session is held there, and
-//! a small model's runs are most of the work), while a second thread commits to each run,
-//! encodes its payload and hashes its leaf. On two cores the commitments then cost a batch no
+//! a small model's runs are most of the work), while a second thread draws each run's job id
+//! and salts, commits to it, encodes its payload and hashes its leaf. On two cores the commitments then cost a batch no
 //! wall time beyond its last chunk; the leaves, and so the receipts, are those one thread
 //! makes, in the same order, since one thread takes the runs in the order they ran.
 
@@ -17,19 +17,19 @@ const CHUNK: usize = 64;
 /// Runs `run` on every input set on this thread and adds the runs to `leaves` on another.
 /// The first error of either side is returned: a failed run stops the batch, and a failed
 /// commitment stops the runs at the next hand-over.
-pub(super) fn pipelined<'d>(
+pub(super) fn pipelined<'a>(
     batch: Vec<Vec<Tensor>>,
-    mut run: impl FnMut(Vec<Tensor>) -> anyhow::Result<Ran<'d>>,
-    mut leaves: Leaves,
-) -> anyhow::Result<Leaves> {
+    mut run: impl FnMut(Vec<Tensor>) -> anyhow::Result<Ran>,
+    mut leaves: Leaves<'a>,
+) -> anyhow::Result<Leaves<'a>> {
     std::thread::scope(|s| {
-        let (tx, rx) = channel::<Vec<Ran<'d>>>();
+        let (tx, rx) = channel::<Vec<Ran>>();
         // Named for profilers and panic messages.
         let committer = std::thread::Builder::new()
             .name("quorate-commit".into())
-            .spawn_scoped(s, move || -> anyhow::Result<Leaves> {
-                for ran in rx.into_iter().flatten() {
-                    leaves.add(ran)?;
+            .spawn_scoped(s, move || -> anyhow::Result<Leaves<'a>> {
+                for runs in rx {
+                    leaves.add(runs)?;
                 }
                 Ok(leaves)
             })?;
@@ -46,10 +46,10 @@ pub(super) fn pipelined<'d>(
 
 /// Runs the batch and sends the runs to `tx` a chunk at a time. Stops without an error of its
 /// own when the receiver is gone: the committer has failed, and its error is the one to tell.
-fn feed<'d>(
+fn feed(
     batch: Vec<Vec<Tensor>>,
-    run: &mut impl FnMut(Vec<Tensor>) -> anyhow::Result<Ran<'d>>,
-    tx: &Sender<Vec<Ran<'d>>>,
+    run: &mut impl FnMut(Vec<Tensor>) -> anyhow::Result<Ran>,
+    tx: &Sender<Vec<Ran>>,
 ) -> anyhow::Result<()> {
     let mut chunk = Vec::with_capacity(CHUNK);
     for inputs in batch {
