@@ -1,9 +1,9 @@
 //! Local batches (§5): many runs of one model, one signature. The per-run work besides the
 //! model itself is kept to hashing and encoding: the session is locked once, inputs are lent
 //! to ORT in place, each payload is encoded from one reused payload whose fields are
-//! overwritten, and in a batch of [`PIPELINE_MIN`] runs or more the hashing and encoding are
-//! done on a second thread while the model runs (`pipeline`), so that a small model's batch
-//! costs little more than its runs.
+//! overwritten, and in a batch of [`PIPELINE_MIN`] runs or more the random draws, hashing and
+//! encoding are done on a second thread while the model runs (`pipeline`), so that a small
+//! model's batch costs little more than its runs.
 
 mod leaves;
 mod pipeline;

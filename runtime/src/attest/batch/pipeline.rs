@@ -1,8 +1,9 @@
 //! A batch on two threads: the calling thread runs the model (its session is held there, and
 //! a small model's runs are most of the work), while a second thread draws each run's job id
-//! and salts, commits to it, encodes its payload and hashes its leaf. On two cores the commitments then cost a batch no
-//! wall time beyond its last chunk; the leaves, and so the receipts, are those one thread
-//! makes, in the same order, since one thread takes the runs in the order they ran.
+//! and salts, commits to it, encodes its payload and hashes its leaf. On two cores that work
+//! then costs a batch no wall time beyond its last chunk; the leaves, and so the receipts, are
+//! those one thread makes, in the same order, since one thread takes the runs in the order
+//! they ran.
 
 use std::sync::mpsc::{Sender, channel};
 
