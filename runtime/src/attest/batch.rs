@@ -80,14 +80,14 @@ fn batch_with_draws(
     let mut session = model.lock()?;
     let mut run = |inputs: Vec<Tensor>| -> anyhow::Result<Ran> {
         // A set with more tensors than the model declares would run out of salts: it is
-        // refused before it runs rather than committed unsalted. The pairing itself is left
-        // to the committer (`Leaves::add`), off the thread that runs the model.
+        // refused before it runs rather than committed unsalted. The salts themselves are
+        // drawn by the committer (`Leaves::add`), off the thread that runs the model.
         anyhow::ensure!(
             !salted || inputs.len() <= model.inputs.len(),
             "more tensors than the model declares"
         );
         let outputs = session.run(&inputs)?;
-        Ok(Ran { inputs, outputs })
+        Ok(Ran::new(inputs, outputs))
     };
     if n < PIPELINE_MIN {
         let runs = batch

@@ -17,10 +17,30 @@ use crate::attest::Committed;
 /// the next runs (the operating system's random source, or fixed bytes in tests).
 pub(super) type Draw<'a> = &'a mut (dyn FnMut(&mut [u8]) -> anyhow::Result<()> + Send);
 
-/// One run of a batch as the model left it, not yet committed to.
+/// One run of a batch as the model left it, not yet committed to: its tensors, their salts
+/// still to be drawn. They are wrapped as [`Committed`] on the thread that made them, so that
+/// the committer neither allocates nor frees per run: memory freed on another thread than the
+/// one that allocated it goes back under the allocator's lock for that thread's heap, which the
+/// model's thread then waits on.
 pub(super) struct Ran {
-    pub inputs: Vec<Tensor>,
-    pub outputs: Vec<Tensor>,
+    pub inputs: Vec<Committed>,
+    pub outputs: Vec<Committed>,
+}
+
+impl Ran {
+    /// `inputs` and `outputs` with no salts yet.
+    pub fn new(inputs: Vec<Tensor>, outputs: Vec<Tensor>) -> Self {
+        let unsalted = |tensors: Vec<Tensor>| {
+            tensors
+                .into_iter()
+                .map(|tensor| Committed { tensor, salt: None })
+                .collect()
+        };
+        Self {
+            inputs: unsalted(inputs),
+            outputs: unsalted(outputs),
+        }
+    }
 }
 
 /// The runs committed to so far, and the signer holding their leaves.
@@ -89,8 +109,14 @@ impl<'a> Leaves<'a> {
     /// outputs when salted.
     fn add_one(&mut self, ran: Ran, draw: &[u8]) -> anyhow::Result<()> {
         let (job_id, mut salts) = draw.split_at(JOB_ID_LEN);
-        let inputs = pair_salts(ran.inputs, self.salted, &mut salts)?;
-        let outputs = pair_salts(ran.outputs, self.salted, &mut salts)?;
+        let Ran {
+            mut inputs,
+            mut outputs,
+        } = ran;
+        if self.salted {
+            salt(&mut inputs, &mut salts)?;
+            salt(&mut outputs, &mut salts)?;
+        }
         self.payload.job_id = job_id.try_into()?;
         recommit(&mut self.payload.inputs, &inputs);
         recommit(&mut self.payload.outputs, &outputs);
@@ -116,29 +142,17 @@ impl<'a> Leaves<'a> {
     }
 }
 
-/// Pairs each tensor with the next salt of `salts` when `salted`; running out is an error,
-/// never an unsalted commitment.
-fn pair_salts(
-    tensors: Vec<Tensor>,
-    salted: bool,
-    salts: &mut &[u8],
-) -> anyhow::Result<Vec<Committed>> {
-    tensors
-        .into_iter()
-        .map(|tensor| {
-            if !salted {
-                return Ok(Committed { tensor, salt: None });
-            }
-            let (s, rest) = salts
-                .split_first_chunk::<SALT_LEN>()
-                .ok_or_else(|| anyhow::anyhow!("more tensors than the model declares"))?;
-            *salts = rest;
-            Ok(Committed {
-                tensor,
-                salt: Some(*s),
-            })
-        })
-        .collect()
+/// Gives each tensor the next salt of `salts`; running out is an error, never an unsalted
+/// commitment.
+fn salt(committed: &mut [Committed], salts: &mut &[u8]) -> anyhow::Result<()> {
+    for c in committed {
+        let (s, rest) = salts
+            .split_first_chunk::<SALT_LEN>()
+            .ok_or_else(|| anyhow::anyhow!("more tensors than the model declares"))?;
+        c.salt = Some(*s);
+        *salts = rest;
+    }
+    Ok(())
 }
 
 /// Makes `list` the commitments to `committed` (as [`Commitment::to`] makes them), reusing
