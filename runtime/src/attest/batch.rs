@@ -16,7 +16,7 @@ use quorate_protocol::tensor::Tensor;
 
 use super::Committed;
 use crate::LoadedModel;
-use leaves::{Draw, Leaves, Ran};
+use leaves::{Draw, Leaves, Ran, unsalted};
 
 /// One job of a batch: what was committed. Its payload is the leaf of its batch receipt.
 pub struct BatchJob {
@@ -86,8 +86,11 @@ fn batch_with_draws(
             !salted || inputs.len() <= model.inputs.len(),
             "more tensors than the model declares"
         );
-        let outputs = session.run(&inputs)?;
-        Ok(Ran::new(inputs, outputs))
+        let outputs = session.run_wrapped(&inputs, unsalted)?;
+        Ok(Ran {
+            inputs: inputs.into_iter().map(unsalted).collect(),
+            outputs,
+        })
     };
     if n < PIPELINE_MIN {
         let runs = batch

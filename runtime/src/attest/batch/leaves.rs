@@ -18,29 +18,18 @@ use crate::attest::Committed;
 pub(super) type Draw<'a> = &'a mut (dyn FnMut(&mut [u8]) -> anyhow::Result<()> + Send);
 
 /// One run of a batch as the model left it, not yet committed to: its tensors, their salts
-/// still to be drawn. They are wrapped as [`Committed`] on the thread that made them, so that
-/// the committer neither allocates nor frees per run: memory freed on another thread than the
-/// one that allocated it goes back under the allocator's lock for that thread's heap, which the
-/// model's thread then waits on.
+/// still to be drawn. They are wrapped as [`Committed`] (see [`unsalted`]) on the thread that
+/// made them, so that the committer neither allocates nor frees per run: memory freed on
+/// another thread than the one that allocated it goes back under the lock of that thread's
+/// heap, which the model's thread then waits on.
 pub(super) struct Ran {
     pub inputs: Vec<Committed>,
     pub outputs: Vec<Committed>,
 }
 
-impl Ran {
-    /// `inputs` and `outputs` with no salts yet.
-    pub fn new(inputs: Vec<Tensor>, outputs: Vec<Tensor>) -> Self {
-        let unsalted = |tensors: Vec<Tensor>| {
-            tensors
-                .into_iter()
-                .map(|tensor| Committed { tensor, salt: None })
-                .collect()
-        };
-        Self {
-            inputs: unsalted(inputs),
-            outputs: unsalted(outputs),
-        }
-    }
+/// `tensor`, its salt still to be drawn.
+pub(super) fn unsalted(tensor: Tensor) -> Committed {
+    Committed { tensor, salt: None }
 }
 
 /// The runs committed to so far, and the signer holding their leaves.
