@@ -14,9 +14,11 @@ use sha2::{Digest, Sha256};
 
 use crate::tensor_digest::Digest32;
 
+mod builder;
 mod consistency;
 mod log;
 
+pub use builder::TreeBuilder;
 pub use consistency::{consistency_proof, roots_from_consistency};
 pub use log::{LogFull, MerkleLog};
 

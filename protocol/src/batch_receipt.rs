@@ -238,14 +238,17 @@ mod tests {
                 expected,
                 "n = {n}"
             );
-            let mut signer = BatchSigner::with_capacity(1);
-            for p in &payloads {
-                signer.push(p).unwrap();
+            // More payloads than announced, and fewer: the tree is then built at signing.
+            for capacity in [1, n + 3] {
+                let mut signer = BatchSigner::with_capacity(capacity);
+                for p in &payloads {
+                    signer.push(p).unwrap();
+                }
+                let receipts = signer.sign(&key, 1_763_900_000).unwrap();
+                assert_eq!(receipts.len(), n);
+                assert_eq!(receipts.get(n), None);
+                assert!(receipts.iter().eq(expected.iter().map(Vec::as_slice)));
             }
-            let receipts = signer.sign(&key, 1_763_900_000).unwrap();
-            assert_eq!(receipts.len(), n);
-            assert_eq!(receipts.get(n), None);
-            assert!(receipts.iter().eq(expected.iter().map(Vec::as_slice)));
         }
         let none: [ReceiptPayload; 0] = [];
         assert!(sign_batch(&none, &key, 1).is_err());

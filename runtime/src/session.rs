@@ -464,6 +464,16 @@ impl Runner<'_> {
         &mut self,
         inputs: impl IntoIterator<Item = &'t Tensor>,
     ) -> anyhow::Result<Vec<Tensor>> {
+        self.run_wrapped(inputs, |t| t)
+    }
+
+    /// [`Self::run`], each output passed through `wrap` on its way into the returned list:
+    /// a caller that keeps outputs wrapped (a batch's committed tensors) builds its list once.
+    pub fn run_wrapped<'t, T>(
+        &mut self,
+        inputs: impl IntoIterator<Item = &'t Tensor>,
+        mut wrap: impl FnMut(Tensor) -> T,
+    ) -> anyhow::Result<Vec<T>> {
         let values: Vec<(Cow<'_, str>, SessionInputValue<'_>)> = inputs
             .into_iter()
             .map(|t| Ok((Cow::Borrowed(t.name()), to_ort(t)?)))
@@ -479,7 +489,7 @@ impl Runner<'_> {
                 let v = outputs
                     .get(&spec.name)
                     .ok_or_else(|| anyhow!("runtime returned no output {:?}", spec.name))?;
-                from_ort(&spec.name, v)
+                from_ort(&spec.name, v).map(&mut wrap)
             })
             .collect()
     }

@@ -114,6 +114,52 @@ fn every_batch_receipt_verifies_alone_and_binds_its_own_output() {
     assert_eq!(mode & 0o777, 0o600);
 }
 
+/// A folder long enough for the batch's commitments to be made on a second thread: every
+/// receipt still verifies and binds its own output, in the order of the files.
+#[test]
+fn a_batch_committed_on_two_threads_binds_each_output_to_its_own_receipt() {
+    let dir = tempfile::tempdir().unwrap();
+    let (key, public) = keygen(dir.path());
+    let inputs = dir.path().join("patients");
+    patients(&inputs, 90);
+    let out = dir.path().join("out");
+    let o = run_batch(&inputs, &key, &out);
+    assert!(o.status.success(), "{}", text(&o));
+    let o = quorate([
+        "verify",
+        out.join("receipts").to_str().unwrap(),
+        "--trust",
+        &public,
+    ]);
+    assert!(
+        text(&o).contains("90 of 90 receipts verified"),
+        "{}",
+        text(&o)
+    );
+    for (receipt, output, binds) in [
+        (0, 0, true),
+        (70, 70, true),
+        (89, 89, true),
+        (70, 71, false),
+    ] {
+        let o = quorate([
+            "verify",
+            out.join(format!("receipts/patient-{receipt:02}.cose"))
+                .to_str()
+                .unwrap(),
+            "--trust",
+            &public,
+            "--tensor",
+            &format!(
+                "probabilities={}",
+                out.join(format!("outputs/patient-{output:02}.json"))
+                    .display()
+            ),
+        ]);
+        assert_eq!(o.status.success(), binds, "{}", text(&o));
+    }
+}
+
 #[test]
 fn bad_folders_are_refused_before_anything_is_signed() {
     let dir = tempfile::tempdir().unwrap();

@@ -29,7 +29,8 @@ same sizes + one durable append)            goal <= 1.5\n\
   minilm          the same on all-MiniLM-L6-v2 (--minilm) over raw ONNX Runtime runs of the \
 node's session settings at the same concurrency                                   goal >= 0.9\n\
   batch/raw       --batch local runs with one batch receipt over as many raw ONNX Runtime \
-calls                                        goal <= 1.25\n\
+calls (wall time; the batch's commitments use a second thread, its CPU time is printed beside) \
+goal <= 1.25\n\
   audit/cores     `quorate verify` of an audit log of --audit receipts over (cores x one \
 core's raw verify_strict rate)              goal >= 0.9\n\
   ensemble/plain  a SecAgg ensemble of five over five concurrent plain verified jobs  goal <= 3\n\n\
@@ -232,8 +233,13 @@ pub fn run(args: &BenchMeshArgs) -> anyhow::Result<ExitCode> {
 
     eprintln!("batch: {} runs…", args.batch);
     let b = batch::batch(&mlp, &input, args.batch, 10)?;
+    // The attested batch makes its commitments on a second thread: its CPU time beside its
+    // wall time says what the figure costs the machine.
+    let cpu = b.attested_cpu.map_or(String::new(), |c| {
+        format!(" (CPU {}, {} a run)", ms(c), us(c / b.n as f64))
+    });
     println!(
-        "batch       {} attested runs, one batch receipt {} / {} raw ORT calls {} = {:.2}   goal <= 1.25",
+        "batch       {} attested runs, one batch receipt {}{cpu} / {} raw ORT calls {} = {:.2}   goal <= 1.25",
         b.n,
         ms(b.attested),
         b.n,
@@ -285,7 +291,8 @@ pub fn run(args: &BenchMeshArgs) -> anyhow::Result<ExitCode> {
                 "raw_segments": m.raw_segments,
                 "jobs_per_s": m.jobs_per_s, "failed": m.failed,
                 "raw_ort_runs_per_s": m.raw_per_s, "ratio": m.ratio()})),
-            "batch": {"n": b.n, "attested_ns": b.attested, "raw_ns": b.raw, "ratio": b.ratio()},
+            "batch": {"n": b.n, "attested_ns": b.attested, "attested_cpu_ns": b.attested_cpu,
+                      "raw_ns": b.raw, "ratio": b.ratio()},
             "audit": {"n": a.n, "verify_per_s": a.verify_rate, "raw_one_core_per_s": a.raw_one_core,
                       "ratio": a.ratio()},
             "ensemble": {"plain_ns": e.plain, "ensemble_ns": e.ensemble, "ratio": e.ratio()},

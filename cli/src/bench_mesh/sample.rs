@@ -28,13 +28,46 @@ pub fn interleaved(
     fs: &mut [Sampled<'_>],
 ) -> anyhow::Result<Vec<f64>> {
     let block = block.max(1);
-    let mut samples: Vec<Vec<f64>> = vec![Vec::with_capacity(rounds); fs.len()];
+    in_turn(rounds, warm_up, fs.len(), &mut |i| {
+        let f = &mut fs[i];
+        let (ns, failed) = time_ns(&mut || (0..block).filter(|_| !f()).count());
+        (ns / block as f64, failed)
+    })
+}
+
+/// Work to do before each timed call, off the clock: making what the call consumes.
+pub type Prepare<'a> = &'a mut dyn FnMut();
+
+/// [`interleaved`] with blocks of one call, each function's call preceded by its `Prepare`,
+/// untimed: for calls that consume their inputs, whose making is not the work measured.
+pub fn interleaved_prepared(
+    rounds: usize,
+    warm_up: usize,
+    fs: &mut [(Prepare<'_>, Sampled<'_>)],
+) -> anyhow::Result<Vec<f64>> {
+    in_turn(rounds, warm_up, fs.len(), &mut |i| {
+        let (prepare, f) = &mut fs[i];
+        prepare();
+        let (ns, ok) = time_ns(f);
+        (ns, usize::from(!ok))
+    })
+}
+
+/// Calls `sample(i)` for each of `n` functions in turn, `warm_up + rounds` times; `sample`
+/// returns the time per call of one block and how many of its calls failed. Returns the
+/// median of each function's kept times.
+fn in_turn(
+    rounds: usize,
+    warm_up: usize,
+    n: usize,
+    sample: &mut dyn FnMut(usize) -> (f64, usize),
+) -> anyhow::Result<Vec<f64>> {
+    let mut samples: Vec<Vec<f64>> = vec![Vec::with_capacity(rounds); n];
     let mut failed = 0usize;
     for round in 0..warm_up + rounds {
-        for (f, kept) in fs.iter_mut().zip(&mut samples) {
-            let (ns, ok) = time_ns(&mut || (0..block).filter(|_| !f()).count());
-            let ns = ns / block as f64;
-            failed += ok;
+        for (i, kept) in samples.iter_mut().enumerate() {
+            let (ns, failures) = sample(i);
+            failed += failures;
             if round >= warm_up {
                 kept.push(ns);
             }
@@ -86,5 +119,29 @@ mod tests {
             }],
         );
         assert!(r.is_err());
+    }
+
+    #[test]
+    fn prepared_work_runs_before_each_call_off_the_clock() {
+        let (mut made, mut used) = (0usize, 0usize);
+        let ready = std::cell::Cell::new(false);
+        let medians = interleaved_prepared(
+            4,
+            1,
+            &mut [(
+                &mut || {
+                    made += 1;
+                    std::thread::sleep(std::time::Duration::from_millis(20));
+                    ready.set(true);
+                },
+                &mut || {
+                    used += 1;
+                    ready.replace(false)
+                },
+            )],
+        )
+        .unwrap();
+        assert_eq!((made, used), (5, 5));
+        assert!(medians[0] < 10e6, "{}", medians[0]);
     }
 }

@@ -6,7 +6,7 @@
 use std::borrow::Borrow;
 
 use quorate_crypto::SecretKey;
-use quorate_crypto::merkle::{self, MAX_LEAVES};
+use quorate_crypto::merkle::{self, MAX_LEAVES, TreeBuilder};
 use quorate_crypto::tensor_digest::Digest32;
 
 use super::{BATCH_ROOT_CONTENT_TYPE, BATCH_VERSION, BatchRoot};
@@ -22,15 +22,19 @@ pub struct BatchSigner {
     ends: Vec<usize>,
     /// RFC 9162 leaf hashes.
     hashes: Vec<Digest32>,
+    /// The Merkle tree of a batch of the size given to [`Self::with_capacity`], hashed as the
+    /// leaves come rather than all at signing time, which a batch would wait on.
+    tree: TreeBuilder,
 }
 
 impl BatchSigner {
-    /// A signer with room for `n` payloads.
+    /// A signer with room for `n` payloads; with exactly `n`, their tree is built as they come.
     pub fn with_capacity(n: usize) -> Self {
         Self {
             leaves: Vec::with_capacity(n.saturating_mul(320)),
             ends: Vec::with_capacity(n),
             hashes: Vec::with_capacity(n),
+            tree: TreeBuilder::new(n),
         }
     }
 
@@ -41,7 +45,9 @@ impl BatchSigner {
         }
         let start = self.leaves.len();
         payload.write_cbor(&mut self.leaves)?;
-        self.hashes.push(merkle::leaf_hash(&self.leaves[start..]));
+        let hash = merkle::leaf_hash(&self.leaves[start..]);
+        self.tree.push(hash);
+        self.hashes.push(hash);
         self.ends.push(self.leaves.len());
         Ok(())
     }
@@ -63,11 +69,17 @@ impl BatchSigner {
 
     /// Signs the root over every payload added and returns one batch receipt per payload,
     /// in order (§5.1).
-    pub fn sign(self, key: &SecretKey, issued_at: u64) -> Result<BatchReceipts, ReceiptError> {
+    pub fn sign(mut self, key: &SecretKey, issued_at: u64) -> Result<BatchReceipts, ReceiptError> {
         if self.is_empty() {
             return Err(too_many());
         }
-        let tree = merkle::Tree::new(&self.hashes);
+        // The tree built as the leaves came, unless more or fewer came than announced.
+        let tree = if self.tree.len() == self.hashes.len() {
+            std::mem::take(&mut self.tree).finish()
+        } else {
+            None
+        };
+        let tree = tree.unwrap_or_else(|| merkle::Tree::new(&self.hashes));
         let root = BatchRoot {
             root: tree.root(),
             size: self.hashes.len() as u64,

@@ -1,16 +1,22 @@
 //! Local batches (§5): many runs of one model, one signature. The per-run work besides the
 //! model itself is kept to hashing and encoding: the session is locked once, inputs are lent
-//! to ORT in place, and each payload is encoded from one reused payload whose fields are
-//! overwritten, so that a small model's batch costs little more than its runs.
+//! to ORT in place, each payload is encoded from one reused payload whose fields are
+//! overwritten, and in a batch of [`PIPELINE_MIN`] runs or more the random draws, hashing and
+//! encoding are done on a second thread while the model runs (`pipeline`), so that a small
+//! model's batch costs little more than its runs.
+
+mod leaves;
+mod pipeline;
 
 use quorate_crypto::SecretKey;
 use quorate_crypto::tensor_digest::SALT_LEN;
-use quorate_protocol::batch_receipt::{BatchReceipts, BatchSigner};
-use quorate_protocol::receipt::{Commitment, JOB_ID_LEN, JobKind, ReceiptPayload};
+use quorate_protocol::batch_receipt::BatchReceipts;
+use quorate_protocol::receipt::JOB_ID_LEN;
 use quorate_protocol::tensor::Tensor;
 
 use super::Committed;
 use crate::LoadedModel;
+use leaves::{Draw, Leaves, Ran, unsalted};
 
 /// One job of a batch: what was committed. Its payload is the leaf of its batch receipt.
 pub struct BatchJob {
@@ -20,10 +26,20 @@ pub struct BatchJob {
     pub outputs: Vec<Committed>,
 }
 
+/// Batches shorter than this run on the calling thread alone: starting a thread costs about
+/// as much as the commitments of a few dozen small runs.
+const PIPELINE_MIN: usize = 64;
+
 /// Runs `model` once per input set and signs every result under one batch root (§5): the
 /// results in order, and one batch receipt per result, each of which verifies alone. Job ids
-/// and salts for the whole batch come from one read of the operating system's random source
-/// (a read per salt costs about as much as a small model's run); the batch shares `nonce`.
+/// and salts come from the operating system's random source, read once per chunk of runs
+/// rather than once per salt (a read costs about as much as a small model's run); the batch
+/// shares `nonce`.
+///
+/// The model runs on the calling thread. From [`PIPELINE_MIN`] runs up, the random draws,
+/// the commitments, the payloads' encoding and the leaf hashes are made on a second thread as
+/// the runs come, so a batch takes up to two cores; its results and receipts are byte for byte
+/// those of one thread given the same draws.
 pub fn attested_batch(
     model: &LoadedModel,
     batch: Vec<Vec<Tensor>>,
@@ -32,9 +48,8 @@ pub fn attested_batch(
     key: &SecretKey,
     now: u64,
 ) -> anyhow::Result<(Vec<BatchJob>, BatchReceipts)> {
-    let mut pool = zeroize::Zeroizing::new(vec![0u8; draw_len(model, salted) * batch.len()]);
-    quorate_crypto::random::fill(&mut pool)?;
-    batch_with_draws(model, batch, salted, nonce, key, now, &pool)
+    let mut os = |buf: &mut [u8]| Ok(quorate_crypto::random::fill(buf)?);
+    batch_with_draws(model, batch, salted, nonce, key, now, &mut os)
 }
 
 /// Random bytes one input set takes: the job id, then the salts of the inputs and of the
@@ -48,8 +63,8 @@ fn draw_len(model: &LoadedModel, salted: bool) -> usize {
     JOB_ID_LEN + SALT_LEN * salts
 }
 
-/// [`attested_batch`] with its random draws given: [`draw_len`] bytes per input set, the
-/// job id then the salts of the inputs and of the outputs, in order.
+/// [`attested_batch`] with its random draws from `draw`: [`draw_len`] bytes per input set,
+/// the job id then the salts of the inputs and of the outputs, in order.
 fn batch_with_draws(
     model: &LoadedModel,
     batch: Vec<Vec<Tensor>>,
@@ -57,105 +72,84 @@ fn batch_with_draws(
     nonce: Vec<u8>,
     key: &SecretKey,
     now: u64,
-    pool: &[u8],
+    draw: Draw<'_>,
 ) -> anyhow::Result<(Vec<BatchJob>, BatchReceipts)> {
-    let mut draws = pool.chunks_exact(draw_len(model, salted));
-    // The payload of every job (§4.2); only the job id and commitments change between jobs.
-    let mut payload = ReceiptPayload {
-        job_id: [0; JOB_ID_LEN],
-        nonce,
-        kind: JobKind::Local,
-        model_digest: model.digest,
-        inputs: Vec::new(),
-        outputs: Vec::new(),
-        provider: model.provider.clone(),
-        runtime: model.runtime.clone(),
-        issued_at: now,
-        previous: None,
-        policy: None,
-    };
-    let mut signer = BatchSigner::with_capacity(batch.len());
-    let mut results = Vec::with_capacity(batch.len());
+    let n = batch.len();
+    let mut leaves = Leaves::new(model, salted, draw, nonce, now, n);
     // One hold on the session for the whole batch rather than a lock per run.
     let mut session = model.lock()?;
-    for inputs in batch {
-        let draw = draws
-            .next()
-            .ok_or_else(|| anyhow::anyhow!("more input sets than random draws"))?;
-        let (job_id, mut salts) = draw.split_at(JOB_ID_LEN);
-        // Pairs each tensor with the next salt; a set with more tensors than the model
-        // declares would run out, and is refused rather than committed unsalted.
-        let mut commit = |tensors: Vec<Tensor>| -> anyhow::Result<Vec<Committed>> {
-            tensors
-                .into_iter()
-                .map(|tensor| {
-                    if !salted {
-                        return Ok(Committed { tensor, salt: None });
-                    }
-                    let (s, rest) = salts
-                        .split_first_chunk::<SALT_LEN>()
-                        .ok_or_else(|| anyhow::anyhow!("more tensors than the model declares"))?;
-                    salts = rest;
-                    Ok(Committed {
-                        tensor,
-                        salt: Some(*s),
-                    })
-                })
-                .collect()
-        };
-        let inputs = commit(inputs)?;
-        let outputs = commit(session.run(inputs.iter().map(|c| &c.tensor))?)?;
-        payload.job_id = job_id.try_into()?;
-        recommit(&mut payload.inputs, &inputs);
-        recommit(&mut payload.outputs, &outputs);
-        signer.push(&payload)?;
-        results.push(BatchJob { inputs, outputs });
+    let mut run = |inputs: Vec<Tensor>| -> anyhow::Result<Ran> {
+        // A set with more tensors than the model declares would run out of salts: it is
+        // refused before it runs rather than committed unsalted. The salts themselves are
+        // drawn by the committer (`Leaves::add`), off the thread that runs the model.
+        anyhow::ensure!(
+            !salted || inputs.len() <= model.inputs.len(),
+            "more tensors than the model declares"
+        );
+        let outputs = session.run_wrapped(&inputs, unsalted)?;
+        Ok(Ran {
+            inputs: inputs.into_iter().map(unsalted).collect(),
+            outputs,
+        })
+    };
+    if n < PIPELINE_MIN {
+        let runs = batch
+            .into_iter()
+            .map(&mut run)
+            .collect::<anyhow::Result<_>>()?;
+        leaves.add(runs)?;
+    } else {
+        leaves = pipeline::pipelined(batch, run, leaves)?;
     }
     drop(session);
-    Ok((results, signer.sign(key, now)?))
-}
-
-/// Makes `list` the commitments to `committed` (as [`Commitment::to`] makes them), reusing
-/// the names' buffers.
-fn recommit(list: &mut Vec<Commitment>, committed: &[Committed]) {
-    list.truncate(committed.len());
-    for (i, c) in committed.iter().enumerate() {
-        let Some(slot) = list.get_mut(i) else {
-            list.push(Commitment::to(&c.tensor, c.salt.as_ref()));
-            continue;
-        };
-        slot.name.clear();
-        slot.name.push_str(c.tensor.name());
-        slot.digest = c.tensor.digest(c.salt.as_ref());
-        slot.salted = c.salt.is_some();
-    }
+    leaves.sign(n, key, now)
 }
 
 #[cfg(test)]
 mod tests {
     use quorate_protocol::batch_receipt::{parse_any, sign_batch};
+    use quorate_protocol::receipt::{JobKind, ReceiptPayload};
 
     use super::*;
     use crate::attest::{JobParams, attest};
 
-    /// Given the same random draws, a batch signs exactly the payloads that single runs
-    /// build (§4.2), as `sign_batch` signs them: no byte of any receipt depends on the path.
-    #[test]
-    fn batch_receipts_are_those_of_the_single_run_payloads() {
+    fn mlp() -> LoadedModel {
         let bytes =
             std::fs::read(concat!(env!("CARGO_MANIFEST_DIR"), "/../models/mlp.onnx")).unwrap();
-        let model = LoadedModel::from_bytes(&bytes, 1).unwrap();
-        let key = SecretKey::from_seed(&[4; 32]);
-        let (nonce, now, n) = (vec![5u8; 32], 1_763_900_000, 7usize);
-        let inputs: Vec<Vec<Tensor>> = (0..n)
+        LoadedModel::from_bytes(&bytes, 1).unwrap()
+    }
+
+    fn mlp_inputs(n: usize) -> Vec<Vec<Tensor>> {
+        (0..n)
             .map(|i| {
                 let x: Vec<f32> = (0..30).map(|k| (k + i) as f32 * 0.1).collect();
                 vec![Tensor::from_f32("features", vec![1, 30], &x).unwrap()]
             })
-            .collect();
-        for salted in [true, false] {
+            .collect()
+    }
+
+    /// Given the same random draws, a batch signs exactly the payloads that single runs
+    /// build (§4.2), as `sign_batch` signs them: no byte of any receipt depends on the path,
+    /// on one thread (a short batch) or two (a long one, ending in a part chunk).
+    #[test]
+    fn batch_receipts_are_those_of_the_single_run_payloads() {
+        let model = mlp();
+        let key = SecretKey::from_seed(&[4; 32]);
+        let (nonce, now) = (vec![5u8; 32], 1_763_900_000);
+        for (n, salted) in [(7, true), (7, false), (150, true), (150, false)] {
+            assert_eq!(n < PIPELINE_MIN, n == 7);
+            let inputs = mlp_inputs(n);
             let per_job = JOB_ID_LEN + if salted { 2 * SALT_LEN } else { 0 };
             let pool: Vec<u8> = (0..n * per_job).map(|i| (i * 31 % 251) as u8).collect();
+            let mut rest = &pool[..];
+            let mut draw = |buf: &mut [u8]| {
+                let (head, tail) = rest
+                    .split_at_checked(buf.len())
+                    .ok_or_else(|| anyhow::anyhow!("draws exhausted"))?;
+                buf.copy_from_slice(head);
+                rest = tail;
+                Ok(())
+            };
             let (jobs, receipts) = batch_with_draws(
                 &model,
                 inputs.clone(),
@@ -163,9 +157,10 @@ mod tests {
                 nonce.clone(),
                 &key,
                 now,
-                &pool,
+                &mut draw,
             )
             .unwrap();
+            assert!(rest.is_empty());
             let payloads: Vec<ReceiptPayload> = pool
                 .chunks_exact(per_job)
                 .zip(&inputs)
@@ -209,5 +204,24 @@ mod tests {
                 );
             }
         }
+    }
+
+    /// A failed run in the middle of a two-thread batch fails the batch, whatever the other
+    /// thread has committed to by then.
+    #[test]
+    fn a_failed_run_fails_a_two_thread_batch() {
+        let model = mlp();
+        let key = SecretKey::from_seed(&[4; 32]);
+        let mut extra = mlp_inputs(200);
+        let again = extra[130][0].clone();
+        extra[130].push(again);
+        let e = attested_batch(&model, extra, true, vec![5; 32], &key, 0).err();
+        assert!(e.is_some_and(|e| {
+            e.to_string()
+                .contains("more tensors than the model declares")
+        }));
+        let mut misshapen = mlp_inputs(200);
+        misshapen[199] = vec![Tensor::from_f32("features", vec![1, 2], &[0.0, 1.0]).unwrap()];
+        assert!(attested_batch(&model, misshapen, false, vec![5; 32], &key, 0).is_err());
     }
 }
