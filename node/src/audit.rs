@@ -319,8 +319,9 @@ impl AuditLog {
                 tokio::task::spawn_blocking(move || drop(log.lead(lock(&log.queue))));
             }
         }
-        // The sender is dropped unsent only if the leading task was never run (the runtime
-        // is shutting down): the receipt's fate is then unknown and no result is released.
+        // Woken when the commit that carried this receipt is settled. (`mine` keeps the
+        // sender alive, so the wait ends only by that; were a result ever missing, no result
+        // is released.)
         let _ = rx.await;
         mine.result(&self.path).unwrap_or_else(|| {
             Err(AppendError::StorageUnavailable {
