@@ -145,6 +145,14 @@ struct Queue {
     committing: bool,
 }
 
+/// A receipt over the format's limit is refused before it is queued.
+fn check_len(receipt: &[u8]) -> Result<(), AppendError> {
+    if receipt.len() > MAX_RECEIPT_LEN {
+        return Err(AppendError::TooLarge(receipt.len()));
+    }
+    Ok(())
+}
+
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
@@ -270,9 +278,7 @@ impl AuditLog {
         receipt: &[u8],
         wants_proof: bool,
     ) -> Result<Option<Vec<u8>>, AppendError> {
-        if receipt.len() > MAX_RECEIPT_LEN {
-            return Err(AppendError::TooLarge(receipt.len()));
-        }
+        check_len(receipt)?;
         let mine = Outcome::new(wants_proof, Waiter::Thread(std::thread::current()));
         let mut queue = lock(&self.queue);
         queue.pending.push((record(receipt), mine.clone()));
@@ -304,9 +310,7 @@ impl AuditLog {
         receipt: &[u8],
         wants_proof: bool,
     ) -> Result<Option<Vec<u8>>, AppendError> {
-        if receipt.len() > MAX_RECEIPT_LEN {
-            return Err(AppendError::TooLarge(receipt.len()));
-        }
+        check_len(receipt)?;
         let (tx, rx) = tokio::sync::oneshot::channel();
         let mine = Outcome::new(wants_proof, Waiter::Task(Mutex::new(Some(tx))));
         {

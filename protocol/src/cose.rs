@@ -8,7 +8,7 @@
 use coset::{AsCborValue, CoseSign1, TaggedCborSerializable};
 use quorate_crypto::{KeyId, PublicKey, SecretKey, identity::KEY_ID_LEN};
 
-use crate::cbor::{self, CborError};
+use crate::cbor::{self, CborError, write};
 
 /// `alg` value written by quorate: EdDSA (RFC 9053).
 pub const ALG_EDDSA: i64 = -8;
@@ -73,7 +73,6 @@ impl UncheckedSign1 {
 /// `["Signature1", protected, h'', payload]`, then `18([protected, {}, payload, signature])`.
 /// A test holds this equal to building the document with `coset` and re-encoding it.
 pub fn sign(payload: Vec<u8>, content_type: &str, key: &SecretKey) -> Result<Vec<u8>, CoseError> {
-    use crate::cbor::write;
     let kid = key.public_key().key_id();
     let mut protected = Vec::with_capacity(8 + content_type.len() + KEY_ID_LEN);
     write::map(&mut protected, 3);
@@ -83,13 +82,7 @@ pub fn sign(payload: Vec<u8>, content_type: &str, key: &SecretKey) -> Result<Vec
     write::text(&mut protected, content_type);
     write::uint(&mut protected, 4);
     write::bytes(&mut protected, &kid.0);
-    let mut to_be_signed = Vec::with_capacity(32 + protected.len() + payload.len());
-    write::array(&mut to_be_signed, 4);
-    write::text(&mut to_be_signed, "Signature1");
-    write::bytes(&mut to_be_signed, &protected);
-    write::bytes(&mut to_be_signed, &[]);
-    write::bytes(&mut to_be_signed, &payload);
-    let signature = key.sign(&to_be_signed).0;
+    let signature = key.sign(&sign1_sig_structure(&protected, &payload)).0;
     let mut out = Vec::with_capacity(96 + protected.len() + payload.len());
     out.push(0xd2); // tag 18, COSE_Sign1
     write::array(&mut out, 4);
@@ -276,35 +269,12 @@ fn sign1_from_value(value: ciborium::value::Value, limit: usize) -> Option<CoseS
 /// `tbs_data` writes (a test holds them equal) without building and serialising a value tree.
 fn sign1_sig_structure(protected: &[u8], payload: &[u8]) -> Vec<u8> {
     let mut out = Vec::with_capacity(protected.len() + payload.len() + 32);
-    out.push(0x84); // an array of four
-    out.push(0x6a); // a text string of ten bytes
-    out.extend_from_slice(b"Signature1");
-    byte_string(&mut out, protected);
-    out.push(0x40); // the empty external data
-    byte_string(&mut out, payload);
+    write::array(&mut out, 4);
+    write::text(&mut out, "Signature1");
+    write::bytes(&mut out, protected);
+    write::bytes(&mut out, &[]); // the empty external data
+    write::bytes(&mut out, payload);
     out
-}
-
-/// Appends `bytes` as a CBOR byte string, its length in the shortest form (§1.3).
-fn byte_string(out: &mut Vec<u8>, bytes: &[u8]) {
-    let len = bytes.len() as u64;
-    match len {
-        0..=23 => out.push(0x40 | len as u8),
-        24..=0xff => out.extend_from_slice(&[0x58, len as u8]),
-        0x100..=0xffff => {
-            out.push(0x59);
-            out.extend_from_slice(&(len as u16).to_be_bytes());
-        }
-        0x1_0000..=0xffff_ffff => {
-            out.push(0x5a);
-            out.extend_from_slice(&(len as u32).to_be_bytes());
-        }
-        _ => {
-            out.push(0x5b);
-            out.extend_from_slice(&len.to_be_bytes());
-        }
-    }
-    out.extend_from_slice(bytes);
 }
 
 #[cfg(test)]

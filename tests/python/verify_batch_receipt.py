@@ -18,32 +18,11 @@ from pycose.keys import OKPKey
 from pycose.keys.curves import Ed25519
 from pycose.messages import Sign1Message
 
+# The RFC 9162 path walk (section 2.1.3.2), shared with the transparency-log check beside it.
+from verify_tlog import root_from_path
+
 ROOT_TYPE = "application/vnd.quorate.batch-root+cbor"
 MAX_LEAVES = 1 << 20
-
-
-def node(left, right):
-    return hashlib.sha256(b"\x01" + left + right).digest()
-
-
-def root_from_path(leaf_hash, index, size, path):
-    """RFC 9162 section 2.1.3.2."""
-    assert 0 <= index < size, "leaf index outside the batch"
-    fn, sn, r = index, size - 1, leaf_hash
-    for p in path:
-        assert len(p) == 32, "a path hash is 32 bytes"
-        assert sn != 0, "path too long"
-        if fn & 1 or fn == sn:
-            r = node(p, r)
-            while fn & 1 == 0 and fn != 0:
-                fn >>= 1
-                sn >>= 1
-        else:
-            r = node(r, p)
-        fn >>= 1
-        sn >>= 1
-    assert sn == 0, "path too short"
-    return r
 
 
 def verify(data, public, raw):
@@ -67,6 +46,7 @@ def verify(data, public, raw):
     signed_root, size, issued_at = body[2], body[3], body[4]
     assert 1 <= size <= MAX_LEAVES, "batch size out of range"
     # The leaf is the receipt payload; its hash walks the path up to the signed root.
+    assert all(isinstance(p, bytes) and len(p) == 32 for p in path), "a path hash is 32 bytes"
     computed = root_from_path(hashlib.sha256(b"\x00" + leaf).digest(), index, size, path)
     assert computed == signed_root, "the inclusion path does not lead to the signed root"
     p = cbor2.loads(leaf)

@@ -4,6 +4,7 @@
 // Test helpers: failing loudly is their job.
 #![allow(clippy::panic, clippy::unwrap_used, clippy::expect_used)]
 
+pub mod batch;
 pub mod impair;
 pub mod netns;
 

@@ -9,8 +9,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use ciborium::value::Value;
-use quorate_protocol::tensor::Tensor;
-use quorate_protocol::tensor_file::{parse_npy, to_npy};
+use quorate_tests::batch::{keygen, patients, run_batch};
 use quorate_tests::{quorate, repo_root, text};
 
 /// Runs the Python verifier over `receipts`; its exit status and per-receipt summaries.
@@ -49,37 +48,18 @@ fn encode(parts: Vec<Value>) -> Vec<u8> {
 #[test]
 fn batch_receipts_verify_alone_in_python_and_altered_ones_do_not() {
     let dir = tempfile::tempdir().unwrap();
-    let key = dir.path().join("node.key");
-    let o = quorate(["keygen", "--out", key.to_str().unwrap()]);
-    assert!(o.status.success(), "{}", text(&o));
-    let public = dir.path().join("node.key.pub");
+    let (key, public) = keygen(dir.path());
+    let public = PathBuf::from(public);
     // Enough inputs for the batch to be committed on two threads, and a size that is not a
     // power of two, so that paths differ in length.
     let n = 90;
     let inputs = dir.path().join("in");
-    std::fs::create_dir_all(&inputs).unwrap();
-    let sample = std::fs::read(repo_root().join("models/samples/features.npy")).unwrap();
-    let base = parse_npy(&sample, "features").unwrap().to_f64_vec();
-    for i in 0..n {
-        let values: Vec<f32> = base.iter().map(|v| *v as f32 + i as f32 * 0.01).collect();
-        let t = Tensor::from_f32("features", vec![1, 30], &values).unwrap();
-        std::fs::write(inputs.join(format!("p-{i:03}.npy")), to_npy(&t)).unwrap();
-    }
+    patients(&inputs, n);
     let out = dir.path().join("out");
-    let o = quorate([
-        "run",
-        "--model",
-        repo_root().join("models/mlp.onnx").to_str().unwrap(),
-        "--inputs",
-        inputs.to_str().unwrap(),
-        "--key",
-        key.to_str().unwrap(),
-        "--out",
-        out.to_str().unwrap(),
-    ]);
+    let o = run_batch(&inputs, &key, &out);
     assert!(o.status.success(), "{}", text(&o));
     let receipts: Vec<PathBuf> = (0..n)
-        .map(|i| out.join(format!("receipts/p-{i:03}.cose")))
+        .map(|i| out.join(format!("receipts/patient-{i:02}.cose")))
         .collect();
 
     let (ok, summaries) = python_verify(&public, &receipts);

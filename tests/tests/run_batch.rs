@@ -5,45 +5,10 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use std::path::Path;
-
 use quorate_protocol::tensor::Tensor;
-use quorate_protocol::tensor_file::{parse_npy, to_npy};
-use quorate_tests::{quorate, repo_root, text};
-
-fn keygen(dir: &Path) -> (String, String) {
-    let key = dir.join("node.key");
-    let o = quorate(["keygen", "--out", key.to_str().unwrap()]);
-    assert!(o.status.success(), "{}", text(&o));
-    let key = key.to_str().unwrap().to_string();
-    (key.clone(), format!("{key}.pub"))
-}
-
-/// Writes `n` different patients (the bundled sample, shifted) as `.npy` files.
-fn patients(dir: &Path, n: usize) {
-    let sample = std::fs::read(repo_root().join("models/samples/features.npy")).unwrap();
-    let base = parse_npy(&sample, "features").unwrap().to_f64_vec();
-    std::fs::create_dir_all(dir).unwrap();
-    for i in 0..n {
-        let values: Vec<f32> = base.iter().map(|v| *v as f32 + i as f32 * 0.1).collect();
-        let t = Tensor::from_f32("features", vec![1, 30], &values).unwrap();
-        std::fs::write(dir.join(format!("patient-{i:02}.npy")), to_npy(&t)).unwrap();
-    }
-}
-
-fn run_batch(inputs: &Path, key: &str, out: &Path) -> std::process::Output {
-    quorate([
-        "run",
-        "--model",
-        repo_root().join("models/mlp.onnx").to_str().unwrap(),
-        "--inputs",
-        inputs.to_str().unwrap(),
-        "--key",
-        key,
-        "--out",
-        out.to_str().unwrap(),
-    ])
-}
+use quorate_protocol::tensor_file::to_npy;
+use quorate_tests::batch::{keygen, patients, run_batch};
+use quorate_tests::{quorate, text};
 
 #[test]
 fn every_batch_receipt_verifies_alone_and_binds_its_own_output() {

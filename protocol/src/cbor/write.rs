@@ -58,6 +58,11 @@ pub(crate) fn map(out: &mut Vec<u8>, len: usize) {
     head(out, 5, len as u64);
 }
 
+/// `null` (major type 7, simple value 22).
+pub(crate) fn null(out: &mut Vec<u8>) {
+    out.push(0xf6);
+}
+
 /// `true` or `false` (major type 7, simple values 21 and 20).
 pub(crate) fn boolean(out: &mut Vec<u8>, b: bool) {
     out.push(if b { 0xf5 } else { 0xf4 });

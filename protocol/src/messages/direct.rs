@@ -10,9 +10,6 @@ use super::{InferRequest, InferResponse, ty};
 use crate::cbor::write;
 use crate::tensor::Tensor;
 
-/// `null` (major type 7, simple value 22).
-const NULL: u8 = 0xf6;
-
 /// An infer request, §11.3.
 pub(super) fn infer_request(r: &InferRequest) -> Vec<u8> {
     let data: usize = r.inputs.iter().map(|t| t.data().len() + 64).sum();
@@ -77,7 +74,7 @@ fn tensors(out: &mut Vec<u8>, list: &[Tensor]) {
 
 fn salts(out: &mut Vec<u8>, list: Option<&[[u8; SALT_LEN]]>) {
     match list {
-        None => out.push(NULL),
+        None => write::null(out),
         Some(list) => {
             write::array(out, list.len());
             for s in list {
@@ -89,7 +86,7 @@ fn salts(out: &mut Vec<u8>, list: Option<&[[u8; SALT_LEN]]>) {
 
 fn digest(out: &mut Vec<u8>, d: Option<&Digest32>) {
     match d {
-        None => out.push(NULL),
+        None => write::null(out),
         Some(d) => write::bytes(out, d),
     }
 }

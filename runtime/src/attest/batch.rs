@@ -102,7 +102,7 @@ fn batch_with_draws(
         leaves = pipeline::pipelined(batch, run, leaves)?;
     }
     drop(session);
-    leaves.sign(n, key, now)
+    leaves.sign(key, now)
 }
 
 #[cfg(test)]

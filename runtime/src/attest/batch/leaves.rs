@@ -44,6 +44,8 @@ pub(super) struct Leaves<'a> {
     draws: Zeroizing<Vec<u8>>,
     signer: BatchSigner,
     results: Vec<BatchJob>,
+    /// The runs the batch has: it is signed only once all of them are committed to.
+    runs: usize,
 }
 
 impl<'a> Leaves<'a> {
@@ -77,6 +79,7 @@ impl<'a> Leaves<'a> {
             draws: Zeroizing::new(Vec::new()),
             signer: BatchSigner::with_capacity(n),
             results: Vec::with_capacity(n),
+            runs: n,
         }
     }
 
@@ -114,18 +117,14 @@ impl<'a> Leaves<'a> {
         Ok(())
     }
 
-    /// Signs the batch, which must hold `n` runs: a batch that lost a run on its way is
-    /// refused rather than signed short.
-    pub fn sign(
-        self,
-        n: usize,
-        key: &SecretKey,
-        now: u64,
-    ) -> anyhow::Result<(Vec<BatchJob>, BatchReceipts)> {
+    /// Signs the batch, which must hold all the runs it was made for: a batch that lost a run
+    /// on its way is refused rather than signed short.
+    pub fn sign(self, key: &SecretKey, now: u64) -> anyhow::Result<(Vec<BatchJob>, BatchReceipts)> {
         anyhow::ensure!(
-            self.results.len() == n,
-            "{} of {n} runs reached their commitments",
-            self.results.len()
+            self.results.len() == self.runs,
+            "{} of {} runs reached their commitments",
+            self.results.len(),
+            self.runs
         );
         Ok((self.results, self.signer.sign(key, now)?))
     }
