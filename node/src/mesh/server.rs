@@ -404,6 +404,10 @@ pub async fn serve(cfg: NodeConfig) -> anyhow::Result<()> {
             Some(task)
         }
     };
+    // §12.5: SIGINT and SIGTERM are caught from before the readiness line, so a node stopped
+    // as soon as it is ready shuts down gracefully rather than being killed by the default
+    // action.
+    let stop = shutdown_signal();
     let addr = endpoint.local_addr()?;
     println!(
         "quorate node {} listening on {addr} with {} models",
@@ -427,7 +431,7 @@ pub async fn serve(cfg: NodeConfig) -> anyhow::Result<()> {
             Duration::from_secs(cfg.gossip_secs),
         ))
     });
-    shutdown_signal().await;
+    stop.await;
     tracing::info!(
         node = %state.name,
         in_flight = state.admission.in_flight(),
@@ -484,20 +488,25 @@ fn write_head(state: &NodeState) {
     }
 }
 
-async fn shutdown_signal() {
+/// Waits for SIGINT or SIGTERM. The handlers are installed when this is called, not when the
+/// returned future is first polled.
+fn shutdown_signal() -> impl std::future::Future<Output = ()> {
     use tokio::signal::unix::{SignalKind, signal};
-    match (
+    let streams = (
         signal(SignalKind::interrupt()),
         signal(SignalKind::terminate()),
-    ) {
-        (Ok(mut int), Ok(mut term)) => {
-            tokio::select! {
-                _ = int.recv() => {}
-                _ = term.recv() => {}
+    );
+    async move {
+        match streams {
+            (Ok(mut int), Ok(mut term)) => {
+                tokio::select! {
+                    _ = int.recv() => {}
+                    _ = term.recv() => {}
+                }
             }
-        }
-        _ => {
-            let _ = tokio::signal::ctrl_c().await;
+            _ => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
         }
     }
 }
