@@ -105,3 +105,30 @@ fn the_last_head_covers_the_log_and_catches_truncation_and_rewriting() {
         text(&o)
     );
 }
+
+/// §18.11.2: the first head is written before the readiness line, so a node killed as soon as
+/// it is ready (SIGKILL: no last head on the way out) still leaves one that verifies.
+#[test]
+fn a_node_killed_as_soon_as_it_is_ready_has_already_written_its_head() {
+    let dir = tempfile::tempdir().unwrap();
+    let models = repo_root().join("models");
+    let mut mesh = LocalMesh::start(dir.path(), 1, &models, &quorate_bin()).unwrap();
+    mesh.kill("node-1").unwrap();
+    let entry = mesh.roster.by_name("node-1").unwrap().clone();
+    let log = mesh.audit_of("node-1");
+    let head = quorate_node::audit::head_path_of(&log);
+    assert!(
+        head.is_file(),
+        "no signed head beside {} after a kill at readiness",
+        log.display()
+    );
+    let public = dir.path().join("node-1.pub");
+    std::fs::write(&public, entry.key.to_pem().unwrap()).unwrap();
+    let o = verify_with_head(&log, &head, public.to_str().unwrap());
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(
+        text(&o).contains("the first 0 of its 0 records reproduce the signed head of"),
+        "{}",
+        text(&o)
+    );
+}

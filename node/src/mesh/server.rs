@@ -408,6 +408,12 @@ pub async fn serve(cfg: NodeConfig) -> anyhow::Result<()> {
     // as soon as it is ready shuts down gracefully rather than being killed by the default
     // action.
     let stop = shutdown_signal();
+    // §18.11.2: the first head is on disk before the node says it is ready, so `LOG.head`
+    // exists even for a node killed before its first interval ends.
+    {
+        let state = state.clone();
+        tokio::task::spawn_blocking(move || write_head(&state)).await?;
+    }
     let addr = endpoint.local_addr()?;
     println!(
         "quorate node {} listening on {addr} with {} models",
