@@ -89,6 +89,13 @@ fn the_last_head_covers_the_log_and_catches_truncation_and_rewriting() {
     assert!(!o.status.success());
     assert!(text(&o).contains("(audit_log)"), "{}", text(&o));
 
+    // Emptied: only the magic left. The log has no signer any more, and is still checked
+    // against the head named after it (§18.8.7): too short, not missing.
+    std::fs::write(&log, audit_log::MAGIC).unwrap();
+    let o = verify_with_head(&log, &head, &public);
+    assert!(!o.status.success());
+    assert!(text(&o).contains("(audit_log)"), "{}", text(&o));
+
     // Rewritten: record 3 replaced by record 4 (a complete, well-formed log of the same
     // length, whose receipts all still verify).
     let mut rewritten = audit_log::MAGIC.to_vec();

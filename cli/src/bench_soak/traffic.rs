@@ -232,7 +232,13 @@ const KINDS: [Hostile; 6] = [
 /// One hostile worker: each kind in turn against each node in turn, on a raw connection of
 /// the roster client (authenticated, not trusted), reconnecting when the node closes it.
 pub async fn hostile_worker(t: Arc<Traffic>, worker: usize) {
-    let settings = TransportSettings::default();
+    // A handshake with a node saturated by the valid traffic gets the same 30 s as a request:
+    // the soak judges what the node answers, and a loaded 2-core host has been seen to need
+    // more than the default 10 s to complete one (retransmitted Initials back off).
+    let settings = TransportSettings {
+        connect_timeout: Duration::from_secs(30),
+        ..TransportSettings::default()
+    };
     let endpoint = match TlsIdentity::from_secret_key(&t.client_key)
         .map_err(anyhow::Error::from)
         .and_then(|id| Ok(bind_client(any_port(), Arc::new(id), settings)?))
