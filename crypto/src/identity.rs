@@ -86,23 +86,66 @@ impl std::fmt::Debug for SecretKey {
     }
 }
 
+/// Public keys that passed [`PublicKey::from_bytes`], by their exact encoding. Validation is
+/// a pure function of those 32 bytes, so a hit returns what validating again would; only
+/// accepted keys are kept, and at most [`accepted::CAPACITY`] (the map is emptied when full,
+/// so a peer sending ever new keys costs memory for no more than that).
+mod accepted {
+    use std::collections::BTreeMap;
+    use std::sync::{Mutex, MutexGuard, PoisonError};
+
+    use ed25519_dalek::VerifyingKey;
+
+    /// Keys remembered at most.
+    pub(super) const CAPACITY: usize = 1024;
+
+    static KEYS: Mutex<BTreeMap<[u8; 32], VerifyingKey>> = Mutex::new(BTreeMap::new());
+
+    fn keys() -> MutexGuard<'static, BTreeMap<[u8; 32], VerifyingKey>> {
+        // The map holds only finished insertions: a panic elsewhere cannot leave it torn.
+        KEYS.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    pub(super) fn get(bytes: &[u8; 32]) -> Option<VerifyingKey> {
+        keys().get(bytes).copied()
+    }
+
+    pub(super) fn keep(bytes: [u8; 32], key: VerifyingKey) {
+        let mut keys = keys();
+        if keys.len() >= CAPACITY {
+            keys.clear();
+        }
+        keys.insert(bytes, key);
+    }
+
+    #[cfg(test)]
+    pub(super) fn len() -> usize {
+        keys().len()
+    }
+}
+
 /// An Ed25519 public key that is known not to be weak.
 #[derive(Clone, Copy, PartialEq, Eq, Hash)]
 pub struct PublicKey(VerifyingKey);
 
 impl PublicKey {
     /// Parses 32 bytes; rejects invalid encodings and small-order points.
+    ///
+    /// Keys already accepted are remembered (see [`accepted`]): the same few roster keys
+    /// arrive in every message of a mesh, and the subgroup check costs about as much as a
+    /// signature verification.
     pub fn from_bytes(bytes: &[u8]) -> Result<Self, IdentityError> {
         let arr: &[u8; 32] = bytes.try_into().map_err(|_| IdentityError::MalformedKey)?;
+        if let Some(key) = accepted::get(arr) {
+            return Ok(Self(key));
+        }
         let key = VerifyingKey::from_bytes(arr).map_err(|_| IdentityError::MalformedKey)?;
         // §2.1: small-order keys (is_weak) and keys with a torsion component are both
         // refused, so single and batch verification agree on every key we accept.
-        let torsion_free = curve25519_dalek::edwards::CompressedEdwardsY(*arr)
-            .decompress()
-            .is_some_and(|p| p.is_torsion_free());
-        if key.is_weak() || !torsion_free {
+        if key.is_weak() || !key.to_edwards().is_torsion_free() {
             return Err(IdentityError::WeakKey);
         }
+        accepted::keep(*arr, key);
         Ok(Self(key))
     }
 
@@ -250,6 +293,39 @@ mod tests {
             PublicKey::from_bytes(&[1u8; 31]),
             Err(IdentityError::MalformedKey)
         );
+    }
+
+    #[test]
+    fn accepted_keys_are_remembered_and_rejected_ones_never_are() {
+        use curve25519_dalek::constants::{ED25519_BASEPOINT_POINT, EIGHT_TORSION};
+        use curve25519_dalek::scalar::Scalar;
+        // A valid point plus a point of order 8: not small order, but not torsion-free.
+        let mixed = (ED25519_BASEPOINT_POINT * Scalar::from(5u8) + EIGHT_TORSION[1])
+            .compress()
+            .to_bytes();
+        for _ in 0..2 {
+            assert_eq!(PublicKey::from_bytes(&mixed), Err(IdentityError::WeakKey));
+            assert!(accepted::get(&mixed).is_none());
+        }
+        let good = SecretKey::from_seed(&[11u8; 32]).public_key();
+        let first = PublicKey::from_bytes(&good.to_bytes()).unwrap();
+        assert!(accepted::get(&good.to_bytes()).is_some());
+        let again = PublicKey::from_bytes(&good.to_bytes()).unwrap();
+        assert_eq!((first, again), (good, good));
+        let sig = SecretKey::from_seed(&[11u8; 32]).sign(b"m");
+        assert_eq!(again.verify(b"m", &sig.0), Ok(()));
+    }
+
+    #[test]
+    fn the_remembered_keys_are_bounded() {
+        for i in 0..accepted::CAPACITY + 10 {
+            let mut seed = [0u8; 32];
+            seed[..8].copy_from_slice(&(i as u64).to_le_bytes());
+            seed[31] = 0xa5;
+            let key = SecretKey::from_seed(&seed).public_key();
+            assert_eq!(PublicKey::from_bytes(&key.to_bytes()), Ok(key));
+            assert!(accepted::len() <= accepted::CAPACITY);
+        }
     }
 
     #[test]
