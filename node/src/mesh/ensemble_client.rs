@@ -4,6 +4,8 @@
 //! member per round and signs.
 
 use anyhow::bail;
+use futures_util::StreamExt;
+use futures_util::stream::FuturesUnordered;
 use quorate_crypto::SecretKey;
 use quorate_crypto::tensor_digest::Digest32;
 use quorate_protocol::ensemble::aggregator::{
@@ -94,21 +96,25 @@ pub async fn run(
             sends.len(),
             if sends.len() == 1 { "" } else { "s" }
         ));
-        let answers = futures_util::future::join_all(sends.into_iter().map(|s| async move {
-            let request = match s.message {
-                ToMember::Start(r) => Request::EnsembleStart(*r),
-                ToMember::Round(r) => Request::EnsembleRound(r),
-            };
-            let answer = match client.request(&spec.members[s.to as usize], &request).await {
-                Ok(Response::Ensemble(r)) => Answer::Reply(r),
-                Ok(Response::Error(e)) => Answer::Refused(e),
-                Ok(_) => Answer::Unexpected,
-                Err(e) => Answer::Failed(format!("{e:#}")),
-            };
-            (s.to, answer)
-        }))
-        .await;
-        for (i, answer) in answers {
+        // Each answer is checked as it arrives (§15.5: the transcript is in acceptance
+        // order), so verifying one member's envelope overlaps with waiting for the others.
+        let mut answers: FuturesUnordered<_> = sends
+            .into_iter()
+            .map(|s| async move {
+                let request = match s.message {
+                    ToMember::Start(r) => Request::EnsembleStart(*r),
+                    ToMember::Round(r) => Request::EnsembleRound(r),
+                };
+                let answer = match client.request(&spec.members[s.to as usize], &request).await {
+                    Ok(Response::Ensemble(r)) => Answer::Reply(r),
+                    Ok(Response::Error(e)) => Answer::Refused(e),
+                    Ok(_) => Answer::Unexpected,
+                    Err(e) => Answer::Failed(format!("{e:#}")),
+                };
+                (s.to, answer)
+            })
+            .collect();
+        while let Some((i, answer)) = answers.next().await {
             machine.handle_answer(i, answer);
         }
         sends = machine.close_round();
