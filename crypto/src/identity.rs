@@ -59,6 +59,13 @@ impl SecretKey {
         PublicKey(self.0.verifying_key())
     }
 
+    /// A second owner of the same key, for a state machine that must own the key it signs
+    /// with (a SecAgg member's job, §15.3). Deliberately a named call rather than `Clone`,
+    /// so copies of a secret are visible where they are made; each copy zeroizes on drop.
+    pub fn duplicate(&self) -> Self {
+        Self(self.0.clone())
+    }
+
     /// Signs `message` (RFC 8032 PureEdDSA).
     pub fn sign(&self, message: &[u8]) -> Signature {
         Signature(self.0.sign(message).to_bytes())
@@ -326,6 +333,15 @@ mod tests {
             assert_eq!(PublicKey::from_bytes(&key.to_bytes()), Ok(key));
             assert!(accepted::len() <= accepted::CAPACITY);
         }
+    }
+
+    #[test]
+    fn a_duplicate_signs_as_the_key_does() {
+        let sk = SecretKey::from_seed(&[12u8; 32]);
+        let copy = sk.duplicate();
+        assert_eq!(copy.public_key(), sk.public_key());
+        assert_eq!(copy.sign(b"m").0, sk.sign(b"m").0);
+        assert_eq!(format!("{copy:?}"), "SecretKey(<redacted>)");
     }
 
     #[test]

@@ -198,14 +198,6 @@ impl EnsembleService {
     pub fn round(&self, peer: &PublicKey, req: EnsembleRound) -> Result<EnsembleReply, ErrorFrame> {
         round(self, peer, req)
     }
-
-    fn clone_key(&self) -> Result<SecretKey, ErrorFrame> {
-        self.key
-            .to_pem()
-            .map_err(|e| e.to_string())
-            .and_then(|pem| SecretKey::from_pem(&pem).map_err(|e| e.to_string()))
-            .map_err(|e| err(ErrorCode::Internal, e))
-    }
 }
 
 fn start_blocking(
@@ -235,7 +227,7 @@ fn start_blocking(
         &req,
         aggregator,
         values,
-        state.clone_key()?,
+        state.key.duplicate(),
         Box::new(OsRng),
         run,
         state.jobs.now_ms(),
