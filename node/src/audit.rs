@@ -53,6 +53,9 @@ struct Tree {
     signed: Option<u64>,
     /// The bytes of the latest head signed.
     latest: Option<Vec<u8>>,
+    /// The size of the head last written to `LOG.head`: heads signed on request (§18.12)
+    /// are written too, at the next interval or on shutdown.
+    kept: Option<u64>,
     history: tlog::HeadHistory,
     inline: Option<Arc<SecretKey>>,
 }
@@ -209,6 +212,7 @@ impl AuditLog {
             leaves: MerkleLog::new(),
             signed: None,
             latest: None,
+            kept: None,
             history: tlog::HeadHistory::default(),
             inline: None,
         };
@@ -458,10 +462,26 @@ impl AuditLog {
         Ok(Some(head))
     }
 
-    /// The head last signed was not kept (its file could not be written): the next call of
-    /// [`Self::sign_head`] signs again even if no record was added.
-    pub fn head_not_kept(&self) {
-        lock(&self.tree).signed = None;
+    /// The head `LOG.head` should hold (§18.11.2), when it does not hold it yet: a head is
+    /// signed first if records were made durable since the last one, and the latest head is
+    /// returned with its size unless [`Self::head_kept`] recorded that size already. A head
+    /// signed on request (§18.12) is returned here too, so the file never falls behind it.
+    pub fn head_to_keep(
+        &self,
+        key: &SecretKey,
+        now: u64,
+    ) -> anyhow::Result<Option<(u64, Vec<u8>)>> {
+        self.sign_head(key, now)?;
+        let tree = lock(&self.tree);
+        Ok(match (tree.signed, &tree.latest) {
+            (Some(size), Some(head)) if tree.kept != Some(size) => Some((size, head.clone())),
+            _ => None,
+        })
+    }
+
+    /// The head of `size` leaves from [`Self::head_to_keep`] is written to `LOG.head`.
+    pub fn head_kept(&self, size: u64) {
+        lock(&self.tree).kept = Some(size);
     }
 
     /// Where the latest signed tree head is kept: [`head_path_of`] this log.
@@ -678,16 +698,25 @@ mod tests {
         parsed.sign1.verify(&key.public_key()).unwrap();
         assert_eq!((parsed.body.size, parsed.body.root), (5, expected));
         assert!(log.sign_head(&key, 1_800_000_001).unwrap().is_none());
-        log.head_not_kept();
-        assert!(log.sign_head(&key, 1_800_000_002).unwrap().is_some());
+        // The head to keep is the one signed, until it is recorded as kept.
+        let (size, to_keep) = log.head_to_keep(&key, 1_800_000_002).unwrap().unwrap();
+        assert_eq!((size, &to_keep), (5, &head));
+        assert!(log.head_to_keep(&key, 1_800_000_002).unwrap().is_some());
+        log.head_kept(5);
+        assert!(log.head_to_keep(&key, 1_800_000_002).unwrap().is_none());
+        // A head signed on request over a grown log is the next one to keep.
+        log.append(&signed_receipt(8, &key)).unwrap();
+        let requested = log.latest_head(&key, 1_800_000_002).unwrap();
+        let (size, to_keep) = log.head_to_keep(&key, 1_800_000_002).unwrap().unwrap();
+        assert_eq!((size, to_keep), (6, requested));
         drop(log);
         let (again, n) = AuditLog::open(&path).unwrap();
-        assert_eq!(n, 5);
+        assert_eq!(n, 6);
         let head = again.sign_head(&key, 1_800_000_003).unwrap().unwrap();
-        assert_eq!(TreeHead::parse(&head).unwrap().body.root, expected);
+        assert_eq!(TreeHead::parse(&head).unwrap().body.size, 6);
         again.append(&signed_receipt(9, &key)).unwrap();
         let grown = again.sign_head(&key, 1_800_000_004).unwrap().unwrap();
-        assert_eq!(TreeHead::parse(&grown).unwrap().body.size, 6);
+        assert_eq!(TreeHead::parse(&grown).unwrap().body.size, 7);
         assert_eq!(again.head_path(), dir.path().join("audit.qlog.head"));
     }
 }

@@ -51,6 +51,14 @@ fn the_last_head_covers_the_log_and_catches_truncation_and_rewriting() {
             let req = fresh_request(model, vec![input.clone()], None).unwrap();
             rt.block_on(client.infer(&entry, &req)).unwrap();
         }
+        // A head signed on request over every record (§18.12): the head the node leaves
+        // beside its log must not fall behind it (§18.11.2).
+        let (requested, _) = rt.block_on(client.log_head(&entry)).unwrap();
+        let size = quorate_protocol::tlog::TreeHead::parse(&requested)
+            .unwrap()
+            .body
+            .size;
+        assert_eq!(size, JOBS as u64);
         client.close();
     }
     mesh.stop("node-1", Duration::from_secs(10)).unwrap();

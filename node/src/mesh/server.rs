@@ -478,16 +478,19 @@ async fn sign_heads(state: Arc<NodeState>) {
     }
 }
 
-/// Signs a head if the log grew since the last one and writes it beside the log, atomically;
-/// a failure is logged and tried again at the next interval.
+/// Signs a head if the log grew since the last one and writes the latest head beside the log,
+/// atomically, unless the file holds it already (one signed on request is written too); a
+/// failure is logged and tried again at the next interval.
 fn write_head(state: &NodeState) {
-    match state.audit.sign_head(&state.key, unix_now()) {
+    match state.audit.head_to_keep(&state.key, unix_now()) {
         Ok(None) => {}
-        Ok(Some(head)) => {
+        Ok(Some((size, head))) => {
             let path = state.audit.head_path();
-            if let Err(e) = crate::files::write_atomic(&path, &head, 0o644) {
-                state.audit.head_not_kept();
-                tracing::warn!(node = %state.name, "cannot write the tree head {}: {e:#}", path.display());
+            match crate::files::write_atomic(&path, &head, 0o644) {
+                Ok(()) => state.audit.head_kept(size),
+                Err(e) => {
+                    tracing::warn!(node = %state.name, "cannot write the tree head {}: {e:#}", path.display())
+                }
             }
         }
         Err(e) => tracing::warn!(node = %state.name, "cannot sign a tree head: {e:#}"),
