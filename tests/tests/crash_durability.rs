@@ -29,6 +29,10 @@ fn one_kill_under_load(round: u64) {
         .unwrap();
     let _guard = rt.enter();
     let stop = Arc::new(AtomicBool::new(false));
+    // Set once the SIGKILL has landed: a request begun before it and then failed was cut by
+    // the kill (the clients keep the load on through the kill, so some are in flight; one
+    // begun in the microseconds between the signal and the reaping would count too).
+    let killed = Arc::new(AtomicBool::new(false));
     let clients: Vec<_> = (0..CLIENTS)
         .map(|_| {
             let client = Arc::new(
@@ -39,10 +43,12 @@ fn one_kill_under_load(round: u64) {
                 )
                 .unwrap(),
             );
-            let (entry, input, stop) = (entry.clone(), input.clone(), stop.clone());
+            let (entry, input, stop, killed) =
+                (entry.clone(), input.clone(), stop.clone(), killed.clone());
             rt.spawn(async move {
                 let (mut accepted, mut failed) = (Vec::new(), 0usize);
                 while !stop.load(Ordering::Relaxed) {
+                    let before_kill = !killed.load(Ordering::SeqCst);
                     let req = fresh_request(model, vec![input.clone()], None).unwrap();
                     // `infer` returns only a response whose receipt verified (§11.4): that
                     // is what a client accepts and may act on.
@@ -54,7 +60,8 @@ fn one_kill_under_load(round: u64) {
                         // `Busy` is the node at its slot limit, answering; the rest are
                         // requests the kill cut.
                         Err(e) if format!("{e:#}").contains("Busy") => {}
-                        Err(_) => failed += 1,
+                        Err(_) if before_kill => failed += 1,
+                        Err(_) => {}
                     }
                 }
                 client.close();
@@ -64,9 +71,12 @@ fn one_kill_under_load(round: u64) {
         .collect();
     // Let the load build, then kill at a moment that varies between rounds.
     std::thread::sleep(Duration::from_millis(700 + 170 * round));
-    // No new request after the kill: the ones in flight at that moment are what it cuts.
-    stop.store(true, Ordering::Relaxed);
+    // The load stays on through the kill, so requests are in flight when it lands; only
+    // those begun before it count as cut. (Stopping the clients first let every request
+    // finish before a late kill on a loaded machine, and then the kill cut nothing.)
     mesh.kill("node-1").unwrap();
+    killed.store(true, Ordering::SeqCst);
+    stop.store(true, Ordering::Relaxed);
     let mut accepted = Vec::new();
     let mut failed = 0;
     for c in clients {
