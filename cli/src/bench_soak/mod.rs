@@ -180,13 +180,14 @@ pub fn run(args: &BenchSoakArgs) -> anyhow::Result<ExitCode> {
     println!(
         "soak: minutes={:.2} nodes={} valid={valid} answered={answered} busy={} hostile={hostile} \
          handled={handled} receipts_logged={logged}/{returned} rss_max_mib={} rss_growth_mib={} \
-         fds_max={} fds_growth={fd_growth} verdict={}",
+         fds_max={} fds_growth={fd_growth} fresh_port_handshakes={} verdict={}",
         start.elapsed().as_secs_f64() / 60.0,
         args.nodes,
         t.busy.load(Ordering::Relaxed),
         peaks.max_rss() >> 20,
         rss_growth >> 20,
         peaks.max_fds(),
+        t.fresh_port_handshakes.load(Ordering::Relaxed),
         if problems.is_empty() { "ok" } else { "FAILED" },
     );
     Ok(if problems.is_empty() {

@@ -47,6 +47,9 @@ pub struct Tally {
     pub handled: AtomicU64,
     /// Hostile messages sent, by kind (in the order of [`KIND_NAMES`]).
     pub by_kind: [AtomicU64; 6],
+    /// Hostile connections whose handshake timed out and that were made again from a new
+    /// port (see [`send_raw`]); printed in the summary.
+    pub fresh_port_handshakes: AtomicU64,
     /// Everything that went wrong: a valid job not answered, hostile traffic accepted.
     pub failures: AtomicU64,
     kept: Mutex<Vec<String>>,
@@ -232,13 +235,7 @@ const KINDS: [Hostile; 6] = [
 /// One hostile worker: each kind in turn against each node in turn, on a raw connection of
 /// the roster client (authenticated, not trusted), reconnecting when the node closes it.
 pub async fn hostile_worker(t: Arc<Traffic>, worker: usize) {
-    // A handshake with a node saturated by the valid traffic gets the same 30 s as a request:
-    // the soak judges what the node answers, and a loaded 2-core host has been seen to need
-    // more than the default 10 s to complete one (retransmitted Initials back off).
-    let settings = TransportSettings {
-        connect_timeout: Duration::from_secs(30),
-        ..TransportSettings::default()
-    };
+    let settings = TransportSettings::default();
     let endpoint = match TlsIdentity::from_secret_key(&t.client_key)
         .map_err(anyhow::Error::from)
         .and_then(|id| Ok(bind_client(any_port(), Arc::new(id), settings)?))
@@ -285,7 +282,7 @@ pub async fn hostile_worker(t: Arc<Traffic>, worker: usize) {
                 };
                 for _ in 0..sends {
                     result = result.and(
-                        send_raw(&endpoint, &mut conns, node_ix, node, &frame)
+                        send_raw(&t, &endpoint, &mut conns, node_ix, node, &frame)
                             .await
                             .and_then(|answer| judge(&t.tally, kind, node, &frame, answer)),
                     );
@@ -344,7 +341,13 @@ fn hostile_frame(
 
 /// Sends `frame` on the cached connection to node `ix` (made anew if the node closed it).
 /// `Ok(None)` is a stream or connection the node closed instead of answering.
+///
+/// A handshake that times out is tried once more from a new port, and counted: rarely, under
+/// full load, a reconnect from the worker's port after the node reset an oversized frame's
+/// stream has been seen never to complete (not yet explained); a node that does not complete
+/// the handshake from a new port either fails the soak.
 async fn send_raw(
+    t: &Traffic,
     endpoint: &MeshEndpoint,
     conns: &mut HashMap<usize, PeerConnection>,
     ix: usize,
@@ -354,7 +357,20 @@ async fn send_raw(
     let conn = match conns.entry(ix) {
         std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
         std::collections::hash_map::Entry::Vacant(e) => {
-            e.insert(endpoint.connect(address_of(node)?, &node.key).await?)
+            let addr = address_of(node)?;
+            let conn = match endpoint.connect(addr, &node.key).await {
+                Err(quorate_transport::TransportError::Timeout { .. }) => {
+                    t.tally
+                        .fresh_port_handshakes
+                        .fetch_add(1, Ordering::Relaxed);
+                    let id = Arc::new(TlsIdentity::from_secret_key(&t.client_key)?);
+                    let fresh = bind_client(any_port(), id, TransportSettings::default())?;
+                    // The connection keeps its endpoint alive.
+                    fresh.connect(addr, &node.key).await?
+                }
+                other => other?,
+            };
+            e.insert(conn)
         }
     };
     match conn.request(frame, Duration::from_secs(30)).await {
