@@ -28,6 +28,13 @@ fn verify_with_head(
     ])
 }
 
+/// Writes the node's public key into `dir` for `--trust`; its path.
+fn trust_file(dir: &std::path::Path, entry: &quorate_protocol::roster::Entry) -> String {
+    let public = dir.join(format!("{}.pub", entry.name));
+    std::fs::write(&public, entry.key.to_pem().unwrap()).unwrap();
+    public.to_str().unwrap().to_string()
+}
+
 #[test]
 fn the_last_head_covers_the_log_and_catches_truncation_and_rewriting() {
     let dir = tempfile::tempdir().unwrap();
@@ -64,17 +71,13 @@ fn the_last_head_covers_the_log_and_catches_truncation_and_rewriting() {
     mesh.stop("node-1", Duration::from_secs(10)).unwrap();
 
     let log = mesh.audit_of("node-1");
-    let mut head_name = log.as_os_str().to_owned();
-    head_name.push(".head");
-    let head = std::path::PathBuf::from(head_name);
+    let head = quorate_node::audit::head_path_of(&log);
     assert!(
         head.is_file(),
         "the node left no signed head beside {}",
         log.display()
     );
-    let public = dir.path().join("node-1.pub");
-    std::fs::write(&public, entry.key.to_pem().unwrap()).unwrap();
-    let public = public.to_str().unwrap().to_string();
+    let public = trust_file(dir.path(), &entry);
 
     let o = verify_with_head(&log, &head, &public);
     assert!(o.status.success(), "{}", text(&o));
@@ -137,9 +140,7 @@ fn a_node_killed_as_soon_as_it_is_ready_has_already_written_its_head() {
         "no signed head beside {} after a kill at readiness",
         log.display()
     );
-    let public = dir.path().join("node-1.pub");
-    std::fs::write(&public, entry.key.to_pem().unwrap()).unwrap();
-    let o = verify_with_head(&log, &head, public.to_str().unwrap());
+    let o = verify_with_head(&log, &head, &trust_file(dir.path(), &entry));
     assert!(o.status.success(), "{}", text(&o));
     assert!(
         text(&o).contains("the first 0 of its 0 records reproduce the signed head of"),

@@ -216,11 +216,10 @@ pub fn check_heads(heads: &[PathBuf], files: &[PathBuf], trust: &TrustStore) -> 
         let mut matched = false;
         for (log_path, signer) in &logs {
             let label = format!("{} against {}", log_path.display(), head_path.display());
-            // §18.8.7: an empty log has no signer; it is the log of the head named after it.
-            let named_after = quorate_node::audit::head_path_of(log_path) == *head_path;
             match signer {
                 Ok(Some(k)) if *k == kid => {}
-                Ok(None) if named_after => {}
+                // §18.8.7: an empty log has no signer; it is the log of the head named after it.
+                Ok(None) if quorate_node::audit::head_path_of(log_path) == *head_path => {}
                 Ok(_) => continue,
                 Err(e) => {
                     line(label, Err(e.clone()));
