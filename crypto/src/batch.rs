@@ -8,7 +8,8 @@
 //! That subgroup check costs about as much as one single verification, and measured
 //! (`cli/benches/attestation.rs`, `batch_verify_64`) the exact batch on two cores was slower
 //! than single verification on two cores. So [`verify_all`] verifies one by one, split
-//! across the cores, which agrees with `verify_strict` by construction.
+//! across the cores, which agrees with `verify_strict` by construction; the items only share
+//! the inversion that compresses their recomputed `R` (strict.rs).
 //! [`all_authentic`] keeps the plain batch equation for the one place where the difference
 //! does not matter (§9.8.3).
 
@@ -56,11 +57,33 @@ pub fn verify_all(items: &[Item<'_>]) -> Vec<Result<(), IdentityError>> {
 }
 
 /// [`verify_all`] on the calling thread only, for callers that split the work themselves.
+///
+/// Each verdict stands alone (strict.rs): the recomputed points of the items are only
+/// compressed together, sharing one field inversion.
 pub fn verify_each(items: &[Item<'_>]) -> Vec<Result<(), IdentityError>> {
-    items
+    // Items whose signature is not 64 bytes fail on their own, as in `PublicKey::verify`.
+    let mut checks = Vec::with_capacity(items.len());
+    let mut results: Vec<Result<(), IdentityError>> = items
         .iter()
-        .map(|item| item.key.verify(item.message, item.signature))
-        .collect()
+        .map(|item| match <&[u8; 64]>::try_from(item.signature) {
+            Ok(signature) => {
+                checks.push(crate::strict::Check {
+                    key: item.key.inner(),
+                    message: item.message,
+                    signature,
+                });
+                Ok(())
+            }
+            Err(_) => Err(IdentityError::SignatureLength(item.signature.len())),
+        })
+        .collect();
+    let mut verdicts = crate::strict::verify_many(&checks).into_iter();
+    for result in results.iter_mut().filter(|r| r.is_ok()) {
+        if !verdicts.next().unwrap_or(false) {
+            *result = Err(IdentityError::BadSignature);
+        }
+    }
+    results
 }
 
 /// Authenticity of a whole set at once (§9.8.3): whether every item was made by its key,

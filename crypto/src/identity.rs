@@ -1,7 +1,8 @@
 //! Ed25519 identities (§2): secret keys, public keys, key ids, signatures.
 //!
 //! Rules pinned here, for every caller:
-//! - verification is always `verify_strict` (no malleable or small-order signatures);
+//! - verification always gives `verify_strict`'s verdict (no malleable or small-order
+//!   signatures; computed in `strict.rs`);
 //! - a public key of small order ("weak") is rejected wherever one is loaded;
 //! - secret keys zeroize on drop, print as `SecretKey(<redacted>)` and are not `Clone`.
 
@@ -174,10 +175,20 @@ impl PublicKey {
 
     /// Verifies with `verify_strict`: canonical `S`, no small-order `R` or `A`.
     pub fn verify(&self, message: &[u8], signature: &[u8]) -> Result<(), IdentityError> {
-        let sig = parse_signature(signature)?;
-        self.0
-            .verify_strict(message, &sig)
-            .map_err(|_| IdentityError::BadSignature)
+        let signature: &[u8; 64] = signature
+            .try_into()
+            .map_err(|_| IdentityError::SignatureLength(signature.len()))?;
+        // §6.2: the verdict of `verify_strict`, one field exponentiation cheaper (strict.rs).
+        let check = crate::strict::Check {
+            key: &self.0,
+            message,
+            signature,
+        };
+        if crate::strict::verify_one(&check) {
+            Ok(())
+        } else {
+            Err(IdentityError::BadSignature)
+        }
     }
 
     /// SPKI PEM encoding (RFC 8410), the format of `.pub` files (§2.1).

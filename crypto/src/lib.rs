@@ -12,6 +12,7 @@ pub mod merkle;
 #[cfg(feature = "os-rng")]
 pub mod random;
 pub mod secagg;
+mod strict;
 pub mod tensor_digest;
 
 pub use identity::{IdentityError, KeyId, PublicKey, SecretKey, Signature};
