@@ -66,13 +66,61 @@ fn identity_r_signature(seed: &[u8; 32], msg: &[u8]) -> [u8; 64] {
     sig
 }
 
-/// A receipt of `payload()` whose signature is replaced by the identity-R one over the same
+/// The key holder signs `msg` with nonce point `R = [r]B + T`, `T` a point of order 8:
+/// `s = r + H(R || A || M)·a`. The cofactorless equation misses by `T`, so strict
+/// verification refuses it; a batch equation sees only `z·T` and can be ground past (§6.2).
+fn mixed_order_r_signature(seed: &[u8; 32], msg: &[u8]) -> [u8; 64] {
+    let sk = ed25519_dalek::SigningKey::from_bytes(seed);
+    let a = sk.to_scalar();
+    let r = Scalar::from(987_654_321u64);
+    let r_point = (curve25519_dalek::constants::ED25519_BASEPOINT_POINT * r
+        + curve25519_dalek::constants::EIGHT_TORSION[1])
+        .compress()
+        .to_bytes();
+    let mut h = sha2::Sha512::new();
+    h.update(r_point);
+    h.update(sk.verifying_key().as_bytes());
+    h.update(msg);
+    let k = Scalar::from_bytes_mod_order_wide(&h.finalize().into());
+    let mut sig = [0u8; 64];
+    sig[..32].copy_from_slice(&r_point);
+    sig[32..].copy_from_slice((r + k * a).as_bytes());
+    sig
+}
+
+/// An honest signature of `msg` with `s` replaced by `s + ℓ`: the same value mod ℓ, the
+/// equation holds, but `s` is not canonical (malleability, §2.4).
+fn non_canonical_s_signature(seed: &[u8; 32], msg: &[u8]) -> [u8; 64] {
+    let mut sig = SecretKey::from_seed(seed).sign(msg).0;
+    let ell_minus_one = -Scalar::ONE;
+    let mut carry = 1u16; // s + ℓ = s + (ℓ − 1) + 1
+    for i in 0..32 {
+        let v = u16::from(sig[32 + i]) + u16::from(ell_minus_one.as_bytes()[i]) + carry;
+        sig[32 + i] = v as u8;
+        carry = v >> 8;
+    }
+    sig
+}
+
+/// The identity-R signature with `R` encoded non-canonically, as `y = p + 1`: the same point,
+/// so the cofactorless equation still holds after decoding; refused as a non-canonical `R`
+/// of small order.
+fn non_canonical_r_signature(seed: &[u8; 32], msg: &[u8]) -> [u8; 64] {
+    let mut sig = identity_r_signature(seed, msg);
+    let mut y = [0xffu8; 32];
+    y[0] = 0xee; // p + 1 = 2^255 − 18
+    y[31] = 0x7f;
+    sig[..32].copy_from_slice(&y);
+    sig
+}
+
+/// A receipt of `payload()` whose signature is replaced by `forge`'s over the same
 /// Sig_structure: the COSE document is otherwise exactly the valid receipt.
-fn identity_r_receipt() -> Vec<u8> {
+fn forged_receipt(forge: fn(&[u8; 32], &[u8]) -> [u8; 64]) -> Vec<u8> {
     let key = SecretKey::from_seed(&SEED);
     let good = payload().sign(&key).unwrap();
     let parsed = receipt::parse(&good).unwrap();
-    let forged = identity_r_signature(&SEED, &parsed.sign1.to_be_signed);
+    let forged = forge(&SEED, &parsed.sign1.to_be_signed);
     let at = good.len() - 64;
     assert_eq!(
         &good[at - 2..at],
@@ -85,23 +133,49 @@ fn identity_r_receipt() -> Vec<u8> {
     bad
 }
 
+/// Each bad signature: file name, how it is made, what it is.
+#[allow(clippy::type_complexity)]
+const FORGERIES: [(&str, fn(&[u8; 32], &[u8]) -> [u8; 64], &str); 4] = [
+    (
+        "receipt_bad_identity_r.json",
+        identity_r_signature,
+        "signed by the key's holder with nonce r = 0: R is the identity (small order), s = H(R || A || M)·a; the cofactorless and batch equations hold, verify_strict refuses it, so single and batch verification MUST both reject it",
+    ),
+    (
+        "receipt_bad_mixed_order_r.json",
+        mixed_order_r_signature,
+        "signed by the key's holder with R = rB + T, T of order 8, s = r + H(R || A || M)·a: the cofactorless equation misses by T and verify_strict refuses it; a batch equation sees only z·T, so single and batch verification MUST both reject it",
+    ),
+    (
+        "receipt_bad_non_canonical_s.json",
+        non_canonical_s_signature,
+        "an honest signature with s replaced by s + l (the same value mod l): the equation holds but s is not canonical, so verify_strict refuses it (malleability); single and batch verification MUST both reject it",
+    ),
+    (
+        "receipt_bad_non_canonical_r.json",
+        non_canonical_r_signature,
+        "the identity-R signature with R encoded as y = p + 1, a non-canonical encoding of the identity: it decodes to a point satisfying the cofactorless equation, but R is neither canonical nor of large order, so single and batch verification MUST both reject it",
+    ),
+];
+
 fn generate() -> BTreeMap<String, Value> {
     let key = SecretKey::from_seed(&SEED);
-    let mut out = BTreeMap::new();
-    out.insert(
-        "receipt_bad_identity_r.json".to_string(),
-        json!({
-            "generated_by": GENERATED_BY,
-            "type": "receipt",
-            "spec": "§2.4, §6.2, §17.1",
-            "description": "signed by the key's holder with nonce r = 0: R is the identity (small order), s = H(R || A || M)·a; the cofactorless and batch equations hold, verify_strict refuses it, so single and batch verification MUST both reject it",
-            "expect": "invalid",
-            "error": "bad_signature",
-            "trusted_keys": [hex::encode(key.public_key().to_bytes())],
-            "receipt": hex::encode(identity_r_receipt()),
-        }),
-    );
-    out
+    FORGERIES
+        .iter()
+        .map(|(name, forge, description)| {
+            let v = json!({
+                "generated_by": GENERATED_BY,
+                "type": "receipt",
+                "spec": "§2.4, §6.2, §17.1",
+                "description": description,
+                "expect": "invalid",
+                "error": "bad_signature",
+                "trusted_keys": [hex::encode(key.public_key().to_bytes())],
+                "receipt": hex::encode(forged_receipt(*forge)),
+            });
+            (name.to_string(), v)
+        })
+        .collect()
 }
 
 fn vector_files() -> Vec<PathBuf> {
@@ -133,11 +207,11 @@ fn signature_vectors_on_disk_match_the_generator() {
     assert_eq!(vector_files().len(), generated.len());
 }
 
-/// Finding L1 (§17.1): every vector in the folder is refused by strict single verification
+/// Finding L1 (§17.1) and its kin: every vector in the folder is refused by strict single verification
 /// and by the batch verifier, alone and inside a batch of valid receipts, with the vector's
 /// error `bad_signature`.
 #[test]
-fn attack_l1_batch_accepts_identity_r_receipt_vector() {
+fn attack_l1_batch_accepts_forged_signature_vectors() {
     let files = vector_files();
     assert!(!files.is_empty());
     let signer = SecretKey::from_seed(&SEED);
@@ -167,6 +241,15 @@ fn attack_l1_batch_accepts_identity_r_receipt_vector() {
             sign1.verify(&key),
             Err(IdentityError::BadSignature),
             "{name}: single"
+        );
+        // The verdict is ed25519-dalek's own `verify_strict`'s (§2.4).
+        let raw_key = ed25519_dalek::VerifyingKey::from_bytes(&key.to_bytes()).unwrap();
+        let raw_sig = ed25519_dalek::Signature::from_slice(&sign1.signature).unwrap();
+        assert!(
+            raw_key
+                .verify_strict(&sign1.to_be_signed, &raw_sig)
+                .is_err(),
+            "{name}: verify_strict"
         );
         let item = Item {
             message: &sign1.to_be_signed,

@@ -87,7 +87,11 @@ fn valid_signatures_and_every_single_bit_change_agree() {
         cases.push(other_key);
         cases.push(good);
     }
-    assert_eq!(assert_agree(&cases), 3, "only the three untouched signatures hold");
+    assert_eq!(
+        assert_agree(&cases),
+        3,
+        "only the three untouched signatures hold"
+    );
 }
 
 #[test]
@@ -147,7 +151,11 @@ fn edge_cases_agree() {
     high_s.signature[63] |= 0xe0;
     cases.push(high_s);
     // EIGHT_TORSION[0] is the identity: R = 77·B + 0 is an honest signature too.
-    assert_eq!(assert_agree(&cases), 2, "only the two honest signatures hold");
+    assert_eq!(
+        assert_agree(&cases),
+        2,
+        "only the two honest signatures hold"
+    );
 }
 
 /// Keys `verify_strict` takes as they come (quorate refuses both kinds when a key is
