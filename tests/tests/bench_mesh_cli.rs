@@ -66,6 +66,7 @@ fn short_run_measures_every_figure_and_sums_them_up() {
         ("latency", "append_ns"),
         ("batch", "raw_ns"),
         ("audit", "raw_one_core_per_s"),
+        ("audit", "quorate_strict_one_core_per_s"),
         ("ensemble", "plain_ns"),
     ] {
         let v = doc[section][part].as_f64().unwrap();
