@@ -7,6 +7,7 @@
 #![cfg_attr(not(test), deny(clippy::unwrap_used))]
 
 pub mod batch;
+pub mod fuzzing;
 pub mod identity;
 pub mod merkle;
 #[cfg(feature = "os-rng")]

@@ -30,6 +30,11 @@ fn replay(target: &str, hook: fn(&[u8])) {
 }
 
 #[test]
+fn strict_signature_corpus() {
+    replay("strict_signature", quorate_crypto::fuzzing::strict_signature);
+}
+
+#[test]
 fn receipt_corpus() {
     replay("receipt", fuzzing::receipt);
 }
