@@ -12,7 +12,8 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use curve25519_dalek::Scalar;
+use curve25519_dalek::constants::{ED25519_BASEPOINT_POINT, EIGHT_TORSION};
+use curve25519_dalek::{EdwardsPoint, Scalar};
 use quorate_crypto::batch::{Item, verify_all};
 use quorate_crypto::{IdentityError, PublicKey, SecretKey};
 use quorate_protocol::batch_receipt;
@@ -46,46 +47,36 @@ fn payload() -> ReceiptPayload {
     }
 }
 
-/// The key holder signs `msg` with nonce r = 0: R = identity, s = H(R || A || M)·a mod l.
-/// `[s]B = R + [H(R || A || M)]A` holds, so a batch equation accepts it; R is of small
-/// order, so `verify_strict` refuses it.
-fn identity_r_signature(seed: &[u8; 32], msg: &[u8]) -> [u8; 64] {
+/// The key holder's signature of `msg` made with nonce `r` and nonce point `r_point` (which
+/// an honest signer sets to `[r]B`): `R = r_point`, `s = r + H(R || A || M)·a mod l`.
+fn sign_with_nonce(seed: &[u8; 32], msg: &[u8], r: Scalar, r_point: EdwardsPoint) -> [u8; 64] {
     let sk = ed25519_dalek::SigningKey::from_bytes(seed);
-    let a = sk.to_scalar();
-    let r = curve25519_dalek::EdwardsPoint::default()
-        .compress()
-        .to_bytes();
+    let r_bytes = r_point.compress().to_bytes();
     let mut h = sha2::Sha512::new();
-    h.update(r);
+    h.update(r_bytes);
     h.update(sk.verifying_key().as_bytes());
     h.update(msg);
     let k = Scalar::from_bytes_mod_order_wide(&h.finalize().into());
     let mut sig = [0u8; 64];
-    sig[..32].copy_from_slice(&r);
-    sig[32..].copy_from_slice((k * a).as_bytes());
+    sig[..32].copy_from_slice(&r_bytes);
+    sig[32..].copy_from_slice((r + k * sk.to_scalar()).as_bytes());
     sig
+}
+
+/// The key holder signs `msg` with nonce r = 0: R = identity, s = H(R || A || M)·a mod l.
+/// `[s]B = R + [H(R || A || M)]A` holds, so a batch equation accepts it; R is of small
+/// order, so `verify_strict` refuses it.
+fn identity_r_signature(seed: &[u8; 32], msg: &[u8]) -> [u8; 64] {
+    sign_with_nonce(seed, msg, Scalar::ZERO, EdwardsPoint::default())
 }
 
 /// The key holder signs `msg` with nonce point `R = [r]B + T`, `T` a point of order 8:
 /// `s = r + H(R || A || M)·a`. The cofactorless equation misses by `T`, so strict
 /// verification refuses it; a batch equation sees only `z·T` and can be ground past (§6.2).
 fn mixed_order_r_signature(seed: &[u8; 32], msg: &[u8]) -> [u8; 64] {
-    let sk = ed25519_dalek::SigningKey::from_bytes(seed);
-    let a = sk.to_scalar();
     let r = Scalar::from(987_654_321u64);
-    let r_point = (curve25519_dalek::constants::ED25519_BASEPOINT_POINT * r
-        + curve25519_dalek::constants::EIGHT_TORSION[1])
-        .compress()
-        .to_bytes();
-    let mut h = sha2::Sha512::new();
-    h.update(r_point);
-    h.update(sk.verifying_key().as_bytes());
-    h.update(msg);
-    let k = Scalar::from_bytes_mod_order_wide(&h.finalize().into());
-    let mut sig = [0u8; 64];
-    sig[..32].copy_from_slice(&r_point);
-    sig[32..].copy_from_slice((r + k * a).as_bytes());
-    sig
+    let r_point = ED25519_BASEPOINT_POINT * r + EIGHT_TORSION[1];
+    sign_with_nonce(seed, msg, r, r_point)
 }
 
 /// An honest signature of `msg` with `s` replaced by `s + ℓ`: the same value mod ℓ, the

@@ -31,7 +31,10 @@ fn replay(target: &str, hook: fn(&[u8])) {
 
 #[test]
 fn strict_signature_corpus() {
-    replay("strict_signature", quorate_crypto::fuzzing::strict_signature);
+    replay(
+        "strict_signature",
+        quorate_crypto::fuzzing::strict_signature,
+    );
 }
 
 #[test]
