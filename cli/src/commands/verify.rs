@@ -18,9 +18,9 @@ use quorate_verify::receipts::{human_line, json_entry};
 #[derive(clap::Args)]
 #[command(
     after_help = "Each receipt is parsed strictly (deterministic CBOR, COSE_Sign1 profile of §4.1), its\n\
-signer looked up by key id among the trusted keys, and its signature checked with\n\
-verify_strict, one worker per core; audit logs stream through in bounded memory, a line per\n\
-receipt in log order. Exit status 0 only if every receipt verifies.\n\n\
+signer looked up by key id among the trusted keys, and its signature given exactly\n\
+verify_strict's verdict (§6.2), one worker per core; audit logs stream through in bounded\n\
+memory, a line per receipt in log order. Exit status 0 only if every receipt verifies.\n\n\
 Evidence bundles (*.bundle, §14.7) are recognised and re-checked: signatures, commitments,\n\
 and which nodes their own signed outputs prove wrong (--json lists them under \"convicted\"),\n\
 under the roster's governance (§10.6: granted policy, minimum quorum, witnesses of the accused's\n\
