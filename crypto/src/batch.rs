@@ -16,6 +16,7 @@
 use ed25519_dalek::VerifyingKey;
 
 use crate::identity::{IdentityError, PublicKey, parse_signature};
+use crate::strict::Check;
 
 /// One signature to check.
 #[derive(Clone, Copy, Debug)]
@@ -62,28 +63,26 @@ pub fn verify_all(items: &[Item<'_>]) -> Vec<Result<(), IdentityError>> {
 /// compressed together, sharing one field inversion.
 pub fn verify_each(items: &[Item<'_>]) -> Vec<Result<(), IdentityError>> {
     // Items whose signature is not 64 bytes fail on their own, as in `PublicKey::verify`.
-    let mut checks = Vec::with_capacity(items.len());
-    let mut results: Vec<Result<(), IdentityError>> = items
+    let parsed: Vec<Result<Check<'_>, IdentityError>> = items
         .iter()
-        .map(|item| match <&[u8; 64]>::try_from(item.signature) {
-            Ok(signature) => {
-                checks.push(crate::strict::Check {
-                    key: item.key.inner(),
-                    message: item.message,
-                    signature,
-                });
-                Ok(())
-            }
-            Err(_) => Err(IdentityError::SignatureLength(item.signature.len())),
-        })
+        .map(|item| Check::new(item.key.inner(), item.message, item.signature))
         .collect();
+    let checks: Vec<Check<'_>> = parsed
+        .iter()
+        .filter_map(|c| c.as_ref().ok())
+        .copied()
+        .collect();
+    // One verdict per parsed check, in order.
     let mut verdicts = crate::strict::verify_many(&checks).into_iter();
-    for result in results.iter_mut().filter(|r| r.is_ok()) {
-        if !verdicts.next().unwrap_or(false) {
-            *result = Err(IdentityError::BadSignature);
-        }
-    }
-    results
+    parsed
+        .into_iter()
+        .map(|check| {
+            check.and_then(|_| match verdicts.next() {
+                Some(true) => Ok(()),
+                _ => Err(IdentityError::BadSignature),
+            })
+        })
+        .collect()
 }
 
 /// Authenticity of a whole set at once (§9.8.3): whether every item was made by its key,

@@ -175,15 +175,8 @@ impl PublicKey {
 
     /// Verifies with `verify_strict`: canonical `S`, no small-order `R` or `A`.
     pub fn verify(&self, message: &[u8], signature: &[u8]) -> Result<(), IdentityError> {
-        let signature: &[u8; 64] = signature
-            .try_into()
-            .map_err(|_| IdentityError::SignatureLength(signature.len()))?;
+        let check = crate::strict::Check::new(&self.0, message, signature)?;
         // §6.2: the verdict of `verify_strict`, one field exponentiation cheaper (strict.rs).
-        let check = crate::strict::Check {
-            key: &self.0,
-            message,
-            signature,
-        };
         if crate::strict::verify_one(&check) {
             Ok(())
         } else {

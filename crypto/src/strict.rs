@@ -27,11 +27,32 @@ use curve25519_dalek::edwards::{CompressedEdwardsY, EdwardsPoint};
 use ed25519_dalek::VerifyingKey;
 use sha2::{Digest, Sha512};
 
+use crate::IdentityError;
+
 /// One signature to check: the key, the signed message and the 64 signature bytes.
+#[derive(Clone, Copy)]
 pub(crate) struct Check<'a> {
     pub(crate) key: &'a VerifyingKey,
     pub(crate) message: &'a [u8],
     pub(crate) signature: &'a [u8; 64],
+}
+
+impl<'a> Check<'a> {
+    /// A check of `signature` as received: anything but 64 bytes fails here, by its length.
+    pub(crate) fn new(
+        key: &'a VerifyingKey,
+        message: &'a [u8],
+        signature: &'a [u8],
+    ) -> Result<Self, IdentityError> {
+        let signature = signature
+            .try_into()
+            .map_err(|_| IdentityError::SignatureLength(signature.len()))?;
+        Ok(Self {
+            key,
+            message,
+            signature,
+        })
+    }
 }
 
 /// `R' = [s]B − [k]A` with `k = SHA-512(R ‖ A ‖ M) mod ℓ` (RFC 8032 §5.1.7), or `None`
