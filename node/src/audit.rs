@@ -21,8 +21,11 @@ use quorate_crypto::merkle::{MerkleLog, leaf_hash};
 use quorate_crypto::tensor_digest::Digest32;
 use quorate_protocol::audit_log::{MAGIC, RECORD_HEADER, record, scan};
 use quorate_protocol::messages::{ErrorCode, ErrorFrame};
+use quorate_protocol::receipt::EncodedPayload;
 use quorate_protocol::receipt::MAX_RECEIPT_LEN;
 use quorate_protocol::tlog::TreeHead;
+
+use crate::clock::unix_now;
 
 /// An open audit log.
 pub struct AuditLog {
@@ -60,7 +63,9 @@ struct Tree {
     inline: Option<Arc<SecretKey>>,
 }
 
+mod group_sign;
 mod tlog;
+use group_sign::{Pending, sign_pending};
 pub use tlog::{LogServiceError, heads_path_of};
 
 /// A record's leaf hash (§18.1). The node's records are receipts as it signed them, with an
@@ -89,6 +94,10 @@ struct Outcome {
     done: OnceLock<CommitResult>,
     wants_proof: bool,
     inclusion: OnceLock<Vec<u8>>,
+    /// The receipt the commit signed, for a payload queued unsigned (§12.4.2).
+    signed: OnceLock<Vec<u8>>,
+    /// Why such a payload could not be signed; it was then not committed.
+    sign_failed: OnceLock<String>,
     /// Who waits for the result: the leader wakes exactly the waiters of its group and the
     /// next leader, rather than every waiter contending for the queue after each commit.
     waiter: Waiter,
@@ -109,6 +118,8 @@ impl Outcome {
             done: OnceLock::new(),
             wants_proof,
             inclusion: OnceLock::new(),
+            signed: OnceLock::new(),
+            sign_failed: OnceLock::new(),
             waiter,
         })
     }
@@ -143,7 +154,7 @@ impl Outcome {
 /// Receipts appended but not yet taken by a commit.
 #[derive(Default)]
 struct Queue {
-    pending: Vec<(Vec<u8>, Arc<Outcome>)>,
+    pending: Vec<(Pending, Arc<Outcome>)>,
     /// A commit is under way (its leader holds no lock on the queue meanwhile).
     committing: bool,
 }
@@ -166,6 +177,9 @@ pub enum AppendError {
     /// The receipt exceeds the format's limit.
     #[error("receipt of {0} bytes exceeds the limit")]
     TooLarge(usize),
+    /// The node could not sign the receipt (§12.4.2).
+    #[error("cannot sign the receipt: {0}")]
+    Signing(String),
     /// The log's storage cannot take the record now (full, read-only, failing).
     #[error("audit log {path} cannot take the receipt: {source}")]
     StorageUnavailable {
@@ -182,7 +196,9 @@ impl From<AppendError> for ErrorFrame {
     /// message names the cause, not the path (§12.4.1).
     fn from(e: AppendError) -> Self {
         match e {
-            AppendError::TooLarge(_) => ErrorFrame::new(ErrorCode::Internal, e.to_string()),
+            AppendError::TooLarge(_) | AppendError::Signing(_) => {
+                ErrorFrame::new(ErrorCode::Internal, e.to_string())
+            }
             AppendError::StorageUnavailable { source, .. } => ErrorFrame::new(
                 ErrorCode::StorageUnavailable,
                 format!("the node cannot make the receipt durable: {source}"),
@@ -285,7 +301,9 @@ impl AuditLog {
         check_len(receipt)?;
         let mine = Outcome::new(wants_proof, Waiter::Thread(std::thread::current()));
         let mut queue = lock(&self.queue);
-        queue.pending.push((record(receipt), mine.clone()));
+        queue
+            .pending
+            .push((Pending::Record(record(receipt)), mine.clone()));
         loop {
             if let Some(result) = mine.result(&self.path) {
                 return result;
@@ -315,11 +333,55 @@ impl AuditLog {
         wants_proof: bool,
     ) -> Result<Option<Vec<u8>>, AppendError> {
         check_len(receipt)?;
+        let mine = self
+            .queue_async(Pending::Record(record(receipt)), wants_proof)
+            .await;
+        mine.result(&self.path)
+            .unwrap_or_else(|| Err(self.not_run()))
+    }
+
+    /// Queues a payload to be signed by the commit that makes it durable, together with the
+    /// other payloads of its group (§12.4.2): one receipt (§4) when it commits alone, else a
+    /// batch receipt (§5.3) under the group's one signed root. Returns the receipt once it is
+    /// durable. A payload too large to travel in a batch receipt is signed alone at once.
+    pub async fn append_payload_async(
+        self: &Arc<Self>,
+        payload: EncodedPayload,
+        key: Arc<SecretKey>,
+    ) -> Result<Vec<u8>, AppendError> {
+        if !group_sign::fits_a_batch(&payload) {
+            let receipt = payload
+                .sign(&key)
+                .map_err(|e| AppendError::Signing(e.to_string()))?;
+            self.append_async(&receipt, false).await?;
+            return Ok(receipt);
+        }
+        let mine = self
+            .queue_async(Pending::Payload(payload, key), false)
+            .await;
+        if let Some(e) = mine.sign_failed.get() {
+            return Err(AppendError::Signing(e.clone()));
+        }
+        mine.result(&self.path)
+            .unwrap_or_else(|| Err(self.not_run()))?;
+        mine.signed.get().cloned().ok_or_else(|| self.not_run())
+    }
+
+    fn not_run(&self) -> AppendError {
+        AppendError::StorageUnavailable {
+            path: self.path.clone(),
+            source: std::io::Error::other("the commit of this receipt did not run"),
+        }
+    }
+
+    /// Queues an entry for a task and waits, holding no thread, until the commit that carried
+    /// it is settled.
+    async fn queue_async(self: &Arc<Self>, entry: Pending, wants_proof: bool) -> Arc<Outcome> {
         let (tx, rx) = tokio::sync::oneshot::channel();
         let mine = Outcome::new(wants_proof, Waiter::Task(Mutex::new(Some(tx))));
         {
             let mut queue = lock(&self.queue);
-            queue.pending.push((record(receipt), mine.clone()));
+            queue.pending.push((entry, mine.clone()));
             if !queue.committing {
                 queue.committing = true;
                 drop(queue);
@@ -331,12 +393,7 @@ impl AuditLog {
         // sender alive, so the wait ends only by that; were a result ever missing, no result
         // is released.)
         let _ = rx.await;
-        mine.result(&self.path).unwrap_or_else(|| {
-            Err(AppendError::StorageUnavailable {
-                path: self.path.clone(),
-                source: std::io::Error::other("the commit of this receipt did not run"),
-            })
-        })
+        mine
     }
 
     /// Commits groups while this caller leads (`queue.committing` is set by the caller): the
@@ -345,12 +402,17 @@ impl AuditLog {
     /// is pending.
     fn lead<'q>(&'q self, mut queue: MutexGuard<'q, Queue>) -> MutexGuard<'q, Queue> {
         loop {
-            let group = std::mem::take(&mut queue.pending);
+            let pending = std::mem::take(&mut queue.pending);
             drop(queue);
+            // §12.4.2: the payloads of the group are signed together, then committed.
+            let (group, unsigned) = sign_pending(pending, unix_now());
             let result = self.commit(&group);
             queue = lock(&self.queue);
             for (_, outcome) in &group {
                 let _ = outcome.done.set(result.clone());
+                outcome.wake();
+            }
+            for outcome in &unsigned {
                 outcome.wake();
             }
             let next = queue.pending.first().map(|(_, o)| o.clone());

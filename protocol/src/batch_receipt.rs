@@ -12,7 +12,7 @@ use crate::receipt::{MAX_RECEIPT_LEN, ReceiptError, ReceiptPayload, UncheckedRec
 
 mod sign;
 
-pub use sign::{BatchReceipts, BatchSigner, sign_batch};
+pub use sign::{BatchReceipts, BatchSigner, sign_batch, sign_group};
 
 /// Content type of a signed batch root (§5.2).
 pub const BATCH_ROOT_CONTENT_TYPE: &str = "application/vnd.quorate.batch-root+cbor";
@@ -101,7 +101,8 @@ pub fn parse(bytes: &[u8]) -> Result<UncheckedBatchReceipt, ReceiptError> {
         .map(|h| read::bytes_n::<32>(h, "path"))
         .collect::<Result<_, _>>()?;
     let signed_root = read::bytes_range(signed_root, "root", 1, MAX_RECEIPT_LEN)?;
-    let root_sign1 = cose::parse(signed_root, BATCH_ROOT_CONTENT_TYPE, MAX_RECEIPT_LEN)?;
+    // The root may carry the batch receipt's inclusion receipts in header 394 (§18.4).
+    let root_sign1 = cose::parse_receipt(signed_root, BATCH_ROOT_CONTENT_TYPE, MAX_RECEIPT_LEN)?;
     let root = BatchRoot::from_cbor(&root_sign1.payload)?;
     let payload = ReceiptPayload::from_cbor(leaf)?;
     let computed = merkle::root_from_inclusion(&merkle::leaf_hash(leaf), index, root.size, &path);
@@ -134,6 +135,13 @@ impl AnyReceipt {
         match self {
             AnyReceipt::Single(r) => &r.payload,
             AnyReceipt::Batch(b) => &b.payload,
+        }
+    }
+    /// The attested payload, taken.
+    pub fn into_payload(self) -> ReceiptPayload {
+        match self {
+            AnyReceipt::Single(r) => r.payload,
+            AnyReceipt::Batch(b) => b.payload,
         }
     }
     /// The COSE_Sign1 whose signature vouches for the payload.
@@ -222,6 +230,28 @@ mod tests {
             previous: i.is_multiple_of(3).then_some([1; 32]),
             policy: i.is_multiple_of(5).then_some([2; 32]),
         }
+    }
+
+    /// A group of one is signed as a single receipt, byte for byte what signing the payload
+    /// gives; a larger group as the batch receipts `sign_batch` gives, each verifying alone.
+    #[test]
+    fn groups_sign_as_one_receipt_or_a_batch() {
+        let key = SecretKey::from_seed(&[9; 32]);
+        let payloads: Vec<ReceiptPayload> = (0..5).map(payload).collect();
+        let encoded: Vec<_> = payloads.iter().map(|p| p.encode().unwrap()).collect();
+        let one = sign_group(&[&encoded[0]], &key, 5).unwrap();
+        assert_eq!(one, vec![payloads[0].sign(&key).unwrap()]);
+        let refs: Vec<_> = encoded.iter().collect();
+        let group = sign_group(&refs, &key, 5).unwrap();
+        assert_eq!(group, sign_batch(&payloads, &key, 5).unwrap());
+        for (r, p) in group.iter().zip(&payloads) {
+            let AnyReceipt::Batch(b) = parse_any(r).unwrap() else {
+                panic!("a group of five signs batch receipts")
+            };
+            assert_eq!(&b.payload, p);
+            assert!(b.root_sign1.verify(&key.public_key()).is_ok());
+        }
+        assert!(sign_group(&[], &key, 5).is_err());
     }
 
     /// Signing a batch gives, byte for byte, what the generic encoders give: the receipts of

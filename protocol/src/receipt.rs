@@ -351,6 +351,28 @@ impl ReceiptPayload {
     pub fn sign(&self, key: &SecretKey) -> Result<Vec<u8>, ReceiptError> {
         Ok(cose::sign(self.to_cbor()?, RECEIPT_CONTENT_TYPE, key)?)
     }
+
+    /// The payload encoded (§4.2), to be signed later, alone or in a batch (§12.4.2).
+    pub fn encode(&self) -> Result<EncodedPayload, ReceiptError> {
+        Ok(EncodedPayload(self.to_cbor()?))
+    }
+}
+
+/// A payload's deterministic encoding (§4.2), made only by [`ReceiptPayload::encode`], so
+/// whatever signs it later signs a well-formed payload.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct EncodedPayload(Vec<u8>);
+
+impl EncodedPayload {
+    /// The encoded bytes.
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.0
+    }
+
+    /// Signs it into a single receipt (§4.1): the bytes [`ReceiptPayload::sign`] gives.
+    pub fn sign(&self, key: &SecretKey) -> Result<Vec<u8>, ReceiptError> {
+        Ok(cose::sign(self.0.clone(), RECEIPT_CONTENT_TYPE, key)?)
+    }
 }
 
 /// A receipt whose structure and payload are valid but whose signature is not yet checked.

@@ -1,8 +1,8 @@
 //! Local batches through the `quorate` binary (`quorate run --inputs DIR`, §5): a signing
 //! key, a folder of distinct inputs for the bundled `mlp.onnx`, and the run itself.
 
-use std::path::Path;
-use std::process::Output;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
 
 use quorate_protocol::tensor::Tensor;
 use quorate_protocol::tensor_file::{parse_npy, to_npy};
@@ -44,4 +44,26 @@ pub fn run_batch(inputs: &Path, key: &str, out: &Path) -> Output {
         "--out",
         out.to_str().unwrap(),
     ])
+}
+
+/// Runs the independent Python verifier of batch receipts (pycose and `cryptography` for the
+/// signed root, the RFC 9162 path walked by hand, `tests/python/verify_batch_receipt.py`)
+/// over `receipts` under the PEM key `public`: its exit status and per-receipt summaries.
+/// The environment is created by `scripts/setup-python-tests.sh` (run by `scripts/test`).
+pub fn python_verify(public: &Path, receipts: &[PathBuf]) -> (bool, Vec<serde_json::Value>) {
+    let python = repo_root().join("third_party/venv-tests/bin/python");
+    assert!(
+        python.is_file(),
+        "{} is missing: run ./scripts/setup-python-tests.sh (./scripts/test does it for you)",
+        python.display()
+    );
+    let o = Command::new(&python)
+        .arg(repo_root().join("tests/python/verify_batch_receipt.py"))
+        .arg(public)
+        .args(receipts)
+        .output()
+        .unwrap();
+    let summaries: Vec<serde_json::Value> = serde_json::from_slice(&o.stdout)
+        .unwrap_or_else(|e| panic!("python printed no summary ({e}): {}", text(&o)));
+    (o.status.success(), summaries)
 }

@@ -5,31 +5,11 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::path::PathBuf;
 
 use ciborium::value::Value;
-use quorate_tests::batch::{keygen, patients, run_batch};
-use quorate_tests::{quorate, repo_root, text};
-
-/// Runs the Python verifier over `receipts`; its exit status and per-receipt summaries.
-fn python_verify(public: &Path, receipts: &[PathBuf]) -> (bool, Vec<serde_json::Value>) {
-    let python = repo_root().join("third_party/venv-tests/bin/python");
-    assert!(
-        python.is_file(),
-        "{} is missing: run ./scripts/setup-python-tests.sh (./scripts/test does it for you)",
-        python.display()
-    );
-    let o = Command::new(&python)
-        .arg(repo_root().join("tests/python/verify_batch_receipt.py"))
-        .arg(public)
-        .args(receipts)
-        .output()
-        .unwrap();
-    let summaries: Vec<serde_json::Value> = serde_json::from_slice(&o.stdout)
-        .unwrap_or_else(|e| panic!("python printed no summary ({e}): {}", text(&o)));
-    (o.status.success(), summaries)
-}
+use quorate_tests::batch::{keygen, patients, python_verify, run_batch};
+use quorate_tests::{quorate, text};
 
 /// The five parts of a batch receipt, `[1, leaf, index, path, root]`.
 fn parts(bytes: &[u8]) -> Vec<Value> {

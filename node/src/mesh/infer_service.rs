@@ -12,6 +12,7 @@ use quorate_crypto::SecretKey;
 use quorate_crypto::tensor_digest::SALT_LEN;
 use quorate_protocol::governance::Governance;
 use quorate_protocol::messages::{ErrorCode, ErrorFrame, InferRequest, InferResponse};
+use quorate_protocol::receipt::{EncodedPayload, JobKind};
 use quorate_protocol::tlog;
 use quorate_runtime::LoadedModel;
 use quorate_runtime::attest::{Committed, JobParams, run_committed};
@@ -55,12 +56,19 @@ pub struct InferService {
 /// the network I/O of other requests noticeably.
 pub const INLINE_MAX: Duration = Duration::from_micros(100);
 
-/// A job computed and signed, not yet in the audit log.
+/// A job computed, not yet in the audit log: signed, or to be signed by the commit that
+/// logs it (§12.4.2).
 pub struct Signed {
     outputs: Vec<quorate_protocol::tensor::Tensor>,
     output_salts: Option<Vec<[u8; SALT_LEN]>>,
-    receipt: Vec<u8>,
+    receipt: Attestation,
     issued_at: u64,
+}
+
+/// A job's receipt, or its payload when the audit log's commit is to sign it.
+enum Attestation {
+    Receipt(Vec<u8>),
+    Payload(EncodedPayload),
 }
 
 /// The window one promise covers: the head interval (§18.11.3).
@@ -234,10 +242,19 @@ impl InferService {
             }
             attested
         };
-        let receipt = attested
-            .payload
-            .sign(&self.key)
-            .map_err(|e| internal(e.into()))?;
+        // §12.4.2: the receipt of a plain inference is signed by the commit that logs it,
+        // with those of the other jobs that commit carries; a verified job's, a stage's and
+        // any receipt of a node proving inclusion in its replies are signed here, alone.
+        let batchable = self.replies == LogReplies::Promise
+            && job.kind == JobKind::Infer
+            && job.policy.is_none()
+            && job.previous.is_none();
+        let receipt = if batchable {
+            attested.payload.encode().map(Attestation::Payload)
+        } else {
+            attested.payload.sign(&self.key).map(Attestation::Receipt)
+        }
+        .map_err(|e| internal(e.into()))?;
         self.note_cost(&model.digest, started.elapsed());
         Ok(Signed {
             output_salts: job
@@ -283,7 +300,7 @@ impl InferService {
     /// signed and a promise.
     async fn log(
         &self,
-        receipt: Vec<u8>,
+        receipt: Attestation,
         issued_at: u64,
     ) -> Result<(Vec<u8>, Option<Vec<u8>>), ErrorFrame> {
         #[cfg(feature = "test-util")]
@@ -291,6 +308,23 @@ impl InferService {
         #[cfg(not(feature = "test-util"))]
         let omit = false;
         let internal = |e: String| ErrorFrame::new(ErrorCode::Internal, e);
+        let receipt = match receipt {
+            Attestation::Payload(payload) if !omit => {
+                let receipt = self
+                    .audit
+                    .append_payload_async(payload, self.key.clone())
+                    .await?;
+                let promise = self
+                    .promises
+                    .covering(issued_at, &self.key)
+                    .map_err(|e| internal(e.to_string()))?;
+                return Ok((receipt, Some(promise)));
+            }
+            Attestation::Payload(payload) => payload
+                .sign(&self.key)
+                .map_err(|e| internal(e.to_string()))?,
+            Attestation::Receipt(receipt) => receipt,
+        };
         match self.replies {
             LogReplies::Inclusion => {
                 let inclusion = if omit {

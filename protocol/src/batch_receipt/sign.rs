@@ -11,7 +11,7 @@ use quorate_crypto::tensor_digest::Digest32;
 
 use super::{BATCH_ROOT_CONTENT_TYPE, BATCH_VERSION, BatchRoot};
 use crate::cose;
-use crate::receipt::{ReceiptError, ReceiptPayload};
+use crate::receipt::{EncodedPayload, ReceiptError, ReceiptPayload};
 
 /// Collects the payloads of one batch, in order, then signs them once.
 #[derive(Debug, Default)]
@@ -46,6 +46,19 @@ impl BatchSigner {
         let start = self.leaves.len();
         payload.write_cbor(&mut self.leaves)?;
         let hash = merkle::leaf_hash(&self.leaves[start..]);
+        self.tree.push(hash);
+        self.hashes.push(hash);
+        self.ends.push(self.leaves.len());
+        Ok(())
+    }
+
+    /// [`Self::push`] for a payload encoded already.
+    pub fn push_encoded(&mut self, payload: &EncodedPayload) -> Result<(), ReceiptError> {
+        if self.ends.len() as u64 >= MAX_LEAVES {
+            return Err(too_many());
+        }
+        self.leaves.extend_from_slice(payload.as_bytes());
+        let hash = merkle::leaf_hash(payload.as_bytes());
         self.tree.push(hash);
         self.hashes.push(hash);
         self.ends.push(self.leaves.len());
@@ -161,6 +174,26 @@ pub fn sign_batch<P: Borrow<ReceiptPayload>>(
         signer.push(p.borrow())?;
     }
     Ok(signer.sign(key, issued_at)?.to_vecs())
+}
+
+/// Signs the payloads of one group commit (§12.4.2): a single receipt (§4) when the group
+/// holds one, else one batch receipt (§5.3) each under one signed root, in order.
+pub fn sign_group(
+    payloads: &[&EncodedPayload],
+    key: &SecretKey,
+    issued_at: u64,
+) -> Result<Vec<Vec<u8>>, ReceiptError> {
+    match payloads {
+        [] => Err(too_many()),
+        [one] => Ok(vec![one.sign(key)?]),
+        many => {
+            let mut signer = BatchSigner::with_capacity(many.len());
+            for p in many {
+                signer.push_encoded(p)?;
+            }
+            Ok(signer.sign(key, issued_at)?.to_vecs())
+        }
+    }
 }
 
 /// Appends the deterministic encoding of a batch receipt (§5.3) to `out`, written head by

@@ -356,12 +356,14 @@ pub fn check_infer_response(
     response: &InferResponse,
     node_key: &PublicKey,
 ) -> Result<ReceiptPayload, ResponseRejected> {
-    let r =
-        receipt::parse(&response.receipt).map_err(|e| ResponseRejected::Receipt(e.to_string()))?;
-    r.sign1
+    // A single receipt, or a batch receipt when the node signed its commit's group at once
+    // (§5.4, §12.4.2): either verifies alone.
+    let r = crate::batch_receipt::parse_any(&response.receipt)
+        .map_err(|e| ResponseRejected::Receipt(e.to_string()))?;
+    r.sign1()
         .verify(node_key)
         .map_err(|e| ResponseRejected::Receipt(e.to_string()))?;
-    let p = r.payload;
+    let p = r.into_payload();
     let mismatch = ResponseRejected::Mismatch;
     if p.job_id != request.job_id {
         return Err(mismatch("job id"));

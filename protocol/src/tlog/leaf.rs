@@ -5,6 +5,9 @@
 //! bytes the node signed and appended to its audit log. Attaching or removing header 394
 //! therefore never changes the leaf, and the inclusion receipts inside it prove the
 //! receipt that carries them.
+//!
+//! A batch receipt (§5.3) is handled through its signed root: header 394 sits in the root's
+//! unprotected header, and its leaf is the batch receipt whose root has an empty one (§18.1).
 
 use ciborium::value::{Integer, Value};
 use quorate_crypto::merkle;
@@ -43,8 +46,50 @@ fn join(parts: Vec<Value>) -> Result<Vec<u8>, TlogError> {
     Ok(bytes)
 }
 
-/// The leaf bytes of a receipt (§18.1): the receipt with an empty unprotected header.
+/// The five parts of a batch receipt (§5.3), decoded deterministically, when `receipt` is one
+/// (first byte 0x85, §5.4); `None` for any other first byte.
+fn split_batch(receipt: &[u8]) -> Result<Option<Vec<Value>>, TlogError> {
+    if receipt.first() != Some(&0x85) {
+        return Ok(None);
+    }
+    match cbor::decode_deterministic(receipt, MAX_RECEIPT_LEN)? {
+        Value::Array(parts) if parts.len() == 5 && matches!(parts[4], Value::Bytes(_)) => {
+            Ok(Some(parts))
+        }
+        _ => Err(TlogError::Structure(
+            "a batch receipt is [1, leaf, index, path, root: bstr]".into(),
+        )),
+    }
+}
+
+/// The signed root of a batch receipt's parts.
+fn root_of(parts: &[Value]) -> &[u8] {
+    match &parts[4] {
+        Value::Bytes(root) => root,
+        _ => &[],
+    }
+}
+
+/// The batch receipt with its root replaced by `root`.
+fn with_root(mut parts: Vec<Value>, root: Vec<u8>) -> Result<Vec<u8>, TlogError> {
+    parts[4] = Value::Bytes(root);
+    let bytes = cbor::encode(&Value::Array(parts))?;
+    if bytes.len() > MAX_RECEIPT_LEN {
+        return Err(TlogError::Size(format!(
+            "a receipt of {} bytes exceeds {MAX_RECEIPT_LEN}",
+            bytes.len()
+        )));
+    }
+    Ok(bytes)
+}
+
+/// The leaf bytes of a receipt (§18.1): the receipt with an empty unprotected header; for a
+/// batch receipt, the batch receipt whose root has an empty unprotected header.
 pub fn leaf_bytes(receipt: &[u8]) -> Result<Vec<u8>, TlogError> {
+    if let Some(parts) = split_batch(receipt)? {
+        let root = leaf_bytes(root_of(&parts))?;
+        return with_root(parts, root);
+    }
     let mut parts = split(receipt)?;
     parts[1] = Value::Map(Vec::new());
     join(parts)
@@ -56,11 +101,15 @@ pub fn receipt_leaf_hash(receipt: &[u8]) -> Result<Digest32, TlogError> {
 }
 
 /// The receipt with header 394 set to `inclusion_receipts` (replacing any it carried);
-/// an empty list removes the header (§18.4).
+/// an empty list removes the header (§18.4). A batch receipt carries them in its root.
 pub fn attach_inclusion_receipts(
     receipt: &[u8],
     inclusion_receipts: &[Vec<u8>],
 ) -> Result<Vec<u8>, TlogError> {
+    if let Some(parts) = split_batch(receipt)? {
+        let root = attach_inclusion_receipts(root_of(&parts), inclusion_receipts)?;
+        return with_root(parts, root);
+    }
     if inclusion_receipts.len() > MAX_ATTACHED_RECEIPTS {
         return Err(TlogError::Header(format!(
             "at most {MAX_ATTACHED_RECEIPTS} inclusion receipts in header 394"
@@ -96,6 +145,9 @@ pub fn attach_inclusion_receipts(
 /// The inclusion receipts a receipt carries in header 394, in order; empty when it has none.
 /// Header 394 must be the only unprotected parameter (§4.1).
 pub fn inclusion_receipts_of(receipt: &[u8]) -> Result<Vec<Vec<u8>>, TlogError> {
+    if let Some(parts) = split_batch(receipt)? {
+        return inclusion_receipts_of(root_of(&parts));
+    }
     let parts = split(receipt)?;
     let Value::Map(unprotected) = &parts[1] else {
         return Ok(Vec::new());

@@ -77,6 +77,55 @@ fn receipts_accept_only_a_well_formed_header_394() {
     assert!(attach_inclusion_receipts(&r, &vec![vec![0u8]; MAX_ATTACHED_RECEIPTS + 1]).is_err());
 }
 
+/// A batch receipt (§5.3) carries header 394 in its signed root: attaching and removing it
+/// leaves its leaf (§18.1) and its digest (§4.5) unchanged, the carried form still parses
+/// and verifies, and a root header other than 394 is refused.
+#[test]
+fn batch_receipts_carry_header_394_in_their_root() {
+    let payloads: Vec<ReceiptPayload> = (0..3u8)
+        .map(|j| receipt::parse(&a_receipt(j)).unwrap().payload)
+        .collect();
+    let refs: Vec<&ReceiptPayload> = payloads.iter().collect();
+    let batch = crate::batch_receipt::sign_batch(&refs, &key(), 9).unwrap();
+    let b = &batch[1];
+    assert_eq!(leaf_bytes(b).unwrap(), *b);
+    assert!(inclusion_receipts_of(b).unwrap().is_empty());
+    let inc = sign_inclusion_receipt(&log(3), 1, 3, 9, &key()).unwrap();
+    let carried = attach_inclusion_receipts(b, std::slice::from_ref(&inc)).unwrap();
+    assert_eq!(carried[0], 0x85, "still a batch receipt (§5.4)");
+    assert_eq!(inclusion_receipts_of(&carried).unwrap(), vec![inc]);
+    assert_eq!(leaf_bytes(&carried).unwrap(), *b);
+    assert_eq!(
+        receipt_leaf_hash(&carried).unwrap(),
+        receipt_leaf_hash(b).unwrap()
+    );
+    assert_eq!(
+        receipt::receipt_digest(&carried),
+        receipt::receipt_digest(b)
+    );
+    assert_eq!(attach_inclusion_receipts(&carried, &[]).unwrap(), *b);
+    let parsed = crate::batch_receipt::parse(&carried).unwrap();
+    assert_eq!(parsed.payload, payloads[1]);
+    assert!(parsed.root_sign1.verify(&key().public_key()).is_ok());
+    // Any other unprotected parameter in the root is refused, as on a single receipt.
+    let mut parts = match cbor::decode_deterministic(b, 1 << 16).unwrap() {
+        Value::Array(p) => p,
+        _ => unreachable!("a batch receipt is an array"),
+    };
+    let Value::Bytes(root) = &parts[4] else {
+        unreachable!("the root is a byte string")
+    };
+    parts[4] = Value::Bytes(with_unprotected(
+        root,
+        vec![(int(4), Value::Bytes(vec![0; 16]))],
+    ));
+    let other = cbor::encode(&Value::Array(parts)).unwrap();
+    assert!(crate::batch_receipt::parse(&other).is_err());
+    assert!(inclusion_receipts_of(&other).is_err());
+    // Not a batch receipt's shape.
+    assert!(leaf_bytes(&[0x85, 1, 2, 3, 4, 5]).is_err());
+}
+
 #[test]
 fn cose_receipts_decode_strictly() {
     let l = log(7);

@@ -1,7 +1,7 @@
 //! Promises against later inclusion receipts (§18.8.4).
 
 use quorate_crypto::PublicKey;
-use quorate_protocol::receipt;
+use quorate_protocol::batch_receipt;
 use quorate_protocol::tlog::{self, Promise};
 
 use super::{TlogVerifyError, VerifiedInclusion, check_kid, verify_inclusion};
@@ -28,16 +28,18 @@ pub fn verify_promise(
     key: &PublicKey,
 ) -> Result<PromiseKept, TlogVerifyError> {
     let p = verify_promise_doc(promise, key)?;
-    let r = receipt::parse(receipt_bytes)
+    // A single receipt or a batch receipt (§5.4): a node may batch-sign replies (§12.4.2).
+    let r = batch_receipt::parse_any(receipt_bytes)
         .map_err(|e| TlogVerifyError::Mismatch(format!("the receipt does not parse: {e}")))?;
-    check_kid(r.sign1.kid, key)?;
-    r.sign1
+    check_kid(r.kid(), key)?;
+    r.sign1()
         .verify(key)
         .map_err(|_| TlogVerifyError::BadSignature("receipt"))?;
-    if !p.covers(r.payload.issued_at) {
+    let issued_at = r.payload().issued_at;
+    if !p.covers(issued_at) {
         return Err(TlogVerifyError::Mismatch(format!(
-            "the receipt was issued at {}, outside the promise's window [{}, {})",
-            r.payload.issued_at, p.from, p.until
+            "the receipt was issued at {issued_at}, outside the promise's window [{}, {})",
+            p.from, p.until
         )));
     }
     let leaf = tlog::receipt_leaf_hash(receipt_bytes)?;
