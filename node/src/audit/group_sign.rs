@@ -20,6 +20,9 @@ pub(super) enum Pending {
     Payload(EncodedPayload, Arc<SecretKey>),
 }
 
+/// Records to commit, each with the outcome its waiter reads.
+pub(super) type Records = Vec<(Vec<u8>, Arc<Outcome>)>;
+
 /// What a batch receipt adds to its payload at most: the array and integer heads (16 bytes),
 /// a path of up to 20 hashes (34 bytes each with their heads) and the signed root (under
 /// 300 bytes), with room to spare.
@@ -38,7 +41,7 @@ pub(super) fn fits_a_batch(payload: &EncodedPayload) -> bool {
 pub(super) fn sign_pending(
     pending: Vec<(Pending, Arc<Outcome>)>,
     now: u64,
-) -> (Vec<(Vec<u8>, Arc<Outcome>)>, Vec<Arc<Outcome>>) {
+) -> (Records, Vec<Arc<Outcome>>) {
     let mut records = Vec::with_capacity(pending.len());
     let mut payloads = Vec::new();
     for (entry, outcome) in pending {
