@@ -73,6 +73,15 @@ fn short_run_measures_every_figure_and_sums_them_up() {
         assert!(v.is_finite() && v > 0.0, "{section}.{part} = {v}");
     }
     assert_eq!(doc["audit"]["n"], 300);
+    // Signatures are accounted for: every reply needs a share of one (§12.4.2).
+    let per_signature = doc["throughput"]["receipts_per_signature"]
+        .as_f64()
+        .unwrap();
+    assert!(per_signature >= 1.0, "{per_signature}");
+    assert!(
+        doc["throughput"]["batch_receipts"].as_u64().is_some(),
+        "{doc}"
+    );
     // The transformer's figure (./scripts/test fetches the model): both sides ran.
     let minilm = &doc["minilm"];
     for part in ["jobs_per_s", "raw_ort_runs_per_s", "ratio"] {

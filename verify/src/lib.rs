@@ -16,6 +16,7 @@ pub mod bundle;
 pub mod chain;
 pub mod named;
 pub mod receipts;
+pub mod signature_cache;
 pub mod tlog;
 mod trust;
 

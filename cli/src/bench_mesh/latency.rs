@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use quorate_node::mesh::client::{MeshClient, fresh_request};
+use quorate_protocol::batch_receipt::AnyReceipt;
 use quorate_protocol::messages::{Request, Response};
 use quorate_protocol::roster::Entry;
 use quorate_protocol::tensor::Tensor;
@@ -146,6 +147,10 @@ fn echo_server(
 pub struct Throughput {
     /// Verified jobs completed per second.
     pub jobs_per_s: f64,
+    /// Verified jobs completed.
+    pub jobs: u64,
+    /// Seconds the run took.
+    pub elapsed: f64,
     /// CPU seconds per completed job of the node's process and of this process (the
     /// clients), where the operating system reports them (Linux).
     pub cpu_per_job: Option<(f64, f64)>,
@@ -153,6 +158,54 @@ pub struct Throughput {
     pub failed: u64,
     /// Why the first of them failed.
     pub first_error: Option<String>,
+    /// Replies whose receipt was a batch receipt (§12.4.2), and signatures the node made for
+    /// the replies (a single receipt counts one, a batch receipt one over its batch's size).
+    pub batched: u64,
+    /// See [`Self::batched`].
+    pub signatures: f64,
+}
+
+impl Throughput {
+    /// Receipts per signature the node made (§12.4.2); 1 when it signed each alone.
+    pub fn receipts_per_signature(&self) -> f64 {
+        self.jobs as f64 / self.signatures.max(f64::MIN_POSITIVE)
+    }
+
+    /// The share of replies that carried a batch receipt.
+    pub fn batched_share(&self) -> f64 {
+        self.batched as f64 / self.jobs.max(1) as f64
+    }
+
+    /// Two runs against the same node as one: their jobs over their time, CPU per job
+    /// weighted by jobs.
+    pub fn merge(self, other: Throughput) -> Throughput {
+        let jobs = self.jobs + other.jobs;
+        let elapsed = self.elapsed + other.elapsed;
+        let n = jobs.max(1) as f64;
+        let cpu_per_job = self.cpu_per_job.zip(other.cpu_per_job).map(|(a, b)| {
+            let (ja, jb) = (self.jobs as f64, other.jobs as f64);
+            ((a.0 * ja + b.0 * jb) / n, (a.1 * ja + b.1 * jb) / n)
+        });
+        Throughput {
+            jobs_per_s: jobs as f64 / elapsed.max(f64::MIN_POSITIVE),
+            jobs,
+            elapsed,
+            cpu_per_job,
+            failed: self.failed + other.failed,
+            first_error: self.first_error.or(other.first_error),
+            batched: self.batched + other.batched,
+            signatures: self.signatures + other.signatures,
+        }
+    }
+}
+
+/// What one reply's receipt cost the node in signatures: one for a single receipt, one over
+/// the batch's size for a batch receipt (§5.3), with whether it was a batch receipt.
+fn signature_share(receipt: &[u8]) -> (bool, f64) {
+    match quorate_protocol::batch_receipt::parse_any(receipt) {
+        Ok(AnyReceipt::Batch(b)) => (true, 1.0 / b.root.size.max(1) as f64),
+        _ => (false, 1.0),
+    }
 }
 
 /// Verified jobs per second from `clients` concurrent clients, each with its own connection,
@@ -192,7 +245,7 @@ pub fn throughput(
     let cpu_before = node_pid.and_then(|pid| Some((cpu_seconds(pid)?, own_cpu_seconds()?)));
     let start = Instant::now();
     let deadline = start + Duration::from_secs_f64(seconds);
-    rt.block_on(async {
+    let (batched, signatures) = rt.block_on(async {
         let tasks: Vec<_> = clients
             .iter()
             .map(|c| {
@@ -201,13 +254,19 @@ pub fn throughput(
                 let first_error = first_error.clone();
                 let (model, inputs) = (t.model.1, t.inputs.to_vec());
                 tokio::spawn(async move {
+                    let (mut batched, mut signatures) = (0u64, 0.0f64);
                     while Instant::now() < deadline {
                         let outcome = match fresh_request(model, inputs.clone(), None) {
-                            Ok(r) => c.infer_patiently(&node, &r).await.map(drop),
+                            Ok(r) => c.infer_patiently(&node, &r).await,
                             Err(e) => Err(e),
                         };
                         match outcome {
-                            Ok(()) => done.fetch_add(1, Ordering::Relaxed),
+                            Ok((response, _)) => {
+                                let (batch, share) = signature_share(&response.receipt);
+                                batched += u64::from(batch);
+                                signatures += share;
+                                done.fetch_add(1, Ordering::Relaxed)
+                            }
                             Err(e) => {
                                 if let Ok(mut first) = first_error.lock() {
                                     first.get_or_insert_with(|| format!("{e:#}"));
@@ -216,12 +275,17 @@ pub fn throughput(
                             }
                         };
                     }
+                    (batched, signatures)
                 })
             })
             .collect();
+        let mut totals = (0, 0.0);
         for task in tasks {
-            let _ = task.await;
+            if let Ok((b, s)) = task.await {
+                totals = (totals.0 + b, totals.1 + s);
+            }
         }
+        totals
     });
     let elapsed = start.elapsed().as_secs_f64();
     let first_error = first_error.lock().ok().and_then(|mut e| e.take());
@@ -236,8 +300,12 @@ pub fn throughput(
     Ok(Throughput {
         cpu_per_job,
         jobs_per_s: jobs as f64 / elapsed,
+        jobs,
+        elapsed,
         failed: failed.load(Ordering::Relaxed),
         first_error,
+        batched,
+        signatures,
     })
 }
 

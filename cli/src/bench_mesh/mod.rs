@@ -130,13 +130,22 @@ pub fn run(args: &BenchMeshArgs) -> anyhow::Result<ExitCode> {
     // A job slot per client: the throughput figure is what the node does at that
     // concurrency, not how often it turns clients away (§12.3).
     let slots = format!("max_concurrent = {}\n", args.clients.max(4));
+    let config = |i: usize| {
+        // node-2 signs every receipt alone: the baseline of group signing (§12.4.2).
+        let alone = if i == 1 {
+            "sign_in_groups = false\n"
+        } else {
+            ""
+        };
+        format!("{slots}{alone}")
+    };
     let mesh = LocalMesh::start_custom(
         dir.path(),
         5,
         &args.models,
         &exe,
         &crate::local::Custom {
-            extra_config: &|_| slots.clone(),
+            extra_config: &config,
             ..crate::local::Custom::default()
         },
     )?;
@@ -178,8 +187,24 @@ pub fn run(args: &BenchMeshArgs) -> anyhow::Result<ExitCode> {
         "throughput: {} clients for {} s…",
         args.clients, args.seconds
     );
-    let tp = latency::throughput(&rt, &target, args.clients, args.seconds)?;
+    // The same run against node-2, which signs every receipt alone (§12.4.2), in
+    // alternating halves: the baseline of group signing.
+    let node_alone = mesh
+        .roster
+        .by_name("node-2")
+        .context("the mesh has no node-2")?
+        .clone();
+    let target_alone = Target {
+        node: &node_alone,
+        ..target
+    };
+    let half = args.seconds / 2.0;
+    let tp = latency::throughput(&rt, &target, args.clients, half)?;
+    let alone = latency::throughput(&rt, &target_alone, args.clients, half)?;
+    let tp = tp.merge(latency::throughput(&rt, &target, args.clients, half)?);
+    let alone = alone.merge(latency::throughput(&rt, &target_alone, args.clients, half)?);
     let (jobs_per_s, failed) = (tp.jobs_per_s, tp.failed);
+    let per_signature = tp.receipts_per_signature();
     let raw_per_s = latency::raw_throughput(&mlp, &input, args.seconds)?;
     let cpu = tp.cpu_per_job.map_or(String::new(), |(node, clients)| {
         format!(
@@ -190,11 +215,25 @@ pub fn run(args: &BenchMeshArgs) -> anyhow::Result<ExitCode> {
     });
     println!(
         "throughput  {jobs_per_s:.0} verified jobs/s from {} clients ({failed} failed){cpu}; \
+         {:.0}% of replies in batch receipts, {per_signature:.2} receipts per signature; \
          local ORT on {cores} cores {raw_per_s:.0} runs/s; ratio {:.2}   goal >= 10000 jobs/s",
         args.clients,
+        100.0 * tp.batched_share(),
         jobs_per_s / raw_per_s
     );
     if let Some(e) = &tp.first_error {
+        println!("            first failure: {e}");
+    }
+    let alone_cpu = alone.cpu_per_job.map_or(String::new(), |(node, _)| {
+        format!(", node CPU per job {}", us(node * 1e9))
+    });
+    println!(
+        "            signing each receipt alone (node-2, same run): {:.0} jobs/s{alone_cpu}; \
+         group signing {:.2}x",
+        alone.jobs_per_s,
+        jobs_per_s / alone.jobs_per_s.max(f64::MIN_POSITIVE)
+    );
+    if let Some(e) = &alone.first_error {
         println!("            first failure: {e}");
     }
 
@@ -286,6 +325,10 @@ pub fn run(args: &BenchMeshArgs) -> anyhow::Result<ExitCode> {
             "throughput": {"clients": args.clients, "jobs_per_s": jobs_per_s, "failed": failed,
                            "node_cpu_s_per_job": tp.cpu_per_job.map(|c| c.0),
                            "clients_cpu_s_per_job": tp.cpu_per_job.map(|c| c.1),
+                           "batch_receipts": tp.batched,
+                           "receipts_per_signature": per_signature,
+                           "signing_alone_jobs_per_s": alone.jobs_per_s,
+                           "signing_alone_node_cpu_s_per_job": alone.cpu_per_job.map(|c| c.0),
                            "raw_ort_runs_per_s": raw_per_s},
             "minilm": mini.as_ref().map(|m| serde_json::json!({
                 "clients": args.clients, "tokens": m.seq, "intra_threads": m.threads,

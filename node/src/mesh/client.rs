@@ -8,13 +8,16 @@ use std::time::Duration;
 
 use anyhow::{Context, anyhow, bail};
 use quorate_crypto::SecretKey;
+use quorate_protocol::batch_receipt::AnyReceipt;
 use quorate_protocol::messages::{
-    ErrorCode, HealthInfo, InferRequest, InferResponse, Request, Response, check_infer_response,
+    ErrorCode, HealthInfo, InferRequest, InferResponse, Request, Response,
+    check_infer_response_with,
 };
 use quorate_protocol::policy::Policy;
 use quorate_protocol::receipt::{JobKind, ReceiptPayload};
 use quorate_protocol::roster::{Entry, Role, Roster};
 use quorate_protocol::tensor::Tensor;
+use quorate_verify::signature_cache::SignatureCache;
 
 use quorate_transport::{
     MeshEndpoint, PeerConnection, TlsIdentity, TransportError, TransportSettings, bind_client,
@@ -66,6 +69,12 @@ pub fn client_bind_address(roster: &Roster) -> SocketAddr {
 
 /// Pauses a client waits out a `Busy` node for (10 ms doubling: 310 ms in all) (§12.6).
 pub const BUSY_RETRIES: usize = 5;
+
+/// The batch roots this process verified last (§12.4.2): the replies of one group commit
+/// carry the same signed root, and the clients of one process (each connection of a busy
+/// application) check its signature once.
+static BATCH_ROOTS: std::sync::LazyLock<SignatureCache> =
+    std::sync::LazyLock::new(|| SignatureCache::new(64));
 
 impl MeshClient {
     /// Binds a client endpoint with `key`, which must be in the roster.
@@ -196,12 +205,25 @@ impl MeshClient {
     ) -> anyhow::Result<(InferResponse, ReceiptPayload)> {
         match response {
             Response::Infer(r) => {
-                let payload = check_infer_response(req, &r, &node.key).with_context(|| {
-                    format!(
-                        "node {:?} returned a result that fails verification",
-                        node.name
-                    )
-                })?;
+                // §12.4.2: the replies of one group commit share one signed batch root, which
+                // this process checks once; every other step is done for each reply.
+                let verify = |r: &AnyReceipt| {
+                    let s = r.sign1();
+                    match r {
+                        AnyReceipt::Batch(_) => {
+                            BATCH_ROOTS.verify(&node.key, &s.to_be_signed, &s.signature)
+                        }
+                        AnyReceipt::Single(_) => s.verify(&node.key).map(drop),
+                    }
+                    .map_err(|e| e.to_string())
+                };
+                let payload =
+                    check_infer_response_with(req, &r, &node.key, &verify).with_context(|| {
+                        format!(
+                            "node {:?} returned a result that fails verification",
+                            node.name
+                        )
+                    })?;
                 crate::mesh::log_client::check_log_proof(node, &r, payload.issued_at)
                     .with_context(|| {
                         format!("node {:?} did not prove its receipt is logged", node.name)

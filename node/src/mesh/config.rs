@@ -72,6 +72,11 @@ pub struct NodeConfig {
     /// header 394 at once, one signature per group commit).
     #[serde(default)]
     pub log_replies: LogReplies,
+    /// Sign the receipts of plain inferences that one group commit carries under one
+    /// signature, as batch receipts (§12.4.2; default `true`, with `log_replies = "promise"`);
+    /// `false` signs every receipt alone.
+    #[serde(default = "default_true")]
+    pub sign_in_groups: bool,
     /// Seconds between two fetches of every peer's tree head, kept and served as witnessed
     /// heads (§18.11.6); 0 turns gossip off.
     #[serde(default = "default_gossip")]
@@ -174,6 +179,10 @@ fn default_in_flight() -> u64 {
 }
 /// Longest interval between two looks at the roster file.
 pub const MAX_ROSTER_RELOAD_SECS: u64 = 86_400;
+
+fn default_true() -> bool {
+    true
+}
 
 fn default_gossip() -> u64 {
     30

@@ -36,6 +36,8 @@ pub struct InferService {
     governance: GovernanceView,
     /// How replies prove inclusion (§18.11.3).
     replies: LogReplies,
+    /// Whether plain inferences are signed by their group commit (§12.4.2).
+    group_signing: bool,
     promises: PromiseWindow,
     /// What one job of each model cost lately, in nanoseconds (`u64::MAX`: not run yet);
     /// see [`Self::runs_inline`].
@@ -132,6 +134,7 @@ impl InferService {
             models,
             governance,
             replies,
+            group_signing: true,
             promises: PromiseWindow::default(),
             costs,
             #[cfg(feature = "test-util")]
@@ -158,6 +161,12 @@ impl InferService {
             omit_from_log,
             ..self
         }
+    }
+
+    /// Signs every receipt alone rather than in groups (§12.4.2, `sign_in_groups = false`).
+    pub fn signing_alone(mut self) -> Self {
+        self.group_signing = false;
+        self
     }
 
     /// The model a request names, or `unknown_model`.
@@ -245,7 +254,8 @@ impl InferService {
         // §12.4.2: the receipt of a plain inference is signed by the commit that logs it,
         // with those of the other jobs that commit carries; a verified job's, a stage's and
         // any receipt of a node proving inclusion in its replies are signed here, alone.
-        let batchable = self.replies == LogReplies::Promise
+        let batchable = self.group_signing
+            && self.replies == LogReplies::Promise
             && job.kind == JobKind::Infer
             && job.policy.is_none()
             && job.previous.is_none();

@@ -116,6 +116,11 @@ impl NodeState {
             governance,
             cfg.log_replies,
         );
+        let infer = if cfg.sign_in_groups {
+            infer
+        } else {
+            infer.signing_alone()
+        };
         // Test harness only: the `test_*` keys exist in `test-util` builds alone.
         #[cfg(feature = "test-util")]
         let infer = crate::mesh::misbehave::configure_infer(infer, cfg)?;

@@ -12,6 +12,7 @@ use ciborium::value::Value;
 use quorate_crypto::PublicKey;
 use quorate_crypto::tensor_digest::{Digest32, SALT_LEN};
 
+use crate::batch_receipt::AnyReceipt;
 use crate::cbor::{self, read};
 use crate::receipt::{self, JOB_ID_LEN, JobKind, NONCE_LEN, ReceiptPayload};
 use crate::tensor::Tensor;
@@ -356,13 +357,30 @@ pub fn check_infer_response(
     response: &InferResponse,
     node_key: &PublicKey,
 ) -> Result<ReceiptPayload, ResponseRejected> {
+    check_infer_response_with(request, response, node_key, &|r: &AnyReceipt| {
+        r.sign1().verify(node_key).map_err(|e| e.to_string())
+    })
+}
+
+/// [`check_infer_response`] with the signature check of step 2 done by `verify_signature`,
+/// which must verify the receipt's signed bytes and signature under `node_key` (a client may
+/// skip a batch root it verified already for another reply of the same group, §12.4.2).
+pub fn check_infer_response_with(
+    request: &InferRequest,
+    response: &InferResponse,
+    node_key: &PublicKey,
+    verify_signature: &dyn Fn(&AnyReceipt) -> Result<(), String>,
+) -> Result<ReceiptPayload, ResponseRejected> {
     // A single receipt, or a batch receipt when the node signed its commit's group at once
     // (§5.4, §12.4.2): either verifies alone.
     let r = crate::batch_receipt::parse_any(&response.receipt)
         .map_err(|e| ResponseRejected::Receipt(e.to_string()))?;
-    r.sign1()
-        .verify(node_key)
-        .map_err(|e| ResponseRejected::Receipt(e.to_string()))?;
+    if r.kid() != node_key.key_id() {
+        return Err(ResponseRejected::Receipt(
+            "signed by another key than the node's".into(),
+        ));
+    }
+    verify_signature(&r).map_err(ResponseRejected::Receipt)?;
     let p = r.into_payload();
     let mismatch = ResponseRejected::Mismatch;
     if p.job_id != request.job_id {

@@ -44,16 +44,12 @@ fn verify_inclusion_with(
     // The detached payload is the recomputed root: a wrong leaf, index or path gives
     // another root, and the node's signature does not cover it.
     let tbs = r.cose.to_be_signed(&root)?;
-    let statement = cache.map(|_| statement_digest(key, &tbs, &r.cose.signature));
-    let known = matches!((cache, &statement), (Some(c), Some(d)) if c.contains(d));
-    if !known {
-        key.verify(&tbs, &r.cose.signature).map_err(|_| {
-            TlogVerifyError::BadSignature("inclusion receipt over the recomputed root")
-        })?;
-        if let (Some(c), Some(d)) = (cache, statement) {
-            c.insert(d);
-        }
-    }
+    let verified = match cache {
+        Some(c) => c.verify(key, &tbs, &r.cose.signature),
+        None => key.verify(&tbs, &r.cose.signature),
+    };
+    verified
+        .map_err(|_| TlogVerifyError::BadSignature("inclusion receipt over the recomputed root"))?;
     Ok(VerifiedInclusion {
         leaf_index: r.proof.leaf_index,
         tree_size: r.proof.tree_size,
@@ -62,50 +58,11 @@ fn verify_inclusion_with(
     })
 }
 
-/// SHA-256 over everything a statement's verification depends on: the key, the signed
-/// structure (kid, tree size, time, root) and the signature.
-fn statement_digest(key: &PublicKey, tbs: &[u8], signature: &[u8]) -> Digest32 {
-    let mut all = Vec::with_capacity(32 + tbs.len() + signature.len());
-    all.extend_from_slice(&key.to_bytes());
-    all.extend_from_slice(tbs);
-    all.extend_from_slice(signature);
-    quorate_crypto::tensor_digest::sha256(&all)
-}
-
 /// The statements (a log's signature over the root of one tree, §18.4) a client verified
 /// last. A node signs one statement per group commit and every reply of the group carries
 /// it (§18.11.3), so a client that receives several replies of one group checks the
-/// signature once. An entry is the digest of the key, the signed structure and the
-/// signature together, so only a verification with exactly those inputs is skipped.
-pub struct StatementCache {
-    recent: std::sync::Mutex<std::collections::VecDeque<Digest32>>,
-    capacity: usize,
-}
-
-impl StatementCache {
-    /// A cache of the last `capacity` statements.
-    pub fn new(capacity: usize) -> Self {
-        Self {
-            recent: std::sync::Mutex::new(std::collections::VecDeque::with_capacity(capacity)),
-            capacity,
-        }
-    }
-
-    fn contains(&self, d: &Digest32) -> bool {
-        self.recent
-            .lock()
-            .is_ok_and(|r| r.iter().rev().any(|x| x == d))
-    }
-
-    fn insert(&self, d: Digest32) {
-        if let Ok(mut r) = self.recent.lock() {
-            if r.len() >= self.capacity {
-                r.pop_front();
-            }
-            r.push_back(d);
-        }
-    }
-}
+/// signature once.
+pub type StatementCache = crate::signature_cache::SignatureCache;
 
 /// [`verify_receipt_inclusions`], skipping the signature check of statements `cache` saw
 /// verified (every other step is done in full).
@@ -161,7 +118,7 @@ mod tests {
             let v = verify_inclusion_with(&inc(i), &leaves[i as usize], &pk, Some(&cache)).unwrap();
             assert_eq!(v.leaf_index, i);
         }
-        assert_eq!(cache.recent.lock().unwrap().len(), 1);
+        assert_eq!(cache.len(), 1);
         // A flipped signature byte is another statement: verified, and refused.
         let mut forged = inc(1);
         let n = forged.len();
@@ -169,10 +126,5 @@ mod tests {
         assert!(verify_inclusion_with(&forged, &leaves[1], &pk, Some(&cache)).is_err());
         assert!(verify_inclusion_with(&inc(1), &leaves[2], &pk, Some(&cache)).is_err());
         assert!(verify_inclusion_with(&inc(1), &leaves[1], &other, Some(&cache)).is_err());
-        // Capacity bounds it.
-        for i in 0..10u8 {
-            cache.insert([i; 32]);
-        }
-        assert_eq!(cache.recent.lock().unwrap().len(), 4);
     }
 }
