@@ -44,6 +44,13 @@ fn check_receipt(v: &Value, name: &str) {
                 "{name}"
             );
             assert_eq!(report.tensors_checked.len(), reveals.len(), "{name}");
+            // Every inclusion receipt the receipt carries in header 394 (in a batch
+            // receipt's root, §18.1) was checked.
+            let carried = quorate_protocol::tlog::inclusion_receipts_of(
+                &hex::decode(v["receipt"].as_str().unwrap()).unwrap(),
+            )
+            .unwrap();
+            assert_eq!(report.logged.len(), carried.len(), "{name}");
         }
         _ => {
             let failure = report

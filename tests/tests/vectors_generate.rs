@@ -481,6 +481,48 @@ fn generate() -> BTreeMap<String, Value> {
             None,
         ),
     );
+    // §5.3, §18.1, §18.4: a batch receipt carries its inclusion receipts in its root.
+    let leaves: Vec<_> = batch
+        .iter()
+        .map(|r| quorate_protocol::tlog::receipt_leaf_hash(r).unwrap())
+        .collect();
+    let log = quorate_crypto::merkle::MerkleLog::from_leaves(leaves).unwrap();
+    let inclusion =
+        quorate_protocol::tlog::sign_inclusion_receipt(&log, 2, 5, 1_763_900_005, &a).unwrap();
+    let carried =
+        quorate_protocol::tlog::attach_inclusion_receipts(&batch[2], &[inclusion]).unwrap();
+    out.insert(
+        "batch_good_root_header_394.json".into(),
+        receipt_vector(
+            "leaf 2 of a batch of 5, its root carrying an inclusion receipt of the batch receipt's leaf in header 394",
+            None,
+            &carried,
+            &[&a],
+            Some(&payloads[2]),
+        ),
+    );
+    let mut other_header = decoded(&batch[2]);
+    if let Cbor::Array(parts) = &mut other_header
+        && let Cbor::Bytes(root) = &mut parts[4]
+    {
+        let mut r = decoded(root);
+        if let Cbor::Tag(_, inner) = &mut r
+            && let Cbor::Array(cose) = inner.as_mut()
+        {
+            cose[1] = Cbor::Map(vec![(int(4), Cbor::Bytes(vec![0; 16]))]);
+        }
+        *root = reencode(&r);
+    }
+    out.insert(
+        "batch_bad_root_unprotected_header.json".into(),
+        receipt_vector(
+            "leaf 2 of a batch of 5, its root carrying a parameter other than 394 in the unprotected header",
+            Some("malformed"),
+            &reencode(&other_header),
+            &[&a],
+            None,
+        ),
+    );
     out
 }
 

@@ -25,7 +25,9 @@ use latency::Target;
 baseline taken in the same run (medians; a figure and its baseline are sampled in turn):\n\
   latency/parts   one verified job over (local ONNX Runtime run + one QUIC round trip of the \
 same sizes + one durable append)            goal <= 1.5\n\
-  jobs_per_s      verified jobs per second one node serves to --clients clients  goal >= 10000\n\
+  jobs_per_s      verified jobs per second one node serves to --clients clients, the node \
+signing each group commit's receipts under one root; beside it the same against node-2, which \
+signs every receipt alone                                                      goal >= 10000\n\
   minilm          the same on all-MiniLM-L6-v2 (--minilm) over raw ONNX Runtime runs of the \
 node's session settings at the same concurrency                                   goal >= 0.9\n\
   batch/raw       --batch local runs with one batch receipt over as many raw ONNX Runtime \
@@ -46,7 +48,8 @@ pub struct BenchMeshArgs {
     /// Concurrent clients of the throughput run, each with its own connection.
     #[arg(long, default_value_t = 16)]
     pub clients: usize,
-    /// Seconds of the throughput run (and of the raw ONNX Runtime run beside it).
+    /// Seconds of the throughput run (and of the raw ONNX Runtime run beside it, and of the
+    /// run against the node signing alone).
     #[arg(long, default_value_t = 5.0)]
     pub seconds: f64,
     /// Local runs in the batch.
