@@ -55,6 +55,16 @@ pub struct EnsembleOutcome {
     pub epsilon: Option<(f64, f64)>,
 }
 
+/// Vector elements (members × classes) above which closing a round is done on the blocking
+/// pool. Unmasking grows with the members and the vector: a few members of a few classes
+/// take a handful of interpolations and keystream blocks, less than a hand-over to the pool
+/// and back; a job of many members or classes would hold an async thread far longer.
+const INLINE_CLOSE_MAX_ELEMENTS: usize = 4096;
+
+fn closing_is_heavy(spec: &EnsembleSpec) -> bool {
+    spec.members.len() * spec.classes as usize > INLINE_CLOSE_MAX_ELEMENTS
+}
+
 /// Runs one ensemble job over the mesh and signs the aggregate receipt with `key`. The
 /// decisions are the protocol's aggregator machine (§15.3); this shell draws the job's
 /// randomness, moves its messages, and signs.
@@ -117,7 +127,19 @@ pub async fn run(
         while let Some((i, answer)) = answers.next().await {
             machine.handle_answer(i, answer);
         }
-        sends = machine.close_round();
+        // Closing the last round reconstructs the secrets (Shamir) and regenerates the masks
+        // (key agreement with dropped members): for a large job that is kept off the async
+        // threads, which carry every connection's I/O; a small one costs less than the
+        // hand-over.
+        if closing_is_heavy(&spec) {
+            (machine, sends) = tokio::task::spawn_blocking(move || {
+                let sends = machine.close_round();
+                (machine, sends)
+            })
+            .await?;
+        } else {
+            sends = machine.close_round();
+        }
     }
     let events: Vec<String> = machine
         .events()

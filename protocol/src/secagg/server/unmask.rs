@@ -22,6 +22,16 @@ type WorkerResult = (Vec<u64>, u64, u64);
 /// accumulator pass per batch is cheap, small enough (a few milliseconds of work) that
 /// the workers finish together.
 const REGENERATION_BATCH: usize = 64;
+/// Fewest secrets worth a reconstruction thread of their own: one interpolation from cached
+/// Lagrange coefficients costs about a microsecond, and spawning a thread tens of them.
+const SECRETS_PER_THREAD: usize = 256;
+
+/// The workers worth starting for `tasks` tasks when each should get at least `per_thread`
+/// of them, up to `threads`: a small job (a five-member ensemble) runs on the calling thread
+/// instead of paying for threads that would have nothing to do.
+fn workers(threads: usize, tasks: usize, per_thread: usize) -> usize {
+    threads.min(tasks.div_ceil(per_thread)).max(1)
+}
 
 /// One mask the server regenerates: a survivor's self mask, or the pairwise mask between a
 /// dropped client (whose mask key was reconstructed) and a survivor.
@@ -98,7 +108,7 @@ impl Server {
             }
             jobs.push((o, v.into_iter().take(t).collect::<Vec<_>>()));
         }
-        let threads = self.threads.max(1).min(jobs.len().max(1));
+        let threads = workers(self.threads, jobs.len(), SECRETS_PER_THREAD);
         let chunk = jobs.len().div_ceil(threads).max(1);
         let results: Vec<Result<Vec<SecretScalar>, AbortReason>> = std::thread::scope(|s| {
             let handles: Vec<_> = jobs
@@ -206,7 +216,9 @@ impl Server {
         let bits = self.cfg.modulus_bits;
         let len = self.cfg.vector_len;
         let digest = self.digest;
-        let threads = self.threads.max(1).min(tasks.len().max(1));
+        // A worker takes batches of REGENERATION_BATCH tasks: more workers than batches would
+        // find none.
+        let threads = workers(self.threads, tasks.len(), REGENERATION_BATCH);
         // Workers take batches of tasks from a shared cursor rather than a fixed share, so a
         // core that is busy with something else slows its worker without holding up the
         // round: the others take over the remaining batches. The sum is the same whatever
@@ -295,5 +307,22 @@ fn worker<'scope, T: Send + 'scope>(
         Worker::Done(f())
     } else {
         Worker::Thread(s.spawn(f))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::workers;
+
+    /// Threads go only to work that fills them; there is always one worker.
+    #[test]
+    fn workers_are_started_only_for_work_that_fills_them() {
+        assert_eq!(workers(2, 5, 64), 1);
+        assert_eq!(workers(2, 0, 64), 1);
+        assert_eq!(workers(2, 64, 64), 1);
+        assert_eq!(workers(2, 65, 64), 2);
+        assert_eq!(workers(8, 400, 64), 7);
+        assert_eq!(workers(1, 10_000, 64), 1);
+        assert_eq!(workers(0, 10_000, 64), 1);
     }
 }
