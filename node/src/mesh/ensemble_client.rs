@@ -131,7 +131,7 @@ pub async fn run(
         // (key agreement with dropped members): for a large job that is kept off the async
         // threads, which carry every connection's I/O; a small one costs less than the
         // hand-over.
-        if closing_is_heavy(&spec) {
+        if closing_is_heavy(spec) {
             (machine, sends) = tokio::task::spawn_blocking(move || {
                 let sends = machine.close_round();
                 (machine, sends)
