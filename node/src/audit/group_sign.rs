@@ -87,22 +87,13 @@ mod tests {
     use crate::audit::AuditLog;
     use quorate_protocol::audit_log::scan;
     use quorate_protocol::batch_receipt::{AnyReceipt, parse_any};
-    use quorate_protocol::receipt::{JobKind, ReceiptPayload};
+    use crate::test_support::payload;
 
-    fn payload(i: u8) -> ReceiptPayload {
-        ReceiptPayload {
-            job_id: [i; 16],
-            nonce: vec![i; 16],
-            kind: JobKind::Infer,
-            model_digest: [3; 32],
-            inputs: vec![],
-            outputs: vec![],
-            provider: "CPUExecutionProvider".into(),
-            runtime: "onnxruntime 1.31.1".into(),
-            issued_at: 1_800_000_000,
-            previous: None,
-            policy: None,
-        }
+    /// A fresh log in a temporary folder, and a key.
+    fn fresh_log() -> (tempfile::TempDir, Arc<AuditLog>, Arc<SecretKey>) {
+        let dir = tempfile::tempdir().unwrap();
+        let (log, _) = AuditLog::open(&dir.path().join("a.qlog")).unwrap();
+        (dir, Arc::new(log), Arc::new(SecretKey::from_seed(&[6; 32])))
     }
 
     /// Payloads appended at once by many tasks come back as receipts that each verify alone
@@ -110,10 +101,7 @@ mod tests {
     /// receipts, and at least one commit signed several of them under one root.
     #[test]
     fn queued_payloads_are_signed_per_group_and_logged_as_returned() {
-        let dir = tempfile::tempdir().unwrap();
-        let (log, _) = AuditLog::open(&dir.path().join("a.qlog")).unwrap();
-        let log = Arc::new(log);
-        let key = Arc::new(SecretKey::from_seed(&[6; 32]));
+        let (dir, log, key) = fresh_log();
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .build()
@@ -158,10 +146,7 @@ mod tests {
     /// A payload too large for a batch receipt is signed alone, and still logged.
     #[test]
     fn a_payload_too_large_for_a_batch_is_signed_alone() {
-        let dir = tempfile::tempdir().unwrap();
-        let (log, _) = AuditLog::open(&dir.path().join("a.qlog")).unwrap();
-        let log = Arc::new(log);
-        let key = Arc::new(SecretKey::from_seed(&[6; 32]));
+        let (dir, log, key) = fresh_log();
         let mut big = payload(1);
         big.nonce = vec![1; 64];
         big.runtime = "r".repeat(MAX_RECEIPT_LEN - 1500);
