@@ -62,9 +62,47 @@ pub fn verify_all(items: &[Item<'_>]) -> Vec<Result<(), IdentityError>> {
 /// Each verdict stands alone (strict.rs): the recomputed points of the items are only
 /// compressed together, sharing one field inversion.
 pub fn verify_each(items: &[Item<'_>]) -> Vec<Result<(), IdentityError>> {
+    // An item that repeats an earlier one exactly (the same key, message and signature: the
+    // batch receipts of one signed root, §5.3) gets that item's verdict: verification is
+    // deterministic, so a second check could only repeat it.
+    let mut seen: std::collections::HashMap<&[u8], Vec<usize>> = std::collections::HashMap::new();
+    let mut repeats: Vec<Option<usize>> = Vec::with_capacity(items.len());
+    let mut distinct: Vec<&Item<'_>> = Vec::with_capacity(items.len());
+    for item in items {
+        let same = seen.entry(item.signature).or_default();
+        let earlier = same.iter().copied().find(|&d| {
+            let e: &Item<'_> = distinct[d];
+            e.message == item.message && e.key == item.key
+        });
+        if earlier.is_none() {
+            same.push(distinct.len());
+            distinct.push(item);
+        }
+        repeats.push(earlier);
+    }
+    if distinct.len() == items.len() {
+        return verify_distinct(items.iter());
+    }
+    let verdicts = verify_distinct(distinct.iter().copied());
+    let mut next = 0;
+    repeats
+        .into_iter()
+        .map(|r| match r {
+            Some(d) => verdicts[d].clone(),
+            None => {
+                next += 1;
+                verdicts[next - 1].clone()
+            }
+        })
+        .collect()
+}
+
+/// [`verify_each`] of items known to be distinct.
+fn verify_distinct<'i, 'a: 'i>(
+    items: impl Iterator<Item = &'i Item<'a>>,
+) -> Vec<Result<(), IdentityError>> {
     // Items whose signature is not 64 bytes fail on their own, as in `PublicKey::verify`.
     let parsed: Vec<Result<Check<'_>, IdentityError>> = items
-        .iter()
         .map(|item| Check::new(item.key.inner(), item.message, item.signature))
         .collect();
     let checks: Vec<Check<'_>> = parsed
@@ -149,6 +187,51 @@ mod tests {
 
     /// Signatures that single verification rejects but a naive batch could accept: R with a
     /// torsion component, non-canonical S, small-order R. Batch and single must agree on each.
+    /// Repeated items (one signed batch root in many receipts) get exactly the verdicts
+    /// one-by-one verification gives, whether the repeated item is good or bad, and an item
+    /// that repeats a signature over another message or under another key is judged alone.
+    #[test]
+    fn repeated_items_get_the_verdicts_of_single_verification() {
+        let a = SecretKey::from_seed(&[1; 32]);
+        let b = SecretKey::from_seed(&[2; 32]);
+        let (pa, pb) = (a.public_key(), b.public_key());
+        let root = b"one batch root".to_vec();
+        let other = b"another root".to_vec();
+        let good = a.sign(&root).0.to_vec();
+        let mut bad = good.clone();
+        bad[40] ^= 1;
+        let short = good[..63].to_vec();
+        let cases: Vec<(&[u8], &[u8], &PublicKey)> = vec![
+            (&root, &good, &pa),
+            (&root, &good, &pa),
+            (&root, &bad, &pa),
+            (&other, &good, &pa),
+            (&root, &good, &pb),
+            (&root, &bad, &pa),
+            (&root, &short, &pa),
+            (&root, &good, &pa),
+            (&root, &short, &pa),
+        ];
+        let items: Vec<Item<'_>> = cases
+            .iter()
+            .map(|(m, s, k)| Item {
+                message: m,
+                signature: s,
+                key: k,
+            })
+            .collect();
+        let single: Vec<bool> = cases
+            .iter()
+            .map(|(m, s, k)| k.verify(m, s).is_ok())
+            .collect();
+        let each: Vec<bool> = verify_each(&items).iter().map(Result::is_ok).collect();
+        assert_eq!(each, single);
+        assert_eq!(
+            single,
+            [true, true, false, false, false, false, false, true, false]
+        );
+    }
+
     #[test]
     fn edge_cases_agree_with_single_verification() {
         use curve25519_dalek::Scalar;

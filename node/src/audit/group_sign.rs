@@ -85,9 +85,9 @@ pub(super) fn sign_pending(
 mod tests {
     use super::*;
     use crate::audit::AuditLog;
+    use crate::test_support::payload;
     use quorate_protocol::audit_log::scan;
     use quorate_protocol::batch_receipt::{AnyReceipt, parse_any};
-    use crate::test_support::payload;
 
     /// A fresh log in a temporary folder, and a key.
     fn fresh_log() -> (tempfile::TempDir, Arc<AuditLog>, Arc<SecretKey>) {
