@@ -182,6 +182,59 @@ pub fn inclusion_receipts_of(receipt: &[u8]) -> Result<Vec<Vec<u8>>, TlogError> 
 /// empty in a form this does not recognise).
 pub fn unprotected_header_is_empty(receipt: &[u8]) -> bool {
     empty_unprotected_at(receipt).is_some()
+        || batch_root_range(receipt)
+            .is_some_and(|root| empty_unprotected_at(&receipt[root]).is_some())
+}
+
+/// The major type and argument of the CBOR head at `at`, and where what follows it starts.
+fn head_at(b: &[u8], at: usize) -> Option<(u8, u64, usize)> {
+    let first = *b.get(at)?;
+    let arg = |n: usize| -> Option<u64> {
+        let bytes = b.get(at + 1..at + 1 + n)?;
+        Some(bytes.iter().fold(0u64, |v, x| (v << 8) | u64::from(*x)))
+    };
+    let (value, len) = match first & 0x1f {
+        info @ 0..=23 => (u64::from(info), 0),
+        24 => (arg(1)?, 1),
+        25 => (arg(2)?, 2),
+        26 => (arg(4)?, 4),
+        27 => (arg(8)?, 8),
+        _ => return None,
+    };
+    Some((first >> 5, value, at + 1 + len))
+}
+
+/// Where the signed root of a batch receipt `[1, leaf, index, path, root]` (§5.3) lies, read
+/// off its heads without decoding it; `None` for anything not of that shape.
+fn batch_root_range(b: &[u8]) -> Option<std::ops::Range<usize>> {
+    let skip = |at: usize, n: u64| at.checked_add(usize::try_from(n).ok()?);
+    let (4, 5, at) = head_at(b, 0)? else {
+        return None;
+    };
+    let (0, 1, at) = head_at(b, at)? else {
+        return None;
+    };
+    let (2, leaf, at) = head_at(b, at)? else {
+        return None;
+    };
+    let (0, _, at) = head_at(b, skip(at, leaf)?)? else {
+        return None;
+    };
+    let (4, hashes, mut at) = head_at(b, at)? else {
+        return None;
+    };
+    // Each hash takes 34 bytes, so a count larger than the bytes left ends the loop early.
+    for _ in 0..hashes {
+        let (2, 32, next) = head_at(b, at)? else {
+            return None;
+        };
+        at = skip(next, 32)?;
+    }
+    let (2, root, at) = head_at(b, at)? else {
+        return None;
+    };
+    let end = skip(at, root)?;
+    (end == b.len()).then_some(at..end)
 }
 
 /// Where the unprotected header of a receipt in its signed form begins: after the tag, the

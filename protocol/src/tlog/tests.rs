@@ -90,9 +90,15 @@ fn batch_receipts_carry_header_394_in_their_root() {
     let b = &batch[1];
     assert_eq!(leaf_bytes(b).unwrap(), *b);
     assert!(inclusion_receipts_of(b).unwrap().is_empty());
+    assert!(unprotected_header_is_empty(b), "read off the heads");
     let inc = sign_inclusion_receipt(&log(3), 1, 3, 9, &key()).unwrap();
     let carried = attach_inclusion_receipts(b, std::slice::from_ref(&inc)).unwrap();
     assert_eq!(carried[0], 0x85, "still a batch receipt (§5.4)");
+    assert!(!unprotected_header_is_empty(&carried));
+    // Cut anywhere, the heads no longer describe a whole batch receipt.
+    for cut in [1, 10, b.len() / 2, b.len() - 1] {
+        assert!(!unprotected_header_is_empty(&b[..cut]), "{cut}");
+    }
     assert_eq!(inclusion_receipts_of(&carried).unwrap(), vec![inc]);
     assert_eq!(leaf_bytes(&carried).unwrap(), *b);
     assert_eq!(
