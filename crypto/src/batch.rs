@@ -13,6 +13,8 @@
 //! [`all_authentic`] keeps the plain batch equation for the one place where the difference
 //! does not matter (§9.8.3).
 
+use std::collections::HashMap;
+
 use ed25519_dalek::VerifyingKey;
 
 use crate::identity::{IdentityError, PublicKey, parse_signature};
@@ -65,35 +67,23 @@ pub fn verify_each(items: &[Item<'_>]) -> Vec<Result<(), IdentityError>> {
     // An item that repeats an earlier one exactly (the same key, message and signature: the
     // batch receipts of one signed root, §5.3) gets that item's verdict: verification is
     // deterministic, so a second check could only repeat it.
-    let mut seen: std::collections::HashMap<&[u8], Vec<usize>> = std::collections::HashMap::new();
-    let mut repeats: Vec<Option<usize>> = Vec::with_capacity(items.len());
+    let mut first: HashMap<(&PublicKey, &[u8], &[u8]), usize> = HashMap::new();
     let mut distinct: Vec<&Item<'_>> = Vec::with_capacity(items.len());
-    for item in items {
-        let same = seen.entry(item.signature).or_default();
-        let earlier = same.iter().copied().find(|&d| {
-            let e: &Item<'_> = distinct[d];
-            e.message == item.message && e.key == item.key
-        });
-        if earlier.is_none() {
-            same.push(distinct.len());
-            distinct.push(item);
-        }
-        repeats.push(earlier);
-    }
-    if distinct.len() == items.len() {
-        return verify_distinct(items.iter());
-    }
-    let verdicts = verify_distinct(distinct.iter().copied());
-    let mut next = 0;
-    repeats
-        .into_iter()
-        .map(|r| match r {
-            Some(d) => verdicts[d].clone(),
-            None => {
-                next += 1;
-                verdicts[next - 1].clone()
-            }
+    let of_distinct: Vec<usize> = items
+        .iter()
+        .map(|item| {
+            *first
+                .entry((item.key, item.message, item.signature))
+                .or_insert_with(|| {
+                    distinct.push(item);
+                    distinct.len() - 1
+                })
         })
+        .collect();
+    let verdicts = verify_distinct(distinct.into_iter());
+    of_distinct
+        .into_iter()
+        .map(|d| verdicts[d].clone())
         .collect()
 }
 
@@ -185,8 +175,6 @@ mod tests {
         assert!(got[2].is_err() && got[4].is_err() && got[0].is_ok());
     }
 
-    /// Signatures that single verification rejects but a naive batch could accept: R with a
-    /// torsion component, non-canonical S, small-order R. Batch and single must agree on each.
     /// Repeated items (one signed batch root in many receipts) get exactly the verdicts
     /// one-by-one verification gives, whether the repeated item is good or bad, and an item
     /// that repeats a signature over another message or under another key is judged alone.
@@ -232,6 +220,8 @@ mod tests {
         );
     }
 
+    /// Signatures that single verification rejects but a naive batch could accept: R with a
+    /// torsion component, non-canonical S, small-order R. Batch and single must agree on each.
     #[test]
     fn edge_cases_agree_with_single_verification() {
         use curve25519_dalek::Scalar;

@@ -145,8 +145,6 @@ fn echo_server(
 
 /// What the throughput run saw.
 pub struct Throughput {
-    /// Verified jobs completed per second.
-    pub jobs_per_s: f64,
     /// Verified jobs completed.
     pub jobs: u64,
     /// Seconds the run took.
@@ -166,6 +164,11 @@ pub struct Throughput {
 }
 
 impl Throughput {
+    /// Verified jobs completed per second.
+    pub fn jobs_per_s(&self) -> f64 {
+        self.jobs as f64 / self.elapsed.max(f64::MIN_POSITIVE)
+    }
+
     /// Receipts per signature the node made (§12.4.2); 1 when it signed each alone.
     pub fn receipts_per_signature(&self) -> f64 {
         self.jobs as f64 / self.signatures.max(f64::MIN_POSITIVE)
@@ -187,7 +190,6 @@ impl Throughput {
             ((a.0 * ja + b.0 * jb) / n, (a.1 * ja + b.1 * jb) / n)
         });
         Throughput {
-            jobs_per_s: jobs as f64 / elapsed.max(f64::MIN_POSITIVE),
             jobs,
             elapsed,
             cpu_per_job,
@@ -299,7 +301,6 @@ pub fn throughput(
     });
     Ok(Throughput {
         cpu_per_job,
-        jobs_per_s: jobs as f64 / elapsed,
         jobs,
         elapsed,
         failed: failed.load(Ordering::Relaxed),

@@ -206,7 +206,7 @@ pub fn run(args: &BenchMeshArgs) -> anyhow::Result<ExitCode> {
     let alone = latency::throughput(&rt, &target_alone, args.clients, half)?;
     let tp = tp.merge(latency::throughput(&rt, &target, args.clients, half)?);
     let alone = alone.merge(latency::throughput(&rt, &target_alone, args.clients, half)?);
-    let (jobs_per_s, failed) = (tp.jobs_per_s, tp.failed);
+    let (jobs_per_s, failed) = (tp.jobs_per_s(), tp.failed);
     let per_signature = tp.receipts_per_signature();
     let raw_per_s = latency::raw_throughput(&mlp, &input, args.seconds)?;
     let cpu = tp.cpu_per_job.map_or(String::new(), |(node, clients)| {
@@ -233,8 +233,8 @@ pub fn run(args: &BenchMeshArgs) -> anyhow::Result<ExitCode> {
     println!(
         "            signing each receipt alone (node-2, same run): {:.0} jobs/s{alone_cpu}; \
          group signing {:.2}x",
-        alone.jobs_per_s,
-        jobs_per_s / alone.jobs_per_s.max(f64::MIN_POSITIVE)
+        alone.jobs_per_s(),
+        jobs_per_s / alone.jobs_per_s().max(f64::MIN_POSITIVE)
     );
     if let Some(e) = &alone.first_error {
         println!("            first failure: {e}");
@@ -330,7 +330,7 @@ pub fn run(args: &BenchMeshArgs) -> anyhow::Result<ExitCode> {
                            "clients_cpu_s_per_job": tp.cpu_per_job.map(|c| c.1),
                            "batch_receipts": tp.batched,
                            "receipts_per_signature": per_signature,
-                           "signing_alone_jobs_per_s": alone.jobs_per_s,
+                           "signing_alone_jobs_per_s": alone.jobs_per_s(),
                            "signing_alone_node_cpu_s_per_job": alone.cpu_per_job.map(|c| c.0),
                            "raw_ort_runs_per_s": raw_per_s},
             "minilm": mini.as_ref().map(|m| serde_json::json!({

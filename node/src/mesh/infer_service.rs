@@ -163,9 +163,10 @@ impl InferService {
         }
     }
 
-    /// Signs every receipt alone rather than in groups (§12.4.2, `sign_in_groups = false`).
-    pub fn signing_alone(mut self) -> Self {
-        self.group_signing = false;
+    /// Whether plain inferences are signed by their group commit (§12.4.2, the node's
+    /// `sign_in_groups`; on unless turned off here).
+    pub fn signing_in_groups(mut self, on: bool) -> Self {
+        self.group_signing = on;
         self
     }
 

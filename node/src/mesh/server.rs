@@ -115,12 +115,8 @@ impl NodeState {
             models.clone(),
             governance,
             cfg.log_replies,
-        );
-        let infer = if cfg.sign_in_groups {
-            infer
-        } else {
-            infer.signing_alone()
-        };
+        )
+        .signing_in_groups(cfg.sign_in_groups);
         // Test harness only: the `test_*` keys exist in `test-util` builds alone.
         #[cfg(feature = "test-util")]
         let infer = crate::mesh::misbehave::configure_infer(infer, cfg)?;

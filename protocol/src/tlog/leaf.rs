@@ -36,7 +36,12 @@ fn split(receipt: &[u8]) -> Result<Vec<Value>, TlogError> {
 }
 
 fn join(parts: Vec<Value>) -> Result<Vec<u8>, TlogError> {
-    let bytes = cbor::encode(&Value::Tag(18, Box::new(Value::Array(parts))))?;
+    encode_receipt(&Value::Tag(18, Box::new(Value::Array(parts))))
+}
+
+/// A receipt's encoding, within the receipt size limit.
+fn encode_receipt(value: &Value) -> Result<Vec<u8>, TlogError> {
+    let bytes = cbor::encode(value)?;
     if bytes.len() > MAX_RECEIPT_LEN {
         return Err(TlogError::Size(format!(
             "a receipt of {} bytes exceeds {MAX_RECEIPT_LEN}",
@@ -73,14 +78,7 @@ fn root_of(parts: &[Value]) -> &[u8] {
 /// The batch receipt with its root replaced by `root`.
 fn with_root(mut parts: Vec<Value>, root: Vec<u8>) -> Result<Vec<u8>, TlogError> {
     parts[4] = Value::Bytes(root);
-    let bytes = cbor::encode(&Value::Array(parts))?;
-    if bytes.len() > MAX_RECEIPT_LEN {
-        return Err(TlogError::Size(format!(
-            "a receipt of {} bytes exceeds {MAX_RECEIPT_LEN}",
-            bytes.len()
-        )));
-    }
-    Ok(bytes)
+    encode_receipt(&Value::Array(parts))
 }
 
 /// The leaf bytes of a receipt (§18.1): the receipt with an empty unprotected header; for a
