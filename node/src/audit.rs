@@ -37,6 +37,9 @@ pub struct AuditLog {
     path: PathBuf,
     /// Seconds each durable append took (§12.7).
     fsync: Histogram,
+    /// Signs the payloads of one key in a group commit (§12.4.2): `sign_group`, or in tests
+    /// a signer that fails.
+    sign_group: group_sign::GroupSigner,
 }
 
 /// The file and the length of its complete records.
@@ -270,6 +273,7 @@ impl AuditLog {
                 path: path.to_path_buf(),
                 // 10 µs to about 5 s.
                 fsync: Histogram::new(exponential_buckets(1e-5, 2.0, 20)),
+                sign_group: quorate_protocol::batch_receipt::sign_group,
             },
             count,
         ))
@@ -405,7 +409,7 @@ impl AuditLog {
             let pending = std::mem::take(&mut queue.pending);
             drop(queue);
             // §12.4.2: the payloads of the group are signed together, then committed.
-            let (group, unsigned) = sign_pending(pending, unix_now());
+            let (group, unsigned) = sign_pending(pending, unix_now(), self.sign_group);
             let result = self.commit(&group);
             queue = lock(&self.queue);
             for (_, outcome) in &group {

@@ -12,7 +12,7 @@ use crate::receipt::{MAX_RECEIPT_LEN, ReceiptError, ReceiptPayload, UncheckedRec
 
 mod sign;
 
-pub use sign::{BatchReceipts, BatchSigner, sign_batch, sign_group};
+pub use sign::{BatchReceipts, BatchSigner, SignedBatch, sign_batch, sign_group};
 
 /// Content type of a signed batch root (§5.2).
 pub const BATCH_ROOT_CONTENT_TYPE: &str = "application/vnd.quorate.batch-root+cbor";
@@ -283,6 +283,35 @@ mod tests {
         let none: [ReceiptPayload; 0] = [];
         assert!(sign_batch(&none, &key, 1).is_err());
         assert!(BatchSigner::default().sign(&key, 1).is_err());
+    }
+
+    /// Receipts written a range at a time (as a large batch writes them on two threads) and
+    /// put back together are those of the whole batch, in order; a range past the end is
+    /// cut at the end.
+    #[test]
+    fn receipts_written_by_ranges_are_those_of_the_whole_batch() {
+        let key = SecretKey::from_seed(&[9; 32]);
+        let n = 37;
+        let payloads: Vec<ReceiptPayload> = (0..n).map(payload).collect();
+        let expected = reference_batch(&payloads, &key, 7);
+        let mut signer = BatchSigner::with_capacity(n);
+        for p in &payloads {
+            signer.push(p).unwrap();
+        }
+        let signed = signer.sign_root(&key, 7).unwrap();
+        assert_eq!(signed.len(), n);
+        for cuts in [vec![0, n], vec![0, 1, n], vec![0, 18, 18, 30, n + 5]] {
+            let mut all = signed.receipts(cuts[0]..cuts[1]);
+            for w in cuts[1..].windows(2) {
+                all.append(signed.receipts(w[0]..w[1]));
+            }
+            assert_eq!(all.len(), n, "cuts {cuts:?}");
+            assert!(all.iter().eq(expected.iter().map(Vec::as_slice)));
+            assert!((0..n).all(|i| all.get(i) == Some(expected[i].as_slice())));
+            assert_eq!(all.get(n), None);
+            assert_eq!(all, signed.receipts(0..n));
+        }
+        assert!(signed.receipts(n..n + 3).is_empty());
     }
 
     /// The head-by-head encoding is exactly what the deterministic encoder of §1.3 gives,

@@ -7,8 +7,7 @@ use std::sync::Arc;
 
 use quorate_crypto::SecretKey;
 use quorate_protocol::audit_log::record;
-use quorate_protocol::batch_receipt::sign_group;
-use quorate_protocol::receipt::{EncodedPayload, MAX_RECEIPT_LEN};
+use quorate_protocol::receipt::{EncodedPayload, MAX_RECEIPT_LEN, ReceiptError};
 
 use super::Outcome;
 
@@ -34,13 +33,19 @@ pub(super) fn fits_a_batch(payload: &EncodedPayload) -> bool {
     payload.as_bytes().len() + BATCH_OVERHEAD <= MAX_RECEIPT_LEN
 }
 
-/// Signs the payloads of a group, those queued with one key together, at time `now`.
-/// Returns the records to commit with their outcomes (each payload's receipt set in
-/// `signed`), and the outcomes of payloads that could not be signed (`sign_failed` set),
+/// Signs the payloads queued with one key in one group, in order, at a time: one receipt
+/// each (`quorate_protocol::batch_receipt::sign_group`).
+pub(super) type GroupSigner =
+    fn(&[&EncodedPayload], &SecretKey, u64) -> Result<Vec<Vec<u8>>, ReceiptError>;
+
+/// Signs the payloads of a group with `sign_group`, those queued with one key together, at
+/// time `now`. Returns the records to commit with their outcomes (each payload's receipt set
+/// in `signed`), and the outcomes of payloads that could not be signed (`sign_failed` set),
 /// which are not committed.
 pub(super) fn sign_pending(
     pending: Vec<(Pending, Arc<Outcome>)>,
     now: u64,
+    sign_group: GroupSigner,
 ) -> (Records, Vec<Arc<Outcome>>) {
     let mut records = Vec::with_capacity(pending.len());
     let mut payloads = Vec::new();
@@ -58,7 +63,20 @@ pub(super) fn sign_pending(
             .partition(|(_, k, _)| Arc::ptr_eq(k, &key));
         payloads = rest;
         let refs: Vec<&EncodedPayload> = same.iter().map(|(p, _, _)| p).collect();
-        match sign_group(&refs, &key, now) {
+        // A signer that returned another number of receipts than payloads would leave some
+        // waiters with neither a receipt nor an error: the group fails instead.
+        let signed = sign_group(&refs, &key, now).and_then(|receipts| {
+            if receipts.len() == refs.len() {
+                Ok(receipts)
+            } else {
+                Err(ReceiptError::Payload(format!(
+                    "{} receipts for {} payloads",
+                    receipts.len(),
+                    refs.len()
+                )))
+            }
+        });
+        match signed {
             Ok(receipts) => {
                 for (receipt, (_, _, outcome)) in receipts.into_iter().zip(same) {
                     records.push((record(&receipt), outcome.clone()));
@@ -84,7 +102,7 @@ pub(super) fn sign_pending(
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
-    use crate::audit::AuditLog;
+    use crate::audit::{AppendError, AuditLog};
     use crate::test_support::payload;
     use quorate_protocol::audit_log::scan;
     use quorate_protocol::batch_receipt::{AnyReceipt, parse_any};
@@ -141,6 +159,82 @@ mod tests {
         logged.sort();
         returned.sort();
         assert_eq!(logged, returned);
+    }
+
+    /// Signs as the node does, except that a group under the key of seed 7 fails to sign,
+    /// and one under the key of seed 8 comes back a receipt short.
+    fn failing_for_seeds_7_and_8(
+        payloads: &[&EncodedPayload],
+        key: &SecretKey,
+        now: u64,
+    ) -> Result<Vec<Vec<u8>>, ReceiptError> {
+        let seed = |b: u8| SecretKey::from_seed(&[b; 32]).public_key();
+        if key.public_key() == seed(7) {
+            return Err(ReceiptError::Payload("injected signing failure".into()));
+        }
+        let mut receipts = quorate_protocol::batch_receipt::sign_group(payloads, key, now)?;
+        if key.public_key() == seed(8) {
+            receipts.pop();
+        }
+        Ok(receipts)
+    }
+
+    /// A group whose signing fails, or yields a receipt short, fails exactly the appends
+    /// queued under its key, each with a signing error and none left waiting; the payloads
+    /// queued under another key in the same commits are signed and logged, nothing of the
+    /// failed ones reaches the log, and the log goes on taking appends afterwards.
+    #[test]
+    fn a_group_that_cannot_be_signed_fails_only_its_own_appends() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut log, _) = AuditLog::open(&dir.path().join("a.qlog")).unwrap();
+        log.sign_group = failing_for_seeds_7_and_8;
+        let log = Arc::new(log);
+        let keys = [6u8, 7, 8].map(|b| Arc::new(SecretKey::from_seed(&[b; 32])));
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_time()
+            .build()
+            .unwrap();
+        let mut good = Vec::new();
+        for burst in 0..4u8 {
+            let jobs: Vec<_> = (0..30u8)
+                .map(|i| {
+                    let (log, key) = (log.clone(), keys[usize::from(i % 3)].clone());
+                    let p = payload(burst * 30 + i);
+                    rt.spawn(async move {
+                        let appended = tokio::time::timeout(
+                            std::time::Duration::from_secs(30),
+                            log.append_payload_async(p.encode().unwrap(), key.clone()),
+                        )
+                        .await
+                        .expect("an append was left waiting");
+                        (i % 3, p, key, appended)
+                    })
+                })
+                .collect();
+            for j in jobs {
+                match rt.block_on(j).unwrap() {
+                    (0, p, key, Ok(r)) => {
+                        let parsed = parse_any(&r).unwrap();
+                        assert_eq!(parsed.payload(), &p);
+                        parsed.sign1().verify(&key.public_key()).unwrap();
+                        good.push(r);
+                    }
+                    (1 | 2, _, _, Err(AppendError::Signing(_))) => {}
+                    (k, _, _, other) => panic!("key {k}: {:?}", other.map(|r| r.len())),
+                }
+            }
+        }
+        let after = payload(200);
+        let r = rt
+            .block_on(log.append_payload_async(after.encode().unwrap(), keys[0].clone()))
+            .unwrap();
+        good.push(r);
+        let bytes = std::fs::read(dir.path().join("a.qlog")).unwrap();
+        let mut logged = scan(&bytes).unwrap().records;
+        logged.sort();
+        good.sort();
+        assert_eq!(logged, good);
     }
 
     /// A payload too large for a batch receipt is signed alone, and still logged.

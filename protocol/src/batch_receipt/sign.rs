@@ -4,6 +4,7 @@
 //! allocator than in the model.
 
 use std::borrow::Borrow;
+use std::ops::Range;
 
 use quorate_crypto::SecretKey;
 use quorate_crypto::merkle::{self, MAX_LEAVES, TreeBuilder};
@@ -76,13 +77,33 @@ impl BatchSigner {
     }
 
     fn leaf(&self, i: usize) -> &[u8] {
-        let start = i.checked_sub(1).map_or(0, |p| self.ends[p]);
-        &self.leaves[start..self.ends[i]]
+        self.leaf_range(i..i + 1)
+    }
+
+    /// The leaves of `range` back to back (a range within the payloads added).
+    fn leaf_range(&self, range: Range<usize>) -> &[u8] {
+        if range.is_empty() {
+            return &[];
+        }
+        let start = range.start.checked_sub(1).map_or(0, |p| self.ends[p]);
+        &self.leaves[start..self.ends[range.end - 1]]
     }
 
     /// Signs the root over every payload added and returns one batch receipt per payload,
     /// in order (§5.1).
-    pub fn sign(mut self, key: &SecretKey, issued_at: u64) -> Result<BatchReceipts, ReceiptError> {
+    pub fn sign(self, key: &SecretKey, issued_at: u64) -> Result<BatchReceipts, ReceiptError> {
+        let signed = self.sign_root(key, issued_at)?;
+        Ok(signed.receipts(0..signed.len()))
+    }
+
+    /// Signs the root over every payload added; the receipts are then written by
+    /// [`SignedBatch::receipts`], a range at a time, so that a large batch can write its
+    /// ranges on several threads.
+    pub fn sign_root(
+        mut self,
+        key: &SecretKey,
+        issued_at: u64,
+    ) -> Result<SignedBatch, ReceiptError> {
         if self.is_empty() {
             return Err(too_many());
         }
@@ -99,21 +120,59 @@ impl BatchSigner {
             issued_at,
         };
         let signed_root = cose::sign(root.to_cbor()?, BATCH_ROOT_CONTENT_TYPE, key)?;
+        Ok(SignedBatch {
+            signer: self,
+            tree,
+            signed_root,
+        })
+    }
+}
+
+/// A batch whose root is signed: every payload, its tree and the signed root, from which
+/// each payload's batch receipt (§5.3) is written.
+#[derive(Debug)]
+pub struct SignedBatch {
+    signer: BatchSigner,
+    tree: merkle::Tree,
+    signed_root: Vec<u8>,
+}
+
+impl SignedBatch {
+    /// Payloads in the batch.
+    pub fn len(&self) -> usize {
+        self.signer.len()
+    }
+
+    /// True for no payload (never: an empty batch is not signed).
+    pub fn is_empty(&self) -> bool {
+        self.signer.is_empty()
+    }
+
+    /// The batch receipts of the payloads in `range` (clamped to the batch), in order.
+    pub fn receipts(&self, range: Range<usize>) -> BatchReceipts {
+        let range = range.start.min(self.len())..range.end.min(self.len());
         // Each receipt adds to its leaf at most 8 bytes of heads, the root with its head, and
         // ceil(log2 n) + 1 path hashes of 34 bytes: room for all of them up front.
         let depth = usize::BITS - self.len().leading_zeros();
-        let extra = 16 + signed_root.len() + 34 * (depth as usize + 1);
-        let mut out = BatchReceipts {
-            bytes: Vec::with_capacity(self.leaves.len() + self.len() * extra),
-            ends: Vec::with_capacity(self.len()),
+        let extra = 16 + self.signed_root.len() + 34 * (depth as usize + 1);
+        let leaf_bytes = self.signer.leaf_range(range.clone()).len();
+        let mut part = Part {
+            bytes: Vec::with_capacity(leaf_bytes + range.len() * extra),
+            ends: Vec::with_capacity(range.len()),
         };
         let mut path = Vec::with_capacity(depth as usize);
-        for i in 0..self.len() {
-            tree.path_into(i, &mut path);
-            encode_batch_receipt(&mut out.bytes, self.leaf(i), i as u64, &path, &signed_root);
-            out.ends.push(out.bytes.len());
+        for i in range {
+            self.tree.path_into(i, &mut path);
+            encode_batch_receipt(
+                &mut part.bytes,
+                self.signer.leaf(i),
+                i as u64,
+                &path,
+                &self.signed_root,
+            );
+            part.ends.push(part.bytes.len());
         }
-        Ok(out)
+        BatchReceipts { parts: vec![part] }
     }
 }
 
@@ -121,36 +180,72 @@ fn too_many() -> ReceiptError {
     ReceiptError::Payload(format!("a batch holds 1 to {MAX_LEAVES} receipts"))
 }
 
-/// The batch receipts of one batch, in order, back to back in one buffer.
-#[derive(Clone, Debug, PartialEq, Eq)]
+/// The batch receipts of one batch, or of a range of it, in order: back to back in one
+/// buffer per range written. Equal when they hold the same receipts in the same order,
+/// however they were written.
+#[derive(Clone, Debug)]
 pub struct BatchReceipts {
+    parts: Vec<Part>,
+}
+
+impl PartialEq for BatchReceipts {
+    fn eq(&self, other: &Self) -> bool {
+        self.len() == other.len() && self.iter().eq(other.iter())
+    }
+}
+
+impl Eq for BatchReceipts {}
+
+/// Receipts written together: their bytes and where each ends.
+#[derive(Clone, Debug)]
+struct Part {
     bytes: Vec<u8>,
     ends: Vec<usize>,
 }
 
-impl BatchReceipts {
-    /// Number of receipts.
-    pub fn len(&self) -> usize {
-        self.ends.len()
-    }
-
-    /// True when there are none (never, for a signed batch).
-    pub fn is_empty(&self) -> bool {
-        self.ends.is_empty()
-    }
-
-    /// Receipt `i`: a whole batch receipt (§5.3) that verifies alone.
-    pub fn get(&self, i: usize) -> Option<&[u8]> {
+impl Part {
+    fn get(&self, i: usize) -> Option<&[u8]> {
         let start = match i {
             0 => 0,
             i => *self.ends.get(i - 1)?,
         };
         self.bytes.get(start..*self.ends.get(i)?)
     }
+}
+
+impl BatchReceipts {
+    /// Number of receipts.
+    pub fn len(&self) -> usize {
+        self.parts.iter().map(|p| p.ends.len()).sum()
+    }
+
+    /// True when there are none (never, for a whole signed batch).
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Puts `next`, the receipts of the range that follows, after these; no receipt is
+    /// copied.
+    pub fn append(&mut self, next: BatchReceipts) {
+        self.parts.extend(next.parts);
+    }
+
+    /// Receipt `i`: a whole batch receipt (§5.3) that verifies alone.
+    pub fn get(&self, mut i: usize) -> Option<&[u8]> {
+        for part in &self.parts {
+            match i.checked_sub(part.ends.len()) {
+                None => return part.get(i),
+                Some(rest) => i = rest,
+            }
+        }
+        None
+    }
 
     /// The receipts in order.
-    pub fn iter(&self) -> impl ExactSizeIterator<Item = &[u8]> {
-        (0..self.len()).map(|i| self.get(i).unwrap_or_default())
+    pub fn iter(&self) -> impl Iterator<Item = &[u8]> {
+        self.parts
+            .iter()
+            .flat_map(|p| (0..p.ends.len()).map(|i| p.get(i).unwrap_or_default()))
     }
 
     /// The receipts, one vector each.

@@ -130,13 +130,20 @@ mod tests {
 
     /// Given the same random draws, a batch signs exactly the payloads that single runs
     /// build (§4.2), as `sign_batch` signs them: no byte of any receipt depends on the path,
-    /// on one thread (a short batch) or two (a long one, ending in a part chunk).
+    /// on one thread (a short batch) or two (a long one, ending in a part chunk), its
+    /// receipts written by one thread or, from 512 runs, by two.
     #[test]
     fn batch_receipts_are_those_of_the_single_run_payloads() {
         let model = mlp();
         let key = SecretKey::from_seed(&[4; 32]);
         let (nonce, now) = (vec![5u8; 32], 1_763_900_000);
-        for (n, salted) in [(7, true), (7, false), (150, true), (150, false)] {
+        for (n, salted) in [
+            (7, true),
+            (7, false),
+            (150, true),
+            (150, false),
+            (601, true),
+        ] {
             assert_eq!(n < PIPELINE_MIN, n == 7);
             let inputs = mlp_inputs(n);
             let per_job = JOB_ID_LEN + if salted { 2 * SALT_LEN } else { 0 };
