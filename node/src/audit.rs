@@ -47,9 +47,21 @@ struct Tail {
     file: File,
     /// Bytes up to the end of the last record made durable.
     durable_len: u64,
+    /// The file's length: after `durable_len`, zero bytes reserved for the next records
+    /// (§12.4.3), durable like the records before them.
+    end: u64,
     /// A failed append may have left bytes after `durable_len` that could not be cut.
     dirty: bool,
 }
+
+/// Zero bytes a commit that outgrows the reserved tail writes after its records (§12.4.3):
+/// the commits after it write into blocks the file already has, so their `fdatasync` has
+/// only their data to flush, not the file's new size and blocks (about a third less time
+/// per commit on this kind of machine's disk).
+const RESERVE: usize = 1 << 20;
+
+/// A block of the zeros reserved at a time.
+static ZEROS: [u8; 64 * 1024] = [0; 64 * 1024];
 
 /// The log's Merkle tree, what the node signed over it, and the key that signs the
 /// statement of each group commit when replies carry inclusion receipts (§18.11.3).
@@ -235,6 +247,7 @@ impl AuditLog {
             history: tlog::HeadHistory::default(),
             inline: None,
         };
+        let mut durable_len = MAGIC.len() as u64;
         let count = if bytes.is_empty() {
             file.write_all(MAGIC)?;
             file.sync_all()?;
@@ -254,18 +267,20 @@ impl AuditLog {
                 file.set_len(s.good_len)?;
                 file.sync_all()?;
             }
+            durable_len = s.good_len;
             for r in &s.records {
                 tree.push(leaf_of(r))
                     .map_err(|e| anyhow::anyhow!("audit log {}: {e}", path.display()))?;
             }
             s.records.len()
         };
-        let durable_len = file.seek(SeekFrom::End(0))?;
+        let end = file.seek(SeekFrom::End(0))?;
         Ok((
             Self {
                 file: Mutex::new(Tail {
                     file,
                     durable_len,
+                    end,
                     dirty: false,
                 }),
                 tree: Mutex::new(tree),
@@ -444,6 +459,7 @@ impl AuditLog {
         let Tail {
             file,
             durable_len,
+            end,
             dirty,
         } = &mut *tail;
         let started = std::time::Instant::now();
@@ -453,15 +469,33 @@ impl AuditLog {
                 // Cut what an earlier failed commit left, before writing after it.
                 file.set_len(*durable_len)?;
                 file.sync_data()?;
+                *end = *durable_len;
                 *dirty = false;
             }
             file.seek(SeekFrom::Start(*durable_len))?;
             file.write_all(&bytes)?;
-            file.sync_data()
+            let written = *durable_len + bytes.len() as u64;
+            // §12.4.3: a group that outgrows the reserved tail reserves the next one, made
+            // durable by the same `fdatasync` as the group.
+            // A file system short of room for the reserve still takes the group alone.
+            let new_end = if written <= *end {
+                *end
+            } else if (0..RESERVE / ZEROS.len())
+                .try_for_each(|_| file.write_all(&ZEROS))
+                .is_ok()
+            {
+                written + RESERVE as u64
+            } else {
+                file.set_len(written)?;
+                written
+            };
+            file.sync_data()?;
+            Ok::<_, std::io::Error>(new_end)
         })();
         match attempt {
-            Ok(()) => {
+            Ok(new_end) => {
                 *durable_len += bytes.len() as u64;
+                *end = new_end;
                 self.fsync.observe(started.elapsed().as_secs_f64());
                 // §18.11.1: the leaves join the tree in file order (the tail lock is held).
                 let mut tree = lock(&self.tree);
@@ -482,6 +516,9 @@ impl AuditLog {
                     .set_len(*durable_len)
                     .and_then(|()| file.sync_data())
                     .is_err();
+                if !*dirty {
+                    *end = *durable_len;
+                }
                 // §12.4.1: the operator must learn of it; the jobs are answered with
                 // `storage_unavailable`.
                 tracing::error!(
@@ -589,23 +626,37 @@ mod tests {
         log.append(b"first receipt").unwrap();
         log.append(b"second receipt").unwrap();
         drop(log);
-        let complete = std::fs::read(&path).unwrap();
-        // Simulate a crash at every point of writing a third record.
+        let reserved = std::fs::read(&path).unwrap();
+        let s = scan(&reserved).unwrap();
+        // §12.4.3: the records, then the zeros reserved for the next ones: the first commit
+        // reserved them, the second wrote into them.
+        assert_eq!(s.reserved_bytes, (RESERVE - RECORD_HEADER - 14) as u64);
+        assert_eq!(s.good_len + s.reserved_bytes, reserved.len() as u64);
+        let complete = reserved[..s.good_len as usize].to_vec();
+        // Simulate a crash at every point of writing a third record: into the reserved
+        // zeros, and at the end of a log that has none (as an earlier node wrote them).
         let mut third = Vec::new();
         third.extend_from_slice(&(14u32).to_be_bytes());
         third.extend_from_slice(&sha256(b"third receipt!"));
         third.extend_from_slice(b"third receipt!");
         for cut in 0..third.len() {
-            std::fs::write(&path, [&complete[..], &third[..cut]].concat()).unwrap();
-            let (log, n) = AuditLog::open(&path).unwrap();
-            assert_eq!(n, 2, "cut at {cut}");
-            assert_eq!(std::fs::read(&path).unwrap(), complete, "cut at {cut}");
-            log.append(b"after recovery").unwrap();
-            drop(log);
-            let s = scan(&std::fs::read(&path).unwrap()).unwrap();
-            assert_eq!(s.records.len(), 3);
-            assert_eq!(s.records[2], b"after recovery");
-            assert_eq!(s.torn_bytes, 0);
+            let mut into_reserve = reserved.clone();
+            into_reserve[complete.len()..][..cut].copy_from_slice(&third[..cut]);
+            let at_end = [&complete[..], &third[..cut]].concat();
+            for image in [into_reserve, at_end] {
+                std::fs::write(&path, &image).unwrap();
+                let (log, n) = AuditLog::open(&path).unwrap();
+                assert_eq!(n, 2, "cut at {cut}");
+                let reopened = std::fs::read(&path).unwrap();
+                assert_eq!(reopened[..complete.len()], complete[..], "cut at {cut}");
+                assert!(reopened[complete.len()..].iter().all(|&b| b == 0));
+                log.append(b"after recovery").unwrap();
+                drop(log);
+                let s = scan(&std::fs::read(&path).unwrap()).unwrap();
+                assert_eq!(s.records.len(), 3);
+                assert_eq!(s.records[2], b"after recovery");
+                assert_eq!(s.torn_bytes, 0);
+            }
         }
         // A flipped byte in the last record is a torn record too.
         let mut bad = complete.clone();
@@ -639,8 +690,9 @@ mod tests {
             t.join().unwrap();
         }
         let bytes = std::fs::read(&path).unwrap();
-        assert_eq!(log.durable_len(), bytes.len() as u64);
         let s = scan(&bytes).unwrap();
+        assert_eq!(log.durable_len(), s.good_len);
+        assert_eq!(s.good_len + s.reserved_bytes, bytes.len() as u64);
         assert_eq!(s.torn_bytes, 0);
         let mut got: Vec<Vec<u8>> = s.records;
         got.sort();
@@ -735,7 +787,8 @@ mod tests {
                 "{w} out of order"
             );
         }
-        assert_eq!(log.durable_len(), std::fs::metadata(&path).unwrap().len());
+        let s = scan(&std::fs::read(&path).unwrap()).unwrap();
+        assert_eq!((log.durable_len(), s.torn_bytes), (s.good_len, 0));
     }
 
     /// Heads cover exactly the durable records, with the §18.1 leaves (a record's bytes are

@@ -1,6 +1,7 @@
 //! The audit-log file format (§12.4): the 16-byte magic `QUORATE-AUDIT-1\n`, then records
-//! `u32be(len) || SHA-256(receipt) || receipt`. Records are only ever appended, so a crash can
-//! damage only the tail. Reading is pure (bytes in); the node's writer lives in `quorate-node`.
+//! `u32be(len) || SHA-256(receipt) || receipt`, then possibly zero bytes reserved for the
+//! next records (§12.4.3). Records are only ever appended, so a crash can damage only the
+//! tail. Reading is pure (bytes in); the node's writer lives in `quorate-node`.
 
 use quorate_crypto::tensor_digest::sha256;
 
@@ -22,8 +23,10 @@ pub struct Scan {
     pub records: Vec<Vec<u8>>,
     /// Offset just past the last complete record.
     pub good_len: u64,
-    /// Bytes after it (a torn tail).
+    /// Bytes after it (a torn tail), counting the zero bytes after a torn record.
     pub torn_bytes: u64,
+    /// Zero bytes after it reserved for the next records (§12.4.3), when nothing is torn.
+    pub reserved_bytes: u64,
 }
 
 /// Reads every complete record; stops at the first incomplete or mismatching one.
@@ -41,19 +44,23 @@ pub fn scan(bytes: &[u8]) -> Result<Scan, NotAnAuditLog> {
         records,
         good_len: reader.good_len,
         torn_bytes: reader.torn_bytes,
+        reserved_bytes: reader.reserved_bytes,
     })
 }
 
 /// Reads an audit log's records one at a time from any reader (a file, a slice), so that a
 /// log of any length is checked in bounded memory (§6.4): at most one record of
 /// [`MAX_RECEIPT_LEN`] bytes is held. It ends at the first incomplete or mismatching record,
-/// with the bytes from there to the end counted in [`Self::torn_bytes`].
+/// with the bytes from there to the end counted in [`Self::torn_bytes`], or at a tail of
+/// zero bytes reserved for the next records (§12.4.3), counted in [`Self::reserved_bytes`].
 pub struct RecordReader<R> {
     inner: R,
     /// Offset just past the last complete record.
     pub good_len: u64,
-    /// Bytes after it, known once the reader has ended.
+    /// Bytes after it that are not a reserved tail, known once the reader has ended.
     pub torn_bytes: u64,
+    /// Zero bytes after it, to the end, when nothing is torn; known once the reader has ended.
+    pub reserved_bytes: u64,
     ended: bool,
 }
 
@@ -72,6 +79,7 @@ impl<R: std::io::Read> RecordReader<R> {
             inner,
             good_len: MAGIC.len() as u64,
             torn_bytes: 0,
+            reserved_bytes: 0,
             ended: false,
         }
     }
@@ -83,6 +91,11 @@ impl<R: std::io::Read> RecordReader<R> {
         }
         let mut header = [0u8; RECORD_HEADER];
         let got = read_up_to(&mut self.inner, &mut header)?;
+        // §12.4.3: no record starts with a zero header (the SHA-256 of no receipt is zero),
+        // so zeros where a record would start are the reserved tail, if zeros run to the end.
+        if header[..got].iter().all(|&b| b == 0) {
+            return self.end_zeros(got);
+        }
         if got < RECORD_HEADER {
             return self.end(got);
         }
@@ -104,6 +117,31 @@ impl<R: std::io::Read> RecordReader<R> {
         self.ended = true;
         let rest = std::io::copy(&mut self.inner, &mut std::io::sink())?;
         self.torn_bytes = read as u64 + rest;
+        Ok(None)
+    }
+
+    /// Ends the log at `read` zero bytes where a record would start: a reserved tail if only
+    /// zeros follow, else a torn one (a record whose first bytes did not reach the disk).
+    fn end_zeros(&mut self, read: usize) -> std::io::Result<Option<Vec<u8>>> {
+        self.ended = true;
+        let (mut zeros, mut total) = (true, read as u64);
+        let mut chunk = [0u8; 8192];
+        loop {
+            match self.inner.read(&mut chunk) {
+                Ok(0) => break,
+                Ok(n) => {
+                    zeros &= chunk[..n].iter().all(|&b| b == 0);
+                    total += n as u64;
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+        if zeros {
+            self.reserved_bytes = total;
+        } else {
+            self.torn_bytes = total;
+        }
         Ok(None)
     }
 }
@@ -178,16 +216,70 @@ mod tests {
             let scan = scan(bytes).unwrap();
             assert_eq!(scan.records, records[..whole], "cut at {cut}");
             assert_eq!(scan.good_len, ends[whole] as u64);
-            assert_eq!(scan.torn_bytes, (cut - ends[whole]) as u64);
+            // A cut within a length's leading zero bytes leaves only zeros after the last
+            // record: a reserved tail (§12.4.3), which the next record overwrites.
+            let rest = (cut - ends[whole]) as u64;
+            let zeros = bytes[ends[whole]..].iter().all(|&b| b == 0);
+            assert_eq!(scan.torn_bytes, if zeros { 0 } else { rest });
+            assert_eq!(scan.reserved_bytes, if zeros { rest } else { 0 });
             // The same through a reader that gets one byte at a time.
-            let mut reader = RecordReader::new(Trickle(bytes)).unwrap().unwrap();
-            let mut streamed = Vec::new();
-            while let Some(r) = reader.next_record().unwrap() {
-                streamed.push(r);
-            }
-            assert_eq!(streamed, scan.records);
-            assert_eq!(reader.torn_bytes, scan.torn_bytes);
+            assert_eq!(
+                trickled(bytes),
+                (scan.records, scan.torn_bytes, scan.reserved_bytes)
+            );
         }
+    }
+
+    /// Reads a whole log through a reader that gets one byte at a time.
+    fn trickled(bytes: &[u8]) -> (Vec<Vec<u8>>, u64, u64) {
+        let mut reader = RecordReader::new(Trickle(bytes)).unwrap().unwrap();
+        let mut records = Vec::new();
+        while let Some(r) = reader.next_record().unwrap() {
+            records.push(r);
+        }
+        (records, reader.torn_bytes, reader.reserved_bytes)
+    }
+
+    /// §12.4.3: zeros after the last record are reserved, not torn, however many; a record
+    /// cut anywhere inside them (its first bytes written, the rest still zero) is torn, as
+    /// is any nonzero byte after zeros, and the zeros after it count as torn too.
+    #[test]
+    fn a_zero_tail_is_reserved_and_a_record_cut_inside_it_is_torn() {
+        let records: Vec<Vec<u8>> = (0..3u8).map(|i| vec![i + 1; 30]).collect();
+        let full = log(&records);
+        for zeros in [0usize, 1, 35, 36, 37, 9000] {
+            let bytes = [&full[..], &vec![0; zeros]].concat();
+            let s = scan(&bytes).unwrap();
+            assert_eq!(s.records, records, "{zeros} zeros");
+            assert_eq!((s.good_len, s.torn_bytes), (full.len() as u64, 0));
+            assert_eq!(s.reserved_bytes, zeros as u64);
+            assert_eq!(trickled(&bytes), (records.clone(), 0, zeros as u64));
+        }
+        let fourth = record(&[9; 30]);
+        for cut in 1..fourth.len() {
+            let mut bytes = [&full[..], &[0; 100]].concat();
+            bytes[full.len()..][..cut].copy_from_slice(&fourth[..cut]);
+            let s = scan(&bytes).unwrap();
+            assert_eq!(s.records, records, "cut at {cut}");
+            // The length's first bytes are zero: a cut within them is still all zeros.
+            let written_zero = fourth[..cut].iter().all(|&b| b == 0);
+            assert_eq!(
+                s.torn_bytes,
+                if written_zero { 0 } else { 100 },
+                "cut at {cut}"
+            );
+            assert_eq!(s.reserved_bytes, if written_zero { 100 } else { 0 });
+            assert_eq!(
+                trickled(&bytes),
+                (records.clone(), s.torn_bytes, s.reserved_bytes)
+            );
+        }
+        // A later part of a record reached the disk, its first part did not.
+        let mut bytes = [&full[..], &[0; 100]].concat();
+        bytes[full.len() + 60] = 7;
+        let s = scan(&bytes).unwrap();
+        assert_eq!((s.torn_bytes, s.reserved_bytes), (100, 0));
+        assert_eq!(trickled(&bytes).1, 100);
     }
 
     #[test]

@@ -232,4 +232,32 @@ pub fn judgements(f: &Fixture, out: &mut BTreeMap<String, Value>) {
             json!({"log": h(&file(&[0, 1, 2, 3, 4])), "head": h(h6)}),
         ),
     );
+    // §12.4.3: zeros after the last record are reserved for the next ones.
+    let reserved = [file(&[0, 1, 2, 3, 4, 5, 6]), vec![0; 4096]].concat();
+    put(
+        out,
+        "audit_log_good_reserved_tail",
+        vector(
+            "audit_log",
+            "seven records, then 4096 zero bytes reserved for the next, against the head of six",
+            None,
+            json!({"log": h(&reserved), "head": h(h6)}),
+        ),
+    );
+    // A crash while the sixth record was written into the reserved zeros: its first half
+    // reached the disk. The log holds five complete records.
+    let mut torn = [file(&[0, 1, 2, 3, 4]), vec![0; 4096]].concat();
+    let sixth = audit_log::record(&log.receipts[5]);
+    let at = torn.len() - 4096;
+    torn[at..at + sixth.len() / 2].copy_from_slice(&sixth[..sixth.len() / 2]);
+    put(
+        out,
+        "audit_log_bad_torn_in_reserved_tail",
+        vector(
+            "audit_log",
+            "five records and half of the sixth written into the reserved zeros, against a head of six",
+            Some("audit_log"),
+            json!({"log": h(&torn), "head": h(h6)}),
+        ),
+    );
 }
