@@ -6,7 +6,8 @@
 //! (ext4 on a loop device, `errors=remount-ro`, an error injected through ext4's
 //! `trigger_fs_error`) is answered the same way; such a file system stays read-only until it
 //! is unmounted, so the test then stops the node, mounts it again as an operator would and
-//! finds every answered receipt in the log.
+//! finds every answered receipt in the log. A disk that fills up after the node reserved
+//! room ahead of its records (§12.4.3) still takes records into that room.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
@@ -346,4 +347,40 @@ fn a_full_audit_disk_is_answered_storage_unavailable_and_the_node_recovers_by_it
         mesh.dir.join("admin.pub").to_str().unwrap(),
     ]);
     assert!(o.status.success(), "{}", quorate_tests::text(&o));
+}
+
+/// §12.4.3: the zeros a node reserved ahead of its records are its own, durable space. On a
+/// disk that fills up after the first commit reserved them, the node goes on answering jobs
+/// into them (a full disk without the reserve refuses all but the few the last page takes),
+/// and the log then holds exactly the answered receipts, nothing torn, the unused zeros
+/// still reserved.
+#[test]
+fn a_full_disk_still_takes_records_into_the_reserved_tail() {
+    let dir = tempfile::tempdir().unwrap();
+    let mesh = stopped_mesh(dir.path());
+    let disk = Tmpfs::mount(&dir.path().join("disk"), 4096);
+    let log = disk.0.join("audit.qlog");
+    let config = config_with_log(&mesh, &log);
+    let mut node = start_node(&config);
+    let jobs = Jobs::new(&mesh);
+    let mut answered = vec![jobs.infer().unwrap()];
+    fill(&disk.0.join("filler"));
+    for i in 0..150 {
+        match jobs.infer() {
+            Ok(receipt) => answered.push(receipt),
+            Err(e) => panic!("job {i} on a full disk, with room reserved: {e}"),
+        }
+    }
+    drop(jobs);
+    node.kill().unwrap();
+    node.wait().unwrap();
+    let s = scan(&std::fs::read(&log).unwrap()).unwrap();
+    assert_eq!(s.torn_bytes, 0);
+    assert_eq!(s.records, answered);
+    let used: usize = answered.iter().skip(1).map(|r| r.len() + 36).sum();
+    assert!(
+        used > 32 * 1024,
+        "the jobs wrote {used} bytes, not past a page's slack"
+    );
+    assert!(s.reserved_bytes > 0 && s.reserved_bytes < 1 << 20);
 }
