@@ -82,6 +82,10 @@ enum BenchCommand {
     /// Encrypted dot product: naive scalar multiplications against pre-shifted planes.
     #[cfg(feature = "fhe")]
     Fhe(quorate_cli::bench_fhe::BenchFheArgs),
+    /// The QUIC server `bench mesh` starts for its round-trip baseline (serves until stdin
+    /// closes).
+    #[command(hide = true)]
+    Echo(quorate_cli::bench_mesh::echo::BenchEchoArgs),
 }
 
 fn main() -> std::process::ExitCode {
@@ -105,6 +109,7 @@ fn main() -> std::process::ExitCode {
         Command::Bench(BenchCommand::Hetero(args)) => quorate_cli::bench_hetero::run(&args),
         Command::Bench(BenchCommand::Soak(args)) => quorate_cli::bench_soak::run(&args),
         Command::Bench(BenchCommand::Mesh(args)) => quorate_cli::bench_mesh::run(&args),
+        Command::Bench(BenchCommand::Echo(args)) => quorate_cli::bench_mesh::echo::run(&args),
         #[cfg(feature = "fhe")]
         Command::Fhe(cmd) => commands::fhe::run(&cmd),
         #[cfg(feature = "fhe")]

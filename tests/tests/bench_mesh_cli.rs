@@ -63,6 +63,7 @@ fn short_run_measures_every_figure_and_sums_them_up() {
         ("latency", "job_ns"),
         ("latency", "ort_ns"),
         ("latency", "round_trip_ns"),
+        ("latency", "round_trip_in_process_ns"),
         ("latency", "append_ns"),
         ("batch", "raw_ns"),
         ("audit", "raw_one_core_per_s"),
@@ -141,6 +142,28 @@ fn bad_arguments_are_refused_with_a_reason() {
         (vec!["--minilm-seq", "0"], "--minilm-seq must be 1 to 512"),
     ] {
         let mut all = vec!["bench", "mesh"];
+        all.extend(args);
+        let o = quorate(&all);
+        assert!(!o.status.success());
+        assert!(text(&o).contains(says), "{all:?}: {}", text(&o));
+    }
+    // The round-trip baseline's server process refuses what it cannot serve.
+    let key = "11".repeat(32);
+    for (args, says) in [
+        (
+            ["--client-key", "zz", "--response-len", "5"],
+            "--client-key must be",
+        ),
+        (
+            ["--client-key", "ab", "--response-len", "5"],
+            "--client-key must be",
+        ),
+        (
+            ["--client-key", key.as_str(), "--response-len", "99999999"],
+            "--response-len must be at most",
+        ),
+    ] {
+        let mut all = vec!["bench", "echo"];
         all.extend(args);
         let o = quorate(&all);
         assert!(!o.status.success());

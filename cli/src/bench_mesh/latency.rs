@@ -14,6 +14,7 @@ use quorate_protocol::tensor::Tensor;
 use quorate_runtime::LoadedModel;
 use quorate_transport::{PinnedKeys, TlsIdentity, TransportSettings, bind_client, bind_server};
 
+use super::echo::EchoProcess;
 use super::sample::interleaved;
 use crate::local::LocalMesh;
 
@@ -21,8 +22,12 @@ use crate::local::LocalMesh;
 pub struct Latency {
     /// The model run in this process (ONNX Runtime, one thread).
     pub ort: f64,
-    /// One QUIC request and response of the job's sizes on an open connection.
+    /// One QUIC request and response of the job's sizes on an open connection, to a server
+    /// in a process of its own, as a job's go to the node's.
     pub round_trip: f64,
+    /// The same to a server in this process, sharing the client's runtime (outside the
+    /// ratio: printed beside, for comparison).
+    pub round_trip_in_process: f64,
     /// One durable append of a receipt-sized record (`write` + `fdatasync`).
     pub append: f64,
     /// The verified job: request, the node's run, receipt, audit append, the client's checks.
@@ -61,6 +66,7 @@ pub fn latency(
     t: &Target<'_>,
     rounds: usize,
     dir: &std::path::Path,
+    exe: &std::path::Path,
 ) -> anyhow::Result<Latency> {
     let request = || fresh_request(t.model.1, t.inputs.to_vec(), None);
     let (response, _) = rt.block_on(client.infer(t.node, &request()?))?;
@@ -80,6 +86,8 @@ pub fn latency(
         )?
     };
     let conn = rt.block_on(echo_client.connect(echo, &echo_key))?;
+    let apart = EchoProcess::start(exe, &t.mesh.client_key.public_key(), sizes.1)?;
+    let apart_conn = rt.block_on(echo_client.connect(apart.addr, &apart.key))?;
     let payload = vec![7u8; sizes.0];
     let mut log = std::fs::OpenOptions::new()
         .create(true)
@@ -97,13 +105,17 @@ pub fn latency(
             &mut || request().is_ok_and(|r| rt.block_on(client.infer(t.node, &r)).is_ok()),
             &mut || local.run(t.inputs).is_ok(),
             &mut || {
-                rt.block_on(conn.request(&payload, Duration::from_secs(10)))
+                rt.block_on(apart_conn.request(&payload, Duration::from_secs(10)))
                     .is_ok()
             },
             &mut || {
                 use std::io::Write;
                 log.write_all(&record)
                     .and_then(|()| log.sync_data())
+                    .is_ok()
+            },
+            &mut || {
+                rt.block_on(conn.request(&payload, Duration::from_secs(10)))
                     .is_ok()
             },
         ],
@@ -113,6 +125,7 @@ pub fn latency(
         ort: medians[1],
         round_trip: medians[2],
         append: medians[3],
+        round_trip_in_process: medians[4],
         sizes,
     })
 }

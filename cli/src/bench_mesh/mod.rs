@@ -3,6 +3,7 @@
 
 mod audit;
 mod batch;
+pub mod echo;
 mod ensemble;
 mod latency;
 mod minilm;
@@ -24,7 +25,8 @@ use latency::Target;
     after_help = "Starts five `quorate node` processes on loopback and measures, each against a \
 baseline taken in the same run (medians; a figure and its baseline are sampled in turn):\n\
   latency/parts   one verified job over (local ONNX Runtime run + one QUIC round trip of the \
-same sizes + one durable append)            goal <= 1.5\n\
+same sizes to a server in another process, as a job's crosses to the node's + one durable \
+append)            goal <= 1.5\n\
   jobs_per_s      verified jobs per second one node serves to --clients clients, the node \
 signing each group commit's receipts under one root; beside it the same against node-2, which \
 signs every receipt alone                                                      goal >= 10000\n\
@@ -173,15 +175,16 @@ pub fn run(args: &BenchMeshArgs) -> anyhow::Result<ExitCode> {
     println!("machine: {cores} cores");
 
     eprintln!("latency: {} rounds…", args.rounds);
-    let lat = latency::latency(&rt, &client, &target, args.rounds, dir.path())?;
+    let lat = latency::latency(&rt, &client, &target, args.rounds, dir.path(), &exe)?;
     println!(
-        "latency     verified job {} / (local ORT {} + QUIC round trip {} ({} B out, {} B back) \
-         + durable append {}) = {:.2}   goal <= 1.5",
+        "latency     verified job {} / (local ORT {} + QUIC round trip to another process {} \
+         ({} B out, {} B back; {} within this process) + durable append {}) = {:.2}   goal <= 1.5",
         us(lat.job),
         us(lat.ort),
         us(lat.round_trip),
         lat.sizes.0,
         lat.sizes.1,
+        us(lat.round_trip_in_process),
         us(lat.append),
         lat.ratio()
     );
@@ -323,6 +326,7 @@ pub fn run(args: &BenchMeshArgs) -> anyhow::Result<ExitCode> {
         let doc = serde_json::json!({
             "cores": cores,
             "latency": {"job_ns": lat.job, "ort_ns": lat.ort, "round_trip_ns": lat.round_trip,
+                        "round_trip_in_process_ns": lat.round_trip_in_process,
                         "append_ns": lat.append, "request_bytes": lat.sizes.0,
                         "response_bytes": lat.sizes.1, "ratio": lat.ratio()},
             "throughput": {"clients": args.clients, "jobs_per_s": jobs_per_s, "failed": failed,
