@@ -112,6 +112,16 @@ fn config_with_log(mesh: &LocalMesh, log: &Path) -> std::path::PathBuf {
     config
 }
 
+/// node-1 of a stopped one-node mesh under `dir`, started with its audit log on a tmpfs of
+/// `kib` KiB: the mesh, the tmpfs, the log's path and the node's process.
+fn node_on_tmpfs(dir: &Path, kib: u64) -> (LocalMesh, Tmpfs, std::path::PathBuf, Child) {
+    let mesh = stopped_mesh(dir);
+    let disk = Tmpfs::mount(&dir.join("disk"), kib);
+    let log = disk.0.join("audit.qlog");
+    let node = start_node(&config_with_log(&mesh, &log));
+    (mesh, disk, log, node)
+}
+
 /// A client of node-1 sending the bundled sample to mlp.onnx.
 struct Jobs {
     rt: tokio::runtime::Runtime,
@@ -281,12 +291,8 @@ fn a_file_system_gone_read_only_is_answered_storage_unavailable_and_loses_nothin
 #[test]
 fn a_full_audit_disk_is_answered_storage_unavailable_and_the_node_recovers_by_itself() {
     let dir = tempfile::tempdir().unwrap();
-    let mesh = stopped_mesh(dir.path());
     // The same node, its audit log on a 256 KiB tmpfs.
-    let disk = Tmpfs::mount(&dir.path().join("disk"), 256);
-    let log = disk.0.join("audit.qlog");
-    let config = config_with_log(&mesh, &log);
-    let mut node = start_node(&config);
+    let (mesh, disk, log, mut node) = node_on_tmpfs(dir.path(), 256);
 
     let jobs = Jobs::new(&mesh);
     let mut answered = Vec::new();
@@ -357,11 +363,7 @@ fn a_full_audit_disk_is_answered_storage_unavailable_and_the_node_recovers_by_it
 #[test]
 fn a_full_disk_still_takes_records_into_the_reserved_tail() {
     let dir = tempfile::tempdir().unwrap();
-    let mesh = stopped_mesh(dir.path());
-    let disk = Tmpfs::mount(&dir.path().join("disk"), 4096);
-    let log = disk.0.join("audit.qlog");
-    let config = config_with_log(&mesh, &log);
-    let mut node = start_node(&config);
+    let (mesh, disk, log, mut node) = node_on_tmpfs(dir.path(), 4096);
     let jobs = Jobs::new(&mesh);
     let mut answered = vec![jobs.infer().unwrap()];
     fill(&disk.0.join("filler"));
