@@ -122,6 +122,23 @@ fn node_on_tmpfs(dir: &Path, kib: u64) -> (LocalMesh, Tmpfs, std::path::PathBuf,
     (mesh, disk, log, node)
 }
 
+/// Stops the client and the node, then checks that the log holds exactly the `answered`
+/// receipts, in order, and nothing torn; returns what the scan found.
+fn stop_and_check_log(
+    jobs: Jobs,
+    node: &mut Child,
+    log: &Path,
+    answered: &[Vec<u8>],
+) -> quorate_protocol::audit_log::Scan {
+    drop(jobs);
+    node.kill().unwrap();
+    node.wait().unwrap();
+    let s = scan(&std::fs::read(log).unwrap()).unwrap();
+    assert_eq!(s.torn_bytes, 0);
+    assert_eq!(s.records, answered);
+    s
+}
+
 /// A client of node-1 sending the bundled sample to mlp.onnx.
 struct Jobs {
     rt: tokio::runtime::Runtime,
@@ -336,13 +353,7 @@ fn a_full_audit_disk_is_answered_storage_unavailable_and_the_node_recovers_by_it
     std::fs::remove_file(&filler).unwrap();
     assert!(run("space returned again"));
 
-    drop(jobs);
-    node.kill().unwrap();
-    node.wait().unwrap();
-    // The log holds exactly the answered receipts, in order, and nothing torn.
-    let s = scan(&std::fs::read(&log).unwrap()).unwrap();
-    assert_eq!(s.torn_bytes, 0);
-    assert_eq!(s.records, answered);
+    stop_and_check_log(jobs, &mut node, &log, &answered);
     assert!(answered.len() >= 4 + slack);
     let o = quorate_tests::quorate([
         "verify",
@@ -373,12 +384,7 @@ fn a_full_disk_still_takes_records_into_the_reserved_tail() {
             Err(e) => panic!("job {i} on a full disk, with room reserved: {e}"),
         }
     }
-    drop(jobs);
-    node.kill().unwrap();
-    node.wait().unwrap();
-    let s = scan(&std::fs::read(&log).unwrap()).unwrap();
-    assert_eq!(s.torn_bytes, 0);
-    assert_eq!(s.records, answered);
+    let s = stop_and_check_log(jobs, &mut node, &log, &answered);
     let used: usize = answered.iter().skip(1).map(|r| r.len() + 36).sum();
     assert!(
         used > 32 * 1024,
