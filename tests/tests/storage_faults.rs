@@ -66,7 +66,30 @@ fn fill(filler: &Path) {
     }
 }
 
-fn start_node(config: &Path) -> Child {
+/// A node process, killed when dropped: a test that fails half-way leaves no node running.
+struct NodeProcess(Child);
+
+impl std::ops::Deref for NodeProcess {
+    type Target = Child;
+    fn deref(&self) -> &Child {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for NodeProcess {
+    fn deref_mut(&mut self) -> &mut Child {
+        &mut self.0
+    }
+}
+
+impl Drop for NodeProcess {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn start_node(config: &Path) -> NodeProcess {
     let mut child = Command::new(quorate_bin())
         .args(["node", "--config"])
         .arg(config)
@@ -79,7 +102,7 @@ fn start_node(config: &Path) -> Child {
         .read_line(&mut line)
         .unwrap();
     assert!(line.contains("listening"), "node did not start: {line}");
-    child
+    NodeProcess(child)
 }
 
 /// A one-node local mesh, stopped: its keys, roster and node.toml are what the tests reuse.
@@ -114,7 +137,7 @@ fn config_with_log(mesh: &LocalMesh, log: &Path) -> std::path::PathBuf {
 
 /// node-1 of a stopped one-node mesh under `dir`, started with its audit log on a tmpfs of
 /// `kib` KiB: the mesh, the tmpfs, the log's path and the node's process.
-fn node_on_tmpfs(dir: &Path, kib: u64) -> (LocalMesh, Tmpfs, std::path::PathBuf, Child) {
+fn node_on_tmpfs(dir: &Path, kib: u64) -> (LocalMesh, Tmpfs, std::path::PathBuf, NodeProcess) {
     let mesh = stopped_mesh(dir);
     let disk = Tmpfs::mount(&dir.join("disk"), kib);
     let log = disk.0.join("audit.qlog");
@@ -126,7 +149,7 @@ fn node_on_tmpfs(dir: &Path, kib: u64) -> (LocalMesh, Tmpfs, std::path::PathBuf,
 /// receipts, in order, and nothing torn; returns what the scan found.
 fn stop_and_check_log(
     jobs: Jobs,
-    node: &mut Child,
+    node: &mut NodeProcess,
     log: &Path,
     answered: &[Vec<u8>],
 ) -> quorate_protocol::audit_log::Scan {
