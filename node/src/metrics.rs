@@ -93,7 +93,7 @@ impl Metrics {
         let audit_bytes = Gauge::default();
         registry.register(
             "audit_log_bytes",
-            "Size of the audit log",
+            "Bytes of the audit log's complete records (the file also holds zeros reserved ahead of them)",
             audit_bytes.clone(),
         );
         registry.register(

@@ -101,8 +101,19 @@ fn metrics_count_jobs_by_kind_and_outcome_and_show_audit_and_roster_state() {
         3.0
     );
     assert_eq!(sample(text, "quorate_audit_fsync_seconds_count"), 2.0);
-    let audit = std::fs::metadata(mesh.audit_of("node-1")).unwrap().len();
-    assert_eq!(sample(text, "quorate_audit_log_bytes"), audit as f64);
+    // The bytes of the log's complete records: the file also holds the zeros reserved
+    // ahead of them (§12.4.3).
+    let audit = std::fs::read(mesh.audit_of("node-1")).unwrap();
+    let scanned = quorate_protocol::audit_log::scan(&audit).unwrap();
+    assert_eq!(
+        sample(text, "quorate_audit_log_bytes"),
+        scanned.good_len as f64
+    );
+    assert!(scanned.reserved_bytes > 0);
+    assert_eq!(
+        scanned.good_len + scanned.reserved_bytes,
+        audit.len() as u64
+    );
     assert_eq!(sample(text, "quorate_roster_serial"), 1.0);
     let expiry = sample(text, "quorate_roster_expiry_seconds");
     assert!(

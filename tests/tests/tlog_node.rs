@@ -90,12 +90,13 @@ fn the_last_head_covers_the_log_and_catches_truncation_and_rewriting() {
     );
 
     let original = std::fs::read(&log).unwrap();
-    let records = audit_log::scan(&original).unwrap().records;
+    let scanned = audit_log::scan(&original).unwrap();
+    let records = scanned.records;
     assert_eq!(records.len(), JOBS);
 
-    // Truncated: the last record dropped.
+    // Truncated: the last record dropped (and the zeros reserved after it, §12.4.3).
     let last = records.last().unwrap().len() + RECORD_HEADER;
-    std::fs::write(&log, &original[..original.len() - last]).unwrap();
+    std::fs::write(&log, &original[..scanned.good_len as usize - last]).unwrap();
     let o = verify_with_head(&log, &head, &public);
     assert!(!o.status.success());
     assert!(text(&o).contains("(audit_log)"), "{}", text(&o));
