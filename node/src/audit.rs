@@ -10,7 +10,7 @@
 //! new append tries again, so the node recovers by itself once space returns.
 
 use std::fs::{File, OpenOptions};
-use std::io::{Read, Seek, SeekFrom, Write};
+use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 
@@ -42,27 +42,6 @@ pub struct AuditLog {
     sign_group: group_sign::GroupSigner,
 }
 
-/// The file and the length of its complete records.
-struct Tail {
-    file: File,
-    /// Bytes up to the end of the last record made durable.
-    durable_len: u64,
-    /// The file's length: after `durable_len`, zero bytes reserved for the next records
-    /// (§12.4.3), durable like the records before them.
-    end: u64,
-    /// A failed append may have left bytes after `durable_len` that could not be cut.
-    dirty: bool,
-}
-
-/// Zero bytes a commit that outgrows the reserved tail writes after its records (§12.4.3):
-/// the commits after it write into blocks the file already has, so their `fdatasync` has
-/// only their data to flush, not the file's new size and blocks (about a third less time
-/// per commit on this kind of machine's disk).
-const RESERVE: usize = 1 << 20;
-
-/// A block of the zeros reserved at a time.
-static ZEROS: [u8; 64 * 1024] = [0; 64 * 1024];
-
 /// The log's Merkle tree, what the node signed over it, and the key that signs the
 /// statement of each group commit when replies carry inclusion receipts (§18.11.3).
 struct Tree {
@@ -79,8 +58,10 @@ struct Tree {
 }
 
 mod group_sign;
+mod tail;
 mod tlog;
 use group_sign::{Pending, sign_pending};
+use tail::Tail;
 pub use tlog::{LogServiceError, heads_path_of};
 
 /// A record's leaf hash (§18.1). The node's records are receipts as it signed them, with an
@@ -274,15 +255,9 @@ impl AuditLog {
             }
             s.records.len()
         };
-        let end = file.seek(SeekFrom::End(0))?;
         Ok((
             Self {
-                file: Mutex::new(Tail {
-                    file,
-                    durable_len,
-                    end,
-                    dirty: false,
-                }),
+                file: Mutex::new(Tail::new(file, durable_len)?),
                 tree: Mutex::new(tree),
                 queue: Mutex::default(),
                 path: path.to_path_buf(),
@@ -456,46 +431,10 @@ impl AuditLog {
     fn commit(&self, group: &[(Vec<u8>, Arc<Outcome>)]) -> CommitResult {
         // A panic while holding the lock leaves the tail as consistent as any failure does.
         let mut tail = lock(&self.file);
-        let Tail {
-            file,
-            durable_len,
-            end,
-            dirty,
-        } = &mut *tail;
         let started = std::time::Instant::now();
         let bytes: Vec<u8> = group.iter().flat_map(|(r, _)| r.iter().copied()).collect();
-        let attempt = (|| {
-            if *dirty {
-                // Cut what an earlier failed commit left, before writing after it.
-                file.set_len(*durable_len)?;
-                file.sync_data()?;
-                *end = *durable_len;
-                *dirty = false;
-            }
-            file.seek(SeekFrom::Start(*durable_len))?;
-            file.write_all(&bytes)?;
-            let written = *durable_len + bytes.len() as u64;
-            // §12.4.3: a group that outgrows the reserved tail reserves the next one, made
-            // durable by the same `fdatasync` as the group.
-            // A file system short of room for the reserve still takes the group alone.
-            let new_end = if written <= *end {
-                *end
-            } else if (0..RESERVE / ZEROS.len())
-                .try_for_each(|_| file.write_all(&ZEROS))
-                .is_ok()
-            {
-                written + RESERVE as u64
-            } else {
-                file.set_len(written)?;
-                written
-            };
-            file.sync_data()?;
-            Ok::<_, std::io::Error>(new_end)
-        })();
-        match attempt {
-            Ok(new_end) => {
-                *durable_len += bytes.len() as u64;
-                *end = new_end;
+        match tail.append_durably(&bytes) {
+            Ok(()) => {
                 self.fsync.observe(started.elapsed().as_secs_f64());
                 // §18.11.1: the leaves join the tree in file order (the tail lock is held).
                 let mut tree = lock(&self.tree);
@@ -510,15 +449,6 @@ impl AuditLog {
                 Ok(())
             }
             Err(source) => {
-                // Drop a partial group now if the file system lets us; otherwise the next
-                // commit does it first.
-                *dirty = file
-                    .set_len(*durable_len)
-                    .and_then(|()| file.sync_data())
-                    .is_err();
-                if !*dirty {
-                    *end = *durable_len;
-                }
                 // §12.4.1: the operator must learn of it; the jobs are answered with
                 // `storage_unavailable`.
                 tracing::error!(
@@ -630,7 +560,10 @@ mod tests {
         let s = scan(&reserved).unwrap();
         // §12.4.3: the records, then the zeros reserved for the next ones: the first commit
         // reserved them, the second wrote into them.
-        assert_eq!(s.reserved_bytes, (RESERVE - RECORD_HEADER - 14) as u64);
+        assert_eq!(
+            s.reserved_bytes,
+            (tail::RESERVE - RECORD_HEADER - 14) as u64
+        );
         assert_eq!(s.good_len + s.reserved_bytes, reserved.len() as u64);
         let complete = reserved[..s.good_len as usize].to_vec();
         // Simulate a crash at every point of writing a third record: into the reserved

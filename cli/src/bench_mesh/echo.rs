@@ -39,34 +39,40 @@ pub fn run(args: &BenchEchoArgs) -> anyhow::Result<std::process::ExitCode> {
         .and_then(|b| PublicKey::from_bytes(&b).ok())
         .context("--client-key must be an Ed25519 public key in hex (64 digits)")?;
     let rt = tokio::runtime::Runtime::new()?;
+    let (addr, key) = serve(&rt, &client_key, args.response_len)?;
+    let mut out = std::io::stdout().lock();
+    writeln!(out, "listening {addr} {}", hex::encode(key.to_bytes()))?;
+    out.flush()?;
+    drop(out);
+    // Blocks this thread, not the runtime's; returns at end of input.
+    std::io::copy(&mut std::io::stdin().lock(), &mut std::io::sink())?;
+    Ok(std::process::ExitCode::SUCCESS)
+}
+
+/// Serves on `rt`, on loopback, a QUIC server admitting only `client` and answering every
+/// request with `response_len` bytes, as a node admits pinned keys; its address and key.
+pub fn serve(
+    rt: &tokio::runtime::Runtime,
+    client: &PublicKey,
+    response_len: usize,
+) -> anyhow::Result<(SocketAddr, PublicKey)> {
     let key = SecretKey::generate()?;
     let server = {
         let _entered = rt.enter();
         bind_server(
             "127.0.0.1:0".parse()?,
             Arc::new(TlsIdentity::from_secret_key(&key)?),
-            PinnedKeys::from_keys([client_key]),
+            PinnedKeys::from_keys([*client]),
             TransportSettings::default(),
         )?
     };
     let addr = server.local_addr()?;
-    let len = args.response_len;
     rt.spawn(async move {
         server
-            .serve(move |_, _| async move { vec![0u8; len] })
+            .serve(move |_, _| async move { vec![0u8; response_len] })
             .await
     });
-    let mut out = std::io::stdout().lock();
-    writeln!(
-        out,
-        "listening {addr} {}",
-        hex::encode(key.public_key().to_bytes())
-    )?;
-    out.flush()?;
-    drop(out);
-    // Blocks this thread, not the runtime's; returns at end of input.
-    std::io::copy(&mut std::io::stdin().lock(), &mut std::io::sink())?;
-    Ok(std::process::ExitCode::SUCCESS)
+    Ok((addr, key.public_key()))
 }
 
 /// A `quorate bench echo` process, stopped on drop.

@@ -12,9 +12,9 @@ use quorate_protocol::messages::{Request, Response};
 use quorate_protocol::roster::Entry;
 use quorate_protocol::tensor::Tensor;
 use quorate_runtime::LoadedModel;
-use quorate_transport::{PinnedKeys, TlsIdentity, TransportSettings, bind_client, bind_server};
+use quorate_transport::{TlsIdentity, TransportSettings, bind_client};
 
-use super::echo::EchoProcess;
+use super::echo::{self, EchoProcess};
 use super::sample::interleaved;
 use crate::local::LocalMesh;
 
@@ -76,7 +76,7 @@ pub fn latency(
     );
 
     let local = LoadedModel::from_bytes(t.model.0, 1)?;
-    let (echo, echo_key) = echo_server(rt, t.mesh, sizes.1)?;
+    let (echo, echo_key) = echo::serve(rt, &t.mesh.client_key.public_key(), sizes.1)?;
     let echo_client = {
         let _entered = rt.enter();
         bind_client(
@@ -128,32 +128,6 @@ pub fn latency(
         round_trip_in_process: medians[4],
         sizes,
     })
-}
-
-/// A QUIC server on loopback that answers every request with `response_len` bytes, pinned to
-/// the mesh's client key like a node; its address and key.
-fn echo_server(
-    rt: &tokio::runtime::Runtime,
-    mesh: &LocalMesh,
-    response_len: usize,
-) -> anyhow::Result<(std::net::SocketAddr, quorate_crypto::PublicKey)> {
-    let key = quorate_crypto::SecretKey::generate()?;
-    let server = {
-        let _entered = rt.enter();
-        bind_server(
-            "127.0.0.1:0".parse()?,
-            Arc::new(TlsIdentity::from_secret_key(&key)?),
-            PinnedKeys::from_keys([mesh.client_key.public_key()]),
-            TransportSettings::default(),
-        )?
-    };
-    let addr = server.local_addr()?;
-    rt.spawn(async move {
-        server
-            .serve(move |_, _| async move { vec![0u8; response_len] })
-            .await
-    });
-    Ok((addr, key.public_key()))
 }
 
 /// What the throughput run saw.
