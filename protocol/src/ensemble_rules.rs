@@ -12,7 +12,7 @@
 //!   one by fewer than the threshold (M1): the difference of two such sums would reveal
 //!   fewer than `t` members' outputs.
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 
 use quorate_crypto::PublicKey;
 use quorate_crypto::tensor_digest::Digest32;
@@ -101,15 +101,12 @@ pub fn input_digest(start: &EnsembleStart) -> Digest32 {
     quorate_crypto::tensor_digest::sha256(&bytes)
 }
 
-struct Seen {
-    input: Digest32,
-    members: Vec<PublicKey>,
-    at_ms: u64,
-}
-
-/// The recent ensemble jobs a member took part in, for the repeated-input rule (M1).
+/// The recent ensemble jobs a member took part in, for the repeated-input rule (M1): the
+/// member sets per input, so that a start compares its set only with the jobs on the same
+/// input, and the jobs in the order they came, for the age limit and the bound.
 pub struct RecentInputs {
-    seen: VecDeque<Seen>,
+    order: VecDeque<(Digest32, u64)>,
+    by_input: HashMap<Digest32, VecDeque<Vec<PublicKey>>>,
 }
 
 impl Default for RecentInputs {
@@ -122,7 +119,32 @@ impl RecentInputs {
     /// An empty memory.
     pub fn new() -> Self {
         Self {
-            seen: VecDeque::new(),
+            order: VecDeque::new(),
+            by_input: HashMap::new(),
+        }
+    }
+
+    /// Jobs remembered.
+    pub fn len(&self) -> usize {
+        self.order.len()
+    }
+
+    /// Whether no job is remembered.
+    pub fn is_empty(&self) -> bool {
+        self.order.is_empty()
+    }
+
+    /// Forgets the oldest job; an input's sets are kept oldest first, so it is the first set
+    /// of its input.
+    fn forget_oldest(&mut self) {
+        let Some((input, _)) = self.order.pop_front() else {
+            return;
+        };
+        if let Some(sets) = self.by_input.get_mut(&input) {
+            sets.pop_front();
+            if sets.is_empty() {
+                self.by_input.remove(&input);
+            }
         }
     }
 
@@ -137,15 +159,15 @@ impl RecentInputs {
         now_ms: u64,
     ) -> Result<(), ErrorFrame> {
         while self
-            .seen
+            .order
             .front()
-            .is_some_and(|s| now_ms.saturating_sub(s.at_ms) > RECENT_INPUT_TTL_MS)
+            .is_some_and(|(_, at)| now_ms.saturating_sub(*at) > RECENT_INPUT_TTL_MS)
         {
-            self.seen.pop_front();
+            self.forget_oldest();
         }
-        for s in self.seen.iter().filter(|s| s.input == input) {
-            let differ = s.members.iter().filter(|k| !members.contains(k)).count()
-                + members.iter().filter(|k| !s.members.contains(k)).count();
+        for seen in self.by_input.get(&input).into_iter().flatten() {
+            let differ = seen.iter().filter(|k| !members.contains(k)).count()
+                + members.iter().filter(|k| !seen.contains(k)).count();
             if differ > 0 && differ < threshold as usize {
                 return Err(refuse(
                     ErrorCode::NotAllowed,
@@ -155,14 +177,14 @@ impl RecentInputs {
                 ));
             }
         }
-        if self.seen.len() >= RECENT_INPUTS {
-            self.seen.pop_front();
+        if self.order.len() >= RECENT_INPUTS {
+            self.forget_oldest();
         }
-        self.seen.push_back(Seen {
-            input,
-            members: members.to_vec(),
-            at_ms: now_ms,
-        });
+        self.order.push_back((input, now_ms));
+        self.by_input
+            .entry(input)
+            .or_default()
+            .push_back(members.to_vec());
         Ok(())
     }
 }
@@ -194,5 +216,33 @@ mod tests {
         // After a day the job is forgotten.
         r.check_and_record([9; 32], &abc[..2], 2, 41 + RECENT_INPUT_TTL_MS)
             .unwrap();
+    }
+
+    #[test]
+    fn the_oldest_jobs_are_forgotten_at_the_bound_and_only_they() {
+        let mut r = RecentInputs::new();
+        let abc = [key(1), key(2), key(3)];
+        // Two jobs on input 9, then enough on other inputs to reach the bound.
+        r.check_and_record([9; 32], &abc, 2, 0).unwrap();
+        r.check_and_record([9; 32], &[key(1), key(4), key(5)], 2, 1)
+            .unwrap();
+        for i in 0..RECENT_INPUTS - 2 {
+            let mut input = [0u8; 32];
+            input[..8].copy_from_slice(&(i as u64).to_le_bytes());
+            r.check_and_record(input, &abc, 2, 2).unwrap();
+        }
+        assert_eq!(r.len(), RECENT_INPUTS);
+        // Still remembered: a set one member short of either job on input 9 is refused.
+        assert!(r.check_and_record([9; 32], &abc[..2], 2, 3).is_err());
+        // One more job pushes out the first on input 9, not the second.
+        r.check_and_record([7; 32], &abc, 2, 3).unwrap();
+        assert_eq!(r.len(), RECENT_INPUTS);
+        assert!(
+            r.check_and_record([9; 32], &[key(1), key(4)], 2, 4)
+                .is_err(),
+            "the second is still remembered"
+        );
+        r.check_and_record([9; 32], &abc[..2], 2, 5)
+            .expect("the first job on input 9 is forgotten");
     }
 }

@@ -5,7 +5,7 @@
 //! logs. The plaintext output never leaves the node: only masked SecAgg envelopes and a
 //! member receipt committing to the masked vector do.
 
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, TryLockError};
 use std::time::{Duration, Instant};
 
 use quorate_crypto::{PublicKey, SecretKey};
@@ -24,6 +24,7 @@ use quorate_protocol::secagg::messages::{
 
 use crate::audit::AuditLog;
 use crate::clock::unix_now;
+use crate::mesh::inline_cost::InlineCost;
 use crate::mesh::job_table::{JobTable, Refused};
 use crate::mesh::models::Models;
 use crate::mesh::reload::RosterKeeper;
@@ -45,9 +46,11 @@ pub struct TestHooks {
     pub tamper_masked: Option<String>,
 }
 
-/// Per-job SecAgg client state, bounded in count and age (§15.3).
+/// Per-job SecAgg client state, bounded in count and age (§15.3). Each job has a lock of
+/// its own, so that one job's round (its key agreements, its receipt's fsync) never holds up
+/// another's: the table's lock is held only to find, add or drop a job.
 pub struct MemberJobs {
-    jobs: Mutex<JobTable<MemberJob>>,
+    jobs: Mutex<JobTable<Arc<Mutex<MemberJob>>>>,
     epoch: Option<Instant>,
 }
 
@@ -96,6 +99,15 @@ fn exit_if(hooks: &TestHooks, round: u8) {
     }
 }
 
+/// What [`EnsembleService::try_round_now`] did.
+pub enum RoundNow {
+    /// The round was answered (or refused).
+    Answered(Result<EnsembleReply, ErrorFrame>),
+    /// The job is busy with another request; the round is handed back untouched, to be
+    /// answered where waiting is allowed.
+    Busy(EnsembleRound),
+}
+
 /// The member side of private ensembles, handed what it needs: the node's key, its audit
 /// log and models, and the per-job state it keeps.
 pub struct EnsembleService {
@@ -105,6 +117,8 @@ pub struct EnsembleService {
     roster: Arc<RosterKeeper>,
     jobs: MemberJobs,
     recent: Mutex<RecentInputs>,
+    /// Per request kind (0 the start, then the round number), what answering it cost lately.
+    costs: [InlineCost; 6],
     hooks: TestHooks,
 }
 
@@ -124,7 +138,27 @@ impl EnsembleService {
             roster,
             jobs: MemberJobs::new(),
             recent: Mutex::new(RecentInputs::new()),
+            costs: Default::default(),
             hooks,
+        }
+    }
+
+    /// Whether a request of this kind (0 the start, else the round) may be answered on an
+    /// async thread (§15.3): never ShareKeys or MaskedInputCollection (rounds 1 and 2: key
+    /// agreement, secret sharing, decryption, and round 2's durable append), and the others
+    /// only when their recent answers were quick ([`InlineCost`]). A start's model must
+    /// also be quick; the caller knows that.
+    pub fn runs_inline(&self, kind: u8) -> bool {
+        !matches!(kind, 1 | 2)
+            && self
+                .costs
+                .get(usize::from(kind))
+                .is_some_and(InlineCost::is_quick)
+    }
+
+    fn note_cost(&self, kind: u8, took: Duration) {
+        if let Some(cost) = self.costs.get(usize::from(kind)) {
+            cost.note(took);
         }
     }
 
@@ -190,14 +224,87 @@ impl EnsembleService {
         model: &LoadedModel,
         req: EnsembleStart,
     ) -> Result<EnsembleReply, ErrorFrame> {
-        start_blocking(self, peer, model, req)
+        let started = Instant::now();
+        let answer = start_blocking(self, peer, model, req);
+        self.note_cost(0, started.elapsed());
+        answer
     }
 
     /// Handles [`EnsembleRound`] (blocking): one SecAgg server message for the job's expected
     /// round, from the peer that started the job.
     pub fn round(&self, peer: &PublicKey, req: EnsembleRound) -> Result<EnsembleReply, ErrorFrame> {
-        round(self, peer, req)
+        let Some(job) = self.job(&req)? else {
+            return Err(unknown_job(&req));
+        };
+        let mut held = job
+            .lock()
+            .map_err(|_| err(ErrorCode::Internal, "job lock"))?;
+        self.timed_round(peer, req, &job, &mut held)
     }
+
+    /// Handles [`EnsembleRound`] without waiting on its job's lock: for an async thread, which
+    /// must not wait out another request's round (its fsync, say). A busy job gives the round
+    /// back.
+    pub fn try_round_now(&self, peer: &PublicKey, req: EnsembleRound) -> RoundNow {
+        let job = match self.job(&req) {
+            Ok(Some(job)) => job,
+            Ok(None) => return RoundNow::Answered(Err(unknown_job(&req))),
+            Err(e) => return RoundNow::Answered(Err(e)),
+        };
+        let mut held = match job.try_lock() {
+            Ok(held) => held,
+            Err(TryLockError::WouldBlock) => return RoundNow::Busy(req),
+            Err(TryLockError::Poisoned(_)) => {
+                return RoundNow::Answered(Err(err(ErrorCode::Internal, "job lock")));
+            }
+        };
+        RoundNow::Answered(self.timed_round(peer, req, &job, &mut held))
+    }
+
+    /// The job a round is for, if it is held; the table's lock is released on return.
+    fn job(&self, req: &EnsembleRound) -> Result<Option<Arc<Mutex<MemberJob>>>, ErrorFrame> {
+        if req.round < ROUND_ABORT {
+            exit_if(&self.hooks, req.round);
+        }
+        let mut jobs = self
+            .jobs
+            .jobs
+            .lock()
+            .map_err(|_| err(ErrorCode::Internal, "state lock"))?;
+        Ok(jobs.get_mut(&req.job_id, Instant::now()).cloned())
+    }
+
+    fn timed_round(
+        &self,
+        peer: &PublicKey,
+        req: EnsembleRound,
+        job: &Arc<Mutex<MemberJob>>,
+        held: &mut MemberJob,
+    ) -> Result<EnsembleReply, ErrorFrame> {
+        let (started, kind, id) = (Instant::now(), req.round, req.job_id);
+        let (answer, finished) = round(self, peer, req, held);
+        // Dropped only if the map still holds this job under its id, not a later one.
+        if finished && let Ok(mut jobs) = self.jobs.jobs.lock() {
+            let same = jobs
+                .get_mut(&id, Instant::now())
+                .is_some_and(|j| Arc::ptr_eq(j, job));
+            if same {
+                jobs.remove(&id);
+            }
+        }
+        self.note_cost(kind, started.elapsed());
+        answer
+    }
+}
+
+fn unknown_job(req: &EnsembleRound) -> ErrorFrame {
+    err(
+        ErrorCode::UnknownJob,
+        format!(
+            "no open ensemble job {} (never started, finished, aborted or expired)",
+            hex::encode(req.job_id)
+        ),
+    )
 }
 
 fn start_blocking(
@@ -238,7 +345,7 @@ fn start_blocking(
         .jobs
         .lock()
         .map_err(|_| err(ErrorCode::Internal, "state lock"))?;
-    match jobs.insert(req.job_id, job, Instant::now()) {
+    match jobs.insert(req.job_id, Arc::new(Mutex::new(job)), Instant::now()) {
         Ok(()) => {}
         Err(Refused::Full) => {
             return Err(err(
@@ -253,37 +360,18 @@ fn start_blocking(
     Ok(reply)
 }
 
+/// One round of a held job, under the job's lock; also says whether the job is over (its
+/// last round answered, or a fatal refusal) and is to be dropped.
 fn round(
     state: &EnsembleService,
     peer: &PublicKey,
     req: EnsembleRound,
-) -> Result<EnsembleReply, ErrorFrame> {
-    if req.round < ROUND_ABORT {
-        exit_if(&state.hooks, req.round);
-    }
+    job: &mut MemberJob,
+) -> (Result<EnsembleReply, ErrorFrame>, bool) {
     let now = state.jobs.now_ms();
-    let mut jobs = state
-        .jobs
-        .jobs
-        .lock()
-        .map_err(|_| err(ErrorCode::Internal, "state lock"))?;
-    let job = jobs.get_mut(&req.job_id, Instant::now()).ok_or_else(|| {
-        err(
-            ErrorCode::UnknownJob,
-            format!(
-                "no open ensemble job {} (never started, finished, aborted or expired)",
-                hex::encode(req.job_id)
-            ),
-        )
-    })?;
     let answer = match job.handle_round(peer, &req, now) {
         Ok(a) => a,
-        Err(refusal) => {
-            if refusal.finished {
-                jobs.remove(&req.job_id);
-            }
-            return Err(refusal.frame);
-        }
+        Err(refusal) => return (Err(refusal.frame), refusal.finished),
     };
     let mut out = answer.reply;
     if out.round == 2 {
@@ -291,19 +379,28 @@ fn round(
         if let Some(how) = &state.hooks.tamper_masked {
             out.message = tamper(&out.message, how, job.limits(), &state.key);
         }
-        let payload = job.receipt_payload(&out.message)?;
-        debug_assert_eq!(payload.outputs[0].name, MASKED_INPUT_NAME);
-        let receipt = payload
-            .sign(&state.key)
-            .map_err(|e| err(ErrorCode::Internal, e.to_string()))?;
-        // §12.4: durable before the reply leaves.
-        state.audit.append(&receipt).map_err(ErrorFrame::from)?;
+        let receipt = match sign_and_log(state, job, &out.message) {
+            Ok(r) => r,
+            Err(e) => return (Err(e), answer.finished),
+        };
         out.receipt = Some(receipt);
     }
-    if answer.finished {
-        jobs.remove(&req.job_id);
-    }
-    Ok(out)
+    (Ok(out), answer.finished)
+}
+
+/// The member receipt of round 2 (§15.4), signed and durable before the reply leaves (§12.4).
+fn sign_and_log(
+    state: &EnsembleService,
+    job: &MemberJob,
+    masked: &[u8],
+) -> Result<Vec<u8>, ErrorFrame> {
+    let payload = job.receipt_payload(masked)?;
+    debug_assert_eq!(payload.outputs[0].name, MASKED_INPUT_NAME);
+    let receipt = payload
+        .sign(&state.key)
+        .map_err(|e| err(ErrorCode::Internal, e.to_string()))?;
+    state.audit.append(&receipt).map_err(ErrorFrame::from)?;
+    Ok(receipt)
 }
 
 /// Test hook: replaces the masked input with a bad one, re-signed so that only the
@@ -330,4 +427,134 @@ fn tamper(envelope: &[u8], how: &str, limits: &Limits, key: &SecretKey) -> Vec<u
         m.sender,
         &ClientBody::MaskedInput { packed: &bad },
     )
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use quorate_protocol::ensemble::{EnsembleParams, Mode};
+    use quorate_protocol::roster::Roster;
+    use quorate_protocol::tensor::Tensor;
+    use quorate_runtime::providers::Provider;
+
+    /// A member service (index 0 of a five-member job) holding one started job, with the
+    /// aggregator's key.
+    fn member_with_a_job(dir: &std::path::Path) -> (EnsembleService, PublicKey, [u8; 16]) {
+        let models_dir = dir.join("models");
+        std::fs::create_dir_all(&models_dir).unwrap();
+        let mlp = concat!(env!("CARGO_MANIFEST_DIR"), "/../models/mlp.onnx");
+        std::fs::copy(mlp, models_dir.join("mlp.onnx")).unwrap();
+        let models = Arc::new(Models::load(&models_dir, "test", 1, &[Provider::Cpu]).unwrap());
+        let digest = models.providers().next().unwrap().0;
+        let model = models.onnx(&digest).unwrap();
+        let (audit, _) = AuditLog::open(&dir.join("audit.qlog")).unwrap();
+        let key = SecretKey::from_seed(&[1; 32]);
+        let admin = SecretKey::from_seed(&[9; 32]);
+        let roster = Roster {
+            governance: Default::default(),
+            mesh: "m".into(),
+            serial: 1,
+            issued_at: 1000,
+            expires_at: u64::MAX / 2,
+            entries: vec![],
+        };
+        let bytes = roster.sign(&admin).unwrap();
+        let keeper = RosterKeeper::new(
+            "n1",
+            key.public_key(),
+            admin.public_key(),
+            &dir.join("roster.cbor"),
+            roster,
+            bytes,
+        );
+        let service = EnsembleService::new(
+            Arc::new(key.duplicate()),
+            Arc::new(audit),
+            models,
+            Arc::new(keeper),
+            TestHooks::default(),
+        );
+        let aggregator = SecretKey::from_seed(&[7; 32]).public_key();
+        let mut members = vec![key.public_key()];
+        members.extend((2..=5u8).map(|i| SecretKey::from_seed(&[i; 32]).public_key()));
+        let params = EnsembleParams::new(
+            Mode::Mean,
+            [5; 32],
+            aggregator,
+            members,
+            vec![digest; 5],
+            2,
+            3,
+            None,
+        )
+        .unwrap();
+        let job_id = [4; 16];
+        let start = EnsembleStart {
+            job_id,
+            nonce: vec![2; 32],
+            model: digest,
+            inputs: vec![Tensor::from_f32("features", vec![1, 30], &[0.5; 30]).unwrap()],
+            params,
+            index: 0,
+            input_salts: vec![[9; 32]],
+        };
+        let reply = service.start(aggregator, &model, start).unwrap();
+        assert_eq!(reply.round, 0);
+        (service, aggregator, job_id)
+    }
+
+    fn round_3(job_id: [u8; 16]) -> EnsembleRound {
+        EnsembleRound {
+            job_id,
+            round: 3,
+            message: vec![0xa0],
+        }
+    }
+
+    /// An async thread never waits on a job another request holds: the round is handed back
+    /// untouched, and answered once the job is free.
+    #[test]
+    fn a_busy_job_hands_the_round_back_instead_of_waiting() {
+        let dir = tempfile::tempdir().unwrap();
+        let (service, aggregator, job_id) = member_with_a_job(dir.path());
+        let job = service.job(&round_3(job_id)).unwrap().unwrap();
+        let held = job.lock().unwrap();
+        match service.try_round_now(&aggregator, round_3(job_id)) {
+            RoundNow::Busy(req) => assert_eq!((req.job_id, req.round), (job_id, 3)),
+            RoundNow::Answered(a) => panic!("answered while busy: {:?}", a.map(|r| r.round)),
+        }
+        drop(held);
+        match service.try_round_now(&aggregator, round_3(job_id)) {
+            RoundNow::Answered(Err(e)) => assert_eq!(e.code, ErrorCode::BadRequest),
+            RoundNow::Answered(Ok(r)) => panic!("a malformed round answered: {}", r.round),
+            RoundNow::Busy(_) => panic!("busy with nothing holding it"),
+        }
+        match service.try_round_now(&aggregator, round_3([0; 16])) {
+            RoundNow::Answered(Err(e)) => assert_eq!(e.code, ErrorCode::UnknownJob),
+            _ => panic!("an unknown job was not refused as such"),
+        }
+        // The job is still held for its real round 1.
+        assert_eq!(service.open_jobs(), 1);
+    }
+
+    /// Rounds 1 and 2 (key agreement, secret sharing, the durable receipt) never run on an
+    /// async thread; the others do once they were quick (§15.3).
+    #[test]
+    fn only_quick_rounds_without_key_agreement_run_inline() {
+        let dir = tempfile::tempdir().unwrap();
+        let (service, _, _) = member_with_a_job(dir.path());
+        assert_eq!(service.runs_inline(0), service.costs[0].is_quick());
+        for kind in 1..=5u8 {
+            assert!(!service.runs_inline(kind), "round {kind} before any answer");
+            service.note_cost(kind, Duration::from_micros(5));
+        }
+        assert!(!service.runs_inline(1) && !service.runs_inline(2));
+        assert!((3..=5).all(|k| service.runs_inline(k)));
+        assert!(!service.runs_inline(6), "no such round");
+        for _ in 0..4 {
+            service.note_cost(4, Duration::from_millis(5));
+        }
+        assert!(!service.runs_inline(4), "slow answers move round 4 off");
+    }
 }

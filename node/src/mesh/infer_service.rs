@@ -5,7 +5,6 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use quorate_crypto::SecretKey;
@@ -20,6 +19,7 @@ use quorate_runtime::attest::{Committed, JobParams, run_committed};
 use crate::audit::{AuditLog, HEAD_INTERVAL_SECS};
 use crate::clock::unix_now;
 use crate::mesh::config::LogReplies;
+use crate::mesh::inline_cost::InlineCost;
 #[cfg(feature = "test-util")]
 use crate::mesh::misbehave::Misbehaviour;
 use crate::mesh::models::Models;
@@ -39,9 +39,8 @@ pub struct InferService {
     /// Whether plain inferences are signed by their group commit (§12.4.2).
     group_signing: bool,
     promises: PromiseWindow,
-    /// What one job of each model cost lately, in nanoseconds (`u64::MAX`: not run yet);
-    /// see [`Self::runs_inline`].
-    costs: HashMap<[u8; 32], AtomicU64>,
+    /// What one job of each model cost lately; see [`Self::runs_inline`].
+    costs: HashMap<[u8; 32], InlineCost>,
     /// Test harness only: wait this long before answering.
     #[cfg(feature = "test-util")]
     test_delay: Duration,
@@ -52,11 +51,6 @@ pub struct InferService {
     #[cfg(feature = "test-util")]
     pub(crate) omit_from_log: bool,
 }
-
-/// The longest a job may have taken lately for the next of its model to be computed on an
-/// async runtime thread: well under what one poll may hold such a thread without delaying
-/// the network I/O of other requests noticeably.
-pub const INLINE_MAX: Duration = Duration::from_micros(100);
 
 /// A job computed, not yet in the audit log: signed, or to be signed by the commit that
 /// logs it (§12.4.2).
@@ -126,7 +120,7 @@ impl InferService {
         }
         let costs = models
             .providers()
-            .map(|(digest, _)| (digest, AtomicU64::new(u64::MAX)))
+            .map(|(digest, _)| (digest, InlineCost::default()))
             .collect();
         Self {
             key,
@@ -193,15 +187,13 @@ impl InferService {
 
     /// Whether a request for `model` may be computed on an async runtime thread rather than
     /// handed to the blocking pool (§12.3): only when the model's recent runs, commitments and
-    /// signature took under [`INLINE_MAX`]. A model not yet run, or a slow one, goes to the pool.
+    /// signature took under [`INLINE_MAX`](crate::mesh::inline_cost::INLINE_MAX). A model not yet run, or a slow one, goes to the pool.
     pub fn runs_inline(&self, model: &[u8; 32]) -> bool {
         #[cfg(feature = "test-util")]
         if !self.test_delay.is_zero() {
             return false;
         }
-        self.costs
-            .get(model)
-            .is_some_and(|c| c.load(Ordering::Relaxed) < INLINE_MAX.as_nanos() as u64)
+        self.costs.get(model).is_some_and(InlineCost::is_quick)
     }
 
     /// Runs one request, commits and signs its receipt: the CPU part of a job, without the
@@ -277,21 +269,11 @@ impl InferService {
         })
     }
 
-    /// Keeps a running estimate of what one job of `model` costs (an exponential average
-    /// weighting the newest run by 1/4, so that a model that turns slow leaves the async
-    /// threads after a few runs).
+    /// Notes what one job of `model` cost (see [`InlineCost`]).
     fn note_cost(&self, model: &[u8; 32], took: Duration) {
-        let Some(cost) = self.costs.get(model) else {
-            return;
-        };
-        let took = u64::try_from(took.as_nanos()).unwrap_or(u64::MAX);
-        let old = cost.load(Ordering::Relaxed);
-        let new = if old == u64::MAX {
-            took
-        } else {
-            old / 4 * 3 + took / 4
-        };
-        cost.store(new, Ordering::Relaxed);
+        if let Some(cost) = self.costs.get(model) {
+            cost.note(took);
+        }
     }
 
     /// The rest of a job after [`Self::compute`]: the receipt made durable, and proved to be
@@ -369,6 +351,7 @@ impl InferService {
 mod tests {
     use super::*;
     use crate::mesh::client::fresh_request;
+    use crate::mesh::inline_cost::INLINE_MAX;
     use quorate_protocol::audit_log::scan;
     use quorate_protocol::tensor::Tensor;
     use quorate_runtime::providers::Provider;
@@ -403,7 +386,7 @@ mod tests {
         let x = Tensor::from_f32("features", vec![1, 30], &[0.5; 30]).unwrap();
         let req = fresh_request(model.digest, vec![x], None).unwrap();
         service.compute(&model, req).unwrap();
-        let cost = service.costs[&model.digest].load(Ordering::Relaxed);
+        let cost = service.costs[&model.digest].nanos();
         assert_eq!(
             service.runs_inline(&model.digest),
             cost < INLINE_MAX.as_nanos() as u64

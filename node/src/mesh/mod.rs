@@ -6,6 +6,7 @@ pub mod config;
 pub mod ensemble;
 pub mod ensemble_client;
 pub mod infer_service;
+pub mod inline_cost;
 pub mod job_table;
 pub mod log_client;
 pub mod log_service;

@@ -11,6 +11,7 @@ use std::time::Duration;
 use anyhow::Context;
 use quorate_crypto::tensor_digest::Digest32;
 use quorate_crypto::{PublicKey, SecretKey};
+use quorate_protocol::ensemble::{EnsembleReply, EnsembleRound, EnsembleStart};
 use quorate_protocol::fhe::{FheRequest, FheResponse};
 use quorate_protocol::messages::{
     ErrorCode, ErrorFrame, HealthInfo, InferRequest, InferResponse, MessageError, Request, Response,
@@ -24,7 +25,7 @@ use crate::fhe::service::FheService;
 use crate::files::{load_public_key, load_secret_key};
 use crate::mesh::admission::Admission;
 use crate::mesh::config::NodeConfig;
-use crate::mesh::ensemble::EnsembleService;
+use crate::mesh::ensemble::{EnsembleService, RoundNow};
 use crate::mesh::infer_service::{GovernanceView, InferService};
 use crate::mesh::log_service::LogService;
 use crate::mesh::models::Models;
@@ -199,24 +200,14 @@ impl NodeState {
                     .await
                     .map_or_else(Response::Error, Response::Infer)
             }
-            Ok(Request::EnsembleStart(req)) => {
-                let ensemble = self.ensemble.clone();
-                let job = self
-                    .admission
-                    .check_inputs(&req.inputs)
-                    .and_then(|()| ensemble.prepare_start(&peer, &req))
-                    .map(|model| move || ensemble.start(peer, &model, req));
-                self.admitted(job)
-                    .await
-                    .map_or_else(Response::Error, Response::Ensemble)
-            }
-            Ok(Request::EnsembleRound(req)) => {
-                let ensemble = self.ensemble.clone();
-                let job = Ok(move || ensemble.round(&peer, req));
-                self.admitted(job)
-                    .await
-                    .map_or_else(Response::Error, Response::Ensemble)
-            }
+            Ok(Request::EnsembleStart(req)) => self
+                .ensemble_start(peer, req)
+                .await
+                .map_or_else(Response::Error, Response::Ensemble),
+            Ok(Request::EnsembleRound(req)) => self
+                .ensemble_round(peer, req)
+                .await
+                .map_or_else(Response::Error, Response::Ensemble),
             Ok(Request::Fhe(req)) => {
                 let job = self.fhe_job(peer, req);
                 self.admitted(job)
@@ -296,6 +287,53 @@ impl NodeState {
         let answer = self.infer.finish(signed).await;
         drop(slot);
         answer
+    }
+
+    /// An ensemble start (§15.3) that passed its checks, under a job slot: answered on this
+    /// async thread when its model and recent starts are quick, in the blocking pool otherwise.
+    async fn ensemble_start(
+        &self,
+        peer: PublicKey,
+        req: EnsembleStart,
+    ) -> Result<EnsembleReply, ErrorFrame> {
+        let ensemble = self.ensemble.clone();
+        let model = self
+            .admission
+            .check_inputs(&req.inputs)
+            .and_then(|()| ensemble.prepare_start(&peer, &req));
+        if model.is_ok() && self.infer.runs_inline(&req.model) && ensemble.runs_inline(0) {
+            let slot = self.admission.admit()?;
+            let model = model?;
+            let answer = ensemble.start(peer, &model, req);
+            drop(slot);
+            return answer;
+        }
+        self.admitted(model.map(|model| move || ensemble.start(peer, &model, req)))
+            .await
+    }
+
+    /// An ensemble round (§15.3) under a job slot: on this async thread when the round does no
+    /// key agreement, secret sharing or disk write and its recent answers were quick, and its
+    /// job is not busy with another request; in the blocking pool otherwise.
+    async fn ensemble_round(
+        &self,
+        peer: PublicKey,
+        req: EnsembleRound,
+    ) -> Result<EnsembleReply, ErrorFrame> {
+        let ensemble = self.ensemble.clone();
+        let req = if ensemble.runs_inline(req.round) {
+            let slot = self.admission.admit()?;
+            match ensemble.try_round_now(&peer, req) {
+                RoundNow::Answered(answer) => return answer,
+                RoundNow::Busy(req) => {
+                    drop(slot);
+                    req
+                }
+            }
+        } else {
+            req
+        };
+        self.admitted(Ok(move || ensemble.round(&peer, req))).await
     }
 
     /// An encrypted-inference job (§16), or a refusal when built without TFHE.
