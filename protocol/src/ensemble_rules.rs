@@ -102,11 +102,15 @@ pub fn input_digest(start: &EnsembleStart) -> Digest32 {
 }
 
 /// The recent ensemble jobs a member took part in, for the repeated-input rule (M1): the
-/// member sets per input, so that a start compares its set only with the jobs on the same
-/// input, and the jobs in the order they came, for the age limit and the bound.
+/// distinct member sets per input, each with the number of the last job that used it, so
+/// that a start compares its set only with those on the same input (a set used again is
+/// remembered once, from its last use); and the jobs in the order they came, for the age
+/// limit and the bound.
 pub struct RecentInputs {
-    order: VecDeque<(Digest32, u64)>,
-    by_input: HashMap<Digest32, VecDeque<Vec<PublicKey>>>,
+    /// `(input, job number, when)`, oldest first.
+    order: VecDeque<(Digest32, u64, u64)>,
+    by_input: HashMap<Digest32, Vec<(Vec<PublicKey>, u64)>>,
+    next: u64,
 }
 
 impl Default for RecentInputs {
@@ -121,10 +125,11 @@ impl RecentInputs {
         Self {
             order: VecDeque::new(),
             by_input: HashMap::new(),
+            next: 0,
         }
     }
 
-    /// Jobs remembered.
+    /// Jobs remembered (a job whose member set was used again later counts until it ages out).
     pub fn len(&self) -> usize {
         self.order.len()
     }
@@ -134,14 +139,13 @@ impl RecentInputs {
         self.order.is_empty()
     }
 
-    /// Forgets the oldest job; an input's sets are kept oldest first, so it is the first set
-    /// of its input.
+    /// Forgets the oldest job, and its member set unless a later job used it.
     fn forget_oldest(&mut self) {
-        let Some((input, _)) = self.order.pop_front() else {
+        let Some((input, number, _)) = self.order.pop_front() else {
             return;
         };
         if let Some(sets) = self.by_input.get_mut(&input) {
-            sets.pop_front();
+            sets.retain(|(_, last)| *last != number);
             if sets.is_empty() {
                 self.by_input.remove(&input);
             }
@@ -161,13 +165,16 @@ impl RecentInputs {
         while self
             .order
             .front()
-            .is_some_and(|(_, at)| now_ms.saturating_sub(*at) > RECENT_INPUT_TTL_MS)
+            .is_some_and(|(_, _, at)| now_ms.saturating_sub(*at) > RECENT_INPUT_TTL_MS)
         {
             self.forget_oldest();
         }
-        for seen in self.by_input.get(&input).into_iter().flatten() {
-            let differ = seen.iter().filter(|k| !members.contains(k)).count()
-                + members.iter().filter(|k| !seen.contains(k)).count();
+        let differ = |seen: &[PublicKey]| {
+            seen.iter().filter(|k| !members.contains(k)).count()
+                + members.iter().filter(|k| !seen.contains(k)).count()
+        };
+        for (seen, _) in self.by_input.get(&input).into_iter().flatten() {
+            let differ = differ(seen);
             if differ > 0 && differ < threshold as usize {
                 return Err(refuse(
                     ErrorCode::NotAllowed,
@@ -180,11 +187,14 @@ impl RecentInputs {
         if self.order.len() >= RECENT_INPUTS {
             self.forget_oldest();
         }
-        self.order.push_back((input, now_ms));
-        self.by_input
-            .entry(input)
-            .or_default()
-            .push_back(members.to_vec());
+        let number = self.next;
+        self.next += 1;
+        self.order.push_back((input, number, now_ms));
+        let sets = self.by_input.entry(input).or_default();
+        match sets.iter_mut().find(|(seen, _)| differ(seen) == 0) {
+            Some((_, last)) => *last = number,
+            None => sets.push((members.to_vec(), number)),
+        }
         Ok(())
     }
 }
@@ -216,6 +226,25 @@ mod tests {
         // After a day the job is forgotten.
         r.check_and_record([9; 32], &abc[..2], 2, 41 + RECENT_INPUT_TTL_MS)
             .unwrap();
+    }
+
+    #[test]
+    fn a_set_used_again_is_remembered_once_from_its_last_use() {
+        let mut r = RecentInputs::new();
+        let abc = [key(1), key(2), key(3)];
+        for t in 0..100 {
+            r.check_and_record([9; 32], &abc, 2, t).unwrap();
+        }
+        assert_eq!(r.by_input[&[9; 32]].len(), 1, "one distinct set");
+        // A day after the first use but not after the last, it is still remembered.
+        let e = r
+            .check_and_record([9; 32], &abc[..2], 2, 50 + RECENT_INPUT_TTL_MS)
+            .unwrap_err();
+        assert_eq!(e.code, ErrorCode::NotAllowed);
+        // A day after the last use it is forgotten, and so is every job of it.
+        r.check_and_record([9; 32], &abc[..2], 2, 100 + RECENT_INPUT_TTL_MS)
+            .unwrap();
+        assert_eq!(r.len(), 1);
     }
 
     #[test]

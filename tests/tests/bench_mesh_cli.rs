@@ -69,10 +69,35 @@ fn short_run_measures_every_figure_and_sums_them_up() {
         ("audit", "raw_one_core_per_s"),
         ("audit", "quorate_strict_one_core_per_s"),
         ("ensemble", "plain_ns"),
+        ("ensemble", "empty_round_ns"),
     ] {
         let v = doc[section][part].as_f64().unwrap();
         assert!(v.is_finite() && v > 0.0, "{section}.{part} = {v}");
     }
+    // The ensemble's time by round: set-up and its five rounds, each measured, in order.
+    let phases: Vec<(&str, f64)> = doc["ensemble"]["phases_ns"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| (p["phase"].as_str().unwrap(), p["ns"].as_f64().unwrap()))
+        .collect();
+    let names: Vec<&str> = phases.iter().map(|p| p.0).collect();
+    assert_eq!(
+        names,
+        [
+            "set-up",
+            "start",
+            "share keys",
+            "masked input",
+            "consistency",
+            "unmasking"
+        ]
+    );
+    assert!(
+        phases.iter().all(|p| p.1.is_finite() && p.1 > 0.0),
+        "{phases:?}"
+    );
+    assert!(out.contains("            by round: set-up "), "{out}");
     assert_eq!(doc["audit"]["n"], 300);
     // Signatures are accounted for: every reply needs a share of one (§12.4.2).
     let per_signature = doc["throughput"]["receipts_per_signature"]

@@ -314,6 +314,17 @@ pub fn run(args: &BenchMeshArgs) -> anyhow::Result<ExitCode> {
         ms(e.plain),
         e.ratio()
     );
+    let by_round: Vec<String> = ensemble::PHASE_NAMES
+        .iter()
+        .zip(e.phases)
+        .map(|(name, ns)| format!("{name} {}", ms(ns)))
+        .collect();
+    println!(
+        "            by round: {}; one round of 5 concurrent requests that do nothing (health) {}, five of them {:.2}x the plain jobs",
+        by_round.join(", "),
+        ms(e.empty_round),
+        5.0 * e.empty_round / e.plain
+    );
 
     let summary = format!(
         "latency/parts={:.2} jobs_per_s={jobs_per_s:.0} batch/raw={:.2} audit/cores={:.2} ensemble/plain={:.2}",
@@ -347,7 +358,11 @@ pub fn run(args: &BenchMeshArgs) -> anyhow::Result<ExitCode> {
                       "raw_ns": b.raw, "ratio": b.ratio()},
             "audit": {"n": a.n, "verify_per_s": a.verify_rate, "raw_one_core_per_s": a.raw_one_core,
                       "quorate_strict_one_core_per_s": a.ours_one_core, "ratio": a.ratio()},
-            "ensemble": {"plain_ns": e.plain, "ensemble_ns": e.ensemble, "ratio": e.ratio()},
+            "ensemble": {"plain_ns": e.plain, "ensemble_ns": e.ensemble, "ratio": e.ratio(),
+                         "phases_ns": ensemble::PHASE_NAMES.iter().zip(e.phases)
+                             .map(|(name, ns)| serde_json::json!({"phase": name, "ns": ns}))
+                             .collect::<Vec<_>>(),
+                         "empty_round_ns": e.empty_round},
             "summary": summary,
         });
         std::fs::write(path, serde_json::to_vec_pretty(&doc)?)
