@@ -127,11 +127,11 @@ pub async fn run(
         while let Some((i, answer)) = answers.next().await {
             machine.handle_answer(i, answer);
         }
-        // Closing the last round reconstructs the secrets (Shamir) and regenerates the masks
-        // (key agreement with dropped members): for a large job that is kept off the async
-        // threads, which carry every connection's I/O; a small one costs less than the
-        // hand-over.
-        if closing_is_heavy(spec) {
+        // Closing the last round reconstructs the secrets (Shamir) and, for a member lost
+        // after sharing its keys, regenerates its masks by key agreement: a large job, and
+        // any close that agrees keys, is kept off the async threads, which carry every
+        // connection's I/O; a small job's interpolations cost less than the hand-over.
+        if closing_is_heavy(spec) || machine.closing_agrees_keys() {
             (machine, sends) = tokio::task::spawn_blocking(move || {
                 let sends = machine.close_round();
                 (machine, sends)

@@ -338,6 +338,24 @@ impl Aggregator {
         self.events.push((member, what));
     }
 
+    /// Whether closing this round agrees keys (§9.5.5): the unmasking round, with a member
+    /// whose ShareKeys was accepted but whose masked input was not, so that the server
+    /// reconstructs its mask key and regenerates its pairwise masks by X25519 with each
+    /// contributor. A driver keeps such a close off its async threads.
+    pub fn closing_agrees_keys(&self) -> bool {
+        if self.finished || self.round != 4 {
+            return false;
+        }
+        let in_round = |round: u8| {
+            self.transcript
+                .iter()
+                .filter(move |e| e.round == round)
+                .map(|e| e.member)
+        };
+        let masked: Vec<u32> = in_round(2).collect();
+        in_round(1).any(|m| !masked.contains(&m))
+    }
+
     /// Closes the round once every member answered or failed, and returns the requests of
     /// the next round: SecAgg server messages, abort notices after an abort (§15.3), or
     /// nothing when the job is finished.

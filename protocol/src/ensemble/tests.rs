@@ -165,6 +165,30 @@ fn the_mean_is_exact_when_every_member_answers_and_the_audit_agrees() {
     assert_eq!(audit(&done).contributors, vec![0, 1, 2, 3, 4]);
 }
 
+/// Closing the unmasking round agrees keys only when a member shared its keys and then
+/// sent no masked input (§9.5.5); no other close does.
+#[test]
+fn only_unmasking_after_a_lost_masked_input_agrees_keys() {
+    for (silent, agrees) in [(None, false), (Some(2), true), (Some(3), false)] {
+        let (mut machine, mut sends) = Aggregator::new(job(Mode::Votes), 1).unwrap();
+        let mut members = Members::new();
+        members.silent_from[1] = silent;
+        let mut seen = Vec::new();
+        while !machine.is_finished() {
+            let answers: Vec<_> = sends.into_iter().map(|s| members.answer(s)).collect();
+            for (i, a) in answers {
+                machine.handle_answer(i, a);
+            }
+            seen.push((machine.round(), machine.closing_agrees_keys()));
+            sends = machine.close_round();
+        }
+        let expected: Vec<(u8, bool)> = (0..=4).map(|r| (r, r == 4 && agrees)).collect();
+        assert_eq!(seen, expected, "member 1 silent from {silent:?}");
+        assert!(!machine.closing_agrees_keys(), "finished");
+        assert!(machine.finish(1).is_ok());
+    }
+}
+
 #[test]
 fn the_sum_is_exact_with_dropouts_and_names_them() {
     let (mut machine, sends) = Aggregator::new(job(Mode::Votes), 1).unwrap();
