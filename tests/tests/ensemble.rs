@@ -132,6 +132,40 @@ fn ensemble_mean_equals_plaintext_mean_and_audits() {
     let ones = exp.iter().filter(|p| p[1] > p[0]).count() as f64;
     assert_eq!(v.result, vec![5.0 - ones, ones]);
     audit(&v.payload, &v.transcript, &receipts(&v)).unwrap();
+
+    // Four jobs at once over the same members: each member holds four jobs, each under its
+    // own lock, answering the quick rounds on its async threads (their costs are known by
+    // now, spec §15.3) while other jobs' key agreements and receipts run in its pool.
+    let concurrent = rt().block_on(async {
+        let client = MeshClient::new(
+            &mesh.client_key,
+            mesh.roster.clone(),
+            Duration::from_secs(5),
+        )
+        .unwrap();
+        let spec = spec(&mesh, Mode::Mean, None);
+        let jobs = (0..4).map(|_| ensemble_client::run(&client, &mesh.client_key, &spec, &|_| {}));
+        let outcomes = futures_util::future::join_all(jobs).await;
+        client.close();
+        outcomes
+    });
+    for o in concurrent {
+        let o = o.unwrap();
+        assert_eq!(
+            o.payload.contributors,
+            vec![0, 1, 2, 3, 4],
+            "{:?}",
+            o.events
+        );
+        assert_mean(&o, &[0, 1, 2, 3, 4]);
+        audit(&o.payload, &o.transcript, &receipts(&o)).unwrap();
+    }
+    // Every member logged the member receipt of each of the six jobs.
+    for i in 1..=5 {
+        let log = std::fs::read(mesh.audit_of(&format!("node-{i}"))).unwrap();
+        let records = quorate_protocol::audit_log::scan(&log).unwrap().records;
+        assert_eq!(records.len(), 6, "node-{i}");
+    }
 }
 
 #[test]
