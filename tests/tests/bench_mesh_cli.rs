@@ -68,6 +68,8 @@ fn short_run_measures_every_figure_and_sums_them_up() {
         ("batch", "raw_ns"),
         ("audit", "raw_one_core_per_s"),
         ("audit", "quorate_strict_one_core_per_s"),
+        ("latency", "node_mean_ns"),
+        ("latency", "commit_mean_ns"),
         ("ensemble", "plain_ns"),
         ("ensemble", "empty_round_ns"),
     ] {
@@ -98,6 +100,11 @@ fn short_run_measures_every_figure_and_sums_them_up() {
         "{phases:?}"
     );
     assert!(out.contains("            by round: set-up "), "{out}");
+    // The node's own account of the latency run's jobs: a commit is part of every job.
+    let node = doc["latency"]["node_mean_ns"].as_f64().unwrap();
+    let commit = doc["latency"]["commit_mean_ns"].as_f64().unwrap();
+    assert!(commit < node, "a commit {commit} ns within a job of {node} ns");
+    assert!(out.contains("inside the node (means from its metrics): "), "{out}");
     assert_eq!(doc["audit"]["n"], 300);
     // Signatures are accounted for: every reply needs a share of one (§12.4.2).
     let per_signature = doc["throughput"]["receipts_per_signature"]

@@ -7,6 +7,7 @@ pub mod echo;
 mod ensemble;
 mod latency;
 mod minilm;
+mod node_metrics;
 mod sample;
 
 use std::path::PathBuf;
@@ -135,14 +136,13 @@ pub fn run(args: &BenchMeshArgs) -> anyhow::Result<ExitCode> {
     // A job slot per client: the throughput figure is what the node does at that
     // concurrency, not how often it turns clients away (§12.3).
     let slots = format!("max_concurrent = {}\n", args.clients.max(4));
-    let config = |i: usize| {
+    // node-1, the latency run's node, tells its own time through its metrics (§12.7).
+    let metrics = crate::local::loopback_port()?;
+    let config = |i: usize| match i {
+        0 => format!("{slots}metrics_listen = \"{metrics}\"\n"),
         // node-2 signs every receipt alone: the baseline of group signing (§12.4.2).
-        let alone = if i == 1 {
-            "sign_in_groups = false\n"
-        } else {
-            ""
-        };
-        format!("{slots}{alone}")
+        1 => format!("{slots}sign_in_groups = false\n"),
+        _ => slots.clone(),
     };
     let mesh = LocalMesh::start_custom(
         dir.path(),
@@ -175,7 +175,15 @@ pub fn run(args: &BenchMeshArgs) -> anyhow::Result<ExitCode> {
     println!("machine: {cores} cores");
 
     eprintln!("latency: {} rounds…", args.rounds);
-    let lat = latency::latency(&rt, &client, &target, args.rounds, dir.path(), &exe)?;
+    let lat = latency::latency(
+        &rt,
+        &client,
+        &target,
+        args.rounds,
+        dir.path(),
+        &exe,
+        Some(metrics),
+    )?;
     println!(
         "latency     verified job {} / (local ORT {} + QUIC round trip to another process {} \
          ({} B out, {} B back; {} within this process) + durable append {}) = {:.2}   goal <= 1.5",
@@ -188,6 +196,14 @@ pub fn run(args: &BenchMeshArgs) -> anyhow::Result<ExitCode> {
         us(lat.append),
         lat.ratio()
     );
+    if let Some((node, commit)) = lat.inside_node {
+        println!(
+            "            inside the node (means from its metrics): {} from decoded request to answer, of which a group commit {}; outside it {}: the client's request and checks, QUIC, and waking threads on both sides",
+            us(node),
+            us(commit),
+            us(lat.job - node)
+        );
+    }
 
     eprintln!(
         "throughput: {} clients for {} s…",
@@ -339,6 +355,8 @@ pub fn run(args: &BenchMeshArgs) -> anyhow::Result<ExitCode> {
             "latency": {"job_ns": lat.job, "ort_ns": lat.ort, "round_trip_ns": lat.round_trip,
                         "round_trip_in_process_ns": lat.round_trip_in_process,
                         "append_ns": lat.append, "request_bytes": lat.sizes.0,
+                        "node_mean_ns": lat.inside_node.map(|n| n.0),
+                        "commit_mean_ns": lat.inside_node.map(|n| n.1),
                         "response_bytes": lat.sizes.1, "ratio": lat.ratio()},
             "throughput": {"clients": args.clients, "jobs_per_s": jobs_per_s, "failed": failed,
                            "node_cpu_s_per_job": tp.cpu_per_job.map(|c| c.0),
