@@ -103,8 +103,14 @@ fn short_run_measures_every_figure_and_sums_them_up() {
     // The node's own account of the latency run's jobs: a commit is part of every job.
     let node = doc["latency"]["node_mean_ns"].as_f64().unwrap();
     let commit = doc["latency"]["commit_mean_ns"].as_f64().unwrap();
-    assert!(commit < node, "a commit {commit} ns within a job of {node} ns");
-    assert!(out.contains("inside the node (means from its metrics): "), "{out}");
+    assert!(
+        commit < node,
+        "a commit {commit} ns within a job of {node} ns"
+    );
+    assert!(
+        out.contains("inside the node (means from its metrics): "),
+        "{out}"
+    );
     assert_eq!(doc["audit"]["n"], 300);
     // Signatures are accounted for: every reply needs a share of one (§12.4.2).
     let per_signature = doc["throughput"]["receipts_per_signature"]
