@@ -26,3 +26,31 @@ pub(crate) fn payload(i: u8) -> ReceiptPayload {
         policy: None,
     }
 }
+
+/// `mlp.onnx` served from `dir/models` on the CPU (the models, and the loaded model), and an
+/// audit log at `dir/audit.qlog`: what a node's services are built on.
+pub(crate) fn mlp_served(
+    dir: &std::path::Path,
+) -> (
+    std::sync::Arc<crate::mesh::models::Models>,
+    std::sync::Arc<quorate_runtime::LoadedModel>,
+    crate::audit::AuditLog,
+) {
+    let models_dir = dir.join("models");
+    std::fs::create_dir_all(&models_dir).unwrap();
+    let mlp = concat!(env!("CARGO_MANIFEST_DIR"), "/../models/mlp.onnx");
+    std::fs::copy(mlp, models_dir.join("mlp.onnx")).unwrap();
+    let models = std::sync::Arc::new(
+        crate::mesh::models::Models::load(
+            &models_dir,
+            "test",
+            1,
+            &[quorate_runtime::providers::Provider::Cpu],
+        )
+        .unwrap(),
+    );
+    let digest = models.providers().next().unwrap().0;
+    let model = models.onnx(&digest).unwrap();
+    let (audit, _) = crate::audit::AuditLog::open(&dir.join("audit.qlog")).unwrap();
+    (models, model, audit)
+}

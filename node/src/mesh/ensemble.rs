@@ -436,19 +436,12 @@ mod tests {
     use quorate_protocol::ensemble::{EnsembleParams, Mode};
     use quorate_protocol::roster::Roster;
     use quorate_protocol::tensor::Tensor;
-    use quorate_runtime::providers::Provider;
 
     /// A member service (index 0 of a five-member job) holding one started job, with the
     /// aggregator's key.
     fn member_with_a_job(dir: &std::path::Path) -> (EnsembleService, PublicKey, [u8; 16]) {
-        let models_dir = dir.join("models");
-        std::fs::create_dir_all(&models_dir).unwrap();
-        let mlp = concat!(env!("CARGO_MANIFEST_DIR"), "/../models/mlp.onnx");
-        std::fs::copy(mlp, models_dir.join("mlp.onnx")).unwrap();
-        let models = Arc::new(Models::load(&models_dir, "test", 1, &[Provider::Cpu]).unwrap());
-        let digest = models.providers().next().unwrap().0;
-        let model = models.onnx(&digest).unwrap();
-        let (audit, _) = AuditLog::open(&dir.join("audit.qlog")).unwrap();
+        let (models, model, audit) = crate::test_support::mlp_served(dir);
+        let digest = model.digest;
         let key = SecretKey::from_seed(&[1; 32]);
         let admin = SecretKey::from_seed(&[9; 32]);
         let roster = Roster {

@@ -354,17 +354,9 @@ mod tests {
     use crate::mesh::inline_cost::INLINE_MAX;
     use quorate_protocol::audit_log::scan;
     use quorate_protocol::tensor::Tensor;
-    use quorate_runtime::providers::Provider;
 
     fn service(dir: &std::path::Path) -> (InferService, Arc<LoadedModel>) {
-        let models_dir = dir.join("models");
-        std::fs::create_dir_all(&models_dir).unwrap();
-        let mlp = concat!(env!("CARGO_MANIFEST_DIR"), "/../models/mlp.onnx");
-        std::fs::copy(mlp, models_dir.join("mlp.onnx")).unwrap();
-        let models = Arc::new(Models::load(&models_dir, "test", 1, &[Provider::Cpu]).unwrap());
-        let digest = models.providers().next().unwrap().0;
-        let model = models.onnx(&digest).unwrap();
-        let (audit, _) = AuditLog::open(&dir.join("audit.qlog")).unwrap();
+        let (models, model, audit) = crate::test_support::mlp_served(dir);
         let service = InferService::new(
             Arc::new(SecretKey::from_seed(&[3; 32])),
             Arc::new(audit),
