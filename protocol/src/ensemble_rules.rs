@@ -169,12 +169,12 @@ impl RecentInputs {
         {
             self.forget_oldest();
         }
-        let differ = |seen: &[PublicKey]| {
+        let difference = |seen: &[PublicKey]| {
             seen.iter().filter(|k| !members.contains(k)).count()
                 + members.iter().filter(|k| !seen.contains(k)).count()
         };
         for (seen, _) in self.by_input.get(&input).into_iter().flatten() {
-            let differ = differ(seen);
+            let differ = difference(seen);
             if differ > 0 && differ < threshold as usize {
                 return Err(refuse(
                     ErrorCode::NotAllowed,
@@ -191,7 +191,7 @@ impl RecentInputs {
         self.next += 1;
         self.order.push_back((input, number, now_ms));
         let sets = self.by_input.entry(input).or_default();
-        match sets.iter_mut().find(|(seen, _)| differ(seen) == 0) {
+        match sets.iter_mut().find(|(seen, _)| difference(seen) == 0) {
             Some((_, last)) => *last = number,
             None => sets.push((members.to_vec(), number)),
         }

@@ -84,7 +84,7 @@ pub fn ensemble(
         threshold: 3,
         dp: None,
     };
-    let phases: Mutex<Vec<[f64; PHASES]>> = Mutex::new(Vec::with_capacity(rounds + WARM_UP));
+    let mut phases: Vec<[f64; PHASES]> = Vec::with_capacity(rounds + WARM_UP);
     let medians = interleaved(
         rounds,
         WARM_UP,
@@ -111,9 +111,7 @@ pub fn ensemble(
                     .is_ok();
                 let mut marks = marks.into_inner().unwrap_or_default();
                 marks.push(Instant::now());
-                if let (Ok(mut all), Ok(one)) = (phases.lock(), phases_of(&marks)) {
-                    all.push(one);
-                }
+                phases.extend(phases_of(&marks));
                 ok
             },
             &mut || {
@@ -123,8 +121,7 @@ pub fn ensemble(
             },
         ],
     )?;
-    let all = phases.into_inner().unwrap_or_default();
-    let kept = all.get(WARM_UP..).unwrap_or_default();
+    let kept = phases.get(WARM_UP..).unwrap_or_default();
     anyhow::ensure!(
         !kept.is_empty(),
         "the ensemble jobs did not report their rounds"
@@ -140,15 +137,9 @@ pub fn ensemble(
 /// Rounds of each side run before the kept ones.
 const WARM_UP: usize = 2;
 
-/// The phases' durations in nanoseconds from the job's start, its rounds' marks and its end.
-fn phases_of(marks: &[Instant]) -> anyhow::Result<[f64; PHASES]> {
-    anyhow::ensure!(
-        marks.len() == PHASES + 1,
-        "an ensemble job reported {} rounds, not {}",
-        marks.len().saturating_sub(2),
-        PHASES - 1
-    );
-    Ok(std::array::from_fn(|i| {
-        (marks[i + 1] - marks[i]).as_nanos() as f64
-    }))
+/// The phases' durations in nanoseconds from the job's start, its rounds' marks and its end;
+/// `None` for a job that did not report every round (it failed, and so does the bench).
+fn phases_of(marks: &[Instant]) -> Option<[f64; PHASES]> {
+    (marks.len() == PHASES + 1)
+        .then(|| std::array::from_fn(|i| (marks[i + 1] - marks[i]).as_nanos() as f64))
 }

@@ -36,7 +36,7 @@ pub struct Latency {
     /// Request and response sizes in bytes.
     pub sizes: (usize, usize),
     /// What the node's metrics (§12.7) say of the same jobs, means in nanoseconds: from a
-    /// decoded request to its answer, and per group commit; `None` where it has no metrics.
+    /// decoded request to its answer, and per group commit; `None` if it committed nothing.
     pub inside_node: Option<(f64, f64)>,
 }
 
@@ -71,7 +71,7 @@ pub fn latency(
     rounds: usize,
     dir: &std::path::Path,
     exe: &std::path::Path,
-    metrics: Option<std::net::SocketAddr>,
+    metrics: std::net::SocketAddr,
 ) -> anyhow::Result<Latency> {
     let request = || fresh_request(t.model.1, t.inputs.to_vec(), None);
     let (response, _) = rt.block_on(client.infer(t.node, &request()?))?;
@@ -102,7 +102,7 @@ pub fn latency(
     // A record as long as an audit-log record of this job's receipt (§12.4).
     let record = vec![0u8; sizes.1.min(1024)];
 
-    let before = metrics.map(node_metrics::read).transpose()?;
+    let before = node_metrics::read(metrics)?;
     let medians = interleaved(
         rounds.div_ceil(BLOCK),
         2,
@@ -126,13 +126,8 @@ pub fn latency(
             },
         ],
     )?;
-    let inside_node = match (before, metrics) {
-        (Some(before), Some(addr)) => match before.means_until(&node_metrics::read(addr)?) {
-            (Some(node), Some(commit)) => Some((node, commit)),
-            _ => None,
-        },
-        _ => None,
-    };
+    let (node, commit) = before.means_until(&node_metrics::read(metrics)?);
+    let inside_node = node.zip(commit);
     Ok(Latency {
         inside_node,
         job: medians[0],

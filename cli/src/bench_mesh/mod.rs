@@ -182,7 +182,7 @@ pub fn run(args: &BenchMeshArgs) -> anyhow::Result<ExitCode> {
         args.rounds,
         dir.path(),
         &exe,
-        Some(metrics),
+        metrics,
     )?;
     println!(
         "latency     verified job {} / (local ORT {} + QUIC round trip to another process {} \

@@ -118,7 +118,7 @@ pub struct EnsembleService {
     jobs: MemberJobs,
     recent: Mutex<RecentInputs>,
     /// Per request kind (0 the start, then the round number), what answering it cost lately.
-    costs: [InlineCost; 6],
+    costs: [InlineCost; ROUND_ABORT as usize + 1],
     hooks: TestHooks,
 }
 
@@ -261,7 +261,8 @@ impl EnsembleService {
         RoundNow::Answered(self.timed_round(peer, req, &job, &mut held))
     }
 
-    /// The job a round is for, if it is held; the table's lock is released on return.
+    /// The job a round is for, if it is held; the table's lock is released on return. (A test
+    /// node configured to crash on this round exits here, before looking.)
     fn job(&self, req: &EnsembleRound) -> Result<Option<Arc<Mutex<MemberJob>>>, ErrorFrame> {
         if req.round < ROUND_ABORT {
             exit_if(&self.hooks, req.round);

@@ -187,7 +187,8 @@ impl InferService {
 
     /// Whether a request for `model` may be computed on an async runtime thread rather than
     /// handed to the blocking pool (§12.3): only when the model's recent runs, commitments and
-    /// signature took under [`INLINE_MAX`](crate::mesh::inline_cost::INLINE_MAX). A model not yet run, or a slow one, goes to the pool.
+    /// signature were quick ([`InlineCost`]). A model not yet run, or a slow one, goes to the
+    /// pool.
     pub fn runs_inline(&self, model: &[u8; 32]) -> bool {
         #[cfg(feature = "test-util")]
         if !self.test_delay.is_zero() {

@@ -289,6 +289,12 @@ impl NodeState {
         answer
     }
 
+    /// Runs a quick job on this async thread under a job slot (§12.3), released on return.
+    fn admitted_here<T>(&self, job: impl FnOnce() -> T) -> Result<T, ErrorFrame> {
+        let _slot = self.admission.admit()?;
+        Ok(job())
+    }
+
     /// An ensemble start (§15.3) that passed its checks, under a job slot: answered on this
     /// async thread when its model and recent starts are quick, in the blocking pool otherwise.
     async fn ensemble_start(
@@ -301,15 +307,15 @@ impl NodeState {
             .admission
             .check_inputs(&req.inputs)
             .and_then(|()| ensemble.prepare_start(&peer, &req));
-        if model.is_ok() && self.infer.runs_inline(&req.model) && ensemble.runs_inline(0) {
-            let slot = self.admission.admit()?;
-            let model = model?;
-            let answer = ensemble.start(peer, &model, req);
-            drop(slot);
-            return answer;
+        match model {
+            Ok(model) if self.infer.runs_inline(&req.model) && ensemble.runs_inline(0) => {
+                self.admitted_here(|| ensemble.start(peer, &model, req))?
+            }
+            model => {
+                self.admitted(model.map(|model| move || ensemble.start(peer, &model, req)))
+                    .await
+            }
         }
-        self.admitted(model.map(|model| move || ensemble.start(peer, &model, req)))
-            .await
     }
 
     /// An ensemble round (§15.3) under a job slot: on this async thread when the round does no
@@ -322,13 +328,9 @@ impl NodeState {
     ) -> Result<EnsembleReply, ErrorFrame> {
         let ensemble = self.ensemble.clone();
         let req = if ensemble.runs_inline(req.round) {
-            let slot = self.admission.admit()?;
-            match ensemble.try_round_now(&peer, req) {
+            match self.admitted_here(|| ensemble.try_round_now(&peer, req))? {
                 RoundNow::Answered(answer) => return answer,
-                RoundNow::Busy(req) => {
-                    drop(slot);
-                    req
-                }
+                RoundNow::Busy(req) => req,
             }
         } else {
             req
