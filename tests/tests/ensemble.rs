@@ -69,6 +69,15 @@ fn start(dir: &std::path::Path, extra: &dyn Fn(usize) -> String) -> LocalMesh {
     LocalMesh::start_with_each(dir, 5, &models(), &quorate_bin(), extra).unwrap()
 }
 
+/// The aggregator's mesh client; made inside the runtime it will run on.
+fn client_of(mesh: &LocalMesh) -> anyhow::Result<MeshClient> {
+    MeshClient::new(
+        &mesh.client_key,
+        mesh.roster.clone(),
+        Duration::from_secs(5),
+    )
+}
+
 fn run_job(mesh: &LocalMesh, spec: &EnsembleSpec) -> Result<EnsembleOutcome, String> {
     run_job_with(mesh, spec, &|_| {})
 }
@@ -79,12 +88,7 @@ fn run_job_with(
     progress: &(dyn Fn(&str) + Sync),
 ) -> Result<EnsembleOutcome, String> {
     rt().block_on(async {
-        let client = MeshClient::new(
-            &mesh.client_key,
-            mesh.roster.clone(),
-            Duration::from_secs(5),
-        )
-        .map_err(|e| e.to_string())?;
+        let client = client_of(mesh).map_err(|e| e.to_string())?;
         let o = ensemble_client::run(&client, &mesh.client_key, spec, progress)
             .await
             .map_err(|e| format!("{e:#}"));
@@ -137,12 +141,7 @@ fn ensemble_mean_equals_plaintext_mean_and_audits() {
     // own lock, answering the quick rounds on its async threads (their costs are known by
     // now, spec §15.3) while other jobs' key agreements and receipts run in its pool.
     let concurrent = rt().block_on(async {
-        let client = MeshClient::new(
-            &mesh.client_key,
-            mesh.roster.clone(),
-            Duration::from_secs(5),
-        )
-        .unwrap();
+        let client = client_of(&mesh).unwrap();
         let spec = spec(&mesh, Mode::Mean, None);
         let jobs = (0..4).map(|_| ensemble_client::run(&client, &mesh.client_key, &spec, &|_| {}));
         let outcomes = futures_util::future::join_all(jobs).await;
@@ -357,12 +356,7 @@ fn wrong_round_replayed_unknown_and_malformed_messages_get_typed_errors() {
         input_salts: vec![[9; 32]],
     };
     rt().block_on(async {
-        let client = MeshClient::new(
-            &mesh.client_key,
-            mesh.roster.clone(),
-            Duration::from_secs(5),
-        )
-        .unwrap();
+        let client = client_of(&mesh).unwrap();
         let code = |r: Response| match r {
             Response::Error(e) => e.code,
             other => panic!("expected an error, got {other:?}"),
