@@ -167,6 +167,7 @@ pub fn request_kind<E>(request: &Result<MeshRequest, E>) -> &'static str {
         Ok(MeshRequest::Infer(_)) => "infer",
         Ok(MeshRequest::EnsembleStart(_)) => "ensemble_start",
         Ok(MeshRequest::EnsembleRound(_)) => "ensemble_round",
+        Ok(MeshRequest::EnsembleInput(_)) => "ensemble_input",
         Ok(MeshRequest::Fhe(_)) => "fhe",
         Ok(MeshRequest::Log(_)) => "log",
         Err(_) => "undecodable",

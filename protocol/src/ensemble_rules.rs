@@ -93,9 +93,9 @@ pub fn check_start(
 
 /// The input digest the repeated-input rule keys on: the plain commitments of the inputs,
 /// in order. Kept in the member's memory only; never sent.
-pub fn input_digest(start: &EnsembleStart) -> Digest32 {
+pub fn input_digest(inputs: &[crate::tensor::Tensor]) -> Digest32 {
     let mut bytes = Vec::new();
-    for t in &start.inputs {
+    for t in inputs {
         bytes.extend_from_slice(&crate::receipt::Commitment::to(t, None).digest);
     }
     quorate_crypto::tensor_digest::sha256(&bytes)

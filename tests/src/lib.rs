@@ -5,6 +5,7 @@
 #![allow(clippy::panic, clippy::unwrap_used, clippy::expect_used)]
 
 pub mod batch;
+pub mod bundled;
 pub mod impair;
 pub mod netns;
 

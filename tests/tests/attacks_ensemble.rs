@@ -1,20 +1,19 @@
 //! Red team, private ensembles (§15, §17): each test performs one attack of the security
 //! review against real `quorate node` processes over QUIC (or the offline audit) and shows
-//! it no longer succeeds. Named after the finding.
+//! it no longer succeeds. Named after the finding; the last ones attack prepared jobs
+//! (§15.1, §17.12), whose input comes in round 2.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use std::path::PathBuf;
 use std::time::Duration;
 
 use quorate_cli::local::LocalMesh;
 use quorate_crypto::SecretKey;
-use quorate_crypto::tensor_digest::sha256;
 use quorate_node::files::load_secret_key;
 use quorate_node::mesh::client::MeshClient;
 use quorate_node::mesh::ensemble_client::{self, EnsembleOutcome, EnsembleSpec};
 use quorate_protocol::ensemble::{
-    EnsembleParams, EnsembleRound, EnsembleStart, Mode, NoiseParams, ROUND_ABORT,
+    EnsembleInput, EnsembleParams, EnsembleRound, EnsembleStart, Mode, NoiseParams, ROUND_ABORT,
 };
 use quorate_protocol::ensemble_audit::{AuditError, audit};
 use quorate_protocol::messages::{ErrorCode, ErrorFrame, Request, Response};
@@ -22,24 +21,8 @@ use quorate_protocol::receipt::{self, Commitment};
 use quorate_protocol::roster::Entry;
 use quorate_protocol::secagg::messages::{AbortCode, ServerBody, encode_server_message};
 use quorate_protocol::tensor::Tensor;
-use quorate_protocol::tensor_file::parse_npy;
-use quorate_tests::{quorate_bin, repo_root, rt};
-
-fn models() -> PathBuf {
-    repo_root().join("models")
-}
-
-fn sample() -> Tensor {
-    parse_npy(
-        &std::fs::read(models().join("samples/features.npy")).unwrap(),
-        "features",
-    )
-    .unwrap()
-}
-
-fn hospital(i: usize) -> [u8; 32] {
-    sha256(&std::fs::read(models().join(format!("hospital-{i}.onnx"))).unwrap())
-}
+use quorate_tests::bundled::{hospital, models, sample};
+use quorate_tests::{quorate_bin, rt};
 
 fn mesh(dir: &std::path::Path, extra: &dyn Fn(usize) -> String) -> LocalMesh {
     LocalMesh::start_with_each(dir, 5, &models(), &quorate_bin(), extra).unwrap()
@@ -82,7 +65,7 @@ fn start(p: &EnsembleParams, index: u32, job: u8) -> EnsembleStart {
         job_id: [job; 16],
         nonce: vec![2; 32],
         model: p.models[index as usize],
-        inputs: vec![sample()],
+        inputs: Some(vec![sample()]),
         params: p.clone(),
         index,
         input_salts: vec![[9; 32]],
@@ -363,5 +346,141 @@ fn attack_m4_ensemble_starts_bypass_admission() {
         assert_eq!(e.code, ErrorCode::TooLarge, "{e}");
         assert!(c.health(&node(&mesh, 1)).await.is_ok());
         c.close();
+    });
+}
+
+/// Prepares a job of `spec` (rounds 0 and 1), then gives it its input.
+fn prepared_run(mesh: &LocalMesh, spec: &EnsembleSpec) -> Result<EnsembleOutcome, String> {
+    rt().block_on(async {
+        let c = client(mesh, &mesh.client_key);
+        let key = &mesh.client_key;
+        let o = match ensemble_client::prepare(&c, key, spec, &|_| {}).await {
+            Ok(p) => ensemble_client::run_prepared(&c, key, spec, p, &|_| {}).await,
+            Err(e) => Err(e),
+        }
+        .map_err(|e| format!("{e:#}"));
+        c.close();
+        o
+    })
+}
+
+/// M1 again (§17.6): an aggregator that prepares its jobs before naming their input still
+/// cannot aggregate the same input over member sets that differ by fewer than `t`: the rule
+/// is applied when the input comes. A prepared job is otherwise an ordinary one: its result
+/// audits.
+#[test]
+fn attack_m1_preparing_the_job_first_does_not_dodge_the_repeated_input_rule() {
+    let dir = tempfile::tempdir().unwrap();
+    let mesh =
+        LocalMesh::start_with_each(dir.path(), 4, &models(), &quorate_bin(), &|_| String::new())
+            .unwrap();
+    let first = prepared_run(&mesh, &spec(&mesh, &[1, 2, 3, 4], 3)).unwrap();
+    assert_eq!(first.payload.contributors, vec![0, 1, 2, 3]);
+    let receipts: Vec<Vec<u8>> = first
+        .member_receipts
+        .iter()
+        .map(|(_, r)| r.clone())
+        .collect();
+    audit(&first.payload, &first.transcript, &receipts).unwrap();
+    let second = prepared_run(&mesh, &spec(&mesh, &[1, 2, 3], 2));
+    let why = second
+        .err()
+        .expect("the same input went through over one member fewer");
+    assert!(why.contains("aggregated recently"), "{why}");
+}
+
+/// A prepared start and the inputs an attacker can send it: from a co-member, before round
+/// 1, for a job that is not prepared, for no job, and too large for the node.
+#[test]
+fn attack_inputs_out_of_place_are_refused_and_the_node_keeps_serving() {
+    let dir = tempfile::tempdir().unwrap();
+    let mesh = LocalMesh::start_with_each(dir.path(), 3, &models(), &quorate_bin(), &|i| {
+        if i == 0 {
+            "max_input_elements = 64\n".into()
+        } else {
+            String::new()
+        }
+    })
+    .unwrap();
+    let p = EnsembleParams::new(
+        Mode::Mean,
+        [5; 32],
+        mesh.client_key.public_key(),
+        (1..=3).map(|i| node(&mesh, i).key).collect(),
+        (1..=3).map(hospital).collect(),
+        2,
+        2,
+        None,
+    )
+    .unwrap();
+    let start = |job: u8, prepared: bool| EnsembleStart {
+        job_id: [job; 16],
+        nonce: vec![2; 32],
+        model: p.models[0],
+        inputs: (!prepared).then(|| vec![sample()]),
+        params: p.clone(),
+        index: 0,
+        input_salts: if prepared { vec![] } else { vec![[9; 32]] },
+    };
+    let round_2 = encode_server_message(
+        &p.round_config().digest(),
+        &ServerBody::Shares {
+            ciphertexts: vec![],
+        },
+    );
+    let input = |job: u8, inputs: Vec<Tensor>| {
+        Request::EnsembleInput(EnsembleInput {
+            job_id: [job; 16],
+            message: round_2.clone(),
+            input_salts: vec![[9; 32]; inputs.len()],
+            inputs,
+        })
+    };
+    let victim = node(&mesh, 1);
+    rt().block_on(async {
+        let aggregator = client(&mesh, &mesh.client_key);
+        let co_member = client(&mesh, &node_key(&mesh, 2));
+        let answered = |r: anyhow::Result<Response>| match r.unwrap() {
+            Response::Ensemble(r) => assert_eq!(r.round, 0),
+            other => panic!("a start was refused: {other:?}"),
+        };
+        answered(
+            aggregator
+                .request(&victim, &Request::EnsembleStart(start(1, true)))
+                .await,
+        );
+        // The co-member sends the victim's prepared job an input of its choosing.
+        let e = refusal(co_member.request(&victim, &input(1, vec![sample()])).await);
+        assert_eq!(e.code, ErrorCode::NotAllowed, "{e}");
+        // The aggregator's own input before round 1: out of round.
+        let e = refusal(aggregator.request(&victim, &input(1, vec![sample()])).await);
+        assert_eq!(e.code, ErrorCode::WrongRound, "{e}");
+        // An input for a job started with its input.
+        answered(
+            aggregator
+                .request(&victim, &Request::EnsembleStart(start(2, false)))
+                .await,
+        );
+        let e = refusal(aggregator.request(&victim, &input(2, vec![sample()])).await);
+        assert_eq!(e.code, ErrorCode::WrongRound, "{e}");
+        // An input for no job.
+        let e = refusal(aggregator.request(&victim, &input(3, vec![sample()])).await);
+        assert_eq!(e.code, ErrorCode::UnknownJob, "{e}");
+        // An input over the node's bound is refused before anything looks at it.
+        let big = Tensor::from_f32("features", vec![1, 100], &[0.5; 100]).unwrap();
+        let e = refusal(aggregator.request(&victim, &input(1, vec![big])).await);
+        assert_eq!(e.code, ErrorCode::TooLarge, "{e}");
+        // A prepared start may not carry salts: they travel with the input (§15.3).
+        let mut salted = start(4, true);
+        salted.input_salts = vec![[9; 32]];
+        let e = refusal(
+            aggregator
+                .request(&victim, &Request::EnsembleStart(salted))
+                .await,
+        );
+        assert_eq!(e.code, ErrorCode::BadRequest, "{e}");
+        assert!(aggregator.health(&victim).await.is_ok());
+        co_member.close();
+        aggregator.close();
     });
 }

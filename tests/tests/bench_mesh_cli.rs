@@ -72,6 +72,8 @@ fn short_run_measures_every_figure_and_sums_them_up() {
         ("latency", "commit_mean_ns"),
         ("ensemble", "plain_ns"),
         ("ensemble", "empty_round_ns"),
+        ("ensemble", "preparation_ns"),
+        ("ensemble", "unprepared_ns"),
     ] {
         let v = doc[section][part].as_f64().unwrap();
         assert!(v.is_finite() && v > 0.0, "{section}.{part} = {v}");
@@ -99,7 +101,14 @@ fn short_run_measures_every_figure_and_sums_them_up() {
         phases.iter().all(|p| p.1.is_finite() && p.1 > 0.0),
         "{phases:?}"
     );
-    assert!(out.contains("            by round: set-up "), "{out}");
+    assert!(out.contains("            its rounds: set-up "), "{out}");
+    // The figure is the prepared job from its input; the job started with its input, all
+    // five rounds on the clock, is printed beside it with its own ratio.
+    let e = &doc["ensemble"];
+    let shown = e["unprepared_ratio"].as_f64().unwrap();
+    let exact = e["unprepared_ns"].as_f64().unwrap() / e["plain_ns"].as_f64().unwrap();
+    assert!((shown - exact).abs() <= exact * 1e-9, "{shown} vs {exact}");
+    assert!(out.contains("started with its input instead"), "{out}");
     // The node's own account of the latency run's jobs: a commit is part of every job.
     let node = doc["latency"]["node_mean_ns"].as_f64().unwrap();
     let commit = doc["latency"]["commit_mean_ns"].as_f64().unwrap();

@@ -3,11 +3,9 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use std::path::PathBuf;
 use std::time::Duration;
 
 use quorate_cli::local::LocalMesh;
-use quorate_crypto::tensor_digest::sha256;
 use quorate_node::mesh::client::MeshClient;
 use quorate_node::mesh::ensemble_client::{self, EnsembleOutcome, EnsembleSpec};
 use quorate_protocol::ensemble::{
@@ -17,25 +15,8 @@ use quorate_protocol::ensemble::{
 use quorate_protocol::ensemble_audit::{AuditError, audit};
 use quorate_protocol::messages::{ErrorCode, Request, Response};
 use quorate_protocol::roster::Entry;
-use quorate_protocol::tensor::Tensor;
-use quorate_protocol::tensor_file::parse_npy;
-use quorate_tests::{quorate, quorate_bin, repo_root, rt, text};
-
-fn models() -> PathBuf {
-    repo_root().join("models")
-}
-
-fn sample() -> Tensor {
-    parse_npy(
-        &std::fs::read(models().join("samples/features.npy")).unwrap(),
-        "features",
-    )
-    .unwrap()
-}
-
-fn hospital(i: usize) -> [u8; 32] {
-    sha256(&std::fs::read(models().join(format!("hospital-{i}.onnx"))).unwrap())
-}
+use quorate_tests::bundled::{hospital, models, sample};
+use quorate_tests::{quorate, quorate_bin, rt, text};
 
 fn expected_probs() -> Vec<[f64; 2]> {
     let v = quorate_tests::read_json(&models().join("samples/expected.json"));
@@ -159,11 +140,31 @@ fn ensemble_mean_equals_plaintext_mean_and_audits() {
         assert_mean(&o, &[0, 1, 2, 3, 4]);
         audit(&o.payload, &o.transcript, &receipts(&o)).unwrap();
     }
-    // Every member logged the member receipt of each of the six jobs.
+    // A prepared job (§15.1): rounds 0 and 1 before the input, then the input in round 2.
+    // Its result is exact and audits like any other.
+    let prepared = rt().block_on(async {
+        let client = client_of(&mesh).unwrap();
+        let spec = spec(&mesh, Mode::Mean, None);
+        let key = &mesh.client_key;
+        let job = ensemble_client::prepare(&client, key, &spec, &|_| {}).await;
+        let o = ensemble_client::run_prepared(&client, key, &spec, job.unwrap(), &|_| {}).await;
+        client.close();
+        o
+    });
+    let prepared = prepared.unwrap();
+    assert_eq!(prepared.payload.contributors, vec![0, 1, 2, 3, 4]);
+    assert_mean(&prepared, &[0, 1, 2, 3, 4]);
+    audit(
+        &prepared.payload,
+        &prepared.transcript,
+        &receipts(&prepared),
+    )
+    .unwrap();
+    // Every member logged the member receipt of each of the seven jobs.
     for i in 1..=5 {
         let log = std::fs::read(mesh.audit_of(&format!("node-{i}"))).unwrap();
         let records = quorate_protocol::audit_log::scan(&log).unwrap().records;
-        assert_eq!(records.len(), 6, "node-{i}");
+        assert_eq!(records.len(), 7, "node-{i}");
     }
 }
 
@@ -350,7 +351,7 @@ fn wrong_round_replayed_unknown_and_malformed_messages_get_typed_errors() {
         job_id,
         nonce: vec![2; 32],
         model: hospital(1),
-        inputs: vec![sample()],
+        inputs: Some(vec![sample()]),
         params: params.clone(),
         index: 0,
         input_salts: vec![[9; 32]],

@@ -13,8 +13,8 @@ use std::sync::Arc;
 use quorate_crypto::SecretKey;
 use quorate_protocol::cbor;
 use quorate_protocol::ensemble::{
-    AggregatePayload, EnsembleParams, EnsembleReply, EnsembleRound, EnsembleStart, Mode,
-    TranscriptEntry, encode_transcript, masked_tensor, receipt_digest, transcript_digest,
+    AggregatePayload, EnsembleInput, EnsembleParams, EnsembleReply, EnsembleRound, EnsembleStart,
+    Mode, TranscriptEntry, encode_transcript, masked_tensor, receipt_digest, transcript_digest,
 };
 use quorate_protocol::ensemble_dp;
 use quorate_protocol::messages::{Request, Response};
@@ -204,11 +204,24 @@ fn generate() -> BTreeMap<String, Value> {
         job_id: [0x44; 16],
         nonce: vec![0x55; 32],
         model: [0x70; 32],
-        inputs: vec![input()],
+        inputs: Some(vec![input()]),
         params: p.clone(),
         index: 0,
         input_salts: vec![[0x66; 32]],
     });
+    // §15.1: a prepared start has no input and no salts; its input comes in round 2.
+    let Request::EnsembleStart(mut prepared) = start.clone() else {
+        panic!()
+    };
+    prepared.inputs = None;
+    prepared.input_salts = vec![];
+    let prepared = Request::EnsembleStart(prepared);
+    let input_round = EnsembleInput {
+        job_id: [0x44; 16],
+        message: vec![0xa0],
+        inputs: vec![input()],
+        input_salts: vec![[0x66; 32]],
+    };
     let round = Request::EnsembleRound(EnsembleRound {
         job_id: [0x44; 16],
         round: 3,
@@ -225,7 +238,12 @@ fn generate() -> BTreeMap<String, Value> {
         file(
             "valid",
             json!({
-                "requests": [hex::encode(start.encode().unwrap()), hex::encode(round.encode().unwrap())],
+                "requests": [
+                    hex::encode(start.encode().unwrap()),
+                    hex::encode(round.encode().unwrap()),
+                    hex::encode(prepared.encode().unwrap()),
+                    hex::encode(Request::EnsembleInput(input_round.clone()).encode().unwrap()),
+                ],
                 "responses": [hex::encode(reply.encode().unwrap())],
             }),
         ),
@@ -254,6 +272,39 @@ fn generate() -> BTreeMap<String, Value> {
     out.insert(
         "messages_bad_index.json".into(),
         file("invalid", json!({"request": hex::encode(&enc)})),
+    );
+
+    // A prepared start that still carries salts: salts travel with the input.
+    let Request::EnsembleStart(mut s) = prepared.clone() else {
+        panic!()
+    };
+    s.input_salts = vec![[0x66; 32]];
+    out.insert(
+        "messages_bad_prepared_start_with_salts.json".into(),
+        file(
+            "invalid",
+            json!({"request": hex::encode(Request::EnsembleStart(s).encode().unwrap())}),
+        ),
+    );
+    // An input with two salts for its one tensor, and one with no tensor at all.
+    let mut two_salts = input_round.clone();
+    two_salts.input_salts.push([0x67; 32]);
+    out.insert(
+        "messages_bad_input_salts.json".into(),
+        file(
+            "invalid",
+            json!({"request": hex::encode(Request::EnsembleInput(two_salts).encode().unwrap())}),
+        ),
+    );
+    let mut empty = input_round;
+    empty.inputs.clear();
+    empty.input_salts.clear();
+    out.insert(
+        "messages_bad_input_empty.json".into(),
+        file(
+            "invalid",
+            json!({"request": hex::encode(Request::EnsembleInput(empty).encode().unwrap())}),
+        ),
     );
 
     let (payload, transcript, receipts) = simulated();

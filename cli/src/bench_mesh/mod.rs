@@ -325,10 +325,16 @@ pub fn run(args: &BenchMeshArgs) -> anyhow::Result<ExitCode> {
     eprintln!("ensembles: {} rounds…", args.ensembles);
     let e = ensemble::ensemble(&rt, &client, &mesh, &args.models, &input, args.ensembles)?;
     println!(
-        "ensemble    SecAgg ensemble of 5 {} / 5 concurrent plain verified jobs {} = {:.2}   goal <= 3",
+        "ensemble    SecAgg ensemble of 5 from its input {} (rounds 0-1 prepared before it came: {}) / 5 concurrent plain verified jobs {} = {:.2}   goal <= 3",
         ms(e.ensemble),
+        ms(e.preparation),
         ms(e.plain),
         e.ratio()
+    );
+    println!(
+        "            started with its input instead, all five rounds after it: {} = {:.2}x the plain jobs",
+        ms(e.unprepared),
+        e.unprepared_ratio()
     );
     let by_round: Vec<String> = ensemble::PHASE_NAMES
         .iter()
@@ -336,7 +342,7 @@ pub fn run(args: &BenchMeshArgs) -> anyhow::Result<ExitCode> {
         .map(|(name, ns)| format!("{name} {}", ms(ns)))
         .collect();
     println!(
-        "            by round: {}; one round of 5 concurrent requests that do nothing (health) {}, five of them {:.2}x the plain jobs",
+        "            its rounds: {}; one round of 5 concurrent requests that do nothing (health) {}, five of them {:.2}x the plain jobs",
         by_round.join(", "),
         ms(e.empty_round),
         5.0 * e.empty_round / e.plain
@@ -377,6 +383,8 @@ pub fn run(args: &BenchMeshArgs) -> anyhow::Result<ExitCode> {
             "audit": {"n": a.n, "verify_per_s": a.verify_rate, "raw_one_core_per_s": a.raw_one_core,
                       "quorate_strict_one_core_per_s": a.ours_one_core, "ratio": a.ratio()},
             "ensemble": {"plain_ns": e.plain, "ensemble_ns": e.ensemble, "ratio": e.ratio(),
+                         "preparation_ns": e.preparation, "unprepared_ns": e.unprepared,
+                         "unprepared_ratio": e.unprepared_ratio(),
                          "phases_ns": ensemble::PHASE_NAMES.iter().zip(e.phases)
                              .map(|(name, ns)| serde_json::json!({"phase": name, "ns": ns}))
                              .collect::<Vec<_>>(),

@@ -13,7 +13,7 @@ use quorate_crypto::{PublicKey, SecretKey};
 use quorate_crypto::secagg::rng::OsRng;
 use quorate_protocol::ensemble::member::{MemberJob, ModelRun, contribution};
 use quorate_protocol::ensemble::{
-    EnsembleReply, EnsembleRound, EnsembleStart, MASKED_INPUT_NAME, ROUND_ABORT,
+    EnsembleInput, EnsembleReply, EnsembleRound, EnsembleStart, MASKED_INPUT_NAME, ROUND_ABORT,
 };
 use quorate_protocol::ensemble_rules::{self, RecentInputs};
 use quorate_protocol::messages::{ErrorCode, ErrorFrame};
@@ -204,16 +204,86 @@ impl EnsembleService {
             ));
         }
         drop(jobs);
+        // A prepared start has no input yet: the rule applies when it comes (§15.1).
+        if let Some(inputs) = &req.inputs {
+            self.check_repeated_input(inputs, &req.params.members, req.params.threshold)?;
+        }
+        Ok(model)
+    }
+
+    /// §17.6: the input was not aggregated recently over a nearly equal member set.
+    fn check_repeated_input(
+        &self,
+        inputs: &[quorate_protocol::tensor::Tensor],
+        members: &[PublicKey],
+        threshold: u32,
+    ) -> Result<(), ErrorFrame> {
         self.recent
             .lock()
             .map_err(|_| err(ErrorCode::Internal, "state lock"))?
             .check_and_record(
-                ensemble_rules::input_digest(req),
-                &req.params.members,
-                req.params.threshold,
+                ensemble_rules::input_digest(inputs),
+                members,
+                threshold,
                 self.jobs.now_ms(),
-            )?;
-        Ok(model)
+            )
+    }
+
+    /// Handles [`EnsembleInput`] (blocking), round 2 of a prepared job (§15.1): checks that
+    /// the job takes this input from `peer`, applies the repeated-input rule, runs the model,
+    /// masks its output and makes the member receipt durable before answering.
+    pub fn input(&self, peer: &PublicKey, req: EnsembleInput) -> Result<EnsembleReply, ErrorFrame> {
+        exit_if(&self.hooks, 2);
+        let Some(job) = self.held_job(&req.job_id)? else {
+            return Err(unknown_job_id(&req.job_id));
+        };
+        let mut held = job
+            .lock()
+            .map_err(|_| err(ErrorCode::Internal, "job lock"))?;
+        held.check_input(peer, &req).map_err(|r| r.frame)?;
+        // From here the job takes this input or none: any refusal ends it (§15.1).
+        let answer = (|| {
+            let p = held.params();
+            self.check_repeated_input(&req.inputs, &p.members, p.threshold)?;
+            let model = self.models.onnx(&held.model())?;
+            let values = run_for_contribution(&model, &req.inputs, held.params())?;
+            let now = self.jobs.now_ms();
+            let reply = held
+                .handle_input(peer, &req, values, now)
+                .map_err(|r| r.frame)?
+                .reply;
+            self.with_receipt(&held, reply)
+        })();
+        if answer.is_err() {
+            self.drop_job(&req.job_id, &job);
+        }
+        answer
+    }
+
+    /// A round-2 reply with its member receipt, signed and durable (§15.4, §12.4).
+    fn with_receipt(
+        &self,
+        job: &MemberJob,
+        mut out: EnsembleReply,
+    ) -> Result<EnsembleReply, ErrorFrame> {
+        #[cfg(feature = "test-util")]
+        if let Some(how) = &self.hooks.tamper_masked {
+            out.message = tamper(&out.message, how, job.limits(), &self.key);
+        }
+        out.receipt = Some(sign_and_log(self, job, &out.message)?);
+        Ok(out)
+    }
+
+    /// Drops job `id` if the table still holds `job` under it, not a later one.
+    fn drop_job(&self, id: &[u8; 16], job: &Arc<Mutex<MemberJob>>) {
+        if let Ok(mut jobs) = self.jobs.jobs.lock() {
+            let same = jobs
+                .get_mut(id, Instant::now())
+                .is_some_and(|j| Arc::ptr_eq(j, job));
+            if same {
+                jobs.remove(id);
+            }
+        }
     }
 
     /// Handles [`EnsembleStart`] (blocking): runs the model and answers round 0. The job is
@@ -267,12 +337,16 @@ impl EnsembleService {
         if req.round < ROUND_ABORT {
             exit_if(&self.hooks, req.round);
         }
+        self.held_job(&req.job_id)
+    }
+
+    fn held_job(&self, id: &[u8; 16]) -> Result<Option<Arc<Mutex<MemberJob>>>, ErrorFrame> {
         let mut jobs = self
             .jobs
             .jobs
             .lock()
             .map_err(|_| err(ErrorCode::Internal, "state lock"))?;
-        Ok(jobs.get_mut(&req.job_id, Instant::now()).cloned())
+        Ok(jobs.get_mut(id, Instant::now()).cloned())
     }
 
     fn timed_round(
@@ -284,14 +358,8 @@ impl EnsembleService {
     ) -> Result<EnsembleReply, ErrorFrame> {
         let (started, kind, id) = (Instant::now(), req.round, req.job_id);
         let (answer, finished) = round(self, peer, req, held);
-        // Dropped only if the map still holds this job under its id, not a later one.
-        if finished && let Ok(mut jobs) = self.jobs.jobs.lock() {
-            let same = jobs
-                .get_mut(&id, Instant::now())
-                .is_some_and(|j| Arc::ptr_eq(j, job));
-            if same {
-                jobs.remove(&id);
-            }
+        if finished {
+            self.drop_job(&id, job);
         }
         self.note_cost(kind, started.elapsed());
         answer
@@ -299,23 +367,28 @@ impl EnsembleService {
 }
 
 fn unknown_job(req: &EnsembleRound) -> ErrorFrame {
+    unknown_job_id(&req.job_id)
+}
+
+fn unknown_job_id(id: &[u8; 16]) -> ErrorFrame {
     err(
         ErrorCode::UnknownJob,
         format!(
             "no open ensemble job {} (never started, finished, aborted or expired)",
-            hex::encode(req.job_id)
+            hex::encode(id)
         ),
     )
 }
 
-fn start_blocking(
-    state: &EnsembleService,
-    aggregator: PublicKey,
+/// Runs `model` on the client's `inputs` and encodes its output as the member's SecAgg
+/// input under `params` (§15.2).
+fn run_for_contribution(
     model: &LoadedModel,
-    req: EnsembleStart,
-) -> Result<EnsembleReply, ErrorFrame> {
+    inputs: &[quorate_protocol::tensor::Tensor],
+    params: &quorate_protocol::ensemble::EnsembleParams,
+) -> Result<Vec<u64>, ErrorFrame> {
     let checked = model
-        .check_inputs(req.inputs.clone())
+        .check_inputs(inputs.to_vec())
         .map_err(|e| err(ErrorCode::InvalidInput, e.to_string()))?;
     let outputs = model
         .run(&checked)
@@ -324,7 +397,20 @@ fn start_blocking(
         .first()
         .map(|t| t.to_f64_vec().into_iter().map(|x| x as f32).collect())
         .unwrap_or_default();
-    let values = contribution(&req.params, &probs, &mut OsRng)?;
+    contribution(params, &probs, &mut OsRng)
+}
+
+fn start_blocking(
+    state: &EnsembleService,
+    aggregator: PublicKey,
+    model: &LoadedModel,
+    req: EnsembleStart,
+) -> Result<EnsembleReply, ErrorFrame> {
+    // A prepared start runs no model: its input comes in round 2 (§15.1).
+    let values = match &req.inputs {
+        Some(inputs) => Some(run_for_contribution(model, inputs, &req.params)?),
+        None => None,
+    };
     let run = ModelRun {
         model: model.digest,
         provider: model.provider.clone(),
@@ -374,17 +460,9 @@ fn round(
         Ok(a) => a,
         Err(refusal) => return (Err(refusal.frame), refusal.finished),
     };
-    let mut out = answer.reply;
+    let out = answer.reply;
     if out.round == 2 {
-        #[cfg(feature = "test-util")]
-        if let Some(how) = &state.hooks.tamper_masked {
-            out.message = tamper(&out.message, how, job.limits(), &state.key);
-        }
-        let receipt = match sign_and_log(state, job, &out.message) {
-            Ok(r) => r,
-            Err(e) => return (Err(e), answer.finished),
-        };
-        out.receipt = Some(receipt);
+        return (state.with_receipt(job, out), answer.finished);
     }
     (Ok(out), answer.finished)
 }
@@ -431,6 +509,10 @@ fn tamper(envelope: &[u8], how: &str, limits: &Limits, key: &SecretKey) -> Vec<u
 }
 
 #[cfg(test)]
+#[path = "ensemble_prepared_tests.rs"]
+mod prepared_tests;
+
+#[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
@@ -441,9 +523,47 @@ mod tests {
     /// A member service (index 0 of a five-member job) holding one started job, with the
     /// aggregator's key.
     fn member_with_a_job(dir: &std::path::Path) -> (EnsembleService, PublicKey, [u8; 16]) {
-        let (models, model, audit) = crate::test_support::mlp_served(dir);
-        let digest = model.digest;
         let key = SecretKey::from_seed(&[1; 32]);
+        let (service, model) = member_service(dir, &key);
+        let digest = model.digest;
+        let aggregator = SecretKey::from_seed(&[7; 32]).public_key();
+        let mut members = vec![key.public_key()];
+        members.extend((2..=5u8).map(|i| SecretKey::from_seed(&[i; 32]).public_key()));
+        let params = EnsembleParams::new(
+            Mode::Mean,
+            [5; 32],
+            aggregator,
+            members,
+            vec![digest; 5],
+            2,
+            3,
+            None,
+        )
+        .unwrap();
+        let job_id = [4; 16];
+        let start = EnsembleStart {
+            job_id,
+            nonce: vec![2; 32],
+            model: digest,
+            inputs: Some(vec![
+                Tensor::from_f32("features", vec![1, 30], &[0.5; 30]).unwrap(),
+            ]),
+            params,
+            index: 0,
+            input_salts: vec![[9; 32]],
+        };
+        let reply = service.start(aggregator, &model, start).unwrap();
+        assert_eq!(reply.round, 0);
+        (service, aggregator, job_id)
+    }
+
+    /// The member service of a node holding `key`, serving `mlp.onnx` under an empty roster
+    /// (the tests start jobs past the roster rules), and the model.
+    pub(super) fn member_service(
+        dir: &std::path::Path,
+        key: &SecretKey,
+    ) -> (EnsembleService, Arc<LoadedModel>) {
+        let (models, model, audit) = crate::test_support::mlp_served(dir);
         let admin = SecretKey::from_seed(&[9; 32]);
         let roster = Roster {
             governance: Default::default(),
@@ -469,33 +589,7 @@ mod tests {
             Arc::new(keeper),
             TestHooks::default(),
         );
-        let aggregator = SecretKey::from_seed(&[7; 32]).public_key();
-        let mut members = vec![key.public_key()];
-        members.extend((2..=5u8).map(|i| SecretKey::from_seed(&[i; 32]).public_key()));
-        let params = EnsembleParams::new(
-            Mode::Mean,
-            [5; 32],
-            aggregator,
-            members,
-            vec![digest; 5],
-            2,
-            3,
-            None,
-        )
-        .unwrap();
-        let job_id = [4; 16];
-        let start = EnsembleStart {
-            job_id,
-            nonce: vec![2; 32],
-            model: digest,
-            inputs: vec![Tensor::from_f32("features", vec![1, 30], &[0.5; 30]).unwrap()],
-            params,
-            index: 0,
-            input_salts: vec![[9; 32]],
-        };
-        let reply = service.start(aggregator, &model, start).unwrap();
-        assert_eq!(reply.round, 0);
-        (service, aggregator, job_id)
+        (service, model)
     }
 
     fn round_3(job_id: [u8; 16]) -> EnsembleRound {

@@ -11,7 +11,7 @@ use quorate_crypto::tensor_digest::Digest32;
 use quorate_protocol::ensemble::aggregator::{
     Aggregator, AggregatorError, AggregatorJob, Answer, ToMember, job_params,
 };
-use quorate_protocol::ensemble::{AggregatePayload, Mode};
+use quorate_protocol::ensemble::{AggregatePayload, EnsembleParams, Mode};
 use quorate_protocol::messages::{Request, Response};
 use quorate_protocol::roster::Entry;
 use quorate_protocol::tensor::Tensor;
@@ -74,7 +74,75 @@ pub async fn run(
     spec: &EnsembleSpec,
     progress: &(dyn Fn(&str) + Sync),
 ) -> anyhow::Result<EnsembleOutcome> {
-    let params = job_params(
+    let params = params_of(key, spec)?;
+    let input_salts = salts_for(&spec.inputs)?;
+    let job = AggregatorJob {
+        params,
+        job_id: quorate_crypto::random::bytes()?,
+        nonce: quorate_crypto::random::bytes::<32>()?.to_vec(),
+        inputs: spec.inputs.clone(),
+        input_salts,
+    };
+    let (machine, sends) = Aggregator::new(job, 0)?;
+    let machine = drive(client, spec, machine, sends, progress).await?;
+    finish(machine, key, spec)
+}
+
+/// A job whose rounds 0 and 1 ran before its input (§15.1): [`run_prepared`] gives it the
+/// input. Its members hold it for at most two minutes (§15.3).
+pub struct Prepared {
+    machine: Aggregator,
+}
+
+impl Prepared {
+    /// What happened to members that did not answer rounds 0 and 1.
+    pub fn events(&self) -> &[(u32, String)] {
+        self.machine.events()
+    }
+}
+
+/// Runs rounds 0 and 1 of a job before its input exists (§15.1): key advertisement and
+/// secret sharing, which never read the input. `spec.inputs` is not used.
+pub async fn prepare(
+    client: &MeshClient,
+    key: &SecretKey,
+    spec: &EnsembleSpec,
+    progress: &(dyn Fn(&str) + Sync),
+) -> anyhow::Result<Prepared> {
+    let params = params_of(key, spec)?;
+    let (machine, sends) = Aggregator::new_prepared(
+        params,
+        quorate_crypto::random::bytes()?,
+        quorate_crypto::random::bytes::<32>()?.to_vec(),
+        0,
+    )?;
+    let machine = drive(client, spec, machine, sends, progress).await?;
+    if !machine.awaits_input() {
+        let events = member_events(&machine, spec);
+        bail!("the job ended before its input: {}", events.join("; "));
+    }
+    Ok(Prepared { machine })
+}
+
+/// Gives a prepared job the client's input (`spec.inputs`, each under a fresh salt) and runs
+/// its rounds 2 to 4, then signs the aggregate receipt with `key`.
+pub async fn run_prepared(
+    client: &MeshClient,
+    key: &SecretKey,
+    spec: &EnsembleSpec,
+    prepared: Prepared,
+    progress: &(dyn Fn(&str) + Sync),
+) -> anyhow::Result<EnsembleOutcome> {
+    let mut machine = prepared.machine;
+    let sends = machine.provide_input(spec.inputs.clone(), salts_for(&spec.inputs)?)?;
+    let machine = drive(client, spec, machine, sends, progress).await?;
+    finish(machine, key, spec)
+}
+
+/// The parameters of a new job of `spec` aggregated by `key` (§15.2), under a fresh SecAgg
+/// session id.
+fn params_of(key: &SecretKey, spec: &EnsembleSpec) -> anyhow::Result<EnsembleParams> {
+    job_params(
         spec.mode,
         quorate_crypto::random::bytes()?,
         key.public_key(),
@@ -84,22 +152,27 @@ pub async fn run(
         spec.threshold,
         spec.dp,
     )
-    .map_err(anyhow::Error::msg)?;
-    // §15.4: one salt per input, the same for every member.
-    let input_salts = spec
-        .inputs
+    .map_err(anyhow::Error::msg)
+}
+
+/// §15.4: one fresh salt per input, the same for every member.
+fn salts_for(inputs: &[Tensor]) -> anyhow::Result<Vec<[u8; 32]>> {
+    Ok(inputs
         .iter()
         .map(|_| quorate_crypto::random::bytes())
-        .collect::<Result<Vec<_>, _>>()?;
-    let job = AggregatorJob {
-        params,
-        job_id: quorate_crypto::random::bytes()?,
-        nonce: quorate_crypto::random::bytes::<32>()?.to_vec(),
-        inputs: spec.inputs.clone(),
-        input_salts,
-    };
-    let (mut machine, mut sends) = Aggregator::new(job, 0)?;
-    while !machine.is_finished() {
+        .collect::<Result<Vec<_>, _>>()?)
+}
+
+/// Sends each round's requests and feeds the answers to `machine` until the job is finished
+/// or, prepared, waits for its input.
+async fn drive(
+    client: &MeshClient,
+    spec: &EnsembleSpec,
+    mut machine: Aggregator,
+    mut sends: Vec<quorate_protocol::ensemble::aggregator::Send>,
+    progress: &(dyn Fn(&str) + Sync),
+) -> anyhow::Result<Aggregator> {
+    while !machine.is_finished() && !machine.awaits_input() {
         progress(&format!(
             "round {}: {} request{}",
             machine.round(),
@@ -114,6 +187,7 @@ pub async fn run(
                 let request = match s.message {
                     ToMember::Start(r) => Request::EnsembleStart(*r),
                     ToMember::Round(r) => Request::EnsembleRound(r),
+                    ToMember::Input(r) => Request::EnsembleInput(*r),
                 };
                 let answer = match client.request(&spec.members[s.to as usize], &request).await {
                     Ok(Response::Ensemble(r)) => Answer::Reply(r),
@@ -141,11 +215,25 @@ pub async fn run(
             sends = machine.close_round();
         }
     }
-    let events: Vec<String> = machine
+    Ok(machine)
+}
+
+/// The machine's member events, each under its member's name.
+fn member_events(machine: &Aggregator, spec: &EnsembleSpec) -> Vec<String> {
+    machine
         .events()
         .iter()
         .map(|(i, e)| format!("{}: {e}", spec.members[*i as usize].name))
-        .collect();
+        .collect()
+}
+
+/// The outcome of a finished job, its aggregate receipt signed with `key`.
+fn finish(
+    machine: Aggregator,
+    key: &SecretKey,
+    spec: &EnsembleSpec,
+) -> anyhow::Result<EnsembleOutcome> {
+    let events = member_events(&machine, spec);
     let done = match machine.finish(unix_now()) {
         Ok(done) => done,
         Err(e @ AggregatorError::Aborted { .. }) => {

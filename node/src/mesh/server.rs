@@ -11,7 +11,7 @@ use std::time::Duration;
 use anyhow::Context;
 use quorate_crypto::tensor_digest::Digest32;
 use quorate_crypto::{PublicKey, SecretKey};
-use quorate_protocol::ensemble::{EnsembleReply, EnsembleRound, EnsembleStart};
+use quorate_protocol::ensemble::{EnsembleInput, EnsembleReply, EnsembleRound, EnsembleStart};
 use quorate_protocol::fhe::{FheRequest, FheResponse};
 use quorate_protocol::messages::{
     ErrorCode, ErrorFrame, HealthInfo, InferRequest, InferResponse, MessageError, Request, Response,
@@ -208,6 +208,10 @@ impl NodeState {
                 .ensemble_round(peer, req)
                 .await
                 .map_or_else(Response::Error, Response::Ensemble),
+            Ok(Request::EnsembleInput(req)) => self
+                .ensemble_input(peer, req)
+                .await
+                .map_or_else(Response::Error, Response::Ensemble),
             Ok(Request::Fhe(req)) => {
                 let job = self.fhe_job(peer, req);
                 self.admitted(job)
@@ -305,10 +309,12 @@ impl NodeState {
         let ensemble = self.ensemble.clone();
         let model = self
             .admission
-            .check_inputs(&req.inputs)
+            .check_inputs(req.inputs.as_deref().unwrap_or_default())
             .and_then(|()| ensemble.prepare_start(&peer, &req));
+        // A prepared start runs no model (§15.1).
+        let quick = req.inputs.is_none() || self.infer.runs_inline(&req.model);
         match model {
-            Ok(model) if self.infer.runs_inline(&req.model) && ensemble.runs_inline(0) => {
+            Ok(model) if quick && ensemble.runs_inline(0) => {
                 self.admitted_here(|| ensemble.start(peer, &model, req))?
             }
             model => {
@@ -336,6 +342,22 @@ impl NodeState {
             req
         };
         self.admitted(Ok(move || ensemble.round(&peer, req))).await
+    }
+
+    /// Round 2 of a prepared ensemble job with its input (§15.1, §15.3), under a job slot in
+    /// the blocking pool: it runs the model, masks the output and makes the member receipt
+    /// durable. The input is bounded before anything else looks at it.
+    async fn ensemble_input(
+        &self,
+        peer: PublicKey,
+        req: EnsembleInput,
+    ) -> Result<EnsembleReply, ErrorFrame> {
+        let ensemble = self.ensemble.clone();
+        let job = self
+            .admission
+            .check_inputs(&req.inputs)
+            .map(|()| move || ensemble.input(&peer, req));
+        self.admitted(job).await
     }
 
     /// An encrypted-inference job (§16), or a refusal when built without TFHE.

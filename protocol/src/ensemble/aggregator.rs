@@ -17,13 +17,13 @@ use std::sync::Arc;
 use quorate_crypto::PublicKey;
 use quorate_crypto::tensor_digest::{Digest32, SALT_LEN};
 
-use super::ROUND_ABORT;
 use super::aggregate::{
     AggregatePayload, TranscriptEntry, encode_transcript, receipt_digest, transcript_digest,
 };
 use super::member_receipt::{MemberBinding, verify_member_receipt};
-use super::messages::{EnsembleReply, EnsembleRound, EnsembleStart};
+use super::messages::{EnsembleInput, EnsembleReply, EnsembleRound, EnsembleStart};
 use super::params::{EnsembleParams, Mode};
+use super::{ROUND_ABORT, salted_commitments};
 use crate::ensemble_dp;
 use crate::messages::common::{ErrorFrame, MessageError};
 use crate::receipt::{Commitment, JOB_ID_LEN};
@@ -101,6 +101,8 @@ pub enum ToMember {
     Start(Box<EnsembleStart>),
     /// A SecAgg server message of rounds 1..=4, or an abort notice (round 5).
     Round(EnsembleRound),
+    /// Round 2 of a prepared job, with the client's input (§15.1).
+    Input(Box<EnsembleInput>),
 }
 
 /// A message for member `to`.
@@ -179,6 +181,12 @@ pub struct Aggregator {
     transcript: Vec<TranscriptEntry>,
     member_receipts: Vec<(u32, Vec<u8>)>,
     events: Vec<(u32, String)>,
+    /// The job was started without its input (§15.1).
+    prepared: bool,
+    /// A prepared job whose input has not come yet.
+    awaiting_input: bool,
+    /// The round-2 requests of a prepared job, held until its input comes.
+    held: Vec<Send>,
 }
 
 impl std::fmt::Debug for Aggregator {
@@ -203,18 +211,44 @@ impl Aggregator {
                 "one salt per input is required".into(),
             ));
         }
+        Self::build(job, threads, false)
+    }
+
+    /// A machine for a *prepared* job (§15.1): its start requests carry no input, so that
+    /// rounds 0 and 1 (key advertisement and secret sharing, which never read an input) run
+    /// before the client's input exists. After round 1 the machine holds the round-2 requests
+    /// until [`Aggregator::provide_input`] gives it the input, which they then carry.
+    pub fn new_prepared(
+        params: EnsembleParams,
+        job_id: [u8; JOB_ID_LEN],
+        nonce: Vec<u8>,
+        threads: usize,
+    ) -> Result<(Self, Vec<Send>), AggregatorError> {
+        let job = AggregatorJob {
+            params,
+            job_id,
+            nonce,
+            inputs: Vec::new(),
+            input_salts: Vec::new(),
+        };
+        Self::build(job, threads, true)
+    }
+
+    fn build(
+        job: AggregatorJob,
+        threads: usize,
+        prepared: bool,
+    ) -> Result<(Self, Vec<Send>), AggregatorError> {
+        job.params
+            .validate()
+            .map_err(|e: MessageError| AggregatorError::Setup(e.0))?;
         let cfg = Arc::new(job.params.round_config());
         let limits = Limits::of(&cfg);
         let server = Server::new(cfg, 0, ROUND_MS, threads)
             .map_err(|e| AggregatorError::Setup(e.to_string()))?;
         // §15.4: member receipts and the aggregate receipt commit to the input under the
         // same salted commitment.
-        let input_commitments = job
-            .inputs
-            .iter()
-            .zip(&job.input_salts)
-            .map(|(t, salt)| Commitment::to(t, Some(salt)))
-            .collect();
+        let input_commitments = salted_commitments(&job.inputs, &job.input_salts);
         let starts = (0..job.params.members.len())
             .map(|i| Send {
                 to: i as u32,
@@ -223,7 +257,7 @@ impl Aggregator {
                     job_id: job.job_id,
                     nonce: job.nonce.clone(),
                     model: job.params.models[i],
-                    inputs: job.inputs.clone(),
+                    inputs: (!prepared).then(|| job.inputs.clone()),
                     params: job.params.clone(),
                     index: i as u32,
                 })),
@@ -241,8 +275,63 @@ impl Aggregator {
             transcript: Vec::new(),
             member_receipts: Vec::new(),
             events: Vec::new(),
+            prepared,
+            awaiting_input: prepared,
+            held: Vec::new(),
         };
         Ok((machine, starts))
+    }
+
+    /// Whether the machine waits for [`Aggregator::provide_input`] before it can go on: a
+    /// prepared job whose round 1 closed.
+    pub fn awaits_input(&self) -> bool {
+        self.awaiting_input && !self.held.is_empty()
+    }
+
+    /// Gives a prepared job the client's `inputs` and their salts (one per input, the same
+    /// for every member, §15.4), and returns the round-2 requests that carry them: at once
+    /// if round 1 closed, else at its close (from [`Aggregator::close_round`]). Refused for a
+    /// job started with its input, or given one already.
+    pub fn provide_input(
+        &mut self,
+        inputs: Vec<Tensor>,
+        input_salts: Vec<[u8; SALT_LEN]>,
+    ) -> Result<Vec<Send>, AggregatorError> {
+        if !self.awaiting_input {
+            return Err(AggregatorError::Setup(
+                "only a prepared job without its input takes one".into(),
+            ));
+        }
+        if inputs.is_empty() || input_salts.len() != inputs.len() {
+            return Err(AggregatorError::Setup(
+                "at least one input, and one salt per input, are required".into(),
+            ));
+        }
+        self.input_commitments = salted_commitments(&inputs, &input_salts);
+        self.job.inputs = inputs;
+        self.job.input_salts = input_salts;
+        self.awaiting_input = false;
+        let held = std::mem::take(&mut self.held);
+        Ok(self.with_input(held))
+    }
+
+    /// The round-2 requests `sends` with the job's input attached.
+    fn with_input(&self, sends: Vec<Send>) -> Vec<Send> {
+        sends
+            .into_iter()
+            .map(|s| match s.message {
+                ToMember::Round(r) if r.round == 2 => Send {
+                    to: s.to,
+                    message: ToMember::Input(Box::new(EnsembleInput {
+                        job_id: r.job_id,
+                        message: r.message,
+                        inputs: self.job.inputs.clone(),
+                        input_salts: self.job.input_salts.clone(),
+                    })),
+                },
+                _ => s,
+            })
+            .collect()
     }
 
     /// The round whose answers are expected: 0..=4, or [`ROUND_ABORT`] while abort notices
@@ -360,7 +449,9 @@ impl Aggregator {
     /// the next round: SecAgg server messages, abort notices after an abort (§15.3), or
     /// nothing when the job is finished.
     pub fn close_round(&mut self) -> Vec<Send> {
-        if self.finished {
+        // A prepared job waiting for its input has nothing to close: its round 2 has not
+        // been sent.
+        if self.finished || self.awaits_input() {
             return Vec::new();
         }
         if self.round == ROUND_ABORT {
@@ -382,7 +473,8 @@ impl Aggregator {
             self.finished = true;
         }
         let round = self.round;
-        out.into_iter()
+        let sends: Vec<Send> = out
+            .into_iter()
             .map(|o| Send {
                 to: o.to,
                 message: ToMember::Round(EnsembleRound {
@@ -391,7 +483,16 @@ impl Aggregator {
                     message: o.bytes,
                 }),
             })
-            .collect()
+            .collect();
+        match (round, self.awaiting_input) {
+            // §15.1: a prepared job's round 2 waits for the input it carries.
+            (2, true) => {
+                self.held = sends;
+                Vec::new()
+            }
+            (2, false) if self.prepared => self.with_input(sends),
+            _ => sends,
+        }
     }
 
     /// The result of a finished job (§15.5): the unsigned aggregate receipt issued at

@@ -13,9 +13,9 @@ use quorate_crypto::secagg::rng::SecretRng;
 use quorate_crypto::tensor_digest::Digest32;
 use quorate_crypto::{PublicKey, SecretKey};
 
-use super::ROUND_ABORT;
-use super::messages::{EnsembleReply, EnsembleRound, EnsembleStart, masked_tensor};
+use super::messages::{EnsembleInput, EnsembleReply, EnsembleRound, EnsembleStart, masked_tensor};
 use super::params::{EnsembleParams, Mode};
+use super::{ROUND_ABORT, salted_commitments};
 use crate::messages::common::{ErrorCode, ErrorFrame};
 use crate::receipt::{Commitment, JobKind, ReceiptPayload};
 use crate::secagg::encoding::{FixedPoint, encode_vote};
@@ -120,6 +120,11 @@ impl Refusal {
 /// The member's state machine for one job (§15.3).
 pub struct MemberJob {
     client: Client,
+    /// The job's parameters: a prepared job encodes its output under them when its input
+    /// comes.
+    params: EnsembleParams,
+    /// Started without its input (§15.1): the input comes in round 2.
+    prepared: bool,
     /// The authenticated peer that started the job: the only one whose rounds are served.
     aggregator: PublicKey,
     /// The round whose request is expected next (1..=4).
@@ -143,11 +148,13 @@ impl MemberJob {
     /// its parameters name, [`ensemble_rules::check_aggregator`]) with the encoded
     /// `values` ([`contribution`]), and answers round 0 at `now` (milliseconds). The
     /// SecAgg client signs with `identity` and waits at most `timeout_ms` per round.
+    /// A prepared start (no input, §15.1) comes without `values`: they come with the input,
+    /// in [`MemberJob::handle_input`].
     #[allow(clippy::too_many_arguments)]
     pub fn start(
         req: &EnsembleStart,
         aggregator: PublicKey,
-        values: Vec<u64>,
+        values: Option<Vec<u64>>,
         identity: SecretKey,
         rng: Box<dyn SecretRng + Send>,
         run: ModelRun,
@@ -158,8 +165,19 @@ impl MemberJob {
         let p = &req.params;
         let cfg = Arc::new(p.round_config());
         let limits = Limits::of(&cfg);
-        let mut client = Client::new(cfg, req.index, identity, values, rng, timeout_ms)
-            .map_err(|e| err(ErrorCode::InvalidInput, e.to_string()))?;
+        let mut client = match (&req.inputs, values) {
+            (Some(_), Some(values)) => {
+                Client::new(cfg, req.index, identity, values, rng, timeout_ms)
+            }
+            (None, None) => Client::awaiting_input(cfg, req.index, identity, rng, timeout_ms),
+            _ => {
+                return Err(err(
+                    ErrorCode::Internal,
+                    "a start's contribution must come with its input, and only then",
+                ));
+            }
+        }
+        .map_err(|e| err(ErrorCode::InvalidInput, e.to_string()))?;
         let message = client
             .start(now)
             .map_err(|e| err(ErrorCode::Internal, e.to_string()))?;
@@ -170,12 +188,7 @@ impl MemberJob {
             model_digest: run.model,
             // §15.4: salted with the client's salts, so the receipt does not let anyone
             // brute-force low-entropy features.
-            inputs: req
-                .inputs
-                .iter()
-                .zip(&req.input_salts)
-                .map(|(t, salt)| Commitment::to(t, Some(salt)))
-                .collect(),
+            inputs: salted_commitments(req.inputs.as_deref().unwrap_or_default(), &req.input_salts),
             outputs: Vec::new(),
             provider: run.provider,
             runtime: run.runtime,
@@ -185,6 +198,8 @@ impl MemberJob {
         };
         let job = Self {
             client,
+            params: p.clone(),
+            prepared: req.inputs.is_none(),
             aggregator,
             next: 1,
             receipt,
@@ -202,6 +217,82 @@ impl MemberJob {
     /// The SecAgg message limits of the job.
     pub fn limits(&self) -> &Limits {
         &self.limits
+    }
+
+    /// The job's parameters (§15.2).
+    pub fn params(&self) -> &EnsembleParams {
+        &self.params
+    }
+
+    /// The digest of the model this member runs for the job.
+    pub fn model(&self) -> Digest32 {
+        self.receipt.model_digest
+    }
+
+    /// Whether [`MemberJob::handle_input`] would take `req` from `peer` now, checked before
+    /// the model runs on its input (§15.3): the peer is the job's aggregator, the job is a
+    /// prepared one still without its input, and round 1 was answered.
+    pub fn check_input(&self, peer: &PublicKey, req: &EnsembleInput) -> Result<(), Refusal> {
+        if self.aggregator != *peer {
+            return Err(Refusal::keep(
+                ErrorCode::NotAllowed,
+                "this ensemble job was started by another peer; only its aggregator may send its input",
+            ));
+        }
+        if !self.prepared {
+            return Err(Refusal::keep(
+                ErrorCode::WrongRound,
+                "this ensemble job was started with its input; its round 2 is an ensemble-round",
+            ));
+        }
+        if self.client.has_input() {
+            return Err(Refusal::keep(
+                ErrorCode::Replayed,
+                "this job already has its input",
+            ));
+        }
+        if self.next != 2 {
+            return Err(Refusal::keep(
+                ErrorCode::WrongRound,
+                format!("expected round {}, got the input of round 2", self.next),
+            ));
+        }
+        if req.inputs.len() != req.input_salts.len() {
+            return Err(Refusal::keep(ErrorCode::BadRequest, "one salt per input"));
+        }
+        Ok(())
+    }
+
+    /// Round 2 of a prepared job (§15.1): takes the client's input `req` from the
+    /// authenticated `peer` with the member's output encoded as `values` ([`contribution`]),
+    /// and answers the masked-input round it carries. A job takes one input: any refusal
+    /// once the checks of [`MemberJob::check_input`] passed ends the job, so that no
+    /// aggregator can have a prepared job mask a second input.
+    pub fn handle_input(
+        &mut self,
+        peer: &PublicKey,
+        req: &EnsembleInput,
+        values: Vec<u64>,
+        now: u64,
+    ) -> Result<RoundAnswer, Refusal> {
+        self.check_input(peer, req)?;
+        let end = |code, m: String| Refusal {
+            frame: err(code, m),
+            finished: true,
+        };
+        self.client
+            .provide_input(values)
+            .map_err(|e| end(ErrorCode::InvalidInput, e.to_string()))?;
+        self.receipt.inputs = salted_commitments(&req.inputs, &req.input_salts);
+        let round = EnsembleRound {
+            job_id: req.job_id,
+            round: 2,
+            message: req.message.clone(),
+        };
+        self.handle_round(peer, &round, now).map_err(|r| Refusal {
+            frame: r.frame,
+            finished: true,
+        })
     }
 
     /// The round whose request is expected next (1..=4).
@@ -272,6 +363,12 @@ impl MemberJob {
             return Err(Refusal::keep(
                 ErrorCode::WrongRound,
                 format!("expected round {}, got round {}", self.next, req.round),
+            ));
+        }
+        if req.round == 2 && !self.client.has_input() {
+            return Err(Refusal::keep(
+                ErrorCode::WrongRound,
+                "round 2 of a prepared job comes with the job's input (ensemble-input)",
             ));
         }
         let message = match self.client.handle_message(&req.message, now) {

@@ -21,7 +21,8 @@ fn bad(m: impl Into<String>) -> MessageError {
 }
 
 /// First request of an ensemble job (§15.3): the member runs its model on `inputs` and
-/// answers with its SecAgg round-0 message.
+/// answers with its SecAgg round-0 message. A *prepared* start (§15.1) carries no input:
+/// the input comes in round 2, in an [`EnsembleInput`].
 #[derive(Clone, Debug, PartialEq)]
 pub struct EnsembleStart {
     /// Job id.
@@ -30,14 +31,30 @@ pub struct EnsembleStart {
     pub nonce: Vec<u8>,
     /// The model this member runs.
     pub model: Digest32,
-    /// The client's input tensors.
-    pub inputs: Vec<Tensor>,
+    /// The client's input tensors; `None` in a prepared start.
+    pub inputs: Option<Vec<Tensor>>,
     /// Job parameters.
     pub params: EnsembleParams,
     /// This member's index in `params.members`.
     pub index: u32,
     /// One salt per input, the same for every member: input commitments are salted (§3.3,
-    /// §15.4) so receipts do not let anyone brute-force low-entropy features.
+    /// §15.4) so receipts do not let anyone brute-force low-entropy features. Empty in a
+    /// prepared start.
+    pub input_salts: Vec<[u8; SALT_LEN]>,
+}
+
+/// Round 2 of a prepared job (§15.1, §15.3): the SecAgg server's masked-input-round message
+/// together with the client's input, which the member runs its model on before it masks the
+/// output.
+#[derive(Clone, Debug, PartialEq)]
+pub struct EnsembleInput {
+    /// Job id.
+    pub job_id: [u8; JOB_ID_LEN],
+    /// The encoded SecAgg server message of round 2.
+    pub message: Vec<u8>,
+    /// The client's input tensors.
+    pub inputs: Vec<Tensor>,
+    /// One salt per input, the same for every member (as in [`EnsembleStart`]).
     pub input_salts: Vec<[u8; SALT_LEN]>,
 }
 
@@ -75,19 +92,14 @@ impl EnsembleStart {
             (5, tensors),
             (6, self.params.to_value()),
             (7, int(self.index.into())),
-            (
-                8,
-                Value::Array(
-                    self.input_salts
-                        .iter()
-                        .map(|s| Value::Bytes(s.to_vec()))
-                        .collect(),
-                ),
-            ),
+            (8, salts_value(&self.input_salts)),
         ]
     }
 
-    pub(crate) fn from_fields(f: &[Value], inputs: Vec<Tensor>) -> Result<Self, MessageError> {
+    pub(crate) fn from_fields(
+        f: &[Value],
+        inputs: Option<Vec<Tensor>>,
+    ) -> Result<Self, MessageError> {
         let params = EnsembleParams::from_value(&f[5])?;
         let index = read::uint(&f[6], "index")?;
         if index >= params.members.len() as u64 {
@@ -101,17 +113,7 @@ impl EnsembleStart {
                 "the model is not the one the parameters list for this member",
             ));
         }
-        let input_salts = read::array(&f[7], "input salts", MAX_TENSORS)?
-            .iter()
-            .map(|s| read::bytes_n::<SALT_LEN>(s, "input salt"))
-            .collect::<Result<Vec<_>, _>>()?;
-        if input_salts.len() != inputs.len() {
-            return Err(bad(format!(
-                "{} input salts for {} inputs: one salt per input",
-                input_salts.len(),
-                inputs.len()
-            )));
-        }
+        let input_salts = salts_for(&f[7], inputs.as_ref().map_or(0, Vec::len))?;
         Ok(Self {
             job_id: read::bytes_n(&f[1], "job id")?,
             nonce: read::bytes_range(&f[2], "nonce", *NONCE_LEN.start(), *NONCE_LEN.end())?
@@ -121,6 +123,48 @@ impl EnsembleStart {
             params,
             index: index as u32,
             input_salts,
+        })
+    }
+}
+
+/// The salts of field `v`: exactly one per input (none for a prepared start).
+fn salts_for(v: &Value, inputs: usize) -> Result<Vec<[u8; SALT_LEN]>, MessageError> {
+    let salts = read::array(v, "input salts", MAX_TENSORS)?
+        .iter()
+        .map(|s| read::bytes_n::<SALT_LEN>(s, "input salt"))
+        .collect::<Result<Vec<_>, _>>()?;
+    if salts.len() != inputs {
+        return Err(bad(format!(
+            "{} input salts for {inputs} inputs: one salt per input",
+            salts.len()
+        )));
+    }
+    Ok(salts)
+}
+
+fn salts_value(salts: &[[u8; SALT_LEN]]) -> Value {
+    Value::Array(salts.iter().map(|s| Value::Bytes(s.to_vec())).collect())
+}
+
+impl EnsembleInput {
+    pub(crate) fn fields(&self, tensors: Value) -> Vec<(u64, Value)> {
+        vec![
+            (2, Value::Bytes(self.job_id.to_vec())),
+            (3, Value::Bytes(self.message.clone())),
+            (4, tensors),
+            (5, salts_value(&self.input_salts)),
+        ]
+    }
+
+    pub(crate) fn from_fields(f: &[Value], inputs: Vec<Tensor>) -> Result<Self, MessageError> {
+        if inputs.is_empty() {
+            return Err(bad("an ensemble input carries at least one tensor"));
+        }
+        Ok(Self {
+            job_id: read::bytes_n(&f[1], "job id")?,
+            message: read::bytes_range(&f[2], "round message", 1, MAX_ROUND_MESSAGE)?.to_vec(),
+            input_salts: salts_for(&f[4], inputs.len())?,
+            inputs,
         })
     }
 }

@@ -20,13 +20,15 @@ pub mod messages;
 pub mod params;
 
 #[cfg(test)]
+mod prepared_tests;
+#[cfg(test)]
 mod tests;
 
 pub use aggregate::{
     AggregatePayload, TranscriptEntry, UncheckedAggregate, decode_transcript, encode_transcript,
     is_aggregate, parse_aggregate, receipt_digest, transcript_digest,
 };
-pub use messages::{EnsembleReply, EnsembleRound, EnsembleStart, masked_tensor};
+pub use messages::{EnsembleInput, EnsembleReply, EnsembleRound, EnsembleStart, masked_tensor};
 pub use params::{EnsembleParams, Mode, NoiseParams};
 
 /// Most members of one ensemble.
@@ -49,3 +51,16 @@ pub const TAG_PARAMS: &[u8] = b"quorate/v1/ensemble/params\0";
 pub const TAG_TRANSCRIPT: &[u8] = b"quorate/v1/ensemble/transcript\0";
 /// Round number of an abort notice (§15.3).
 pub const ROUND_ABORT: u8 = 5;
+
+/// §15.4: the commitments to the client's inputs, each under its salt (the same for every
+/// member and the aggregate receipt).
+pub(crate) fn salted_commitments(
+    inputs: &[crate::tensor::Tensor],
+    salts: &[[u8; quorate_crypto::tensor_digest::SALT_LEN]],
+) -> Vec<crate::receipt::Commitment> {
+    inputs
+        .iter()
+        .zip(salts)
+        .map(|(t, salt)| crate::receipt::Commitment::to(t, Some(salt)))
+        .collect()
+}

@@ -12,21 +12,21 @@ use crate::tensor::Tensor;
 
 const N: usize = 5;
 
-fn member_key(i: usize) -> SecretKey {
+pub(super) fn member_key(i: usize) -> SecretKey {
     SecretKey::from_seed(&[i as u8 + 1; 32])
 }
 
-fn aggregator_key() -> SecretKey {
+pub(super) fn aggregator_key() -> SecretKey {
     SecretKey::from_seed(&[99; 32])
 }
 
 /// Member `i`'s model output: class 1 gets `0.1 * (i + 1)`.
-fn probs(i: usize) -> Vec<f32> {
+pub(super) fn probs(i: usize) -> Vec<f32> {
     let p = 0.1 * (i as f32 + 1.0);
     vec![1.0 - p, p]
 }
 
-fn job(mode: Mode) -> AggregatorJob {
+pub(super) fn job(mode: Mode) -> AggregatorJob {
     let params = aggregator::job_params(
         mode,
         [7; 32],
@@ -48,19 +48,19 @@ fn job(mode: Mode) -> AggregatorJob {
 }
 
 /// The members' side of the harness: one machine per member, and how each misbehaves.
-struct Members {
-    jobs: Vec<Option<MemberJob>>,
+pub(super) struct Members {
+    pub(super) jobs: Vec<Option<MemberJob>>,
     /// Member `i` goes silent instead of answering round `r`.
-    silent_from: Vec<Option<u8>>,
+    pub(super) silent_from: Vec<Option<u8>>,
     /// Member `i` sends its round-2 reply without a receipt, or with a receipt that does
     /// not commit to its masked input.
     bad_receipt: Vec<Option<&'static str>>,
-    aggregator: PublicKey,
+    pub(super) aggregator: PublicKey,
     now: u64,
 }
 
 impl Members {
-    fn new() -> Self {
+    pub(super) fn new() -> Self {
         Self {
             jobs: (0..N).map(|_| None).collect(),
             silent_from: vec![None; N],
@@ -70,12 +70,13 @@ impl Members {
         }
     }
 
-    fn answer(&mut self, s: Send) -> (u32, Answer) {
+    pub(super) fn answer(&mut self, s: Send) -> (u32, Answer) {
         let i = s.to as usize;
         self.now += 1;
         let round = match &s.message {
             ToMember::Start(_) => 0,
             ToMember::Round(r) => r.round,
+            ToMember::Input(_) => 2,
         };
         if self.silent_from[i].is_some_and(|r| round >= r && round < ROUND_ABORT) {
             return (s.to, Answer::Failed("timed out".into()));
@@ -83,7 +84,11 @@ impl Members {
         let reply = match s.message {
             ToMember::Start(req) => {
                 let mut rng = DeterministicRng::from_seed(&[i as u8; 32]);
-                let values = contribution(&req.params, &probs(i), &mut rng).unwrap();
+                // A prepared start's contribution comes with its input.
+                let values = req
+                    .inputs
+                    .as_ref()
+                    .map(|_| contribution(&req.params, &probs(i), &mut rng).unwrap());
                 let run = ModelRun {
                     model: req.model,
                     provider: "CPUExecutionProvider".into(),
@@ -105,9 +110,18 @@ impl Members {
                 self.jobs[i] = Some(job);
                 reply
             }
-            ToMember::Round(r) => {
+            message => {
                 let job = self.jobs[i].as_mut().unwrap();
-                let answer = match job.handle_round(&self.aggregator, &r, self.now) {
+                let answer = match message {
+                    ToMember::Input(input) => {
+                        let mut rng = DeterministicRng::from_seed(&[i as u8; 32]);
+                        let values = contribution(job.params(), &probs(i), &mut rng).unwrap();
+                        job.handle_input(&self.aggregator, &input, values, self.now)
+                    }
+                    ToMember::Round(r) => job.handle_round(&self.aggregator, &r, self.now),
+                    ToMember::Start(_) => unreachable!("matched above"),
+                };
+                let answer = match answer {
                     Ok(a) => a,
                     Err(refusal) => return (s.to, Answer::Refused(refusal.frame)),
                 };
@@ -130,7 +144,7 @@ impl Members {
 }
 
 /// Runs the job to its end.
-fn drive(machine: &mut Aggregator, mut sends: Vec<Send>, members: &mut Members) {
+pub(super) fn drive(machine: &mut Aggregator, mut sends: Vec<Send>, members: &mut Members) {
     while !machine.is_finished() {
         let answers: Vec<_> = sends.into_iter().map(|s| members.answer(s)).collect();
         for (i, a) in answers {
@@ -140,7 +154,7 @@ fn drive(machine: &mut Aggregator, mut sends: Vec<Send>, members: &mut Members) 
     }
 }
 
-fn audit(done: &aggregator::AggregateResult) -> ensemble_audit::AuditReport {
+pub(super) fn audit(done: &aggregator::AggregateResult) -> ensemble_audit::AuditReport {
     let receipts: Vec<Vec<u8>> = done
         .member_receipts
         .iter()
@@ -327,7 +341,7 @@ fn member_at_round_1() -> (MemberJob, Vec<Send>, Members) {
 }
 
 /// The round message addressed to member `to`.
-fn round_for(sends: &[Send], to: u32) -> EnsembleRound {
+pub(super) fn round_for(sends: &[Send], to: u32) -> EnsembleRound {
     match sends.iter().find(|s| s.to == to).map(|s| &s.message) {
         Some(ToMember::Round(r)) => r.clone(),
         other => panic!("no round message for member {to}: {other:?}"),
@@ -437,7 +451,7 @@ fn a_member_refuses_a_start_from_another_peer_than_the_named_aggregator() {
     let refused = MemberJob::start(
         req,
         co_member,
-        vec![0, 1],
+        Some(vec![0, 1]),
         member_key(0),
         Box::new(DeterministicRng::from_seed(&[0; 32])),
         ModelRun {

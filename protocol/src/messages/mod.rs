@@ -35,6 +35,7 @@ mod ty {
     pub const INFER_OK: u64 = 102;
     pub const ENSEMBLE_START: u64 = 3;
     pub const ENSEMBLE_ROUND: u64 = 4;
+    pub const ENSEMBLE_INPUT: u64 = 8;
     pub const ENSEMBLE_REPLY: u64 = 103;
     pub const ERROR: u64 = 255;
 }
@@ -53,6 +54,8 @@ pub enum Request {
     EnsembleStart(crate::ensemble::EnsembleStart),
     /// One SecAgg round of an ensemble job (§15.3).
     EnsembleRound(crate::ensemble::EnsembleRound),
+    /// Round 2 of a prepared ensemble job, with the client's input (§15.1, §15.3).
+    EnsembleInput(crate::ensemble::EnsembleInput),
     /// Encrypted inference (§16).
     Fhe(crate::fhe::FheRequest),
     /// A request about the node's transparency log (§18.12).
@@ -193,6 +196,12 @@ impl Request {
             Request::Infer(r) => Ok(direct::infer_request(r)),
             Request::EnsembleStart(r) => {
                 let mut f = vec![(1, read::int(ty::ENSEMBLE_START))];
+                let inputs = r.inputs.as_deref().map_or(Value::Null, tensors_value);
+                f.extend(r.fields(inputs));
+                map(f)
+            }
+            Request::EnsembleInput(r) => {
+                let mut f = vec![(1, read::int(ty::ENSEMBLE_INPUT))];
                 f.extend(r.fields(tensors_value(&r.inputs)));
                 map(f)
             }
@@ -242,8 +251,15 @@ impl Request {
                 Ok(Request::Infer(r))
             }
             (ty::ENSEMBLE_START, 8) => Ok(Request::EnsembleStart({
-                let inputs = tensors_from(&mut f[4])?;
+                let inputs = match f[4] {
+                    Value::Null => None,
+                    _ => Some(tensors_from(&mut f[4])?),
+                };
                 crate::ensemble::EnsembleStart::from_fields(&f, inputs)?
+            })),
+            (ty::ENSEMBLE_INPUT, 5) => Ok(Request::EnsembleInput({
+                let inputs = tensors_from(&mut f[3])?;
+                crate::ensemble::EnsembleInput::from_fields(&f, inputs)?
             })),
             (ty::ENSEMBLE_ROUND, 4) => Ok(Request::EnsembleRound(
                 crate::ensemble::EnsembleRound::from_fields(&f)?,

@@ -17,6 +17,8 @@ pub mod config;
 pub mod encoding;
 pub mod fuzzing;
 pub mod graph;
+#[cfg(test)]
+mod late_input_tests;
 pub mod messages;
 pub mod server;
 pub mod sim;

@@ -76,20 +76,49 @@ pub fn run_seeded(
     drop_before: &[Option<Round>],
     tamper: &mut dyn FnMut(&mut Outgoing),
 ) -> Result<SimResult, String> {
+    run_inner(cfg, seed, randomness, inputs, drop_before, tamper, false)
+}
+
+/// [`run`] with clients made without their inputs ([`Client::awaiting_input`]), each given
+/// its input only when the masked-input round's message reaches it, after that message was
+/// first refused for want of it (§15.1, prepared jobs). The clients' messages are those of
+/// [`run`] byte for byte: rounds 0 and 1 never read the input.
+pub fn run_late_input(
+    cfg: &Arc<RoundConfig>,
+    seed: &[u8; 32],
+    inputs: &[Vec<u64>],
+    drop_before: &[Option<Round>],
+) -> Result<SimResult, String> {
+    run_inner(cfg, seed, seed, inputs, drop_before, &mut |_| {}, true)
+}
+
+fn run_inner(
+    cfg: &Arc<RoundConfig>,
+    seed: &[u8; 32],
+    randomness: &[u8; 32],
+    inputs: &[Vec<u64>],
+    drop_before: &[Option<Round>],
+    tamper: &mut dyn FnMut(&mut Outgoing),
+    late_input: bool,
+) -> Result<SimResult, String> {
     let n = cfg.clients();
     let mut now = 0u64;
     let mut server = Server::new(cfg.clone(), now, TIMEOUT_MS, 2).map_err(|e| e.to_string())?;
     let mut clients = Vec::with_capacity(n);
     for i in 0..n as u32 {
         let rng = Box::new(DeterministicRng::from_seed(&rng_seed(randomness, i)));
-        let c = Client::new(
-            cfg.clone(),
-            i,
-            identity(seed, i),
-            inputs[i as usize].clone(),
-            rng,
-            10 * TIMEOUT_MS,
-        )
+        let c = if late_input {
+            Client::awaiting_input(cfg.clone(), i, identity(seed, i), rng, 10 * TIMEOUT_MS)
+        } else {
+            Client::new(
+                cfg.clone(),
+                i,
+                identity(seed, i),
+                inputs[i as usize].clone(),
+                rng,
+                10 * TIMEOUT_MS,
+            )
+        }
         .map_err(|e| e.to_string())?;
         clients.push(c);
     }
@@ -139,6 +168,14 @@ pub fn run_seeded(
             let next = c.round().next(sparse);
             if silent(i, next) {
                 continue;
+            }
+            if late_input && next == Round::MaskedInputCollection && !c.has_input() {
+                match c.handle_message(&o.bytes, now) {
+                    Err(ClientError::NoInput) => {}
+                    other => return Err(format!("round 2 without an input gave {other:?}")),
+                }
+                c.provide_input(inputs[i].clone())
+                    .map_err(|e| e.to_string())?;
             }
             if let Ok(Some(reply)) = c.handle_message(&o.bytes, now) {
                 client_messages.push((i as u32, reply.clone()));

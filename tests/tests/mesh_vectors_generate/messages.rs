@@ -40,7 +40,9 @@ fn request_json(r: &Request) -> Value {
             "previous": r.previous.map(hex::encode),
         }),
         // Ensemble messages (§15) have their own vectors in v1/ensemble/.
-        Request::EnsembleStart(_) | Request::EnsembleRound(_) => json!({"type": "ensemble"}),
+        Request::EnsembleStart(_) | Request::EnsembleRound(_) | Request::EnsembleInput(_) => {
+            json!({"type": "ensemble"})
+        }
         Request::Fhe(_) => json!({"type": "fhe (§16, vectors in v1/fhe)"}),
         Request::Log(LogRequest::Head) => json!({"type": "log_head"}),
         Request::Log(LogRequest::Prove {

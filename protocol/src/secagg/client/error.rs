@@ -81,6 +81,10 @@ pub enum ClientError {
         /// The failure.
         source: SecaggCryptoError,
     },
+    /// MaskedInputCollection arrived before the input of a client made without one
+    /// (rejected, not fatal).
+    #[error("the input is not given yet: it must come before the masked-input round")]
+    NoInput,
     /// The server did not answer before the deadline.
     #[error("timed out waiting for the server in {0:?}")]
     Timeout(Round),
@@ -91,7 +95,11 @@ impl ClientError {
     pub fn is_fatal(&self) -> bool {
         !matches!(
             self,
-            Self::Malformed(_) | Self::OutOfRound { .. } | Self::Replayed | Self::WrongState
+            Self::Malformed(_)
+                | Self::OutOfRound { .. }
+                | Self::Replayed
+                | Self::WrongState
+                | Self::NoInput
         )
     }
 }

@@ -18,8 +18,8 @@ mod steps;
 use std::sync::Arc;
 
 use quorate_crypto::SecretKey;
-use quorate_crypto::secagg::ka::{KaPublicKey, KaSecretKey};
-use quorate_crypto::secagg::kdf::{self, ShareKey};
+use quorate_crypto::secagg::ka::KaSecretKey;
+use quorate_crypto::secagg::kdf::{self, PrgSeed, ShareKey};
 use quorate_crypto::secagg::rng::SecretRng;
 use quorate_crypto::secagg::shamir::{SecretScalar, Share};
 use zeroize::Zeroizing;
@@ -41,7 +41,8 @@ struct Held {
 
 /// What AdvertiseKeys drew, kept until ShareKeys.
 struct Secrets {
-    input: Zeroizing<Vec<u64>>,
+    /// `None` until [`Client::provide_input`] for a client made without its input.
+    input: Option<Zeroizing<Vec<u64>>>,
     cipher_sk: KaSecretKey,
     mask_sk: KaSecretKey,
     mask_secret: SecretScalar,
@@ -50,7 +51,7 @@ struct Secrets {
 
 enum State {
     Ready {
-        input: Zeroizing<Vec<u64>>,
+        input: Option<Zeroizing<Vec<u64>>>,
     },
     Advertised {
         secrets: Secrets,
@@ -63,11 +64,11 @@ enum State {
         commitments: Vec<(u32, [u8; 32])>,
     },
     SharedKeys {
-        input: Zeroizing<Vec<u64>>,
-        mask_sk: KaSecretKey,
+        input: Option<Zeroizing<Vec<u64>>>,
         self_secret: SecretScalar,
         neighbours: Vec<u32>,
-        peer_mask_pk: Vec<KaPublicKey>,
+        /// Per neighbour in U1, the pairwise mask seed (§9.4.2); taken once in round 2.
+        pair_seeds: Vec<Option<PrgSeed>>,
         recv_keys: Vec<ShareKey>,
         own: Held,
     },
@@ -163,18 +164,26 @@ impl Client {
         rng: Box<dyn SecretRng + Send>,
         timeout_ms: u64,
     ) -> Result<Self, ClientError> {
+        let mut client = Self::awaiting_input(cfg, me, identity, rng, timeout_ms)?;
+        client.provide_input(input)?;
+        Ok(client)
+    }
+
+    /// A client with index `me` whose input is given later, by [`Self::provide_input`]
+    /// before the server's MaskedInputCollection message (§9.5.3): rounds 0 and 1 draw keys
+    /// and share secrets and never read the input, so they can run before it exists (§15.1,
+    /// prepared jobs).
+    pub fn awaiting_input(
+        cfg: Arc<RoundConfig>,
+        me: u32,
+        identity: SecretKey,
+        rng: Box<dyn SecretRng + Send>,
+        timeout_ms: u64,
+    ) -> Result<Self, ClientError> {
         cfg.validate()?;
         if cfg.roster.get(me as usize) != Some(&identity.public_key()) {
             return Err(ClientError::NotOnRoster(me));
         }
-        let input = Zeroizing::new(input);
-        if input.len() != cfg.vector_len {
-            return Err(ClientError::InputLength {
-                expected: cfg.vector_len,
-                found: input.len(),
-            });
-        }
-        encoding::check_max(&input, cfg.max_input)?;
         Ok(Self {
             digest: cfg.digest(),
             limits: Limits::of(&cfg),
@@ -184,10 +193,49 @@ impl Client {
             rng,
             timeout_ms,
             deadline: None,
-            state: State::Ready { input },
+            state: State::Ready { input: None },
             commitments_digest: None,
             counters: WorkCounters::default(),
         })
+    }
+
+    /// Gives a client made by [`Self::awaiting_input`] its input (each element at most
+    /// `cfg.max_input`). Refused (`WrongState`, nothing changed) once the client has an input
+    /// or has passed the point where it masks it; an input of the wrong shape is refused
+    /// without changing the client either.
+    pub fn provide_input(&mut self, input: Vec<u64>) -> Result<(), ClientError> {
+        let input = Zeroizing::new(input);
+        let slot = match &mut self.state {
+            State::Ready { input } | State::SharedKeys { input, .. } => input,
+            State::Advertised { secrets, .. } | State::Contributed { secrets, .. } => {
+                &mut secrets.input
+            }
+            _ => return Err(ClientError::WrongState),
+        };
+        if slot.is_some() {
+            return Err(ClientError::WrongState);
+        }
+        if input.len() != self.cfg.vector_len {
+            return Err(ClientError::InputLength {
+                expected: self.cfg.vector_len,
+                found: input.len(),
+            });
+        }
+        encoding::check_max(&input, self.cfg.max_input)?;
+        *slot = Some(input);
+        Ok(())
+    }
+
+    /// Whether the client holds its input.
+    pub fn has_input(&self) -> bool {
+        match &self.state {
+            State::Ready { input } | State::SharedKeys { input, .. } => input.is_some(),
+            State::Advertised { secrets, .. } | State::Contributed { secrets, .. } => {
+                secrets.input.is_some()
+            }
+            // Past round 2 the input was masked and sent (or the client ended).
+            _ => !matches!(self.state, State::Aborted(_)),
+        }
     }
 
     /// This client's index.
@@ -266,7 +314,10 @@ impl Client {
         }
     }
 
-    fn advertise_keys(&mut self, input: Zeroizing<Vec<u64>>) -> Result<Vec<u8>, ClientError> {
+    fn advertise_keys(
+        &mut self,
+        input: Option<Zeroizing<Vec<u64>>>,
+    ) -> Result<Vec<u8>, ClientError> {
         let cipher_sk = KaSecretKey::generate(self.rng.as_mut()).map_err(crypto(None))?;
         let mask_secret = SecretScalar::random(self.rng.as_mut()).map_err(crypto(None))?;
         let self_secret = SecretScalar::random(self.rng.as_mut()).map_err(crypto(None))?;
@@ -330,6 +381,12 @@ impl Client {
         if let ServerBody::Abort { code } = msg.body {
             return Err(self.abort(ClientError::ServerAborted(code)));
         }
+        if let (State::SharedKeys { input: None, .. }, ServerBody::Shares { .. }) =
+            (&self.state, &msg.body)
+        {
+            // Refused, not fatal: the input can still come (§15.1, prepared jobs).
+            return Err(ClientError::NoInput);
+        }
         let expected = self.state.waiting_for();
         let state = std::mem::replace(&mut self.state, State::Done);
         let result = match (state, msg.body) {
@@ -370,21 +427,19 @@ impl Client {
             ),
             (
                 State::SharedKeys {
-                    input,
-                    mask_sk,
+                    input: Some(input),
                     self_secret,
                     neighbours,
-                    peer_mask_pk,
+                    pair_seeds,
                     recv_keys,
                     own,
                 },
                 ServerBody::Shares { ciphertexts },
             ) => self.masked_input_collection(
                 input,
-                mask_sk,
                 self_secret,
                 neighbours,
-                peer_mask_pk,
+                pair_seeds,
                 recv_keys,
                 own,
                 &ciphertexts,

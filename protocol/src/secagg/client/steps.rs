@@ -4,7 +4,6 @@
 use std::collections::HashSet;
 
 use quorate_crypto::secagg::aead;
-use quorate_crypto::secagg::ka::{KaPublicKey, KaSecretKey};
 use quorate_crypto::secagg::kdf::{self, PrgSeed, ShareKey};
 use quorate_crypto::secagg::prg::{self, Sign};
 use quorate_crypto::secagg::shamir::{self, SecretScalar, Share};
@@ -136,6 +135,21 @@ impl Client {
             ));
         }
         let own = own.ok_or(ClientError::WrongState)?;
+        // The pairwise mask seeds with every neighbour in U1, agreed now rather than in round
+        // 2: they depend only on keys known here, and a prepared job (§15.1) so runs its key
+        // agreements before its input exists. Round 2 uses those of the neighbours in U2.
+        let mut pair_seeds = Vec::with_capacity(neighbours.len());
+        for (v, pk) in neighbours.iter().zip(&peer_mask_pk) {
+            let shared = mask_sk.agree(pk).map_err(crypto(Some(*v)))?;
+            self.counters.x25519_agreements += 1;
+            pair_seeds.push(Some(kdf::pairwise_mask_seed(
+                shared.as_bytes(),
+                &self.digest,
+                self.me,
+                *v,
+            )));
+        }
+        drop(mask_sk);
         let commitment = kdf::self_mask_commitment(&self_secret.to_bytes(), &self.digest, self.me);
         let msg = self.sign(&ClientBody::ShareKeys {
             commitment,
@@ -146,10 +160,9 @@ impl Client {
         });
         self.state = State::SharedKeys {
             input,
-            mask_sk,
             self_secret,
             neighbours,
-            peer_mask_pk,
+            pair_seeds,
             recv_keys,
             own,
         };
@@ -161,10 +174,9 @@ impl Client {
     pub(super) fn masked_input_collection(
         &mut self,
         input: Zeroizing<Vec<u64>>,
-        mask_sk: KaSecretKey,
         self_secret: SecretScalar,
         neighbours: Vec<u32>,
-        peer_mask_pk: Vec<KaPublicKey>,
+        mut pair_seeds: Vec<Option<PrgSeed>>,
         recv_keys: Vec<ShareKey>,
         own: Held,
         ciphertexts: &[(u32, &[u8])],
@@ -220,17 +232,17 @@ impl Client {
                 mask_key,
                 self_mask,
             });
-            let shared = mask_sk.agree(&peer_mask_pk[i]).map_err(crypto(Some(*v)))?;
-            self.counters.x25519_agreements += 1;
+            let Some(seed) = pair_seeds[i].take() else {
+                return Err(ClientError::InconsistentView(
+                    "shares from the same client twice",
+                ));
+            };
             let sign = if self.me < *v {
                 Sign::Add
             } else {
                 Sign::Subtract
             };
-            masks.push((
-                kdf::pairwise_mask_seed(shared.as_bytes(), &self.digest, self.me, *v),
-                sign,
-            ));
+            masks.push((seed, sign));
             sharers.push(*v);
         }
         let pos = held.partition_point(|h| h.owner < self.me);
