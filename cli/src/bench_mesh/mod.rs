@@ -39,7 +39,9 @@ goal <= 1.25\n\
   audit/cores     `quorate verify` of an audit log of --audit receipts over (cores x one \
 core's raw verify_strict rate; quorate's own strict check, with the same verdicts, is printed \
 beside)              goal >= 0.9\n\
-  ensemble/plain  a SecAgg ensemble of five over five concurrent plain verified jobs  goal <= 3\n\n\
+  ensemble/plain  a prepared SecAgg ensemble of five, timed from its input (its first two \
+rounds ran before, and their time is printed beside), over five concurrent plain verified jobs; \
+a job started with its input, all five rounds timed, is printed beside             goal <= 3\n\n\
 The MiniLM line is skipped, saying so, when the model file is missing \
 (./scripts/fetch-models.sh fetches it). The last line sums up the figures of the mesh model:\n  latency/parts=R1 jobs_per_s=N1 batch/raw=R2 audit/cores=R3 ensemble/plain=R4\n\n\
 A quick look:\n  quorate bench mesh --rounds 30 --seconds 1 --batch 100 --audit 5000 --ensembles 3"
@@ -61,7 +63,8 @@ pub struct BenchMeshArgs {
     /// Receipts in the audit log.
     #[arg(long, default_value_t = 100_000)]
     pub audit: usize,
-    /// Ensemble jobs timed (and as many rounds of five plain jobs).
+    /// Ensemble jobs timed of each kind, prepared and not (and as many rounds of five plain
+    /// jobs).
     #[arg(long, default_value_t = 20)]
     pub ensembles: usize,
     /// The transformer of the MiniLM throughput figure (skipped if the file is missing).

@@ -249,7 +249,7 @@ impl EnsembleService {
             let values = run_for_contribution(&model, &req.inputs, held.params())?;
             let now = self.jobs.now_ms();
             let reply = held
-                .handle_input(peer, &req, values, now)
+                .handle_input(peer, &req, values, unix_now(), now)
                 .map_err(|r| r.frame)?
                 .reply;
             self.with_receipt(&held, reply)

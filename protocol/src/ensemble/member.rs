@@ -265,7 +265,8 @@ impl MemberJob {
 
     /// Round 2 of a prepared job (§15.1): takes the client's input `req` from the
     /// authenticated `peer` with the member's output encoded as `values` ([`contribution`]),
-    /// and answers the masked-input round it carries. A job takes one input: any refusal
+    /// and answers the masked-input round it carries; the member receipt states `issued_at`
+    /// (Unix seconds), the time of the input rather than of the preparation. A job takes one input: any refusal
     /// once the checks of [`MemberJob::check_input`] passed ends the job, so that no
     /// aggregator can have a prepared job mask a second input.
     pub fn handle_input(
@@ -273,6 +274,7 @@ impl MemberJob {
         peer: &PublicKey,
         req: &EnsembleInput,
         values: Vec<u64>,
+        issued_at: u64,
         now: u64,
     ) -> Result<RoundAnswer, Refusal> {
         self.check_input(peer, req)?;
@@ -284,6 +286,7 @@ impl MemberJob {
             .provide_input(values)
             .map_err(|e| end(ErrorCode::InvalidInput, e.to_string()))?;
         self.receipt.inputs = salted_commitments(&req.inputs, &req.input_salts);
+        self.receipt.issued_at = issued_at;
         let round = EnsembleRound {
             job_id: req.job_id,
             round: 2,

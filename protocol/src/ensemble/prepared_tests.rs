@@ -153,7 +153,7 @@ fn a_member_takes_the_input_of_a_prepared_job_once_and_only_from_its_aggregator(
     let agg = members.aggregator;
     // From a co-member: refused, the job kept.
     let co = super::tests::member_key(3).public_key();
-    let refused = job.handle_input(&co, &input, values(), 5).unwrap_err();
+    let refused = job.handle_input(&co, &input, values(), 1, 5).unwrap_err();
     assert_eq!(refused.frame.code, ErrorCode::NotAllowed);
     assert!(!refused.finished);
     // Round 2 as a plain round, without the input: refused, the job kept.
@@ -166,7 +166,9 @@ fn a_member_takes_the_input_of_a_prepared_job_once_and_only_from_its_aggregator(
     assert_eq!(refused.frame.code, ErrorCode::WrongRound);
     assert!(!refused.finished);
     // The aggregator's input is answered with a masked input.
-    let answer = job.handle_input(&agg, &input, values(), 6).unwrap();
+    let answer = job
+        .handle_input(&agg, &input, values(), 1_800_000_000, 6)
+        .unwrap();
     assert_eq!(answer.reply.round, 2);
     let payload = job.receipt_payload(&answer.reply.message).unwrap();
     assert_eq!(
@@ -174,7 +176,9 @@ fn a_member_takes_the_input_of_a_prepared_job_once_and_only_from_its_aggregator(
         salted_commitments(&input.inputs, &input.input_salts)
     );
     // A second input is a replay and changes nothing.
-    let again = job.handle_input(&agg, &input, vec![1, 0], 7).unwrap_err();
+    let again = job
+        .handle_input(&agg, &input, vec![1, 0], 1, 7)
+        .unwrap_err();
     assert_eq!(again.frame.code, ErrorCode::Replayed);
     assert!(!again.finished);
     assert_eq!(job.next_round(), 3);
@@ -200,7 +204,7 @@ fn a_member_refuses_an_input_out_of_round_or_for_a_job_started_with_one() {
     let mut early = members.jobs[0].take().unwrap();
     let input = input_carrying(round_for(&round1, 0).message);
     let refused = early
-        .handle_input(&members.aggregator, &input, values(), 3)
+        .handle_input(&members.aggregator, &input, values(), 1, 3)
         .unwrap_err();
     assert_eq!(refused.frame.code, ErrorCode::WrongRound);
     assert!(!refused.finished);
@@ -214,7 +218,7 @@ fn a_member_refuses_an_input_out_of_round_or_for_a_job_started_with_one() {
     let mut with_input = members.jobs[0].take().unwrap();
     let input = input_carrying(round_for(&round2, 0).message);
     let refused = with_input
-        .handle_input(&members.aggregator, &input, values(), 9)
+        .handle_input(&members.aggregator, &input, values(), 1, 9)
         .unwrap_err();
     assert_eq!(refused.frame.code, ErrorCode::WrongRound);
     assert!(!refused.finished);
@@ -227,13 +231,13 @@ fn a_member_ends_a_prepared_job_whose_input_round_fails() {
     let (mut job, mut input, members) = member_0_at_input();
     input.message = vec![0xa0];
     let refused = job
-        .handle_input(&members.aggregator, &input, values(), 5)
+        .handle_input(&members.aggregator, &input, values(), 1, 5)
         .unwrap_err();
     assert!(refused.finished, "{}", refused.frame);
     // An output outside the job's encoding ends it too.
     let (mut job, input, members) = member_0_at_input();
     let refused = job
-        .handle_input(&members.aggregator, &input, vec![0, 1, 2], 5)
+        .handle_input(&members.aggregator, &input, vec![0, 1, 2], 1, 5)
         .unwrap_err();
     assert_eq!(refused.frame.code, ErrorCode::InvalidInput);
     assert!(refused.finished);

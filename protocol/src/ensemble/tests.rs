@@ -116,7 +116,7 @@ impl Members {
                     ToMember::Input(input) => {
                         let mut rng = DeterministicRng::from_seed(&[i as u8; 32]);
                         let values = contribution(job.params(), &probs(i), &mut rng).unwrap();
-                        job.handle_input(&self.aggregator, &input, values, self.now)
+                        job.handle_input(&self.aggregator, &input, values, 1, self.now)
                     }
                     ToMember::Round(r) => job.handle_round(&self.aggregator, &r, self.now),
                     ToMember::Start(_) => unreachable!("matched above"),
