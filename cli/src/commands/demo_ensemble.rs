@@ -1,6 +1,7 @@
 //! The demo's private ensemble (§15): the hospital nodes of the demo mesh answer one
-//! diagnosis together through SecAgg; the last member is killed (SIGKILL) as the
-//! masked-input round opens, and the job completes from the survivors. The aggregate and
+//! diagnosis together through SecAgg. The job is prepared (§15.1): its key and share rounds
+//! run before the input is given; the last member is killed (SIGKILL) as the input goes out
+//! with the masked-input round, and the job completes from the survivors. The aggregate and
 //! member receipts land under `receipts/ensemble/` and are verified offline here.
 
 use std::path::Path;
@@ -61,7 +62,7 @@ pub async fn run(mesh: &LocalMesh, models: &Path, receipts: &Path) -> anyhow::Re
         dp: None,
     };
     println!(
-        "   {} members ({}), threshold {}; {victim} will be killed as the masked-input round opens",
+        "   {} members ({}), threshold {}; {victim} will be killed as the input goes out with the masked-input round",
         members.len(),
         names.join(", "),
         spec.threshold
@@ -82,7 +83,12 @@ pub async fn run(mesh: &LocalMesh, models: &Path, receipts: &Path) -> anyhow::Re
             println!("   {m}");
         }
     };
-    let outcome = ensemble_client::run(&client, &mesh.client_key, &spec, &progress).await?;
+    let key = &mesh.client_key;
+    let prepared = ensemble_client::prepare(&client, key, &spec, &progress).await?;
+    println!(
+        "   prepared: keys advertised and shares dealt before the input exists; the input goes out with round 2 (spec §15.1)"
+    );
+    let outcome = ensemble_client::run_prepared(&client, key, &spec, prepared, &progress).await?;
     client.close();
     if outcome.payload.dropped.is_empty() {
         bail!("the killed member was not reported as dropped");
