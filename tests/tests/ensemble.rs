@@ -153,6 +153,27 @@ fn ensemble_mean_equals_plaintext_mean_and_audits() {
     });
     let prepared = prepared.unwrap();
     assert_eq!(prepared.payload.contributors, vec![0, 1, 2, 3, 4]);
+    // A prepared job given up before its input: every member drops it at once.
+    rt().block_on(async {
+        let client = client_of(&mesh).unwrap();
+        let spec = spec(&mesh, Mode::Mean, None);
+        let job = ensemble_client::prepare(&client, &mesh.client_key, &spec, &|_| {}).await;
+        let job = job.unwrap();
+        let id = job.job_id();
+        ensemble_client::abandon(&client, &spec, job).await;
+        for m in &spec.members {
+            let round = Request::EnsembleRound(EnsembleRound {
+                job_id: id,
+                round: 3,
+                message: vec![0xa0],
+            });
+            match client.request(m, &round).await.unwrap() {
+                Response::Error(e) => assert_eq!(e.code, ErrorCode::UnknownJob, "{}", m.name),
+                other => panic!("{} still holds the abandoned job: {other:?}", m.name),
+            }
+        }
+        client.close();
+    });
     assert_mean(&prepared, &[0, 1, 2, 3, 4]);
     audit(
         &prepared.payload,

@@ -99,6 +99,11 @@ impl Prepared {
     pub fn events(&self) -> &[(u32, String)] {
         self.machine.events()
     }
+
+    /// The job's id, as its members and receipts know it.
+    pub fn job_id(&self) -> [u8; 16] {
+        self.machine.job_id()
+    }
 }
 
 /// Runs rounds 0 and 1 of a job before its input exists (§15.1): key advertisement and
@@ -153,6 +158,20 @@ fn params_of(key: &SecretKey, spec: &EnsembleSpec) -> anyhow::Result<EnsemblePar
         spec.dp,
     )
     .map_err(anyhow::Error::msg)
+}
+
+/// Gives up a prepared job without its input: sends its members the abort notices that free
+/// their state (§15.3) rather than leave it held until it expires. The answers are not read.
+pub async fn abandon(client: &MeshClient, spec: &EnsembleSpec, prepared: Prepared) {
+    let notices = prepared.machine.abandon();
+    let sends = notices.into_iter().filter_map(|s| match s.message {
+        ToMember::Round(r) => Some(async move {
+            let notice = Request::EnsembleRound(r);
+            let _ = client.request(&spec.members[s.to as usize], &notice).await;
+        }),
+        _ => None,
+    });
+    futures_util::future::join_all(sends).await;
 }
 
 /// §15.4: one fresh salt per input, the same for every member.

@@ -27,7 +27,7 @@ use super::{ROUND_ABORT, salted_commitments};
 use crate::ensemble_dp;
 use crate::messages::common::{ErrorFrame, MessageError};
 use crate::receipt::{Commitment, JOB_ID_LEN};
-use crate::secagg::messages::Limits;
+use crate::secagg::messages::{AbortCode, Limits, ServerBody, encode_server_message};
 use crate::secagg::{Outcome, Server};
 use crate::tensor::Tensor;
 
@@ -315,6 +315,32 @@ impl Aggregator {
         Ok(self.with_input(held))
     }
 
+    /// Gives up a prepared job that waits for its input (§15.1): the abort notices (round 5,
+    /// §15.3) that free its members' state at once rather than when it expires. Nothing for
+    /// a job in any other state.
+    pub fn abandon(self) -> Vec<Send> {
+        if !self.awaits_input() {
+            return Vec::new();
+        }
+        let notice = encode_server_message(
+            self.server.round_digest(),
+            &ServerBody::Abort {
+                code: AbortCode::Cancelled,
+            },
+        );
+        self.held
+            .iter()
+            .map(|s| Send {
+                to: s.to,
+                message: ToMember::Round(EnsembleRound {
+                    job_id: self.job.job_id,
+                    round: ROUND_ABORT,
+                    message: notice.clone(),
+                }),
+            })
+            .collect()
+    }
+
     /// The round-2 requests `sends` with the job's input attached.
     fn with_input(&self, sends: Vec<Send>) -> Vec<Send> {
         sends
@@ -348,6 +374,11 @@ impl Aggregator {
     /// What happened to members, in order: dropouts, refusals, rejected messages.
     pub fn events(&self) -> &[(u32, String)] {
         &self.events
+    }
+
+    /// The job id.
+    pub fn job_id(&self) -> [u8; JOB_ID_LEN] {
+        self.job.job_id
     }
 
     /// The job parameters.

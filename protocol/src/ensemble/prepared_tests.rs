@@ -263,3 +263,23 @@ fn a_refused_input_leaves_that_member_out_of_the_sum() {
     assert_eq!(done.payload.contributors, vec![0, 1, 3, 4]);
     assert_eq!(done.payload.dropped, vec![2]);
 }
+
+/// A prepared job given up before its input frees every member's state at once.
+#[test]
+fn an_abandoned_prepared_job_frees_its_members() {
+    let (machine, mut members) = through_round_1(Mode::Votes);
+    let notices = machine.abandon();
+    assert_eq!(notices.len(), 5);
+    for s in notices {
+        let ToMember::Round(r) = &s.message else {
+            panic!("an abort notice is a round message");
+        };
+        assert_eq!(r.round, ROUND_ABORT);
+        let job = members.jobs[s.to as usize].as_mut().unwrap();
+        let answer = job.handle_round(&members.aggregator, r, 9).unwrap();
+        assert!(answer.finished, "member {} kept the job", s.to);
+    }
+    // Only a job waiting for its input is abandoned this way.
+    let (started, _) = Aggregator::new(job(Mode::Votes), 1).unwrap();
+    assert!(started.abandon().is_empty());
+}
