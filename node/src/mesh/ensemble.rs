@@ -235,7 +235,7 @@ impl EnsembleService {
     pub fn input(&self, peer: &PublicKey, req: EnsembleInput) -> Result<EnsembleReply, ErrorFrame> {
         exit_if(&self.hooks, 2);
         let Some(job) = self.held_job(&req.job_id)? else {
-            return Err(unknown_job_id(&req.job_id));
+            return Err(unknown_job(&req.job_id));
         };
         let mut held = job
             .lock()
@@ -304,7 +304,7 @@ impl EnsembleService {
     /// round, from the peer that started the job.
     pub fn round(&self, peer: &PublicKey, req: EnsembleRound) -> Result<EnsembleReply, ErrorFrame> {
         let Some(job) = self.job(&req)? else {
-            return Err(unknown_job(&req));
+            return Err(unknown_job(&req.job_id));
         };
         let mut held = job
             .lock()
@@ -318,7 +318,7 @@ impl EnsembleService {
     pub fn try_round_now(&self, peer: &PublicKey, req: EnsembleRound) -> RoundNow {
         let job = match self.job(&req) {
             Ok(Some(job)) => job,
-            Ok(None) => return RoundNow::Answered(Err(unknown_job(&req))),
+            Ok(None) => return RoundNow::Answered(Err(unknown_job(&req.job_id))),
             Err(e) => return RoundNow::Answered(Err(e)),
         };
         let mut held = match job.try_lock() {
@@ -366,11 +366,7 @@ impl EnsembleService {
     }
 }
 
-fn unknown_job(req: &EnsembleRound) -> ErrorFrame {
-    unknown_job_id(&req.job_id)
-}
-
-fn unknown_job_id(id: &[u8; 16]) -> ErrorFrame {
+fn unknown_job(id: &[u8; 16]) -> ErrorFrame {
     err(
         ErrorCode::UnknownJob,
         format!(

@@ -76,10 +76,11 @@ pub async fn run(
 ) -> anyhow::Result<EnsembleOutcome> {
     let params = params_of(key, spec)?;
     let input_salts = salts_for(&spec.inputs)?;
+    let (job_id, nonce) = fresh_ids()?;
     let job = AggregatorJob {
         params,
-        job_id: quorate_crypto::random::bytes()?,
-        nonce: quorate_crypto::random::bytes::<32>()?.to_vec(),
+        job_id,
+        nonce,
         inputs: spec.inputs.clone(),
         input_salts,
     };
@@ -95,11 +96,6 @@ pub struct Prepared {
 }
 
 impl Prepared {
-    /// What happened to members that did not answer rounds 0 and 1.
-    pub fn events(&self) -> &[(u32, String)] {
-        self.machine.events()
-    }
-
     /// The job's id, as its members and receipts know it.
     pub fn job_id(&self) -> [u8; 16] {
         self.machine.job_id()
@@ -114,13 +110,8 @@ pub async fn prepare(
     spec: &EnsembleSpec,
     progress: &(dyn Fn(&str) + Sync),
 ) -> anyhow::Result<Prepared> {
-    let params = params_of(key, spec)?;
-    let (machine, sends) = Aggregator::new_prepared(
-        params,
-        quorate_crypto::random::bytes()?,
-        quorate_crypto::random::bytes::<32>()?.to_vec(),
-        0,
-    )?;
+    let (job_id, nonce) = fresh_ids()?;
+    let (machine, sends) = Aggregator::new_prepared(params_of(key, spec)?, job_id, nonce, 0)?;
     let machine = drive(client, spec, machine, sends, progress).await?;
     if !machine.awaits_input() {
         let events = member_events(&machine, spec);
@@ -172,6 +163,14 @@ pub async fn abandon(client: &MeshClient, spec: &EnsembleSpec, prepared: Prepare
         _ => None,
     });
     futures_util::future::join_all(sends).await;
+}
+
+/// A fresh job id and nonce.
+fn fresh_ids() -> anyhow::Result<([u8; 16], Vec<u8>)> {
+    Ok((
+        quorate_crypto::random::bytes()?,
+        quorate_crypto::random::bytes::<32>()?.to_vec(),
+    ))
 }
 
 /// §15.4: one fresh salt per input, the same for every member.

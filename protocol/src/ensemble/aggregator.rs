@@ -181,10 +181,9 @@ pub struct Aggregator {
     transcript: Vec<TranscriptEntry>,
     member_receipts: Vec<(u32, Vec<u8>)>,
     events: Vec<(u32, String)>,
-    /// The job was started without its input (§15.1).
+    /// The job was started without its input (§15.1); it has its input once
+    /// `job.inputs` is not empty (an input holds at least one tensor).
     prepared: bool,
-    /// A prepared job whose input has not come yet.
-    awaiting_input: bool,
     /// The round-2 requests of a prepared job, held until its input comes.
     held: Vec<Send>,
 }
@@ -203,9 +202,6 @@ impl Aggregator {
     /// A machine for `job` whose SecAgg server uses `threads` workers (0: every core),
     /// and the start requests of round 0, one per member (§15.3).
     pub fn new(job: AggregatorJob, threads: usize) -> Result<(Self, Vec<Send>), AggregatorError> {
-        job.params
-            .validate()
-            .map_err(|e: MessageError| AggregatorError::Setup(e.0))?;
         if job.input_salts.len() != job.inputs.len() {
             return Err(AggregatorError::Setup(
                 "one salt per input is required".into(),
@@ -276,7 +272,6 @@ impl Aggregator {
             member_receipts: Vec::new(),
             events: Vec::new(),
             prepared,
-            awaiting_input: prepared,
             held: Vec::new(),
         };
         Ok((machine, starts))
@@ -285,7 +280,12 @@ impl Aggregator {
     /// Whether the machine waits for [`Aggregator::provide_input`] before it can go on: a
     /// prepared job whose round 1 closed.
     pub fn awaits_input(&self) -> bool {
-        self.awaiting_input && !self.held.is_empty()
+        self.lacks_input() && !self.held.is_empty()
+    }
+
+    /// A prepared job whose input has not come yet.
+    fn lacks_input(&self) -> bool {
+        self.prepared && self.job.inputs.is_empty()
     }
 
     /// Gives a prepared job the client's `inputs` and their salts (one per input, the same
@@ -297,7 +297,7 @@ impl Aggregator {
         inputs: Vec<Tensor>,
         input_salts: Vec<[u8; SALT_LEN]>,
     ) -> Result<Vec<Send>, AggregatorError> {
-        if !self.awaiting_input {
+        if !self.lacks_input() {
             return Err(AggregatorError::Setup(
                 "only a prepared job without its input takes one".into(),
             ));
@@ -310,7 +310,6 @@ impl Aggregator {
         self.input_commitments = salted_commitments(&inputs, &input_salts);
         self.job.inputs = inputs;
         self.job.input_salts = input_salts;
-        self.awaiting_input = false;
         let held = std::mem::take(&mut self.held);
         Ok(self.with_input(held))
     }
@@ -515,15 +514,15 @@ impl Aggregator {
                 }),
             })
             .collect();
-        match (round, self.awaiting_input) {
-            // §15.1: a prepared job's round 2 waits for the input it carries.
-            (2, true) => {
-                self.held = sends;
-                Vec::new()
-            }
-            (2, false) if self.prepared => self.with_input(sends),
-            _ => sends,
+        if round != 2 || !self.prepared {
+            return sends;
         }
+        // §15.1: a prepared job's round 2 carries its input, and waits for it.
+        if self.lacks_input() {
+            self.held = sends;
+            return Vec::new();
+        }
+        self.with_input(sends)
     }
 
     /// The result of a finished job (§15.5): the unsigned aggregate receipt issued at
