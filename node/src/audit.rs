@@ -103,8 +103,10 @@ struct Outcome {
 enum Waiter {
     /// A blocking thread, parked until its result is in or it is to lead a commit.
     Thread(std::thread::Thread),
-    /// An async task ([`AuditLog::append_async`]): it never leads a commit (an `fdatasync`
-    /// would stall its runtime thread); it is told through this channel that its result is in.
+    /// An async task ([`AuditLog::append_async`]): it is never woken to lead a commit (an
+    /// `fdatasync` would stall its runtime thread), and leads one only as it appends, when
+    /// its caller asks ([`Leader::Caller`]); it is told through this channel that its result
+    /// is in.
     Task(Mutex<Option<tokio::sync::oneshot::Sender<()>>>),
 }
 
@@ -145,6 +147,17 @@ impl Outcome {
                 }),
         )
     }
+}
+
+/// Who leads the commit of an async append when none is under way (§12.4).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Leader {
+    /// A thread of the blocking pool: the caller's runtime thread stays free to serve.
+    Pool,
+    /// The caller's own thread, for its group only: for a job alone in the node, which then
+    /// saves two hand-overs between threads (to the pool and back). The runtime's other
+    /// threads serve meanwhile; groups that gather during the commit go to the pool.
+    Caller,
 }
 
 /// Receipts appended but not yet taken by a commit.
@@ -313,7 +326,7 @@ impl AuditLog {
             // Lead: everything waiting now, this receipt included unless an earlier leader
             // took it already.
             queue.committing = true;
-            queue = self.lead(queue);
+            queue = self.lead(queue, false).0;
         }
     }
 
@@ -325,10 +338,11 @@ impl AuditLog {
         self: &Arc<Self>,
         receipt: &[u8],
         wants_proof: bool,
+        leader: Leader,
     ) -> Result<Option<Vec<u8>>, AppendError> {
         check_len(receipt)?;
         let mine = self
-            .queue_async(Pending::Record(record(receipt)), wants_proof)
+            .queue_async(Pending::Record(record(receipt)), wants_proof, leader)
             .await;
         mine.result(&self.path)
             .unwrap_or_else(|| Err(self.not_run()))
@@ -342,16 +356,17 @@ impl AuditLog {
         self: &Arc<Self>,
         payload: EncodedPayload,
         key: Arc<SecretKey>,
+        leader: Leader,
     ) -> Result<Vec<u8>, AppendError> {
         if !group_sign::fits_a_batch(&payload) {
             let receipt = payload
                 .sign(&key)
                 .map_err(|e| AppendError::Signing(e.to_string()))?;
-            self.append_async(&receipt, false).await?;
+            self.append_async(&receipt, false, leader).await?;
             return Ok(receipt);
         }
         let mine = self
-            .queue_async(Pending::Payload(payload, key), false)
+            .queue_async(Pending::Payload(payload, key), false, leader)
             .await;
         if let Some(e) = mine.sign_failed.get() {
             return Err(AppendError::Signing(e.clone()));
@@ -368,9 +383,14 @@ impl AuditLog {
         }
     }
 
-    /// Queues an entry for a task and waits, holding no thread, until the commit that carried
-    /// it is settled.
-    async fn queue_async(self: &Arc<Self>, entry: Pending, wants_proof: bool) -> Arc<Outcome> {
+    /// Queues an entry for a task and waits until the commit that carried it is settled:
+    /// holding no thread, unless `leader` has this thread lead the commit.
+    async fn queue_async(
+        self: &Arc<Self>,
+        entry: Pending,
+        wants_proof: bool,
+        leader: Leader,
+    ) -> Arc<Outcome> {
         let (tx, rx) = tokio::sync::oneshot::channel();
         let mine = Outcome::new(wants_proof, Waiter::Task(Mutex::new(Some(tx))));
         {
@@ -378,9 +398,17 @@ impl AuditLog {
             queue.pending.push((entry, mine.clone()));
             if !queue.committing {
                 queue.committing = true;
-                drop(queue);
-                let log = self.clone();
-                tokio::task::spawn_blocking(move || drop(log.lead(lock(&log.queue))));
+                let tasks_wait = match leader {
+                    Leader::Caller => self.lead(queue, true).1,
+                    Leader::Pool => {
+                        drop(queue);
+                        true
+                    }
+                };
+                if tasks_wait {
+                    let log = self.clone();
+                    tokio::task::spawn_blocking(move || drop(log.lead(lock(&log.queue), false)));
+                }
             }
         }
         // Woken when the commit that carried this receipt is settled. (`mine` keeps the
@@ -393,8 +421,13 @@ impl AuditLog {
     /// Commits groups while this caller leads (`queue.committing` is set by the caller): the
     /// pending group, then, as long as the next waiter is a task (which cannot lead), the
     /// group that gathered meanwhile. Hands over to a waiting thread, or stops when nothing
-    /// is pending.
-    fn lead<'q>(&'q self, mut queue: MutexGuard<'q, Queue>) -> MutexGuard<'q, Queue> {
+    /// is pending. With `one_group`, stops after the first group and returns `true` when a
+    /// task waits, still leading: the caller then hands the lead to the pool.
+    fn lead<'q>(
+        &'q self,
+        mut queue: MutexGuard<'q, Queue>,
+        one_group: bool,
+    ) -> (MutexGuard<'q, Queue>, bool) {
         loop {
             let pending = std::mem::take(&mut queue.pending);
             drop(queue);
@@ -411,16 +444,20 @@ impl AuditLog {
             }
             let next = queue.pending.first().map(|(_, o)| o.clone());
             match next {
-                Some(next) if matches!(next.waiter, Waiter::Task(_)) => continue,
+                Some(next) if matches!(next.waiter, Waiter::Task(_)) => {
+                    if one_group {
+                        return (queue, true);
+                    }
+                }
                 Some(next) => {
                     // Whoever appended first since the commit began leads the next one.
                     queue.committing = false;
                     next.wake();
-                    return queue;
+                    return (queue, false);
                 }
                 None => {
                     queue.committing = false;
-                    return queue;
+                    return (queue, false);
                 }
             }
         }
@@ -542,233 +579,4 @@ impl AuditLog {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::test_support::signed_receipt;
-    use quorate_crypto::tensor_digest::sha256;
-
-    #[test]
-    fn a_torn_tail_is_cut_and_complete_records_survive() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("audit.qlog");
-        let (log, n) = AuditLog::open(&path).unwrap();
-        assert_eq!(n, 0);
-        log.append(b"first receipt").unwrap();
-        log.append(b"second receipt").unwrap();
-        drop(log);
-        let reserved = std::fs::read(&path).unwrap();
-        let s = scan(&reserved).unwrap();
-        // §12.4.3: the records, then the zeros reserved for the next ones: the first commit
-        // reserved them, the second wrote into them.
-        assert_eq!(
-            s.reserved_bytes,
-            (tail::RESERVE - RECORD_HEADER - 14) as u64
-        );
-        assert_eq!(s.good_len + s.reserved_bytes, reserved.len() as u64);
-        let complete = reserved[..s.good_len as usize].to_vec();
-        // Simulate a crash at every point of writing a third record: into the reserved
-        // zeros, and at the end of a log that has none (as an earlier node wrote them).
-        let mut third = Vec::new();
-        third.extend_from_slice(&(14u32).to_be_bytes());
-        third.extend_from_slice(&sha256(b"third receipt!"));
-        third.extend_from_slice(b"third receipt!");
-        for cut in 0..third.len() {
-            let mut into_reserve = reserved.clone();
-            into_reserve[complete.len()..][..cut].copy_from_slice(&third[..cut]);
-            let at_end = [&complete[..], &third[..cut]].concat();
-            for image in [into_reserve, at_end] {
-                std::fs::write(&path, &image).unwrap();
-                let (log, n) = AuditLog::open(&path).unwrap();
-                assert_eq!(n, 2, "cut at {cut}");
-                let reopened = std::fs::read(&path).unwrap();
-                assert_eq!(reopened[..complete.len()], complete[..], "cut at {cut}");
-                assert!(reopened[complete.len()..].iter().all(|&b| b == 0));
-                log.append(b"after recovery").unwrap();
-                drop(log);
-                let s = scan(&std::fs::read(&path).unwrap()).unwrap();
-                assert_eq!(s.records.len(), 3);
-                assert_eq!(s.records[2], b"after recovery");
-                assert_eq!(s.torn_bytes, 0);
-            }
-        }
-        // A flipped byte in the last record is a torn record too.
-        let mut bad = complete.clone();
-        let n = bad.len();
-        bad[n - 1] ^= 1;
-        std::fs::write(&path, &bad).unwrap();
-        assert_eq!(AuditLog::open(&path).unwrap().1, 1);
-        assert!(scan(b"not a log").is_err());
-    }
-
-    #[test]
-    fn concurrent_appends_are_each_durable_once_and_whole() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("audit.qlog");
-        let (log, _) = AuditLog::open(&path).unwrap();
-        let log = Arc::new(log);
-        let threads: Vec<_> = (0..16u32)
-            .map(|t| {
-                let log = log.clone();
-                std::thread::spawn(move || {
-                    for i in 0..100u32 {
-                        let receipt = format!("receipt {t}/{i}").repeat(1 + (i as usize % 7));
-                        log.append(receipt.as_bytes()).unwrap();
-                        // Returned means durable: the bytes are in the file already.
-                        assert!(log.durable_len() >= receipt.len() as u64);
-                    }
-                })
-            })
-            .collect();
-        for t in threads {
-            t.join().unwrap();
-        }
-        let bytes = std::fs::read(&path).unwrap();
-        let s = scan(&bytes).unwrap();
-        assert_eq!(log.durable_len(), s.good_len);
-        assert_eq!(s.good_len + s.reserved_bytes, bytes.len() as u64);
-        assert_eq!(s.torn_bytes, 0);
-        let mut got: Vec<Vec<u8>> = s.records;
-        got.sort();
-        let mut want: Vec<Vec<u8>> = (0..16u32)
-            .flat_map(|t| {
-                (0..100u32).map(move |i| {
-                    format!("receipt {t}/{i}")
-                        .repeat(1 + (i as usize % 7))
-                        .into_bytes()
-                })
-            })
-            .collect();
-        want.sort();
-        assert_eq!(got, want);
-        // Each thread's own receipts are in the order it appended them.
-        let s = scan(&bytes).unwrap();
-        for t in 0..16u32 {
-            let prefix = format!("receipt {t}/");
-            let order: Vec<u32> = s
-                .records
-                .iter()
-                .filter_map(|r| std::str::from_utf8(r).ok()?.strip_prefix(&prefix))
-                .map(|rest| rest.split(|c: char| !c.is_ascii_digit()).next().unwrap())
-                .map(|n| n.parse().unwrap())
-                .collect();
-            assert_eq!(order, (0..100).collect::<Vec<_>>(), "thread {t}");
-        }
-    }
-
-    /// Tasks and threads appending at once share group commits: every receipt is durable
-    /// when its append returns, exactly once and whole, and each appender's receipts keep
-    /// their order.
-    #[test]
-    fn async_and_blocking_appends_share_commits_and_lose_nothing() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("audit.qlog");
-        let (log, _) = AuditLog::open(&path).unwrap();
-        let log = Arc::new(log);
-        let rt = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .enable_all()
-            .build()
-            .unwrap();
-        let receipt = |who: &str, i: u32| format!("{who}/{i:04}").repeat(1 + i as usize % 5);
-        let tasks: Vec<_> = (0..12)
-            .map(|t| {
-                let log = log.clone();
-                rt.spawn(async move {
-                    for i in 0..150u32 {
-                        let r = receipt(&format!("task{t}"), i);
-                        let proof = log.append_async(r.as_bytes(), false).await.unwrap();
-                        assert!(proof.is_none());
-                        assert!(log.durable_len() >= r.len() as u64);
-                    }
-                })
-            })
-            .collect();
-        let threads: Vec<_> = (0..4)
-            .map(|t| {
-                let log = log.clone();
-                std::thread::spawn(move || {
-                    for i in 0..150u32 {
-                        log.append(receipt(&format!("thread{t}"), i).as_bytes())
-                            .unwrap();
-                    }
-                })
-            })
-            .collect();
-        for t in tasks {
-            rt.block_on(t).unwrap();
-        }
-        for t in threads {
-            t.join().unwrap();
-        }
-        let s = scan(&std::fs::read(&path).unwrap()).unwrap();
-        assert_eq!(s.torn_bytes, 0);
-        assert_eq!(s.records.len(), 16 * 150);
-        let who: Vec<String> = (0..12)
-            .map(|t| format!("task{t}"))
-            .chain((0..4).map(|t| format!("thread{t}")))
-            .collect();
-        for w in &who {
-            let mine: Vec<&Vec<u8>> = s
-                .records
-                .iter()
-                .filter(|r| r.starts_with(format!("{w}/").as_bytes()))
-                .collect();
-            let want: Vec<Vec<u8>> = (0..150).map(|i| receipt(w, i).into_bytes()).collect();
-            assert_eq!(mine.len(), 150, "{w}");
-            assert!(
-                mine.iter().zip(&want).all(|(a, b)| *a == b),
-                "{w} out of order"
-            );
-        }
-        let s = scan(&std::fs::read(&path).unwrap()).unwrap();
-        assert_eq!((log.durable_len(), s.torn_bytes), (s.good_len, 0));
-    }
-
-    /// Heads cover exactly the durable records, with the §18.1 leaves (a record's bytes are
-    /// its leaf), survive a reopen, and are signed only when the log grew.
-    #[test]
-    fn tree_heads_cover_the_durable_records() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("audit.qlog");
-        let key = SecretKey::from_seed(&[4; 32]);
-        let (log, _) = AuditLog::open(&path).unwrap();
-        let receipts: Vec<Vec<u8>> = (0..5).map(|i| signed_receipt(i, &key)).collect();
-        for r in &receipts {
-            log.append(r).unwrap();
-        }
-        let expected = {
-            let mut tree = MerkleLog::new();
-            for r in &receipts {
-                let leaf = quorate_protocol::tlog::receipt_leaf_hash(r).unwrap();
-                assert_eq!(leaf, leaf_of(r));
-                tree.push(leaf).unwrap();
-            }
-            tree.root(5).unwrap()
-        };
-        let head = log.sign_head(&key, 1_800_000_000).unwrap().unwrap();
-        let parsed = TreeHead::parse(&head).unwrap();
-        parsed.sign1.verify(&key.public_key()).unwrap();
-        assert_eq!((parsed.body.size, parsed.body.root), (5, expected));
-        assert!(log.sign_head(&key, 1_800_000_001).unwrap().is_none());
-        // The head to keep is the one signed, until it is recorded as kept.
-        let (size, to_keep) = log.head_to_keep(&key, 1_800_000_002).unwrap().unwrap();
-        assert_eq!((size, &to_keep), (5, &head));
-        assert!(log.head_to_keep(&key, 1_800_000_002).unwrap().is_some());
-        log.head_kept(5);
-        assert!(log.head_to_keep(&key, 1_800_000_002).unwrap().is_none());
-        // A head signed on request over a grown log is the next one to keep.
-        log.append(&signed_receipt(8, &key)).unwrap();
-        let requested = log.latest_head(&key, 1_800_000_002).unwrap();
-        let (size, to_keep) = log.head_to_keep(&key, 1_800_000_002).unwrap().unwrap();
-        assert_eq!((size, to_keep), (6, requested));
-        drop(log);
-        let (again, n) = AuditLog::open(&path).unwrap();
-        assert_eq!(n, 6);
-        let head = again.sign_head(&key, 1_800_000_003).unwrap().unwrap();
-        assert_eq!(TreeHead::parse(&head).unwrap().body.size, 6);
-        again.append(&signed_receipt(9, &key)).unwrap();
-        let grown = again.sign_head(&key, 1_800_000_004).unwrap().unwrap();
-        assert_eq!(TreeHead::parse(&grown).unwrap().body.size, 7);
-        assert_eq!(again.head_path(), dir.path().join("audit.qlog.head"));
-    }
-}
+mod tests;

@@ -102,7 +102,7 @@ pub(super) fn sign_pending(
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
-    use crate::audit::{AppendError, AuditLog};
+    use crate::audit::{AppendError, AuditLog, Leader};
     use crate::test_support::payload;
     use quorate_protocol::audit_log::scan;
     use quorate_protocol::batch_receipt::{AnyReceipt, parse_any};
@@ -134,7 +134,7 @@ mod tests {
                 let p = payload(burst * 32 + i);
                 rt.spawn(async move {
                     let r = log
-                        .append_payload_async(p.encode().unwrap(), key)
+                        .append_payload_async(p.encode().unwrap(), key, Leader::Pool)
                         .await
                         .unwrap();
                     (p, r)
@@ -204,7 +204,11 @@ mod tests {
                     rt.spawn(async move {
                         let appended = tokio::time::timeout(
                             std::time::Duration::from_secs(30),
-                            log.append_payload_async(p.encode().unwrap(), key.clone()),
+                            log.append_payload_async(
+                                p.encode().unwrap(),
+                                key.clone(),
+                                Leader::Pool,
+                            ),
                         )
                         .await
                         .expect("an append was left waiting");
@@ -227,7 +231,11 @@ mod tests {
         }
         let after = payload(200);
         let r = rt
-            .block_on(log.append_payload_async(after.encode().unwrap(), keys[0].clone()))
+            .block_on(log.append_payload_async(
+                after.encode().unwrap(),
+                keys[0].clone(),
+                Leader::Pool,
+            ))
             .unwrap();
         good.push(r);
         let bytes = std::fs::read(dir.path().join("a.qlog")).unwrap();
@@ -248,7 +256,7 @@ mod tests {
         assert!(!fits_a_batch(&encoded));
         let rt = tokio::runtime::Runtime::new().unwrap();
         let r = rt
-            .block_on(log.append_payload_async(encoded, key.clone()))
+            .block_on(log.append_payload_async(encoded, key.clone(), Leader::Pool))
             .unwrap();
         assert_eq!(r, big.sign(&key).unwrap());
         let bytes = std::fs::read(dir.path().join("a.qlog")).unwrap();

@@ -16,7 +16,7 @@ use quorate_protocol::tlog;
 use quorate_runtime::LoadedModel;
 use quorate_runtime::attest::{Committed, JobParams, run_committed};
 
-use crate::audit::{AuditLog, HEAD_INTERVAL_SECS};
+use crate::audit::{AuditLog, HEAD_INTERVAL_SECS, Leader};
 use crate::clock::unix_now;
 use crate::mesh::config::LogReplies;
 use crate::mesh::inline_cost::InlineCost;
@@ -278,9 +278,15 @@ impl InferService {
     }
 
     /// The rest of a job after [`Self::compute`]: the receipt made durable, and proved to be
-    /// in the log (§12.4, §18.11.3); the reply may leave once this returns.
-    pub async fn finish(&self, signed: Signed) -> Result<InferResponse, ErrorFrame> {
-        let (receipt, promise) = self.log(signed.receipt, signed.issued_at).await?;
+    /// in the log (§12.4, §18.11.3); the reply may leave once this returns. `leader` says
+    /// who leads the commit if none is under way: this thread only for a job alone in the
+    /// node (§12.3).
+    pub async fn finish(
+        &self,
+        signed: Signed,
+        leader: Leader,
+    ) -> Result<InferResponse, ErrorFrame> {
+        let (receipt, promise) = self.log(signed.receipt, signed.issued_at, leader).await?;
         Ok(InferResponse {
             output_salts: signed.output_salts,
             outputs: signed.outputs,
@@ -296,6 +302,7 @@ impl InferService {
         &self,
         receipt: Attestation,
         issued_at: u64,
+        leader: Leader,
     ) -> Result<(Vec<u8>, Option<Vec<u8>>), ErrorFrame> {
         #[cfg(feature = "test-util")]
         let omit = self.omit_from_log;
@@ -306,7 +313,7 @@ impl InferService {
             Attestation::Payload(payload) if !omit => {
                 let receipt = self
                     .audit
-                    .append_payload_async(payload, self.key.clone())
+                    .append_payload_async(payload, self.key.clone(), leader)
                     .await?;
                 let promise = self
                     .promises
@@ -324,7 +331,7 @@ impl InferService {
                 let inclusion = if omit {
                     None
                 } else {
-                    self.audit.append_async(&receipt, true).await?
+                    self.audit.append_async(&receipt, true, leader).await?
                 };
                 let Some(inclusion) = inclusion else {
                     return Ok((receipt, None));
@@ -335,7 +342,7 @@ impl InferService {
             }
             LogReplies::Promise => {
                 if !omit {
-                    self.audit.append_async(&receipt, false).await?;
+                    self.audit.append_async(&receipt, false, leader).await?;
                 }
                 let promise = self
                     .promises
@@ -403,7 +410,7 @@ mod tests {
         let rt = tokio::runtime::Builder::new_current_thread()
             .build()
             .unwrap();
-        let response = rt.block_on(service.finish(signed)).unwrap();
+        let response = rt.block_on(service.finish(signed, Leader::Pool)).unwrap();
         assert!(response.promise.is_some());
         let log = scan(&std::fs::read(dir.path().join("audit.qlog")).unwrap()).unwrap();
         assert_eq!(log.records, vec![response.receipt]);

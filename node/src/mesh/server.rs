@@ -19,7 +19,7 @@ use quorate_protocol::messages::{
 use quorate_protocol::roster::Roster;
 use quorate_runtime::LoadedModel;
 
-use crate::audit::AuditLog;
+use crate::audit::{AuditLog, Leader};
 use crate::clock::unix_now;
 use crate::fhe::service::FheService;
 use crate::files::{load_public_key, load_secret_key};
@@ -288,7 +288,15 @@ impl NodeState {
                 .await
                 .unwrap_or_else(|_| Err(ErrorFrame::new(ErrorCode::Internal, "job task failed")))?
         };
-        let answer = self.infer.finish(signed).await;
+        // §12.3: a job alone in the node leads its own commit on this thread, saving the
+        // hand-overs to the blocking pool and back; with others in flight the pool leads, so
+        // that no runtime thread waits on an `fdatasync` while requests queue.
+        let leader = if self.admission.in_flight() == 1 {
+            Leader::Caller
+        } else {
+            Leader::Pool
+        };
+        let answer = self.infer.finish(signed, leader).await;
         drop(slot);
         answer
     }
