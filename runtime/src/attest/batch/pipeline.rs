@@ -13,36 +13,51 @@ use quorate_protocol::tensor::Tensor;
 
 use super::leaves::{Leaves, Ran};
 
-/// Runs handed over per message. A send that wakes the other thread costs about as much as a
-/// small model's run; one per run would spend what the second thread saves.
+/// Runs handed over per message: each message costs an allocation and a look by the other
+/// thread, and the last one is what that thread has left to do after the model's last run.
 const CHUNK: usize = 64;
 
-/// How long one thread of a batch polls for the other before it sleeps: longer than a chunk
-/// of a small model's runs takes. Waking a sleeping thread costs the thread that wakes it a
-/// system call, and the woken one tens of microseconds on an idle core of a virtual machine,
-/// several times per batch; polling costs a core that the batch has to itself meanwhile.
-const POLL: Duration = Duration::from_millis(2);
+/// How long the second thread sleeps before it looks for the next chunk again: a third of
+/// the time a chunk of a small model's runs takes, so that it is at most about a chunk behind
+/// when the last one comes. It sleeps on a timer rather than waiting to be woken, so that
+/// handing it a chunk costs the model's thread no system call (waking a sleeping thread costs
+/// the waker one, and the woken thread tens of microseconds on an idle core of a virtual
+/// machine); and it never spins, so it holds no core another thread could use. (Polling
+/// instead gained as much on an idle machine, and lost more than it gained with another
+/// process busy on one core.)
+const NAP: Duration = Duration::from_micros(100);
 
-/// The next chunk of runs, polled for up to [`POLL`] (yielding the core to any other thread
-/// that wants it), then waited for. `None` once the sender is gone and every chunk is taken.
+/// The longest nap: each look that finds nothing doubles the nap up to this, so that a slow
+/// model's batch does not have the second thread wake thousands of times a second for nothing.
+const MAX_NAP: Duration = Duration::from_millis(2);
+
+/// The next chunk of runs, looked for after naps of [`NAP`], doubling up to [`MAX_NAP`], until
+/// one is there. `None` once the sender is gone and every chunk is taken.
 fn next_chunk(rx: &Receiver<Vec<Ran>>) -> Option<Vec<Ran>> {
-    let since = Instant::now();
+    let mut nap = NAP;
     loop {
         match rx.try_recv() {
             Ok(runs) => return Some(runs),
             Err(TryRecvError::Disconnected) => return None,
-            Err(TryRecvError::Empty) if since.elapsed() < POLL => std::thread::yield_now(),
-            Err(TryRecvError::Empty) => return rx.recv().ok(),
+            Err(TryRecvError::Empty) => {
+                std::thread::park_timeout(nap);
+                nap = (nap * 2).min(MAX_NAP);
+            }
         }
     }
 }
 
-/// Polls for up to [`POLL`] until `thread` has finished, so that joining it then does not
+/// How long a thread that has finished its part of a batch looks for the other's end, giving
+/// up its core at each look, before it sleeps until woken: the other's last chunk takes less
+/// than that on a small model.
+const LOOK: Duration = Duration::from_micros(500);
+
+/// Waits for up to [`LOOK`] until `thread` has finished, so that joining it then does not
 /// sleep and wait to be woken.
 pub(super) fn await_briefly<T>(thread: &ScopedJoinHandle<'_, T>) {
     let since = Instant::now();
-    while !thread.is_finished() && since.elapsed() < POLL {
-        std::hint::spin_loop();
+    while !thread.is_finished() && since.elapsed() < LOOK {
+        std::thread::yield_now();
     }
 }
 
@@ -66,8 +81,10 @@ pub(super) fn pipelined<'a>(
                 Ok(leaves)
             })?;
         let ran = feed(batch, &mut run, &tx);
-        // Closing the channel ends the committer's loop once it has taken what was sent.
+        // Closing the channel ends the committer's loop once it has taken what was sent; it
+        // is woken to see that now rather than at the end of its nap.
         drop(tx);
+        committer.thread().unpark();
         await_briefly(&committer);
         let committed = committer
             .join()
@@ -105,15 +122,15 @@ fn feed(
 mod tests {
     use super::*;
 
-    /// A chunk that comes after the polling has given up is still taken (by a blocking
-    /// receive), chunks come out in order, and a closed channel ends the loop.
+    /// A chunk that comes while the taker naps is taken at its next look, chunks come out in
+    /// order, and a closed channel ends the loop.
     #[test]
-    fn chunks_are_taken_whether_polled_for_or_waited_for() {
+    fn chunks_are_taken_in_order_across_naps() {
         let (tx, rx) = channel::<Vec<Ran>>();
         let sender = std::thread::spawn(move || {
             for k in 0..3 {
                 if k == 1 {
-                    std::thread::sleep(POLL * 3);
+                    std::thread::sleep(MAX_NAP * 2);
                 }
                 let runs = (0..=k).map(|_| Ran {
                     inputs: vec![],
