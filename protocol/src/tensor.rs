@@ -1,6 +1,9 @@
 //! Tensors as quorate commits to them (§3): element type, shape, little-endian data.
 
+use std::sync::Arc;
+
 use quorate_crypto::tensor_digest::{Digest32, SALT_LEN, tensor_digest};
+use smallvec::SmallVec;
 
 /// Most dimensions a tensor may have.
 pub const MAX_RANK: usize = 8;
@@ -143,13 +146,20 @@ pub enum TensorError {
 }
 
 /// A named tensor with validated shape and data.
+///
+/// The name is shared rather than copied, and a shape of up to four dimensions is kept
+/// inline: a batch of small runs (§12.10.1) would otherwise spend as much time allocating and
+/// freeing names and shapes as running the model.
 #[derive(Clone, PartialEq)]
 pub struct Tensor {
-    name: String,
+    name: Arc<str>,
     dtype: DType,
-    shape: Vec<u64>,
+    shape: Shape,
     data: Vec<u8>,
 }
+
+/// A tensor's dimensions, inline up to rank 4.
+type Shape = SmallVec<[u64; 4]>;
 
 impl std::fmt::Debug for Tensor {
     // Tensors may hold patient data: Debug shows the shape, never the values.
@@ -160,6 +170,14 @@ impl std::fmt::Debug for Tensor {
             self.name, self.dtype, self.shape
         )
     }
+}
+
+/// A name of 1 to [`MAX_NAME_LEN`] bytes.
+fn check_name(name: &str) -> Result<(), TensorError> {
+    if name.is_empty() || name.len() > MAX_NAME_LEN {
+        return Err(TensorError::Name);
+    }
+    Ok(())
 }
 
 /// Element count of `shape`, if within [`MAX_ELEMENTS`].
@@ -179,30 +197,53 @@ impl Tensor {
         data: Vec<u8>,
     ) -> Result<Self, TensorError> {
         let name = name.into();
-        if name.is_empty() || name.len() > MAX_NAME_LEN {
-            return Err(TensorError::Name);
-        }
+        check_name(&name)?;
+        Self::checked(Arc::from(name), dtype, Shape::from_vec(shape), data)
+    }
+
+    /// [`Self::new`] with a name shared with other tensors (a model's output name, say), so
+    /// that building one allocates only its data.
+    pub fn with_shared_name(
+        name: &Arc<str>,
+        dtype: DType,
+        shape: &[u64],
+        data: Vec<u8>,
+    ) -> Result<Self, TensorError> {
+        check_name(name)?;
+        Self::checked(name.clone(), dtype, Shape::from_slice(shape), data)
+    }
+
+    fn checked(
+        name: Arc<str>,
+        dtype: DType,
+        shape: Shape,
+        data: Vec<u8>,
+    ) -> Result<Self, TensorError> {
         if shape.len() > MAX_RANK {
             return Err(TensorError::Rank {
-                name,
+                name: name.to_string(),
                 rank: shape.len(),
             });
         }
         let Some(count) = element_count(&shape) else {
-            return Err(TensorError::TooLarge { name });
+            return Err(TensorError::TooLarge {
+                name: name.to_string(),
+            });
         };
         let expected = count * dtype.size() as u64;
         if expected != data.len() as u64 {
             return Err(TensorError::DataLength {
-                name,
+                name: name.to_string(),
                 dtype,
-                shape,
+                shape: shape.to_vec(),
                 expected,
                 found: data.len(),
             });
         }
         if dtype == DType::Bool && data.iter().any(|&b| b > 1) {
-            return Err(TensorError::BoolValue { name });
+            return Err(TensorError::BoolValue {
+                name: name.to_string(),
+            });
         }
         Ok(Self {
             name,
@@ -250,10 +291,8 @@ impl Tensor {
     /// Renames the tensor (names are not part of the digest; see §3.2).
     pub fn with_name(mut self, name: impl Into<String>) -> Result<Self, TensorError> {
         let name = name.into();
-        if name.is_empty() || name.len() > MAX_NAME_LEN {
-            return Err(TensorError::Name);
-        }
-        self.name = name;
+        check_name(&name)?;
+        self.name = Arc::from(name);
         Ok(self)
     }
 
@@ -314,6 +353,42 @@ mod tests {
             assert_eq!(DType::from_code(d.code()), Some(d));
             assert_eq!(DType::from_name(d.name()), Some(d));
         }
+    }
+
+    /// A tensor built with a shared name is the tensor `new` builds, and is checked alike.
+    #[test]
+    fn a_shared_name_builds_the_same_checked_tensor() {
+        let name: Arc<str> = Arc::from("logits");
+        let shared = Tensor::with_shared_name(&name, DType::F32, &[1, 2], vec![0; 8]).unwrap();
+        assert_eq!(
+            shared,
+            Tensor::new("logits", DType::F32, vec![1, 2], vec![0; 8]).unwrap()
+        );
+        assert_eq!(
+            shared.digest(None),
+            Tensor::new("x", DType::F32, vec![1, 2], vec![0; 8])
+                .unwrap()
+                .digest(None)
+        );
+        let deep = [1u64; 6];
+        let t = Tensor::with_shared_name(&name, DType::U8, &deep, vec![7]).unwrap();
+        assert_eq!(t.shape(), &deep);
+        assert!(matches!(
+            Tensor::with_shared_name(&name, DType::F32, &[1, 2], vec![0; 7]),
+            Err(TensorError::DataLength { .. })
+        ));
+        assert!(matches!(
+            Tensor::with_shared_name(&name, DType::U8, &[1; 9], vec![0]),
+            Err(TensorError::Rank { .. })
+        ));
+        assert!(matches!(
+            Tensor::with_shared_name(&Arc::from(""), DType::U8, &[1], vec![0]),
+            Err(TensorError::Name)
+        ));
+        assert!(matches!(
+            Tensor::with_shared_name(&name, DType::Bool, &[1], vec![2]),
+            Err(TensorError::BoolValue { .. })
+        ));
     }
 
     #[test]

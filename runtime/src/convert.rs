@@ -6,6 +6,8 @@
 //! Small models spend as long converting as running, so both directions avoid per-element
 //! work where they can.
 
+use std::sync::Arc;
+
 use anyhow::{anyhow, bail};
 use ort::session::SessionInputValue;
 use ort::value::{DynValue, Shape, Tensor as OrtTensor, TensorRef, ValueType};
@@ -85,7 +87,7 @@ fn le_bytes<T: bytemuck::Pod, const N: usize>(data: &[T], to_le: fn(T) -> [u8; N
 }
 
 /// The quorate tensor named `name` holding ORT's output `v`.
-pub(crate) fn from_ort(name: &str, v: &DynValue) -> anyhow::Result<Tensor> {
+pub(crate) fn from_ort(name: &Arc<str>, v: &DynValue) -> anyhow::Result<Tensor> {
     let ValueType::Tensor { ty, .. } = v.dtype() else {
         bail!("output {name:?} is not a tensor");
     };
@@ -111,8 +113,8 @@ pub(crate) fn from_ort(name: &str, v: &DynValue) -> anyhow::Result<Tensor> {
         }
         other => bail!("unsupported output type {other}"),
     };
-    let shape = shape.iter().map(|&d| d as u64).collect();
-    Ok(Tensor::new(name, dtype, shape, data)?)
+    let shape: smallvec::SmallVec<[u64; 4]> = shape.iter().map(|&d| d as u64).collect();
+    Ok(Tensor::with_shared_name(name, dtype, &shape, data)?)
 }
 
 #[cfg(test)]
@@ -136,17 +138,27 @@ mod tests {
         crate::environment().unwrap();
         for dtype in DType::ALL {
             let t = sample(dtype);
-            assert_eq!(from_ort("x", &to_ort(&t).unwrap()).unwrap(), t, "{dtype}");
             assert_eq!(
-                from_ort("x", &copied(&t).unwrap()).unwrap(),
+                from_ort(&"x".into(), &to_ort(&t).unwrap()).unwrap(),
+                t,
+                "{dtype}"
+            );
+            assert_eq!(
+                from_ort(&"x".into(), &copied(&t).unwrap()).unwrap(),
                 t,
                 "{dtype} copied"
             );
         }
         // A scalar and an empty tensor too.
         let scalar = Tensor::new("s", DType::I64, vec![], 7i64.to_le_bytes().to_vec()).unwrap();
-        assert_eq!(from_ort("s", &to_ort(&scalar).unwrap()).unwrap(), scalar);
+        assert_eq!(
+            from_ort(&"s".into(), &to_ort(&scalar).unwrap()).unwrap(),
+            scalar
+        );
         let empty = Tensor::new("e", DType::F32, vec![0, 3], vec![]).unwrap();
-        assert_eq!(from_ort("e", &to_ort(&empty).unwrap()).unwrap(), empty);
+        assert_eq!(
+            from_ort(&"e".into(), &to_ort(&empty).unwrap()).unwrap(),
+            empty
+        );
     }
 }

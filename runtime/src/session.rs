@@ -3,7 +3,7 @@
 
 use std::borrow::Cow;
 use std::path::{Path, PathBuf};
-use std::sync::{Mutex, MutexGuard, OnceLock};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 
 use anyhow::{Context, anyhow, bail};
 use ort::environment::Environment;
@@ -187,6 +187,8 @@ pub struct LoadedModel {
     /// The runtime and its version, as receipts record it (field 9, §12.2.1), e.g.
     /// `onnxruntime 1.31.1; openvino-ep 1.8.1`.
     pub runtime: String,
+    /// The outputs' names, shared by every output tensor a run returns (no copy per run).
+    output_names: Vec<Arc<str>>,
 }
 
 /// Why a provider did not load a model (§12.2).
@@ -323,11 +325,12 @@ impl LoadedModel {
             .outputs()
             .iter()
             .map(|o| io_spec(o.name(), o.dtype()))
-            .collect();
+            .collect::<Vec<_>>();
         Ok(Self {
             session: Mutex::new(session),
             digest: quorate_crypto::tensor_digest::sha256(bytes),
             inputs,
+            output_names: outputs.iter().map(|o| Arc::from(o.name.as_str())).collect(),
             outputs,
             provider: provider.receipt_name(),
             runtime: runtime_with_plugin(plugin),
@@ -483,13 +486,13 @@ impl Runner<'_> {
             .run(values)
             .map_err(|e| anyhow!("inference failed: {e}"))?;
         self.model
-            .outputs
+            .output_names
             .iter()
-            .map(|spec| {
+            .map(|name| {
                 let v = outputs
-                    .get(&spec.name)
-                    .ok_or_else(|| anyhow!("runtime returned no output {:?}", spec.name))?;
-                from_ort(&spec.name, v).map(&mut wrap)
+                    .get(name)
+                    .ok_or_else(|| anyhow!("runtime returned no output {name:?}"))?;
+                from_ort(name, v).map(&mut wrap)
             })
             .collect()
     }

@@ -297,7 +297,9 @@ pub fn run(args: &BenchMeshArgs) -> anyhow::Result<ExitCode> {
     };
 
     eprintln!("batch: {} runs…", args.batch);
-    let b = batch::batch(&mlp, &input, args.batch, 10)?;
+    // 40 samples of each side: a 1,000-run batch takes a few milliseconds, and a run of
+    // this machine's noise can move a median of fewer by several percent.
+    let b = batch::batch(&mlp, &input, args.batch, 40)?;
     // The attested batch makes its commitments on a second thread: its CPU time beside its
     // wall time says what the figure costs the machine.
     let cpu = b.attested_cpu.map_or(String::new(), |c| {
