@@ -288,14 +288,7 @@ impl NodeState {
                 .await
                 .unwrap_or_else(|_| Err(ErrorFrame::new(ErrorCode::Internal, "job task failed")))?
         };
-        // §12.3: a job alone in the node leads its own commit on this thread, saving the
-        // hand-overs to the blocking pool and back; with others in flight the pool leads, so
-        // that no runtime thread waits on an `fdatasync` while requests queue.
-        let leader = if self.admission.in_flight() == 1 {
-            Leader::Caller
-        } else {
-            Leader::Pool
-        };
+        let leader = commit_leader(self.admission.in_flight());
         let answer = self.infer.finish(signed, leader).await;
         drop(slot);
         answer
@@ -588,5 +581,46 @@ fn shutdown_signal() -> impl std::future::Future<Output = ()> {
                 let _ = tokio::signal::ctrl_c().await;
             }
         }
+    }
+}
+
+/// Who leads the group commit of an inference job (§12.3). A job alone in the node
+/// (`in_flight` counts its own slot) leads it on its own async thread, saving the hand-overs
+/// to the blocking pool and back, when the runtime has another thread to serve the network
+/// meanwhile. With other jobs in flight, or a runtime of one thread, the pool leads, so that
+/// no request waits behind an `fdatasync`.
+fn commit_leader(in_flight: u64) -> Leader {
+    let spare_thread = tokio::runtime::Handle::try_current()
+        .is_ok_and(|runtime| runtime.metrics().num_workers() > 1);
+    if in_flight == 1 && spare_thread {
+        Leader::Caller
+    } else {
+        Leader::Pool
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Only a job alone in the node, on a runtime with a thread to spare, leads its commit.
+    #[test]
+    fn a_lone_job_leads_its_commit_only_with_a_thread_to_spare() {
+        let two = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .build()
+            .unwrap();
+        assert_eq!(two.block_on(async { commit_leader(1) }), Leader::Caller);
+        assert_eq!(two.block_on(async { commit_leader(2) }), Leader::Pool);
+        let one = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        assert_eq!(one.block_on(async { commit_leader(1) }), Leader::Pool);
+        let single = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .build()
+            .unwrap();
+        assert_eq!(single.block_on(async { commit_leader(1) }), Leader::Pool);
+        assert_eq!(commit_leader(1), Leader::Pool, "outside any runtime");
     }
 }
