@@ -27,13 +27,20 @@ const CHUNK: usize = 64;
 /// process busy on one core.)
 const NAP: Duration = Duration::from_micros(100);
 
-/// The longest nap: each look that finds nothing doubles the nap up to this, so that a slow
-/// model's batch does not have the second thread wake thousands of times a second for nothing.
+/// How long the second thread keeps to naps of [`NAP`] while no chunk comes: longer than a
+/// chunk of a small model's runs takes, so that such a batch's chunks are taken at once.
+const PATIENCE: Duration = Duration::from_millis(1);
+
+/// The longest nap: past [`PATIENCE`], each look that finds nothing doubles the nap up to
+/// this, so that a slow model's batch does not have the second thread wake thousands of times
+/// a second for nothing.
 const MAX_NAP: Duration = Duration::from_millis(2);
 
-/// The next chunk of runs, looked for after naps of [`NAP`], doubling up to [`MAX_NAP`], until
-/// one is there. `None` once the sender is gone and every chunk is taken.
+/// The next chunk of runs, looked for after naps of [`NAP`] (doubling, up to [`MAX_NAP`], once
+/// none has come for [`PATIENCE`]) until one is there. `None` once the sender is gone and
+/// every chunk is taken.
 fn next_chunk(rx: &Receiver<Vec<Ran>>) -> Option<Vec<Ran>> {
+    let since = Instant::now();
     let mut nap = NAP;
     loop {
         match rx.try_recv() {
@@ -41,7 +48,9 @@ fn next_chunk(rx: &Receiver<Vec<Ran>>) -> Option<Vec<Ran>> {
             Err(TryRecvError::Disconnected) => return None,
             Err(TryRecvError::Empty) => {
                 std::thread::park_timeout(nap);
-                nap = (nap * 2).min(MAX_NAP);
+                if since.elapsed() > PATIENCE {
+                    nap = (nap * 2).min(MAX_NAP);
+                }
             }
         }
     }
