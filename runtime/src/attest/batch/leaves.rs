@@ -148,7 +148,6 @@ fn receipts(signed: &SignedBatch) -> anyhow::Result<BatchReceipts> {
             .name("quorate-receipts".into())
             .spawn_scoped(s, || signed.receipts(half..n))?;
         let mut all = signed.receipts(0..half);
-        super::pipeline::await_briefly(&back);
         let back = back
             .join()
             .map_err(|_| anyhow::anyhow!("the receipt thread panicked"))?;
