@@ -206,11 +206,11 @@ impl Tensor {
     pub fn with_shared_name(
         name: &Arc<str>,
         dtype: DType,
-        shape: &[u64],
+        shape: impl IntoIterator<Item = u64>,
         data: Vec<u8>,
     ) -> Result<Self, TensorError> {
         check_name(name)?;
-        Self::checked(name.clone(), dtype, Shape::from_slice(shape), data)
+        Self::checked(name.clone(), dtype, shape.into_iter().collect(), data)
     }
 
     fn checked(
@@ -359,7 +359,7 @@ mod tests {
     #[test]
     fn a_shared_name_builds_the_same_checked_tensor() {
         let name: Arc<str> = Arc::from("logits");
-        let shared = Tensor::with_shared_name(&name, DType::F32, &[1, 2], vec![0; 8]).unwrap();
+        let shared = Tensor::with_shared_name(&name, DType::F32, [1, 2], vec![0; 8]).unwrap();
         assert_eq!(
             shared,
             Tensor::new("logits", DType::F32, vec![1, 2], vec![0; 8]).unwrap()
@@ -371,22 +371,22 @@ mod tests {
                 .digest(None)
         );
         let deep = [1u64; 6];
-        let t = Tensor::with_shared_name(&name, DType::U8, &deep, vec![7]).unwrap();
+        let t = Tensor::with_shared_name(&name, DType::U8, deep, vec![7]).unwrap();
         assert_eq!(t.shape(), &deep);
         assert!(matches!(
-            Tensor::with_shared_name(&name, DType::F32, &[1, 2], vec![0; 7]),
+            Tensor::with_shared_name(&name, DType::F32, [1, 2], vec![0; 7]),
             Err(TensorError::DataLength { .. })
         ));
         assert!(matches!(
-            Tensor::with_shared_name(&name, DType::U8, &[1; 9], vec![0]),
+            Tensor::with_shared_name(&name, DType::U8, [1; 9], vec![0]),
             Err(TensorError::Rank { .. })
         ));
         assert!(matches!(
-            Tensor::with_shared_name(&Arc::from(""), DType::U8, &[1], vec![0]),
+            Tensor::with_shared_name(&Arc::from(""), DType::U8, [1], vec![0]),
             Err(TensorError::Name)
         ));
         assert!(matches!(
-            Tensor::with_shared_name(&name, DType::Bool, &[1], vec![2]),
+            Tensor::with_shared_name(&name, DType::Bool, [1], vec![2]),
             Err(TensorError::BoolValue { .. })
         ));
     }

@@ -113,8 +113,8 @@ pub(crate) fn from_ort(name: &Arc<str>, v: &DynValue) -> anyhow::Result<Tensor> 
         }
         other => bail!("unsupported output type {other}"),
     };
-    let shape: smallvec::SmallVec<[u64; 4]> = shape.iter().map(|&d| d as u64).collect();
-    Ok(Tensor::with_shared_name(name, dtype, &shape, data)?)
+    let shape = shape.iter().map(|&d| d as u64);
+    Ok(Tensor::with_shared_name(name, dtype, shape, data)?)
 }
 
 #[cfg(test)]
