@@ -102,5 +102,26 @@ pub(crate) fn verify_many(checks: &[Check<'_>]) -> Vec<bool> {
         .collect()
 }
 
+/// Which of curve25519-dalek's arithmetic backends the checks above run on in this process
+/// (§6.2.1): the crate chooses at run time among the backends it was built with, and this
+/// repeats its choice so that a figure can say what it was measured on.
+pub fn ed25519_arithmetic() -> &'static str {
+    #[cfg(all(target_arch = "x86_64", curve25519_dalek_backend = "avx512"))]
+    if std::arch::is_x86_feature_detected!("avx512ifma")
+        && std::arch::is_x86_feature_detected!("avx512vl")
+    {
+        return "AVX-512 IFMA";
+    }
+    // The crate's default on x86_64, and its fallback from IFMA.
+    #[cfg(all(
+        target_arch = "x86_64",
+        not(any(curve25519_dalek_backend = "serial", curve25519_dalek_backend = "fiat"))
+    ))]
+    if std::arch::is_x86_feature_detected!("avx2") {
+        return "AVX2";
+    }
+    "portable"
+}
+
 #[cfg(test)]
 mod tests;

@@ -58,6 +58,18 @@ fn short_run_measures_every_figure_and_sums_them_up() {
             "{key}: {shown} vs {exact}"
         );
     }
+    // The machine line names the Ed25519 arithmetic the figures ran on (§6.2.1), as the JSON does.
+    let arithmetic = doc["ed25519_arithmetic"].as_str().unwrap();
+    assert!(
+        ["AVX-512 IFMA", "AVX2", "portable"].contains(&arithmetic),
+        "{arithmetic}"
+    );
+    assert!(
+        out.lines()
+            .next()
+            .is_some_and(|l| l.ends_with(&format!("Ed25519 arithmetic: {arithmetic}"))),
+        "{out}"
+    );
     // Each figure's parts were measured, not left at zero.
     for (section, part) in [
         ("latency", "job_ns"),

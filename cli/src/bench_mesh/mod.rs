@@ -175,7 +175,9 @@ pub fn run(args: &BenchMeshArgs) -> anyhow::Result<ExitCode> {
         model: (&mlp, digest),
         inputs: std::slice::from_ref(&input),
     };
-    println!("machine: {cores} cores");
+    // §6.2.1: the signature checks in every figure run on this arithmetic.
+    let arithmetic = quorate_crypto::ed25519_arithmetic();
+    println!("machine: {cores} cores; Ed25519 arithmetic: {arithmetic}");
 
     eprintln!("latency: {} rounds…", args.rounds);
     let lat = latency::latency(
@@ -363,6 +365,7 @@ pub fn run(args: &BenchMeshArgs) -> anyhow::Result<ExitCode> {
     if let Some(path) = &args.json {
         let doc = serde_json::json!({
             "cores": cores,
+            "ed25519_arithmetic": arithmetic,
             "latency": {"job_ns": lat.job, "ort_ns": lat.ort, "round_trip_ns": lat.round_trip,
                         "round_trip_in_process_ns": lat.round_trip_in_process,
                         "append_ns": lat.append, "request_bytes": lat.sizes.0,

@@ -236,3 +236,26 @@ proptest! {
         prop_assert_eq!(verify_many(&checks), want);
     }
 }
+
+/// On x86_64 the workspace builds curve25519-dalek with its IFMA backend (§6.2.1,
+/// `.cargo/config.toml`), so the arithmetic reported is the best the processor allows. Built
+/// without it (a RUSTFLAGS in the environment replaces the file's), an IFMA processor would
+/// report AVX2 here.
+#[test]
+fn the_arithmetic_reported_is_the_best_this_processor_allows() {
+    let name = ed25519_arithmetic();
+    #[cfg(target_arch = "x86_64")]
+    {
+        let ifma = std::arch::is_x86_feature_detected!("avx512ifma")
+            && std::arch::is_x86_feature_detected!("avx512vl");
+        let avx2 = std::arch::is_x86_feature_detected!("avx2");
+        let want = match (ifma, avx2) {
+            (true, _) => "AVX-512 IFMA",
+            (false, true) => "AVX2",
+            (false, false) => "portable",
+        };
+        assert_eq!(name, want, "was .cargo/config.toml's rustflags replaced?");
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    assert_eq!(name, "portable");
+}
