@@ -38,8 +38,9 @@ const PIPELINE_MIN: usize = 64;
 ///
 /// The model runs on the calling thread. From [`PIPELINE_MIN`] runs up, the random draws,
 /// the commitments, the payloads' encoding and the leaf hashes are made on a second thread as
-/// the runs come, so a batch takes up to two cores; its results and receipts are byte for byte
-/// those of one thread given the same draws.
+/// the runs come, so a batch takes up to two cores; that thread then signs the root and
+/// writes half of the receipts while this one writes the other half. The results and
+/// receipts are byte for byte those of one thread given the same draws.
 pub fn attested_batch(
     model: &LoadedModel,
     batch: Vec<Vec<Tensor>>,
@@ -76,9 +77,10 @@ fn batch_with_draws(
 ) -> anyhow::Result<(Vec<BatchJob>, BatchReceipts)> {
     let n = batch.len();
     let mut leaves = Leaves::new(model, salted, draw, nonce, now, n);
-    // One hold on the session for the whole batch rather than a lock per run.
+    // One hold on the session for the whole batch rather than a lock per run, released with
+    // `run` once the runs are done.
     let mut session = model.lock()?;
-    let mut run = |inputs: Vec<Tensor>| -> anyhow::Result<Ran> {
+    let mut run = move |inputs: Vec<Tensor>| -> anyhow::Result<Ran> {
         // A set with more tensors than the model declares would run out of salts: it is
         // refused before it runs rather than committed unsalted. The salts themselves are
         // drawn by the committer (`Leaves::add`), off the thread that runs the model.
@@ -97,12 +99,12 @@ fn batch_with_draws(
             .into_iter()
             .map(&mut run)
             .collect::<anyhow::Result<_>>()?;
+        drop(run);
         leaves.add(runs)?;
+        leaves.sign(key, now)
     } else {
-        leaves = pipeline::pipelined(batch, run, leaves)?;
+        pipeline::pipelined(batch, run, leaves, key, now)
     }
-    drop(session);
-    leaves.sign(key, now)
 }
 
 #[cfg(test)]
@@ -130,8 +132,8 @@ mod tests {
 
     /// Given the same random draws, a batch signs exactly the payloads that single runs
     /// build (§4.2), as `sign_batch` signs them: no byte of any receipt depends on the path,
-    /// on one thread (a short batch) or two (a long one, ending in a part chunk), its
-    /// receipts written by one thread or, from 512 runs, by two.
+    /// on one thread (a short batch) or two (a long one, its last runs handed over in smaller
+    /// chunks), its receipts written by one thread or, in a long one, by two.
     #[test]
     fn batch_receipts_are_those_of_the_single_run_payloads() {
         let model = mlp();
@@ -230,5 +232,30 @@ mod tests {
         let mut misshapen = mlp_inputs(200);
         misshapen[199] = vec![Tensor::from_f32("features", vec![1, 2], &[0.0, 1.0]).unwrap()];
         assert!(attested_batch(&model, misshapen, false, vec![5; 32], &key, 0).is_err());
+    }
+
+    /// A random source that fails part-way fails a two-thread batch with its own error, at
+    /// any chunk, the last included: nothing is signed, no thread is left waiting.
+    #[test]
+    fn a_failed_draw_fails_a_two_thread_batch() {
+        let model = mlp();
+        let key = SecretKey::from_seed(&[4; 32]);
+        for (n, good_draws) in [(200, 0), (200, 1), (200, 3), (1000, 15), (1000, 17)] {
+            let mut calls = 0;
+            let mut draw = |buf: &mut [u8]| {
+                calls += 1;
+                anyhow::ensure!(calls <= good_draws, "the random source failed");
+                buf.fill(7);
+                Ok(())
+            };
+            let e = batch_with_draws(&model, mlp_inputs(n), true, vec![5; 32], &key, 0, &mut draw)
+                .err();
+            assert!(
+                e.as_ref()
+                    .is_some_and(|e| e.to_string().contains("the random source failed")),
+                "{n} runs, draw {} failing: {e:?}",
+                good_draws + 1
+            );
+        }
     }
 }

@@ -118,42 +118,27 @@ impl<'a> Leaves<'a> {
     }
 
     /// Signs the batch, which must hold all the runs it was made for: a batch that lost a run
-    /// on its way is refused rather than signed short.
-    pub fn sign(self, key: &SecretKey, now: u64) -> anyhow::Result<(Vec<BatchJob>, BatchReceipts)> {
+    /// on its way is refused rather than signed short. Its receipts are then written from the
+    /// signed batch, a range at a time.
+    pub fn sign_root(
+        self,
+        key: &SecretKey,
+        now: u64,
+    ) -> anyhow::Result<(Vec<BatchJob>, SignedBatch)> {
         anyhow::ensure!(
             self.results.len() == self.runs,
             "{} of {} runs reached their commitments",
             self.results.len(),
             self.runs
         );
-        let signed = self.signer.sign_root(key, now)?;
-        Ok((self.results, receipts(&signed)?))
+        Ok((self.results, self.signer.sign_root(key, now)?))
     }
-}
 
-/// Batches from this size up write the second half of their receipts on a second thread:
-/// below it, starting the thread costs about what it saves.
-const TWO_THREAD_RECEIPTS_MIN: usize = 512;
-
-/// Every receipt of `signed`, in order; from [`TWO_THREAD_RECEIPTS_MIN`] up, each half on its
-/// own thread (the same bytes either way: each receipt depends only on the signed batch).
-fn receipts(signed: &SignedBatch) -> anyhow::Result<BatchReceipts> {
-    let n = signed.len();
-    if n < TWO_THREAD_RECEIPTS_MIN {
-        return Ok(signed.receipts(0..n));
+    /// [`Self::sign_root`], every receipt written on this thread.
+    pub fn sign(self, key: &SecretKey, now: u64) -> anyhow::Result<(Vec<BatchJob>, BatchReceipts)> {
+        let (results, signed) = self.sign_root(key, now)?;
+        Ok((results, signed.receipts(0..signed.len())))
     }
-    let half = n / 2;
-    std::thread::scope(|s| {
-        let back = std::thread::Builder::new()
-            .name("quorate-receipts".into())
-            .spawn_scoped(s, || signed.receipts(half..n))?;
-        let mut all = signed.receipts(0..half);
-        let back = back
-            .join()
-            .map_err(|_| anyhow::anyhow!("the receipt thread panicked"))?;
-        all.append(back);
-        Ok(all)
-    })
 }
 
 /// Gives each tensor the next salt of `salts`; running out is an error, never an unsalted
