@@ -163,6 +163,13 @@ fn governance(models: &[[u8; 32]], policy: Policy) -> Governance {
 /// Runs the harness.
 pub fn run(args: &BenchHeteroArgs) -> anyhow::Result<std::process::ExitCode> {
     quorate_runtime::plugin::openvino_plugin().map_err(|e| anyhow::anyhow!(e))?;
+    // Without the plugin's CPU device every node would run the CPU provider: the figures would
+    // not be those of a mixed mesh.
+    quorate_runtime::plugin::openvino_device("CPU").map_err(|why| {
+        anyhow::anyhow!(
+            "{why}: `quorate bench hetero` measures a mesh that mixes the CPU provider with the OpenVINO plugin, so it cannot run on this machine"
+        )
+    })?;
     let doc: Value = serde_json::from_slice(
         &std::fs::read(&args.calibration)
             .with_context(|| format!("cannot read {}", args.calibration.display()))?,

@@ -8,6 +8,7 @@ pub mod batch;
 pub mod bundled;
 pub mod impair;
 pub mod netns;
+pub mod openvino;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
