@@ -14,7 +14,7 @@ pub mod merkle;
 pub mod random;
 pub mod secagg;
 mod strict;
-pub use strict::ed25519_arithmetic;
 pub mod tensor_digest;
 
 pub use identity::{IdentityError, KeyId, PublicKey, SecretKey, Signature};
+pub use strict::ed25519_arithmetic;

@@ -15,6 +15,12 @@ pub fn cpu_missing() -> Option<String> {
     let o = quorate(["node", "--list-providers"]);
     let out = text(&o);
     assert!(o.status.success(), "{out}");
+    cpu_missing_in(&out)
+}
+
+/// [`cpu_missing`] read from `out`, the output of `quorate node --list-providers` that a test
+/// has already run.
+pub fn cpu_missing_in(out: &str) -> Option<String> {
     assert!(
         out.contains("OpenVINO plugin: "),
         "the OpenVINO plugin did not load: run ./scripts/fetch-openvino-ep.sh (./scripts/test does)\n{out}"

@@ -35,13 +35,10 @@ fn a_mixed_mesh_accepts_honest_minilm_jobs_and_convicts_poisoning_at_ten_times_t
     if openvino::cpu_missing().is_some() {
         // No mixed mesh can be built here: the bench says so rather than measure CPU nodes
         // under the plugin's name.
-        assert!(!o.status.success(), "{}", text(&o));
-        assert!(text(&o).contains("offers no CPU device"), "{}", text(&o));
-        assert!(
-            text(&o).contains("cannot run on this machine"),
-            "{}",
-            text(&o)
-        );
+        let out = text(&o);
+        assert!(!o.status.success(), "{out}");
+        assert!(out.contains("offers no CPU device"), "{out}");
+        assert!(out.contains("cannot run on this machine"), "{out}");
         return;
     }
     assert!(o.status.success(), "{}", text(&o));
