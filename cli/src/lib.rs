@@ -4,7 +4,6 @@
 #![deny(missing_docs)]
 #![cfg_attr(not(test), deny(clippy::unwrap_used))]
 
-pub mod allocator;
 #[cfg(feature = "fhe")]
 pub mod bench_fhe;
 pub mod bench_hetero;

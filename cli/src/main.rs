@@ -88,13 +88,6 @@ enum BenchCommand {
     Echo(quorate_cli::bench_mesh::echo::BenchEchoArgs),
 }
 
-/// Every allocation of the process's Rust code goes through mimalloc (§12.10.2): glibc's
-/// allocator returned the large buffers of a batch to the system and faulted them in again
-/// on the next, and the model's thread waited on its arena lock when the commitment thread
-/// freed what it had allocated. ONNX Runtime keeps its own allocator.
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {

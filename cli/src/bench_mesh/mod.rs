@@ -177,9 +177,7 @@ pub fn run(args: &BenchMeshArgs) -> anyhow::Result<ExitCode> {
     };
     // §6.2.1: the signature checks in every figure run on this arithmetic.
     let arithmetic = quorate_crypto::ed25519_arithmetic();
-    // §12.10.2: and every allocation of this process's own code goes through this allocator.
-    let allocator = crate::allocator::allocator();
-    println!("machine: {cores} cores; allocator: {allocator}; Ed25519 arithmetic: {arithmetic}");
+    println!("machine: {cores} cores; Ed25519 arithmetic: {arithmetic}");
 
     eprintln!("latency: {} rounds…", args.rounds);
     let lat = latency::latency(
@@ -368,7 +366,6 @@ pub fn run(args: &BenchMeshArgs) -> anyhow::Result<ExitCode> {
         let doc = serde_json::json!({
             "cores": cores,
             "ed25519_arithmetic": arithmetic,
-            "allocator": allocator,
             "latency": {"job_ns": lat.job, "ort_ns": lat.ort, "round_trip_ns": lat.round_trip,
                         "round_trip_in_process_ns": lat.round_trip_in_process,
                         "append_ns": lat.append, "request_bytes": lat.sizes.0,

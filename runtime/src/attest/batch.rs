@@ -207,6 +207,11 @@ mod tests {
                 let parsed = parse_any(receipts.get(i).unwrap()).unwrap();
                 assert_eq!(parsed.payload(), &payloads[i]);
                 assert!(parsed.sign1().verify(&key.public_key()).is_ok());
+                // The results carry the salts their commitments were made with.
+                assert!(
+                    parsed.payload().inputs[0]
+                        .matches(&job.inputs[0].tensor, job.inputs[0].salt.as_ref())
+                );
                 assert!(
                     parsed.payload().outputs[0]
                         .matches(&job.outputs[0].tensor, job.outputs[0].salt.as_ref())
