@@ -90,6 +90,19 @@ fn short_run_measures_every_figure_and_sums_them_up() {
         let v = doc[section][part].as_f64().unwrap();
         assert!(v.is_finite() && v > 0.0, "{section}.{part} = {v}");
     }
+    // The cores' round trip beside the batch figure (§12.10.1): measured where there are two
+    // cores, its median within its range, and printed as the JSON gives it.
+    let round_trip = &doc["batch"]["core_round_trip_ns"];
+    if doc["cores"].as_u64().unwrap() >= 2 {
+        let [median, min, max] = ["median", "min", "max"].map(|k| round_trip[k].as_f64().unwrap());
+        assert!(0.0 < min && min <= median && median <= max, "{round_trip}");
+        assert!(
+            out.contains(&format!(
+                "round trip between two cores before each batch: {median:.0} ns median"
+            )),
+            "{out}"
+        );
+    }
     // The ensemble's time by round: set-up and its five rounds, each measured, in order.
     let phases: Vec<(&str, f64)> = doc["ensemble"]["phases_ns"]
         .as_array()

@@ -24,6 +24,32 @@ pub struct Batch {
     pub attested_cpu: Option<f64>,
     /// The same runs through ONNX Runtime's own API, nothing else.
     pub raw: f64,
+    /// A cache line's round trip between two cores, measured before each attested sample
+    /// (of the measurements that completed; `None` where none did).
+    pub round_trip: Option<Spread>,
+}
+
+/// The median and range of some samples.
+#[derive(Clone, Copy)]
+pub struct Spread {
+    /// Median.
+    pub median: f64,
+    /// Smallest.
+    pub min: f64,
+    /// Largest.
+    pub max: f64,
+}
+
+impl Spread {
+    /// The spread of `samples`; `None` when there are none.
+    fn of(mut samples: Vec<f64>) -> Option<Self> {
+        samples.sort_by(f64::total_cmp);
+        Some(Self {
+            min: *samples.first()?,
+            max: *samples.last()?,
+            median: median(samples),
+        })
+    }
 }
 
 impl Batch {
@@ -61,12 +87,16 @@ pub fn batch(model: &[u8], input: &Tensor, n: usize, rounds: usize) -> anyhow::R
     // clock, as the raw side's view of its input is made once before all of them.
     let next = Cell::new(None);
     let mut cpu = Vec::with_capacity(rounds + WARM_UP);
+    let mut round_trips = Vec::with_capacity(rounds + WARM_UP);
     let medians = interleaved_prepared(
         rounds,
         WARM_UP,
         &mut [
             (
-                &mut || next.set(Some(vec![vec![input.clone()]; n])),
+                &mut || {
+                    round_trips.push(super::cores::round_trip_ns());
+                    next.set(Some(vec![vec![input.clone()]; n]));
+                },
                 &mut || {
                     let Some(inputs) = next.take() else {
                         return false;
@@ -90,11 +120,13 @@ pub fn batch(model: &[u8], input: &Tensor, n: usize, rounds: usize) -> anyhow::R
         ],
     )?;
     let cpu: Option<Vec<f64>> = cpu.into_iter().skip(WARM_UP).collect();
+    let round_trips: Vec<f64> = round_trips.into_iter().skip(WARM_UP).flatten().collect();
     Ok(Batch {
         n,
         attested: medians[0],
         attested_cpu: cpu.map(median),
         raw: medians[1],
+        round_trip: Spread::of(round_trips),
     })
 }
 

@@ -3,6 +3,7 @@
 
 mod audit;
 mod batch;
+mod cores;
 pub mod echo;
 mod ensemble;
 mod latency;
@@ -315,6 +316,16 @@ pub fn run(args: &BenchMeshArgs) -> anyhow::Result<ExitCode> {
         ms(b.raw),
         b.ratio()
     );
+    // §12.10.1: every hand-over between the batch's threads pays this.
+    match b.round_trip {
+        Some(rt) => println!(
+            "            a cache line's round trip between two cores before each batch: {:.0} ns median ({:.0}-{:.0} ns)",
+            rt.median, rt.min, rt.max
+        ),
+        None => println!(
+            "            a cache line's round trip between two cores: not measured (no second core kept up)"
+        ),
+    }
 
     eprintln!(
         "audit: writing and verifying a log of {} receipts…",
@@ -387,7 +398,9 @@ pub fn run(args: &BenchMeshArgs) -> anyhow::Result<ExitCode> {
                 "jobs_per_s": m.jobs_per_s, "failed": m.failed,
                 "raw_ort_runs_per_s": m.raw_per_s, "ratio": m.ratio()})),
             "batch": {"n": b.n, "attested_ns": b.attested, "attested_cpu_ns": b.attested_cpu,
-                      "raw_ns": b.raw, "ratio": b.ratio()},
+                      "raw_ns": b.raw, "ratio": b.ratio(),
+                      "core_round_trip_ns": b.round_trip.map(|rt| serde_json::json!(
+                          {"median": rt.median, "min": rt.min, "max": rt.max}))},
             "audit": {"n": a.n, "verify_per_s": a.verify_rate, "raw_one_core_per_s": a.raw_one_core,
                       "quorate_strict_one_core_per_s": a.ours_one_core, "ratio": a.ratio()},
             "ensemble": {"plain_ns": e.plain, "ensemble_ns": e.ensemble, "ratio": e.ratio(),
