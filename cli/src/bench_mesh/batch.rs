@@ -42,11 +42,12 @@ pub struct Spread {
 
 impl Spread {
     /// The spread of `samples`; `None` when there are none.
-    fn of(mut samples: Vec<f64>) -> Option<Self> {
-        samples.sort_by(f64::total_cmp);
+    fn of(samples: Vec<f64>) -> Option<Self> {
+        let min = samples.iter().copied().min_by(f64::total_cmp)?;
+        let max = samples.iter().copied().max_by(f64::total_cmp)?;
         Some(Self {
-            min: *samples.first()?,
-            max: *samples.last()?,
+            min,
+            max,
             median: median(samples),
         })
     }

@@ -34,18 +34,15 @@ pub fn round_trip_ns() -> Option<f64> {
                 }
             })
             .ok()?;
-        let mut start = Instant::now();
-        let mut answered = true;
-        for k in 0..=TRIPS {
+        let trip = |k: u64| {
             turn.store(2 * k + 1, Ordering::Release);
-            if !wait_for(&turn, 2 * k + 2) {
-                answered = false;
-                break;
-            }
-            if k == 0 {
-                start = Instant::now();
-            }
-        }
+            wait_for(&turn, 2 * k + 2)
+        };
+        let mut start = Instant::now();
+        let answered = trip(0) && {
+            start = Instant::now();
+            (1..=TRIPS).all(trip)
+        };
         let elapsed = start.elapsed();
         // Releases the answerer if it is still waiting.
         turn.store(u64::MAX, Ordering::Release);
