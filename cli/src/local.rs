@@ -5,7 +5,6 @@
 //! runs as `quorate-adversary node` instead, the test-only binary built beside `quorate`:
 //! the `quorate` binary itself refuses those keys.
 
-use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -23,6 +22,9 @@ use quorate_node::clock::unix_now;
 use quorate_node::files::{write_atomic, write_keypair};
 
 mod ports;
+mod startup;
+
+use startup::wait_ready;
 
 pub use ports::loopback_port;
 
@@ -328,7 +330,7 @@ impl LocalMesh {
             mesh.nodes.push((name, child));
         }
         for (name, child) in &mut mesh.nodes {
-            wait_ready(name, child, Duration::from_secs(60))?;
+            wait_ready(name, child, &node_log(dir, name), Duration::from_secs(60))?;
         }
         Ok(mesh)
     }
@@ -343,7 +345,7 @@ impl LocalMesh {
 
     /// The node log of `name`.
     pub fn log_of(&self, name: &str) -> PathBuf {
-        self.dir.join("nodes").join(name).join("node.log")
+        node_log(&self.dir, name)
     }
 
     /// The audit log of `name`.
@@ -386,7 +388,12 @@ impl LocalMesh {
             ))
             .spawn()
             .with_context(|| format!("cannot start {}", program.display()))?;
-        wait_ready(name, &mut child, Duration::from_secs(60))?;
+        wait_ready(
+            name,
+            &mut child,
+            &cfg.with_file_name("node.log"),
+            Duration::from_secs(60),
+        )?;
         match self.nodes.iter_mut().find(|(n, _)| n == name) {
             Some((_, old)) => *old = child,
             None => self.nodes.push((name.to_string(), child)),
@@ -423,29 +430,9 @@ impl Drop for LocalMesh {
     }
 }
 
-fn wait_ready(name: &str, child: &mut Child, timeout: Duration) -> anyhow::Result<()> {
-    let stdout = child.stdout.take().context("node stdout not captured")?;
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        let mut lines = BufReader::new(stdout).lines();
-        if let Some(Ok(line)) = lines.next() {
-            let _ = tx.send(line);
-        }
-        // Keep draining so the node never blocks on a full pipe.
-        for _ in lines {}
-    });
-    let start = Instant::now();
-    match rx.recv_timeout(timeout) {
-        Ok(line) if line.contains("listening on") => Ok(()),
-        Ok(line) => bail!("{name} printed {line:?} instead of its listening line"),
-        Err(_) => {
-            let status = child.try_wait()?;
-            bail!(
-                "{name} did not start within {:?} (exit status {status:?}); see its node.log",
-                start.elapsed()
-            )
-        }
-    }
+/// Where node `name` of the mesh in `dir` writes its standard error.
+fn node_log(dir: &Path, name: &str) -> PathBuf {
+    dir.join("nodes").join(name).join("node.log")
 }
 
 fn stop_child(child: &mut Child, grace: Duration) -> anyhow::Result<()> {
