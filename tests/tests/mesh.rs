@@ -424,3 +424,149 @@ fn bad_requests_never_take_a_node_down() {
         }
     });
 }
+
+/// `quorate infer --inputs DIR`: one job per input file, several in flight on one connection;
+/// each result is written under its input's name, matches the model run locally on that
+/// input, and its receipt verifies alone. A bad file stops the run before anything is sent,
+/// and the flags that make no sense with a folder are refused.
+#[test]
+fn infer_over_a_folder_writes_each_checked_result_under_its_input_name() {
+    let dir = tempfile::tempdir().unwrap();
+    let mesh = LocalMesh::start(dir.path(), 1, &models(), &quorate_bin()).unwrap();
+    let inputs = dir.path().join("patients");
+    std::fs::create_dir_all(&inputs).unwrap();
+    let base: Vec<f32> = sample()
+        .data()
+        .chunks_exact(4)
+        .map(|b| f32::from_le_bytes(b.try_into().unwrap()))
+        .collect();
+    let mut sent = Vec::new();
+    for i in 0..12 {
+        let x: Vec<f32> = base.iter().map(|v| v * (0.5 + i as f32 * 0.1)).collect();
+        let t = Tensor::from_f32("features", vec![1, 30], &x).unwrap();
+        let doc =
+            quorate_protocol::tensor_file::salted_tensors_json(std::slice::from_ref(&t), None);
+        let name = format!("p{i:02}");
+        std::fs::write(inputs.join(format!("{name}.json")), doc.to_string()).unwrap();
+        sent.push((name, t));
+    }
+    // One .npy among them, and a file that is not an input.
+    std::fs::copy(
+        models().join("samples/features.npy"),
+        inputs.join("p12.npy"),
+    )
+    .unwrap();
+    sent.push(("p12".into(), sample()));
+    std::fs::write(inputs.join("notes.txt"), "not an input").unwrap();
+
+    let admin = dir.path().join("admin.pub");
+    let roster = dir.path().join("roster.cose");
+    let mesh_args = [
+        "--roster",
+        path_str(&roster),
+        "--admin",
+        path_str(&admin),
+        "--key",
+        path_str(&mesh.client_key_path),
+    ];
+    let many = |folder: &Path, out: &Path, extra: &[&str]| {
+        let mut args = vec!["infer"];
+        args.extend(mesh_args);
+        args.extend([
+            "--model",
+            "mlp",
+            "--inputs",
+            path_str(folder),
+            "--out",
+            path_str(out),
+        ]);
+        args.extend(extra);
+        quorate(args)
+    };
+    let out = dir.path().join("out");
+    let o = many(&inputs, &out, &["--concurrency", "4"]);
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(text(&o).contains("ran       13 of 13 jobs"), "{}", text(&o));
+
+    let local = quorate_runtime::LoadedModel::from_file(&models().join("mlp.onnx"), 1).unwrap();
+    let read = |p: std::path::PathBuf| {
+        quorate_protocol::tensor_file::parse_any(&std::fs::read(&p).unwrap(), "features")
+            .unwrap()
+            .remove(0)
+    };
+    for (name, t) in &sent {
+        let input = read(out.join("inputs").join(format!("{name}.json")));
+        assert_eq!(input.tensor.data(), t.data(), "{name}: its own input");
+        assert!(input.salt.is_some(), "{name}: the input's salt is kept");
+        let output = read(out.join("outputs").join(format!("{name}.json")));
+        let expected = local.run([t]).unwrap().remove(0);
+        assert_eq!(
+            output.tensor.data(),
+            expected.data(),
+            "{name}: its own result"
+        );
+        assert!(out.join("receipts").join(format!("{name}.cose")).is_file());
+    }
+    assert_eq!(std::fs::read_dir(out.join("receipts")).unwrap().count(), 13);
+    let v = quorate([
+        "verify",
+        path_str(&out.join("receipts")),
+        "--roster",
+        path_str(&roster),
+        "--admin",
+        path_str(&admin),
+    ]);
+    assert!(v.status.success(), "{}", text(&v));
+    assert!(
+        text(&v).contains("13 of 13 receipts verified"),
+        "{}",
+        text(&v)
+    );
+
+    // A file that does not parse: refused by name before any job is sent.
+    std::fs::write(inputs.join("p05.json"), "{\"tensors\": [").unwrap();
+    let out2 = dir.path().join("out2");
+    let o = many(&inputs, &out2, &[]);
+    assert!(!o.status.success());
+    assert!(text(&o).contains("p05.json"), "{}", text(&o));
+    assert!(!out2.exists(), "nothing written");
+
+    // A job the node refuses (an input of the wrong shape) is named; the others are written.
+    let mixed = dir.path().join("mixed");
+    std::fs::create_dir_all(&mixed).unwrap();
+    let wrong = Tensor::from_f32("features", vec![1, 29], &base[..29]).unwrap();
+    let bad_doc = quorate_protocol::tensor_file::salted_tensors_json(&[wrong], None).to_string();
+    for (name, _) in &sent[..3] {
+        std::fs::copy(
+            inputs.join(format!("{name}.json")),
+            mixed.join(format!("{name}.json")),
+        )
+        .unwrap();
+    }
+    std::fs::write(mixed.join("short.json"), &bad_doc).unwrap();
+    let out3 = dir.path().join("out3");
+    let o = many(&mixed, &out3, &[]);
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    assert!(text(&o).contains("ran       3 of 4 jobs"), "{}", text(&o));
+    assert!(text(&o).contains("failed    short: "), "{}", text(&o));
+    assert_eq!(std::fs::read_dir(out3.join("receipts")).unwrap().count(), 3);
+    assert!(!out3.join("receipts/short.cose").exists());
+
+    // After ten failures no further job is sent, and the run says how many were not.
+    let hopeless = dir.path().join("hopeless");
+    std::fs::create_dir_all(&hopeless).unwrap();
+    for i in 0..12 {
+        std::fs::write(hopeless.join(format!("h{i:02}.json")), &bad_doc).unwrap();
+    }
+    let o = many(&hopeless, &dir.path().join("out4"), &["--concurrency", "1"]);
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    assert!(text(&o).contains("ran       0 of 12 jobs"), "{}", text(&o));
+    assert!(text(&o).contains("not sent  2 jobs"), "{}", text(&o));
+
+    // A folder cannot be combined with replicas or with waiting for the log.
+    for extra in [&["--replicas", "3"][..], &["--wait-for-log"][..]] {
+        let o = many(&inputs, &out2, extra);
+        assert!(!o.status.success());
+        assert!(text(&o).contains("cannot be used with"), "{}", text(&o));
+    }
+}

@@ -1,14 +1,16 @@
 //! `quorate infer`: one attested inference on the mesh (§11).
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
 
-use anyhow::{Context, bail};
+use anyhow::Context;
 use quorate_protocol::tensor_file::{self, MAX_FILE_LEN, salted_tensors_json};
 
 use quorate_node::files::{read_limited, write_atomic};
-use quorate_node::mesh::client::fresh_request;
+use quorate_node::mesh::client::{MeshClient, fresh_request};
+use quorate_protocol::roster::Entry;
+use quorate_protocol::tensor::Tensor;
 
 use super::infer_verified::{self, ReplicaArgs};
 use super::session::{MeshArgs, Session, print_output, resolve_model};
@@ -22,8 +24,14 @@ same job id, nonce and model, and commitments matching exactly the tensors sent 
 With --replicas R the same job runs on R distinct nodes and is accepted only when a quorum\n\
 agrees under --policy; a replica that fails is replaced; a disagreeing one is named and an\n\
 evidence bundle written to OUT/evidence/ (check it with `quorate verify`).\n\n\
+Many inputs at once (--inputs DIR: every .npy, .npz and .json file in DIR is one job): the\n\
+jobs go to one node, --concurrency at a time over one connection; every reply is checked\n\
+as above before its files are written, a job that fails is named and the others go on, and\n\
+the command exits with 1 if any failed. Each receipt verifies alone.\n\n\
 Example:\n  quorate infer --roster roster.cose --admin admin.pub --key client.key \\\n      --model mlp --input models/samples/features.json --out out/\n  \
-quorate infer ... --replicas 3 --policy tolerance:atol=1e-5,rtol=1e-4 --out out/"
+quorate infer ... --replicas 3 --policy tolerance:atol=1e-5,rtol=1e-4 --out out/\n  \
+quorate infer ... --model mlp --inputs patients/ --out out/\n  \
+quorate verify out/receipts/ --roster roster.cose --admin admin.pub"
 )]
 pub struct InferArgs {
     /// Roster, roster authority and this client's key.
@@ -36,15 +44,30 @@ pub struct InferArgs {
     #[arg(long, value_name = "DIR", default_value = concat!(env!("CARGO_MANIFEST_DIR"), "/../models"))]
     pub models: PathBuf,
     /// Input tensors: a .npy file (the model's only input) or a JSON tensor list.
-    #[arg(long, value_name = "FILE")]
-    pub input: PathBuf,
+    #[arg(
+        long,
+        value_name = "FILE",
+        required_unless_present = "inputs",
+        conflicts_with = "inputs"
+    )]
+    pub input: Option<PathBuf>,
+    /// A folder of input files (.npy, .npz or JSON), one job each, sent --concurrency at a
+    /// time to one node; each job's receipt is checked and its files written as it comes.
+    #[arg(long, value_name = "DIR", conflicts_with_all = ["replicas", "wait_for_log"])]
+    pub inputs: Option<PathBuf>,
+    /// With --inputs: jobs in flight at once (at most 256). A node answers `Busy` beyond its
+    /// `max_concurrent` (8 by default), and the job is sent again after a pause.
+    #[arg(long, value_name = "N", default_value_t = 8, requires = "inputs",
+          value_parser = clap::value_parser!(u16).range(1..=256))]
+    pub concurrency: u16,
     /// Name of the input a .npy file feeds.
     #[arg(long, value_name = "NAME", default_value = "features")]
     pub input_name: String,
     /// Send the job to this node (default: the least loaded node serving the model).
     #[arg(long, value_name = "NAME")]
     pub node: Option<String>,
-    /// Directory for outputs.json, inputs.json and receipt.cose.
+    /// Directory for outputs.json, inputs.json and receipt.cose (with --inputs:
+    /// receipts/NAME.cose, outputs/NAME.json and inputs/NAME.json for each input file NAME).
     #[arg(long, value_name = "DIR")]
     pub out: PathBuf,
     /// Seconds the node may take to answer; network time on top follows the measured
@@ -60,16 +83,54 @@ pub struct InferArgs {
     pub verified: ReplicaArgs,
 }
 
+/// The node a job goes to: the one named, or the least loaded of the reachable nodes that
+/// serve `model` (those that did not answer are told on standard error).
+pub(super) async fn pick_node(
+    client: &MeshClient,
+    name: Option<&str>,
+    model: &[u8; 32],
+) -> anyhow::Result<Entry> {
+    if let Some(name) = name {
+        return Ok(client
+            .roster
+            .by_name(name)
+            .with_context(|| format!("no node {name:?} in the roster"))?
+            .clone());
+    }
+    let (nodes, failed) = client.candidates(model).await;
+    for f in &failed {
+        eprintln!("skipping {f}");
+    }
+    nodes.into_iter().next().with_context(|| {
+        format!(
+            "no reachable node serves model sha256:{}",
+            hex::encode(model)
+        )
+    })
+}
+
+/// The tensors of one input file: a `.npy` feeds the input `npy_name`.
+pub(super) fn read_input(path: &Path, npy_name: &str) -> anyhow::Result<Vec<Tensor>> {
+    let bytes = read_limited(path, MAX_FILE_LEN as u64)?;
+    Ok(tensor_file::parse_any(&bytes, npy_name)
+        .with_context(|| format!("input {}", path.display()))?
+        .into_iter()
+        .map(|r| r.tensor)
+        .collect())
+}
+
 /// Runs `quorate infer`.
 pub fn run(args: &InferArgs) -> anyhow::Result<ExitCode> {
     let session = Session::open(&args.mesh)?;
     let model = resolve_model(&args.model, &args.models)?;
-    let input = read_limited(&args.input, MAX_FILE_LEN as u64)?;
-    let inputs: Vec<_> = tensor_file::parse_any(&input, &args.input_name)
-        .with_context(|| format!("input {}", args.input.display()))?
-        .into_iter()
-        .map(|r| r.tensor)
-        .collect();
+    if let Some(dir) = &args.inputs {
+        return super::infer_many::run(args, dir, &session, model);
+    }
+    let input = args
+        .input
+        .as_ref()
+        .context("give --input FILE or --inputs DIR")?;
+    let inputs = read_input(input, &args.input_name)?;
     let req = fresh_request(model, inputs, None)?;
     let timeout = Duration::from_secs(args.timeout);
     if let Some(replicas) = args.verified.replicas {
@@ -77,29 +138,7 @@ pub fn run(args: &InferArgs) -> anyhow::Result<ExitCode> {
     }
     let (node_name, response, payload) = session.rt.block_on(async {
         let client = session.client(timeout)?;
-        let nodes = match &args.node {
-            Some(name) => vec![
-                client
-                    .roster
-                    .by_name(name)
-                    .with_context(|| format!("no node {name:?} in the roster"))?
-                    .clone(),
-            ],
-            None => {
-                let (nodes, failed) = client.candidates(&model).await;
-                for f in &failed {
-                    eprintln!("skipping {f}");
-                }
-                if nodes.is_empty() {
-                    bail!(
-                        "no reachable node serves model sha256:{}",
-                        hex::encode(model)
-                    );
-                }
-                nodes
-            }
-        };
-        let node = &nodes[0];
+        let node = &pick_node(&client, args.node.as_deref(), &model).await?;
         let (mut response, payload) = client.infer(node, &req).await?;
         // §18.6: with --wait-for-log a promise is upgraded before anything is written, so
         // the stored receipt carries its inclusion receipt.
@@ -119,7 +158,7 @@ pub fn run(args: &InferArgs) -> anyhow::Result<ExitCode> {
                 .await?;
         }
         client.close();
-        Ok((node.name.clone(), response, payload))
+        anyhow::Ok((node.name.clone(), response, payload))
     })?;
 
     std::fs::create_dir_all(&args.out)

@@ -12,6 +12,7 @@ pub mod ensemble;
 pub mod fhe;
 pub mod gen_model;
 pub mod infer;
+pub mod infer_many;
 pub mod infer_verified;
 pub mod keygen;
 pub mod log;

@@ -16,7 +16,7 @@ use super::run::{RunArgs, load_inputs, parse_nonce, write_results};
 const MAX_BATCH: usize = 1 << 20;
 
 /// The input files in `dir` (`.npy`, `.npz`, `.json`), in name order.
-fn input_files(dir: &Path) -> anyhow::Result<Vec<PathBuf>> {
+pub(super) fn input_files(dir: &Path) -> anyhow::Result<Vec<PathBuf>> {
     let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
         .with_context(|| format!("cannot read the folder {}", dir.display()))?
         .map(|e| e.map(|e| e.path()))
@@ -44,14 +44,9 @@ fn input_files(dir: &Path) -> anyhow::Result<Vec<PathBuf>> {
     Ok(files)
 }
 
-/// Runs the batch and writes each job's files under `--out`, named after its input file.
-pub fn run(
-    args: &RunArgs,
-    dir: &Path,
-    model: &LoadedModel,
-    key: &SecretKey,
-) -> anyhow::Result<ExitCode> {
-    let files = input_files(dir)?;
+/// Each input file's job name, its file name without the extension; two files of one name
+/// (say `a.npy` and `a.json`) are refused, since their results would overwrite each other.
+pub(super) fn job_names(files: &[PathBuf], dir: &Path) -> anyhow::Result<Vec<String>> {
     let names: Vec<String> = files
         .iter()
         .map(|p| {
@@ -66,6 +61,18 @@ pub fn run(
             dir.display()
         );
     }
+    Ok(names)
+}
+
+/// Runs the batch and writes each job's files under `--out`, named after its input file.
+pub fn run(
+    args: &RunArgs,
+    dir: &Path,
+    model: &LoadedModel,
+    key: &SecretKey,
+) -> anyhow::Result<ExitCode> {
+    let files = input_files(dir)?;
+    let names = job_names(&files, dir)?;
     // Every input is read and checked before anything runs: a bad file stops the batch
     // with its name, and nothing is signed.
     let inputs = files
