@@ -12,7 +12,8 @@ use anyhow::{Context, bail};
 use quorate_protocol::ensemble::Mode;
 use quorate_protocol::roster::Role;
 
-use crate::commands::ensemble::{load_inputs, member_names, resolve_members, write_outcome};
+use crate::commands::ensemble::{member_names, resolve_members, write_outcome};
+use crate::commands::session::read_input;
 use crate::local::LocalMesh;
 use quorate_node::mesh::client::MeshClient;
 use quorate_node::mesh::ensemble_client::{self, EnsembleSpec};
@@ -56,7 +57,7 @@ pub async fn run(mesh: &LocalMesh, models: &Path, receipts: &Path) -> anyhow::Re
         mode: Mode::Mean,
         members: members.clone(),
         models: digests,
-        inputs: load_inputs(&models.join("samples/features.npy"), "features")?,
+        inputs: read_input(&models.join("samples/features.npy"), "features")?,
         classes: 2,
         threshold: members.len() as u32 / 2 + 1,
         dp: None,

@@ -8,13 +8,11 @@ use anyhow::{Context, bail};
 use quorate_crypto::tensor_digest::{Digest32, sha256};
 use quorate_protocol::ensemble::Mode;
 use quorate_protocol::roster::{Entry, Role, Roster};
-use quorate_protocol::tensor::Tensor;
-use quorate_protocol::tensor_file::{self, MAX_FILE_LEN};
 use serde_json::json;
 
 use super::session::resolve_model;
-use super::session::{MeshArgs, Session};
-use quorate_node::files::{read_limited, write_atomic};
+use super::session::{MeshArgs, Session, read_input};
+use quorate_node::files::write_atomic;
 use quorate_node::mesh::ensemble_client::{self, EnsembleOutcome, EnsembleSpec};
 
 /// Arguments of `quorate ensemble`.
@@ -184,16 +182,6 @@ pub fn write_outcome(out: &Path, o: &EnsembleOutcome, mode: Mode) -> anyhow::Res
     Ok(())
 }
 
-/// Loads the input tensors.
-pub fn load_inputs(path: &Path, name: &str) -> anyhow::Result<Vec<Tensor>> {
-    let input = read_limited(path, MAX_FILE_LEN as u64)?;
-    Ok(tensor_file::parse_any(&input, name)
-        .with_context(|| format!("input {}", path.display()))?
-        .into_iter()
-        .map(|r| r.tensor)
-        .collect())
-}
-
 /// The roster names of members by their index in the job (`?` for an index out of range).
 pub fn member_names(members: &[Entry], indices: &[u32]) -> Vec<String> {
     indices
@@ -252,7 +240,7 @@ pub fn run(args: &EnsembleArgs) -> anyhow::Result<ExitCode> {
         mode,
         members: members.clone(),
         models,
-        inputs: load_inputs(&args.input, &args.input_name)?,
+        inputs: read_input(&args.input, &args.input_name)?,
         classes: args.classes,
         threshold: args.threshold.unwrap_or(n / 2 + 1),
         dp: args.dp.as_deref().map(parse_dp).transpose()?,

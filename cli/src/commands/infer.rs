@@ -1,19 +1,18 @@
 //! `quorate infer`: one attested inference on the mesh (§11).
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::Context;
-use quorate_protocol::tensor_file::{self, MAX_FILE_LEN, salted_tensors_json};
+use quorate_protocol::tensor_file::salted_tensors_json;
 
-use quorate_node::files::{read_limited, write_atomic};
+use quorate_node::files::write_atomic;
 use quorate_node::mesh::client::{MeshClient, fresh_request};
 use quorate_protocol::roster::Entry;
-use quorate_protocol::tensor::Tensor;
 
 use super::infer_verified::{self, ReplicaArgs};
-use super::session::{MeshArgs, Session, print_output, resolve_model};
+use super::session::{MeshArgs, Session, print_output, read_input, resolve_model};
 
 /// Arguments of `quorate infer`.
 #[derive(clap::Args)]
@@ -107,16 +106,6 @@ pub(super) async fn pick_node(
             hex::encode(model)
         )
     })
-}
-
-/// The tensors of one input file: a `.npy` feeds the input `npy_name`.
-pub(super) fn read_input(path: &Path, npy_name: &str) -> anyhow::Result<Vec<Tensor>> {
-    let bytes = read_limited(path, MAX_FILE_LEN as u64)?;
-    Ok(tensor_file::parse_any(&bytes, npy_name)
-        .with_context(|| format!("input {}", path.display()))?
-        .into_iter()
-        .map(|r| r.tensor)
-        .collect())
 }
 
 /// Runs `quorate infer`.

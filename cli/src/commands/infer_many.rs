@@ -16,9 +16,9 @@ use quorate_node::mesh::client::fresh_request;
 use quorate_protocol::messages::{InferRequest, InferResponse};
 use quorate_protocol::tensor_file::salted_tensors_json;
 
-use super::infer::{InferArgs, pick_node, read_input};
+use super::infer::{InferArgs, pick_node};
 use super::run_batch::{input_files, job_names};
-use super::session::Session;
+use super::session::{Session, read_input};
 
 /// Failed jobs after which no new job is sent: a node that fails this many is unlikely to
 /// answer the rest, and each would wait out its timeout.

@@ -10,6 +10,7 @@ use quorate_crypto::SecretKey;
 use quorate_crypto::tensor_digest::{Digest32, sha256};
 use quorate_protocol::roster::Roster;
 use quorate_protocol::tensor::Tensor;
+use quorate_protocol::tensor_file::{self, MAX_FILE_LEN};
 
 use quorate_node::clock::unix_now;
 use quorate_node::files::{load_public_key, load_secret_key, read_limited};
@@ -54,6 +55,17 @@ impl Session {
     pub fn client(&self, timeout: Duration) -> anyhow::Result<MeshClient> {
         MeshClient::new(&self.key, self.roster.clone(), timeout)
     }
+}
+
+/// The tensors of one input file (a `.npy` file feeds the input `npy_name`; `.npz` and JSON
+/// name their own), read within the size limit of §3.5.
+pub fn read_input(path: &Path, npy_name: &str) -> anyhow::Result<Vec<Tensor>> {
+    let bytes = read_limited(path, MAX_FILE_LEN as u64)?;
+    Ok(tensor_file::parse_any(&bytes, npy_name)
+        .with_context(|| format!("input {}", path.display()))?
+        .into_iter()
+        .map(|r| r.tensor)
+        .collect())
 }
 
 /// Resolves `--model` to a digest.
