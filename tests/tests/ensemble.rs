@@ -468,7 +468,7 @@ fn cli_ensemble_with_dp_and_verify() {
     let out = dir.path().join("ens");
     let roster = mesh.dir.join("roster.cose");
     let admin = mesh.dir.join("admin.pub");
-    let o = quorate([
+    let mesh_args = [
         "ensemble",
         "--roster",
         roster.to_str().unwrap(),
@@ -478,15 +478,12 @@ fn cli_ensemble_with_dp_and_verify() {
         mesh.client_key_path.to_str().unwrap(),
         "--members",
         "node-1,node-2,node-3,node-4,node-5",
-        "--input",
-        models().join("samples/features.npy").to_str().unwrap(),
-        "--mode",
-        "votes",
-        "--dp",
-        "2.0,1e-5",
-        "--out",
-        out.to_str().unwrap(),
-    ]);
+    ];
+    let features = models().join("samples/features.npy");
+    let mut args = mesh_args.to_vec();
+    args.extend(["--input", features.to_str().unwrap(), "--mode", "votes"]);
+    args.extend(["--dp", "2.0,1e-5", "--out", out.to_str().unwrap()]);
+    let o = quorate(args);
     assert!(o.status.success(), "{}", text(&o));
     let t = text(&o);
     assert!(t.contains("achieved with 5 contributors"), "{t}");
@@ -520,4 +517,81 @@ fn cli_ensemble_with_dp_and_verify() {
         admin.to_str().unwrap(),
     ]);
     assert!(!v.status.success(), "{}", text(&v));
+
+    // A folder of inputs (§12.6.1): one job each, two at a time, each result the one a single
+    // job on the same input gives, each folder verifying alone.
+    let folder = dir.path().join("patients");
+    std::fs::create_dir_all(&folder).unwrap();
+    std::fs::copy(&features, folder.join("a.npy")).unwrap();
+    let base: Vec<f32> = sample()
+        .data()
+        .chunks_exact(4)
+        .map(|b| f32::from_le_bytes(b.try_into().unwrap()))
+        .collect();
+    for (name, scale) in [("b", 0.6f32), ("c", 1.4)] {
+        let x: Vec<f32> = base.iter().map(|v| v * scale).collect();
+        let t = quorate_protocol::tensor::Tensor::from_f32("features", vec![1, 30], &x).unwrap();
+        let doc = quorate_protocol::tensor_file::salted_tensors_json(&[t], None);
+        std::fs::write(folder.join(format!("{name}.json")), doc.to_string()).unwrap();
+    }
+    let many = dir.path().join("many");
+    let mut args = mesh_args.to_vec();
+    args.extend(["--inputs", folder.to_str().unwrap(), "--concurrency", "2"]);
+    args.extend(["--out", many.to_str().unwrap()]);
+    let o = quorate(args);
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(text(&o).contains("ran       3 of 3 jobs"), "{}", text(&o));
+    let result = |dir: &std::path::Path| {
+        quorate_tests::read_json(&dir.join("result.json"))["result"].clone()
+    };
+    let mut seen = Vec::new();
+    for name in ["a", "b", "c"] {
+        let file = std::fs::read_dir(&folder)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .find(|p| p.file_stem().unwrap() == name)
+            .unwrap();
+        let single = dir.path().join(format!("single-{name}"));
+        let mut args = mesh_args.to_vec();
+        args.extend([
+            "--input",
+            file.to_str().unwrap(),
+            "--out",
+            single.to_str().unwrap(),
+        ]);
+        let o = quorate(args);
+        assert!(o.status.success(), "{}", text(&o));
+        assert_eq!(result(&many.join(name)), result(&single), "{name}");
+        seen.push(result(&single));
+        let v = quorate([
+            "verify",
+            many.join(name).to_str().unwrap(),
+            "--roster",
+            roster.to_str().unwrap(),
+            "--admin",
+            admin.to_str().unwrap(),
+        ]);
+        assert!(v.status.success(), "{}", text(&v));
+    }
+    assert!(seen[0] != seen[1] && seen[1] != seen[2], "{seen:?}");
+
+    // An input the members refuse fails its job alone, by name; the others are written.
+    let wrong =
+        quorate_protocol::tensor::Tensor::from_f32("features", vec![1, 29], &base[..29]).unwrap();
+    let doc = quorate_protocol::tensor_file::salted_tensors_json(&[wrong], None);
+    std::fs::write(folder.join("d.json"), doc.to_string()).unwrap();
+    let again = dir.path().join("again");
+    let mut args = mesh_args.to_vec();
+    args.extend([
+        "--inputs",
+        folder.to_str().unwrap(),
+        "--out",
+        again.to_str().unwrap(),
+    ]);
+    let o = quorate(args);
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    assert!(text(&o).contains("ran       3 of 4 jobs"), "{}", text(&o));
+    assert!(text(&o).contains("failed    d: "), "{}", text(&o));
+    assert!(again.join("c/aggregate.cose").is_file());
+    assert!(!again.join("d").exists());
 }

@@ -27,7 +27,13 @@ With --dp EPSILON,DELTA every member adds Skellam noise calibrated so the sum of
 is (ε, δ)-DP; dropouts leave less noise, and the ε actually achieved is reported.\n\n\
 Writes DIR/aggregate.cose (signed by this client), DIR/transcript.cbor, DIR/members/*.cose\n\
 and DIR/result.json; check them offline with `quorate verify DIR --roster .. --admin ..`.\n\n\
-Example:\n  quorate ensemble --roster roster.cose --admin admin.pub --key client.key \\\n      --members node-1,node-2,node-3,node-4,node-5 --input models/samples/features.npy \\\n      --mode mean --threshold 3 --out ens/"
+Many inputs at once (--inputs FOLDER: every .npy, .npz and .json file in it is one job):\n\
+the jobs run --concurrency at a time, each one's files go to DIR/NAME/ for its input file\n\
+NAME as it finishes, a job that fails is named and the others go on, and the command exits\n\
+with 1 if any failed.\n\n\
+Example:\n  quorate ensemble --roster roster.cose --admin admin.pub --key client.key \\\n      --members node-1,node-2,node-3,node-4,node-5 --input models/samples/features.npy \\\n      --mode mean --threshold 3 --out ens/\n  \
+quorate ensemble ... --inputs patients/ --out ens/\n  \
+quorate verify ens/* --roster roster.cose --admin admin.pub"
 )]
 pub struct EnsembleArgs {
     /// Roster, roster authority and this client's key.
@@ -46,8 +52,22 @@ pub struct EnsembleArgs {
     #[arg(long, value_name = "DIR", default_value = concat!(env!("CARGO_MANIFEST_DIR"), "/../models"))]
     pub models: PathBuf,
     /// Input tensors (one example): a .npy file or a JSON tensor list.
-    #[arg(long, value_name = "FILE")]
-    pub input: PathBuf,
+    #[arg(
+        long,
+        value_name = "FILE",
+        required_unless_present = "inputs",
+        conflicts_with = "inputs"
+    )]
+    pub input: Option<PathBuf>,
+    /// A folder of input files (.npy, .npz or JSON), one ensemble job each, --concurrency at
+    /// a time; each job's files go to OUT/NAME/ for its input file NAME.
+    #[arg(long, value_name = "DIR")]
+    pub inputs: Option<PathBuf>,
+    /// With --inputs: ensemble jobs in flight at once (at most 64); each holds a job slot on
+    /// every member while it runs.
+    #[arg(long, value_name = "N", default_value_t = 4, requires = "inputs",
+          value_parser = clap::value_parser!(u16).range(1..=64))]
+    pub concurrency: u16,
     /// Name of the input a .npy file feeds.
     #[arg(long, value_name = "NAME", default_value = "features")]
     pub input_name: String,
@@ -236,15 +256,24 @@ pub fn run(args: &EnsembleArgs) -> anyhow::Result<ExitCode> {
     } else {
         Mode::Mean
     };
-    let spec = EnsembleSpec {
+    let dp = args.dp.as_deref().map(parse_dp).transpose()?;
+    let spec = |inputs| EnsembleSpec {
         mode,
         members: members.clone(),
-        models,
-        inputs: read_input(&args.input, &args.input_name)?,
+        models: models.clone(),
+        inputs,
         classes: args.classes,
         threshold: args.threshold.unwrap_or(n / 2 + 1),
-        dp: args.dp.as_deref().map(parse_dp).transpose()?,
+        dp,
     };
+    if let Some(dir) = &args.inputs {
+        return super::ensemble_many::run(args, dir, &session, &spec);
+    }
+    let input = args
+        .input
+        .as_ref()
+        .context("give --input FILE or --inputs DIR")?;
+    let spec = spec(read_input(input, &args.input_name)?);
     let outcome = session.rt.block_on(async {
         let client = session.client(Duration::from_secs(args.timeout))?;
         let o = ensemble_client::run(&client, &session.key, &spec, &|m| {

@@ -8,8 +8,10 @@ pub mod demo_fhe;
 pub mod demo_pipeline;
 pub mod demo_verified;
 pub mod ensemble;
+pub mod ensemble_many;
 #[cfg(feature = "fhe")]
 pub mod fhe;
+pub mod folder_jobs;
 pub mod gen_model;
 pub mod infer;
 pub mod infer_many;
