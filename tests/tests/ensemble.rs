@@ -468,22 +468,33 @@ fn cli_ensemble_with_dp_and_verify() {
     let out = dir.path().join("ens");
     let roster = mesh.dir.join("roster.cose");
     let admin = mesh.dir.join("admin.pub");
-    let mesh_args = [
-        "ensemble",
-        "--roster",
-        roster.to_str().unwrap(),
-        "--admin",
-        admin.to_str().unwrap(),
-        "--key",
-        mesh.client_key_path.to_str().unwrap(),
-        "--members",
-        "node-1,node-2,node-3,node-4,node-5",
-    ];
+    // `quorate ensemble` with this mesh, its five members and `extra`.
+    let ensemble = |extra: &[&str]| {
+        let mut args = vec![
+            "ensemble",
+            "--roster",
+            roster.to_str().unwrap(),
+            "--admin",
+            admin.to_str().unwrap(),
+            "--key",
+            mesh.client_key_path.to_str().unwrap(),
+            "--members",
+            "node-1,node-2,node-3,node-4,node-5",
+        ];
+        args.extend(extra);
+        quorate(args)
+    };
     let features = models().join("samples/features.npy");
-    let mut args = mesh_args.to_vec();
-    args.extend(["--input", features.to_str().unwrap(), "--mode", "votes"]);
-    args.extend(["--dp", "2.0,1e-5", "--out", out.to_str().unwrap()]);
-    let o = quorate(args);
+    let o = ensemble(&[
+        "--input",
+        features.to_str().unwrap(),
+        "--mode",
+        "votes",
+        "--dp",
+        "2.0,1e-5",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
     assert!(o.status.success(), "{}", text(&o));
     let t = text(&o);
     assert!(t.contains("achieved with 5 contributors"), "{t}");
@@ -535,31 +546,28 @@ fn cli_ensemble_with_dp_and_verify() {
         std::fs::write(folder.join(format!("{name}.json")), doc.to_string()).unwrap();
     }
     let many = dir.path().join("many");
-    let mut args = mesh_args.to_vec();
-    args.extend(["--inputs", folder.to_str().unwrap(), "--concurrency", "2"]);
-    args.extend(["--out", many.to_str().unwrap()]);
-    let o = quorate(args);
+    let o = ensemble(&[
+        "--inputs",
+        folder.to_str().unwrap(),
+        "--concurrency",
+        "2",
+        "--out",
+        many.to_str().unwrap(),
+    ]);
     assert!(o.status.success(), "{}", text(&o));
     assert!(text(&o).contains("ran       3 of 3 jobs"), "{}", text(&o));
     let result = |dir: &std::path::Path| {
         quorate_tests::read_json(&dir.join("result.json"))["result"].clone()
     };
     let mut seen = Vec::new();
-    for name in ["a", "b", "c"] {
-        let file = std::fs::read_dir(&folder)
-            .unwrap()
-            .map(|e| e.unwrap().path())
-            .find(|p| p.file_stem().unwrap() == name)
-            .unwrap();
+    for (name, file) in [("a", "a.npy"), ("b", "b.json"), ("c", "c.json")] {
         let single = dir.path().join(format!("single-{name}"));
-        let mut args = mesh_args.to_vec();
-        args.extend([
+        let o = ensemble(&[
             "--input",
-            file.to_str().unwrap(),
+            folder.join(file).to_str().unwrap(),
             "--out",
             single.to_str().unwrap(),
         ]);
-        let o = quorate(args);
         assert!(o.status.success(), "{}", text(&o));
         assert_eq!(result(&many.join(name)), result(&single), "{name}");
         seen.push(result(&single));
@@ -581,14 +589,12 @@ fn cli_ensemble_with_dp_and_verify() {
     let doc = quorate_protocol::tensor_file::salted_tensors_json(&[wrong], None);
     std::fs::write(folder.join("d.json"), doc.to_string()).unwrap();
     let again = dir.path().join("again");
-    let mut args = mesh_args.to_vec();
-    args.extend([
+    let o = ensemble(&[
         "--inputs",
         folder.to_str().unwrap(),
         "--out",
         again.to_str().unwrap(),
     ]);
-    let o = quorate(args);
     assert_eq!(o.status.code(), Some(1), "{}", text(&o));
     assert!(text(&o).contains("ran       3 of 4 jobs"), "{}", text(&o));
     assert!(text(&o).contains("failed    d: "), "{}", text(&o));

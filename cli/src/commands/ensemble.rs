@@ -214,6 +214,12 @@ pub fn member_names(members: &[Entry], indices: &[u32]) -> Vec<String> {
         .collect()
 }
 
+/// A job's result as printed: `[0.123456, 0.876544]`.
+pub fn result_values(result: &[f64]) -> String {
+    let values: Vec<String> = result.iter().map(|x| format!("{x:.6}")).collect();
+    format!("[{}]", values.join(", "))
+}
+
 /// Prints the human summary of an outcome.
 pub fn print_outcome(o: &EnsembleOutcome, members: &[Entry], mode: Mode) {
     let names = |v: &[u32]| member_names(members, v);
@@ -226,12 +232,7 @@ pub fn print_outcome(o: &EnsembleOutcome, members: &[Entry], mode: Mode) {
         names(&o.payload.contributors).join(", "),
         names(&o.payload.dropped).join(", ")
     );
-    let label = match mode {
-        Mode::Mean => "mean",
-        Mode::Votes => "votes",
-    };
-    let vals: Vec<String> = o.result.iter().map(|x| format!("{x:.6}")).collect();
-    println!("{label:<9} [{}]", vals.join(", "));
+    println!("{:<9} {}", mode.name(), result_values(&o.result));
     if let Some((cal, got)) = o.epsilon {
         println!(
             "dp        Skellam noise μ={} per member; ε={cal:.4} with all {} members, ε={got:.4} achieved with {} contributors",

@@ -8,10 +8,9 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use quorate_node::mesh::ensemble_client::{self, EnsembleSpec};
-use quorate_protocol::ensemble::Mode;
 use quorate_protocol::tensor::Tensor;
 
-use super::ensemble::{EnsembleArgs, write_outcome};
+use super::ensemble::{EnsembleArgs, result_values, write_outcome};
 use super::folder_jobs::{Outcome, read_folder, report_failures, run_all, summary};
 use super::session::Session;
 
@@ -35,11 +34,12 @@ pub fn run(
                 let spec = spec(tensors);
                 // Rounds are not told one by one: many jobs' would interleave.
                 let o = ensemble_client::run(client, &session.key, &spec, &|_| {}).await?;
-                let line = result_line(
-                    spec.mode,
-                    &o.result,
+                let line = format!(
+                    "{} {}; {} of {} members contributed",
+                    spec.mode.name(),
+                    result_values(&o.result),
                     o.payload.contributors.len(),
-                    spec.members.len(),
+                    spec.members.len()
                 );
                 let out = args.out.join(&name);
                 tokio::task::spawn_blocking(move || write_outcome(&out, &o, spec.mode))
@@ -78,14 +78,4 @@ pub fn run(
         &outcomes,
         &format!("run again with a folder of the inputs that have no folder in {out}"),
     ))
-}
-
-/// One job's result as a line: `mean [p0, p1]; 5 of 5 members contributed`.
-fn result_line(mode: Mode, result: &[f64], contributors: usize, members: usize) -> String {
-    let label = mode.name();
-    let values: Vec<String> = result.iter().map(|x| format!("{x:.6}")).collect();
-    format!(
-        "{label} [{}]; {contributors} of {members} members contributed",
-        values.join(", ")
-    )
 }

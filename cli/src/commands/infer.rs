@@ -7,11 +7,11 @@ use std::time::Duration;
 use anyhow::Context;
 use quorate_protocol::tensor_file::salted_tensors_json;
 
-use quorate_node::files::write_atomic;
 use quorate_node::mesh::client::{MeshClient, fresh_request};
 use quorate_protocol::roster::Entry;
 
 use super::infer_verified::{self, ReplicaArgs};
+use super::run::write_job_files;
 use super::session::{MeshArgs, Session, print_output, read_input, resolve_model};
 
 /// Arguments of `quorate infer`.
@@ -150,24 +150,16 @@ pub fn run(args: &InferArgs) -> anyhow::Result<ExitCode> {
         anyhow::Ok((node.name.clone(), response, payload))
     })?;
 
-    std::fs::create_dir_all(&args.out)
-        .with_context(|| format!("cannot create {}", args.out.display()))?;
-    let outputs = salted_tensors_json(&response.outputs, response.output_salts.as_deref());
-    let inputs = salted_tensors_json(&req.inputs, req.input_salts.as_deref());
-    write_atomic(
-        &args.out.join("outputs.json"),
-        serde_json::to_vec_pretty(&outputs)?.as_slice(),
-        0o644,
+    write_job_files(
+        &args.out,
+        "",
+        (
+            &salted_tensors_json(&req.inputs, req.input_salts.as_deref()),
+            &salted_tensors_json(&response.outputs, response.output_salts.as_deref()),
+        ),
+        &response.receipt,
+        response.promise.as_deref(),
     )?;
-    write_atomic(
-        &args.out.join("inputs.json"),
-        serde_json::to_vec_pretty(&inputs)?.as_slice(),
-        0o600,
-    )?;
-    write_atomic(&args.out.join("receipt.cose"), &response.receipt, 0o644)?;
-    if let Some(promise) = &response.promise {
-        write_atomic(&args.out.join("receipt.promise"), promise, 0o644)?;
-    }
     println!(
         "node      {node_name} ({} on {})",
         payload.runtime, payload.provider

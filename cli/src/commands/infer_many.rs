@@ -9,13 +9,12 @@ use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use quorate_node::files::write_atomic;
 use quorate_node::mesh::client::fresh_request;
-use quorate_protocol::messages::{InferRequest, InferResponse};
 use quorate_protocol::tensor_file::salted_tensors_json;
 
 use super::folder_jobs::{Outcome, read_folder, report_failures, run_all, summary};
 use super::infer::{InferArgs, pick_node};
+use super::run::write_job_files;
 use super::session::Session;
 
 /// Runs `quorate infer --inputs DIR` for `model` on `session`.
@@ -26,10 +25,8 @@ pub fn run(
     model: [u8; 32],
 ) -> anyhow::Result<ExitCode> {
     let inputs = read_folder(dir, &args.input_name)?;
-    for sub in ["receipts", "outputs", "inputs"] {
-        let d = args.out.join(sub);
-        std::fs::create_dir_all(&d).with_context(|| format!("cannot create {}", d.display()))?;
-    }
+    std::fs::create_dir_all(&args.out)
+        .with_context(|| format!("cannot create {}", args.out.display()))?;
     let started = Instant::now();
     let (node, outcomes) = session.rt.block_on(async {
         let client = session.client(Duration::from_secs(args.timeout))?;
@@ -42,9 +39,15 @@ pub fn run(
                 let promised = response.promise.is_some();
                 let out = args.out.clone();
                 // Each job's files are made durable as it comes: off the async threads.
-                tokio::task::spawn_blocking(move || write_job(&out, &name, &req, &response))
-                    .await
-                    .context("the writing task failed")??;
+                tokio::task::spawn_blocking(move || {
+                    let inputs = salted_tensors_json(&req.inputs, req.input_salts.as_deref());
+                    let outputs =
+                        salted_tensors_json(&response.outputs, response.output_salts.as_deref());
+                    let promise = response.promise.as_deref();
+                    write_job_files(&out, &name, (&inputs, &outputs), &response.receipt, promise)
+                })
+                .await
+                .context("the writing task failed")??;
                 anyhow::Ok(promised)
             }
         })
@@ -77,34 +80,4 @@ pub fn run(
         &outcomes,
         &format!("run again with a folder of the inputs that have no receipt in {out}/receipts/"),
     ))
-}
-
-/// Writes one job's files under `out`: `receipts/NAME.cose`, `outputs/NAME.json`,
-/// `inputs/NAME.json` (private: the inputs and their salts), and `promises/NAME.promise` when
-/// the node promised to log the receipt (§18.6).
-fn write_job(
-    out: &Path,
-    name: &str,
-    req: &InferRequest,
-    response: &InferResponse,
-) -> anyhow::Result<()> {
-    let outputs = salted_tensors_json(&response.outputs, response.output_salts.as_deref());
-    let inputs = salted_tensors_json(&req.inputs, req.input_salts.as_deref());
-    let file = |dir: &str, ext: &str| out.join(dir).join(format!("{name}.{ext}"));
-    write_atomic(
-        &file("outputs", "json"),
-        serde_json::to_vec_pretty(&outputs)?.as_slice(),
-        0o644,
-    )?;
-    write_atomic(
-        &file("inputs", "json"),
-        serde_json::to_vec_pretty(&inputs)?.as_slice(),
-        0o600,
-    )?;
-    if let Some(promise) = &response.promise {
-        std::fs::create_dir_all(out.join("promises"))?;
-        write_atomic(&file("promises", "promise"), promise, 0o644)?;
-    }
-    // The receipt last: a receipt on disk means the job's files are all there.
-    write_atomic(&file("receipts", "cose"), &response.receipt, 0o644)
 }

@@ -140,36 +140,65 @@ pub fn write_results(
     receipt: &[u8],
 ) -> anyhow::Result<()> {
     let doc = |list: &[Committed]| tensors_json(list.iter().map(|c| (&c.tensor, c.salt.as_ref())));
-    let (outputs, inputs, receipt_path) = if job_name.is_empty() {
-        (
-            out.join("outputs.json"),
-            out.join("inputs.json"),
-            out.join("receipt.cose"),
-        )
-    } else {
-        (
-            out.join("outputs").join(format!("{job_name}.json")),
-            out.join("inputs").join(format!("{job_name}.json")),
-            out.join("receipts").join(format!("{job_name}.cose")),
-        )
+    write_job_files(
+        out,
+        job_name,
+        (&doc(committed_inputs), &doc(committed_outputs)),
+        receipt,
+        None,
+    )
+}
+
+/// Writes one job's files under `out`, each made durable: its outputs and inputs as tensor
+/// lists (the inputs private, mode 0600: they reveal the inputs and their salts), the promise
+/// to log its receipt if there is one (§18.6), and its receipt last, so that a receipt on disk
+/// means the job's files are all there. An unnamed job (`job_name` empty) writes
+/// `outputs.json`, `inputs.json`, `receipt.promise` and `receipt.cose`; a named one
+/// `outputs/NAME.json`, `inputs/NAME.json`, `promises/NAME.promise` and `receipts/NAME.cose`.
+pub fn write_job_files(
+    out: &std::path::Path,
+    job_name: &str,
+    (inputs, outputs): (&serde_json::Value, &serde_json::Value),
+    receipt: &[u8],
+    promise: Option<&[u8]>,
+) -> anyhow::Result<()> {
+    let path = |single: &str, folder: &str, ext: &str| {
+        if job_name.is_empty() {
+            out.join(single)
+        } else {
+            out.join(folder).join(format!("{job_name}.{ext}"))
+        }
     };
-    for p in [&outputs, &inputs, &receipt_path] {
-        if let Some(parent) = p.parent() {
+    let files = [
+        (
+            path("outputs.json", "outputs", "json"),
+            Some(serde_json::to_vec_pretty(outputs)?),
+            0o644,
+        ),
+        (
+            path("inputs.json", "inputs", "json"),
+            Some(serde_json::to_vec_pretty(inputs)?),
+            0o600,
+        ),
+        (
+            path("receipt.promise", "promises", "promise"),
+            promise.map(<[u8]>::to_vec),
+            0o644,
+        ),
+        (
+            path("receipt.cose", "receipts", "cose"),
+            Some(receipt.to_vec()),
+            0o644,
+        ),
+    ];
+    for (path, bytes, mode) in files {
+        let Some(bytes) = bytes else { continue };
+        if let Some(parent) = path.parent() {
             std::fs::create_dir_all(parent)
                 .with_context(|| format!("cannot create {}", parent.display()))?;
         }
+        write_atomic(&path, &bytes, mode)?;
     }
-    write_atomic(
-        &outputs,
-        serde_json::to_vec_pretty(&doc(committed_outputs))?.as_slice(),
-        0o644,
-    )?;
-    write_atomic(
-        &inputs,
-        serde_json::to_vec_pretty(&doc(committed_inputs))?.as_slice(),
-        0o600,
-    )?;
-    write_atomic(&receipt_path, receipt, 0o644)?;
     Ok(())
 }
 
