@@ -205,6 +205,90 @@ fn a_missing_transformer_is_skipped_saying_how_to_fetch_it() {
 }
 
 #[test]
+fn several_runs_end_with_each_figures_median_range_and_goals_met() {
+    let dir = tempfile::tempdir().unwrap();
+    let json = dir.path().join("mesh.json");
+    let missing = dir.path().join("no-such-model.onnx");
+    let o = quorate([
+        "bench",
+        "mesh",
+        "--runs",
+        "2",
+        "--rounds",
+        "5",
+        "--clients",
+        "1",
+        "--seconds",
+        "0.1",
+        "--batch",
+        "1",
+        "--audit",
+        "1",
+        "--ensembles",
+        "1",
+        "--minilm",
+        missing.to_str().unwrap(),
+        "--json",
+        json.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", text(&o));
+    let out = String::from_utf8(o.stdout).unwrap();
+    assert!(
+        out.contains("\nrun 1 of 2\n") && out.contains("\nrun 2 of 2\n"),
+        "{out}"
+    );
+    let doc: serde_json::Value = serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
+    let runs = doc["runs"].as_array().unwrap();
+    assert_eq!(runs.len(), 2, "{doc}");
+    // Each run printed its own summary line, as the JSON gives it.
+    for run in runs {
+        let line = run["summary"].as_str().unwrap();
+        assert!(out.contains(&format!("{line}\n")), "{line} not in {out}");
+    }
+    // Each figure's median and range over the runs are those of the runs' own values.
+    let over = &doc["over_runs"];
+    for (name, section) in [
+        ("latency/parts", "latency"),
+        ("batch/raw", "batch"),
+        ("audit/cores", "audit"),
+        ("ensemble/plain", "ensemble"),
+    ] {
+        let values: Vec<f64> = runs
+            .iter()
+            .map(|r| r[section]["ratio"].as_f64().unwrap())
+            .collect();
+        let figure = &over[name];
+        let median = figure["median"].as_f64().unwrap();
+        assert!(
+            (median - (values[0] + values[1]) / 2.0).abs() < 1e-9,
+            "{name}: {figure}"
+        );
+        assert_eq!(figure["min"].as_f64().unwrap(), values[0].min(values[1]));
+        assert_eq!(figure["max"].as_f64().unwrap(), values[0].max(values[1]));
+        let met = figure["runs_meeting_goal"].as_u64().unwrap();
+        assert!(met <= 2, "{figure}");
+        assert!(
+            out.contains(&format!(
+                "  {name:<15} {median:.2} ({:.2}-{:.2})   {met} of 2 runs met the goal",
+                values[0].min(values[1]),
+                values[0].max(values[1])
+            )),
+            "{name}: {out}"
+        );
+    }
+    // No run measured the transformer, and the block says so.
+    assert!(out.contains("  minilm          not measured\n"), "{out}");
+    // The last line gives the medians, and is the JSON's summary.
+    let last = out.lines().last().unwrap();
+    assert_eq!(last, doc["summary"].as_str().unwrap());
+    let latency = over["latency/parts"]["median"].as_f64().unwrap();
+    assert!(
+        last.starts_with(&format!("latency/parts={latency:.2} ")),
+        "{last}"
+    );
+}
+
+#[test]
 fn bad_arguments_are_refused_with_a_reason() {
     for (args, says) in [
         (vec!["--rounds", "2"], "--rounds must be at least 5"),
@@ -212,6 +296,7 @@ fn bad_arguments_are_refused_with_a_reason() {
         (vec!["--seconds", "0"], "--seconds must be above 0"),
         (vec!["--clients", "0"], "--clients must be 1 to 1024"),
         (vec!["--minilm-seq", "0"], "--minilm-seq must be 1 to 512"),
+        (vec!["--runs", "0"], "--runs must be 1 to 100"),
     ] {
         let mut all = vec!["bench", "mesh"];
         all.extend(args);
