@@ -12,9 +12,10 @@ use anyhow::Context;
 use quorate_node::mesh::client::fresh_request;
 use quorate_protocol::tensor_file::salted_tensors_json;
 
+use super::durable_files::GroupWriter;
 use super::folder_jobs::{Outcome, read_folder, report_failures, run_all, summary};
 use super::infer::{InferArgs, pick_node};
-use super::run::write_job_files;
+use super::run::job_files;
 use super::session::Session;
 
 /// Runs `quorate infer --inputs DIR` for `model` on `session`.
@@ -31,23 +32,26 @@ pub fn run(
     let (node, outcomes) = session.rt.block_on(async {
         let client = session.client(Duration::from_secs(args.timeout))?;
         let node = pick_node(&client, args.node.as_deref(), &model).await?;
+        let writer = GroupWriter::start()?;
         let outcomes = run_all(inputs, args.concurrency.into(), |name, tensors| {
-            let (client, node) = (&client, &node);
+            let (client, node, writer) = (&client, &node, &writer);
             async move {
                 let req = fresh_request(model, tensors, None)?;
                 let (response, _) = client.infer_patiently(node, &req).await?;
                 let promised = response.promise.is_some();
-                let out = args.out.clone();
-                // Each job's files are made durable as it comes: off the async threads.
-                tokio::task::spawn_blocking(move || {
-                    let inputs = salted_tensors_json(&req.inputs, req.input_salts.as_deref());
-                    let outputs =
-                        salted_tensors_json(&response.outputs, response.output_salts.as_deref());
-                    let promise = response.promise.as_deref();
-                    write_job_files(&out, &name, (&inputs, &outputs), &response.receipt, promise)
-                })
-                .await
-                .context("the writing task failed")??;
+                let inputs = salted_tensors_json(&req.inputs, req.input_salts.as_deref());
+                let outputs =
+                    salted_tensors_json(&response.outputs, response.output_salts.as_deref());
+                let files = job_files(
+                    &args.out,
+                    &name,
+                    (&inputs, &outputs),
+                    &response.receipt,
+                    response.promise.as_deref(),
+                )?;
+                // Made durable off the async threads, with those of the jobs that finish
+                // meanwhile (§12.6.1).
+                writer.write(files).await?;
                 anyhow::Ok(promised)
             }
         })

@@ -7,6 +7,7 @@ pub mod demo_ensemble;
 pub mod demo_fhe;
 pub mod demo_pipeline;
 pub mod demo_verified;
+pub mod durable_files;
 pub mod ensemble;
 pub mod ensemble_many;
 #[cfg(feature = "fhe")]

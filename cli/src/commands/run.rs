@@ -7,9 +7,11 @@ use anyhow::{Context, bail};
 use quorate_protocol::tensor_file::{self, MAX_FILE_LEN, tensors_json};
 
 use quorate_node::clock::unix_now;
-use quorate_node::files::{load_secret_key, read_limited, write_atomic};
+use quorate_node::files::{load_secret_key, read_limited};
 use quorate_runtime::LoadedModel;
 use quorate_runtime::attest::{Committed, JobParams, attested_run};
+
+use super::durable_files::{FileToWrite, JobFiles};
 
 /// Arguments of `quorate run`.
 #[derive(clap::Args)]
@@ -76,12 +78,13 @@ pub fn run(args: &RunArgs) -> anyhow::Result<ExitCode> {
         job.nonce = parse_nonce(n)?;
     }
     let (attested, receipt) = attested_run(&model, tensors, &job, &key, unix_now())?;
-    write_results(
+    result_files(
         &args.out,
         "",
         (&attested.inputs, &attested.outputs),
         &receipt,
-    )?;
+    )?
+    .write()?;
     print_run(&model, &attested, &key, &job);
     println!(
         "wrote     {}/outputs.json, inputs.json, receipt.cose",
@@ -130,17 +133,17 @@ pub fn load_inputs(
         })
 }
 
-/// Writes `out/outputs.json`, `out/inputs.json` (private: it reveals the inputs and their
-/// salts) and `out/receipt.cose`; for a job of a batch, `job_name` names it and its files go
-/// to `out/outputs/`, `out/inputs/` and `out/receipts/`.
-pub fn write_results(
+/// The files of a local run's results: `out/outputs.json`, `out/inputs.json` (private: it
+/// reveals the inputs and their salts) and `out/receipt.cose`; for a job of a batch,
+/// `job_name` names it and its files go to `out/outputs/`, `out/inputs/` and `out/receipts/`.
+pub fn result_files(
     out: &std::path::Path,
     job_name: &str,
     (committed_inputs, committed_outputs): (&[Committed], &[Committed]),
     receipt: &[u8],
-) -> anyhow::Result<()> {
+) -> anyhow::Result<JobFiles> {
     let doc = |list: &[Committed]| tensors_json(list.iter().map(|c| (&c.tensor, c.salt.as_ref())));
-    write_job_files(
+    job_files(
         out,
         job_name,
         (&doc(committed_inputs), &doc(committed_outputs)),
@@ -149,19 +152,30 @@ pub fn write_results(
     )
 }
 
-/// Writes one job's files under `out`, each made durable: its outputs and inputs as tensor
-/// lists (the inputs private, mode 0600: they reveal the inputs and their salts), the promise
-/// to log its receipt if there is one (§18.6), and its receipt last, so that a receipt on disk
-/// means the job's files are all there. An unnamed job (`job_name` empty) writes
-/// `outputs.json`, `inputs.json`, `receipt.promise` and `receipt.cose`; a named one
-/// `outputs/NAME.json`, `inputs/NAME.json`, `promises/NAME.promise` and `receipts/NAME.cose`.
+/// Writes one job's files under `out`, each made durable (see [`job_files`]).
 pub fn write_job_files(
+    out: &std::path::Path,
+    job_name: &str,
+    tensors: (&serde_json::Value, &serde_json::Value),
+    receipt: &[u8],
+    promise: Option<&[u8]>,
+) -> anyhow::Result<()> {
+    job_files(out, job_name, tensors, receipt, promise)?.write()
+}
+
+/// One job's files under `out`: its outputs and inputs as tensor lists (the inputs private,
+/// mode 0600: they reveal the inputs and their salts), the promise to log its receipt if there
+/// is one (§18.6), and its receipt, written last, so that a receipt on disk means the job's
+/// files are all there. An unnamed job (`job_name` empty) has `outputs.json`, `inputs.json`,
+/// `receipt.promise` and `receipt.cose`; a named one `outputs/NAME.json`, `inputs/NAME.json`,
+/// `promises/NAME.promise` and `receipts/NAME.cose`.
+pub fn job_files(
     out: &std::path::Path,
     job_name: &str,
     (inputs, outputs): (&serde_json::Value, &serde_json::Value),
     receipt: &[u8],
     promise: Option<&[u8]>,
-) -> anyhow::Result<()> {
+) -> anyhow::Result<JobFiles> {
     let path = |single: &str, folder: &str, ext: &str| {
         if job_name.is_empty() {
             out.join(single)
@@ -169,37 +183,34 @@ pub fn write_job_files(
             out.join(folder).join(format!("{job_name}.{ext}"))
         }
     };
-    let files = [
-        (
+    let file = |path, bytes, mode| FileToWrite { path, bytes, mode };
+    let mut first = vec![
+        file(
             path("outputs.json", "outputs", "json"),
-            Some(serde_json::to_vec_pretty(outputs)?),
+            serde_json::to_vec_pretty(outputs)?,
             0o644,
         ),
-        (
+        file(
             path("inputs.json", "inputs", "json"),
-            Some(serde_json::to_vec_pretty(inputs)?),
+            serde_json::to_vec_pretty(inputs)?,
             0o600,
         ),
-        (
-            path("receipt.promise", "promises", "promise"),
-            promise.map(<[u8]>::to_vec),
-            0o644,
-        ),
-        (
-            path("receipt.cose", "receipts", "cose"),
-            Some(receipt.to_vec()),
-            0o644,
-        ),
     ];
-    for (path, bytes, mode) in files {
-        let Some(bytes) = bytes else { continue };
-        if let Some(parent) = path.parent() {
-            std::fs::create_dir_all(parent)
-                .with_context(|| format!("cannot create {}", parent.display()))?;
-        }
-        write_atomic(&path, &bytes, mode)?;
+    if let Some(promise) = promise {
+        first.push(file(
+            path("receipt.promise", "promises", "promise"),
+            promise.to_vec(),
+            0o644,
+        ));
     }
-    Ok(())
+    Ok(JobFiles {
+        first,
+        last: file(
+            path("receipt.cose", "receipts", "cose"),
+            receipt.to_vec(),
+            0o644,
+        ),
+    })
 }
 
 fn print_run(

@@ -10,7 +10,8 @@ use quorate_node::clock::unix_now;
 use quorate_runtime::LoadedModel;
 use quorate_runtime::attest::attested_batch;
 
-use super::run::{RunArgs, load_inputs, parse_nonce, write_results};
+use super::durable_files::{MAX_GROUP, write_group};
+use super::run::{RunArgs, load_inputs, parse_nonce, result_files};
 
 /// Most input files in one batch (§5.1: a batch holds at most 2^20 leaves).
 const MAX_BATCH: usize = 1 << 20;
@@ -86,10 +87,23 @@ pub fn run(
     let (results, receipts) = attested_batch(model, inputs, !args.no_salt, nonce, key, unix_now())?;
     let total = results.len();
     let show = total >= 1000 && std::io::IsTerminal::is_terminal(&std::io::stderr());
-    for (i, ((job, receipt), name)) in results.iter().zip(receipts.iter()).zip(&names).enumerate() {
-        write_results(&args.out, name, (&job.inputs, &job.outputs), receipt)?;
-        if show && (i + 1) % 500 == 0 {
-            eprint!("\rwrote {} of {total} results", i + 1);
+    // §12.6.1: the results are written a group at a time, each job's receipt after its other
+    // files; a failure stops the command at its group, whose other jobs are all written.
+    let jobs: Vec<_> = results.iter().zip(receipts.iter()).zip(&names).collect();
+    let mut written = 0;
+    for group in jobs.chunks(MAX_GROUP) {
+        let files = group
+            .iter()
+            .map(|((job, receipt), name)| {
+                result_files(&args.out, name, (&job.inputs, &job.outputs), receipt)
+            })
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        for (result, ((_, _), name)) in write_group(&files).into_iter().zip(group) {
+            result.with_context(|| format!("the results of {name}"))?;
+        }
+        written += group.len();
+        if show {
+            eprint!("\rwrote {written} of {total} results");
         }
     }
     if show {
