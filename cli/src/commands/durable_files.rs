@@ -1,17 +1,17 @@
-//! Many jobs' files made durable together (`quorate run --inputs`, `quorate infer --inputs`,
-//! §12.6.1). One job at a time, each file costs a flush of its own and one of its folder, and
-//! a job's receipt waits for both. Here a group of jobs is written in two passes: every job's
-//! first files (outputs, inputs, promise) to temporary files, all flushed, renamed into place,
-//! and each folder flushed once; then the receipts the same way. A crash leaves each file
-//! whole or absent, and a receipt only beside its job's complete files, as the one-at-a-time
-//! writes did, while the file system can take a group's flushes in a few journal commits.
+//! Jobs' files made durable (§12.6.1), many jobs' together where they are known at once
+//! (`quorate run --inputs`). File by file, each costs a flush of its own and one of its
+//! folder, one after the other. Here a group of jobs is written in two passes: every job's
+//! first files (outputs, inputs, promise) to temporary files, flushed together, renamed into
+//! place, and each folder flushed once; then the receipts the same way. A crash leaves each
+//! file whole or absent, and a receipt only beside its job's complete files, as file-by-file
+//! writes did, while the file system's journal takes the flushes that arrive together in
+//! few commits.
 
 use std::collections::{BTreeMap, HashSet};
 use std::fs::{File, OpenOptions};
 use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
-use std::sync::mpsc;
 
 use anyhow::{Context, anyhow};
 
@@ -92,10 +92,10 @@ fn pass<'a>(
             }
         }
     }
-    for p in &pending {
-        if results[p.job].is_ok()
-            && let Err(e) = p.handle.sync_all()
-        {
+    let live: Vec<&Pending<'a>> = pending.iter().filter(|p| results[p.job].is_ok()).collect();
+    let flushed = sync_concurrently(&live.iter().map(|p| &p.handle).collect::<Vec<_>>());
+    for (p, flushed) in live.iter().zip(flushed) {
+        if let Err(e) = flushed {
             results[p.job] = Err(cannot_write(&p.file.path, e));
         }
     }
@@ -127,6 +127,50 @@ fn pass<'a>(
             }
         }
     }
+}
+
+/// Threads flushing a group's files at once.
+const FLUSHERS: usize = 16;
+
+/// Files below which one thread flushes them in turn: starting threads costs a single
+/// job's few files more than it saves.
+const CONCURRENT_MIN: usize = 8;
+
+/// `fsync`s every file, from up to [`FLUSHERS`] threads at once, and returns each outcome in
+/// order. A file system's journal takes flushes that arrive together in one commit, where
+/// one thread's flushes, each waiting for the last, pay a commit each: a file's blocks are
+/// only allocated when it is flushed, so the commit of one file's flush does not carry the
+/// next file's data.
+fn sync_concurrently(files: &[&File]) -> Vec<std::io::Result<()>> {
+    if files.len() < CONCURRENT_MIN {
+        return files.iter().map(|f| f.sync_all()).collect();
+    }
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let outcomes: Vec<std::sync::Mutex<Option<std::io::Result<()>>>> =
+        files.iter().map(|_| std::sync::Mutex::new(None)).collect();
+    std::thread::scope(|s| {
+        for _ in 0..FLUSHERS.min(files.len()) {
+            s.spawn(|| {
+                loop {
+                    let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    let Some(file) = files.get(i) else { break };
+                    let outcome = file.sync_all();
+                    if let Ok(mut slot) = outcomes[i].lock() {
+                        *slot = Some(outcome);
+                    }
+                }
+            });
+        }
+    });
+    outcomes
+        .into_iter()
+        .map(|slot| {
+            slot.into_inner()
+                .ok()
+                .flatten()
+                .unwrap_or_else(|| Err(std::io::Error::other("the file was not flushed")))
+        })
+        .collect()
 }
 
 fn cannot_write(path: &Path, e: std::io::Error) -> anyhow::Error {
@@ -173,68 +217,6 @@ fn write_temporary(
         Err(e) => {
             let _ = std::fs::remove_file(&temp);
             Err(cannot_write(&file.path, e))
-        }
-    }
-}
-
-type Request = (JobFiles, tokio::sync::oneshot::Sender<anyhow::Result<()>>);
-
-/// A thread writing the files of jobs that finish concurrently: the jobs queued while it
-/// writes one group make up the next (at most [`MAX_GROUP`]).
-pub struct GroupWriter {
-    queue: Option<mpsc::Sender<Request>>,
-    thread: Option<std::thread::JoinHandle<()>>,
-}
-
-impl GroupWriter {
-    /// Starts the writing thread.
-    pub fn start() -> anyhow::Result<Self> {
-        let (queue, jobs) = mpsc::channel::<Request>();
-        let thread = std::thread::Builder::new()
-            .name("quorate-writer".into())
-            .spawn(move || {
-                while let Ok(first) = jobs.recv() {
-                    let mut group = vec![first];
-                    while group.len() < MAX_GROUP {
-                        match jobs.try_recv() {
-                            Ok(next) => group.push(next),
-                            Err(_) => break,
-                        }
-                    }
-                    let (files, replies): (Vec<JobFiles>, Vec<_>) = group.into_iter().unzip();
-                    for (result, reply) in write_group(&files).into_iter().zip(replies) {
-                        // A job that stopped waiting has nobody to tell.
-                        let _ = reply.send(result);
-                    }
-                }
-            })
-            .context("cannot start the thread that writes the jobs' files")?;
-        Ok(Self {
-            queue: Some(queue),
-            thread: Some(thread),
-        })
-    }
-
-    /// Queues a job's files and waits until they are durable (or have failed).
-    pub async fn write(&self, job: JobFiles) -> anyhow::Result<()> {
-        let (reply, answer) = tokio::sync::oneshot::channel();
-        self.queue
-            .as_ref()
-            .context("the writer is stopped")?
-            .send((job, reply))
-            .map_err(|_| anyhow!("the thread that writes the jobs' files has stopped"))?;
-        answer
-            .await
-            .map_err(|_| anyhow!("the thread that writes the jobs' files has stopped"))?
-    }
-}
-
-impl Drop for GroupWriter {
-    /// Lets the thread finish the jobs queued, then waits for it.
-    fn drop(&mut self) {
-        drop(self.queue.take());
-        if let Some(thread) = self.thread.take() {
-            let _ = thread.join();
         }
     }
 }
@@ -330,25 +312,5 @@ mod tests {
             "{:?}",
             leftovers(dir.path())
         );
-    }
-
-    #[test]
-    fn the_writer_thread_answers_every_job_of_concurrent_callers() {
-        let dir = tempfile::tempdir().unwrap();
-        let rt = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .build()
-            .unwrap();
-        let writer = GroupWriter::start().unwrap();
-        let results = rt.block_on(async {
-            let writes = (0..100).map(|i| writer.write(job(dir.path(), &format!("j{i}"))));
-            futures_util::future::join_all(writes).await
-        });
-        drop(writer);
-        assert!(results.iter().all(Result::is_ok));
-        let receipts = std::fs::read_dir(dir.path().join("receipts"))
-            .unwrap()
-            .count();
-        assert_eq!(receipts, 100);
     }
 }

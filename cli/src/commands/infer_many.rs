@@ -12,7 +12,6 @@ use anyhow::Context;
 use quorate_node::mesh::client::fresh_request;
 use quorate_protocol::tensor_file::salted_tensors_json;
 
-use super::durable_files::GroupWriter;
 use super::folder_jobs::{Outcome, read_folder, report_failures, run_all, summary};
 use super::infer::{InferArgs, pick_node};
 use super::run::job_files;
@@ -32,9 +31,8 @@ pub fn run(
     let (node, outcomes) = session.rt.block_on(async {
         let client = session.client(Duration::from_secs(args.timeout))?;
         let node = pick_node(&client, args.node.as_deref(), &model).await?;
-        let writer = GroupWriter::start()?;
         let outcomes = run_all(inputs, args.concurrency.into(), |name, tensors| {
-            let (client, node, writer) = (&client, &node, &writer);
+            let (client, node) = (&client, &node);
             async move {
                 let req = fresh_request(model, tensors, None)?;
                 let (response, _) = client.infer_patiently(node, &req).await?;
@@ -49,9 +47,12 @@ pub fn run(
                     &response.receipt,
                     response.promise.as_deref(),
                 )?;
-                // Made durable off the async threads, with those of the jobs that finish
-                // meanwhile (§12.6.1).
-                writer.write(files).await?;
+                // Made durable as each job comes, off the async threads (§12.6.1): the
+                // writes of the jobs in flight overlap, and the file system's journal takes
+                // their flushes together.
+                tokio::task::spawn_blocking(move || files.write())
+                    .await
+                    .context("the writing task failed")??;
                 anyhow::Ok(promised)
             }
         })
