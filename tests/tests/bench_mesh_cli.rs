@@ -169,12 +169,13 @@ fn short_run_measures_every_figure_and_sums_them_up() {
     assert_eq!(doc["batch"]["n"], 50);
 }
 
-#[test]
-fn a_missing_transformer_is_skipped_saying_how_to_fetch_it() {
+/// The smallest bench, the transformer's file missing, with `extra` arguments: its standard
+/// output and its JSON.
+fn smallest_bench(extra: &[&str]) -> (String, serde_json::Value) {
     let dir = tempfile::tempdir().unwrap();
     let json = dir.path().join("mesh.json");
     let missing = dir.path().join("no-such-model.onnx");
-    let o = quorate([
+    let mut args = vec![
         "bench",
         "mesh",
         "--rounds",
@@ -193,51 +194,32 @@ fn a_missing_transformer_is_skipped_saying_how_to_fetch_it() {
         missing.to_str().unwrap(),
         "--json",
         json.to_str().unwrap(),
-    ]);
+    ];
+    args.extend(extra);
+    let o = quorate(&args);
     assert!(o.status.success(), "{}", text(&o));
     let out = String::from_utf8(o.stdout).unwrap();
+    let doc = serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
+    (out, doc)
+}
+
+#[test]
+fn a_missing_transformer_is_skipped_saying_how_to_fetch_it() {
+    let (out, doc) = smallest_bench(&[]);
     assert!(
         out.contains("minilm      skipped:") && out.contains("fetch-models.sh"),
         "{out}"
     );
-    let doc: serde_json::Value = serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
     assert!(doc["minilm"].is_null(), "{doc}");
 }
 
 #[test]
 fn several_runs_end_with_each_figures_median_range_and_goals_met() {
-    let dir = tempfile::tempdir().unwrap();
-    let json = dir.path().join("mesh.json");
-    let missing = dir.path().join("no-such-model.onnx");
-    let o = quorate([
-        "bench",
-        "mesh",
-        "--runs",
-        "2",
-        "--rounds",
-        "5",
-        "--clients",
-        "1",
-        "--seconds",
-        "0.1",
-        "--batch",
-        "1",
-        "--audit",
-        "1",
-        "--ensembles",
-        "1",
-        "--minilm",
-        missing.to_str().unwrap(),
-        "--json",
-        json.to_str().unwrap(),
-    ]);
-    assert!(o.status.success(), "{}", text(&o));
-    let out = String::from_utf8(o.stdout).unwrap();
+    let (out, doc) = smallest_bench(&["--runs", "2"]);
     assert!(
         out.contains("\nrun 1 of 2\n") && out.contains("\nrun 2 of 2\n"),
         "{out}"
     );
-    let doc: serde_json::Value = serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
     let runs = doc["runs"].as_array().unwrap();
     assert_eq!(runs.len(), 2, "{doc}");
     // Each run printed its own summary line, as the JSON gives it.
