@@ -18,8 +18,8 @@ pub fn keygen(dir: &Path) -> (String, String) {
     (key.clone(), format!("{key}.pub"))
 }
 
-/// Writes `n` (at most 100) different patients (the bundled sample, shifted) as
-/// `patient-NN.npy` files.
+/// Writes `n` different patients (the bundled sample, shifted) as `patient-NN.npy` files (at
+/// least two digits).
 pub fn patients(dir: &Path, n: usize) {
     let sample = std::fs::read(repo_root().join("models/samples/features.npy")).unwrap();
     let base = parse_npy(&sample, "features").unwrap().to_f64_vec();

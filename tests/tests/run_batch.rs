@@ -7,8 +7,10 @@
 
 use quorate_protocol::tensor::Tensor;
 use quorate_protocol::tensor_file::to_npy;
+use std::time::{Duration, Instant};
+
 use quorate_tests::batch::{keygen, patients, run_batch};
-use quorate_tests::{quorate, text};
+use quorate_tests::{quorate, quorate_bin, repo_root, text};
 
 #[test]
 fn every_batch_receipt_verifies_alone_and_binds_its_own_output() {
@@ -123,6 +125,93 @@ fn a_batch_committed_on_two_threads_binds_each_output_to_its_own_receipt() {
         ]);
         assert_eq!(o.status.success(), binds, "{}", text(&o));
     }
+}
+
+/// A `quorate run --inputs` killed (`kill -9`) while it writes its results leaves every file
+/// whole or absent, and a receipt only beside its job's complete outputs and inputs: the
+/// receipts of a group are written after the group's other files (§12.6.1).
+#[test]
+fn a_batch_killed_while_writing_leaves_receipts_only_beside_complete_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let (key, public) = keygen(dir.path());
+    let inputs = dir.path().join("patients");
+    patients(&inputs, 3000);
+    let out = dir.path().join("out");
+    let mut child = std::process::Command::new(quorate_bin())
+        .args(["run", "--model"])
+        .arg(repo_root().join("models/mlp.onnx"))
+        .arg("--inputs")
+        .arg(&inputs)
+        .args(["--key", &key, "--out"])
+        .arg(&out)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    // Killed once the first receipt is in place: 3,000 jobs' files take seconds to write.
+    let receipts = out.join("receipts");
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let cut_short = loop {
+        if child.try_wait().unwrap().is_some() {
+            break false;
+        }
+        let placed = |d: std::fs::ReadDir| {
+            d.flatten()
+                .any(|e| !e.file_name().to_string_lossy().starts_with('.'))
+        };
+        if std::fs::read_dir(&receipts).is_ok_and(placed) {
+            child.kill().unwrap();
+            child.wait().unwrap();
+            break true;
+        }
+        assert!(Instant::now() < deadline, "no receipt within two minutes");
+        std::thread::sleep(Duration::from_millis(2));
+    };
+    let finished = |sub: &str| -> Vec<String> {
+        let mut names: Vec<String> = std::fs::read_dir(out.join(sub))
+            .map(|d| {
+                d.map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+                    .filter(|n| !n.starts_with('.'))
+                    .collect()
+            })
+            .unwrap_or_default();
+        names.sort();
+        names
+    };
+    let kept = finished("receipts");
+    eprintln!(
+        "{} of 3000 receipts in place when the run {}",
+        kept.len(),
+        if cut_short { "was killed" } else { "ended" }
+    );
+    assert!(!kept.is_empty());
+    // No file in place is torn: every outputs and inputs file parses as tensors.
+    for sub in ["outputs", "inputs"] {
+        for name in finished(sub) {
+            let path = out.join(sub).join(&name);
+            let bytes = std::fs::read(&path).unwrap();
+            quorate_protocol::tensor_file::parse_any(&bytes, "features")
+                .unwrap_or_else(|e| panic!("{} is torn: {e}", path.display()));
+        }
+    }
+    // Every receipt in place has its job's outputs and inputs beside it, and verifies.
+    let outputs = finished("outputs");
+    let inputs_kept = finished("inputs");
+    for receipt in &kept {
+        let job = receipt.strip_suffix(".cose").unwrap();
+        let json = format!("{job}.json");
+        assert!(
+            outputs.contains(&json) && inputs_kept.contains(&json),
+            "{receipt} without its outputs and inputs"
+        );
+    }
+    let o = quorate(["verify", receipts.to_str().unwrap(), "--trust", &public]);
+    let n = kept.len();
+    assert!(
+        text(&o).contains(&format!("{n} of {n} receipts verified")),
+        "{}",
+        text(&o)
+    );
 }
 
 #[test]
