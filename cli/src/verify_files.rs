@@ -80,7 +80,7 @@ pub fn verify_files(
     reveals: &[RevealedTensor],
 ) -> Vec<FileReport> {
     let mut reports = Vec::new();
-    verify_streaming(files, trust, reveals, &[], &mut |r| reports.push(r));
+    verify_streaming(files, trust, reveals, &[], &|r| r, &mut |r| reports.push(r));
     reports
 }
 
@@ -93,19 +93,21 @@ pub struct Tally {
     pub failed: usize,
 }
 
-/// Reads and verifies receipt files and audit logs (§6.4) and hands every report to
-/// `on_report` in order, keeping none: an audit log of any length is read record by record
+/// Reads and verifies receipt files and audit logs (§6.4) and hands every report, as
+/// `render` makes it on the worker that verified it (a report line, say), to `on_report` in
+/// order, keeping none: an audit log of any length is read record by record
 /// and checked in bounded memory. One worker per core takes the next [`CHUNK`] receipts
 /// from the shared reader whenever it is free, so no core waits for another until the last
 /// chunk; at most [`IN_FLIGHT`] chunks are read and not yet reported. Audit-log records are
 /// labelled `FILE#N`, a torn tail `FILE#tail`. Revealed blobs (§16.6) are checked against
 /// every receipt that verified. On a terminal, long audits show their progress on stderr.
-pub fn verify_streaming(
+pub fn verify_streaming<T: Send>(
     files: &[PathBuf],
     trust: &TrustStore,
     reveals: &[RevealedTensor],
     blobs: &[RevealedBlob],
-    on_report: &mut dyn FnMut(FileReport),
+    render: &(dyn Fn(FileReport) -> T + Sync),
+    on_report: &mut dyn FnMut(T),
 ) -> Tally {
     let total_bytes: u64 = files
         .iter()
@@ -127,7 +129,10 @@ pub fn verify_streaming(
     let workers = std::thread::available_parallelism().map_or(1, |n| n.get());
     let mut tally = Tally::default();
     std::thread::scope(|scope| {
-        let (done, finished) = std::sync::mpsc::channel::<(usize, Vec<FileReport>)>();
+        // Each report is rendered, and freed, on its worker: the reporting thread only
+        // passes on what the workers made, which on a loaded machine keeps it from being
+        // the audit's bottleneck.
+        let (done, finished) = std::sync::mpsc::channel::<(usize, Vec<(bool, T)>)>();
         for _ in 0..workers {
             let done = done.clone();
             let (shared, bytes_read) = (&shared, &bytes_read);
@@ -155,7 +160,11 @@ pub fn verify_streaming(
                         }
                         _ => verification_failed(labels),
                     };
-                    if done.send((n, reports)).is_err() {
+                    let rendered = reports
+                        .into_iter()
+                        .map(|r| (r.failure.is_some(), render(r)))
+                        .collect();
+                    if done.send((n, rendered)).is_err() {
                         break;
                     }
                 }
@@ -167,15 +176,15 @@ pub fn verify_streaming(
         let _close = Close(&shared);
         // Chunks verified ahead of an earlier one still being verified wait here, at most
         // IN_FLIGHT of them, and are reported in log order (§6.4).
-        let mut ahead: BTreeMap<usize, Vec<FileReport>> = BTreeMap::new();
+        let mut ahead: BTreeMap<usize, Vec<(bool, T)>> = BTreeMap::new();
         let mut next = 0usize;
         let mut shown = started;
         for (n, reports) in finished {
             ahead.insert(n, reports);
             while let Some(reports) = ahead.remove(&next) {
-                for r in reports {
+                for (failed, r) in reports {
                     tally.total += 1;
-                    tally.failed += usize::from(r.failure.is_some());
+                    tally.failed += usize::from(failed);
                     on_report(r);
                 }
                 next += 1;

@@ -12,7 +12,7 @@ use crate::commands::verify_tlog;
 use crate::verify_files::{collect_files, verify_streaming};
 use quorate_node::files::{load_public_key, read_limited};
 use quorate_verify::TrustStore;
-use quorate_verify::receipts::{human_line, json_entry};
+use quorate_verify::receipts::{FileReport, human_line, json_entry};
 
 /// Arguments of `quorate verify`.
 #[derive(clap::Args)]
@@ -238,8 +238,8 @@ pub fn run(args: &VerifyArgs) -> anyhow::Result<ExitCode> {
     let mut first = true;
     let tally = if args.json {
         write!(out, "{{\n  \"receipts\": [")?;
-        let tally = verify_streaming(&files, &trust, reveals, &blobs, &mut |r| {
-            let entry = serde_json::to_string(&json_entry(&r)).unwrap_or_default();
+        let render = |r: FileReport| serde_json::to_string(&json_entry(&r)).unwrap_or_default();
+        let tally = verify_streaming(&files, &trust, reveals, &blobs, &render, &mut |entry| {
             let sep = if std::mem::take(&mut first) {
                 "\n    "
             } else {
@@ -255,8 +255,9 @@ pub fn run(args: &VerifyArgs) -> anyhow::Result<ExitCode> {
         for r in &chain_reports {
             writeln!(out, "{}", quorate_verify::chain::human_line(r))?;
         }
-        verify_streaming(&files, &trust, reveals, &blobs, &mut |r| {
-            if let Err(e) = writeln!(out, "{}", human_line(&r)) {
+        let render = |r: FileReport| human_line(&r);
+        verify_streaming(&files, &trust, reveals, &blobs, &render, &mut |line| {
+            if let Err(e) = writeln!(out, "{line}") {
                 write_error.get_or_insert(e);
             }
         })
