@@ -85,8 +85,9 @@ impl NodeState {
         tracing::info!(
             node = %cfg.name,
             receipts = n,
-            "audit log {} holds {n} receipts",
-            cfg.audit_log.display()
+            "audit log {} holds {n} receipt{}",
+            cfg.audit_log.display(),
+            if n == 1 { "" } else { "s" }
         );
         let audit = Arc::new(audit);
         // §18.11.2: leaves are proved against the heads signed before a restart.
