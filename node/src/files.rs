@@ -11,34 +11,52 @@ use quorate_crypto::{PublicKey, SecretKey};
 /// Writes `bytes` to `path` atomically: a temporary file in the same directory, fsync, rename,
 /// fsync of the directory. A crash leaves either the old file or the new one, never a torn one.
 pub fn write_atomic(path: &Path, bytes: &[u8], mode: u32) -> anyhow::Result<()> {
-    let dir = path
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    let name = path
-        .file_name()
-        .with_context(|| format!("{} has no file name", path.display()))?;
-    let tmp = dir.join(format!(
-        ".{}.tmp-{}",
-        name.to_string_lossy(),
-        std::process::id()
-    ));
+    let (tmp, file) = write_temporary(path, bytes, mode)?;
     let result = (|| {
-        let mut f = OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(mode)
-            .open(&tmp)?;
-        f.write_all(bytes)?;
-        f.sync_all()?;
+        file.sync_all()?;
+        drop(file);
         std::fs::rename(&tmp, path)?;
-        File::open(dir)?.sync_all()
+        File::open(folder_of(path))?.sync_all()
     })();
     if result.is_err() {
         let _ = std::fs::remove_file(&tmp);
     }
     result.with_context(|| format!("cannot write {}", path.display()))
+}
+
+/// The folder `path` is in (`.` for a bare file name).
+pub fn folder_of(path: &Path) -> &Path {
+    path.parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."))
+}
+
+/// Writes `bytes` with `mode` to a new temporary file beside `path` (`.NAME.tmp-PID`, §12.6.1),
+/// not yet flushed, and returns its path and the open file; removes it if the write fails.
+/// [`write_atomic`] and the writers of many jobs' files at once flush and rename it.
+pub fn write_temporary(path: &Path, bytes: &[u8], mode: u32) -> anyhow::Result<(PathBuf, File)> {
+    let name = path
+        .file_name()
+        .with_context(|| format!("{} has no file name", path.display()))?;
+    let tmp = folder_of(path).join(format!(
+        ".{}.tmp-{}",
+        name.to_string_lossy(),
+        std::process::id()
+    ));
+    let written = OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(mode)
+        .open(&tmp)
+        .and_then(|mut f| f.write_all(bytes).map(|()| f));
+    match written {
+        Ok(file) => Ok((tmp, file)),
+        Err(e) => {
+            let _ = std::fs::remove_file(&tmp);
+            Err(anyhow::Error::new(e).context(format!("cannot write {}", path.display())))
+        }
+    }
 }
 
 /// Reads a file with a size limit, so a wrong path cannot make us read gigabytes.

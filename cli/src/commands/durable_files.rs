@@ -8,12 +8,11 @@
 //! few commits.
 
 use std::collections::{BTreeMap, HashSet};
-use std::fs::{File, OpenOptions};
-use std::io::Write;
-use std::os::unix::fs::OpenOptionsExt;
+use std::fs::File;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, anyhow};
+use quorate_node::files::{self, folder_of};
 
 /// Jobs written together at most: a group holds a temporary file open per file.
 pub const MAX_GROUP: usize = 256;
@@ -99,16 +98,17 @@ fn pass<'a>(
             results[p.job] = Err(cannot_write(&p.file.path, e));
         }
     }
-    let mut folders: BTreeMap<PathBuf, Vec<usize>> = BTreeMap::new();
+    let mut folders: BTreeMap<&Path, Vec<usize>> = BTreeMap::new();
     for p in pending {
         drop(p.handle);
+        let file: &'a FileToWrite = p.file;
         if results[p.job].is_ok() {
-            match std::fs::rename(&p.temp, &p.file.path) {
+            match std::fs::rename(&p.temp, &file.path) {
                 Ok(()) => folders
-                    .entry(folder_of(&p.file.path))
+                    .entry(folder_of(&file.path))
                     .or_default()
                     .push(p.job),
-                Err(e) => results[p.job] = Err(cannot_write(&p.file.path, e)),
+                Err(e) => results[p.job] = Err(cannot_write(&file.path, e)),
             }
         }
         if results[p.job].is_err() {
@@ -116,7 +116,7 @@ fn pass<'a>(
         }
     }
     for (folder, jobs) in folders {
-        if let Err(e) = File::open(&folder).and_then(|d| d.sync_all()) {
+        if let Err(e) = File::open(folder).and_then(|d| d.sync_all()) {
             for job in jobs {
                 if results[job].is_ok() {
                     results[job] = Err(anyhow!(
@@ -142,83 +142,45 @@ const CONCURRENT_MIN: usize = 8;
 /// only allocated when it is flushed, so the commit of one file's flush does not carry the
 /// next file's data.
 fn sync_concurrently(files: &[&File]) -> Vec<std::io::Result<()>> {
+    let flush = |chunk: &[&File]| chunk.iter().map(|f| f.sync_all()).collect::<Vec<_>>();
     if files.len() < CONCURRENT_MIN {
-        return files.iter().map(|f| f.sync_all()).collect();
+        return flush(files);
     }
-    let next = std::sync::atomic::AtomicUsize::new(0);
-    let outcomes: Vec<std::sync::Mutex<Option<std::io::Result<()>>>> =
-        files.iter().map(|_| std::sync::Mutex::new(None)).collect();
     std::thread::scope(|s| {
-        for _ in 0..FLUSHERS.min(files.len()) {
-            s.spawn(|| {
-                loop {
-                    let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                    let Some(file) = files.get(i) else { break };
-                    let outcome = file.sync_all();
-                    if let Ok(mut slot) = outcomes[i].lock() {
-                        *slot = Some(outcome);
-                    }
-                }
-            });
-        }
-    });
-    outcomes
-        .into_iter()
-        .map(|slot| {
-            slot.into_inner()
-                .ok()
-                .flatten()
-                .unwrap_or_else(|| Err(std::io::Error::other("the file was not flushed")))
-        })
-        .collect()
+        let threads: Vec<_> = files
+            .chunks(files.len().div_ceil(FLUSHERS))
+            .map(|chunk| (chunk.len(), s.spawn(move || flush(chunk))))
+            .collect();
+        threads
+            .into_iter()
+            .flat_map(|(n, thread)| {
+                thread.join().unwrap_or_else(|_| {
+                    (0..n)
+                        .map(|_| Err(std::io::Error::other("the flushing thread panicked")))
+                        .collect()
+                })
+            })
+            .collect()
+    })
 }
 
 fn cannot_write(path: &Path, e: std::io::Error) -> anyhow::Error {
     anyhow!("cannot write {}: {e}", path.display())
 }
 
-fn folder_of(path: &Path) -> PathBuf {
-    path.parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(Path::new("."))
-        .to_path_buf()
-}
-
 /// Writes `file`'s bytes to a temporary file beside its path (its folder made first if need
-/// be), not yet flushed; removes the temporary file if the write fails.
+/// be), not yet flushed.
 fn write_temporary(
     file: &FileToWrite,
     made: &mut HashSet<PathBuf>,
 ) -> anyhow::Result<(PathBuf, File)> {
     let folder = folder_of(&file.path);
-    if !made.contains(&folder) {
-        std::fs::create_dir_all(&folder)
+    if !made.contains(folder) {
+        std::fs::create_dir_all(folder)
             .with_context(|| format!("cannot create {}", folder.display()))?;
-        made.insert(folder.clone());
+        made.insert(folder.to_path_buf());
     }
-    let name = file
-        .path
-        .file_name()
-        .with_context(|| format!("{} has no file name", file.path.display()))?;
-    let temp = folder.join(format!(
-        ".{}.tmp-{}",
-        name.to_string_lossy(),
-        std::process::id()
-    ));
-    let written = OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(file.mode)
-        .open(&temp)
-        .and_then(|mut f| f.write_all(&file.bytes).map(|()| f));
-    match written {
-        Ok(handle) => Ok((temp, handle)),
-        Err(e) => {
-            let _ = std::fs::remove_file(&temp);
-            Err(cannot_write(&file.path, e))
-        }
-    }
+    files::write_temporary(&file.path, &file.bytes, file.mode)
 }
 
 #[cfg(test)]
